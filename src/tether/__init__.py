@@ -1,0 +1,45 @@
+"""tether: typed RPC and IPC interfaces for Trio, over interchangeable transports."""
+
+from .contexts import RequestContext as RequestContext
+from .contexts import activity as activity
+from .contexts import current as current_context
+from .runtime import ConnectError as ConnectError
+from .runtime import ConnectionClosed as ConnectionClosed
+from .runtime import DeadlineExceeded as DeadlineExceeded
+from .runtime import IncompatibleVersion as IncompatibleVersion
+from .runtime import InvalidRequest as InvalidRequest
+from .runtime import NotFound as NotFound
+from .runtime import PayloadTooLarge as PayloadTooLarge
+from .runtime import RemoteError as RemoteError
+from .runtime import RpcInterface as RpcInterface
+from .runtime import RpcManager as RpcManager
+from .runtime import TetherError as TetherError
+from .runtime import TransportError as TransportError
+from .runtime import Unauthorized as Unauthorized
+from .runtime import Unavailable as Unavailable
+from .runtime import is_version_compatible as is_version_compatible
+from .runtime import remote_error as remote_error
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConnectError",
+    "ConnectionClosed",
+    "DeadlineExceeded",
+    "IncompatibleVersion",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "RemoteError",
+    "RequestContext",
+    "RpcInterface",
+    "RpcManager",
+    "TetherError",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+    "activity",
+    "current_context",
+    "is_version_compatible",
+    "remote_error",
+]

@@ -1,0 +1,64 @@
+"""The runtime: interfaces, versions, codec, protocol, dispatch, errors, managers.
+
+It knows no transport: transports reach it through the sans-IO protocol
+(`tether.runtime.protocol` names), the `MessageStream` and `RpcBackend`
+contracts, and the session functions below.
+"""
+
+from ._client import ClientOptions as ClientOptions
+from ._client import RpcBackend as RpcBackend
+from ._codec import CONVERTER as CONVERTER
+from ._codec import make_converter as make_converter
+from ._connection import RpcConnection as RpcConnection
+from ._connection import open_rpc_connection as open_rpc_connection
+from ._connection import serve_rpc_session as serve_rpc_session
+from ._dispatch import Dispatcher as Dispatcher
+from ._errors import ConnectError as ConnectError
+from ._errors import ConnectionClosed as ConnectionClosed
+from ._errors import DeadlineExceeded as DeadlineExceeded
+from ._errors import IncompatibleVersion as IncompatibleVersion
+from ._errors import InvalidRequest as InvalidRequest
+from ._errors import NotFound as NotFound
+from ._errors import PayloadTooLarge as PayloadTooLarge
+from ._errors import RemoteError as RemoteError
+from ._errors import TetherError as TetherError
+from ._errors import TransportError as TransportError
+from ._errors import Unauthorized as Unauthorized
+from ._errors import Unavailable as Unavailable
+from ._errors import remote_error as remote_error
+from ._interfaces import Operation as Operation
+from ._interfaces import RpcInterface as RpcInterface
+from ._manager import RpcManager as RpcManager
+from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._stream import MessageStream as MessageStream
+from ._versions import is_version_compatible as is_version_compatible
+
+__all__ = [
+    "CONVERTER",
+    "PROTOCOL_VERSION",
+    "ClientOptions",
+    "ConnectError",
+    "ConnectionClosed",
+    "DeadlineExceeded",
+    "Dispatcher",
+    "IncompatibleVersion",
+    "InvalidRequest",
+    "MessageStream",
+    "NotFound",
+    "Operation",
+    "PayloadTooLarge",
+    "RemoteError",
+    "RpcBackend",
+    "RpcConnection",
+    "RpcInterface",
+    "RpcManager",
+    "TetherError",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+    "is_version_compatible",
+    "make_converter",
+    "open_rpc_connection",
+    "remote_error",
+    "serve_rpc_session",
+]

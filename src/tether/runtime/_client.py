@@ -1,0 +1,270 @@
+"""The frontend side of RPC: the backend contract, client options, and stubs."""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
+
+import attrs
+
+from .. import contexts
+from ._codec import CONVERTER
+from ._errors import (
+    IncompatibleVersion,
+    NotFound,
+    RemoteError,
+    Unavailable,
+    error_class_for_code,
+    registered_remote_error,
+)
+from ._interfaces import Operation, RpcInterface
+from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Result
+from ._util import timeout_ms_left
+from ._versions import compatibility_advice, is_version_compatible
+
+__all__ = [
+    "ClientOptions",
+    "RpcBackend",
+    "check_backend_interfaces",
+    "error_from_info",
+    "make_client",
+]
+
+T = TypeVar("T", bound=RpcInterface)
+
+_log = logging.getLogger("tether.client")
+_ids = itertools.count(1)
+
+
+@attrs.frozen(slots=True)
+class ClientOptions:
+    """How a frontend presents itself on every call it makes through a connection.
+
+    Attributes:
+        application_id: Sent with every call unless the current context has one.
+        application_version: Likewise.
+        authorization: The credential this connection sends. When None, the
+            current context's authorization (the user's) is forwarded.
+        session_id: The session this connection's calls belong to unless the
+            current context has one; a fresh UUID by default.
+    """
+
+    application_id: str | None = None
+    application_version: str | None = None
+    authorization: str | None = attrs.field(default=None, repr=False)
+    session_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+
+
+class RpcBackend(abc.ABC):
+    """The transport contract on the frontend: somewhere RPC calls can be sent.
+
+    A transport implements `request` and `interfaces`; the runtime builds the
+    call (arguments, context, deadline) and reads the reply. `get_client`
+    returns typed stubs bound to this backend.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abc.abstractmethod
+    def options(self) -> ClientOptions:
+        """How calls through this backend present the frontend."""
+
+    @property
+    @abc.abstractmethod
+    def interfaces(self) -> Mapping[str, InterfaceInfo]:
+        """What the backend said it serves when the connection was made."""
+
+    @abc.abstractmethod
+    async def request(self, call: Call) -> Result | Error:
+        """Send one call and wait for its reply (a `Result` or an `Error` message).
+
+        If the caller is cancelled, the transport tells the backend to cancel
+        the call (a `cancel` message, or closing the HTTP request) and lets the
+        `trio.Cancelled` propagate.
+
+        Raises:
+            TransportError: the connection failed or was closed.
+            PayloadTooLarge: the encoded call is over the transport's size limit.
+        """
+
+    def get_client(self, interface: type[T]) -> T:
+        """Return a client stub of `interface` whose calls go to this backend.
+
+        Raises:
+            NotFound: the backend did not say it serves `interface` on connect.
+        """
+        if interface.interface_name not in self.interfaces:
+            raise NotFound(
+                f"this connection was not opened for {interface.interface_name}: list it in "
+                "interfaces=[...] when connecting"
+            )
+        return make_client(interface, self)
+
+
+def check_backend_interfaces(
+    interfaces: Mapping[str, InterfaceInfo], wanted: list[type[RpcInterface]] | tuple[Any, ...]
+) -> dict[str, InterfaceInfo]:
+    """Check every wanted interface against what a backend describes.
+
+    Returns:
+        The backend's description of the wanted interfaces.
+
+    Raises:
+        NotFound: the backend does not serve one of them.
+        IncompatibleVersion: a version is incompatible; the message names both.
+    """
+    routed: dict[str, InterfaceInfo] = {}
+    for interface in wanted:
+        name = interface.interface_name
+        info = interfaces.get(name)
+        if info is None:
+            served = ", ".join(sorted(interfaces)) or "nothing"
+            raise NotFound(
+                f"backend does not serve {name} (it serves {served}): register an impl of it "
+                "on the backend's RpcManager or route it to another backend",
+                details={"interface": name},
+            )
+        if not is_version_compatible(info.version, interface.interface_version):
+            raise IncompatibleVersion(
+                compatibility_advice(name, info.version, interface.interface_version),
+                details={
+                    "interface": name,
+                    "backend_version": info.version,
+                    "client_version": interface.interface_version,
+                },
+            )
+        routed[name] = info
+    return routed
+
+
+def error_from_info(info: ErrorInfo, activity_id: str | None) -> BaseException:
+    """Turn an `error` reply into the exception the caller should see."""
+    activity = info.activity_id or activity_id
+    if info.code == "application":
+        cls = registered_remote_error(info.name)
+        if cls is not None:
+            exc = _rebuild_application_error(cls, info)
+            if exc is not None:
+                exc.add_note(f"raised by the backend (activity {activity})")
+                return exc
+    cls = error_class_for_code(info.code)
+    if cls is None or cls is RemoteError or info.code == "application":
+        return RemoteError(
+            info.message,
+            remote_type=info.name,
+            remote_traceback=info.details.get("traceback"),
+            details=info.details,
+            activity_id=activity,
+        )
+    if cls is Unavailable:
+        retry = info.details.get("retry_after")
+        return Unavailable(
+            info.message,
+            retry_after=retry if isinstance(retry, (int, float)) else None,
+            overloaded=info.code == "too-many-requests",
+            details=info.details,
+            activity_id=activity,
+            remote=True,
+        )
+    return cls(info.message, details=info.details, activity_id=activity, remote=True)
+
+
+def _rebuild_application_error(cls: type[BaseException], info: ErrorInfo) -> BaseException | None:
+    fields = info.details.get("fields")
+    try:
+        if attrs.has(cls) and isinstance(fields, dict):
+            return cast(BaseException, CONVERTER.structure(fields, cls))
+        args = info.details.get("args")
+        if isinstance(args, list):
+            return cls(*args)
+    except Exception:  # a shape mismatch between the two sides' classes
+        _log.warning("could not rebuild remote error %s from %r", info.name, info.details)
+    return None
+
+
+async def _call(
+    backend: RpcBackend,
+    interface: type[RpcInterface],
+    op: Operation,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    values = op.encode_args(args, kwargs)
+    options = backend.options
+    ctx = contexts.current()
+    if ctx is None:
+        activity_id = contexts.new_activity_id()
+        call_ctx = CallContext(
+            activity_id,
+            options.session_id,
+            options.application_id,
+            options.application_version,
+            options.authorization,
+        )
+    else:
+        # Inside a request or an activity: propagate who the user action is for.
+        activity_id = ctx.activity_id
+        call_ctx = CallContext(
+            activity_id,
+            ctx.session_id or options.session_id,
+            ctx.application_id or options.application_id,
+            ctx.application_version or options.application_version,
+            options.authorization or ctx.authorization,
+        )
+    call = Call(
+        next(_ids),
+        interface.interface_name,
+        interface.interface_version,
+        op.name,
+        values,
+        call_ctx,
+        timeout_ms_left(),
+    )
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug("calling %s", op.qualname, extra={"activity_id": activity_id})
+    reply = await backend.request(call)
+    if isinstance(reply, Result):
+        return op.decode_result(reply.value)
+    raise error_from_info(reply.error, activity_id)
+
+
+def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
+    async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await _call(self._tether_backend, interface, op, args, kwargs)
+
+    forward.__name__ = op.name
+    forward.__qualname__ = f"{interface.__qualname__}Client.{op.name}"
+    forward.__doc__ = op.function.__doc__
+    forward.__signature__ = op.signature  # type: ignore[attr-defined]
+    return forward
+
+
+_stub_classes: dict[type[RpcInterface], type[Any]] = {}
+
+
+def make_client(interface: type[T], backend: RpcBackend) -> T:
+    """Return a stub of `interface` whose operations call `backend`."""
+    if not (isinstance(interface, type) and issubclass(interface, RpcInterface)) or (
+        interface.__tether_interface__ is not interface
+    ):
+        raise TypeError(f"{interface!r} is not an RpcInterface declaration")
+    stub_class = _stub_classes.get(interface)
+    if stub_class is None:
+        namespace: dict[str, Any] = {
+            name: _forwarder(interface, op) for name, op in interface.__tether_operations__.items()
+        }
+        namespace["__slots__"] = ("_tether_backend",)
+        namespace["__repr__"] = lambda self: (
+            f"<{interface.__qualname__} client of {interface.interface_name} "
+            f"{interface.interface_version}>"
+        )
+        stub_class = type(f"{interface.__qualname__}Client", (interface,), namespace)
+        _stub_classes[interface] = stub_class
+    stub = object.__new__(stub_class)
+    stub._tether_backend = backend
+    return stub  # type: ignore[no-any-return]

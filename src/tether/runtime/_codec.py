@@ -1,0 +1,232 @@
+"""The codec: which Python types cross the wire, and how.
+
+tether owns one cattrs converter (never cattrs' global one), made by
+`make_converter()`. Values are unstructured to plain JSON values (dict, list,
+str, int, float, bool, None) and encoded with orjson; see docs/performance.md
+for why orjson and not the standard library.
+
+Structuring is strict: an `int` parameter accepts an int, not "3" or 3.7, and a
+`str` parameter does not accept 1. A typed RPC that silently coerces hides bugs.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import datetime
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import cattrs
+import orjson
+from cattrs.preconf.orjson import make_converter as _make_orjson_converter
+
+from ._errors import InvalidRequest
+
+__all__ = [
+    "CONVERTER",
+    "Hook",
+    "check_carriable",
+    "describe_type",
+    "dumps",
+    "loads",
+    "make_converter",
+    "structure_error_messages",
+]
+
+Hook = Callable[..., Any]
+
+
+def _strict(kind: type, accept: tuple[type, ...], convert: Callable[[Any], Any]) -> Hook:
+    def structure(value: Any, _: Any) -> Any:
+        # bool is an int subclass; a bool where a number is declared is a bug.
+        if isinstance(value, accept) and not (isinstance(value, bool) and kind is not bool):
+            return convert(value)
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+    return structure
+
+
+def _structure_uuid(value: Any, _: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a UUID string, got {type(value).__name__}")
+    return uuid.UUID(value)
+
+
+def make_converter() -> cattrs.Converter:
+    """Return a new converter configured as tether's codec.
+
+    Unstructuring gives plain JSON values only (datetime and date as ISO 8601,
+    UUID as text, bytes as base85 text, sets and tuples as lists, enums as their
+    values), so any JSON library on the other side can read them.
+    """
+    converter = _make_orjson_converter()
+    converter.register_structure_hook(int, _strict(int, (int,), int))
+    converter.register_structure_hook(float, _strict(float, (int, float), float))
+    converter.register_structure_hook(str, _strict(str, (str,), str))
+    converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
+    converter.register_structure_hook(uuid.UUID, _structure_uuid)
+    converter.register_unstructure_hook(uuid.UUID, str)
+    converter.register_unstructure_hook(datetime.datetime, datetime.datetime.isoformat)
+    converter.register_unstructure_hook(datetime.date, datetime.date.isoformat)
+    return converter
+
+
+#: The converter every interface uses.
+CONVERTER = make_converter()
+
+
+def dumps(value: Any) -> bytes:
+    """Encode unstructured JSON values as UTF-8 JSON bytes.
+
+    Raises:
+        TypeError: `value` holds something that is not a JSON value.
+    """
+    return orjson.dumps(value)
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode JSON bytes or text.
+
+    Raises:
+        InvalidRequest: `data` is not valid UTF-8 JSON.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"message is not valid JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Which types can be carried
+
+_SCALARS: frozenset[Any] = frozenset(
+    {type(None), bool, int, float, str, bytes, datetime.datetime, datetime.date, uuid.UUID}
+)
+_SEQUENCES: frozenset[Any] = frozenset(
+    {
+        list,
+        set,
+        frozenset,
+        collections.abc.Sequence,
+        collections.abc.MutableSequence,
+        collections.abc.Set,
+        collections.abc.MutableSet,
+    }
+)
+_MAPPINGS: frozenset[Any] = frozenset(
+    {dict, collections.abc.Mapping, collections.abc.MutableMapping}
+)
+_KEY_TYPES: frozenset[Any] = frozenset({str, int, uuid.UUID})
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def describe_type(tp: Any) -> str:
+    """Name a type the way it was written: `list[int]`, `IModelProps`, `int | None`."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__qualname__
+    return repr(tp).replace("typing.", "")
+
+
+def check_carriable(tp: Any, converter: cattrs.Converter = CONVERTER) -> None:
+    """Check that values of `tp` can cross the wire both ways.
+
+    Raises:
+        TypeError: `tp` (or a type inside it) cannot be carried; the message names it.
+    """
+    _check(tp, set())
+    try:
+        converter.get_structure_hook(tp)
+        converter.get_unstructure_hook(tp)
+    except Exception as exc:  # cattrs raises a variety of errors for unsupported types
+        raise TypeError(f"{describe_type(tp)} cannot be carried: {exc}") from None
+
+
+def _check(tp: Any, seen: set[Any]) -> None:
+    if tp is None or tp in _SCALARS:
+        return
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        _check(args[0], seen)
+        return
+    if origin is typing.Union or origin is types.UnionType:
+        for arg in args:
+            _check(arg, seen)
+        return
+    if origin is typing.Literal:
+        for arg in args:
+            if not isinstance(arg, (*_JSON_SCALARS, enum.Enum)):
+                raise TypeError(f"Literal value {arg!r} cannot be carried: use str, int or bool")
+        return
+    if origin is tuple:
+        if not args:
+            raise TypeError(
+                "a bare tuple cannot be carried: declare tuple[int, str] or tuple[int, ...]"
+            )
+        for arg in args:
+            if arg is not Ellipsis:
+                _check(arg, seen)
+        return
+    if origin in _SEQUENCES:
+        _check(args[0], seen)
+        return
+    if origin in _MAPPINGS:
+        key, value = args
+        if key not in _KEY_TYPES and not (isinstance(key, type) and issubclass(key, enum.Enum)):
+            raise TypeError(
+                f"dict key type {describe_type(key)} cannot be carried: JSON object keys are "
+                "text; use str, int, UUID or an Enum"
+            )
+        _check(value, seen)
+        return
+    if tp in _SEQUENCES or tp in _MAPPINGS or tp is tuple:
+        raise TypeError(
+            f"a bare {describe_type(tp)} cannot be carried: declare its element types, "
+            f"for example {describe_type(tp)}[int]"
+        )
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        for member in tp:
+            if not isinstance(member.value, _JSON_SCALARS):
+                raise TypeError(
+                    f"enum {tp.__qualname__}.{member.name} has value {member.value!r}: "
+                    "only str, int, float, bool values can be carried"
+                )
+        return
+    if isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp)):
+        if tp in seen:
+            return
+        seen.add(tp)
+        try:
+            hints = typing.get_type_hints(tp)
+        except NameError as exc:
+            raise TypeError(
+                f"cannot resolve the field types of {tp.__qualname__}: {exc}; define the types "
+                "it refers to before the interface that uses it"
+            ) from None
+        for field, field_type in hints.items():
+            try:
+                _check(field_type, seen)
+            except TypeError as exc:
+                raise TypeError(f"field {tp.__qualname__}.{field}: {exc}") from None
+        return
+    raise TypeError(
+        f"{describe_type(tp)} cannot be carried: use None, bool, int, float, str, bytes, an "
+        "Enum, datetime, date, UUID, an attrs class or dataclass, or list/tuple/dict/set "
+        "and unions of those"
+    )
+
+
+def structure_error_messages(exc: Exception, path: str) -> list[str]:
+    """Turn a cattrs structuring error into one line per problem, each with its path."""
+    if isinstance(exc, cattrs.BaseValidationError):
+        return [
+            msg.replace("invalid value for type, ", "")
+            for msg in cattrs.transform_error(exc, path=path)
+        ]
+    return [f"{exc} @ {path}"]

@@ -1,0 +1,449 @@
+"""RPC over a MessageStream: the frontend's connection and the backend's session.
+
+The frontend's `RpcConnection` multiplexes calls by id over one stream, with a
+reader task that routes replies; cancelling a call sends `cancel`. The backend's
+`serve_rpc_session` reads calls, spawns one task per call under the call's
+context, and cancels them all when the stream closes: nothing outlives its
+session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+
+import trio
+
+from .. import contexts
+from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
+from ._dispatch import Dispatcher, PreparedCall
+from ._errors import (
+    ConnectError,
+    ConnectionClosed,
+    IncompatibleVersion,
+    InvalidRequest,
+    PayloadTooLarge,
+    TetherError,
+    Unavailable,
+)
+from ._interfaces import RpcInterface
+from ._manager import RpcManager
+from ._protocol import (
+    PROTOCOL_VERSION,
+    Call,
+    Cancel,
+    Error,
+    ErrorInfo,
+    Hello,
+    InterfaceInfo,
+    Message,
+    Result,
+    Welcome,
+    decode,
+    encode,
+)
+from ._stream import MessageStream
+
+__all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
+
+_log = logging.getLogger("tether.server")
+_client_log = logging.getLogger("tether.client")
+
+#: How long a cancelled call may spend telling the backend to stop.
+_CANCEL_SEND_TIMEOUT = 1.0
+
+
+class _Pending:
+    """One call waiting for its reply."""
+
+    __slots__ = ("parked", "reply", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.parked = False
+        self.reply: Result | Error | ConnectionClosed | None = None
+
+
+def _abort_park(pending: _Pending) -> trio.lowlevel.Abort:
+    pending.parked = False
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
+class RpcConnection(RpcBackend):
+    """A frontend's connection to one backend over a MessageStream.
+
+    Made by a transport's `connect`; use `get_client(Interface)` to call it, or
+    route interfaces to it with `RpcManager.initialize_client`.
+
+    Replies are read by the callers themselves (leader/follower): one waiting
+    caller reads the stream and hands each reply to the caller it belongs to;
+    when its own reply arrives it passes the reading on to another waiter. A
+    caller whose reply arrives while it reads returns without waiting for
+    another task to be scheduled, and the connection needs no reader task.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_interfaces",
+        "_options",
+        "_pending",
+        "_reading",
+        "_stream",
+        "session_id",
+    )
+
+    def __init__(self, stream: MessageStream, options: ClientOptions) -> None:
+        self._stream = stream
+        self._options = options
+        self._interfaces: dict[str, InterfaceInfo] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._reading = False
+        self._closed: ConnectionClosed | None = None
+        self.session_id = options.session_id
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._options
+
+    @property
+    def interfaces(self) -> Mapping[str, InterfaceInfo]:
+        return self._interfaces
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection closed, from either side."""
+        return self._closed is not None
+
+    async def _handshake(self, wanted: list[type[RpcInterface]]) -> None:
+        options = self._options
+        hello = Hello(
+            PROTOCOL_VERSION,
+            options.session_id,
+            options.application_id,
+            options.application_version,
+        )
+        await self._stream.send_message(encode(hello))
+        try:
+            reply = decode(await self._stream.receive_message())
+        except InvalidRequest as exc:
+            raise ConnectError(f"the backend answered the handshake with garbage: {exc}") from None
+        if isinstance(reply, Error):
+            raise error_from_info(reply.error, None)
+        if not isinstance(reply, Welcome):
+            raise ConnectError(f"expected 'welcome' from the backend, got {type(reply).__name__}")
+        if reply.protocol != PROTOCOL_VERSION:
+            raise IncompatibleVersion(
+                f"backend speaks tether protocol {reply.protocol}, this client speaks "
+                f"{PROTOCOL_VERSION}: upgrade the older side"
+            )
+        self._interfaces = check_backend_interfaces(reply.interfaces, wanted)
+
+    async def request(self, call: Call) -> Result | Error:
+        if self._closed is not None:
+            raise self._closed_error(call)
+        data = encode(call)
+        if len(data) > self._stream.max_message_size:
+            raise PayloadTooLarge(
+                f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over this "
+                f"connection's limit of {self._stream.max_message_size}: send less per call",
+                activity_id=call.ctx.activity_id,
+            )
+        pending = _Pending(trio.lowlevel.current_task())
+        self._pending[call.id] = pending
+        try:
+            await self._stream.send_message(data)
+            await self._wait(pending)
+        except trio.Cancelled:
+            if self._closed is None and pending.reply is None:
+                await self._send_cancel(call.id)
+            raise
+        except ConnectionClosed:
+            raise self._closed_error(call) from None
+        finally:
+            del self._pending[call.id]
+        reply = pending.reply
+        if isinstance(reply, ConnectionClosed):
+            raise self._closed_error(call)
+        assert reply is not None
+        return reply
+
+    async def _send_cancel(self, call_id: int) -> None:
+        # Tell the backend to stop the impl: shielded so our own cancellation
+        # does not stop the message, bounded so a stuck peer cannot hold us.
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = _CANCEL_SEND_TIMEOUT
+            with contextlib.suppress(TetherError):
+                await self._stream.send_message(encode(Cancel(call_id)))
+
+    def _closed_error(self, call: Call) -> ConnectionClosed:
+        closed = self._closed
+        if closed is None:  # pragma: no cover - only reached after a close
+            closed = ConnectionClosed("connection to the backend closed")
+        return ConnectionClosed(
+            closed.message, reason=closed.reason, activity_id=call.ctx.activity_id
+        )
+
+    async def _wait(self, pending: _Pending) -> None:
+        while pending.reply is None:
+            if self._reading:
+                pending.parked = True
+                await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+                continue
+            self._reading = True
+            try:
+                await self._read_until(pending)
+            finally:
+                self._reading = False
+                self._promote_reader()
+
+    async def _read_until(self, pending: _Pending) -> None:
+        stream = self._stream
+        while pending.reply is None:
+            try:
+                data = await stream.receive_message()
+            except ConnectionClosed as exc:
+                self._fail_pending(exc.reason or "the backend closed the connection")
+                return
+            try:
+                message = decode(data)
+            except InvalidRequest as exc:
+                _client_log.warning("dropping a malformed message from the backend: %s", exc)
+                continue
+            if isinstance(message, (Result, Error)) and message.id is not None:
+                waiter = self._pending.get(message.id)
+                if waiter is not None and waiter.reply is None:
+                    waiter.reply = message
+                    self._wake(waiter)
+            elif isinstance(message, Error):
+                _client_log.warning(
+                    "the backend reported a connection error: %s", message.error.message
+                )
+            else:
+                _client_log.warning(
+                    "ignoring unexpected %s from the backend", type(message).__name__
+                )
+
+    @staticmethod
+    def _wake(pending: _Pending) -> None:
+        if pending.parked:
+            pending.parked = False
+            trio.lowlevel.reschedule(pending.task)
+
+    def _promote_reader(self) -> None:
+        """Wake one caller still waiting so that it takes over reading."""
+        for waiter in self._pending.values():
+            if waiter.reply is None and waiter.parked:
+                self._wake(waiter)
+                return
+
+    def _fail_pending(self, reason: str) -> None:
+        if self._closed is None:
+            self._closed = ConnectionClosed(
+                f"connection to the backend closed: {reason}", reason=reason
+            )
+        for waiter in self._pending.values():
+            if waiter.reply is None:
+                waiter.reply = self._closed
+                self._wake(waiter)
+
+    async def aclose(self) -> None:
+        """Close the connection; calls still waiting fail with ConnectionClosed."""
+        self._fail_pending("closed by this client")
+        await self._stream.aclose()
+
+
+@asynccontextmanager
+async def open_rpc_connection(
+    stream: MessageStream,
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    options: ClientOptions | None = None,
+) -> AsyncIterator[RpcConnection]:
+    """Run the RPC protocol as a frontend over `stream` for the block.
+
+    Sends `hello` and checks the backend's `welcome` against `interfaces`;
+    closes the stream when the block ends.
+
+    Raises:
+        IncompatibleVersion: the protocol or an interface version is incompatible.
+        NotFound: the backend does not serve one of `interfaces`.
+        ConnectError: the backend did not complete the handshake.
+    """
+    connection = RpcConnection(stream, options if options is not None else ClientOptions())
+    try:
+        await connection._handshake(list(interfaces))
+        yield connection
+    finally:
+        await connection.aclose()
+
+
+# ---------------------------------------------------------------------------
+# Backend
+
+
+class _Session:
+    """One frontend's connection on the backend: its calls and their scopes."""
+
+    __slots__ = ("calls", "dispatcher", "max_in_flight", "nursery", "session_id", "stream")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        stream: MessageStream,
+        nursery: trio.Nursery,
+        session_id: str,
+        max_in_flight: int,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.stream = stream
+        self.nursery = nursery
+        self.session_id = session_id
+        self.max_in_flight = max_in_flight
+        self.calls: dict[int, trio.CancelScope] = {}
+
+    async def send(self, message: Message) -> None:
+        try:
+            data = encode(message)
+        except TypeError as exc:
+            # The impl returned something the codec left as-is and JSON cannot
+            # hold (its return annotation lied): report it, do not crash.
+            assert isinstance(message, Result)
+            _log.error("result of call %s cannot be encoded: %s", message.id, exc)
+            data = encode(
+                Error(
+                    message.id,
+                    ErrorInfo("internal", 500, "TypeError", f"the result cannot be encoded: {exc}"),
+                )
+            )
+        with contextlib.suppress(ConnectionClosed):  # the frontend left; the session ends
+            await self.stream.send_message(data)
+
+    def prepare(self, call: Call) -> PreparedCall | Error:
+        """Check a call; return it ready to run, or the reply that refuses it."""
+        if call.id in self.calls:
+            exc: TetherError = InvalidRequest(f"call id {call.id} is already in flight")
+            return self.dispatcher.error_reply(call.id, exc, call.ctx.activity_id)
+        if len(self.calls) >= self.max_in_flight:
+            exc = Unavailable(
+                f"this session already has {self.max_in_flight} calls in flight: wait for some "
+                "to finish",
+                retry_after=1,
+                overloaded=True,
+            )
+            return self.dispatcher.error_reply(call.id, exc, call.ctx.activity_id)
+        try:
+            return self.dispatcher.prepare(call, session_id=self.session_id)
+        except TetherError as exc:
+            return self.dispatcher.error_reply(call.id, exc, exc.activity_id)
+
+    async def read(self) -> None:
+        """Read messages until a call arrives, then become that call's task.
+
+        The reader hands its role on: it spawns the next reader (whose context is
+        still the session's, clean), then runs the call itself under the call's
+        RequestContext and ends with it. The call starts without waiting for a
+        new task to be scheduled, yet every call still has a task of its own,
+        so nothing an impl does to its context can leak into another call.
+        """
+        stream = self.stream
+        while True:
+            try:
+                data = await stream.receive_message()
+            except ConnectionClosed:
+                # The frontend is gone: nothing it started may outlive it.
+                self.nursery.cancel_scope.cancel()
+                return
+            try:
+                message = decode(data)
+            except InvalidRequest as exc:
+                await self.send(self.dispatcher.error_reply(exc.details.get("id"), exc, None))
+                continue
+            if type(message) is Call:
+                prepared = self.prepare(message)
+                if type(prepared) is Error:
+                    await self.send(prepared)
+                    continue
+                assert type(prepared) is PreparedCall
+                scope = trio.CancelScope()
+                self.calls[prepared.id] = scope
+                self.nursery.start_soon(self.read)
+                with contexts.using(prepared.context):
+                    await self.run_call(prepared, scope)
+                return
+            if type(message) is Cancel:
+                cancelled = self.calls.get(message.id)
+                if cancelled is not None:
+                    cancelled.cancel()
+                continue
+            unexpected = InvalidRequest(
+                f"a backend does not accept {type(message).__name__!r} messages on an RPC session"
+            )
+            await self.send(self.dispatcher.error_reply(None, unexpected, None))
+
+    async def run_call(self, prepared: PreparedCall, scope: trio.CancelScope) -> None:
+        try:
+            reply = await self.dispatcher.run(prepared, scope)
+            if reply is not None:
+                await self.send(reply)
+        finally:
+            del self.calls[prepared.id]
+
+
+async def serve_rpc_session(
+    manager: RpcManager | Dispatcher,
+    stream: MessageStream,
+    *,
+    max_in_flight: int = 1024,
+) -> None:
+    """Serve RPC to one frontend over `stream` until it closes.
+
+    Expects `hello` first and answers `welcome` with what `manager` serves. Each
+    call runs in its own task under its RequestContext; `cancel` cancels it.
+    When the stream closes, every call still running is cancelled and awaited.
+
+    Args:
+        manager: The impls to serve (or a Dispatcher over them).
+        stream: The connection.
+        max_in_flight: Calls one session may have running at once; more are
+            refused with `Unavailable` (too-many-requests).
+    """
+    dispatcher = manager if isinstance(manager, Dispatcher) else Dispatcher(manager)
+    try:
+        session_id = await _accept(dispatcher, stream)
+        if session_id is None:
+            return
+        async with trio.open_nursery() as nursery:
+            session = _Session(dispatcher, stream, nursery, session_id, max_in_flight)
+            nursery.start_soon(session.read)
+    finally:
+        await stream.aclose()
+
+
+async def _accept(dispatcher: Dispatcher, stream: MessageStream) -> str | None:
+    try:
+        data = await stream.receive_message()
+    except ConnectionClosed:
+        return None
+    try:
+        hello = decode(data)
+        if not isinstance(hello, Hello):
+            raise InvalidRequest(f"expected 'hello' first, got {type(hello).__name__}")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise IncompatibleVersion(
+                f"this backend speaks tether protocol {PROTOCOL_VERSION}, the client speaks "
+                f"{hello.protocol}: upgrade the older side"
+            )
+    except TetherError as exc:
+        with contextlib.suppress(ConnectionClosed):
+            await stream.send_message(encode(dispatcher.error_reply(None, exc, None)))
+        return None
+    session_id = hello.session_id or str(uuid.uuid4())
+    welcome = Welcome(PROTOCOL_VERSION, session_id, interfaces=dispatcher.manager.describe())
+    try:
+        await stream.send_message(encode(welcome))
+    except ConnectionClosed:
+        return None
+    return session_id

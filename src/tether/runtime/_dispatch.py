@@ -1,0 +1,247 @@
+"""The dispatcher: from a decoded `call` to the reply, on the backend.
+
+`prepare` does the synchronous checks (route, version, arguments) and builds the
+RequestContext; the transport then sets that context and spawns a task that
+awaits `run`. Splitting the two lets the transport set the context *before* it
+spawns the impl task, as Trio copies the context at spawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from ..contexts import RequestContext, new_activity_id
+from ._codec import CONVERTER
+from ._errors import (
+    DeadlineExceeded,
+    IncompatibleVersion,
+    InvalidRequest,
+    NotFound,
+    RemoteError,
+    TetherError,
+    TransportError,
+    Unauthorized,
+    remote_error_name,
+)
+from ._interfaces import Operation
+from ._manager import RpcManager
+from ._protocol import Call, Error, ErrorInfo, Result
+from ._util import collapse_exception_group
+from ._versions import compatibility_advice, is_version_compatible, parse_version
+
+__all__ = ["Dispatcher", "PreparedCall", "error_info"]
+
+_log = logging.getLogger("tether.server")
+_access = logging.getLogger("tether.access")
+
+
+class PreparedCall:
+    """A call that passed the checks: ready to run under its context."""
+
+    # A plain slotted class: made once per call, on the hot path.
+    __slots__ = ("args", "context", "handler", "id", "operation")
+
+    def __init__(
+        self,
+        id: int,
+        operation: Operation,
+        handler: Callable[..., Awaitable[Any]],
+        args: list[Any],
+        context: RequestContext,
+    ) -> None:
+        self.id = id
+        self.operation = operation
+        self.handler = handler
+        self.args = args
+        self.context = context
+
+
+def error_info(exc: BaseException, activity_id: str | None, *, development_mode: bool) -> ErrorInfo:
+    """Describe an exception for an `error` reply (DESIGN.md section 5)."""
+    if isinstance(exc, TetherError) and not isinstance(exc, (TransportError, RemoteError)):
+        return ErrorInfo(
+            exc.code, exc.status, type(exc).__name__, exc.message, exc.details, activity_id
+        )
+    name = remote_error_name(exc)
+    if name is not None:
+        return ErrorInfo("application", 422, name, str(exc), _application_details(exc), activity_id)
+    details: dict[str, Any] = {}
+    if development_mode:
+        details["traceback"] = "".join(traceback.format_exception(exc))
+    remote_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    return ErrorInfo("internal", 500, remote_type, str(exc), details, activity_id)
+
+
+def _application_details(exc: BaseException) -> dict[str, Any]:
+    if attrs.has(type(exc)):
+        try:
+            return {"fields": CONVERTER.unstructure(exc)}
+        except Exception:  # a field the codec cannot carry: send what we can
+            _log.warning("remote error %r has fields the codec cannot carry", exc)
+            return {}
+    return {"args": list(exc.args)}
+
+
+class Dispatcher:
+    """Runs calls against a manager's impls and turns outcomes into replies."""
+
+    __slots__ = ("_compatible", "manager")
+
+    def __init__(self, manager: RpcManager) -> None:
+        self.manager = manager
+        # (interface, client version) -> compatible: the version rule is pure,
+        # so each pair is parsed and compared once per process.
+        self._compatible: dict[tuple[str, str], bool] = {}
+
+    def prepare(
+        self, call: Call, *, session_id: str | None = None, now: float | None = None
+    ) -> PreparedCall:
+        """Check a call and build its RequestContext.
+
+        Args:
+            call: The decoded call.
+            session_id: The connection's session, used when the call carries none.
+            now: `trio.current_time()`, when the caller already has it.
+
+        Raises:
+            NotFound, IncompatibleVersion, InvalidRequest: the call cannot run;
+                the error carries the call's activity_id.
+        """
+        ctx = call.ctx
+        activity_id = ctx.activity_id or new_activity_id()
+        try:
+            registration = self.manager.lookup(call.iface)
+            if registration is None:
+                raise NotFound(
+                    f"this backend does not serve {call.iface}",
+                    details={"interface": call.iface},
+                )
+            key = (call.iface, call.ver)
+            compatible = self._compatible.get(key)
+            if compatible is None:
+                try:
+                    parse_version(call.ver)
+                except ValueError as exc:
+                    raise InvalidRequest(str(exc), details={"field": "ver"}) from None
+                compatible = is_version_compatible(registration.info.version, call.ver)
+                self._compatible[key] = compatible
+            if not compatible:
+                raise IncompatibleVersion(
+                    compatibility_advice(call.iface, registration.info.version, call.ver),
+                    details={
+                        "interface": call.iface,
+                        "backend_version": registration.info.version,
+                        "client_version": call.ver,
+                    },
+                )
+            # Looked up in the operation table only: a name that is not a declared
+            # operation (`__init__`, `_private`, an attribute) is never getattr'd.
+            operation = registration.operations.get(call.op)
+            if operation is None:
+                raise NotFound(
+                    f"{call.iface} has no operation {call.op!r}",
+                    details={"interface": call.iface, "operation": call.op},
+                )
+            args = operation.decode_args(call.args)
+        except TetherError as exc:
+            exc.activity_id = activity_id
+            raise
+        deadline = None
+        if call.timeout_ms is not None:
+            deadline = (trio.current_time() if now is None else now) + call.timeout_ms / 1000
+        context = RequestContext(
+            activity_id=activity_id,
+            session_id=ctx.session_id or session_id,
+            application_id=ctx.application_id,
+            application_version=ctx.application_version,
+            authorization=ctx.authorization,
+            deadline=deadline,
+            operation=operation.qualname,
+        )
+        return PreparedCall(call.id, operation, registration.handlers[call.op], args, context)
+
+    def error_reply(
+        self, call_id: int | None, exc: BaseException, activity_id: str | None
+    ) -> Error:
+        """The `error` reply for an exception raised while preparing or running a call."""
+        return Error(
+            call_id, error_info(exc, activity_id, development_mode=self.manager.development_mode)
+        )
+
+    async def run(
+        self, prepared: PreparedCall, scope: trio.CancelScope | None = None
+    ) -> Result | Error | None:
+        """Run a prepared call in the current task, under its deadline.
+
+        Must be awaited in a task whose context is `prepared.context`.
+
+        Args:
+            prepared: The call.
+            scope: A fresh cancel scope the transport keeps to cancel this call
+                (when the client sends `cancel` or goes away). The deadline is
+                set on it too, so a call costs one scope, not two.
+
+        Returns:
+            The reply, or None when the call was cancelled through `scope`
+            (nobody waits for a reply then). Raises only `trio.Cancelled`, when
+            cancelled from outside.
+        """
+        context = prepared.context
+        started = time.perf_counter() if _access.isEnabledFor(logging.INFO) else 0.0
+        if scope is None:
+            scope = trio.CancelScope()
+        if context.deadline is not None:
+            scope.deadline = context.deadline
+        reply: Result | Error
+        try:
+            with scope:
+                authorize = self.manager.authorize
+                if authorize is not None and not await authorize(context):
+                    raise Unauthorized(f"{context.operation} refused by the authorization hook")
+                value = await prepared.handler(*prepared.args)
+                reply = Result(prepared.id, prepared.operation.encode_result(value))
+            if scope.cancelled_caught:
+                deadline = context.deadline
+                if deadline is not None and trio.current_time() >= deadline:
+                    raise _deadline_exceeded(context)
+                # Cancelled through the scope by the transport: the caller is
+                # gone, nobody reads a reply.
+                _access_log(context, "cancelled", started)
+                return None
+        except trio.Cancelled:
+            _access_log(context, "cancelled", started)
+            raise
+        except BaseException as raised:
+            exc = (
+                collapse_exception_group(raised)
+                if isinstance(raised, BaseExceptionGroup)
+                else raised
+            )
+            if not isinstance(exc, Exception):
+                raise
+            reply = self.error_reply(prepared.id, exc, context.activity_id)
+            if isinstance(reply, Error) and reply.error.code == "internal":
+                _log.error("%s raised %s", context.operation, reply.error.name, exc_info=exc)
+        _access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
+        return reply
+
+
+def _deadline_exceeded(context: RequestContext) -> TetherError:
+    return DeadlineExceeded(
+        f"{context.operation} did not finish before the deadline the client set",
+        activity_id=context.activity_id,
+    )
+
+
+def _access_log(context: RequestContext, outcome: str, started: float) -> None:
+    if started and _access.isEnabledFor(logging.INFO):
+        _access.info(
+            "%s %s %.2fms", context.operation, outcome, (time.perf_counter() - started) * 1000
+        )

@@ -1,0 +1,286 @@
+"""RpcInterface: the operations a backend serves, checked when the class is made."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_error_messages
+from ._errors import InvalidRequest
+from ._versions import parse_version
+
+__all__ = ["Operation", "RpcInterface", "collect_operations", "operations_of"]
+
+
+class Operation:
+    """One operation of an interface: its signature and its codec hooks.
+
+    Made once when the interface class is created; the client stub and the
+    dispatcher use it for every call, so it holds everything they need
+    precomputed.
+    """
+
+    __slots__ = (
+        "_param_structure",
+        "_param_unstructure",
+        "_return_structure",
+        "_return_unstructure",
+        "function",
+        "interface_name",
+        "name",
+        "param_names",
+        "param_types",
+        "qualname",
+        "required",
+        "return_type",
+        "signature",
+    )
+
+    def __init__(self, interface_name: str, function: Callable[..., Any]) -> None:
+        name = function.__name__
+        where = f"{interface_name}.{name}"
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"operation {where} must be declared with 'async def'")
+        try:
+            hints = typing.get_type_hints(function)
+        except NameError as exc:
+            raise TypeError(
+                f"operation {where}: cannot resolve its annotations ({exc}); define the "
+                "types it uses before the interface"
+            ) from None
+        signature = inspect.signature(function)
+        params = list(signature.parameters.values())[1:]  # drop self
+        names: list[str] = []
+        types_: list[Any] = []
+        required = 0
+        for param in params:
+            if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.POSITIONAL_ONLY):
+                raise TypeError(
+                    f"operation {where}: parameter {param.name!r} is {param.kind.description}; "
+                    "operations take plain positional-or-keyword parameters"
+                )
+            if param.name not in hints:
+                raise TypeError(f"operation {where}: parameter {param.name!r} has no annotation")
+            try:
+                check_carriable(hints[param.name])
+            except TypeError as exc:
+                raise TypeError(f"operation {where}: parameter {param.name!r}: {exc}") from None
+            if param.default is param.empty:
+                if required != len(names):
+                    raise TypeError(f"operation {where}: {param.name!r} follows a default")
+                required += 1
+            names.append(param.name)
+            types_.append(hints[param.name])
+        if "return" not in hints:
+            raise TypeError(f"operation {where} has no return annotation (use '-> None')")
+        return_type = hints["return"]
+        try:
+            check_carriable(return_type)
+        except TypeError as exc:
+            raise TypeError(f"operation {where}: return type: {exc}") from None
+
+        self.interface_name = interface_name
+        self.name = name
+        self.qualname = where
+        self.function = function
+        self.signature = signature
+        self.param_names = tuple(names)
+        self.param_types = tuple(types_)
+        self.required = required
+        self.return_type = return_type
+        self._param_structure: tuple[Hook, ...] = tuple(
+            CONVERTER.get_structure_hook(t) for t in types_
+        )
+        self._param_unstructure: tuple[Hook, ...] = tuple(
+            CONVERTER.get_unstructure_hook(t) for t in types_
+        )
+        self._return_structure: Hook = CONVERTER.get_structure_hook(return_type)
+        self._return_unstructure: Hook = CONVERTER.get_unstructure_hook(return_type)
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.qualname}{self.signature}>"
+
+    # -- client side ---------------------------------------------------------
+
+    def encode_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
+        """Bind a call's arguments and unstructure them in declaration order.
+
+        Raises:
+            InvalidRequest: the arguments do not fit the signature (raised locally).
+        """
+        if kwargs or len(args) != len(self.param_names):
+            try:
+                bound = self.signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise InvalidRequest(f"{self.qualname}: {exc}") from None
+            bound.apply_defaults()
+            args = tuple(bound.arguments.values())[1:]
+        out = []
+        for name, tp, hook, value in zip(
+            self.param_names, self.param_types, self._param_unstructure, args, strict=True
+        ):
+            try:
+                out.append(hook(value))
+            except Exception as exc:  # an unstructure hook fails on a value of another type
+                raise InvalidRequest(
+                    f"{self.qualname}: argument {name!r} must be {describe_type(tp)}, got "
+                    f"{type(value).__name__} ({exc})",
+                    details={"parameter": name},
+                ) from None
+        return out
+
+    def decode_result(self, value: Any) -> Any:
+        """Structure the reply's value into the declared return type.
+
+        Raises:
+            InvalidRequest: the backend's value does not fit (raised locally).
+        """
+        try:
+            return self._return_structure(value, self.return_type)
+        except Exception as exc:  # cattrs raises many kinds; all mean "does not fit"
+            errors = structure_error_messages(exc, "$result")
+            raise InvalidRequest(
+                f"the backend's result for {self.qualname} does not fit "
+                f"{describe_type(self.return_type)}: {'; '.join(errors)}",
+                details={"errors": errors},
+            ) from None
+
+    # -- server side ---------------------------------------------------------
+
+    def decode_args(self, args: list[Any]) -> list[Any]:
+        """Structure wire arguments into the declared parameter types.
+
+        Trailing parameters with defaults may be left out.
+
+        Raises:
+            InvalidRequest: wrong count or a value that does not fit; `details`
+                names the parameter and the path of each bad field.
+        """
+        count = len(args)
+        if count > len(self.param_names) or count < self.required:
+            expected = (
+                f"{len(self.param_names)}"
+                if self.required == len(self.param_names)
+                else f"{self.required} to {len(self.param_names)}"
+            )
+            raise InvalidRequest(
+                f"{self.qualname} takes {expected} arguments "
+                f"({', '.join(self.param_names) or 'none'}), got {count}",
+                details={"expected": list(self.param_names), "got": count},
+            )
+        out = []
+        for index, value in enumerate(args):
+            tp = self.param_types[index]
+            try:
+                out.append(self._param_structure[index](value, tp))
+            except Exception as exc:  # cattrs raises many kinds; all mean "does not fit"
+                name = self.param_names[index]
+                errors = structure_error_messages(exc, name)
+                raise InvalidRequest(
+                    f"argument {name!r} of {self.qualname} does not fit "
+                    f"{describe_type(tp)}: {'; '.join(errors)}",
+                    details={"parameter": name, "errors": errors},
+                ) from None
+        return out
+
+    def encode_result(self, value: Any) -> Any:
+        """Unstructure an impl's return value (server side)."""
+        return self._return_unstructure(value)
+
+
+def collect_operations(cls: type, interface_name: str) -> dict[str, Operation]:
+    """Collect the operations an interface class declares (and its interface bases do)."""
+    operations: dict[str, Operation] = {}
+    for base in reversed(cls.__mro__):
+        is_interface = "interface_name" in base.__dict__ and issubclass(base, RpcInterface)
+        if base is cls or (is_interface and base is not RpcInterface):
+            for name, member in base.__dict__.items():
+                if name.startswith("_") or not inspect.isfunction(member):
+                    continue
+                operations[name] = Operation(interface_name, member)
+    return operations
+
+
+def operations_of(interface: type[RpcInterface]) -> Mapping[str, Operation]:
+    """Return the operation table of an interface class."""
+    return interface.__tether_operations__
+
+
+class RpcInterface:
+    """Base class of RPC interfaces, shared by the frontend and the backend.
+
+    Declare the operations as annotated `async def` methods whose body is `...`,
+    plus two class attributes::
+
+        class RobotWorldRead(tether.RpcInterface):
+            interface_name = "RobotWorldReadRpcInterface"   # immutable wire name
+            interface_version = "1.0.0"                     # semver of the shape
+
+            async def count_robots(self, imodel: IModelProps) -> int: ...
+
+    Every public `async def` is an operation. Its parameters and return value
+    must be annotated with types the codec can carry; anything else is a
+    `TypeError` when the class is created, not at the first call.
+
+    The backend subclasses the interface to implement it (the impl) and
+    registers it with `RpcManager.register_impl`; the frontend gets a client
+    stub with `get_client`.
+    """
+
+    interface_name: ClassVar[str]
+    interface_version: ClassVar[str]
+    __tether_operations__: ClassVar[Mapping[str, Operation]] = {}
+    __tether_interface__: ClassVar[type[RpcInterface] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "interface_name" in own or "interface_version" in own:
+            _declare_interface(cls)
+            return
+        interface = cls.__tether_interface__
+        if interface is None:
+            raise TypeError(
+                f"{cls.__qualname__} derives from RpcInterface but sets neither "
+                "interface_name nor interface_version: declare both on an interface class"
+            )
+        # An impl (or a subclass of one): it must keep every operation async.
+        for name in interface.__tether_operations__:
+            member = own.get(name)
+            if member is not None and not inspect.iscoroutinefunction(member):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} implements operation "
+                    f"{interface.interface_name}.{name} and must be 'async def'"
+                )
+
+
+def _declare_interface(cls: type[RpcInterface]) -> None:
+    own = cls.__dict__
+    name = own.get("interface_name")
+    version = own.get("interface_version")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise TypeError(
+            f"{cls.__qualname__}.interface_name must be a non-empty string without '/', "
+            f"got {name!r}"
+        )
+    if not isinstance(version, str):
+        raise TypeError(
+            f"{cls.__qualname__}.interface_version must be a semantic version string such as "
+            f"'1.0.0', got {version!r}"
+        )
+    try:
+        parse_version(version)
+    except ValueError as exc:
+        raise TypeError(f"{cls.__qualname__}.interface_version: {exc}") from None
+    for attr, value in own.items():
+        if attr.startswith("_") or attr in ("interface_name", "interface_version"):
+            continue
+        if inspect.isfunction(value) and not inspect.iscoroutinefunction(value):
+            raise TypeError(
+                f"operation {name}.{attr} must be declared with 'async def' (a public method "
+                "of an interface is an operation; prefix helpers with '_')"
+            )
+    cls.__tether_operations__ = collect_operations(cls, name)
+    cls.__tether_interface__ = cls

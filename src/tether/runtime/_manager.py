@@ -1,0 +1,167 @@
+"""RpcManager: the registry of impls (backend) and of routes to backends (frontend)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
+
+from ..contexts import RequestContext
+from ._client import RpcBackend, check_backend_interfaces, make_client
+from ._errors import NotFound
+from ._interfaces import Operation, RpcInterface
+from ._protocol import InterfaceInfo
+
+__all__ = ["Authorize", "Registration", "RpcManager"]
+
+T = TypeVar("T", bound=RpcInterface)
+
+#: The authorization hook: called with each request's context before its impl
+#: runs; return False or raise `Unauthorized` to refuse the request.
+Authorize = Callable[[RequestContext], Awaitable[bool]]
+
+
+class Registration:
+    """One served interface: its impl and the bound handler of each operation."""
+
+    __slots__ = ("handlers", "impl", "info", "interface", "operations")
+
+    def __init__(self, interface: type[RpcInterface], impl: RpcInterface) -> None:
+        self.interface = interface
+        self.impl = impl
+        self.operations: Mapping[str, Operation] = interface.__tether_operations__
+        # Bound once here, from the operation table: the dispatcher never looks a
+        # name from the wire up on the impl object itself.
+        self.handlers: dict[str, Callable[..., Awaitable[Any]]] = {
+            name: getattr(impl, name) for name in self.operations
+        }
+        self.info = InterfaceInfo(interface.interface_version, tuple(self.operations))
+
+
+class RpcManager:
+    """Registry of impls (what this process serves) and routes (what it calls).
+
+    A process can be a backend (it registers impls and is served by a transport),
+    a frontend (it routes interfaces to backends and gets clients), or both: a
+    backend that calls other backends.
+
+    Args:
+        authorize: An async hook called with each request's RequestContext before
+            the impl runs; returning False (or raising `Unauthorized`) refuses it.
+        development_mode: Send the impl's traceback to clients with internal
+            errors. Never in production: tracebacks leak paths and code.
+    """
+
+    def __init__(
+        self, *, authorize: Authorize | None = None, development_mode: bool = False
+    ) -> None:
+        self.authorize = authorize
+        self.development_mode = development_mode
+        self._registrations: dict[str, Registration] = {}
+        self._routes: dict[type[RpcInterface], RpcBackend] = {}
+
+    # -- backend ---------------------------------------------------------------
+
+    @overload
+    def register_impl(self, interface: type[T], impl: type[T]) -> None: ...
+    @overload
+    def register_impl(self, interface: type[T], impl: T) -> None: ...
+
+    def register_impl(self, interface: type[T], impl: type[T] | T) -> None:
+        """Serve `interface` with `impl`.
+
+        Args:
+            interface: The RpcInterface declaration.
+            impl: A subclass of it implementing every operation (instantiated
+                once, with no arguments), or an instance of one.
+
+        Raises:
+            TypeError: `impl` is not an implementation of `interface`, leaves an
+                operation unimplemented, or the interface is already registered.
+        """
+        _check_interface(interface)
+        impl_class = impl if isinstance(impl, type) else type(impl)
+        if not issubclass(impl_class, interface):
+            raise TypeError(
+                f"{impl_class.__qualname__} does not implement {interface.__qualname__}: "
+                f"declare it as 'class {impl_class.__qualname__}({interface.__qualname__})'"
+            )
+        missing = [
+            name
+            for name, op in interface.__tether_operations__.items()
+            if inspect.getattr_static(impl_class, name) is op.function
+        ]
+        if missing:
+            raise TypeError(
+                f"{impl_class.__qualname__} does not implement {', '.join(missing)} of "
+                f"{interface.interface_name}"
+            )
+        name = interface.interface_name
+        if name in self._registrations:
+            raise TypeError(
+                f"{name} is already registered with "
+                f"{type(self._registrations[name].impl).__qualname__}; unregister_impl first"
+            )
+        instance = impl() if isinstance(impl, type) else impl
+        self._registrations[name] = Registration(interface, instance)
+
+    def unregister_impl(self, interface: type[RpcInterface]) -> None:
+        """Stop serving `interface`. Calls already running finish."""
+        self._registrations.pop(interface.interface_name, None)
+
+    def lookup(self, interface_name: str) -> Registration | None:
+        """Return the registration serving `interface_name`, or None."""
+        return self._registrations.get(interface_name)
+
+    def describe(self) -> dict[str, InterfaceInfo]:
+        """What this manager serves: name -> version and operations."""
+        return {name: reg.info for name, reg in self._registrations.items()}
+
+    # -- frontend --------------------------------------------------------------
+
+    def initialize_client(
+        self, interfaces: Iterable[type[RpcInterface]], backend: RpcBackend
+    ) -> None:
+        """Route `interfaces` to `backend`: `get_client` will call it for them.
+
+        Raises:
+            NotFound: the backend does not serve one of them.
+            IncompatibleVersion: one of them has an incompatible version there.
+        """
+        wanted = list(interfaces)
+        for interface in wanted:
+            _check_interface(interface)
+        check_backend_interfaces(backend.interfaces, wanted)
+        for interface in wanted:
+            self._routes[interface] = backend
+
+    def terminate_client(self, interfaces: Iterable[type[RpcInterface]]) -> None:
+        """Forget the routes of `interfaces`."""
+        for interface in interfaces:
+            self._routes.pop(interface, None)
+
+    def get_client(self, interface: type[T]) -> T:
+        """Return a typed client of `interface` that calls the backend it is routed to.
+
+        Raises:
+            NotFound: `interface` was not routed with `initialize_client`.
+        """
+        backend = self._routes.get(interface)
+        if backend is None:
+            raise NotFound(
+                f"no backend is configured for {interface.__qualname__}: call "
+                "initialize_client([...], backend) first"
+            )
+        return make_client(interface, backend)
+
+
+def _check_interface(interface: Any) -> None:
+    if not (
+        isinstance(interface, type)
+        and issubclass(interface, RpcInterface)
+        and interface.__tether_interface__ is interface
+    ):
+        raise TypeError(
+            f"{interface!r} is not an RpcInterface declaration (a class with interface_name "
+            "and interface_version)"
+        )

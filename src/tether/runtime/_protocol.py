@@ -1,0 +1,516 @@
+"""The wire protocol, sans-IO: frozen messages and the functions that encode them.
+
+Every message is a JSON object with a `t` tag (DESIGN.md section 4). Nothing
+here knows about sockets, channels or tasks: transports move the bytes that
+`encode` makes and hand what they receive to `decode`.
+
+`decode` rejects anything malformed with `InvalidRequest` (never a KeyError or
+a crash); when the message's `id` could be read, it is in `details["id"]` so the
+receiver can fail that one request instead of the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+import attrs
+
+from ._codec import dumps, loads
+from ._errors import InvalidRequest
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Call",
+    "CallContext",
+    "Cancel",
+    "Error",
+    "ErrorInfo",
+    "Hello",
+    "Invoke",
+    "InterfaceInfo",
+    "Message",
+    "Notify",
+    "Result",
+    "Welcome",
+    "decode",
+    "encode",
+]
+
+#: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
+PROTOCOL_VERSION = 1
+
+
+@attrs.frozen(slots=True)
+class CallContext:
+    """The request context an RPC `call` carries (all optional on the wire)."""
+
+    activity_id: str | None = None
+    session_id: str | None = None
+    application_id: str | None = None
+    application_version: str | None = None
+    authorization: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(slots=True)
+class Call:
+    """RPC request, client -> server."""
+
+    id: int
+    iface: str
+    ver: str
+    op: str
+    args: list[Any]
+    ctx: CallContext
+    timeout_ms: int | None = None
+
+
+@attrs.frozen(slots=True)
+class Invoke:
+    """IPC request, frontend -> backend (or backend -> frontend)."""
+
+    id: int
+    channel: str
+    method: str
+    args: list[Any]
+    activity_id: str | None = None
+    timeout_ms: int | None = None
+
+
+@attrs.frozen(slots=True)
+class Result:
+    """Successful reply: the unstructured return value."""
+
+    id: int
+    value: Any
+
+
+@attrs.frozen(slots=True)
+class ErrorInfo:
+    """What an `error` reply says; maps to the exception raised on the caller."""
+
+    code: str
+    status: int
+    name: str
+    message: str
+    details: dict[str, Any] = attrs.field(factory=dict)
+    activity_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Error:
+    """Failed reply. `id` is None for an error about the connection, not a request."""
+
+    id: int | None
+    error: ErrorInfo
+
+
+@attrs.frozen(slots=True)
+class Cancel:
+    """Caller -> callee: stop working on request `id`; no reply is expected."""
+
+    id: int
+
+
+@attrs.frozen(slots=True)
+class Notify:
+    """One-way message, either direction."""
+
+    channel: str
+    method: str
+    args: list[Any]
+    activity_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Hello:
+    """Opens a session: the client's protocol version, application and channels."""
+
+    protocol: int
+    session_id: str | None = None
+    application_id: str | None = None
+    application_version: str | None = None
+    channels: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(slots=True)
+class InterfaceInfo:
+    """What a backend says about one interface it serves."""
+
+    version: str
+    operations: tuple[str, ...]
+
+
+@attrs.frozen(slots=True)
+class Welcome:
+    """Accepts a session: the server's protocol version, channels and interfaces."""
+
+    protocol: int
+    session_id: str
+    channels: dict[str, str] = attrs.field(factory=dict)
+    interfaces: dict[str, InterfaceInfo] = attrs.field(factory=dict)
+
+
+Message: TypeAlias = Call | Invoke | Result | Error | Cancel | Notify | Hello | Welcome
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+
+
+def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in obj.items() if value is not None}
+
+
+def _call_object(
+    id: int,
+    iface: str,
+    ver: str,
+    op: str,
+    args: list[Any],
+    activity_id: str | None,
+    session_id: str | None,
+    application_id: str | None,
+    application_version: str | None,
+    authorization: str | None,
+    timeout_ms: int | None,
+) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if activity_id is not None:
+        ctx["activity_id"] = activity_id
+    if session_id is not None:
+        ctx["session_id"] = session_id
+    if application_id is not None:
+        ctx["application_id"] = application_id
+    if application_version is not None:
+        ctx["application_version"] = application_version
+    if authorization is not None:
+        ctx["authorization"] = authorization
+    obj: dict[str, Any] = {
+        "t": "call",
+        "id": id,
+        "iface": iface,
+        "ver": ver,
+        "op": op,
+        "args": args,
+        "ctx": ctx,
+    }
+    if timeout_ms is not None:
+        obj["timeout_ms"] = timeout_ms
+    return obj
+
+
+def _encode_call(m: Call) -> dict[str, Any]:
+    c = m.ctx
+    return _call_object(
+        m.id, m.iface, m.ver, m.op, m.args, c.activity_id, c.session_id,
+        c.application_id, c.application_version, c.authorization, m.timeout_ms,
+    )  # fmt: skip
+
+
+def error_info_to_json(info: ErrorInfo) -> dict[str, Any]:
+    """The `{code, status, name, message, details, activity_id}` object of an error."""
+    return {
+        "code": info.code,
+        "status": info.status,
+        "name": info.name,
+        "message": info.message,
+        "details": info.details,
+        "activity_id": info.activity_id,
+    }
+
+
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Call: _encode_call,
+    Invoke: lambda m: _drop_none(
+        {
+            "t": "invoke",
+            "id": m.id,
+            "channel": m.channel,
+            "method": m.method,
+            "args": m.args,
+            "activity_id": m.activity_id,
+            "timeout_ms": m.timeout_ms,
+        }
+    ),
+    Result: lambda m: {"t": "result", "id": m.id, "value": m.value},
+    Error: lambda m: {"t": "error", "id": m.id, "error": error_info_to_json(m.error)},
+    Cancel: lambda m: {"t": "cancel", "id": m.id},
+    Notify: lambda m: _drop_none(
+        {
+            "t": "notify",
+            "channel": m.channel,
+            "method": m.method,
+            "args": m.args,
+            "activity_id": m.activity_id,
+        }
+    ),
+    Hello: lambda m: {
+        "t": "hello",
+        "protocol": m.protocol,
+        "session_id": m.session_id,
+        "application": _drop_none({"id": m.application_id, "version": m.application_version}),
+        "channels": m.channels,
+    },
+    Welcome: lambda m: {
+        "t": "welcome",
+        "protocol": m.protocol,
+        "session_id": m.session_id,
+        "channels": m.channels,
+        "interfaces": {
+            name: {"version": info.version, "operations": list(info.operations)}
+            for name, info in m.interfaces.items()
+        },
+    },
+}
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message as UTF-8 JSON bytes.
+
+    Raises:
+        TypeError: the message holds a value that is not JSON (a `Result.value`
+            that was not unstructured, for instance).
+    """
+    return dumps(_ENCODERS[type(message)](message))
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+
+class _Fields:
+    """Typed access to a decoded JSON object, raising InvalidRequest on misfit."""
+
+    __slots__ = ("id", "obj", "tag")
+
+    def __init__(self, obj: Mapping[str, Any], tag: str) -> None:
+        self.obj = obj
+        self.tag = tag
+        self.id: int | None = None
+
+    def _fail(self, key: str, expected: str, value: Any) -> InvalidRequest:
+        got = "nothing" if value is None else type(value).__name__
+        details: dict[str, Any] = {"field": key}
+        if self.id is not None:
+            details["id"] = self.id
+        return InvalidRequest(
+            f"{self.tag!r} message field {key!r} must be {expected}, got {got}", details=details
+        )
+
+    def get_int(self, key: str, *, optional: bool = False) -> Any:
+        value = self.obj.get(key)
+        if value is None and optional:
+            return None
+        if type(value) is not int or value < 0:
+            raise self._fail(key, "a non-negative integer", value)
+        return value
+
+    def get_str(self, key: str, *, optional: bool = False) -> Any:
+        value = self.obj.get(key)
+        if value is None and optional:
+            return None
+        if type(value) is not str:
+            raise self._fail(key, "a string", value)
+        return value
+
+    def get_list(self, key: str) -> list[Any]:
+        value = self.obj.get(key)
+        if type(value) is not list:
+            raise self._fail(key, "an array", value)
+        return value
+
+    def get_dict(self, key: str, *, optional: bool = False) -> dict[str, Any]:
+        value = self.obj.get(key)
+        if value is None and optional:
+            return {}
+        if type(value) is not dict:
+            raise self._fail(key, "an object", value)
+        return value
+
+    def get_str_map(self, key: str) -> dict[str, str]:
+        value = self.get_dict(key, optional=True)
+        if not all(type(v) is str for v in value.values()):
+            raise self._fail(key, "an object of strings", value)
+        return value
+
+    def sub(self, key: str, *, optional: bool = False) -> _Fields:
+        sub = _Fields(self.get_dict(key, optional=optional), f"{self.tag}.{key}")
+        sub.id = self.id
+        return sub
+
+    def with_id(self, *, optional: bool = False) -> int | None:
+        self.id = self.get_int("id", optional=optional)
+        return self.id
+
+
+def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
+    # Fast path for the well-formed case; anything odd goes through the
+    # checked path below, which names the field that is wrong.
+    id_ = obj.get("id")
+    iface = obj.get("iface")
+    ver = obj.get("ver")
+    op = obj.get("op")
+    args = obj.get("args")
+    ctx_obj = obj.get("ctx")
+    timeout = obj.get("timeout_ms")
+    if (
+        type(id_) is int
+        and id_ >= 0
+        and type(iface) is str
+        and type(ver) is str
+        and type(op) is str
+        and type(args) is list
+        and type(ctx_obj) is dict
+        and (timeout is None or (type(timeout) is int and timeout >= 0))
+    ):
+        get = ctx_obj.get
+        a, s, i, v, z = (
+            get("activity_id"),
+            get("session_id"),
+            get("application_id"),
+            get("application_version"),
+            get("authorization"),
+        )
+        if (
+            (a is None or type(a) is str)
+            and (s is None or type(s) is str)
+            and (i is None or type(i) is str)
+            and (v is None or type(v) is str)
+            and (z is None or type(z) is str)
+        ):
+            return Call(id_, iface, ver, op, args, CallContext(a, s, i, v, z), timeout)
+    return None
+
+
+def _decode_call(f: _Fields) -> Call:
+    f.with_id()
+    ctx = f.sub("ctx", optional=True)
+    return Call(
+        id=f.id,  # type: ignore[arg-type]
+        iface=f.get_str("iface"),
+        ver=f.get_str("ver"),
+        op=f.get_str("op"),
+        args=f.get_list("args"),
+        ctx=CallContext(
+            activity_id=ctx.get_str("activity_id", optional=True),
+            session_id=ctx.get_str("session_id", optional=True),
+            application_id=ctx.get_str("application_id", optional=True),
+            application_version=ctx.get_str("application_version", optional=True),
+            authorization=ctx.get_str("authorization", optional=True),
+        ),
+        timeout_ms=f.get_int("timeout_ms", optional=True),
+    )
+
+
+def _decode_invoke(f: _Fields) -> Invoke:
+    f.with_id()
+    return Invoke(
+        id=f.id,  # type: ignore[arg-type]
+        channel=f.get_str("channel"),
+        method=f.get_str("method"),
+        args=f.get_list("args"),
+        activity_id=f.get_str("activity_id", optional=True),
+        timeout_ms=f.get_int("timeout_ms", optional=True),
+    )
+
+
+def _decode_result(f: _Fields) -> Result:
+    f.with_id()
+    if "value" not in f.obj:
+        raise f._fail("value", "present", None)
+    return Result(id=f.id, value=f.obj["value"])  # type: ignore[arg-type]
+
+
+def decode_error_info(f: _Fields) -> ErrorInfo:
+    """Read the `{code, status, name, message, details, activity_id}` object."""
+    return ErrorInfo(
+        code=f.get_str("code"),
+        status=f.get_int("status"),
+        name=f.get_str("name", optional=True) or "",
+        message=f.get_str("message", optional=True) or "",
+        details=f.get_dict("details", optional=True),
+        activity_id=f.get_str("activity_id", optional=True),
+    )
+
+
+def _decode_error(f: _Fields) -> Error:
+    f.with_id(optional=True)
+    return Error(id=f.id, error=decode_error_info(f.sub("error")))
+
+
+def _decode_hello(f: _Fields) -> Hello:
+    app = f.sub("application", optional=True)
+    return Hello(
+        protocol=f.get_int("protocol"),
+        session_id=f.get_str("session_id", optional=True),
+        application_id=app.get_str("id", optional=True),
+        application_version=app.get_str("version", optional=True),
+        channels=f.get_str_map("channels"),
+    )
+
+
+def _decode_welcome(f: _Fields) -> Welcome:
+    interfaces: dict[str, InterfaceInfo] = {}
+    for name, raw in f.get_dict("interfaces", optional=True).items():
+        info = _Fields(raw if isinstance(raw, dict) else {}, f"welcome.interfaces.{name}")
+        operations = info.get_list("operations")
+        if not all(type(op) is str for op in operations):
+            raise info._fail("operations", "an array of strings", operations)
+        interfaces[name] = InterfaceInfo(
+            version=info.get_str("version"), operations=tuple(operations)
+        )
+    return Welcome(
+        protocol=f.get_int("protocol"),
+        session_id=f.get_str("session_id"),
+        channels=f.get_str_map("channels"),
+        interfaces=interfaces,
+    )
+
+
+_DECODERS: dict[str, Callable[[_Fields], Message]] = {
+    "call": _decode_call,
+    "invoke": _decode_invoke,
+    "result": _decode_result,
+    "error": _decode_error,
+    "cancel": lambda f: Cancel(id=f.get_int("id")),
+    "notify": lambda f: Notify(
+        channel=f.get_str("channel"),
+        method=f.get_str("method"),
+        args=f.get_list("args"),
+        activity_id=f.get_str("activity_id", optional=True),
+    ),
+    "hello": _decode_hello,
+    "welcome": _decode_welcome,
+}
+
+
+def decode(data: bytes | bytearray | memoryview | str) -> Message:
+    """Decode one message.
+
+    Raises:
+        InvalidRequest: not JSON, not an object, an unknown `t`, or a field that is
+            missing or of the wrong type. `details` names the field, and holds the
+            request `id` when it could be read.
+    """
+    obj = loads(data)
+    if type(obj) is not dict:
+        raise InvalidRequest(f"a message must be a JSON object, got {type(obj).__name__}")
+    tag = obj.get("t")
+    # Fast paths for the two messages of every call; anything odd falls through
+    # to the checked decoders, which name the field that is wrong.
+    if tag == "result":
+        id_ = obj.get("id")
+        if type(id_) is int and id_ >= 0 and "value" in obj:
+            return Result(id_, obj["value"])
+    elif tag == "call":
+        call = _decode_call_fast(obj)
+        if call is not None:
+            return call
+    decoder = _DECODERS.get(tag) if type(tag) is str else None
+    if decoder is None or type(tag) is not str:
+        raise InvalidRequest(
+            f"unknown message type {tag!r}: expected one of {', '.join(sorted(_DECODERS))}",
+            details={"field": "t"},
+        )
+    return decoder(_Fields(obj, tag))

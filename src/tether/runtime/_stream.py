@@ -1,0 +1,54 @@
+"""The contract of a message transport: a bidirectional stream of whole messages."""
+
+from __future__ import annotations
+
+import abc
+
+__all__ = ["MessageStream"]
+
+
+class MessageStream(abc.ABC):
+    """A connection that moves whole encoded messages (bytes) both ways.
+
+    The in-process and WebSocket transports provide one of these per
+    connection; the runtime runs the protocol (handshake, multiplexing by id,
+    cancellation) on top of it. A stream knows nothing of what the bytes mean.
+
+    `send_message` may be called by several tasks at once; each message is
+    delivered whole and in the order the sends completed. `receive_message` is
+    called by one task at a time.
+    """
+
+    __slots__ = ()
+
+    #: The largest message this stream carries, in bytes.
+    max_message_size: int
+
+    @abc.abstractmethod
+    async def send_message(self, data: bytes) -> None:
+        """Send one message; waits while the peer is not keeping up.
+
+        It need not be a checkpoint when the message can be handed over at once
+        (a buffered in-process send does not yield).
+
+        Raises:
+            ConnectionClosed: the stream is closed, by either side.
+            PayloadTooLarge: `data` is longer than `max_message_size`; the
+                stream stays usable.
+        """
+
+    @abc.abstractmethod
+    async def receive_message(self) -> bytes:
+        """Wait for the next message.
+
+        Raises:
+            ConnectionClosed: the stream is closed, by either side, and every
+                message sent before the close was received.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the stream; the peer's pending and later receives see it closed.
+
+        Idempotent. Does not wait for the peer.
+        """

@@ -1,0 +1,320 @@
+"""The in-process transport: encoded messages over Trio memory channels.
+
+Messages are encoded and decoded even here, so a type that would fail over
+HTTP fails in-process too, and the two sides never share a mutable object.
+
+Two shapes:
+
+* same loop (default): the backend's session runs as a task beside the
+  frontend, over a pair of memory channels;
+* `thread=True` ("mobile" style): the backend runs its own Trio loop in its own
+  thread, so a CPU-bound impl does not stall the frontend's loop. Messages
+  cross between the loops with `TrioToken.run_sync_soon`, with credit-based
+  flow control so neither side can flood the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ..runtime import (
+    ClientOptions,
+    ConnectionClosed,
+    MessageStream,
+    PayloadTooLarge,
+    RpcConnection,
+    RpcInterface,
+    RpcManager,
+    open_rpc_connection,
+    serve_rpc_session,
+)
+from ..runtime._util import open_service_nursery
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "stream_pair"]
+
+#: Default limit of one encoded message, in bytes (16 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Messages a side may have sent and the other not yet received.
+_BUFFER = 256
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"message of {size} bytes is over the in-process limit of {limit}: raise "
+        "max_message_size or send less at once"
+    )
+
+
+class _ChannelStream(MessageStream):
+    """One end of a same-loop pair: a memory channel each way."""
+
+    __slots__ = ("_receive", "_send", "max_message_size")
+
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[bytes],
+        receive: trio.MemoryReceiveChannel[bytes],
+        max_message_size: int,
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self.max_message_size = max_message_size
+
+    async def send_message(self, data: bytes) -> None:
+        if len(data) > self.max_message_size:
+            raise _too_large(len(data), self.max_message_size)
+        try:
+            # Buffered without a yield when there is room: the caller is about to
+            # block on its reply anyway, and the extra scheduling round this
+            # saves is a large part of an in-process call's cost.
+            self._send.send_nowait(data)
+        except trio.WouldBlock:
+            await self._send_blocking(data)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+
+    async def _send_blocking(self, data: bytes) -> None:
+        try:
+            await self._send.send(data)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+
+    async def receive_message(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+
+    async def aclose(self) -> None:
+        self._send.close()
+        self._receive.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+class _ThreadStream(MessageStream):
+    """One end of a cross-thread pair; it lives in one Trio run, its peer in another."""
+
+    __slots__ = (
+        "_closed",
+        "_credits",
+        "_inbox",
+        "_inbox_send",
+        "_lock",
+        "_lot",
+        "_peer",
+        "_peer_gone",
+        "_token",
+        "max_message_size",
+    )
+
+    def __init__(self, lock: threading.Lock, max_message_size: int) -> None:
+        self._lock = lock
+        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](_BUFFER)
+        # Messages we may send before the peer says it received some: the
+        # peer's inbox has room for exactly that many, so delivery never blocks.
+        self._credits = _BUFFER
+        self._lot = trio.lowlevel.ParkingLot()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._peer: _ThreadStream | None = None
+        self._peer_gone = False
+        self._closed = False
+        self.max_message_size = max_message_size
+
+    def attach(self) -> None:
+        """Bind this end to the Trio run it is used in. Call once, from that run."""
+        with self._lock:
+            self._token = trio.lowlevel.current_trio_token()
+            gone = self._peer_gone
+        if gone:
+            self._on_peer_closed()
+
+    def _to_peer(self, fn: Any, *args: Any) -> bool:
+        """Run `fn(*args)` in the peer's loop; False when the peer has no loop now."""
+        peer = self._peer
+        assert peer is not None
+        token = peer._token
+        if token is None:
+            return False
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            return False
+        return True
+
+    # These run in this end's own loop, scheduled by the peer.
+    def _deliver(self, data: bytes) -> None:
+        # After we closed, a message is dropped, as on any closed connection.
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._inbox_send.send_nowait(data)
+
+    def _credit(self) -> None:
+        self._credits += 1
+        self._lot.unpark()
+
+    def _on_peer_closed(self) -> None:
+        self._closed = True
+        self._inbox_send.close()  # receives drain what arrived, then see the close
+        self._lot.unpark_all()
+
+    async def send_message(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        if len(data) > self.max_message_size:
+            raise _too_large(len(data), self.max_message_size)
+        while self._credits == 0 and not self._closed:
+            await self._lot.park()
+        if self._closed:
+            raise ConnectionClosed("in-process connection closed", reason="closed")
+        self._credits -= 1
+        peer = self._peer
+        assert peer is not None
+        if not self._to_peer(peer._deliver, data):
+            self._on_peer_closed()
+            raise ConnectionClosed("the backend thread has stopped", reason="closed")
+
+    async def receive_message(self) -> bytes:
+        try:
+            data = await self._inbox.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+        peer = self._peer
+        assert peer is not None
+        self._to_peer(peer._credit)
+        return data
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._lot.unpark_all()
+            peer = self._peer
+            assert peer is not None
+            with self._lock:
+                if peer._token is None:
+                    peer._peer_gone = True  # it will see the close when it attaches
+                else:
+                    self._to_peer(peer._on_peer_closed)
+        self._inbox.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def stream_pair(
+    *, thread: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> tuple[MessageStream, MessageStream]:
+    """Return two connected in-process MessageStreams.
+
+    Args:
+        thread: Make a pair whose ends live in different Trio runs (threads).
+            Each end must then be `attach()`-ed from the run that uses it.
+        max_message_size: Largest message either end sends, in bytes.
+    """
+    if thread:
+        lock = threading.Lock()
+        a, b = _ThreadStream(lock, max_message_size), _ThreadStream(lock, max_message_size)
+        a._peer, b._peer = b, a
+        return a, b
+    a_send, b_receive = trio.open_memory_channel[bytes](_BUFFER)
+    b_send, a_receive = trio.open_memory_channel[bytes](_BUFFER)
+    return (
+        _ChannelStream(a_send, a_receive, max_message_size),
+        _ChannelStream(b_send, b_receive, max_message_size),
+    )
+
+
+async def _serve_in_thread(
+    manager: RpcManager,
+    stream: _ThreadStream,
+    max_in_flight: int,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    frontend = trio.lowlevel.current_trio_token()
+    started = trio.Event()
+
+    async def backend_main() -> None:
+        stream.attach()
+        frontend.run_sync_soon(started.set)
+        await serve_rpc_session(manager, stream, max_in_flight=max_in_flight)
+
+    run_backend = functools.partial(trio.run, backend_main)
+    async with trio.open_nursery() as nursery:
+        # The thread is owned by this task: it cannot be abandoned, so leaving
+        # `connect` waits until the backend's loop has finished.
+        nursery.start_soon(
+            functools.partial(trio.to_thread.run_sync, run_backend, thread_name="tether-backend")
+        )
+        await started.wait()
+        task_status.started()
+
+
+@asynccontextmanager
+async def connect(
+    manager: RpcManager,
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    thread: bool = False,
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+) -> AsyncIterator[RpcConnection]:
+    """Serve `manager` in-process and connect to it, for the block.
+
+    Example::
+
+        async with memory.connect(manager, interfaces=[RobotWorldRead]) as backend:
+            robots = backend.get_client(RobotWorldRead)
+            await robots.count_robots(IModelProps("m1"))
+
+    Args:
+        manager: The backend's RpcManager, with impls registered.
+        interfaces: The interfaces this frontend will call; each is checked
+            against what the backend serves before the block starts.
+        thread: Run the backend in its own thread with its own Trio loop.
+        application_id: Sent with every call (unless the current context has one).
+        application_version: Likewise.
+        authorization: The credential every call carries; when None, the current
+            context's authorization is forwarded.
+        session_id: The session the calls belong to; a fresh one by default.
+        max_message_size: Largest encoded message, in bytes, either way.
+        max_in_flight: Calls the backend runs at once for this connection.
+
+    Raises:
+        IncompatibleVersion: an interface's version is incompatible.
+        NotFound: the backend does not serve one of `interfaces`.
+    """
+    options_kwargs: dict[str, Any] = {
+        "application_id": application_id,
+        "application_version": application_version,
+        "authorization": authorization,
+    }
+    if session_id is not None:
+        options_kwargs["session_id"] = session_id
+    options = ClientOptions(**options_kwargs)
+    client_end, server_end = stream_pair(thread=thread, max_message_size=max_message_size)
+    async with open_service_nursery() as nursery:
+        if isinstance(client_end, _ThreadStream):
+            assert isinstance(server_end, _ThreadStream)
+            client_end.attach()
+            try:
+                await nursery.start(_serve_in_thread, manager, server_end, max_in_flight)
+            except BaseException:
+                await client_end.aclose()
+                raise
+        else:
+            nursery.start_soon(
+                functools.partial(serve_rpc_session, max_in_flight=max_in_flight),
+                manager,
+                server_end,
+            )
+        async with open_rpc_connection(
+            client_end, interfaces=interfaces, options=options
+        ) as connection:
+            yield connection

@@ -1,0 +1,7 @@
+"""In-process transport: the backend in the same process, same loop or own thread."""
+
+from .._memory import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
+from .._memory import connect as connect
+from .._memory import stream_pair as stream_pair
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "stream_pair"]
