@@ -15,6 +15,7 @@ import collections.abc
 import dataclasses
 import datetime
 import enum
+import re
 import types
 import typing
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 
 import attrs
 import cattrs
+import cattrs.gen
 import orjson
 from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
@@ -43,7 +45,10 @@ Hook = Callable[..., Any]
 
 
 def _strict(kind: type, accept: tuple[type, ...], convert: Callable[[Any], Any]) -> Hook:
-    def structure(value: Any, _: Any) -> Any:
+    def structure(value: Any, tp: Any) -> Any:
+        if tp is not kind and _is_enum(tp):
+            # A `class Color(str, Enum)` reaches the str hook through its MRO.
+            return _structure_enum(value, tp)
         # bool is an int subclass; a bool where a number is declared is a bug.
         if isinstance(value, accept) and not (isinstance(value, bool) and kind is not bool):
             return convert(value)
@@ -58,22 +63,138 @@ def _structure_uuid(value: Any, _: Any) -> uuid.UUID:
     return uuid.UUID(value)
 
 
+def _structure_none(value: Any, _: Any) -> None:
+    if value is not None:
+        raise TypeError(f"expected null, got {type(value).__name__}")
+
+
+_INT_TEXT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _int_key_type(tp: Any) -> type | None:
+    """The key type of a mapping whose keys are ints (or int-valued enums)."""
+    if typing.get_origin(tp) not in _MAPPINGS:
+        return None
+    args = typing.get_args(tp)
+    key = args[0] if args else None
+    if key is int:
+        return int
+    if isinstance(key, type) and issubclass(key, enum.Enum):
+        return key if all(type(member.value) is int for member in key) else None
+    return None
+
+
+def _int_keyed_mapping_hook(converter: cattrs.Converter) -> Callable[[Any], Hook]:
+    def factory(tp: Any) -> Hook:
+        key_type = _int_key_type(tp)
+        value_type = typing.get_args(tp)[1]
+        value_hook = converter.get_structure_hook(value_type)
+
+        def key(text: Any) -> Any:
+            # JSON object keys are text: "12" is the int key 12.
+            if type(text) is str and _INT_TEXT.fullmatch(text):
+                number = int(text)
+            elif type(text) is int:
+                number = text
+            else:
+                raise TypeError(f"expected an integer key, got {text!r}")
+            return number if key_type is int else key_type(number)  # type: ignore[misc]
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, dict):
+                raise TypeError(f"expected an object, got {type(value).__name__}")
+            return {key(k): value_hook(v, value_type) for k, v in value.items()}
+
+        return structure
+
+    return factory
+
+
+def _is_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, enum.Enum)
+
+
+def _structure_enum(value: Any, tp: type[enum.Enum]) -> enum.Enum:
+    # Strict: 1 is not accepted for a str-valued enum, nor True for an int one.
+    for member in tp:
+        if member.value == value and type(member.value) is type(value):
+            return member
+    choices = ", ".join(repr(member.value) for member in tp)
+    raise ValueError(f"expected one of {choices} ({tp.__qualname__}), got {value!r}")
+
+
+def _enum_value(member: enum.Enum) -> Any:
+    return member.value
+
+
+def _is_record(tp: Any) -> bool:
+    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
+
+
+def _record_hook(converter: cattrs.Converter) -> Callable[[Any], Hook]:
+    def factory(tp: Any) -> Hook:
+        inner = cattrs.gen.make_dict_structure_fn(tp, converter)
+
+        def structure(value: Any, _: Any) -> Any:
+            # Say "expected an object" once, not a missing-field error per field.
+            if not isinstance(value, dict):
+                got = type(value).__name__
+                raise TypeError(f"expected an object ({tp.__qualname__}), got {got}")
+            return inner(value, tp)
+
+        return structure
+
+    return factory
+
+
+def _text_keyed_mapping_hook(converter: cattrs.Converter) -> Callable[[Any], Hook]:
+    def factory(tp: Any) -> Hook:
+        key_type = typing.get_args(tp)[0]
+        if key_type is str:
+            return converter.gen_unstructure_mapping(tp)
+        key_hook = converter.get_unstructure_hook(key_type)
+
+        def key(value: Any, _: Any = None) -> str:
+            # JSON object keys are text: int keys, UUIDs and int enums become text.
+            unstructured = key_hook(value)
+            return unstructured if type(unstructured) is str else str(unstructured)
+
+        return converter.gen_unstructure_mapping(tp, key_handler=key)
+
+    return factory
+
+
 def make_converter() -> cattrs.Converter:
     """Return a new converter configured as tether's codec.
 
-    Unstructuring gives plain JSON values only (datetime and date as ISO 8601,
-    UUID as text, bytes as base85 text, sets and tuples as lists, enums as their
-    values), so any JSON library on the other side can read them.
+    Unstructuring gives JSON values only (datetime and date as ISO 8601, UUID
+    as text, bytes as base85 text, sets as lists, tuples as tuples, which every
+    JSON encoder writes as arrays, enums as their values), so any JSON library
+    can encode them and any on the other side can read them.
     """
     converter = _make_orjson_converter()
+    # cattrs tries single dispatch first, so these are single-dispatch
+    # registrations; the enum bases are registered too, so that IntEnum and
+    # StrEnum find their own hook before int's or str's in their MRO.
     converter.register_structure_hook(int, _strict(int, (int,), int))
     converter.register_structure_hook(float, _strict(float, (int, float), float))
     converter.register_structure_hook(str, _strict(str, (str,), str))
     converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
+    for base in (enum.Enum, enum.IntEnum, enum.StrEnum, enum.Flag, enum.IntFlag):
+        converter.register_structure_hook(base, _structure_enum)
+        converter.register_unstructure_hook(base, _enum_value)
+    converter.register_structure_hook_factory(_is_record, _record_hook(converter))
+    converter.register_unstructure_hook_factory(
+        lambda tp: typing.get_origin(tp) in _MAPPINGS, _text_keyed_mapping_hook(converter)
+    )
+    converter.register_structure_hook(type(None), _structure_none)
     converter.register_structure_hook(uuid.UUID, _structure_uuid)
     converter.register_unstructure_hook(uuid.UUID, str)
     converter.register_unstructure_hook(datetime.datetime, datetime.datetime.isoformat)
     converter.register_unstructure_hook(datetime.date, datetime.date.isoformat)
+    converter.register_structure_hook_factory(
+        lambda tp: _int_key_type(tp) is not None, _int_keyed_mapping_hook(converter)
+    )
     return converter
 
 
@@ -123,6 +244,14 @@ _MAPPINGS: frozenset[Any] = frozenset(
     {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 )
 _KEY_TYPES: frozenset[Any] = frozenset({str, int, uuid.UUID})
+_EXAMPLES: dict[Any, str] = {
+    dict: "dict[str, int]",
+    collections.abc.Mapping: "Mapping[str, int]",
+    collections.abc.MutableMapping: "MutableMapping[str, int]",
+    tuple: "tuple[int, str] or tuple[int, ...]",
+    set: "set[int]",
+    frozenset: "frozenset[int]",
+}
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -156,6 +285,11 @@ def _check(tp: Any, seen: set[Any]) -> None:
         _check(args[0], seen)
         return
     if origin is typing.Union or origin is types.UnionType:
+        if bytes in args and str in args:
+            raise TypeError(
+                "str | bytes cannot be carried: bytes travel as base85 text, so the two are "
+                "indistinguishable on the wire; use separate parameters or an attrs class"
+            )
         for arg in args:
             _check(arg, seen)
         return
@@ -188,7 +322,7 @@ def _check(tp: Any, seen: set[Any]) -> None:
     if tp in _SEQUENCES or tp in _MAPPINGS or tp is tuple:
         raise TypeError(
             f"a bare {describe_type(tp)} cannot be carried: declare its element types, "
-            f"for example {describe_type(tp)}[int]"
+            f"for example {_EXAMPLES.get(tp, 'list[int]')}"
         )
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         for member in tp:

@@ -10,6 +10,7 @@ session.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -92,10 +93,12 @@ class RpcConnection(RpcBackend):
         "_pending",
         "_reading",
         "_stream",
+        "_token",
         "session_id",
     )
 
     def __init__(self, stream: MessageStream, options: ClientOptions) -> None:
+        self._token = trio.lowlevel.current_trio_token()
         self._stream = stream
         self._options = options
         self._interfaces: dict[str, InterfaceInfo] = {}
@@ -142,6 +145,13 @@ class RpcConnection(RpcBackend):
         self._interfaces = check_backend_interfaces(reply.interfaces, wanted)
 
     async def request(self, call: Call) -> Result | Error:
+        if trio.lowlevel.current_trio_token() is not self._token:
+            # Trio objects cannot cross runs: waiting here would hang forever.
+            raise RuntimeError(
+                "this connection belongs to another Trio run (another thread): open the "
+                "connection in the run that calls through it, e.g. inside the backend's "
+                "own loop when the backend runs with thread=True"
+            )
         if self._closed is not None:
             raise self._closed_error(call)
         data = encode(call)
@@ -287,7 +297,15 @@ async def open_rpc_connection(
 class _Session:
     """One frontend's connection on the backend: its calls and their scopes."""
 
-    __slots__ = ("calls", "dispatcher", "max_in_flight", "nursery", "session_id", "stream")
+    __slots__ = (
+        "calls",
+        "dispatcher",
+        "max_in_flight",
+        "nursery",
+        "session_id",
+        "spares",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -303,6 +321,7 @@ class _Session:
         self.session_id = session_id
         self.max_in_flight = max_in_flight
         self.calls: dict[int, trio.CancelScope] = {}
+        self.spares: list[trio.lowlevel.Task] = []
 
     async def send(self, message: Message) -> None:
         try:
@@ -312,14 +331,24 @@ class _Session:
             # hold (its return annotation lied): report it, do not crash.
             assert isinstance(message, Result)
             _log.error("result of call %s cannot be encoded: %s", message.id, exc)
-            data = encode(
-                Error(
-                    message.id,
-                    ErrorInfo("internal", 500, "TypeError", f"the result cannot be encoded: {exc}"),
-                )
+            data = self._error_for(message.id, "internal", "TypeError", f"cannot encode: {exc}")
+        limit = self.stream.max_message_size
+        if len(data) > limit and isinstance(message, (Result, Error)):
+            # A reply over the limit fails that call, not the session.
+            data = self._error_for(
+                message.id,
+                "payload-too-large",
+                "PayloadTooLarge",
+                f"the reply encodes to {len(data)} bytes, over the connection's limit of "
+                f"{limit}: ask for less per call",
             )
         with contextlib.suppress(ConnectionClosed):  # the frontend left; the session ends
             await self.stream.send_message(data)
+
+    @staticmethod
+    def _error_for(call_id: int | None, code: str, name: str, message: str) -> bytes:
+        status = 413 if code == "payload-too-large" else 500
+        return encode(Error(call_id, ErrorInfo(code, status, name, message)))
 
     def prepare(self, call: Call) -> PreparedCall | Error:
         """Check a call; return it ready to run, or the reply that refuses it."""
@@ -339,15 +368,48 @@ class _Session:
         except TetherError as exc:
             return self.dispatcher.error_reply(call.id, exc, exc.activity_id)
 
-    async def read(self) -> None:
-        """Read messages until a call arrives, then become that call's task.
+    async def worker(self) -> None:
+        """A task of the session: it reads, or runs one call, or waits as a spare.
 
-        The reader hands its role on: it spawns the next reader (whose context is
-        still the session's, clean), then runs the call itself under the call's
-        RequestContext and ends with it. The call starts without waiting for a
-        new task to be scheduled, yet every call still has a task of its own,
-        so nothing an impl does to its context can leak into another call.
+        Exactly one worker holds the reader role. When it reads a call, it hands
+        the role to a spare worker (or a new one) and runs the call itself, under
+        the call's RequestContext and cancel scope. So a call starts without
+        waiting for a task to be scheduled, and calls never wait on each other.
+
+        After its call, a worker becomes a spare only if the impl left its
+        context exactly as it found it; a worker whose impl set a contextvar
+        ends, so nothing one call does to its context reaches another call.
+        Recycling saves spawning a task per call.
         """
+        clean = contextvars.copy_context()
+        while True:
+            started = await self.read_until_call()
+            if started is None:
+                return
+            prepared, scope = started
+            if self.spares:
+                trio.lowlevel.reschedule(self.spares.pop())
+            else:
+                self.nursery.start_soon(self.worker)
+            with contexts.using(prepared.context):
+                await self.run_call(prepared, scope)
+            if len(self.spares) >= _MAX_SPARES or not _same_context(clean):
+                return
+            await self._wait_as_spare(trio.lowlevel.current_task())
+
+    async def _wait_as_spare(self, task: trio.lowlevel.Task) -> None:
+        self.spares.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            # The session is ending: the spare leaves the list and is cancelled.
+            # (Trio calls this from the cancelling task, hence `task`.)
+            self.spares.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def read_until_call(self) -> tuple[PreparedCall, trio.CancelScope] | None:
+        """Read messages until a call is ready to run; None when the stream closed."""
         stream = self.stream
         while True:
             try:
@@ -355,7 +417,7 @@ class _Session:
             except ConnectionClosed:
                 # The frontend is gone: nothing it started may outlive it.
                 self.nursery.cancel_scope.cancel()
-                return
+                return None
             try:
                 message = decode(data)
             except InvalidRequest as exc:
@@ -369,10 +431,7 @@ class _Session:
                 assert type(prepared) is PreparedCall
                 scope = trio.CancelScope()
                 self.calls[prepared.id] = scope
-                self.nursery.start_soon(self.read)
-                with contexts.using(prepared.context):
-                    await self.run_call(prepared, scope)
-                return
+                return prepared, scope
             if type(message) is Cancel:
                 cancelled = self.calls.get(message.id)
                 if cancelled is not None:
@@ -390,6 +449,19 @@ class _Session:
                 await self.send(reply)
         finally:
             del self.calls[prepared.id]
+
+
+_MISSING = object()
+#: Idle workers a session keeps for its next calls.
+_MAX_SPARES = 32
+
+
+def _same_context(clean: contextvars.Context) -> bool:
+    """Whether the current task's context holds exactly what `clean` holds."""
+    now = contextvars.copy_context()
+    if len(now) != len(clean):
+        return False
+    return all(now.get(var, _MISSING) is value for var, value in clean.items())
 
 
 async def serve_rpc_session(
@@ -417,7 +489,7 @@ async def serve_rpc_session(
             return
         async with trio.open_nursery() as nursery:
             session = _Session(dispatcher, stream, nursery, session_id, max_in_flight)
-            nursery.start_soon(session.read)
+            nursery.start_soon(session.worker)
     finally:
         await stream.aclose()
 

@@ -453,7 +453,9 @@ def _decode_hello(f: _Fields) -> Hello:
 def _decode_welcome(f: _Fields) -> Welcome:
     interfaces: dict[str, InterfaceInfo] = {}
     for name, raw in f.get_dict("interfaces", optional=True).items():
-        info = _Fields(raw if isinstance(raw, dict) else {}, f"welcome.interfaces.{name}")
+        if type(raw) is not dict:
+            raise f._fail(f"interfaces.{name}", "an object", raw)
+        info = _Fields(raw, f"welcome.interfaces.{name}")
         operations = info.get_list("operations")
         if not all(type(op) is str for op in operations):
             raise info._fail("operations", "an array of strings", operations)
@@ -509,8 +511,12 @@ def decode(data: bytes | bytearray | memoryview | str) -> Message:
             return call
     decoder = _DECODERS.get(tag) if type(tag) is str else None
     if decoder is None or type(tag) is not str:
+        details: dict[str, Any] = {"field": "t"}
+        id_ = obj.get("id")
+        if type(id_) is int and id_ >= 0:
+            details["id"] = id_
         raise InvalidRequest(
             f"unknown message type {tag!r}: expected one of {', '.join(sorted(_DECODERS))}",
-            details={"field": "t"},
+            details=details,
         )
     return decoder(_Fields(obj, tag))

@@ -1,0 +1,296 @@
+"""In-process transport behaviour beyond the conformance suite: the wire, threads, limits."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+
+import pytest
+import trio
+
+import tether
+from tether import contexts
+from tether.runtime import PROTOCOL_VERSION, serve_rpc_session
+from tether.testing import ConformanceInterface, Probe
+from tether.testing._rpc_suite import ConformanceImpl
+from tether.transports import memory
+
+
+def conformance_manager(probe: Probe | None = None) -> tether.RpcManager:
+    manager = tether.RpcManager()
+    manager.register_impl(ConformanceInterface, ConformanceImpl(probe or Probe(), manager, None))
+    return manager
+
+
+async def raw_session(nursery: trio.Nursery) -> tether.runtime.MessageStream:
+    """Serve the conformance backend on a stream pair; return the client end."""
+    client, server = memory.stream_pair()
+    nursery.start_soon(serve_rpc_session, conformance_manager(), server)
+    return client
+
+
+async def send_json(stream: tether.runtime.MessageStream, obj: object) -> None:
+    await stream.send_message(json.dumps(obj).encode())
+
+
+async def receive_json(stream: tether.runtime.MessageStream) -> dict[str, object]:
+    reply = json.loads(await stream.receive_message())
+    assert isinstance(reply, dict)
+    return reply
+
+
+HELLO = {"t": "hello", "protocol": PROTOCOL_VERSION, "session_id": "s-1", "channels": {}}
+
+
+async def test_handshake_describes_the_served_interfaces() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            stream = await raw_session(nursery)
+            await send_json(stream, HELLO)
+            welcome = await receive_json(stream)
+            await stream.aclose()
+    assert welcome["t"] == "welcome"
+    assert welcome["protocol"] == PROTOCOL_VERSION
+    assert welcome["session_id"] == "s-1"
+    interfaces = welcome["interfaces"]
+    assert isinstance(interfaces, dict)
+    assert interfaces["tether.Conformance"]["version"] == "1.2.3"
+    assert "add" in interfaces["tether.Conformance"]["operations"]
+
+
+async def test_wrong_protocol_version_is_refused_with_a_reason() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            stream = await raw_session(nursery)
+            await send_json(stream, {**HELLO, "protocol": PROTOCOL_VERSION + 1})
+            reply = await receive_json(stream)
+            with pytest.raises(tether.ConnectionClosed):
+                await stream.receive_message()
+    assert reply["t"] == "error"
+    error = reply["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "incompatible-version"
+    assert str(PROTOCOL_VERSION + 1) in str(error["message"])
+
+
+async def test_a_call_before_hello_is_refused() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            stream = await raw_session(nursery)
+            await send_json(stream, {"t": "call", "id": 1})
+            reply = await receive_json(stream)
+            with pytest.raises(tether.ConnectionClosed):
+                await stream.receive_message()
+    assert reply["t"] == "error"
+    assert reply["error"]["code"] == "bad-request"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("message", "reply_id"),
+    [
+        (b"not json", None),
+        (b"[1, 2]", None),
+        (b'{"t": "bogus"}', None),
+        (b'{"t": "call", "id": 7, "iface": 3}', 7),
+        (b'{"t": "call", "id": 8, "iface": "x", "ver": "1.0.0", "op": "y", "args": {}}', 8),
+        (b'{"t": "result", "id": 9, "value": 1}', None),
+    ],
+)
+async def test_malformed_messages_get_an_error_and_the_session_survives(
+    message: bytes, reply_id: int | None
+) -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            stream = await raw_session(nursery)
+            await send_json(stream, HELLO)
+            await receive_json(stream)
+            await stream.send_message(message)
+            reply = await receive_json(stream)
+            call = {
+                "t": "call",
+                "id": 100,
+                "iface": "tether.Conformance",
+                "ver": "1.2.3",
+                "op": "add",
+                "args": [1, 2],
+                "ctx": {},
+            }
+            await send_json(stream, call)
+            answer = await receive_json(stream)
+            await stream.aclose()
+    assert reply["t"] == "error"
+    assert reply["id"] == reply_id
+    assert reply["error"]["code"] == "bad-request"  # type: ignore[index]
+    assert answer == {"t": "result", "id": 100, "value": 3}
+
+
+async def test_cancel_for_an_unknown_id_is_ignored() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            stream = await raw_session(nursery)
+            await send_json(stream, HELLO)
+            await receive_json(stream)
+            await send_json(stream, {"t": "cancel", "id": 12345})
+            await send_json(
+                stream,
+                {
+                    "t": "call",
+                    "id": 1,
+                    "iface": "tether.Conformance",
+                    "ver": "1.2.3",
+                    "op": "add",
+                    "args": [2, 3],
+                    "ctx": {},
+                },
+            )
+            answer = await receive_json(stream)
+            await stream.aclose()
+    assert answer == {"t": "result", "id": 1, "value": 5}
+
+
+async def test_too_many_calls_in_flight_is_unavailable_429() -> None:
+    probe = Probe()
+    with trio.fail_after(5):
+        async with memory.connect(
+            conformance_manager(probe), interfaces=[ConformanceInterface], max_in_flight=2
+        ) as backend:
+            client = backend.get_client(ConformanceInterface)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.wait_until_cancelled, "a")
+                nursery.start_soon(client.wait_until_cancelled, "b")
+                await probe.wait("started:a")
+                await probe.wait("started:b")
+                with pytest.raises(tether.Unavailable) as caught:
+                    await client.add(1, 1)
+                nursery.cancel_scope.cancel()
+            assert await client.add(1, 1) == 2
+    assert caught.value.status == 429
+    assert caught.value.retry_after == 1
+
+
+async def test_impl_context_changes_do_not_leak_into_the_next_call() -> None:
+    """Each call runs in a task of its own: a contextvar set by one impl is gone in the next."""
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="clean")
+    seen: list[str] = []
+
+    class Leaky(tether.RpcInterface):
+        interface_name = "test.Leaky"
+        interface_version = "1.0.0"
+
+        async def touch(self) -> str: ...
+
+    class LeakyImpl(Leaky):
+        async def touch(self) -> str:
+            seen.append(marker.get())
+            marker.set("dirty")
+            return contexts.current().activity_id  # type: ignore[union-attr]
+
+    manager = tether.RpcManager()
+    manager.register_impl(Leaky, LeakyImpl)
+    with trio.fail_after(5):
+        async with memory.connect(manager, interfaces=[Leaky]) as backend:
+            client = backend.get_client(Leaky)
+            with contexts.activity() as first:
+                assert await client.touch() == first.activity_id
+            with contexts.activity() as second:
+                assert await client.touch() == second.activity_id
+            # The caller's own context is its own.
+            assert contexts.current() is None
+    assert seen == ["clean", "clean"]
+
+
+async def test_thread_mode_runs_a_blocking_backend_without_stalling_the_frontend() -> None:
+    """The impl blocks its thread until the frontend's loop acts: only a separate loop allows it."""
+    release = threading.Event()
+
+    class Blocking(tether.RpcInterface):
+        interface_name = "test.Blocking"
+        interface_version = "1.0.0"
+
+        async def block(self) -> str: ...
+
+    class BlockingImpl(Blocking):
+        async def block(self) -> str:
+            # A CPU-bound or blocking impl: it holds its loop until released.
+            if not release.wait(timeout=5):
+                return "never released"
+            return threading.current_thread().name
+
+    manager = tether.RpcManager()
+    manager.register_impl(Blocking, BlockingImpl)
+    result: list[str] = []
+    with trio.fail_after(10):
+        async with memory.connect(manager, interfaces=[Blocking], thread=True) as backend:
+            client = backend.get_client(Blocking)
+
+            async def call() -> None:
+                result.append(await client.block())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                # This loop still runs while the backend's thread is blocked.
+                await trio.testing.wait_all_tasks_blocked()
+                release.set()
+    assert result == ["tether-backend"]
+
+
+async def test_a_connection_used_from_another_trio_run_fails_clearly() -> None:
+    errors: list[BaseException] = []
+    with trio.fail_after(5):
+        async with memory.connect(
+            conformance_manager(), interfaces=[ConformanceInterface]
+        ) as backend:
+            client = backend.get_client(ConformanceInterface)
+
+            def other_thread() -> None:
+                try:
+                    trio.run(client.add, 1, 2)
+                except RuntimeError as exc:
+                    errors.append(exc)
+
+            await trio.to_thread.run_sync(other_thread)
+            assert await client.add(1, 2) == 3
+    assert len(errors) == 1
+    assert "another Trio run" in str(errors[0])
+
+
+@pytest.mark.parametrize("thread", [False, True])
+async def test_backend_closing_fails_pending_calls_and_later_ones(thread: bool) -> None:
+    """When the stream breaks under a waiting call, it fails with ConnectionClosed, never hangs."""
+    probe = Probe()
+    manager = conformance_manager(probe)
+    outcome: list[BaseException] = []
+    with trio.fail_after(5):
+        async with memory.connect(
+            manager, interfaces=[ConformanceInterface], thread=thread
+        ) as backend:
+            client = backend.get_client(ConformanceInterface)
+
+            async def call() -> None:
+                try:
+                    await client.wait_until_cancelled("x")
+                except tether.ConnectionClosed as exc:
+                    outcome.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await probe.wait("started:x")
+                await backend.aclose()  # type: ignore[attr-defined]
+            with pytest.raises(tether.ConnectionClosed):
+                await client.add(1, 2)
+    assert len(outcome) == 1
+    await probe.wait("finally:x")
+
+
+async def test_stream_pair_refuses_oversized_messages_and_stays_usable() -> None:
+    a, b = memory.stream_pair(max_message_size=10)
+    with pytest.raises(tether.PayloadTooLarge):
+        await a.send_message(b"x" * 11)
+    await a.send_message(b"y" * 10)
+    assert await b.receive_message() == b"y" * 10
+    await a.aclose()
+    with pytest.raises(tether.ConnectionClosed):
+        await b.receive_message()
+    with pytest.raises(tether.ConnectionClosed):
+        await b.send_message(b"z")
