@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "tether.transports",
     "tether.transports.memory",
     "tether.transports.abc",
+    "tether.testing",
 ]
 
 
