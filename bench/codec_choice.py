@@ -24,20 +24,24 @@ the ratio is computed from the best rounds.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import orjson
 
-from bench.inprocess import format_machine, format_rate, machine_info, markdown_table
+from bench.inprocess import (
+    format_machine,
+    format_rate,
+    machine_info,
+    markdown_table,
+    parse_bench_args,
+)
 from tether.runtime import CONVERTER
 
 Codec = Literal["orjson", "stdlib json"]
@@ -191,15 +195,9 @@ def results_table(cases: Sequence[Case]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.codec_choice", description=__doc__.split("\n\n")[0]
+    args, rounds, seconds = parse_bench_args(
+        "bench.codec_choice", __doc__, argv, quick_seconds=0.05
     )
-    parser.add_argument("--quick", action="store_true", help="a short run (a couple of seconds)")
-    parser.add_argument("--rounds", type=int, help="measurements per case (default 9, quick 3)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
-    args = parser.parse_args(argv)
-    rounds: int = args.rounds or (3 if args.quick else 9)
-    seconds = 0.05 if args.quick else 0.3
 
     info = machine_info()
     cases = run_cases(rounds, seconds)

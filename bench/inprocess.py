@@ -30,8 +30,8 @@ baseline are computed from the best rounds.
 
 The target checked at the end (issue: "tether's in-process sequential call rate
 is at least 40% of the bare round trip's") is printed as PASS or FAIL against
-the `send_nowait` baseline, with the ratio to the `await send()` one beside it;
-the exit status is 0 either way.
+each of the two bare loops, since both fit the issue's words; the exit status
+is 0 either way.
 """
 
 from __future__ import annotations
@@ -379,11 +379,23 @@ class Verdict:
     def met(self) -> bool:
         return self.ratio >= TARGET_RATIO
 
+    @property
+    def met_against_await(self) -> bool:
+        return self.ratio_to_await >= TARGET_RATIO
+
     def line(self) -> str:
+        label = _PAYLOAD_LABELS[self.payload]
+
+        def verdict(met: bool) -> str:
+            return "PASS" if met else "FAIL"
+
+        # Both baselines fit the issue's words ("a task that receives (request,
+        # reply_channel) and answers"); each gets its own verdict.
         return (
-            f"{'PASS' if self.met else 'FAIL'}: {_PAYLOAD_LABELS[self.payload]}: tether "
-            f"sequential, same loop, is {self.ratio:.0%} of the bare round trip (target: at "
-            f"least {TARGET_RATIO:.0%}); {self.ratio_to_await:.0%} of the await-send bare loop"
+            f"{label}: tether sequential, same loop (target: at least {TARGET_RATIO:.0%}):\n"
+            f"  {verdict(self.met_against_await)}: {self.ratio_to_await:.0%} of the bare loop "
+            "written with `await send()`\n"
+            f"  {verdict(self.met)}: {self.ratio:.0%} of the bare loop tuned with `send_nowait`"
         )
 
 
@@ -440,16 +452,23 @@ def to_json(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse_bench_args(
+    module: str, doc: str | None, argv: Sequence[str] | None, *, quick_seconds: float
+) -> tuple[argparse.Namespace, int, float]:
+    """The options every benchmark takes; returns (args, rounds, seconds per measurement)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.inprocess", description=__doc__.split("\n\n")[0]
+        prog=f"python -m {module}", description=(doc or "").split("\n\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
     parser.add_argument("--rounds", type=int, help="measurements per case (default 9, quick 3)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     args = parser.parse_args(argv)
     rounds: int = args.rounds or (3 if args.quick else 9)
-    seconds = 0.06 if args.quick else 0.3
+    return args, rounds, quick_seconds if args.quick else 0.3
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, rounds, seconds = parse_bench_args("bench.inprocess", __doc__, argv, quick_seconds=0.06)
 
     info = machine_info()
     started = time.perf_counter()

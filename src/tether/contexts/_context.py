@@ -120,17 +120,18 @@ def activity(
         A context manager whose value is the RequestContext now current.
     """
     outer = _current.get()
-    base = outer if outer is not None else RequestContext()
+    if outer is not None:
+        session_id = session_id if session_id is not None else outer.session_id
+        application_id = application_id if application_id is not None else outer.application_id
+        if application_version is None:
+            application_version = outer.application_version
+        authorization = authorization if authorization is not None else outer.authorization
     context = RequestContext(
         activity_id=activity_id if activity_id is not None else new_activity_id(),
-        session_id=session_id if session_id is not None else base.session_id,
-        application_id=application_id if application_id is not None else base.application_id,
-        application_version=(
-            application_version if application_version is not None else base.application_version
-        ),
-        authorization=authorization if authorization is not None else base.authorization,
-        deadline=None,
-        operation=None,
+        session_id=session_id,
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
     )
     with using(context):
         yield context

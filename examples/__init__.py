@@ -1,0 +1,1 @@
+"""Runnable examples of tether: run one with `python -m examples.<name>`."""
