@@ -1,5 +1,6 @@
 """RpcInterface declarations (checked at class creation) and RpcManager.register_impl."""
 
+import abc
 import re
 import typing
 import uuid
@@ -624,3 +625,26 @@ def test_decode_args_unknown_union_discriminator_is_invalid_request() -> None:
     with pytest.raises(tether.InvalidRequest) as info:
         area.decode_args([{"kind": "triangle", "side": 2}])
     assert info.value.details["parameter"] == "shape"
+
+
+def test_abstractmethod_operations_are_operations() -> None:
+    """`@abc.abstractmethod` (the mypy-friendly spelling) declares operations like `...` does."""
+
+    class Declared(tether.RpcInterface):
+        interface_name = "test.AbstractDeclared"
+        interface_version = "1.0.0"
+
+        @abc.abstractmethod
+        async def op(self, x: int) -> int: ...
+
+    class Impl(Declared):
+        async def op(self, x: int) -> int:
+            return x
+
+    class Incomplete(Declared):
+        pass
+
+    assert list(Declared.__tether_operations__) == ["op"]
+    tether.RpcManager().register_impl(Declared, Impl)
+    with pytest.raises(TypeError, match="does not implement op"):
+        tether.RpcManager().register_impl(Declared, Incomplete)

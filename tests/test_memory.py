@@ -294,3 +294,98 @@ async def test_stream_pair_refuses_oversized_messages_and_stays_usable() -> None
         await b.receive_message()
     with pytest.raises(tether.ConnectionClosed):
         await b.send_message(b"z")
+
+
+def call_message(call_id: int, op: str, args: list[object], **extra: object) -> dict[str, object]:
+    return {
+        "t": "call",
+        "id": call_id,
+        "iface": "tether.Conformance",
+        "ver": "1.2.3",
+        "op": op,
+        "args": args,
+        "ctx": {},
+        **extra,
+    }
+
+
+async def test_a_late_cancel_does_not_reach_the_workers_next_call() -> None:
+    """Workers reuse their cancel scope: a cancel for a finished call must be a no-op.
+
+    Workers take turns, so the long call below runs on a worker that ran some of
+    the earlier calls; their stale cancels arrive while it runs.
+    """
+    probe = Probe()
+    client, server = memory.stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_rpc_session, conformance_manager(probe), server)
+            await send_json(client, HELLO)
+            await receive_json(client)
+            for call_id in range(1, 6):
+                await send_json(client, call_message(call_id, "add", [call_id, 1]))
+                reply = await receive_json(client)
+                assert reply == {"t": "result", "id": call_id, "value": call_id + 1}
+            await send_json(client, call_message(10, "wait_until_cancelled", ["late"]))
+            await probe.wait("started:late")
+            for call_id in range(1, 6):
+                await send_json(client, {"t": "cancel", "id": call_id})  # all too late
+            await send_json(client, call_message(11, "add", [2, 2]))
+            assert await receive_json(client) == {"t": "result", "id": 11, "value": 4}
+            assert not probe.is_set("finally:late")
+            # Its own cancel does stop it.
+            await send_json(client, {"t": "cancel", "id": 10})
+            await probe.wait("cancelled:late")
+            await send_json(client, call_message(12, "add", [3, 3]))
+            assert await receive_json(client) == {"t": "result", "id": 12, "value": 6}
+            await client.aclose()
+
+
+@pytest.mark.parametrize("sleep", [0.099, 0.1, 0.101])
+async def test_deadline_at_the_end_of_a_call_leaves_the_session_healthy(
+    sleep: float, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A deadline firing as the impl ends: a result or deadline-exceeded, never a stuck worker."""
+
+    class Sleeper(tether.RpcInterface):
+        interface_name = "test.Sleeper"
+        interface_version = "1.0.0"
+
+        async def nap(self, seconds: float) -> str: ...
+
+    class SleeperImpl(Sleeper):
+        async def nap(self, seconds: float) -> str:
+            await trio.sleep(seconds)
+            return "rested"
+
+    manager = tether.RpcManager()
+    manager.register_impl(Sleeper, SleeperImpl)
+    client, server = memory.stream_pair()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_rpc_session, manager, server)
+            await send_json(client, HELLO)
+            await receive_json(client)
+            base = {"iface": "test.Sleeper", "ver": "1.0.0", "op": "nap", "ctx": {}}
+            outcomes = []
+            for call_id in range(1, 4):
+                await send_json(
+                    client, {"t": "call", "id": call_id, "args": [sleep], "timeout_ms": 100, **base}
+                )
+                reply = await receive_json(client)
+                assert reply["id"] == call_id
+                outcomes.append(reply.get("value") or reply["error"]["code"])  # type: ignore[index]
+                # The worker (with a fresh scope if its own was spent) serves the next call.
+                await send_json(client, {"t": "call", "id": 100 + call_id, "args": [0], **base})
+                assert await receive_json(client) == {
+                    "t": "result",
+                    "id": 100 + call_id,
+                    "value": "rested",
+                }
+            await client.aclose()
+    expected = {
+        0.099: {"rested"},
+        0.1: {"rested", "deadline-exceeded"},
+        0.101: {"deadline-exceeded"},
+    }
+    assert set(outcomes) <= expected[sleep]

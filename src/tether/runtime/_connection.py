@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -373,31 +374,70 @@ class _Session:
 
         Exactly one worker holds the reader role. When it reads a call, it hands
         the role to a spare worker (or a new one) and runs the call itself, under
-        the call's RequestContext and cancel scope. So a call starts without
-        waiting for a task to be scheduled, and calls never wait on each other.
+        the call's RequestContext. So a call starts without waiting for a task
+        to be scheduled, and calls never wait on each other.
+
+        A worker keeps one cancel scope across the calls it runs and registers it
+        under the id of the call it is running; a `cancel` for that call, or the
+        call's deadline, cancels it. Only then does the worker open a new scope,
+        so a call that is not interrupted costs no scope of its own. The
+        registration is removed the moment the call ends, so a late `cancel`
+        cannot reach the worker's next call.
 
         After its call, a worker becomes a spare only if the impl left its
         context exactly as it found it; a worker whose impl set a contextvar
         ends, so nothing one call does to its context reaches another call.
-        Recycling saves spawning a task per call.
         """
         clean = contextvars.copy_context()
         while True:
-            started = await self.read_until_call()
-            if started is None:
+            call: PreparedCall | None = None
+            reply: Result | Error | None = None
+            with trio.CancelScope() as scope:
+                while True:
+                    call = await self.read_until_call()
+                    if call is None:
+                        return
+                    if self.spares:
+                        trio.lowlevel.reschedule(self.spares.pop())
+                    else:
+                        self.nursery.start_soon(self.worker)
+                    reply = await self.run_call(call, scope)
+                    call = None
+                    if scope.cancel_called:
+                        # Its deadline passed as the call ended: the scope is
+                        # spent; reply from outside it, then take a new one.
+                        break
+                    await self.send(reply)
+                    reply = None
+                    if not await self.rest(clean):
+                        return
+            if call is not None:
+                # The scope interrupted the call: the caller cancelled, or the
+                # deadline passed.
+                reply = self.dispatcher.interrupted(call)
+            if reply is not None:
+                await self.send(reply)
+            if not await self.rest(clean):
                 return
-            prepared, scope = started
-            if self.spares:
-                trio.lowlevel.reschedule(self.spares.pop())
-            else:
-                self.nursery.start_soon(self.worker)
-            with contexts.using(prepared.context):
-                await self.run_call(prepared, scope)
-            if len(self.spares) >= _MAX_SPARES or not _same_context(clean):
-                return
-            await self._wait_as_spare(trio.lowlevel.current_task())
 
-    async def _wait_as_spare(self, task: trio.lowlevel.Task) -> None:
+    async def run_call(self, call: PreparedCall, scope: trio.CancelScope) -> Result | Error:
+        deadline = call.context.deadline
+        self.calls[call.id] = scope
+        try:
+            if deadline is not None:
+                scope.deadline = deadline
+            with contexts.using(call.context):
+                return await self.dispatcher.run(call)
+        finally:
+            del self.calls[call.id]
+            if deadline is not None and not scope.cancel_called:
+                scope.deadline = math.inf
+
+    async def rest(self, clean: contextvars.Context) -> bool:
+        """After a call: wait as a spare until given the reader role (True), or end (False)."""
+        if len(self.spares) >= _MAX_SPARES or not _same_context(clean):
+            return False
+        task = trio.lowlevel.current_task()
         self.spares.append(task)
 
         def abort(_: object) -> trio.lowlevel.Abort:
@@ -407,8 +447,9 @@ class _Session:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+        return True
 
-    async def read_until_call(self) -> tuple[PreparedCall, trio.CancelScope] | None:
+    async def read_until_call(self) -> PreparedCall | None:
         """Read messages until a call is ready to run; None when the stream closed."""
         stream = self.stream
         while True:
@@ -429,9 +470,7 @@ class _Session:
                     await self.send(prepared)
                     continue
                 assert type(prepared) is PreparedCall
-                scope = trio.CancelScope()
-                self.calls[prepared.id] = scope
-                return prepared, scope
+                return prepared
             if type(message) is Cancel:
                 cancelled = self.calls.get(message.id)
                 if cancelled is not None:
@@ -441,14 +480,6 @@ class _Session:
                 f"a backend does not accept {type(message).__name__!r} messages on an RPC session"
             )
             await self.send(self.dispatcher.error_reply(None, unexpected, None))
-
-    async def run_call(self, prepared: PreparedCall, scope: trio.CancelScope) -> None:
-        try:
-            reply = await self.dispatcher.run(prepared, scope)
-            if reply is not None:
-                await self.send(reply)
-        finally:
-            del self.calls[prepared.id]
 
 
 _MISSING = object()

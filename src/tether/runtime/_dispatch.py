@@ -175,49 +175,28 @@ class Dispatcher:
             call_id, error_info(exc, activity_id, development_mode=self.manager.development_mode)
         )
 
-    async def run(
-        self, prepared: PreparedCall, scope: trio.CancelScope | None = None
-    ) -> Result | Error | None:
-        """Run a prepared call in the current task, under its deadline.
+    async def run(self, prepared: PreparedCall) -> Result | Error:
+        """Run a prepared call in the current task and return its reply.
 
-        Must be awaited in a task whose context is `prepared.context`.
-
-        Args:
-            prepared: The call.
-            scope: A fresh cancel scope the transport keeps to cancel this call
-                (when the client sends `cancel` or goes away). The deadline is
-                set on it too, so a call costs one scope, not two.
+        Must be awaited in a task whose context is `prepared.context`, inside a
+        cancel scope that the transport keeps for this call: the transport sets
+        the call's deadline on it and cancels it when the caller goes away. When
+        that scope interrupts the call, `trio.Cancelled` propagates from here and
+        the transport asks `interrupted` for the reply.
 
         Returns:
-            The reply, or None when the call was cancelled through `scope`
-            (nobody waits for a reply then). Raises only `trio.Cancelled`, when
-            cancelled from outside.
+            The reply: a result, or the error the impl raised, mapped to its
+            code (DESIGN.md section 5).
         """
         context = prepared.context
         started = time.perf_counter() if _access.isEnabledFor(logging.INFO) else 0.0
-        if scope is None:
-            scope = trio.CancelScope()
-        if context.deadline is not None:
-            scope.deadline = context.deadline
         reply: Result | Error
         try:
-            with scope:
-                authorize = self.manager.authorize
-                if authorize is not None and not await authorize(context):
-                    raise Unauthorized(f"{context.operation} refused by the authorization hook")
-                value = await prepared.handler(*prepared.args)
-                reply = Result(prepared.id, prepared.operation.encode_result(value))
-            if scope.cancelled_caught:
-                deadline = context.deadline
-                if deadline is not None and trio.current_time() >= deadline:
-                    raise _deadline_exceeded(context)
-                # Cancelled through the scope by the transport: the caller is
-                # gone, nobody reads a reply.
-                _access_log(context, "cancelled", started)
-                return None
-        except trio.Cancelled:
-            _access_log(context, "cancelled", started)
-            raise
+            authorize = self.manager.authorize
+            if authorize is not None and not await authorize(context):
+                raise Unauthorized(f"{context.operation} refused by the authorization hook")
+            value = await prepared.handler(*prepared.args)
+            reply = Result(prepared.id, prepared.operation.encode_result(value))
         except BaseException as raised:
             exc = (
                 collapse_exception_group(raised)
@@ -225,12 +204,27 @@ class Dispatcher:
                 else raised
             )
             if not isinstance(exc, Exception):
-                raise
+                raise  # trio.Cancelled, KeyboardInterrupt: not the impl's answer
             reply = self.error_reply(prepared.id, exc, context.activity_id)
-            if isinstance(reply, Error) and reply.error.code == "internal":
+            if reply.error.code == "internal":
                 _log.error("%s raised %s", context.operation, reply.error.name, exc_info=exc)
         _access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
         return reply
+
+    def interrupted(self, prepared: PreparedCall) -> Error | None:
+        """The reply for a call whose cancel scope interrupted it.
+
+        Returns:
+            `deadline-exceeded` when the call's deadline has passed; None when
+            the caller cancelled it (nobody waits for a reply then).
+        """
+        context = prepared.context
+        deadline = context.deadline
+        if deadline is not None and trio.current_time() >= deadline:
+            _access_log(context, "deadline-exceeded", -1.0)
+            return self.error_reply(prepared.id, _deadline_exceeded(context), context.activity_id)
+        _access_log(context, "cancelled", -1.0)
+        return None
 
 
 def _deadline_exceeded(context: RequestContext) -> TetherError:
@@ -241,7 +235,11 @@ def _deadline_exceeded(context: RequestContext) -> TetherError:
 
 
 def _access_log(context: RequestContext, outcome: str, started: float) -> None:
-    if started and _access.isEnabledFor(logging.INFO):
-        _access.info(
-            "%s %s %.2fms", context.operation, outcome, (time.perf_counter() - started) * 1000
-        )
+    """One line per call; `started` is 0.0 when INFO was off at the start, -1.0 if unknown."""
+    if not started or not _access.isEnabledFor(logging.INFO):
+        return
+    if started < 0:
+        _access.info("%s %s", context.operation, outcome)
+    else:
+        elapsed = (time.perf_counter() - started) * 1000
+        _access.info("%s %s %.2fms", context.operation, outcome, elapsed)
