@@ -389,3 +389,33 @@ async def test_deadline_at_the_end_of_a_call_leaves_the_session_healthy(
         0.101: {"deadline-exceeded"},
     }
     assert set(outcomes) <= expected[sleep]
+
+
+async def test_a_contextvar_set_before_the_call_yields_does_not_reach_other_calls() -> None:
+    """The reader that takes over mid-call starts from a clean context, not the call's."""
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker2", default="clean")
+    seen: list[str] = []
+
+    class Yielding(tether.RpcInterface):
+        interface_name = "test.Yielding"
+        interface_version = "1.0.0"
+
+        async def touch(self) -> None: ...
+
+    class YieldingImpl(Yielding):
+        async def touch(self) -> None:
+            seen.append(marker.get())
+            marker.set("dirty")
+            await trio.lowlevel.checkpoint()  # yields: the reading is handed over here
+
+    manager = tether.RpcManager()
+    manager.register_impl(Yielding, YieldingImpl)
+    with trio.fail_after(5):
+        async with memory.connect(manager, interfaces=[Yielding]) as backend:
+            client = backend.get_client(Yielding)
+            for _ in range(4):
+                await client.touch()
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(client.touch)
+    assert seen == ["clean"] * 12

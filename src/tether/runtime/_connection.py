@@ -13,9 +13,11 @@ import contextlib
 import contextvars
 import logging
 import math
+import types
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import trio
 
@@ -50,6 +52,8 @@ from ._protocol import (
 from ._stream import MessageStream
 
 __all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
+
+T = TypeVar("T")
 
 _log = logging.getLogger("tether.server")
 _client_log = logging.getLogger("tether.client")
@@ -372,10 +376,12 @@ class _Session:
     async def worker(self) -> None:
         """A task of the session: it reads, or runs one call, or waits as a spare.
 
-        Exactly one worker holds the reader role. When it reads a call, it hands
-        the role to a spare worker (or a new one) and runs the call itself, under
-        the call's RequestContext. So a call starts without waiting for a task
-        to be scheduled, and calls never wait on each other.
+        Exactly one worker holds the reader role. When it reads a call, it runs
+        the call itself, under the call's RequestContext: the call starts without
+        waiting for a task to be scheduled. It hands the reader role to a spare
+        worker (or a new one) only when the call yields to the scheduler; a call
+        that completes without yielding never pays for a hand-over, and the
+        worker goes on reading. Calls never wait on each other.
 
         A worker keeps one cancel scope across the calls it runs and registers it
         under the id of the call it is running; a `cancel` for that call, or the
@@ -384,24 +390,26 @@ class _Session:
         registration is removed the moment the call ends, so a late `cancel`
         cannot reach the worker's next call.
 
-        After its call, a worker becomes a spare only if the impl left its
-        context exactly as it found it; a worker whose impl set a contextvar
-        ends, so nothing one call does to its context reaches another call.
+        After a call, a worker goes on (reading, or waiting as a spare) only if
+        the impl left its context exactly as it found it; a worker whose impl set
+        a contextvar ends, so nothing one call does to its context reaches
+        another call.
         """
         clean = contextvars.copy_context()
+        role = _Role()
         while True:
             call: PreparedCall | None = None
             reply: Result | Error | None = None
             with trio.CancelScope() as scope:
                 while True:
+                    if not role.reading:
+                        if not await self.rest(clean):
+                            return
+                        role.reading = True
                     call = await self.read_until_call()
                     if call is None:
                         return
-                    if self.spares:
-                        trio.lowlevel.reschedule(self.spares.pop())
-                    else:
-                        self.nursery.start_soon(self.worker)
-                    reply = await self.run_call(call, scope)
+                    reply = await self.run_call(call, scope, role, clean)
                     call = None
                     if scope.cancel_called:
                         # Its deadline passed as the call ended: the scope is
@@ -409,25 +417,55 @@ class _Session:
                         break
                     await self.send(reply)
                     reply = None
-                    if not await self.rest(clean):
+                    if role.reading and not _same_context(clean):
+                        self.hand_over_reading(clean, role)
                         return
             if call is not None:
-                # The scope interrupted the call: the caller cancelled, or the
-                # deadline passed.
+                # The scope interrupted the call (the caller cancelled, or the
+                # deadline passed), so the call had yielded and handed over.
                 reply = self.dispatcher.interrupted(call)
             if reply is not None:
                 await self.send(reply)
-            if not await self.rest(clean):
+            if role.reading and not _same_context(clean):
+                self.hand_over_reading(clean, role)
                 return
 
-    async def run_call(self, call: PreparedCall, scope: trio.CancelScope) -> Result | Error:
+    def hand_over_reading(self, clean: contextvars.Context, role: _Role) -> None:
+        """Give the reader role to a spare worker, or to a new one."""
+        role.reading = False
+        if self.spares:
+            trio.lowlevel.reschedule(self.spares.pop())
+        else:
+            # Spawned from the worker's clean context, not the call's: Trio
+            # copies the current context into the new task.
+            clean.run(self.nursery.start_soon, self.worker)
+
+    async def run_call(
+        self,
+        call: PreparedCall,
+        scope: trio.CancelScope,
+        role: _Role,
+        clean: contextvars.Context,
+    ) -> Result | Error:
         deadline = call.context.deadline
         self.calls[call.id] = scope
         try:
             if deadline is not None:
                 scope.deadline = deadline
             with contexts.using(call.context):
-                return await self.dispatcher.run(call)
+                running = self.dispatcher.run(call)
+                # The first step of the call, run here as `await` would run it.
+                # If it completes, nobody else had to read meanwhile.
+                try:
+                    trap = running.send(None)
+                except StopIteration as done:
+                    reply: Result | Error = done.value
+                    return reply
+                # It yields to the scheduler: hand the reading on first, then
+                # go on as `await` would.
+                if role.reading:
+                    self.hand_over_reading(clean, role)
+                return await _resume(running, trap)
         finally:
             del self.calls[call.id]
             if deadline is not None and not scope.cancel_called:
@@ -480,6 +518,40 @@ class _Session:
                 f"a backend does not accept {type(message).__name__!r} messages on an RPC session"
             )
             await self.send(self.dispatcher.error_reply(None, unexpected, None))
+
+
+class _Role:
+    """Whether a worker holds the session's reader role."""
+
+    __slots__ = ("reading",)
+
+    def __init__(self) -> None:
+        self.reading = True
+
+
+@types.coroutine
+def _resume(running: Coroutine[Any, Any, T], trap: Any) -> Generator[Any, Any, T]:
+    """Go on running a coroutine whose first step yielded `trap`, as `await` does.
+
+    What the scheduler sends or throws is passed in, and what the coroutine
+    yields is passed out, exactly as `yield from` would.
+    """
+    while True:
+        try:
+            sent = yield trap
+        except GeneratorExit:
+            running.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = running.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                trap = running.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 _MISSING = object()

@@ -43,6 +43,8 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "stream_pair"]
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: Messages a side may have sent and the other not yet received.
 _BUFFER = 256
+#: Credits a thread-mode receiver returns at once.
+_CREDIT_BATCH = _BUFFER // 4
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLarge:
@@ -103,6 +105,7 @@ class _ThreadStream(MessageStream):
 
     __slots__ = (
         "_closed",
+        "_consumed",
         "_credits",
         "_inbox",
         "_inbox_send",
@@ -120,6 +123,8 @@ class _ThreadStream(MessageStream):
         # Messages we may send before the peer says it received some: the
         # peer's inbox has room for exactly that many, so delivery never blocks.
         self._credits = _BUFFER
+        # Received messages whose credit is not yet returned to the peer.
+        self._consumed = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._token: trio.lowlevel.TrioToken | None = None
         self._peer: _ThreadStream | None = None
@@ -154,9 +159,9 @@ class _ThreadStream(MessageStream):
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._inbox_send.send_nowait(data)
 
-    def _credit(self) -> None:
-        self._credits += 1
-        self._lot.unpark()
+    def _credit(self, count: int) -> None:
+        self._credits += count
+        self._lot.unpark_all()
 
     def _on_peer_closed(self) -> None:
         self._closed = True
@@ -183,9 +188,16 @@ class _ThreadStream(MessageStream):
             data = await self._inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise ConnectionClosed("in-process connection closed", reason="closed") from None
-        peer = self._peer
-        assert peer is not None
-        self._to_peer(peer._credit)
+        # Credits go back in batches: each return wakes the peer's loop, and one
+        # wake per message would double the cross-thread traffic. No deadlock:
+        # when the peer has no credit left, fewer than a batch are held here and
+        # the rest of the window is still in our inbox, to be received.
+        self._consumed += 1
+        if self._consumed >= _CREDIT_BATCH:
+            peer = self._peer
+            assert peer is not None
+            self._to_peer(peer._credit, self._consumed)
+            self._consumed = 0
         return data
 
     async def aclose(self) -> None:
