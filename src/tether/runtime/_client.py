@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from .. import contexts
+from ..contexts import current as current_context
 from ._codec import CONVERTER
 from ._errors import (
     IncompatibleVersion,
@@ -196,7 +197,7 @@ async def _call(
 ) -> Any:
     values = op.encode_args(args, kwargs)
     options = backend.options
-    ctx = contexts.current()
+    ctx = current_context()
     if ctx is None:
         activity_id = contexts.new_activity_id()
         call_ctx = CallContext(

@@ -208,7 +208,8 @@ class Dispatcher:
             reply = self.error_reply(prepared.id, exc, context.activity_id)
             if reply.error.code == "internal":
                 _log.error("%s raised %s", context.operation, reply.error.name, exc_info=exc)
-        _access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
+        if started:
+            _access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
         return reply
 
     def interrupted(self, prepared: PreparedCall) -> Error | None:
