@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import threading
@@ -419,3 +420,120 @@ async def test_a_contextvar_set_before_the_call_yields_does_not_reach_other_call
                 for _ in range(8):
                     nursery.start_soon(client.touch)
     assert seen == ["clean"] * 12
+
+
+class Burst(tether.RpcInterface):
+    interface_name = "test.Burst"
+    interface_version = "1.0.0"
+
+    async def echo(self, x: int) -> int: ...
+    async def bad_details(self) -> int: ...
+    async def bad_args(self) -> int: ...
+
+
+@tether.remote_error(name="tests.memory.Unsendable")
+class Unsendable(Exception):
+    """An application error whose args JSON cannot hold."""
+
+
+class BurstImpl(Burst):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def echo(self, x: int) -> int:
+        self.calls += 1
+        return x
+
+    async def bad_details(self) -> int:
+        raise tether.InvalidRequest("nope", details={"when": object()})
+
+    async def bad_args(self) -> int:
+        raise Unsendable({1, 2})
+
+
+def burst_manager(impl: BurstImpl | None = None) -> tether.RpcManager:
+    manager = tether.RpcManager()
+    manager.register_impl(Burst, impl or BurstImpl())
+    return manager
+
+
+@pytest.mark.parametrize("thread", [False, True])
+@pytest.mark.parametrize("yields", [0, 2, 5])
+async def test_an_abandoned_burst_of_calls_does_not_wedge_the_connection(
+    thread: bool, yields: int
+) -> None:
+    """Replies nobody waits for fill the buffers; the backend must keep reading regardless.
+
+    600 quick calls are cancelled mid-flight: their replies pile up unread on the
+    frontend, and the backend's sends of more replies would block. The next call
+    must still get through (it once hung: both sides blocked on send).
+    """
+    with trio.fail_after(20):
+        async with memory.connect(burst_manager(), interfaces=[Burst], thread=thread) as backend:
+            client = backend.get_client(Burst)
+            async with trio.open_nursery() as nursery:
+                for i in range(600):
+                    nursery.start_soon(client.echo, i)
+                for _ in range(yields):
+                    await trio.lowlevel.checkpoint()
+                nursery.cancel_scope.cancel()
+            assert await client.echo(7) == 7
+            assert [await client.echo(i) for i in range(300)] == list(range(300))
+
+
+async def test_errors_whose_details_cannot_be_encoded_still_reach_the_caller() -> None:
+    with trio.fail_after(5):
+        async with memory.connect(burst_manager(), interfaces=[Burst]) as backend:
+            client = backend.get_client(Burst)
+            with pytest.raises(tether.InvalidRequest, match="nope") as bad:
+                await client.bad_details()
+            with pytest.raises(tether.RemoteError) as unsendable:
+                await client.bad_args()
+            assert await client.echo(3) == 3
+    assert bad.value.details == {}
+    assert unsendable.value.remote_type == "tests.memory.Unsendable"
+
+
+async def test_a_call_from_a_cancelled_scope_is_not_sent() -> None:
+    impl = BurstImpl()
+    with trio.fail_after(5):
+        async with memory.connect(burst_manager(impl), interfaces=[Burst]) as backend:
+            client = backend.get_client(Burst)
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await client.echo(1)
+            assert scope.cancelled_caught
+            assert await client.echo(2) == 2
+    assert impl.calls == 1
+
+
+async def test_cancelling_connect_while_the_backend_thread_starts_returns() -> None:
+    """The backend thread waits for hello; a cancelled connect must close it, not hang."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+
+                async def cancel_once_the_thread_runs() -> None:
+                    for _ in range(100_000):
+                        names = {thread.name for thread in threading.enumerate()}
+                        if "tether-backend" in names:
+                            break
+                        await trio.lowlevel.checkpoint()
+                    scope.cancel()
+
+                nursery.start_soon(cancel_once_the_thread_runs)
+                async with memory.connect(burst_manager(), interfaces=[Burst], thread=True):
+                    await trio.sleep_forever()
+            assert scope.cancelled_caught
+    assert "tether-backend" not in {thread.name for thread in threading.enumerate()}
+
+
+async def test_thread_mode_connections_do_not_use_trios_default_thread_limiter() -> None:
+    """41 thread-mode connections (the default limiter has 40 tokens) leave to_thread usable."""
+    with trio.fail_after(30):
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(41):
+                await stack.enter_async_context(
+                    memory.connect(burst_manager(), interfaces=[Burst], thread=True)
+                )
+            assert await trio.to_thread.run_sync(lambda: 42) == 42

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
 import attrs
+import trio
 
 from .. import contexts
 from ..contexts import current as current_context
@@ -195,6 +196,8 @@ async def _call(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
 ) -> Any:
+    # A call from a scope that is already cancelled is not sent at all.
+    await trio.lowlevel.checkpoint_if_cancelled()
     values = op.encode_args(args, kwargs)
     options = backend.options
     ctx = current_context()

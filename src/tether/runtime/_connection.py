@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mappi
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 from .. import contexts
@@ -332,11 +333,7 @@ class _Session:
         try:
             data = encode(message)
         except TypeError as exc:
-            # The impl returned something the codec left as-is and JSON cannot
-            # hold (its return annotation lied): report it, do not crash.
-            assert isinstance(message, Result)
-            _log.error("result of call %s cannot be encoded: %s", message.id, exc)
-            data = self._error_for(message.id, "internal", "TypeError", f"cannot encode: {exc}")
+            data = self._unencodable(message, exc)
         limit = self.stream.max_message_size
         if len(data) > limit and isinstance(message, (Result, Error)):
             # A reply over the limit fails that call, not the session.
@@ -351,6 +348,20 @@ class _Session:
             await self.stream.send_message(data)
         except ConnectionClosed:
             pass  # the frontend left; the session is ending
+
+    @classmethod
+    def _unencodable(cls, message: Message, exc: TypeError) -> bytes:
+        """Bytes that report what could not be encoded, for the same request."""
+        if isinstance(message, Error):
+            # Details JSON cannot hold (an impl's `details=` or an application
+            # error's args): send the error without them.
+            _log.warning("details of an error for call %s dropped: %s", message.id, exc)
+            return encode(Error(message.id, attrs.evolve(message.error, details={})))
+        # The impl returned something the codec left as-is and JSON cannot hold
+        # (its return annotation lied): report it, do not crash the session.
+        call_id = message.id if isinstance(message, Result) else None
+        _log.error("reply to call %s cannot be encoded: %s", call_id, exc)
+        return cls._error_for(call_id, "internal", "TypeError", f"cannot encode the result: {exc}")
 
     @staticmethod
     def _error_for(call_id: int | None, code: str, name: str, message: str) -> bytes:
@@ -408,16 +419,22 @@ class _Session:
                         if not await self.rest(clean):
                             return
                         role.reading = True
-                    call = await self.read_until_call()
-                    if call is None:
+                    item = await self.read_next()
+                    if item is None:
                         return
+                    if type(item) is Error:
+                        # A refusal (malformed message, unknown interface...).
+                        await self.without_stalling_reads(self.send(item), role, clean)
+                        continue
+                    assert type(item) is PreparedCall
+                    call = item
                     reply = await self.run_call(call, scope, role, clean)
                     call = None
                     if scope.cancel_called:
                         # Its deadline passed as the call ended: the scope is
                         # spent; reply from outside it, then take a new one.
                         break
-                    await self.send(reply)
+                    await self.without_stalling_reads(self.send(reply), role, clean)
                     reply = None
                     if role.reading and not _same_context(clean):
                         self.hand_over_reading(clean, role)
@@ -427,10 +444,31 @@ class _Session:
                 # deadline passed), so the call had yielded and handed over.
                 reply = self.dispatcher.interrupted(call)
             if reply is not None:
-                await self.send(reply)
+                await self.without_stalling_reads(self.send(reply), role, clean)
             if role.reading and not _same_context(clean):
                 self.hand_over_reading(clean, role)
                 return
+
+    async def without_stalling_reads(
+        self, work: Coroutine[Any, Any, T], role: _Role, clean: contextvars.Context
+    ) -> T:
+        """Run `work` here; if it would yield, hand the reading on first.
+
+        The reader must never wait on its own work: a call that sleeps, or a
+        reply the frontend is not reading yet, would stop this session from
+        reading cancels and new calls, and a frontend blocked on sending to it
+        would never read the replies that unblock it. So the first step of the
+        work runs here, as `await` would run it; only if it yields to the
+        scheduler does another worker take over the reading.
+        """
+        try:
+            trap = work.send(None)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if role.reading:
+            self.hand_over_reading(clean, role)
+        return await _resume(work, trap)
 
     def hand_over_reading(self, clean: contextvars.Context, role: _Role) -> None:
         """Give the reader role to a spare worker, or to a new one."""
@@ -455,19 +493,7 @@ class _Session:
             if deadline is not None:
                 scope.deadline = deadline
             with contexts.using(call.context):
-                running = self.dispatcher.run(call)
-                # The first step of the call, run here as `await` would run it.
-                # If it completes, nobody else had to read meanwhile.
-                try:
-                    trap = running.send(None)
-                except StopIteration as done:
-                    reply: Result | Error = done.value
-                    return reply
-                # It yields to the scheduler: hand the reading on first, then
-                # go on as `await` would.
-                if role.reading:
-                    self.hand_over_reading(clean, role)
-                return await _resume(running, trap)
+                return await self.without_stalling_reads(self.dispatcher.run(call), role, clean)
         finally:
             del self.calls[call.id]
             if deadline is not None and not scope.cancel_called:
@@ -489,8 +515,13 @@ class _Session:
         await trio.lowlevel.wait_task_rescheduled(abort)
         return True
 
-    async def read_until_call(self) -> PreparedCall | None:
-        """Read messages until a call is ready to run; None when the stream closed."""
+    async def read_next(self) -> PreparedCall | Error | None:
+        """Read until a call is ready to run or a refusal must be sent.
+
+        Returns:
+            The call; or the `error` reply refusing a message; or None when the
+            stream closed.
+        """
         stream = self.stream
         while True:
             try:
@@ -502,15 +533,9 @@ class _Session:
             try:
                 message = decode(data)
             except InvalidRequest as exc:
-                await self.send(self.dispatcher.error_reply(exc.details.get("id"), exc, None))
-                continue
+                return self.dispatcher.error_reply(exc.details.get("id"), exc, None)
             if type(message) is Call:
-                prepared = self.prepare(message)
-                if type(prepared) is Error:
-                    await self.send(prepared)
-                    continue
-                assert type(prepared) is PreparedCall
-                return prepared
+                return self.prepare(message)
             if type(message) is Cancel:
                 cancelled = self.calls.get(message.id)
                 if cancelled is not None:
@@ -519,7 +544,7 @@ class _Session:
             unexpected = InvalidRequest(
                 f"a backend does not accept {type(message).__name__!r} messages on an RPC session"
             )
-            await self.send(self.dispatcher.error_reply(None, unexpected, None))
+            return self.dispatcher.error_reply(None, unexpected, None)
 
 
 class _Role:

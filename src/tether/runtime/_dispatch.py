@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from ..contexts import RequestContext, new_activity_id
-from ._codec import CONVERTER
+from ._codec import CONVERTER, dumps
 from ._errors import (
     DeadlineExceeded,
     IncompatibleVersion,
@@ -86,6 +86,12 @@ def _application_details(exc: BaseException) -> dict[str, Any]:
         except Exception:  # a field the codec cannot carry: send what we can
             _log.warning("remote error %r has fields the codec cannot carry", exc)
             return {}
+    try:
+        dumps(exc.args)
+    except TypeError:
+        # Arguments JSON cannot hold: the client gets a RemoteError instead.
+        _log.warning("remote error %r has args the codec cannot carry", exc)
+        return {}
     return {"args": list(exc.args)}
 
 

@@ -58,4 +58,6 @@ def timeout_ms_left() -> int | None:
     deadline = trio.current_effective_deadline()
     if deadline == math.inf:
         return None
+    if deadline == -math.inf:
+        return 0  # the scope is already cancelled
     return max(0, math.ceil((deadline - trio.current_time()) * 1000))

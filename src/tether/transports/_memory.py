@@ -241,6 +241,7 @@ def stream_pair(
 async def _serve_in_thread(
     manager: RpcManager,
     stream: _ThreadStream,
+    client_end: _ThreadStream,
     max_in_flight: int,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -256,11 +257,24 @@ async def _serve_in_thread(
     run_backend = functools.partial(trio.run, backend_main)
     async with trio.open_nursery() as nursery:
         # The thread is owned by this task: it cannot be abandoned, so leaving
-        # `connect` waits until the backend's loop has finished.
+        # `connect` waits until the backend's loop has finished. It has a
+        # limiter of its own: a connection must not hold one of the tokens of
+        # Trio's default thread limiter for as long as it is open.
         nursery.start_soon(
-            functools.partial(trio.to_thread.run_sync, run_backend, thread_name="tether-backend")
+            functools.partial(
+                trio.to_thread.run_sync,
+                run_backend,
+                thread_name="tether-backend",
+                limiter=trio.CapacityLimiter(1),
+            )
         )
-        await started.wait()
+        try:
+            await started.wait()
+        except BaseException:
+            # Cancelled while the backend starts: it waits for our hello, so
+            # close our end, or the thread (and this nursery) never ends.
+            await client_end.aclose()
+            raise
         task_status.started()
 
 
@@ -315,11 +329,7 @@ async def connect(
         if isinstance(client_end, _ThreadStream):
             assert isinstance(server_end, _ThreadStream)
             client_end.attach()
-            try:
-                await nursery.start(_serve_in_thread, manager, server_end, max_in_flight)
-            except BaseException:
-                await client_end.aclose()
-                raise
+            await nursery.start(_serve_in_thread, manager, server_end, client_end, max_in_flight)
         else:
             nursery.start_soon(
                 functools.partial(serve_rpc_session, max_in_flight=max_in_flight),
