@@ -23,7 +23,7 @@ from ._errors import (
     error_class_for_code,
     registered_remote_error,
 )
-from ._interfaces import Operation, RpcInterface
+from ._interfaces import Operation, RpcInterface, require_interface
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Result
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
@@ -253,10 +253,7 @@ _stub_classes: dict[type[RpcInterface], type[Any]] = {}
 
 def make_client(interface: type[T], backend: RpcBackend) -> T:
     """Return a stub of `interface` whose operations call `backend`."""
-    if not (isinstance(interface, type) and issubclass(interface, RpcInterface)) or (
-        interface.__tether_interface__ is not interface
-    ):
-        raise TypeError(f"{interface!r} is not an RpcInterface declaration")
+    require_interface(interface)
     stub_class = _stub_classes.get(interface)
     if stub_class is None:
         namespace: dict[str, Any] = {

@@ -161,17 +161,18 @@ class RpcConnection(RpcBackend):
         if self._closed is not None:
             raise self._closed_error(call)
         data = encode(call)
-        if len(data) > self._stream.max_message_size:
-            raise PayloadTooLarge(
-                f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over this "
-                f"connection's limit of {self._stream.max_message_size}: send less per call",
-                activity_id=call.ctx.activity_id,
-            )
         pending = _Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
         try:
             await self._stream.send_message(data)
             await self._wait(pending)
+        except PayloadTooLarge:
+            # The stream refused it before sending anything; it stays usable.
+            raise PayloadTooLarge(
+                f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over this "
+                f"connection's limit of {self._stream.max_message_size}: send less per call",
+                activity_id=call.ctx.activity_id,
+            ) from None
         except trio.Cancelled:
             if self._closed is None and pending.reply is None:
                 await self._send_cancel(call.id)
@@ -334,20 +335,27 @@ class _Session:
             data = encode(message)
         except TypeError as exc:
             data = self._unencodable(message, exc)
-        limit = self.stream.max_message_size
-        if len(data) > limit and isinstance(message, (Result, Error)):
-            # A reply over the limit fails that call, not the session.
-            data = self._error_for(
-                message.id,
-                "payload-too-large",
-                "PayloadTooLarge",
-                f"the reply encodes to {len(data)} bytes, over the connection's limit of "
-                f"{limit}: ask for less per call",
-            )
-        try:  # noqa: SIM105 - contextlib.suppress costs a measurable share of a call
+        try:
             await self.stream.send_message(data)
+        except PayloadTooLarge:
+            # A reply over the limit fails that call, not the session: the
+            # stream refused it before sending anything.
+            assert isinstance(message, (Result, Error))
+            await self._send_quietly(
+                self._error_for(
+                    message.id,
+                    "payload-too-large",
+                    "PayloadTooLarge",
+                    f"the reply encodes to {len(data)} bytes, over the connection's limit of "
+                    f"{self.stream.max_message_size}: ask for less per call",
+                )
+            )
         except ConnectionClosed:
             pass  # the frontend left; the session is ending
+
+    async def _send_quietly(self, data: bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.stream.send_message(data)
 
     @classmethod
     def _unencodable(cls, message: Message, exc: TypeError) -> bytes:

@@ -106,15 +106,12 @@ class Dispatcher:
         # so each pair is parsed and compared once per process.
         self._compatible: dict[tuple[str, str], bool] = {}
 
-    def prepare(
-        self, call: Call, *, session_id: str | None = None, now: float | None = None
-    ) -> PreparedCall:
+    def prepare(self, call: Call, *, session_id: str | None = None) -> PreparedCall:
         """Check a call and build its RequestContext.
 
         Args:
             call: The decoded call.
             session_id: The connection's session, used when the call carries none.
-            now: `trio.current_time()`, when the caller already has it.
 
         Raises:
             NotFound, IncompatibleVersion, InvalidRequest: the call cannot run;
@@ -161,7 +158,7 @@ class Dispatcher:
             raise
         deadline = None
         if call.timeout_ms is not None:
-            deadline = (trio.current_time() if now is None else now) + call.timeout_ms / 1000
+            deadline = trio.current_time() + call.timeout_ms / 1000
         context = RequestContext(
             activity_id=activity_id,
             session_id=ctx.session_id or session_id,

@@ -11,7 +11,7 @@ from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_e
 from ._errors import InvalidRequest
 from ._versions import parse_version
 
-__all__ = ["Operation", "RpcInterface", "collect_operations", "operations_of"]
+__all__ = ["Operation", "RpcInterface", "collect_operations", "operations_of", "require_interface"]
 
 
 class Operation:
@@ -201,6 +201,23 @@ def collect_operations(cls: type, interface_name: str) -> dict[str, Operation]:
                     continue
                 operations[name] = Operation(interface_name, member)
     return operations
+
+
+def require_interface(interface: Any) -> None:
+    """Check that `interface` is an RpcInterface declaration, not an impl or stub.
+
+    Raises:
+        TypeError: it is not.
+    """
+    if not (
+        isinstance(interface, type)
+        and issubclass(interface, RpcInterface)
+        and interface.__tether_interface__ is interface
+    ):
+        raise TypeError(
+            f"{interface!r} is not an RpcInterface declaration (a class with interface_name "
+            "and interface_version)"
+        )
 
 
 def operations_of(interface: type[RpcInterface]) -> Mapping[str, Operation]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 from ..contexts import RequestContext
 from ._client import RpcBackend, check_backend_interfaces, make_client
 from ._errors import NotFound
-from ._interfaces import Operation, RpcInterface
+from ._interfaces import Operation, RpcInterface, require_interface
 from ._protocol import InterfaceInfo
 
 __all__ = ["Authorize", "Registration", "RpcManager"]
@@ -79,7 +79,7 @@ class RpcManager:
             TypeError: `impl` is not an implementation of `interface`, leaves an
                 operation unimplemented, or the interface is already registered.
         """
-        _check_interface(interface)
+        require_interface(interface)
         impl_class = impl if isinstance(impl, type) else type(impl)
         if not issubclass(impl_class, interface):
             raise TypeError(
@@ -130,7 +130,7 @@ class RpcManager:
         """
         wanted = list(interfaces)
         for interface in wanted:
-            _check_interface(interface)
+            require_interface(interface)
         check_backend_interfaces(backend.interfaces, wanted)
         for interface in wanted:
             self._routes[interface] = backend
@@ -153,15 +153,3 @@ class RpcManager:
                 "initialize_client([...], backend) first"
             )
         return make_client(interface, backend)
-
-
-def _check_interface(interface: Any) -> None:
-    if not (
-        isinstance(interface, type)
-        and issubclass(interface, RpcInterface)
-        and interface.__tether_interface__ is interface
-    ):
-        raise TypeError(
-            f"{interface!r} is not an RpcInterface declaration (a class with interface_name "
-            "and interface_version)"
-        )

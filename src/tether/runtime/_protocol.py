@@ -184,50 +184,31 @@ def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in obj.items() if value is not None}
 
 
-def _call_object(
-    id: int,
-    iface: str,
-    ver: str,
-    op: str,
-    args: list[Any],
-    activity_id: str | None,
-    session_id: str | None,
-    application_id: str | None,
-    application_version: str | None,
-    authorization: str | None,
-    timeout_ms: int | None,
-) -> dict[str, Any]:
-    ctx: dict[str, Any] = {}
-    if activity_id is not None:
-        ctx["activity_id"] = activity_id
-    if session_id is not None:
-        ctx["session_id"] = session_id
-    if application_id is not None:
-        ctx["application_id"] = application_id
-    if application_version is not None:
-        ctx["application_version"] = application_version
-    if authorization is not None:
-        ctx["authorization"] = authorization
-    obj: dict[str, Any] = {
-        "t": "call",
-        "id": id,
-        "iface": iface,
-        "ver": ver,
-        "op": op,
-        "args": args,
-        "ctx": ctx,
-    }
-    if timeout_ms is not None:
-        obj["timeout_ms"] = timeout_ms
-    return obj
-
-
 def _encode_call(m: Call) -> dict[str, Any]:
     c = m.ctx
-    return _call_object(
-        m.id, m.iface, m.ver, m.op, m.args, c.activity_id, c.session_id,
-        c.application_id, c.application_version, c.authorization, m.timeout_ms,
-    )  # fmt: skip
+    ctx: dict[str, Any] = {}
+    if c.activity_id is not None:
+        ctx["activity_id"] = c.activity_id
+    if c.session_id is not None:
+        ctx["session_id"] = c.session_id
+    if c.application_id is not None:
+        ctx["application_id"] = c.application_id
+    if c.application_version is not None:
+        ctx["application_version"] = c.application_version
+    if c.authorization is not None:
+        ctx["authorization"] = c.authorization
+    obj: dict[str, Any] = {
+        "t": "call",
+        "id": m.id,
+        "iface": m.iface,
+        "ver": m.ver,
+        "op": m.op,
+        "args": m.args,
+        "ctx": ctx,
+    }
+    if m.timeout_ms is not None:
+        obj["timeout_ms"] = m.timeout_ms
+    return obj
 
 
 def error_info_to_json(info: ErrorInfo) -> dict[str, Any]:
