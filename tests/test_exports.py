@@ -62,12 +62,19 @@ def test_every_public_attribute_is_in_all(modname: str) -> None:
 def test_top_level_all_is_exactly_this() -> None:
     """The exact top-level surface: adding or removing a name must be a deliberate change."""
     assert tether.__all__ == [
+        "BackendIpc",
         "ConnectError",
         "ConnectionClosed",
         "DeadlineExceeded",
+        "FrontendIpc",
         "IncompatibleVersion",
         "InvalidRequest",
+        "IpcHandler",
+        "IpcInterface",
+        "IpcSession",
         "NotFound",
+        "NotificationHandler",
+        "NotificationInterface",
         "PayloadTooLarge",
         "RemoteError",
         "RequestContext",
@@ -79,6 +86,7 @@ def test_top_level_all_is_exactly_this() -> None:
         "Unavailable",
         "activity",
         "current_context",
+        "current_session",
         "is_version_compatible",
         "remote_error",
     ]

@@ -62,7 +62,15 @@ error_infos = st.builds(
 errors = st.builds(Error, st.none() | ids, error_infos)
 cancels = st.builds(Cancel, ids)
 notifies = st.builds(Notify, texts, texts, json_lists, opt_texts)
-hellos = st.builds(Hello, st.integers(0, 100), opt_texts, opt_texts, opt_texts, str_maps)
+hellos = st.builds(
+    Hello,
+    st.integers(0, 100),
+    opt_texts,
+    opt_texts,
+    opt_texts,
+    str_maps,
+    st.sampled_from(["rpc", "ipc"]),
+)
 interface_infos = st.builds(InterfaceInfo, texts, st.lists(texts, max_size=3).map(tuple))
 welcomes = st.builds(
     Welcome,
@@ -248,6 +256,7 @@ VALID: dict[str, dict[str, Any]] = {
         "session_id": "s",
         "application": {"id": "app", "version": "1.0.0"},
         "channels": {"editor": "1.0.0"},
+        "mode": "ipc",
     },
     "welcome": {
         "t": "welcome",
@@ -261,7 +270,7 @@ VALID: dict[str, dict[str, Any]] = {
 HAS_ID = {"call", "invoke", "result", "error", "cancel"}
 
 # (kind, path to the field, is it required, what it must be)
-INT, STR, LIST, DICT, STR_MAP = "int", "str", "list", "dict", "str_map"
+INT, STR, LIST, DICT, STR_MAP, MODE = "int", "str", "list", "dict", "str_map", "mode"
 FIELDS: list[tuple[str, tuple[str, ...], bool, str]] = [
     ("call", ("id",), True, INT),
     ("call", ("iface",), True, STR),
@@ -301,6 +310,7 @@ FIELDS: list[tuple[str, tuple[str, ...], bool, str]] = [
     ("hello", ("application", "id"), False, STR),
     ("hello", ("application", "version"), False, STR),
     ("hello", ("channels",), False, STR_MAP),
+    ("hello", ("mode",), False, MODE),
     ("welcome", ("protocol",), True, INT),
     ("welcome", ("session_id",), True, STR),
     ("welcome", ("channels",), False, STR_MAP),
@@ -315,6 +325,7 @@ WRONG_VALUES: dict[str, list[Any]] = {
     LIST: ["[]", 1, True, {"0": 1}],
     DICT: ["{}", 1, True, ["a"]],
     STR_MAP: ["{}", 1, ["a"], {"editor": 1}, {"editor": None}, {"editor": ["1.0.0"]}],
+    MODE: ["RPC", "ipc ", "", "session", 1, True, ["ipc"]],
 }
 
 

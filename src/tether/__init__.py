@@ -3,12 +3,19 @@
 from .contexts import RequestContext as RequestContext
 from .contexts import activity as activity
 from .contexts import current as current_context
+from .runtime import BackendIpc as BackendIpc
 from .runtime import ConnectError as ConnectError
 from .runtime import ConnectionClosed as ConnectionClosed
 from .runtime import DeadlineExceeded as DeadlineExceeded
+from .runtime import FrontendIpc as FrontendIpc
 from .runtime import IncompatibleVersion as IncompatibleVersion
 from .runtime import InvalidRequest as InvalidRequest
+from .runtime import IpcHandler as IpcHandler
+from .runtime import IpcInterface as IpcInterface
+from .runtime import IpcSession as IpcSession
 from .runtime import NotFound as NotFound
+from .runtime import NotificationHandler as NotificationHandler
+from .runtime import NotificationInterface as NotificationInterface
 from .runtime import PayloadTooLarge as PayloadTooLarge
 from .runtime import RemoteError as RemoteError
 from .runtime import RpcInterface as RpcInterface
@@ -17,18 +24,26 @@ from .runtime import TetherError as TetherError
 from .runtime import TransportError as TransportError
 from .runtime import Unauthorized as Unauthorized
 from .runtime import Unavailable as Unavailable
+from .runtime import current_session as current_session
 from .runtime import is_version_compatible as is_version_compatible
 from .runtime import remote_error as remote_error
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendIpc",
     "ConnectError",
     "ConnectionClosed",
     "DeadlineExceeded",
+    "FrontendIpc",
     "IncompatibleVersion",
     "InvalidRequest",
+    "IpcHandler",
+    "IpcInterface",
+    "IpcSession",
     "NotFound",
+    "NotificationHandler",
+    "NotificationInterface",
     "PayloadTooLarge",
     "RemoteError",
     "RequestContext",
@@ -40,6 +55,7 @@ __all__ = [
     "Unavailable",
     "activity",
     "current_context",
+    "current_session",
     "is_version_compatible",
     "remote_error",
 ]

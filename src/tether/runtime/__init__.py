@@ -5,6 +5,10 @@ It knows no transport: transports reach it through the sans-IO protocol
 contracts, and the session functions below.
 """
 
+from ._channels import IpcHandler as IpcHandler
+from ._channels import IpcInterface as IpcInterface
+from ._channels import NotificationHandler as NotificationHandler
+from ._channels import NotificationInterface as NotificationInterface
 from ._client import ClientOptions as ClientOptions
 from ._client import RpcBackend as RpcBackend
 from ._codec import CONVERTER as CONVERTER
@@ -28,6 +32,13 @@ from ._errors import Unavailable as Unavailable
 from ._errors import remote_error as remote_error
 from ._interfaces import Operation as Operation
 from ._interfaces import RpcInterface as RpcInterface
+from ._ipc import BackendIpc as BackendIpc
+from ._ipc import FrontendIpc as FrontendIpc
+from ._ipc import IpcSession as IpcSession
+from ._ipc import Listener as Listener
+from ._ipc import current_session as current_session
+from ._ipc import open_ipc_connection as open_ipc_connection
+from ._ipc import serve_ipc_session as serve_ipc_session
 from ._manager import RpcManager as RpcManager
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._stream import MessageStream as MessageStream
@@ -36,15 +47,23 @@ from ._versions import is_version_compatible as is_version_compatible
 __all__ = [
     "CONVERTER",
     "PROTOCOL_VERSION",
+    "BackendIpc",
     "ClientOptions",
     "ConnectError",
     "ConnectionClosed",
     "DeadlineExceeded",
     "Dispatcher",
+    "FrontendIpc",
     "IncompatibleVersion",
     "InvalidRequest",
+    "IpcHandler",
+    "IpcInterface",
+    "IpcSession",
+    "Listener",
     "MessageStream",
     "NotFound",
+    "NotificationHandler",
+    "NotificationInterface",
     "Operation",
     "PayloadTooLarge",
     "RemoteError",
@@ -56,9 +75,12 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "Unavailable",
+    "current_session",
     "is_version_compatible",
     "make_converter",
+    "open_ipc_connection",
     "open_rpc_connection",
     "remote_error",
+    "serve_ipc_session",
     "serve_rpc_session",
 ]

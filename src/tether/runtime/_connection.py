@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mappi
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import attrs
 import trio
 
 from .. import contexts
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
-from ._dispatch import Dispatcher, PreparedCall
+from ._dispatch import Dispatcher, PreparedCall, encode_reply
 from ._errors import (
     ConnectError,
     ConnectionClosed,
@@ -44,7 +43,6 @@ from ._protocol import (
     ErrorInfo,
     Hello,
     InterfaceInfo,
-    Message,
     Result,
     Welcome,
     decode,
@@ -330,17 +328,13 @@ class _Session:
         self.calls: dict[int, trio.CancelScope] = {}
         self.spares: list[trio.lowlevel.Task] = []
 
-    async def send(self, message: Message) -> None:
-        try:
-            data = encode(message)
-        except TypeError as exc:
-            data = self._unencodable(message, exc)
+    async def send(self, message: Result | Error) -> None:
+        data = encode_reply(message)
         try:
             await self.stream.send_message(data)
         except PayloadTooLarge:
             # A reply over the limit fails that call, not the session: the
             # stream refused it before sending anything.
-            assert isinstance(message, (Result, Error))
             await self._send_quietly(
                 self._error_for(
                     message.id,
@@ -356,20 +350,6 @@ class _Session:
     async def _send_quietly(self, data: bytes) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self.stream.send_message(data)
-
-    @classmethod
-    def _unencodable(cls, message: Message, exc: TypeError) -> bytes:
-        """Bytes that report what could not be encoded, for the same request."""
-        if isinstance(message, Error):
-            # Details JSON cannot hold (an impl's `details=` or an application
-            # error's args): send the error without them.
-            _log.warning("details of an error for call %s dropped: %s", message.id, exc)
-            return encode(Error(message.id, attrs.evolve(message.error, details={})))
-        # The impl returned something the codec left as-is and JSON cannot hold
-        # (its return annotation lied): report it, do not crash the session.
-        call_id = message.id if isinstance(message, Result) else None
-        _log.error("reply to call %s cannot be encoded: %s", call_id, exc)
-        return cls._error_for(call_id, "internal", "TypeError", f"cannot encode the result: {exc}")
 
     @staticmethod
     def _error_for(call_id: int | None, code: str, name: str, message: str) -> bytes:
@@ -648,6 +628,11 @@ async def _accept(dispatcher: Dispatcher, stream: MessageStream) -> str | None:
             raise IncompatibleVersion(
                 f"this backend speaks tether protocol {PROTOCOL_VERSION}, the client speaks "
                 f"{hello.protocol}: upgrade the older side"
+            )
+        if hello.mode != "rpc":
+            raise InvalidRequest(
+                f"this endpoint serves RPC sessions, the client asked for {hello.mode!r}: "
+                "connect with the transport's connect() instead"
             )
     except TetherError as exc:
         with contextlib.suppress(ConnectionClosed):

@@ -32,11 +32,11 @@ from ._errors import (
 )
 from ._interfaces import Operation
 from ._manager import RpcManager
-from ._protocol import Call, Error, ErrorInfo, Result
+from ._protocol import Call, Error, ErrorInfo, Result, encode
 from ._util import collapse_exception_group
 from ._versions import compatibility_advice, is_version_compatible, parse_version
 
-__all__ = ["Dispatcher", "PreparedCall", "error_info"]
+__all__ = ["Dispatcher", "PreparedCall", "encode_reply", "error_info"]
 
 _log = logging.getLogger("tether.server")
 _access = logging.getLogger("tether.access")
@@ -93,6 +93,26 @@ def _application_details(exc: BaseException) -> dict[str, Any]:
         _log.warning("remote error %r has args the codec cannot carry", exc)
         return {}
     return {"args": list(exc.args)}
+
+
+def encode_reply(message: Result | Error) -> bytes:
+    """Encode a reply; a reply JSON cannot hold becomes an error for the same request.
+
+    Never raises for a reply: the request gets an answer and the session goes on.
+    """
+    try:
+        return encode(message)
+    except TypeError as exc:
+        if isinstance(message, Error):
+            # Details JSON cannot hold (an impl's `details=` or an application
+            # error's args): send the error without them.
+            _log.warning("details of an error for request %s dropped: %s", message.id, exc)
+            return encode(Error(message.id, attrs.evolve(message.error, details={})))
+        # The impl returned something the codec left as-is and JSON cannot hold
+        # (its return annotation lied): report it, do not crash the session.
+        _log.error("reply to request %s cannot be encoded: %s", message.id, exc)
+        info = ErrorInfo("internal", 500, "TypeError", f"cannot encode the result: {exc}")
+        return encode(Error(message.id, info))
 
 
 class Dispatcher:

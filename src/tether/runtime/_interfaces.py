@@ -190,12 +190,26 @@ class Operation:
         return self._return_unstructure(value)
 
 
-def collect_operations(cls: type, interface_name: str) -> dict[str, Operation]:
-    """Collect the operations an interface class declares (and its interface bases do)."""
+def collect_operations(
+    cls: type,
+    interface_name: str,
+    *,
+    root: type | None = None,
+    name_attr: str = "interface_name",
+) -> dict[str, Operation]:
+    """Collect the operations a declaration class declares (and its declaration bases do).
+
+    Args:
+        cls: The declaration class.
+        interface_name: The wire name that qualifies the operations.
+        root: The base class of this kind of declaration (RpcInterface by default).
+        name_attr: The class attribute that marks a declaration (`interface_name`).
+    """
+    root = RpcInterface if root is None else root
     operations: dict[str, Operation] = {}
     for base in reversed(cls.__mro__):
-        is_interface = "interface_name" in base.__dict__ and issubclass(base, RpcInterface)
-        if base is cls or (is_interface and base is not RpcInterface):
+        is_interface = name_attr in base.__dict__ and issubclass(base, root)
+        if base is cls or (is_interface and base is not root):
             for name, member in base.__dict__.items():
                 if name.startswith("_") or not inspect.isfunction(member):
                     continue

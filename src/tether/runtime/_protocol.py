@@ -146,13 +146,18 @@ for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify):
 
 @attrs.frozen(slots=True)
 class Hello:
-    """Opens a session: the client's protocol version, application and channels."""
+    """Opens a session: the client's protocol version, application and channels.
+
+    `mode` says what the session is for: `"rpc"` (loosely coupled calls, each
+    with its full context) or `"ipc"` (a paired session over the `channels`).
+    """
 
     protocol: int
     session_id: str | None = None
     application_id: str | None = None
     application_version: str | None = None
     channels: dict[str, str] = attrs.field(factory=dict)
+    mode: str = "rpc"
 
 
 @attrs.frozen(slots=True)
@@ -254,6 +259,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
         "session_id": m.session_id,
         "application": _drop_none({"id": m.application_id, "version": m.application_version}),
         "channels": m.channels,
+        "mode": m.mode,
     },
     Welcome: lambda m: {
         "t": "welcome",
@@ -442,14 +448,24 @@ def _decode_error(f: _Fields) -> Error:
     return Error(id=f.id, error=decode_error_info(f.sub("error")))
 
 
+#: The session kinds a `hello` may ask for.
+MODES = ("rpc", "ipc")
+
+
 def _decode_hello(f: _Fields) -> Hello:
     app = f.sub("application", optional=True)
+    mode = f.get_str("mode", optional=True)
+    if mode is None:
+        mode = "rpc"
+    elif mode not in MODES:
+        raise f._fail("mode", "'rpc' or 'ipc'", mode)
     return Hello(
         protocol=f.get_int("protocol"),
         session_id=f.get_str("session_id", optional=True),
         application_id=app.get_str("id", optional=True),
         application_version=app.get_str("version", optional=True),
         channels=f.get_str_map("channels"),
+        mode=mode,
     )
 
 

@@ -47,8 +47,14 @@ class MessageStream(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def aclose(self) -> None:
+    async def aclose(self, reason: str | None = None) -> None:
         """Close the stream; the peer's pending and later receives see it closed.
 
-        Idempotent. Does not wait for the peer.
+        Args:
+            reason: Why, in words for the peer (`"frontend too slow"`): its
+                receives raise `ConnectionClosed` with this `reason`. A stream
+                that cannot carry a reason drops it.
+
+        Idempotent: the first close's reason is the one the peer sees. Does not
+        wait for the peer.
         """

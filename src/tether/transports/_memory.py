@@ -18,26 +18,32 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
 from ..runtime import (
+    BackendIpc,
     ClientOptions,
     ConnectionClosed,
+    FrontendIpc,
+    IpcInterface,
     MessageStream,
     PayloadTooLarge,
     RpcConnection,
     RpcInterface,
     RpcManager,
+    open_ipc_connection,
     open_rpc_connection,
+    serve_ipc_session,
     serve_rpc_session,
 )
+from ..runtime._ipc import DEFAULT_MAX_PENDING_NOTIFICATIONS
 from ..runtime._util import open_service_nursery
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "stream_pair"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "connect_ipc", "stream_pair"]
 
 #: Default limit of one encoded message, in bytes (16 MiB).
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -54,19 +60,38 @@ def _too_large(size: int, limit: int) -> PayloadTooLarge:
     )
 
 
+class _CloseReason:
+    """Why a pair was closed: the first close's reason, shared by both ends."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str | None) -> None:
+        if self.reason is None:
+            self.reason = reason or "closed"
+
+    def error(self) -> ConnectionClosed:
+        reason = self.reason or "closed"
+        return ConnectionClosed(f"in-process connection closed: {reason}", reason=reason)
+
+
 class _ChannelStream(MessageStream):
     """One end of a same-loop pair: a memory channel each way."""
 
-    __slots__ = ("_receive", "_send", "max_message_size")
+    __slots__ = ("_closed", "_receive", "_send", "max_message_size")
 
     def __init__(
         self,
         send: trio.MemorySendChannel[bytes],
         receive: trio.MemoryReceiveChannel[bytes],
         max_message_size: int,
+        closed: _CloseReason,
     ) -> None:
         self._send = send
         self._receive = receive
+        self._closed = closed
         self.max_message_size = max_message_size
 
     async def send_message(self, data: bytes) -> None:
@@ -80,21 +105,22 @@ class _ChannelStream(MessageStream):
         except trio.WouldBlock:
             await self._send_blocking(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+            raise self._closed.error() from None
 
     async def _send_blocking(self, data: bytes) -> None:
         try:
             await self._send.send(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+            raise self._closed.error() from None
 
     async def receive_message(self) -> bytes:
         try:
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+            raise self._closed.error() from None
 
-    async def aclose(self) -> None:
+    async def aclose(self, reason: str | None = None) -> None:
+        self._closed.set(reason)
         self._send.close()
         self._receive.close()
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -113,12 +139,14 @@ class _ThreadStream(MessageStream):
         "_lot",
         "_peer",
         "_peer_gone",
+        "_reason",
         "_token",
         "max_message_size",
     )
 
-    def __init__(self, lock: threading.Lock, max_message_size: int) -> None:
+    def __init__(self, lock: threading.Lock, max_message_size: int, reason: _CloseReason) -> None:
         self._lock = lock
+        self._reason = reason  # shared with the peer; written under the lock
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](_BUFFER)
         # Messages we may send before the peer says it received some: the
         # peer's inbox has room for exactly that many, so delivery never blocks.
@@ -175,7 +203,7 @@ class _ThreadStream(MessageStream):
         while self._credits == 0 and not self._closed:
             await self._lot.park()
         if self._closed:
-            raise ConnectionClosed("in-process connection closed", reason="closed")
+            raise self._reason.error()
         self._credits -= 1
         peer = self._peer
         assert peer is not None
@@ -187,7 +215,7 @@ class _ThreadStream(MessageStream):
         try:
             data = await self._inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ConnectionClosed("in-process connection closed", reason="closed") from None
+            raise self._reason.error() from None
         # Credits go back in batches: each return wakes the peer's loop, and one
         # wake per message would double the cross-thread traffic. No deadlock:
         # when the peer has no credit left, fewer than a batch are held here and
@@ -200,13 +228,14 @@ class _ThreadStream(MessageStream):
             self._consumed = 0
         return data
 
-    async def aclose(self) -> None:
+    async def aclose(self, reason: str | None = None) -> None:
         if not self._closed:
             self._closed = True
             self._lot.unpark_all()
             peer = self._peer
             assert peer is not None
             with self._lock:
+                self._reason.set(reason)
                 if peer._token is None:
                     peer._peer_gone = True  # it will see the close when it attaches
                 else:
@@ -227,22 +256,24 @@ def stream_pair(
     """
     if thread:
         lock = threading.Lock()
-        a, b = _ThreadStream(lock, max_message_size), _ThreadStream(lock, max_message_size)
+        reason = _CloseReason()
+        a = _ThreadStream(lock, max_message_size, reason)
+        b = _ThreadStream(lock, max_message_size, reason)
         a._peer, b._peer = b, a
         return a, b
     a_send, b_receive = trio.open_memory_channel[bytes](_BUFFER)
     b_send, a_receive = trio.open_memory_channel[bytes](_BUFFER)
+    closed = _CloseReason()
     return (
-        _ChannelStream(a_send, a_receive, max_message_size),
-        _ChannelStream(b_send, b_receive, max_message_size),
+        _ChannelStream(a_send, a_receive, max_message_size, closed),
+        _ChannelStream(b_send, b_receive, max_message_size, closed),
     )
 
 
 async def _serve_in_thread(
-    manager: RpcManager,
+    serve: Callable[[MessageStream], Awaitable[None]],
     stream: _ThreadStream,
     client_end: _ThreadStream,
-    max_in_flight: int,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -252,7 +283,7 @@ async def _serve_in_thread(
     async def backend_main() -> None:
         stream.attach()
         frontend.run_sync_soon(started.set)
-        await serve_rpc_session(manager, stream, max_in_flight=max_in_flight)
+        await serve(stream)
 
     run_backend = functools.partial(trio.run, backend_main)
     async with trio.open_nursery() as nursery:
@@ -324,19 +355,77 @@ async def connect(
     if session_id is not None:
         options_kwargs["session_id"] = session_id
     options = ClientOptions(**options_kwargs)
+    serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
+    async with (
+        _backend(serve, thread, max_message_size) as client_end,
+        open_rpc_connection(client_end, interfaces=interfaces, options=options) as connection,
+    ):
+        yield connection
+
+
+@asynccontextmanager
+async def _backend(
+    serve: Callable[[MessageStream], Awaitable[None]], thread: bool, max_message_size: int
+) -> AsyncIterator[MessageStream]:
+    """Start `serve(server_end)` beside this task (or in its own thread) for the block."""
     client_end, server_end = stream_pair(thread=thread, max_message_size=max_message_size)
     async with open_service_nursery() as nursery:
         if isinstance(client_end, _ThreadStream):
             assert isinstance(server_end, _ThreadStream)
             client_end.attach()
-            await nursery.start(_serve_in_thread, manager, server_end, client_end, max_in_flight)
+            await nursery.start(_serve_in_thread, serve, server_end, client_end)
         else:
-            nursery.start_soon(
-                functools.partial(serve_rpc_session, max_in_flight=max_in_flight),
-                manager,
-                server_end,
-            )
-        async with open_rpc_connection(
-            client_end, interfaces=interfaces, options=options
-        ) as connection:
-            yield connection
+            nursery.start_soon(serve, server_end)
+        yield client_end
+
+
+@asynccontextmanager
+async def connect_ipc(
+    backend: BackendIpc,
+    *,
+    channels: Iterable[type[IpcInterface]] = (),
+    thread: bool = False,
+    application_id: str | None = None,
+    application_version: str | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+) -> AsyncIterator[FrontendIpc]:
+    """Serve `backend` in-process and open an IPC session with it, for the block.
+
+    Example::
+
+        async with memory.connect_ipc(backend_ipc, channels=[EditorIpc]) as frontend_ipc:
+            frontend_ipc.add_notification_handler(EditorEventsListener())
+            editor = frontend_ipc.proxy(EditorIpc)
+            placement = await editor.move_element("0x20", 1.5)
+
+    Args:
+        backend: The backend's BackendIpc, with handlers registered.
+        channels: The channels this frontend will call; each is checked against
+            what the backend serves before the block starts. Channels not listed
+            are checked when `proxy()` is called.
+        thread: Run the backend in its own thread with its own Trio loop.
+        application_id: Who the frontend is; the backend's contexts carry it.
+        application_version: That application's version.
+        max_message_size: Largest encoded message, in bytes, either way.
+        max_pending_notifications: Notifications from the backend that may wait
+            for this frontend's listeners before it stops reading.
+
+    Raises:
+        NotFound: the backend does not serve one of `channels`.
+        IncompatibleVersion: a channel's version is incompatible.
+    """
+    if not isinstance(backend, BackendIpc):
+        raise TypeError(f"connect_ipc() needs a tether.BackendIpc, got {backend!r}")
+    serve = functools.partial(serve_ipc_session, backend)
+    async with (
+        _backend(serve, thread, max_message_size) as client_end,
+        open_ipc_connection(
+            client_end,
+            channels=channels,
+            application_id=application_id,
+            application_version=application_version,
+            max_pending_notifications=max_pending_notifications,
+        ) as frontend,
+    ):
+        yield frontend

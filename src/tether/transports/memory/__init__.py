@@ -2,6 +2,7 @@
 
 from .._memory import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
 from .._memory import connect as connect
+from .._memory import connect_ipc as connect_ipc
 from .._memory import stream_pair as stream_pair
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "stream_pair"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "connect_ipc", "stream_pair"]
