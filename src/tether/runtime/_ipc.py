@@ -105,6 +105,9 @@ _access = logging.getLogger("tether.access")
 DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
 #: How long a cancelled invoke may spend telling the other side to stop.
 _CANCEL_SEND_TIMEOUT = 1.0
+#: After the other side left, how long notifications that already arrived may
+#: take to reach their listeners before the session is torn down regardless.
+DRAIN_GRACE = 5.0
 
 _current_session: contextvars.ContextVar[IpcSession | None] = contextvars.ContextVar(
     "tether_ipc_session", default=None
@@ -220,6 +223,7 @@ class _Peer:
                         # still delivered, in order.
                         nursery.cancel_scope.cancel()
                     self.inbox_send.close()
+                    session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
         finally:
             self._mark_closed(f"the {self.side} left the session")
             reason = self.closed_reason or "closed"
@@ -229,7 +233,19 @@ class _Peer:
             self.closed.set()
 
     def close(self, reason: str) -> None:
-        """End the session now: cancel its tasks and close the stream with `reason`."""
+        """End the session now: cancel its tasks and close the stream with `reason`.
+
+        Safe to call from any thread: from outside the session's own Trio run
+        the close is handed to that run.
+        """
+        try:
+            here = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            here = None
+        if here is not self.token:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.token.run_sync_soon(self.close, reason)
+            return
         self._mark_closed(reason)
         if self.scope is not None:
             self.scope.cancel()
@@ -409,7 +425,7 @@ class _Peer:
                     info = error_info(
                         exc, context.activity_id, development_mode=self.development_mode
                     )
-                    if info.code == "internal":
+                    if info.code == "internal" and self.closed_reason is None:
                         _log.error("%s raised %s", context.operation, info.name, exc_info=exc)
                     reply = Error(call_id, info)
         finally:
@@ -667,6 +683,12 @@ class _Peer:
                     activity_id=activity_id,
                 )
             self._post(data, notification=True)
+            if self.queued_notifications > self.max_pending_notifications // 2:
+                # Half full: let the writer drain the queue before going on. A
+                # burst sent without yielding would otherwise overflow it even
+                # with a frontend that keeps up; only a writer that cannot send
+                # (the frontend stopped reading) lets it fill.
+                await trio.lowlevel.checkpoint()
         else:
             await self.send(data)
 
@@ -1055,14 +1077,16 @@ async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
         )
         session = IpcSession(peer)
         peer.session = session
-        try:
-            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, backend.channels)
-            await stream.send_message(encode(welcome))
-        except ConnectionClosed:
-            return
+        # Listed before the frontend hears `welcome`, so that it is there the
+        # moment the frontend can act.
         backend._add(session)
         token = _current_session.set(session)
         try:
+            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, backend.channels)
+            try:
+                await stream.send_message(encode(welcome))
+            except ConnectionClosed:
+                return
             await peer.run()
         finally:
             _current_session.reset(token)
