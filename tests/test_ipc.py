@@ -194,10 +194,13 @@ def test_register_works_as_a_class_decorator() -> None:
     assert backend.channels == {"editor": "1.2.0"}
 
 
-@pytest.mark.parametrize("option", ["max_pending_notifications", "max_in_flight", "max_sessions"])
-@pytest.mark.parametrize("value", [0, -1, 1.5, "8"])
+@pytest.mark.parametrize(
+    "option",
+    ["max_pending_notifications", "max_in_flight", "max_sessions", "slow_frontend_timeout"],
+)
+@pytest.mark.parametrize("value", [0, -1, "8", None])
 def test_backend_bounds_must_be_positive_integers(option: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
+    with pytest.raises(ValueError, match=f"{option} must be a positive"):
         tether.BackendIpc(**{option: value})
 
 
@@ -418,7 +421,9 @@ async def test_a_handler_that_cannot_be_created_refuses_the_session(
     assert "no disk" in caplog.text
 
 
-async def test_a_frontend_that_never_reads_is_closed_as_too_slow() -> None:
+async def test_a_frontend_that_never_reads_is_closed_as_too_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """The backend's queue is bounded: it never grows past max_pending_notifications."""
 
     class Flood(tether.IpcHandler, EditorIpc):
@@ -431,14 +436,17 @@ async def test_a_frontend_that_never_reads_is_closed_as_too_slow() -> None:
         async def wait(self) -> None:
             pass
 
-    backend = tether.BackendIpc(max_pending_notifications=8)
+    backend = tether.BackendIpc(max_pending_notifications=8, slow_frontend_timeout=2.0)
     backend.register(Flood)
     with trio.fail_after(TIMEOUT):
         async with raw_backend(backend) as client:
             await handshake(client)
             session = backend.sessions[0]
+            start = trio.current_time()
             await client.send_message(encode(Invoke(1, "editor", "move", ["e", 1.0])))
             assert await session.wait_closed() == "frontend too slow"
+            # The sender waited for room for slow_frontend_timeout, then gave up.
+            assert 2.0 <= trio.current_time() - start < 3.0
             received = 0
             reason = None
             while received < 5000:
@@ -609,3 +617,41 @@ async def test_deadline_reaches_the_handler_as_its_own_deadline() -> None:
                 await editor.move("e", 1.0)
     assert TIMEOUT - 1 < seen[0] <= TIMEOUT  # the test's own fail_after
     assert 2.5 < seen[1] <= 3.0
+
+
+async def test_a_burst_to_a_frontend_that_keeps_up_is_slowed_not_dropped() -> None:
+    """A producer faster than a healthy frontend waits for room instead of losing the session."""
+    count = 3000  # far beyond both bounds and the stream's buffer
+    got: list[int] = []
+
+    class Events(tether.NotificationInterface):
+        channel_name = "burst-events"
+
+        async def tick(self, n: int) -> None: ...
+
+    class Burst(tether.IpcHandler, EditorIpc):
+        async def move(self, element_id: str, dx: float) -> Placement:
+            tick = tether.current_session().notifier(Events).tick
+            for n in range(count):
+                await tick(n)  # never yields on its own while there is room
+            return Placement(dx, 0)
+
+        async def wait(self) -> None:
+            pass
+
+    class Listener(tether.NotificationHandler, Events):
+        async def tick(self, n: int) -> None:
+            got.append(n)
+            if n % 7 == 0:
+                await trio.lowlevel.checkpoint()  # a listener that takes its time
+
+    backend = tether.BackendIpc(max_pending_notifications=16)
+    backend.register(Burst)
+    with trio.fail_after(TIMEOUT):
+        async with memory.connect_ipc(backend, max_pending_notifications=16) as frontend:
+            frontend.add_notification_handler(Listener())
+            await frontend.proxy(EditorIpc).move("e", 1.0)
+            while len(got) < count:  # bounded by fail_after; each round delivers some
+                await trio.testing.wait_all_tasks_blocked()
+            assert frontend.is_valid
+    assert got == list(range(count))

@@ -13,10 +13,13 @@ writer (sends queued outgoing messages in order). When the session ends every
 task it started is cancelled and awaited, waiting callers on both sides fail
 with `ConnectionClosed`, and handlers and listeners get the close reason.
 
-Back-pressure. A backend's notifications never block the code that sends them:
-they wait in a queue that the writer drains. A frontend that stops reading
-makes that queue grow; past `max_pending_notifications` the session is closed
-with the reason "frontend too slow". On the receiving side, listeners that
+Back-pressure. A backend's notifications wait in a per-session queue that the
+writer drains; sending one returns at once while the queue has room. When
+`max_pending_notifications` are waiting, the sender waits for room; if none
+opens within `slow_frontend_timeout` the frontend has stopped reading, and the
+session is closed with the reason "frontend too slow". So backend memory stays
+bounded, a burst from a fast producer to a healthy frontend is only slowed
+down, and a stuck frontend is dropped. On the receiving side, listeners that
 fall behind stop the reader once `max_pending_notifications` are waiting,
 which is how a slow listener becomes a slow frontend.
 """
@@ -103,6 +106,9 @@ _access = logging.getLogger("tether.access")
 
 #: Default bound of notifications waiting, per session and direction.
 DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
+#: Default time a full notification queue may stay full before the session is
+#: closed as "frontend too slow".
+DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
 #: How long a cancelled invoke may spend telling the other side to stop.
 _CANCEL_SEND_TIMEOUT = 1.0
 #: After the other side left, how long notifications that already arrived may
@@ -177,8 +183,10 @@ class _Peer:
         max_pending_notifications: int,
         max_in_flight: int,
         development_mode: bool,
+        slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ) -> None:
         self.stream = stream
+        self.slow_frontend_timeout = slow_frontend_timeout
         self.side = side  # "frontend" or "backend": whose end this is
         self.other = "backend" if side == "frontend" else "frontend"
         self.session_id = session_id
@@ -201,6 +209,7 @@ class _Peer:
         self.queued_notifications = 0
         self.writing = False
         self.writer_lot = trio.lowlevel.ParkingLot()
+        self.room_lot = trio.lowlevel.ParkingLot()  # senders waiting for queue room
         self.inbox_send, self.inbox = trio.open_memory_channel[Notify](max_pending_notifications)
         self.nursery: trio.Nursery | None = None  # invokes and session tasks
         self.scope: trio.CancelScope | None = None  # the whole session
@@ -262,6 +271,7 @@ class _Peer:
         while self.outbox:
             self.outbox.popleft().done(error)
         self.queued_notifications = 0
+        self.room_lot.unpark_all()
 
     def _call_on_close(self, reason: str) -> None:
         # Handlers made for this session (a shared one serves on, and is not told).
@@ -323,7 +333,10 @@ class _Peer:
             elif kind is Notify:
                 # Blocks while the listeners are `max_pending_notifications`
                 # behind: the other side then sees a slow reader.
-                await self.inbox_send.send(cast(Notify, message))
+                try:
+                    self.inbox_send.send_nowait(cast(Notify, message))
+                except trio.WouldBlock:
+                    await self.inbox_send.send(cast(Notify, message))
             elif kind is Cancel:
                 scope = self.calls.get(cast(Cancel, message).id)
                 if scope is not None:
@@ -467,7 +480,18 @@ class _Peer:
     # -- delivering notifications -----------------------------------------------
 
     async def _deliver_loop(self) -> None:
-        async for notify in self.inbox:
+        inbox = self.inbox
+        while True:
+            # Take what is already there without a scheduling round each.
+            try:
+                notify = inbox.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    notify = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
             await self._deliver(notify)
 
     async def _deliver(self, notify: Notify) -> None:
@@ -530,21 +554,34 @@ class _Peer:
 
     # -- writing ---------------------------------------------------------------
 
+    async def _queue_notification(self, data: bytes) -> None:
+        """Queue a notification for the writer; wait (boundedly) while the queue is full."""
+        if self.queued_notifications >= self.max_pending_notifications:
+            with trio.move_on_after(self.slow_frontend_timeout):
+                while (
+                    self.queued_notifications >= self.max_pending_notifications
+                    and self.closed_reason is None
+                ):
+                    await self.room_lot.park()
+            if self.queued_notifications >= self.max_pending_notifications:
+                if self.closed_reason is None:
+                    reason = f"{self.other} too slow"
+                    _log.warning(
+                        "closing IPC session %s: %s (%d notifications waited %.1fs for it)",
+                        self.session_id,
+                        reason,
+                        self.queued_notifications,
+                        self.slow_frontend_timeout,
+                    )
+                    self.close(reason)
+                raise self.closed_error(None)
+        self._post(data, notification=True)
+
     def _post(self, data: bytes, *, notification: bool) -> None:
         """Queue a message for the writer without waiting (notifications, refusals)."""
         if self.closed_reason is not None:
             raise self.closed_error(None)
         if notification:
-            if self.queued_notifications >= self.max_pending_notifications:
-                reason = f"{self.other} too slow"
-                _log.warning(
-                    "closing IPC session %s: %s (%d notifications waiting)",
-                    self.session_id,
-                    reason,
-                    self.queued_notifications,
-                )
-                self.close(reason)
-                raise self.closed_error(None)
             self.queued_notifications += 1
         elif len(self.outbox) >= self.max_pending_notifications + self.max_in_flight:
             # Refusals pile up only when the other side sends and never reads.
@@ -596,6 +633,8 @@ class _Peer:
             item = outbox.popleft()
             if item.notification:
                 self.queued_notifications -= 1
+                if self.room_lot:
+                    self.room_lot.unpark()
             self.writing = True
             try:
                 await self.stream.send_message(item.data)
@@ -682,13 +721,7 @@ class _Peer:
                     f"session's limit of {self.stream.max_message_size}",
                     activity_id=activity_id,
                 )
-            self._post(data, notification=True)
-            if self.queued_notifications > self.max_pending_notifications // 2:
-                # Half full: let the writer drain the queue before going on. A
-                # burst sent without yielding would otherwise overflow it even
-                # with a frontend that keeps up; only a writer that cannot send
-                # (the frontend stopped reading) lets it fill.
-                await trio.lowlevel.checkpoint()
+            await self._queue_notification(data)
         else:
             await self.send(data)
 
@@ -823,9 +856,11 @@ class IpcSession:
     def notifier(self, channel: type[N]) -> N:
         """A typed sender of `channel`'s notifications to this session's frontend.
 
-        Each call queues the message and returns at once; messages arrive in
-        order. Past the session's `max_pending_notifications` the session is
-        closed ("frontend too slow") and the call raises `ConnectionClosed`.
+        Each call queues the message and returns at once while the session's
+        queue has room; messages arrive in order. When `max_pending_notifications`
+        are waiting, the call waits for room; if none opens within the
+        backend's `slow_frontend_timeout`, the session is closed ("frontend too
+        slow") and the call raises `ConnectionClosed`.
 
         Raises:
             TypeError: `channel` is not a NotificationInterface declaration.
@@ -930,6 +965,8 @@ class BackendIpc:
         max_in_flight: Invokes one session may have running at once; more are
             refused with `Unavailable` (too-many-requests).
         max_sessions: Sessions open at once; more are refused with `Unavailable`.
+        slow_frontend_timeout: Seconds a sender may wait for room in a full
+            notification queue; then the session is closed ("frontend too slow").
         development_mode: Send tracebacks of unexpected handler errors to the
             frontend (never in production).
     """
@@ -940,6 +977,7 @@ class BackendIpc:
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
         max_in_flight: int = 1024,
         max_sessions: int = 1024,
+        slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         development_mode: bool = False,
     ) -> None:
         for name, value in (
@@ -951,7 +989,13 @@ class BackendIpc:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.max_pending_notifications = max_pending_notifications
         self.max_in_flight = max_in_flight
+        if not isinstance(slow_frontend_timeout, (int, float)) or not slow_frontend_timeout > 0:
+            raise ValueError(
+                f"slow_frontend_timeout must be a positive number of seconds, got "
+                f"{slow_frontend_timeout!r}"
+            )
         self.max_sessions = max_sessions
+        self.slow_frontend_timeout = float(slow_frontend_timeout)
         self.development_mode = development_mode
         self._registrations: dict[str, _Registration] = {}
         self._listeners: dict[str, list[Listener]] = {}
@@ -1074,6 +1118,7 @@ async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
             max_pending_notifications=backend.max_pending_notifications,
             max_in_flight=backend.max_in_flight,
             development_mode=backend.development_mode,
+            slow_frontend_timeout=backend.slow_frontend_timeout,
         )
         session = IpcSession(peer)
         peer.session = session
