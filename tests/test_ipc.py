@@ -655,3 +655,28 @@ async def test_a_burst_to_a_frontend_that_keeps_up_is_slowed_not_dropped() -> No
                 await trio.testing.wait_all_tasks_blocked()
             assert frontend.is_valid
     assert got == list(range(count))
+
+
+async def test_a_session_that_failed_to_open_gives_its_place_back() -> None:
+    attempts: list[int] = []
+
+    class FailsOnce(tether.IpcHandler, EditorIpc):
+        def __init__(self) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise OSError("first one fails")
+
+        async def move(self, element_id: str, dx: float) -> Placement:
+            return Placement(dx, 0)
+
+        async def wait(self) -> None:
+            pass
+
+    backend = tether.BackendIpc(max_sessions=1)
+    backend.register(FailsOnce)
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(tether.Unavailable, match="creating the handler"):
+            async with memory.connect_ipc(backend):
+                pass
+        async with memory.connect_ipc(backend) as frontend:  # the place was given back
+            assert await frontend.call_backend("editor", "move", "e", 1.0) == {"x": 1.0, "y": 0}

@@ -210,7 +210,11 @@ class _Peer:
         self.writing = False
         self.writer_lot = trio.lowlevel.ParkingLot()
         self.room_lot = trio.lowlevel.ParkingLot()  # senders waiting for queue room
-        self.inbox_send, self.inbox = trio.open_memory_channel[Notify](max_pending_notifications)
+        # Notifications received, waiting for the delivery task.
+        self.inbox: deque[Notify] = deque()
+        self.inbox_closed = False
+        self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
+        self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
         self.nursery: trio.Nursery | None = None  # invokes and session tasks
         self.scope: trio.CancelScope | None = None  # the whole session
 
@@ -231,7 +235,8 @@ class _Peer:
                         # it started; notifications that already arrived are
                         # still delivered, in order.
                         nursery.cancel_scope.cancel()
-                    self.inbox_send.close()
+                    self.inbox_closed = True
+                    self.deliver_lot.unpark_all()
                     session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
         finally:
             self._mark_closed(f"the {self.side} left the session")
@@ -272,6 +277,7 @@ class _Peer:
             self.outbox.popleft().done(error)
         self.queued_notifications = 0
         self.room_lot.unpark_all()
+        self.reader_lot.unpark_all()
 
     def _call_on_close(self, reason: str) -> None:
         # Handlers made for this session (a shared one serves on, and is not told).
@@ -331,12 +337,12 @@ class _Peer:
             elif kind is Invoke:
                 self._start(cast(Invoke, message))
             elif kind is Notify:
-                # Blocks while the listeners are `max_pending_notifications`
-                # behind: the other side then sees a slow reader.
-                try:
-                    self.inbox_send.send_nowait(cast(Notify, message))
-                except trio.WouldBlock:
-                    await self.inbox_send.send(cast(Notify, message))
+                self.inbox.append(cast(Notify, message))
+                if self.deliver_lot:
+                    self.deliver_lot.unpark()
+                full = len(self.inbox) >= self.max_pending_notifications
+                if full and not await self._wait_for_listeners():
+                    return
             elif kind is Cancel:
                 scope = self.calls.get(cast(Cancel, message).id)
                 if scope is not None:
@@ -349,6 +355,41 @@ class _Peer:
                     ),
                     None,
                 )
+
+    async def _wait_for_listeners(self) -> bool:
+        """The listeners are `max_pending_notifications` behind: stop reading for a while.
+
+        Not reading is how back-pressure reaches the other side. But a reply
+        may be behind the notifications, and a listener (or anyone) waiting for
+        it would wait forever: so while a call of ours awaits its reply, the
+        reader goes on, holding up to `_overdraft(bound)` more notifications.
+        Listeners that make no room for `slow_frontend_timeout` are stuck: the
+        session is closed.
+
+        Returns:
+            False when the session was closed.
+        """
+        bound = self.max_pending_notifications
+        hard_bound = bound + _overdraft(bound)
+        with trio.move_on_after(self.slow_frontend_timeout):
+            while len(self.inbox) >= bound and self.closed_reason is None:
+                if self.pending and len(self.inbox) < hard_bound:
+                    return True
+                await self.reader_lot.park()
+                # Woken by room in the inbox, or by a call that now awaits a reply.
+        if self.closed_reason is not None:
+            return False
+        if len(self.inbox) < bound:
+            return True
+        reason = f"{self.side} too slow"
+        _log.warning(
+            "closing IPC session %s: %s (its listeners have %d notifications waiting)",
+            self.session_id,
+            reason,
+            len(self.inbox),
+        )
+        self.close(reason)
+        return False
 
     def _refuse(self, call_id: int | None, exc: TetherError, activity_id: str | None) -> None:
         """Answer a message that cannot be served, without waiting (the reader calls it)."""
@@ -482,16 +523,13 @@ class _Peer:
     async def _deliver_loop(self) -> None:
         inbox = self.inbox
         while True:
-            # Take what is already there without a scheduling round each.
-            try:
-                notify = inbox.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    notify = await inbox.receive()
-                except trio.EndOfChannel:
+            while not inbox:
+                if self.inbox_closed:
                     return
-            except trio.EndOfChannel:
-                return
+                await self.deliver_lot.park()
+            notify = inbox.popleft()
+            if self.reader_lot:
+                self.reader_lot.unpark()
             await self._deliver(notify)
 
     async def _deliver(self, notify: Notify) -> None:
@@ -547,9 +585,10 @@ class _Peer:
             # A listener's failure is its own: the session and the other
             # listeners go on. The record carries the sender's ActivityId.
             _log.exception(
-                "listener %s for %s raised",
+                "listener %s for %s raised (activity %s)",
                 getattr(listener, "__qualname__", repr(listener)),
                 context.operation,
+                context.activity_id,
             )
 
     # -- writing ---------------------------------------------------------------
@@ -670,6 +709,8 @@ class _Peer:
             ) from None
         pending = _Pending(trio.lowlevel.current_task())
         self.pending[call_id] = pending
+        if self.reader_lot:
+            self.reader_lot.unpark()  # a reader held by slow listeners must read our reply
         try:
             await self.send(data)
             while pending.reply is None:
@@ -724,6 +765,11 @@ class _Peer:
             await self._queue_notification(data)
         else:
             await self.send(data)
+
+
+def _overdraft(bound: int) -> int:
+    """Notifications a reader may hold past its bound while a call awaits its reply."""
+    return max(bound, 1024)
 
 
 def _wake(pending: _Pending) -> None:
@@ -1003,6 +1049,7 @@ class BackendIpc:
         # thread=True), so the table is guarded.
         self._lock = threading.Lock()
         self._sessions: dict[str, IpcSession] = {}
+        self._opening = 0  # places reserved by sessions being opened
 
     @overload
     def register(self, handler: type[H]) -> type[H]: ...
@@ -1075,18 +1122,27 @@ class BackendIpc:
         """
         await current_session().send(channel, method, *args)
 
-    def _open(self) -> None:
+    def _reserve(self) -> None:
+        """Hold a place for a session being opened, or refuse it (one step, under the lock)."""
         with self._lock:
-            if len(self._sessions) >= self.max_sessions:
+            if len(self._sessions) + self._opening >= self.max_sessions:
                 raise Unavailable(
                     f"this backend already has {self.max_sessions} IPC sessions open: try "
                     "again later",
                     retry_after=1,
                     overloaded=True,
                 )
+            self._opening += 1
+
+    def _release(self) -> None:
+        """Give back a place reserved for a session that did not open."""
+        with self._lock:
+            self._opening -= 1
 
     def _add(self, session: IpcSession) -> None:
+        """Turn a reserved place into an open session."""
         with self._lock:
+            self._opening -= 1
             self._sessions[session.id] = session
 
     def _remove(self, session: IpcSession) -> None:
@@ -1131,6 +1187,9 @@ async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
             try:
                 await stream.send_message(encode(welcome))
             except ConnectionClosed:
+                # Gone before the session opened: its handlers were made, so
+                # they are told, as they would be at any other end.
+                peer._call_on_close("the frontend left before the session opened")
                 return
             await peer.run()
         finally:
@@ -1181,7 +1240,7 @@ async def _accept(
                         "client_version": version,
                     },
                 )
-        backend._open()
+        backend._reserve()
         served: dict[str, _Served] = {}
         for name, registration in registrations.items():
             instance = registration.shared
@@ -1189,7 +1248,12 @@ async def _accept(
                 try:
                     instance = registration.factory()
                 except Exception as exc:
+                    backend._release()
                     _log.exception("creating %s for a new session failed", registration.factory)
+                    for made in served.values():  # the handlers made so far are told
+                        if made.owned:
+                            with contextlib.suppress(Exception):
+                                made.instance.on_close("the session could not be opened")
                     raise Unavailable(
                         f"the backend could not start a session: creating the handler of "
                         f"{name!r} failed ({type(exc).__name__})"

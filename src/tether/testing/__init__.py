@@ -1,8 +1,13 @@
-"""Testing helpers: the transport conformance suite and probes.
+"""Testing helpers: the transport conformance suites (RPC and IPC) and probes.
 
 Needs pytest (the `test` extra): `pip install tether[test]`.
 """
 
+from ._ipc_suite import ConformanceFrontendIpc as ConformanceFrontendIpc
+from ._ipc_suite import ConformanceIpc as ConformanceIpc
+from ._ipc_suite import ConformanceIpcEvents as ConformanceIpcEvents
+from ._ipc_suite import IpcConformance as IpcConformance
+from ._ipc_suite import IpcContextInfo as IpcContextInfo
 from ._probe import Probe as Probe
 from ._rpc_suite import ConformanceDownstream as ConformanceDownstream
 from ._rpc_suite import ConformanceError as ConformanceError
@@ -14,9 +19,14 @@ from ._rpc_suite import RpcConformance as RpcConformance
 __all__ = [
     "ConformanceDownstream",
     "ConformanceError",
+    "ConformanceFrontendIpc",
     "ConformanceInterface",
+    "ConformanceIpc",
+    "ConformanceIpcEvents",
     "ContextInfo",
     "Everything",
+    "IpcConformance",
+    "IpcContextInfo",
     "Probe",
     "RpcConformance",
 ]
