@@ -24,6 +24,25 @@ def test_quickstart_runs_as_pasted() -> None:
     assert re.search(r"counted robots in activity [0-9a-f-]{36}", result.stdout)
 
 
+def test_ipc_sample_runs_as_pasted() -> None:
+    [sample] = [block for block in python_blocks() if "memory.connect_ipc(" in block]
+    assert "trio.run(main)" in sample
+    result = subprocess.run(
+        [sys.executable, "-c", sample], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    # The notification reached the frontend carrying the ActivityId of the action that caused it.
+    called = re.search(r"^moved 0x20 in activity ([0-9a-f-]{36})$", result.stdout, re.MULTILINE)
+    notified = re.search(
+        r"^0x20 moved to Placement\(x=1\.5, y=0\.0\) in activity ([0-9a-f-]{36})$",
+        result.stdout,
+        re.MULTILINE,
+    )
+    assert called is not None, result.stdout
+    assert notified is not None, result.stdout
+    assert called.group(1) == notified.group(1)
+
+
 def test_every_python_block_compiles() -> None:
     blocks = python_blocks()
     assert len(blocks) >= 3

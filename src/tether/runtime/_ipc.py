@@ -945,7 +945,7 @@ class IpcSession:
         nursery = self._peer.nursery
         if nursery is None or not self.is_open:
             raise self._peer.closed_error(None)
-        nursery.start_soon(_logged, fn, args)
+        nursery.start_soon(_logged, self._peer, fn, args)
 
     def close(self, reason: str = "closed by the backend") -> None:
         """End the session: cancel its tasks, and tell the frontend `reason`."""
@@ -957,9 +957,14 @@ class IpcSession:
         return self._peer.closed_reason or "closed"
 
 
-async def _logged(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+async def _logged(peer: _Peer, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
     try:
         await fn(*args)
+    except ConnectionClosed as exc:
+        if peer.closed_reason is None:  # not its own session's end: worth a look
+            _log.exception("a session task (%s) raised", getattr(fn, "__qualname__", fn))
+        else:
+            _log.debug("a session task (%s) ended with its session: %s", fn, exc.reason)
     except Exception:
         _log.exception("a session task (%s) raised", getattr(fn, "__qualname__", fn))
 
@@ -1437,11 +1442,23 @@ async def open_ipc_connection(
     application_id: str | None = None,
     application_version: str | None = None,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
     """Run the IPC protocol as the frontend over `stream` for the block.
 
     Sends `hello` with the channels this frontend will use; the backend checks
     each one before the session opens.
+
+    Args:
+        stream: The connection to the backend.
+        channels: The channels to check at connect.
+        application_id: Who the frontend is; the backend's contexts carry it.
+        application_version: That application's version.
+        max_pending_notifications: Notifications that may wait for this
+            frontend's listeners before it stops reading.
+        slow_listener_timeout: Seconds the listeners may leave that queue full
+            (making no room at all) before the session is closed as "frontend
+            too slow".
 
     Raises:
         NotFound: the backend does not serve one of `channels`.
@@ -1451,6 +1468,16 @@ async def open_ipc_connection(
     wanted = list(channels)
     for channel in wanted:
         require_channel(channel, IpcInterface)
+    if not isinstance(max_pending_notifications, int) or max_pending_notifications < 1:
+        raise ValueError(
+            "max_pending_notifications must be a positive integer, got "
+            f"{max_pending_notifications!r}"
+        )
+    if not isinstance(slow_listener_timeout, (int, float)) or not slow_listener_timeout > 0:
+        raise ValueError(
+            f"slow_listener_timeout must be a positive number of seconds, got "
+            f"{slow_listener_timeout!r}"
+        )
     hello = Hello(
         PROTOCOL_VERSION,
         None,
@@ -1493,6 +1520,7 @@ async def open_ipc_connection(
         max_pending_notifications=max_pending_notifications,
         max_in_flight=1024,
         development_mode=False,
+        slow_frontend_timeout=slow_listener_timeout,
     )
     frontend = FrontendIpc(peer, reply.channels)
     for channel in wanted:  # the backend checked them; a second look costs nothing

@@ -40,7 +40,7 @@ from ..runtime import (
     serve_ipc_session,
     serve_rpc_session,
 )
-from ..runtime._ipc import DEFAULT_MAX_PENDING_NOTIFICATIONS
+from ..runtime._ipc import DEFAULT_MAX_PENDING_NOTIFICATIONS, DEFAULT_SLOW_FRONTEND_TIMEOUT
 from ..runtime._util import open_service_nursery
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "connect_ipc", "stream_pair"]
@@ -389,6 +389,7 @@ async def connect_ipc(
     application_version: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
     """Serve `backend` in-process and open an IPC session with it, for the block.
 
@@ -410,6 +411,8 @@ async def connect_ipc(
         max_message_size: Largest encoded message, in bytes, either way.
         max_pending_notifications: Notifications from the backend that may wait
             for this frontend's listeners before it stops reading.
+        slow_listener_timeout: Seconds the listeners may leave that queue full
+            before the session is closed as "frontend too slow".
 
     Raises:
         NotFound: the backend does not serve one of `channels`.
@@ -426,6 +429,7 @@ async def connect_ipc(
             application_id=application_id,
             application_version=application_version,
             max_pending_notifications=max_pending_notifications,
+            slow_listener_timeout=slow_listener_timeout,
         ) as frontend,
     ):
         yield frontend
