@@ -45,6 +45,7 @@ from ._protocol import (
     InterfaceInfo,
     Result,
     Welcome,
+    check_hello,
     decode,
     encode,
 )
@@ -621,19 +622,7 @@ async def _accept(dispatcher: Dispatcher, stream: MessageStream) -> str | None:
     except ConnectionClosed:
         return None
     try:
-        hello = decode(data)
-        if not isinstance(hello, Hello):
-            raise InvalidRequest(f"expected 'hello' first, got {type(hello).__name__}")
-        if hello.protocol != PROTOCOL_VERSION:
-            raise IncompatibleVersion(
-                f"this backend speaks tether protocol {PROTOCOL_VERSION}, the client speaks "
-                f"{hello.protocol}: upgrade the older side"
-            )
-        if hello.mode != "rpc":
-            raise InvalidRequest(
-                f"this endpoint serves RPC sessions, the client asked for {hello.mode!r}: "
-                "connect with the transport's connect() instead"
-            )
+        hello = check_hello(decode(data), "rpc")
     except TetherError as exc:
         with contextlib.suppress(ConnectionClosed):
             await stream.send_message(encode(dispatcher.error_reply(None, exc, None)))

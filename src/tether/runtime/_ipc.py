@@ -77,6 +77,7 @@ from ._protocol import (
     Notify,
     Result,
     Welcome,
+    check_hello,
     decode,
     encode,
 )
@@ -1212,19 +1213,7 @@ async def _accept(
     except ConnectionClosed:
         return None
     try:
-        hello = decode(data)
-        if not isinstance(hello, Hello):
-            raise InvalidRequest(f"expected 'hello' first, got {type(hello).__name__}")
-        if hello.protocol != PROTOCOL_VERSION:
-            raise IncompatibleVersion(
-                f"this backend speaks tether protocol {PROTOCOL_VERSION}, the frontend speaks "
-                f"{hello.protocol}: upgrade the older side"
-            )
-        if hello.mode != "ipc":
-            raise InvalidRequest(
-                f"this endpoint serves IPC sessions, the client asked for {hello.mode!r}: "
-                "connect with the transport's connect_ipc() instead"
-            )
+        hello = check_hello(decode(data), "ipc")
         registrations = dict(backend._registrations)
         for name, version in hello.channels.items():
             registration = registrations.get(name)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeAlias
 import attrs
 
 from ._codec import dumps, loads
-from ._errors import InvalidRequest
+from ._errors import IncompatibleVersion, InvalidRequest
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -33,6 +33,7 @@ __all__ = [
     "Notify",
     "Result",
     "Welcome",
+    "check_hello",
     "decode",
     "encode",
 ]
@@ -539,3 +540,30 @@ def decode(data: bytes | bytearray | memoryview | str) -> Message:
             details=details,
         )
     return decoder(_Fields(obj, tag))
+
+
+def check_hello(message: Message, mode: str) -> Hello:
+    """Check the first message of a connection, as every backend does.
+
+    Args:
+        message: What the client sent first.
+        mode: The kind of session this endpoint serves, `"rpc"` or `"ipc"`.
+
+    Raises:
+        InvalidRequest: it is not a `hello`, or asks for the other kind of session.
+        IncompatibleVersion: the client speaks another protocol version.
+    """
+    if not isinstance(message, Hello):
+        raise InvalidRequest(f"expected 'hello' first, got {type(message).__name__}")
+    if message.protocol != PROTOCOL_VERSION:
+        raise IncompatibleVersion(
+            f"this backend speaks tether protocol {PROTOCOL_VERSION}, the client speaks "
+            f"{message.protocol}: upgrade the older side"
+        )
+    if message.mode != mode:
+        right = "connect_ipc()" if message.mode == "ipc" else "connect()"
+        raise InvalidRequest(
+            f"this endpoint serves {mode.upper()} sessions, the client asked for "
+            f"{message.mode!r}: point {right} at an endpoint that serves {message.mode.upper()}"
+        )
+    return message
