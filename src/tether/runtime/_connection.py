@@ -605,6 +605,16 @@ async def serve_rpc_session(
             refused with `Unavailable` (too-many-requests).
     """
     dispatcher = manager if isinstance(manager, Dispatcher) else Dispatcher(manager)
+    # A session starts with no request context: in-process, this task (or the
+    # backend's thread) was spawned from the frontend's, and the frontend's
+    # ActivityId and credential must not reach the backend that way.
+    with contexts.using(None):
+        await _serve_rpc_session(dispatcher, stream, max_in_flight)
+
+
+async def _serve_rpc_session(
+    dispatcher: Dispatcher, stream: MessageStream, max_in_flight: int
+) -> None:
     try:
         session_id = await _accept(dispatcher, stream)
         if session_id is None:

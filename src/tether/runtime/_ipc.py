@@ -225,6 +225,9 @@ class _Peer:
         """Run the session until either side closes it; then tear everything down."""
         try:
             with trio.CancelScope() as self.scope:
+                if self.closed_reason is not None:
+                    # Closed before it ran (between hello and welcome).
+                    self.scope.cancel()
                 async with trio.open_nursery() as session:
                     session.start_soon(self._deliver_loop)
                     async with trio.open_nursery() as nursery:
@@ -686,6 +689,11 @@ class _Peer:
                 _log.error("dropping an outgoing message: %s", exc)
                 item.done(exc)
                 continue
+            except BaseException:
+                # Cancelled mid-send (the session is ending): whoever waits for
+                # this message must hear so, as for the messages still queued.
+                item.done(self.closed_error(None))
+                raise
             finally:
                 self.writing = False
             item.done()
@@ -943,6 +951,7 @@ class IpcSession:
         The task runs in the caller's context (its ActivityId) and sees this
         session as `current_session()`. An exception it raises is logged.
         """
+        self._peer.check_run()
         nursery = self._peer.nursery
         if nursery is None or not self.is_open:
             raise self._peer.closed_error(None)
@@ -953,12 +962,21 @@ class IpcSession:
         self._peer.close(reason)
 
     async def wait_closed(self) -> str:
-        """Wait until the session has ended and torn down; return why it ended."""
+        """Wait until the session has ended and torn down; return why it ended.
+
+        Raises:
+            RuntimeError: the session is still open, and this is another Trio
+                run than the session's (its events cannot be awaited here).
+        """
+        if not self._peer.closed.is_set():
+            self._peer.check_run()
         await self._peer.closed.wait()
         return self._peer.closed_reason or "closed"
 
 
 async def _logged(peer: _Peer, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    # Its own session, whoever started it (another session's handler, say).
+    _current_session.set(peer.session)
     try:
         await fn(*args)
     except ConnectionClosed as exc:
@@ -1164,6 +1182,14 @@ async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
     ends, every task it started has been cancelled and awaited, and the stream
     is closed with the reason.
     """
+    # A session starts with no request context: in-process, this task (or the
+    # backend's thread) was spawned from the frontend's, and the frontend's
+    # ActivityId and credential must not reach the backend that way.
+    with contexts.using(None):
+        await _serve_ipc_session(backend, stream)
+
+
+async def _serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
     try:
         accepted = await _accept(backend, stream)
         if accepted is None:
@@ -1192,11 +1218,14 @@ async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
             welcome = Welcome(PROTOCOL_VERSION, peer.session_id, backend.channels)
             try:
                 await stream.send_message(encode(welcome))
-            except ConnectionClosed:
-                # Gone before the session opened: its handlers were made, so
+            except BaseException as exc:
+                # Ended before the session opened: its handlers were made, so
                 # they are told, as they would be at any other end.
-                peer._call_on_close("the frontend left before the session opened")
-                return
+                if isinstance(exc, ConnectionClosed):
+                    peer._call_on_close("the frontend left before the session opened")
+                    return
+                peer._call_on_close("the backend stopped before the session opened")
+                raise
             await peer.run()
         finally:
             _current_session.reset(token)
@@ -1267,6 +1296,22 @@ async def _accept(
 # Frontend
 
 
+def _check_served(channels: Mapping[str, str], name: str, version: str | None) -> None:
+    """Check a channel against the backend's `welcome` (a version of None: any)."""
+    served = channels.get(name)
+    if served is None:
+        available = ", ".join(sorted(channels)) or "none"
+        raise NotFound(
+            f"backend does not serve channel {name!r} (it serves {available})",
+            details={"channel": name},
+        )
+    if version is not None and not is_version_compatible(served, version):
+        raise IncompatibleVersion(
+            compatibility_advice(f"channel {name!r}", served, version),
+            details={"channel": name, "backend_version": served, "client_version": version},
+        )
+
+
 class FrontendIpc:
     """The frontend's end of a paired session with one backend.
 
@@ -1308,18 +1353,7 @@ class FrontendIpc:
         return self._peer.closed_reason
 
     def _check_channel(self, name: str, version: str | None) -> None:
-        served = self._channels.get(name)
-        if served is None:
-            available = ", ".join(sorted(self._channels)) or "none"
-            raise NotFound(
-                f"backend does not serve channel {name!r} (it serves {available})",
-                details={"channel": name},
-            )
-        if version is not None and not is_version_compatible(served, version):
-            raise IncompatibleVersion(
-                compatibility_advice(f"channel {name!r}", served, version),
-                details={"channel": name, "backend_version": served, "client_version": version},
-            )
+        _check_served(self._channels, name, version)
 
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of `channel` on the backend (mypy checks the calls).
@@ -1414,6 +1448,8 @@ class FrontendIpc:
 
     async def wait_closed(self) -> str:
         """Wait until the session has ended; return why."""
+        if not self._peer.closed.is_set():
+            self._peer.check_run()
         await self._peer.closed.wait()
         return self._peer.closed_reason or "closed"
 
@@ -1494,6 +1530,8 @@ async def open_ipc_connection(
                 f"backend speaks tether protocol {reply.protocol}, this frontend speaks "
                 f"{PROTOCOL_VERSION}: upgrade the older side"
             )
+        for channel in wanted:  # the backend checked them; a second look costs nothing
+            _check_served(reply.channels, channel.channel_name, channel.version)
     except BaseException:
         with trio.CancelScope(shield=True):
             await stream.aclose()
@@ -1512,8 +1550,6 @@ async def open_ipc_connection(
         slow_frontend_timeout=slow_listener_timeout,
     )
     frontend = FrontendIpc(peer, reply.channels)
-    for channel in wanted:  # the backend checked them; a second look costs nothing
-        frontend._check_channel(channel.channel_name, channel.version)
     async with open_service_nursery() as nursery:
         await nursery.start(peer.run)
         try:

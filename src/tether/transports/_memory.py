@@ -208,8 +208,11 @@ class _ThreadStream(MessageStream):
         peer = self._peer
         assert peer is not None
         if not self._to_peer(peer._deliver, data):
+            # The peer's run has ended; if it closed with a reason, that is the news.
+            with self._lock:
+                self._reason.set("the other thread's Trio run has ended")
             self._on_peer_closed()
-            raise ConnectionClosed("the backend thread has stopped", reason="closed")
+            raise self._reason.error()
 
     async def receive_message(self) -> bytes:
         try:
@@ -279,34 +282,40 @@ async def _serve_in_thread(
 ) -> None:
     frontend = trio.lowlevel.current_trio_token()
     started = trio.Event()
+    finished = trio.Event()
 
     async def backend_main() -> None:
         stream.attach()
         frontend.run_sync_soon(started.set)
         await serve(stream)
 
-    run_backend = functools.partial(trio.run, backend_main)
-    async with trio.open_nursery() as nursery:
-        # The thread is owned by this task: it cannot be abandoned, so leaving
-        # `connect` waits until the backend's loop has finished. It has a
-        # limiter of its own: a connection must not hold one of the tokens of
-        # Trio's default thread limiter for as long as it is open.
-        nursery.start_soon(
-            functools.partial(
-                trio.to_thread.run_sync,
-                run_backend,
+    async def run_thread() -> None:
+        try:
+            # The thread is owned by this task: it cannot be abandoned, so
+            # leaving `connect` waits until the backend's loop has finished. It
+            # has a limiter of its own: a connection must not hold one of the
+            # tokens of Trio's default thread limiter for as long as it is open.
+            await trio.to_thread.run_sync(
+                functools.partial(trio.run, backend_main),
                 thread_name="tether-backend",
                 limiter=trio.CapacityLimiter(1),
             )
-        )
+        finally:
+            started.set()  # a backend that failed to start must not leave us waiting
+            finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_thread)
         try:
             await started.wait()
+            task_status.started()
+            await finished.wait()
         except BaseException:
-            # Cancelled while the backend starts: it waits for our hello, so
-            # close our end, or the thread (and this nursery) never ends.
+            # Cancelled, at any point: the backend may be waiting for our
+            # hello, so close our end, or the thread (and this nursery, which
+            # waits for it and cannot cancel it) never ends.
             await client_end.aclose()
             raise
-        task_status.started()
 
 
 @asynccontextmanager
