@@ -245,10 +245,12 @@ class _Peer:
         finally:
             self._mark_closed(f"the {self.side} left the session")
             reason = self.closed_reason or "closed"
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose(reason)
-            self._call_on_close(reason)
-            self.closed.set()
+            try:
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose(reason)
+                self._call_on_close(reason)
+            finally:
+                self.closed.set()
 
     def close(self, reason: str) -> None:
         """End the session now: cancel its tasks and close the stream with `reason`.
@@ -1215,7 +1217,10 @@ async def _serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None
         backend._add(session)
         token = _current_session.set(session)
         try:
-            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, backend.channels)
+            # What was checked and made for this session, even if the backend's
+            # registrations changed since.
+            channels = {name: entry.channel.version for name, entry in served.items()}
+            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, channels)
             try:
                 await stream.send_message(encode(welcome))
             except BaseException as exc:
@@ -1270,8 +1275,10 @@ async def _accept(
             if registration.factory is not None:
                 try:
                     instance = registration.factory()
-                except Exception as exc:
+                except BaseException as exc:
                     backend._release()
+                    if not isinstance(exc, Exception):
+                        raise
                     _log.exception("creating %s for a new session failed", registration.factory)
                     for made in served.values():  # the handlers made so far are told
                         if made.owned:
