@@ -133,20 +133,7 @@ class RpcConnection(RpcBackend):
             options.application_id,
             options.application_version,
         )
-        await self._stream.send_message(encode(hello))
-        try:
-            reply = decode(await self._stream.receive_message())
-        except InvalidRequest as exc:
-            raise ConnectError(f"the backend answered the handshake with garbage: {exc}") from None
-        if isinstance(reply, Error):
-            raise error_from_info(reply.error, None)
-        if not isinstance(reply, Welcome):
-            raise ConnectError(f"expected 'welcome' from the backend, got {type(reply).__name__}")
-        if reply.protocol != PROTOCOL_VERSION:
-            raise IncompatibleVersion(
-                f"backend speaks tether protocol {reply.protocol}, this client speaks "
-                f"{PROTOCOL_VERSION}: upgrade the older side"
-            )
+        reply = await exchange_hello(self._stream, hello)
         self._interfaces = check_backend_interfaces(reply.interfaces, wanted)
 
     async def request(self, call: Call) -> Result | Error:
@@ -269,6 +256,35 @@ class RpcConnection(RpcBackend):
         """Close the connection; calls still waiting fail with ConnectionClosed."""
         self._fail_pending("closed by this client")
         await self._stream.aclose()
+
+
+async def exchange_hello(stream: MessageStream, hello: Hello) -> Welcome:
+    """Send `hello` and read the backend's answer: its `welcome`, or why it refused.
+
+    Raises:
+        ConnectError: the backend answered with something else, or left.
+        IncompatibleVersion: it speaks another protocol version.
+        TetherError: the refusal the backend sent (NotFound, IncompatibleVersion...).
+    """
+    await stream.send_message(encode(hello))
+    try:
+        reply = decode(await stream.receive_message())
+    except InvalidRequest as exc:
+        raise ConnectError(f"the backend answered the handshake with garbage: {exc}") from None
+    except ConnectionClosed as exc:
+        raise ConnectError(
+            f"the backend closed the connection during the handshake: {exc}"
+        ) from None
+    if isinstance(reply, Error):
+        raise error_from_info(reply.error, None)
+    if not isinstance(reply, Welcome):
+        raise ConnectError(f"expected 'welcome' from the backend, got {type(reply).__name__}")
+    if reply.protocol != PROTOCOL_VERSION:
+        raise IncompatibleVersion(
+            f"backend speaks tether protocol {reply.protocol}, this frontend speaks "
+            f"{PROTOCOL_VERSION}: upgrade the older side"
+        )
+    return reply
 
 
 @asynccontextmanager

@@ -54,10 +54,9 @@ from ._channels import (
 )
 from ._client import error_from_info
 from ._codec import CONVERTER
-from ._connection import _abort_park, _Pending
+from ._connection import _abort_park, _Pending, exchange_hello
 from ._dispatch import encode_reply, error_info
 from ._errors import (
-    ConnectError,
     ConnectionClosed,
     DeadlineExceeded,
     IncompatibleVersion,
@@ -1519,24 +1518,7 @@ async def open_ipc_connection(
         mode="ipc",
     )
     try:
-        await stream.send_message(encode(hello))
-        try:
-            reply = decode(await stream.receive_message())
-        except InvalidRequest as exc:
-            raise ConnectError(f"the backend answered the handshake with garbage: {exc}") from None
-        except ConnectionClosed as exc:
-            raise ConnectError(
-                f"the backend closed the connection during the handshake: {exc}"
-            ) from None
-        if isinstance(reply, Error):
-            raise error_from_info(reply.error, None)
-        if not isinstance(reply, Welcome):
-            raise ConnectError(f"expected 'welcome' from the backend, got {type(reply).__name__}")
-        if reply.protocol != PROTOCOL_VERSION:
-            raise IncompatibleVersion(
-                f"backend speaks tether protocol {reply.protocol}, this frontend speaks "
-                f"{PROTOCOL_VERSION}: upgrade the older side"
-            )
+        reply = await exchange_hello(stream, hello)
         for channel in wanted:  # the backend checked them; a second look costs nothing
             _check_served(reply.channels, channel.channel_name, channel.version)
     except BaseException:
