@@ -251,9 +251,14 @@ async def test_thread_connect_cancelled_as_the_backend_thread_starts_does_not_ha
 
     monkeypatch.setattr(memory_module, "stream_pair", recording_stream_pair)
     hung: list[bool] = []
+    left = trio.Event()
 
     async def watchdog() -> None:
-        await trio.sleep(3)
+        # Waits for connect_ipc to be left; if that does not come within the
+        # bound, the hang is uncancellable: release it by closing the stream.
+        with trio.move_on_after(3):
+            await left.wait()
+            return
         hung.append(True)
         await pairs[0][0].aclose("released by the test's watchdog")
 
@@ -268,7 +273,7 @@ async def test_thread_connect_cancelled_as_the_backend_thread_starts_does_not_ha
                         await trio.sleep_forever()
                 finally:
                     trio.lowlevel.remove_instrument(instrument)
-            nursery.cancel_scope.cancel()
+            left.set()
     assert instrument.scheduled >= 2, "the starter was never woken: is the test stale?"
     assert scope.cancelled_caught
     assert hung == [], "connect_ipc hung, uncancellably, until its stream was closed"
