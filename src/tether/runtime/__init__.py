@@ -32,6 +32,8 @@ from ._errors import Unavailable as Unavailable
 from ._errors import remote_error as remote_error
 from ._interfaces import Operation as Operation
 from ._interfaces import RpcInterface as RpcInterface
+from ._ipc import DEFAULT_MAX_PENDING_NOTIFICATIONS as DEFAULT_MAX_PENDING_NOTIFICATIONS
+from ._ipc import DEFAULT_SLOW_FRONTEND_TIMEOUT as DEFAULT_SLOW_FRONTEND_TIMEOUT
 from ._ipc import BackendIpc as BackendIpc
 from ._ipc import FrontendIpc as FrontendIpc
 from ._ipc import IpcSession as IpcSession
@@ -46,6 +48,8 @@ from ._versions import is_version_compatible as is_version_compatible
 
 __all__ = [
     "CONVERTER",
+    "DEFAULT_MAX_PENDING_NOTIFICATIONS",
+    "DEFAULT_SLOW_FRONTEND_TIMEOUT",
     "PROTOCOL_VERSION",
     "BackendIpc",
     "ClientOptions",

@@ -23,7 +23,7 @@ import trio
 
 from .. import contexts
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
-from ._dispatch import Dispatcher, PreparedCall, encode_reply
+from ._dispatch import Dispatcher, PreparedCall, encode_reply, too_large_reply
 from ._errors import (
     ConnectError,
     ConnectionClosed,
@@ -40,7 +40,6 @@ from ._protocol import (
     Call,
     Cancel,
     Error,
-    ErrorInfo,
     Hello,
     InterfaceInfo,
     Result,
@@ -352,26 +351,12 @@ class _Session:
         except PayloadTooLarge:
             # A reply over the limit fails that call, not the session: the
             # stream refused it before sending anything.
-            await self._send_quietly(
-                self._error_for(
-                    message.id,
-                    "payload-too-large",
-                    "PayloadTooLarge",
-                    f"the reply encodes to {len(data)} bytes, over the connection's limit of "
-                    f"{self.stream.max_message_size}: ask for less per call",
+            with contextlib.suppress(ConnectionClosed):
+                await self.stream.send_message(
+                    too_large_reply(message.id, len(data), self.stream.max_message_size)
                 )
-            )
         except ConnectionClosed:
             pass  # the frontend left; the session is ending
-
-    async def _send_quietly(self, data: bytes) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self.stream.send_message(data)
-
-    @staticmethod
-    def _error_for(call_id: int | None, code: str, name: str, message: str) -> bytes:
-        status = 413 if code == "payload-too-large" else 500
-        return encode(Error(call_id, ErrorInfo(code, status, name, message)))
 
     def prepare(self, call: Call) -> PreparedCall | Error:
         """Check a call; return it ready to run, or the reply that refuses it."""

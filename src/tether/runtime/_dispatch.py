@@ -36,7 +36,17 @@ from ._protocol import Call, Error, ErrorInfo, Result, encode
 from ._util import collapse_exception_group
 from ._versions import compatibility_advice, is_version_compatible, parse_version
 
-__all__ = ["Dispatcher", "PreparedCall", "encode_reply", "error_info"]
+__all__ = [
+    "Dispatcher",
+    "PreparedCall",
+    "access_clock",
+    "access_log",
+    "encode_reply",
+    "error_info",
+    "failure_reply",
+    "interrupted_reply",
+    "too_large_reply",
+]
 
 _log = logging.getLogger("tether.server")
 _access = logging.getLogger("tether.access")
@@ -113,6 +123,64 @@ def encode_reply(message: Result | Error) -> bytes:
         _log.error("reply to request %s cannot be encoded: %s", message.id, exc)
         info = ErrorInfo("internal", 500, "TypeError", f"cannot encode the result: {exc}")
         return encode(Error(message.id, info))
+
+
+def too_large_reply(call_id: int | None, size: int, limit: int) -> bytes:
+    """The `payload-too-large` error that replaces a reply over the stream's limit."""
+    info = ErrorInfo(
+        "payload-too-large",
+        413,
+        "PayloadTooLarge",
+        f"the reply encodes to {size} bytes, over the connection's limit of {limit}: "
+        "ask for less per call",
+    )
+    return encode(Error(call_id, info))
+
+
+def failure_reply(
+    call_id: int,
+    raised: BaseException,
+    context: RequestContext,
+    *,
+    development_mode: bool,
+    log_internal: bool = True,
+) -> Error | None:
+    """The error reply for what a handler raised (DESIGN.md section 5).
+
+    A group with one real cause answers with that cause. An unexpected
+    exception (code `internal`) is logged with its traceback unless
+    `log_internal` is false.
+
+    Returns:
+        The reply; None when `raised` is not the handler's answer (trio.Cancelled,
+        KeyboardInterrupt): the caller re-raises it then.
+    """
+    exc = collapse_exception_group(raised) if isinstance(raised, BaseExceptionGroup) else raised
+    if not isinstance(exc, Exception):
+        return None
+    info = error_info(exc, context.activity_id, development_mode=development_mode)
+    if info.code == "internal" and log_internal:
+        _log.error("%s raised %s", context.operation, info.name, exc_info=exc)
+    return Error(call_id, info)
+
+
+def interrupted_reply(call_id: int, context: RequestContext, started: float) -> Error | None:
+    """The reply for a request whose cancel scope interrupted it (and its access line).
+
+    Returns:
+        `deadline-exceeded` when the request's deadline has passed; None when
+        the caller cancelled it (nobody waits for a reply then).
+    """
+    deadline = context.deadline
+    if deadline is not None and trio.current_time() >= deadline:
+        access_log(context, "deadline-exceeded", started)
+        exc = DeadlineExceeded(
+            f"{context.operation} did not finish before the deadline the caller set",
+            activity_id=context.activity_id,
+        )
+        return Error(call_id, error_info(exc, context.activity_id, development_mode=False))
+    access_log(context, "cancelled", started)
+    return None
 
 
 class Dispatcher:
@@ -212,7 +280,7 @@ class Dispatcher:
             code (DESIGN.md section 5).
         """
         context = prepared.context
-        started = time.perf_counter() if _access.isEnabledFor(logging.INFO) else 0.0
+        started = access_clock()
         reply: Result | Error
         try:
             authorize = self.manager.authorize
@@ -221,18 +289,14 @@ class Dispatcher:
             value = await prepared.handler(*prepared.args)
             reply = Result(prepared.id, prepared.operation.encode_result(value))
         except BaseException as raised:
-            exc = (
-                collapse_exception_group(raised)
-                if isinstance(raised, BaseExceptionGroup)
-                else raised
+            failed = failure_reply(
+                prepared.id, raised, context, development_mode=self.manager.development_mode
             )
-            if not isinstance(exc, Exception):
+            if failed is None:
                 raise  # trio.Cancelled, KeyboardInterrupt: not the impl's answer
-            reply = self.error_reply(prepared.id, exc, context.activity_id)
-            if reply.error.code == "internal":
-                _log.error("%s raised %s", context.operation, reply.error.name, exc_info=exc)
+            reply = failed
         if started:
-            _access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
+            access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
         return reply
 
     def interrupted(self, prepared: PreparedCall) -> Error | None:
@@ -242,24 +306,16 @@ class Dispatcher:
             `deadline-exceeded` when the call's deadline has passed; None when
             the caller cancelled it (nobody waits for a reply then).
         """
-        context = prepared.context
-        deadline = context.deadline
-        if deadline is not None and trio.current_time() >= deadline:
-            _access_log(context, "deadline-exceeded", -1.0)
-            return self.error_reply(prepared.id, _deadline_exceeded(context), context.activity_id)
-        _access_log(context, "cancelled", -1.0)
-        return None
+        return interrupted_reply(prepared.id, prepared.context, -1.0)
 
 
-def _deadline_exceeded(context: RequestContext) -> TetherError:
-    return DeadlineExceeded(
-        f"{context.operation} did not finish before the deadline the client set",
-        activity_id=context.activity_id,
-    )
+def access_clock() -> float:
+    """When a request starts, for `access_log`: 0.0 when the access log is off (no clock read)."""
+    return time.perf_counter() if _access.isEnabledFor(logging.INFO) else 0.0
 
 
-def _access_log(context: RequestContext, outcome: str, started: float) -> None:
-    """One line per call; `started` is 0.0 when INFO was off at the start, -1.0 if unknown."""
+def access_log(context: RequestContext, outcome: str, started: float) -> None:
+    """One line per request; `started` is 0.0 when INFO was off at the start, -1.0 if unknown."""
     if not started or not _access.isEnabledFor(logging.INFO):
         return
     if started < 0:

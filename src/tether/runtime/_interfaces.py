@@ -11,7 +11,14 @@ from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_e
 from ._errors import InvalidRequest
 from ._versions import parse_version
 
-__all__ = ["Operation", "RpcInterface", "collect_operations", "operations_of", "require_interface"]
+__all__ = [
+    "Operation",
+    "RpcInterface",
+    "collect_operations",
+    "operations_of",
+    "require_interface",
+    "unimplemented",
+]
 
 
 class Operation:
@@ -232,6 +239,15 @@ def require_interface(interface: Any) -> None:
             f"{interface!r} is not an RpcInterface declaration (a class with interface_name "
             "and interface_version)"
         )
+
+
+def unimplemented(cls: type, operations: Mapping[str, Operation]) -> list[str]:
+    """The operations that `cls` inherits from the declaration instead of implementing."""
+    return [
+        name
+        for name, op in operations.items()
+        if inspect.getattr_static(cls, name) is op.function
+    ]
 
 
 def operations_of(interface: type[RpcInterface]) -> Mapping[str, Operation]:

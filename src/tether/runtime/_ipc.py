@@ -33,7 +33,6 @@ import itertools
 import logging
 import math
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -55,10 +54,17 @@ from ._channels import (
 from ._client import error_from_info
 from ._codec import CONVERTER
 from ._connection import _abort_park, _Pending, exchange_hello
-from ._dispatch import encode_reply, error_info
+from ._dispatch import (
+    access_clock,
+    access_log,
+    encode_reply,
+    error_info,
+    failure_reply,
+    interrupted_reply,
+    too_large_reply,
+)
 from ._errors import (
     ConnectionClosed,
-    DeadlineExceeded,
     IncompatibleVersion,
     InvalidRequest,
     NotFound,
@@ -66,7 +72,7 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
-from ._interfaces import Operation
+from ._interfaces import Operation, unimplemented
 from ._protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -81,10 +87,12 @@ from ._protocol import (
     encode,
 )
 from ._stream import MessageStream
-from ._util import collapse_exception_group, open_service_nursery, timeout_ms_left
+from ._util import open_service_nursery, timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
 
 __all__ = [
+    "DEFAULT_MAX_PENDING_NOTIFICATIONS",
+    "DEFAULT_SLOW_FRONTEND_TIMEOUT",
     "BackendIpc",
     "FrontendIpc",
     "IpcSession",
@@ -303,6 +311,17 @@ class _Peer:
             activity_id=activity_id,
         )
 
+    async def wait_closed(self) -> str:
+        """Wait until the session has ended and torn down; return why.
+
+        A session that has ended answers from any Trio run; an open one only
+        from its own (its events cannot be awaited from another).
+        """
+        if not self.closed.is_set():
+            self.check_run()
+        await self.closed.wait()
+        return self.closed_reason or "closed"
+
     def check_run(self) -> None:
         if trio.lowlevel.current_trio_token() is not self.token:
             # Trio objects cannot cross runs: waiting here would hang forever.
@@ -466,7 +485,7 @@ class _Peer:
         context: RequestContext,
         scope: trio.CancelScope,
     ) -> None:
-        started = time.perf_counter()
+        started = access_clock()
         reply: Result | Error | None = None
         try:
             with scope:
@@ -474,37 +493,23 @@ class _Peer:
                     value = await handler(*args)
                     reply = Result(call_id, op.encode_result(value))
                 except BaseException as raised:
-                    exc = (
-                        collapse_exception_group(raised)
-                        if isinstance(raised, BaseExceptionGroup)
-                        else raised
+                    # Once the session is closed, its end is the news, not this.
+                    reply = failure_reply(
+                        call_id,
+                        raised,
+                        context,
+                        development_mode=self.development_mode,
+                        log_internal=self.closed_reason is None,
                     )
-                    if not isinstance(exc, Exception):
+                    if reply is None:
                         raise  # trio.Cancelled, KeyboardInterrupt: not the handler's answer
-                    info = error_info(
-                        exc, context.activity_id, development_mode=self.development_mode
-                    )
-                    if info.code == "internal" and self.closed_reason is None:
-                        _log.error("%s raised %s", context.operation, info.name, exc_info=exc)
-                    reply = Error(call_id, info)
         finally:
             del self.calls[call_id]
-        outcome = "ok"
         if reply is None:
             # The scope stopped it: the caller cancelled, or the deadline passed.
-            outcome = "cancelled"
-            if context.deadline is not None and trio.current_time() >= context.deadline:
-                outcome = "deadline-exceeded"
-                exc = DeadlineExceeded(
-                    f"{context.operation} did not finish before the deadline the caller set",
-                    activity_id=context.activity_id,
-                )
-                reply = Error(call_id, error_info(exc, context.activity_id, development_mode=False))
-        elif type(reply) is Error:
-            outcome = reply.error.code
-        if _access.isEnabledFor(logging.INFO):
-            elapsed = (time.perf_counter() - started) * 1000
-            _access.info("%s %s %.2fms", context.operation, outcome, elapsed)
+            reply = interrupted_reply(call_id, context, started)
+        elif started:
+            access_log(context, reply.error.code if type(reply) is Error else "ok", started)
         if reply is not None:
             await self._reply(reply)
 
@@ -513,13 +518,8 @@ class _Peer:
         try:
             await self.send(data)
         except PayloadTooLarge:
-            exc = PayloadTooLarge(
-                f"the reply encodes to {len(data)} bytes, over the session's limit of "
-                f"{self.stream.max_message_size}: ask for less per call"
-            )
-            info = error_info(exc, None, development_mode=False)
             with contextlib.suppress(ConnectionClosed):
-                await self.send(encode(Error(reply.id, info)))
+                await self.send(too_large_reply(reply.id, len(data), self.stream.max_message_size))
         except ConnectionClosed:
             pass  # the session is ending; nobody waits for this reply
 
@@ -969,10 +969,7 @@ class IpcSession:
             RuntimeError: the session is still open, and this is another Trio
                 run than the session's (its events cannot be awaited here).
         """
-        if not self._peer.closed.is_set():
-            self._peer.check_run()
-        await self._peer.closed.wait()
-        return self._peer.closed_reason or "closed"
+        return await self._peer.wait_closed()
 
 
 async def _logged(peer: _Peer, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
@@ -980,13 +977,12 @@ async def _logged(peer: _Peer, fn: Callable[..., Awaitable[Any]], args: tuple[An
     _current_session.set(peer.session)
     try:
         await fn(*args)
-    except ConnectionClosed as exc:
-        if peer.closed_reason is None:  # not its own session's end: worth a look
-            _log.exception("a session task (%s) raised", getattr(fn, "__qualname__", fn))
-        else:
+    except Exception as exc:
+        if isinstance(exc, ConnectionClosed) and peer.closed_reason is not None:
+            # Ended by its own session's end: that is the news, not this.
             _log.debug("a session task (%s) ended with its session: %s", fn, exc.reason)
-    except Exception:
-        _log.exception("a session task (%s) raised", getattr(fn, "__qualname__", fn))
+        else:
+            _log.exception("a session task (%s) raised", getattr(fn, "__qualname__", fn))
 
 
 class _Registration:
@@ -1009,11 +1005,7 @@ def _handler_channel(handler: Any) -> type[IpcInterface]:
         )
     channel = cls.__tether_channel__
     assert channel is not None
-    missing = [
-        name
-        for name, op in channel.__tether_operations__.items()
-        if inspect.getattr_static(cls, name) is op.function
-    ]
+    missing = unimplemented(cls, channel.__tether_operations__)
     if missing:
         raise TypeError(
             f"{cls.__qualname__} does not implement {', '.join(missing)} of channel "
@@ -1248,25 +1240,11 @@ async def _accept(
     try:
         hello = check_hello(decode(data), "ipc")
         registrations = dict(backend._registrations)
+        versions = {name: reg.channel.version for name, reg in registrations.items()}
         for name, version in hello.channels.items():
-            registration = registrations.get(name)
-            if registration is None:
-                available = ", ".join(sorted(registrations)) or "none"
-                raise NotFound(
-                    f"backend does not serve channel {name!r} (it serves {available}): register "
-                    "an IpcHandler for it on the backend",
-                    details={"channel": name},
-                )
-            served_version = registration.channel.version
-            if not is_version_compatible(served_version, version):
-                raise IncompatibleVersion(
-                    compatibility_advice(f"channel {name!r}", served_version, version),
-                    details={
-                        "channel": name,
-                        "backend_version": served_version,
-                        "client_version": version,
-                    },
-                )
+            _check_served(
+                versions, name, version, advice=": register an IpcHandler for it on the backend"
+            )
         backend._reserve()
         served: dict[str, _Served] = {}
         for name, registration in registrations.items():
@@ -1302,13 +1280,20 @@ async def _accept(
 # Frontend
 
 
-def _check_served(channels: Mapping[str, str], name: str, version: str | None) -> None:
-    """Check a channel against the backend's `welcome` (a version of None: any)."""
+def _check_served(
+    channels: Mapping[str, str], name: str, version: str | None, *, advice: str = ""
+) -> None:
+    """Check a channel against what the backend serves (a version of None: any).
+
+    Raises:
+        NotFound: it does not serve `name` (the message ends with `advice`).
+        IncompatibleVersion: it serves a version incompatible with `version`.
+    """
     served = channels.get(name)
     if served is None:
         available = ", ".join(sorted(channels)) or "none"
         raise NotFound(
-            f"backend does not serve channel {name!r} (it serves {available})",
+            f"backend does not serve channel {name!r} (it serves {available}){advice}",
             details={"channel": name},
         )
     if version is not None and not is_version_compatible(served, version):
@@ -1358,9 +1343,6 @@ class FrontendIpc:
         """Why the session ended (`"frontend too slow"`, ...), or None while open."""
         return self._peer.closed_reason
 
-    def _check_channel(self, name: str, version: str | None) -> None:
-        _check_served(self._channels, name, version)
-
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of `channel` on the backend (mypy checks the calls).
 
@@ -1370,7 +1352,7 @@ class FrontendIpc:
             IncompatibleVersion: it serves an incompatible version.
         """
         require_channel(channel, IpcInterface)
-        self._check_channel(channel.channel_name, channel.version)
+        _check_served(self._channels, channel.channel_name, channel.version)
         return cast(C, _make_proxy(channel, self._peer, "Proxy"))
 
     def notifier(self, channel: type[N]) -> N:
@@ -1390,7 +1372,7 @@ class FrontendIpc:
             ConnectionClosed: the session ended before the reply came.
             TetherError: any other error the handler raised, by its code.
         """
-        self._check_channel(channel, None)
+        _check_served(self._channels, channel, None)
         return await self._peer.invoke(channel, method, _plain(args))
 
     async def send(self, channel: str, method: str, *args: Any) -> None:
@@ -1454,15 +1436,12 @@ class FrontendIpc:
 
     async def wait_closed(self) -> str:
         """Wait until the session has ended; return why."""
-        if not self._peer.closed.is_set():
-            self._peer.check_run()
-        await self._peer.closed.wait()
-        return self._peer.closed_reason or "closed"
+        return await self._peer.wait_closed()
 
     async def aclose(self) -> None:
         """End the session; calls still waiting fail with ConnectionClosed."""
         self._peer.close("closed by the frontend")
-        await self._peer.closed.wait()
+        await self._peer.wait_closed()
 
 
 @asynccontextmanager

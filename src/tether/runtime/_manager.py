@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from ..contexts import RequestContext
 from ._client import RpcBackend, check_backend_interfaces, make_client
 from ._errors import NotFound
-from ._interfaces import Operation, RpcInterface, require_interface
+from ._interfaces import Operation, RpcInterface, require_interface, unimplemented
 from ._protocol import InterfaceInfo
 
 __all__ = ["Authorize", "Registration", "RpcManager"]
@@ -86,11 +85,7 @@ class RpcManager:
                 f"{impl_class.__qualname__} does not implement {interface.__qualname__}: "
                 f"declare it as 'class {impl_class.__qualname__}({interface.__qualname__})'"
             )
-        missing = [
-            name
-            for name, op in interface.__tether_operations__.items()
-            if inspect.getattr_static(impl_class, name) is op.function
-        ]
+        missing = unimplemented(impl_class, interface.__tether_operations__)
         if missing:
             raise TypeError(
                 f"{impl_class.__qualname__} does not implement {', '.join(missing)} of "

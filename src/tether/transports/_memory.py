@@ -25,6 +25,8 @@ from typing import Any
 import trio
 
 from ..runtime import (
+    DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    DEFAULT_SLOW_FRONTEND_TIMEOUT,
     BackendIpc,
     ClientOptions,
     ConnectionClosed,
@@ -40,7 +42,6 @@ from ..runtime import (
     serve_ipc_session,
     serve_rpc_session,
 )
-from ..runtime._ipc import DEFAULT_MAX_PENDING_NOTIFICATIONS, DEFAULT_SLOW_FRONTEND_TIMEOUT
 from ..runtime._util import open_service_nursery
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "connect", "connect_ipc", "stream_pair"]
