@@ -1,0 +1,739 @@
+"""The OpenAPI 3.1 document of the HTTP wire, generated from the served interfaces.
+
+`GET {prefix}/openapi.json` answers with `openapi_document(manager)`. Schemas
+describe the JSON that tether's codec (`tether.runtime.CONVERTER` followed by
+orjson) produces and accepts, not the Python types: bytes are base85 text,
+sets are arrays, int dict keys are decimal text, enums are their values.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import copy
+import dataclasses
+import datetime
+import enum
+import inspect
+import re
+import types
+import typing
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import orjson
+
+from ..runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
+from ..runtime._codec import describe_type
+
+__all__ = ["json_schema", "openapi_document"]
+
+_SCHEMAS_REF = "#/components/schemas/"
+
+_SEQUENCES: frozenset[Any] = frozenset(
+    {list, collections.abc.Sequence, collections.abc.MutableSequence}
+)
+_SETS: frozenset[Any] = frozenset({set, frozenset, collections.abc.Set, collections.abc.MutableSet})
+_MAPPINGS: frozenset[Any] = frozenset(
+    {dict, collections.abc.Mapping, collections.abc.MutableMapping}
+)
+
+# What the codec writes for each scalar type. bytes travel as base85 text
+# (cattrs' orjson preconf, `base64.b85encode`), whose alphabet is RFC 1924's.
+_BASE85 = r"^[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]*$"
+_SCALARS: dict[Any, dict[str, Any]] = {
+    type(None): {"type": "null"},
+    bool: {"type": "boolean"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    str: {"type": "string"},
+    bytes: {
+        "type": "string",
+        "contentEncoding": "base85",
+        "pattern": _BASE85,
+        "description": "bytes, base85-encoded (RFC 1924 alphabet, Python's base64.b85encode)",
+    },
+    # datetime before date: a datetime is a date.
+    datetime.datetime: {
+        "type": "string",
+        "format": "date-time",
+        "description": (
+            "ISO 8601 (datetime.isoformat); a datetime without a timezone is sent without "
+            "a UTC offset"
+        ),
+    },
+    datetime.date: {"type": "string", "format": "date"},
+    uuid.UUID: {"type": "string", "format": "uuid"},
+}
+# The decimal text the codec writes for an int dict key (and accepts back).
+_INT_KEY = {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)$"}
+_JSON_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
+# Component names must match ^[a-zA-Z0-9.\-_]+$ (OpenAPI 3.1, Components Object).
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def json_schema(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
+    """Return the JSON Schema of the JSON that the codec makes of a `tp` value.
+
+    Named types (attrs classes, dataclasses, Enums) are added to
+    `components["schemas"]` under their class name and referenced as
+    `{"$ref": "#/components/schemas/Name"}`, so recursive classes are fine. A
+    name already in `components["schemas"]` is taken to be the same type's (so
+    several calls can share one `components`); two types with the same name met
+    in one call are told apart by their module-qualified names.
+
+    Args:
+        tp: A type annotation that an interface operation may use.
+        components: The OpenAPI `components` object to add named schemas to.
+
+    Returns:
+        A JSON Schema (draft 2020-12, as OpenAPI 3.1 uses it).
+
+    Raises:
+        TypeError: `tp` is not a type the codec carries; the message names it.
+    """
+    return _Schemas(components).of(tp)
+
+
+class _Schemas:
+    """Builds schemas into one `components`, remembering which class got which name."""
+
+    def __init__(self, components: dict[str, Any]) -> None:
+        self.schemas: dict[str, Any] = components.setdefault("schemas", {})
+        self.names: dict[type, str] = {}
+
+    def of(self, tp: Any) -> dict[str, Any]:
+        """Return the schema of `tp`.
+
+        Raises:
+            TypeError: `tp` is not a type the codec carries.
+        """
+        if tp is None:
+            return {"type": "null"}
+        if tp in _SCALARS:
+            return copy.deepcopy(_SCALARS[tp])
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is typing.Annotated:
+            return self.of(args[0])
+        if origin is typing.Union or origin is types.UnionType:
+            return self._union(args)
+        if origin is typing.Literal:
+            values = [_literal_value(arg) for arg in args]
+            return {"const": values[0]} if len(values) == 1 else {"enum": values}
+        if origin is tuple and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return {"type": "array", "items": self.of(args[0])}
+            return {
+                "type": "array",
+                "prefixItems": [self.of(arg) for arg in args],
+                "minItems": len(args),
+                "maxItems": len(args),
+                "items": False,
+            }
+        if origin in _SEQUENCES and args:
+            return {"type": "array", "items": self.of(args[0])}
+        if origin in _SETS and args:
+            # Sets are written as lists of distinct items; a client's
+            # duplicates are accepted and merged, but the codec never sends any.
+            return {"type": "array", "items": self.of(args[0]), "uniqueItems": True}
+        if origin in _MAPPINGS and len(args) == 2:
+            return self._mapping(args[0], args[1])
+        if isinstance(tp, type) and (
+            issubclass(tp, enum.Enum) or attrs.has(tp) or dataclasses.is_dataclass(tp)
+        ):
+            return {"$ref": _SCHEMAS_REF + self._named(tp)}
+        raise TypeError(f"{describe_type(tp)} has no JSON schema: tether's codec does not carry it")
+
+    # -- named types -------------------------------------------------------------
+
+    def _named(self, tp: type) -> str:
+        name = self.names.get(tp)
+        if name is not None:
+            return name
+        name = tp.__name__
+        if name in self.names.values():
+            # Another class of this name came first: qualify this one.
+            base = _NOT_IN_NAME.sub("_", f"{tp.__module__}.{tp.__qualname__}")
+            name, n = base, 2
+            while name in self.names.values():
+                name, n = f"{base}_{n}", n + 1
+        self.names[tp] = name
+        if name not in self.schemas:
+            # The placeholder first, so a class that refers to itself finds it.
+            self.schemas[name] = {}
+            try:
+                schema = _enum_schema(tp) if issubclass(tp, enum.Enum) else self._record(tp)
+            except BaseException:
+                del self.schemas[name], self.names[tp]
+                raise
+            self.schemas[name] = schema
+        return name
+
+    def _record(self, tp: type) -> dict[str, Any]:
+        hints = typing.get_type_hints(tp, include_extras=True)
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for field, has_default, default in _fields(tp):
+            schema = self.of(hints[field])
+            if not has_default:
+                required.append(field)
+            elif default is not _NO_DEFAULT:
+                encoded = _encoded(default, hints[field])
+                if encoded is not _NO_DEFAULT:
+                    schema = {**schema, "default": encoded}
+            properties[field] = schema
+        # No additionalProperties: false, because the codec ignores unknown keys.
+        schema = {"type": "object", "properties": properties, "required": required}
+        doc = _class_doc(tp)
+        if doc:
+            schema["description"] = doc
+        return schema
+
+    # -- unions and mappings ---------------------------------------------------
+
+    def _union(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        records = [arg for arg in args if _is_record(arg)]
+        tag = _discriminator(records) if len(records) > 1 else None
+        if tag is None:
+            return {"anyOf": [self.of(arg) for arg in args]}
+        field, values = tag
+        refs = [self.of(record) for record in records]
+        tagged = {
+            "oneOf": refs,
+            "discriminator": {
+                "propertyName": field,
+                "mapping": {value: ref["$ref"] for value, ref in zip(values, refs, strict=True)},
+            },
+        }
+        others = [self.of(arg) for arg in args if not _is_record(arg)]
+        return {"anyOf": [tagged, *others]} if others else tagged
+
+    def _mapping(self, key: Any, value: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "object", "additionalProperties": self.of(value)}
+        # JSON object keys are text: the codec writes int keys and the values of
+        # enum keys as text (`str(value)` unless the value is already a str).
+        if key is int:
+            schema["propertyNames"] = dict(_INT_KEY)
+        elif key is uuid.UUID:
+            schema["propertyNames"] = {"format": "uuid"}
+        elif isinstance(key, type) and issubclass(key, enum.Enum):
+            names = [m.value if type(m.value) is str else str(m.value) for m in key]
+            schema["propertyNames"] = {"enum": names}
+        elif key is not str:
+            raise TypeError(
+                f"dict key type {describe_type(key)} has no JSON schema: tether's codec "
+                "does not carry it"
+            )
+        return schema
+
+
+_NO_DEFAULT: Any = object()
+
+
+def _is_record(tp: Any) -> bool:
+    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
+
+
+def _fields(tp: type) -> list[tuple[str, bool, Any]]:
+    """(name, has a default, the default or _NO_DEFAULT for a factory) of each field.
+
+    Fields with `init=False` are left out: the codec neither writes nor reads them.
+    """
+    out: list[tuple[str, bool, Any]] = []
+    if attrs.has(tp):
+        for a in attrs.fields(tp):
+            if not a.init:
+                continue
+            if a.default is attrs.NOTHING:
+                out.append((a.name, False, _NO_DEFAULT))
+            elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
+                out.append((a.name, True, _NO_DEFAULT))
+            else:
+                out.append((a.name, True, a.default))
+        return out
+    for f in dataclasses.fields(tp):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out.append((f.name, True, f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            out.append((f.name, True, _NO_DEFAULT))
+        else:
+            out.append((f.name, False, _NO_DEFAULT))
+    return out
+
+
+def _encoded(value: Any, tp: Any) -> Any:
+    """`value` as the codec writes it, or _NO_DEFAULT when it cannot be written."""
+    try:
+        return orjson.loads(orjson.dumps(CONVERTER.unstructure(value, tp)))
+    except Exception:  # a default of another type than declared; leave it undocumented
+        return _NO_DEFAULT
+
+
+def _discriminator(records: list[type]) -> tuple[str, list[str]] | None:
+    """A field every record has as a required one-value str Literal, all values distinct."""
+    candidates: dict[str, list[str]] | None = None
+    for record in records:
+        hints = typing.get_type_hints(record)
+        tags: dict[str, str] = {}
+        for field, has_default, _ in _fields(record):
+            hint = hints[field]
+            if has_default or typing.get_origin(hint) is not typing.Literal:
+                continue
+            (value, *rest) = typing.get_args(hint)
+            value = _literal_value(value)
+            if not rest and isinstance(value, str):
+                tags[field] = value
+        if candidates is None:
+            candidates = {field: [value] for field, value in tags.items()}
+        else:
+            candidates = {
+                field: [*values, tags[field]]
+                for field, values in candidates.items()
+                if field in tags
+            }
+    for field, values in (candidates or {}).items():
+        if len(set(values)) == len(values):
+            return field, values
+    return None
+
+
+def _literal_value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _enum_schema(tp: type[enum.Enum]) -> dict[str, Any]:
+    # Iterating the class gives the members the codec accepts: a Flag's
+    # combinations (and aliases) are written as their value but refused when read.
+    values = [member.value for member in tp]
+    schema: dict[str, Any] = {}
+    kinds = {_JSON_TYPES.get(type(value)) for value in values}
+    if len(kinds) == 1 and None not in kinds:
+        schema["type"] = kinds.pop()
+    schema["enum"] = values
+    doc = _class_doc(tp)
+    if doc:
+        schema["description"] = doc
+    return schema
+
+
+def _class_doc(tp: type) -> str | None:
+    doc = tp.__dict__.get("__doc__")
+    if not isinstance(doc, str):
+        return None
+    doc = inspect.cleandoc(doc)
+    # dataclasses make up a docstring from the signature; it says nothing new.
+    if dataclasses.is_dataclass(tp) and doc.startswith(f"{tp.__name__}("):
+        return None
+    return doc or None
+
+
+# ---------------------------------------------------------------------------
+# The document
+
+
+#: (status, code, when) of every error the HTTP wire answers (DESIGN.md section 5).
+_ERRORS: tuple[tuple[int, str, str], ...] = (
+    (
+        400,
+        "bad-request",
+        "Malformed JSON, or arguments that do not fit the signature "
+        "(`details` names the parameter and the path of each bad field).",
+    ),
+    (401, "unauthorized", "The server's authorize hook refused the request."),
+    (
+        403,
+        "incompatible-version",
+        "The interface version in the path is not compatible with the one the server serves.",
+    ),
+    (404, "not-found", "Unknown interface or operation."),
+    (413, "payload-too-large", "The body is over the server's limit."),
+    (
+        422,
+        "application",
+        "The operation raised an application exception registered as "
+        "remote-capable; `name` is its registered name and `details` holds its fields.",
+    ),
+    (429, "too-many-requests", "The server is overloaded; retry after `Retry-After` seconds."),
+    (
+        500,
+        "internal",
+        "The operation raised any other exception; `name` is its type name "
+        "(the traceback is in `details` only in development mode).",
+    ),
+    (
+        503,
+        "unavailable",
+        "The server is shutting down or unavailable; retry after `Retry-After` seconds.",
+    ),
+    (
+        504,
+        "deadline-exceeded",
+        "The deadline the client propagated (X-Timeout-Ms) passed while the server worked.",
+    ),
+)
+
+_HEADERS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    (
+        "CorrelationId",
+        "X-Correlation-ID",
+        {"type": "string", "maxLength": 200},
+        "The ActivityId of the user action this request belongs to; generated by the server "
+        "when absent (from `traceparent` when that is sent), and always echoed back. Longer "
+        "than 200 characters is a 400.",
+    ),
+    ("SessionId", "X-Session-Id", {"type": "string"}, "The client's session id."),
+    ("ApplicationId", "X-Application-Id", {"type": "string"}, "The calling application."),
+    (
+        "ApplicationVersion",
+        "X-Application-Version",
+        {"type": "string"},
+        "The calling application's version.",
+    ),
+    (
+        "ProtocolVersion",
+        "X-Protocol-Version",
+        {"type": "integer", "const": PROTOCOL_VERSION},
+        "The tether protocol version the client speaks; another one than the server's is a 403.",
+    ),
+    (
+        "TimeoutMs",
+        "X-Timeout-Ms",
+        {"type": "integer", "minimum": 0},
+        "Milliseconds left before the client's deadline; the server runs the operation "
+        "under it and answers 504 when it passes. Anything but a whole number >= 0 is a 400.",
+    ),
+    (
+        "Traceparent",
+        "traceparent",
+        {"type": "string"},
+        "W3C Trace Context, so that an OpenTelemetry trace and the ActivityId line up.",
+    ),
+)
+
+_SECURITY_SCHEME = "authorization"
+
+_DESCRIBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["protocol", "interfaces"],
+    "properties": {
+        "protocol": {"type": "integer"},
+        "interfaces": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["version", "operations"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "operations": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "ipc": {
+            "type": "object",
+            "required": ["channels"],
+            "properties": {
+                "channels": {
+                    "type": "object",
+                    "description": "channel name -> version",
+                    "additionalProperties": {"type": "string"},
+                }
+            },
+        },
+    },
+}
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Every error answer: what went wrong, and the ActivityId it happened in.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "name", "message", "details", "activity_id"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "description": "What kind of error: "
+                    + ", ".join(code for _, code, _ in _ERRORS)
+                    + ".",
+                },
+                "status": {"type": "integer", "description": "The HTTP status, repeated."},
+                "name": {
+                    "type": "string",
+                    "description": "The error class, or the application exception's "
+                    "registered name.",
+                },
+                "message": {"type": "string"},
+                "details": {
+                    "type": "object",
+                    "description": "Structured facts about the error, for programs.",
+                },
+                "activity_id": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def openapi_document(
+    manager: RpcManager,
+    *,
+    prefix: str = "/rpc",
+    title: str = "tether backend",
+    version: str = "0",
+) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of what `manager` serves over HTTP.
+
+    Each operation of each registered interface is
+    `POST {prefix}/{interface_name}/{interface_version}/{operation}`, whose body
+    is the JSON array of its positional arguments; the document also has
+    `GET {prefix}/`, `{prefix}/health` and `{prefix}/openapi.json`.
+
+    Args:
+        manager: The manager whose registered impls are served.
+        prefix: The path the HTTP app is mounted at (`""` for the root).
+        title: `info.title`.
+        version: `info.version`: the version of the document, not of tether.
+
+    Returns:
+        The document as JSON values, ready for `orjson.dumps`.
+
+    Raises:
+        TypeError: an operation uses a type the codec does not carry (which an
+            interface's own checks rule out).
+    """
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    components: dict[str, Any] = {
+        "schemas": {"Error": copy.deepcopy(_ERROR_SCHEMA)},
+        "parameters": {
+            key: {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "schema": schema,
+                "description": description,
+            }
+            for key, header, schema, description in _HEADERS
+        },
+        "headers": {
+            "CorrelationId": {
+                "description": "The request's ActivityId (the one sent, or a new one).",
+                "schema": {"type": "string"},
+            },
+            "RetryAfter": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+        },
+        "responses": {},
+        "securitySchemes": {
+            _SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The Authorization header is not checked by tether itself: "
+                "the server passes it on, as RequestContext.authorization, to its "
+                "authorize hook, which accepts or refuses the request (401). Any scheme "
+                "the hook understands can be used.",
+            }
+        },
+    }
+    schemas = _Schemas(components)
+    schemas.names[_ErrorName] = "Error"
+    correlation: dict[str, Any] = {
+        "X-Correlation-ID": {"$ref": "#/components/headers/CorrelationId"}
+    }
+    error_responses: dict[str, Any] = {}
+    for status, code, when in _ERRORS:
+        key = f"Error{status}"
+        headers: dict[str, Any] = dict(correlation)
+        if status in (429, 503):
+            headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+        elif status == 401:
+            headers["WWW-Authenticate"] = {
+                "description": "`Bearer`",
+                "schema": {"type": "string"},
+            }
+        components["responses"][key] = {
+            "description": f"`{code}`: {when}",
+            "headers": headers,
+            "content": {"application/json": {"schema": {"$ref": _SCHEMAS_REF + "Error"}}},
+        }
+        error_responses[str(status)] = {"$ref": f"#/components/responses/{key}"}
+
+    paths: dict[str, Any] = {}
+    tags: list[dict[str, Any]] = []
+    operation_ids: set[str] = set()
+    served = manager.describe()
+    for name, info in served.items():
+        registration = manager.lookup(name)
+        if registration is None:  # unregistered while we were looking
+            continue
+        tag: dict[str, Any] = {"name": name}
+        doc = _class_doc(registration.interface)
+        tag["description"] = (
+            f"{doc}\n\nVersion {info.version}." if doc else f"Version {info.version}."
+        )
+        tags.append(tag)
+        for op_name, op in registration.operations.items():
+            operation_id = f"{name}.{op_name}"
+            # Dotted interface names could make two ids equal ("a.b"+"c", "a"+"b.c").
+            unique, n = operation_id, 2
+            while unique in operation_ids:
+                unique, n = f"{operation_id}-{n}", n + 1
+            operation_ids.add(unique)
+            path = f"{prefix}/{_segment(name)}/{_segment(info.version)}/{_segment(op_name)}"
+            paths[path] = {
+                "post": _operation(op, unique, name, schemas, correlation, error_responses)
+            }
+
+    interfaces_example = {
+        name: {"version": info.version, "operations": list(info.operations)}
+        for name, info in served.items()
+    }
+    paths[f"{prefix}/"] = {
+        "get": {
+            "operationId": "describe",
+            "tags": ["tether"],
+            "summary": "What this server serves",
+            "description": "The tether protocol version, and an object of interface name -> "
+            "its version and the names of its operations (clients compare it with theirs "
+            "when they connect); `ipc` lists the IPC channels when the server serves IPC.",
+            "responses": {
+                "200": {
+                    "description": "The served interfaces.",
+                    "content": {
+                        "application/json": {
+                            "schema": copy.deepcopy(_DESCRIBE_SCHEMA),
+                            "examples": {
+                                "served": {
+                                    "value": {
+                                        "protocol": PROTOCOL_VERSION,
+                                        "interfaces": interfaces_example,
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+        }
+    }
+    health_body = {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"enum": ["ok", "shutting-down"]}},
+    }
+    paths[f"{prefix}/health"] = {
+        "get": {
+            "operationId": "health",
+            "tags": ["tether"],
+            "summary": "Liveness",
+            "responses": {
+                "200": {
+                    "description": 'The server is live: `{"status": "ok"}`.',
+                    "content": {"application/json": {"schema": health_body}},
+                },
+                "503": {
+                    "description": 'The server is shutting down: `{"status": "shutting-down"}`.',
+                    "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+                    "content": {"application/json": {"schema": health_body}},
+                },
+            },
+        }
+    }
+    paths[f"{prefix}/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "tags": ["tether"],
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI 3.1 document of this server.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
+    tags.append({"name": "tether", "description": "What every tether HTTP server answers."})
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Generated by tether from the RpcInterfaces this server serves. "
+            "Each operation is a POST whose body is the JSON array of its positional "
+            "arguments; trailing arguments with defaults may be left out.",
+        },
+        "tags": tags,
+        "paths": paths,
+        "components": components,
+    }
+
+
+class _ErrorName:
+    """Stands for the Error schema, so that no class named Error can take its name."""
+
+
+def _segment(text: str) -> str:
+    # Everything a path segment may hold unescaped stays; "{" and "}" do not.
+    return quote(text, safe="!$&'()*+,;=:@")
+
+
+def _operation(
+    op: Operation,
+    operation_id: str,
+    interface_name: str,
+    schemas: _Schemas,
+    correlation: dict[str, Any],
+    error_responses: dict[str, Any],
+) -> dict[str, Any]:
+    items: list[dict[str, Any]] = []
+    parameters = list(op.signature.parameters.values())[1:]  # drop self
+    for param, tp in zip(parameters, op.param_types, strict=True):
+        item = {**schemas.of(tp), "title": param.name}
+        if param.default is not param.empty:
+            encoded = _encoded(param.default, tp)
+            if encoded is not _NO_DEFAULT:
+                item["default"] = encoded
+        items.append(item)
+    listed = ", ".join(
+        f"{name}: {describe_type(tp)}"
+        for name, tp in zip(op.param_names, op.param_types, strict=True)
+    )
+    body: dict[str, Any] = {
+        "type": "array",
+        "prefixItems": items,
+        "minItems": op.required,
+        "maxItems": len(items),
+        "items": False,
+    }
+    out: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [interface_name],
+    }
+    doc = inspect.getdoc(op.function)
+    if doc:
+        summary, _, rest = doc.partition("\n")
+        out["summary"] = summary.strip()
+        if rest.strip():
+            out["description"] = doc
+    out["parameters"] = [{"$ref": f"#/components/parameters/{key}"} for key, *_ in _HEADERS]
+    out["security"] = [{_SECURITY_SCHEME: []}, {}]
+    out["requestBody"] = {
+        "required": True,
+        "description": f"The arguments, in order: [{listed}]" if listed else "No arguments: []",
+        "content": {"application/json": {"schema": body}},
+    }
+    out["responses"] = {
+        "200": {
+            "description": f"The result: {describe_type(op.return_type)}.",
+            "headers": correlation,
+            "content": {"application/json": {"schema": schemas.of(op.return_type)}},
+        },
+        **error_responses,
+    }
+    return out

@@ -1,0 +1,27 @@
+"""HTTP transport (web configuration): RPC as POSTs, IPC as POSTs plus Server-Sent Events.
+
+The backend is an ASGI app (`HttpApp`) served by hypercorn's Trio worker,
+in-process with `serve` or from hypercorn's command line; the frontend
+connects with `connect` (RPC) or `connect_ipc` (IPC). The wire contract is in
+docs/http.md.
+"""
+
+from .._http_client import HttpBackend as HttpBackend
+from .._http_client import connect as connect
+from .._http_client import connect_ipc as connect_ipc
+from .._http_server import DEFAULT_IPC_GRACE_PERIOD as DEFAULT_IPC_GRACE_PERIOD
+from .._http_server import DEFAULT_KEEP_ALIVE_TIMEOUT as DEFAULT_KEEP_ALIVE_TIMEOUT
+from .._http_server import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
+from .._http_server import HttpApp as HttpApp
+from .._http_server import serve as serve
+
+__all__ = [
+    "DEFAULT_IPC_GRACE_PERIOD",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
+    "DEFAULT_MAX_BODY_SIZE",
+    "HttpApp",
+    "HttpBackend",
+    "connect",
+    "connect_ipc",
+    "serve",
+]
