@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "tether.runtime",
     "tether.transports",
     "tether.transports.memory",
+    "tether.transports.http",
     "tether.transports.abc",
     "tether.testing",
 ]
@@ -90,6 +91,28 @@ def test_top_level_all_is_exactly_this() -> None:
         "is_version_compatible",
         "remote_error",
     ]
+
+
+def test_http_surface_is_exactly_this() -> None:
+    """The HTTP transport's public names: adding or removing one must be deliberate."""
+    import tether.transports.http as http
+
+    assert http.__all__ == [
+        "DEFAULT_IPC_GRACE_PERIOD",
+        "DEFAULT_KEEP_ALIVE_TIMEOUT",
+        "DEFAULT_MAX_BODY_SIZE",
+        "HttpApp",
+        "HttpBackend",
+        "connect",
+        "connect_ipc",
+        "serve",
+    ]
+
+
+def test_contexts_trace_context_names_are_public() -> None:
+    """W3C Trace Context interop is part of `tether.contexts`."""
+    for name in ("activity_id_from_traceparent", "trace_id_of", "traceparent_for"):
+        assert name in tether.contexts.__all__
 
 
 def test_top_level_names_are_the_subpackages_objects() -> None:
