@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-ipc test lint typecheck pytest bench clean
+.PHONY: demo demo-ipc demo-http test lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)
 
 demo-ipc: $(STAMP)
 	$(BIN)/python -m examples.ipc_editor
+
+demo-http: $(STAMP)
+	$(BIN)/python -m examples.http_backends
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

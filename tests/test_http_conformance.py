@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import trio
-
 from tether import BackendIpc, FrontendIpc, RpcInterface, RpcManager
 from tether.runtime import RpcBackend
 from tether.runtime._util import open_service_nursery
