@@ -164,7 +164,7 @@ class StreamingResponse:
                     return b""
                 else:
                     raise ConnectionClosed(
-                        f"{self._pool.origin} sent {event!r} in the middle of a response body",
+                        f"{self._pool._origin} sent {event!r} in the middle of a response body",
                         reason="protocol error",
                     )
         except _FAILURES as exc:
@@ -221,16 +221,16 @@ class ConnectionPool:
     __slots__ = (
         "_closed",
         "_connecting",
+        "_host",
         "_host_header",
         "_idle",
         "_idle_expiry",
         "_in_use",
         "_max_response_size",
         "_opened",
+        "_origin",
+        "_port",
         "_slots",
-        "host",
-        "origin",
-        "port",
     )
 
     def __init__(
@@ -246,11 +246,11 @@ class ConnectionPool:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         if idle_expiry < 0 or max_response_size < 0:
             raise ValueError("idle_expiry and max_response_size must not be negative")
-        self.host = host
-        self.port = port
+        self._host = host
+        self._port = port
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        #: The server, as error messages name it.
-        self.origin = f"http://{netloc}"
+        # The server, as error messages name it.
+        self._origin = f"http://{netloc}"
         self._host_header = (b"host", netloc.encode("ascii"))
         self._idle_expiry = idle_expiry
         self._max_response_size = max_response_size
@@ -397,10 +397,10 @@ class ConnectionPool:
             # Registered so that `aclose` can stop a connect in progress.
             self._connecting.add(scope)
             try:
-                stream = await trio.open_tcp_stream(self.host, self.port)
+                stream = await trio.open_tcp_stream(self._host, self._port)
             except OSError as exc:
                 raise ConnectError(
-                    f"could not connect to {self.origin}: {exc}: "
+                    f"could not connect to {self._origin}: {exc}: "
                     "is the server running and listening on that address?"
                 ) from exc
             finally:
@@ -446,7 +446,7 @@ class ConnectionPool:
             return h11.Request(method=method, target=target, headers=full_headers)
         except h11.LocalProtocolError as exc:
             raise ValueError(
-                f"cannot send {method!r} {target!r} to {self.origin}: {exc} "
+                f"cannot send {method!r} {target!r} to {self._origin}: {exc} "
                 "(the pool adds Host and Content-Length itself)"
             ) from None
 
@@ -466,7 +466,7 @@ class ConnectionPool:
                 await self._discard(conn)
                 if not reused or self._closed:
                     raise ConnectionClosed(
-                        f"{self.origin} {exc}: check the server's logs", reason="closed by server"
+                        f"{self._origin} {exc}: check the server's logs", reason="closed by server"
                     ) from exc.__cause__
             except _FAILURES as exc:
                 await self._discard(conn)
@@ -485,19 +485,19 @@ class ConnectionPool:
         stream = conn.stream
         try:
             data = state.send(h11_request)
-            if body:
-                # For a Content-Length body h11 returns `body` itself, no copy.
-                payload = state.send(h11.Data(data=body))
-                if len(payload) <= _COALESCE_LIMIT:
-                    data += payload
-                else:
-                    await stream.send_all(data)
-                    data = payload
-            data += state.send(h11.EndOfMessage())
+            # For a Content-Length body h11 returns `body` itself, no copy.
+            payload = state.send(h11.Data(data=body)) if body else b""
+            end = state.send(h11.EndOfMessage())  # b"" with Content-Length framing
         except h11.LocalProtocolError as exc:
-            raise ValueError(f"cannot send the request to {self.origin}: {exc}") from None
+            raise ValueError(f"cannot send the request to {self._origin}: {exc}") from None
         try:
-            await stream.send_all(data)
+            if len(payload) <= _COALESCE_LIMIT:
+                await stream.send_all(data + payload + end)
+            else:
+                await stream.send_all(data)
+                await stream.send_all(payload)
+                if end:
+                    await stream.send_all(end)
         except (trio.BrokenResourceError, OSError) as exc:
             raise _NoResponse(
                 f"broke the connection while the request was sent ({exc.__cause__ or exc})"
@@ -524,7 +524,7 @@ class ConnectionPool:
                 return event
             elif type(event) is not h11.InformationalResponse:
                 raise ConnectionClosed(
-                    f"{self.origin} sent {event!r} instead of a response", reason="protocol error"
+                    f"{self._origin} sent {event!r} instead of a response", reason="protocol error"
                 )
 
     async def _receive_body(self, conn: _Connection, limit: int) -> bytes:
@@ -545,7 +545,7 @@ class ConnectionPool:
                 state.receive_data(await stream.receive_some(_RECEIVE_SIZE))
             else:
                 raise ConnectionClosed(
-                    f"{self.origin} sent {event!r} in the middle of a response body",
+                    f"{self._origin} sent {event!r} in the middle of a response body",
                     reason="protocol error",
                 )
         if len(chunks) == 1:
@@ -557,7 +557,7 @@ class ConnectionPool:
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(
-            f"the connection pool for {self.origin} is closed", reason="pool closed"
+            f"the connection pool for {self._origin} is closed", reason="pool closed"
         )
 
     def _translate(self, exc: Exception, doing: str) -> ConnectionClosed:
@@ -566,16 +566,16 @@ class ConnectionPool:
             if self._closed:
                 return self._closed_error()
             return ConnectionClosed(
-                f"the connection to {self.origin} was closed {doing}", reason="closed"
+                f"the connection to {self._origin} was closed {doing}", reason="closed"
             )
         if isinstance(exc, h11.ProtocolError):
             return ConnectionClosed(
-                f"{self.origin} sent an invalid or incomplete HTTP/1.1 response ({exc}) {doing}: "
+                f"{self._origin} sent an invalid or incomplete HTTP/1.1 response ({exc}) {doing}: "
                 "is it an HTTP server, and did it crash?",
                 reason="protocol error",
             )
         return ConnectionClosed(
-            f"the connection to {self.origin} broke {doing} ({exc.__cause__ or exc})",
+            f"the connection to {self._origin} broke {doing} ({exc.__cause__ or exc})",
             reason="connection broken",
         )
 
@@ -584,7 +584,7 @@ class ConnectionPool:
     ) -> PayloadTooLarge:
         more = "at least " if at_least else ""
         return PayloadTooLarge(
-            f"the response from {self.origin} is {more}{size} bytes, over the limit of "
+            f"the response from {self._origin} is {more}{size} bytes, over the limit of "
             f"{limit} bytes: raise {what} or ask for less",
             details={"size": size, "limit": limit},
         )
