@@ -364,6 +364,30 @@ async def test_request_is_retried_once_when_reused_connection_drops_it(how: str)
     assert heads[1][0].startswith(b"GET /second ")
 
 
+async def test_a_post_is_never_sent_twice() -> None:
+    """A POST whose reused connection dropped it unanswered fails: the server may
+    have started it (an RPC call is not known to be safe to repeat)."""
+    heads: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        reader = RequestReader(stream)
+        while head := await reader.read_head():
+            heads.append(head)
+            if len(heads) == 2:
+                await stream.aclose()
+                return
+            await stream.send_all(OK)
+
+    with trio.fail_after(10):
+        async with serve_raw(handler) as port, open_pool(port) as pool:
+            assert (await pool.request(b"POST", b"/first", [], b"1")).body == b"ok"
+            with pytest.raises(ConnectionClosed):
+                await pool.request(b"POST", b"/second", [], b"2")
+            opened = pool.statistics().opened
+    assert opened == 1
+    assert len(heads) == 2
+
+
 async def test_fresh_connection_closed_without_answer_is_not_retried() -> None:
     connections = 0
 

@@ -244,9 +244,7 @@ def require_interface(interface: Any) -> None:
 def unimplemented(cls: type, operations: Mapping[str, Operation]) -> list[str]:
     """The operations that `cls` inherits from the declaration instead of implementing."""
     return [
-        name
-        for name, op in operations.items()
-        if inspect.getattr_static(cls, name) is op.function
+        name for name, op in operations.items() if inspect.getattr_static(cls, name) is op.function
     ]
 
 

@@ -8,9 +8,11 @@ h11 state machine, and why its failure modes are tether's:
   dropped after `idle_expiry` seconds, shorter than the server's keep-alive
   timeout (hypercorn closes idle connections after 5 s), so that the client
   never sends a request on a connection the server is closing at that moment;
-* should the server close a reused connection anyway, the request is sent
-  again, once, on a fresh connection, but only if no byte of the response came
-  back: past that point the server has answered and a retry would repeat it;
+* should the server close a reused connection anyway, an idempotent request
+  (GET, HEAD, DELETE...) is sent again, once, on a fresh connection, but only
+  if no byte of the response came back. A POST is never sent twice: the server
+  may have started it before it went away (a crash, a restart's grace period
+  running out), and an RPC call is not known to be safe to repeat;
 * a cancelled request closes its connection, so the server sees a disconnect and
   cancels the work it started for it;
 * every failure is one of tether's errors (`ConnectError`, `ConnectionClosed`,
@@ -102,6 +104,10 @@ class _Connection:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+
+
+#: Methods a request may be sent again for (RFC 9110 section 9.2.2).
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
 class _NoResponse(Exception):
@@ -464,7 +470,7 @@ class ConnectionPool:
                 return conn, await self._send_request(conn, h11_request, body)
             except _NoResponse as exc:
                 await self._discard(conn)
-                if not reused or self._closed:
+                if not reused or self._closed or h11_request.method not in _IDEMPOTENT:
                     raise ConnectionClosed(
                         f"{self._origin} {exc}: check the server's logs", reason="closed by server"
                     ) from exc.__cause__

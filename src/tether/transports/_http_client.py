@@ -518,8 +518,9 @@ async def connect_ipc(
             before the session is closed as "frontend too slow".
 
     Raises:
-        ConnectError: the backend cannot be reached, or serves no IPC.
-        NotFound: the backend does not serve one of `channels`.
+        ConnectError: the backend cannot be reached.
+        NotFound: the backend serves no IPC (or is not a tether backend), or
+            does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
         ValueError: `url` is not an http:// URL.
     """

@@ -348,7 +348,7 @@ class HttpApp:
                     f"{type(args).__name__}",
                     details={"field": "body"},
                 )
-            if False:
+            if self._in_flight >= self.max_in_flight:
                 raise Unavailable(
                     f"this backend already runs {self.max_in_flight} requests: retry shortly",
                     retry_after=1,
@@ -856,6 +856,9 @@ class _ServerStream(MessageStream):
                     ],
                 }
             )
+            # A comment first, so that clients see the stream open at once
+            # (curl and some proxies hold the head until body bytes come).
+            await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
                 for sequence, data in replay:
