@@ -13,9 +13,8 @@ import contextlib
 import contextvars
 import logging
 import math
-import types
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -49,6 +48,7 @@ from ._protocol import (
     encode,
 )
 from ._stream import MessageStream
+from ._util import resume
 
 __all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
 
@@ -458,7 +458,7 @@ class _Session:
             return result
         if role.reading:
             self.hand_over_reading(clean, role)
-        return await _resume(work, trap)
+        return await resume(work, trap)
 
     def hand_over_reading(self, clean: contextvars.Context, role: _Role) -> None:
         """Give the reader role to a spare worker, or to a new one."""
@@ -544,31 +544,6 @@ class _Role:
 
     def __init__(self) -> None:
         self.reading = True
-
-
-@types.coroutine
-def _resume(running: Coroutine[Any, Any, T], trap: Any) -> Generator[Any, Any, T]:
-    """Go on running a coroutine whose first step yielded `trap`, as `await` does.
-
-    What the scheduler sends or throws is passed in, and what the coroutine
-    yields is passed out, exactly as `yield from` would.
-    """
-    while True:
-        try:
-            sent = yield trap
-        except GeneratorExit:
-            running.close()
-            raise
-        except BaseException as exc:
-            try:
-                trap = running.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            try:
-                trap = running.send(sent)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
 
 
 _MISSING = object()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Coroutine, Generator
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import trio
 
-__all__ = ["collapse_exception_group", "open_service_nursery", "timeout_ms_left"]
+__all__ = [
+    "collapse_exception_group",
+    "open_service_nursery",
+    "resume",
+    "run_until_it_yields",
+    "timeout_ms_left",
+]
+
+T = TypeVar("T")
 
 
 def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -61,3 +71,43 @@ def timeout_ms_left() -> int | None:
     if deadline == -math.inf:
         return 0  # the scope is already cancelled
     return max(0, math.ceil((deadline - trio.current_time()) * 1000))
+
+
+@types.coroutine
+def resume(running: Coroutine[Any, Any, T], trap: Any) -> Generator[Any, Any, T]:
+    """Go on running a coroutine whose first step yielded `trap`, as `await` does.
+
+    What the scheduler sends or throws is passed in, and what the coroutine
+    yields is passed out, exactly as `yield from` would.
+    """
+    while True:
+        try:
+            sent = yield trap
+        except GeneratorExit:
+            running.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = running.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                trap = running.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+
+async def run_until_it_yields(work: Coroutine[Any, Any, T], on_yield: Any) -> T:
+    """Await `work`, calling `on_yield()` once, just before its first suspension.
+
+    Work that completes without yielding to the scheduler never pays for what
+    `on_yield` sets up (a watcher task, say).
+    """
+    try:
+        trap = work.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    on_yield()
+    return await resume(work, trap)

@@ -21,6 +21,7 @@ lifespan owns, so they end when the server does.
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import logging
 import math
@@ -48,8 +49,15 @@ from ..runtime import (
     serve_ipc_session,
 )
 from ..runtime._codec import dumps, loads
-from ..runtime._dispatch import encode_reply, error_info, interrupted_reply, too_large_reply
-from ..runtime._protocol import Call, CallContext, Error, ErrorInfo
+from ..runtime._dispatch import (
+    PreparedCall,
+    encode_reply,
+    error_info,
+    interrupted_reply,
+    too_large_reply,
+)
+from ..runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from ..runtime._util import run_until_it_yields
 
 __all__ = [
     "DEFAULT_IPC_GRACE_PERIOD",
@@ -183,6 +191,8 @@ class HttpApp:
         self._sessions: dict[str, _HttpIpcSession] = {}
         self._nursery: trio.Nursery | None = None
         self._shutting_down = False
+        # Watcher tasks are spawned from this empty context, not the request's.
+        self._clean = contextvars.Context()
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -371,21 +381,9 @@ class HttpApp:
         except TetherError as exc:
             await self._send_error(send, exc, None, echo, activity_id)
             return
-        reply = None
         self._in_flight += 1
         try:
-            async with trio.open_nursery() as nursery:
-                # The impl runs here; the watcher cancels it if the client leaves.
-                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
-                with trio.CancelScope() as call_scope:
-                    deadline = prepared.context.deadline
-                    if deadline is not None:
-                        call_scope.deadline = deadline
-                    with contexts.using(prepared.context):
-                        reply = await self._dispatcher.run(prepared)
-                if call_scope.cancelled_caught:
-                    reply = interrupted_reply(0, prepared.context, -1.0)
-                nursery.cancel_scope.cancel()
+            reply = await self._run_call(prepared, receive)
         finally:
             self._in_flight -= 1
         if reply is None:
@@ -409,6 +407,49 @@ class HttpApp:
             }
         )
         await send({"type": "http.response.body", "body": value})
+
+    async def _run_call(self, prepared: PreparedCall, receive: Receive) -> Result | Error | None:
+        """Run a prepared call here, under its context and deadline.
+
+        The call is cancelled when the client disconnects. Watching for that
+        takes a task, which is started only if the impl yields to the
+        scheduler: an impl that finishes without yielding cannot be cancelled
+        anyway, and most calls are that quick. The watcher lives in the app's
+        nursery (the lifespan's) and is told to stop, not awaited, when the
+        call ends; an app served without the lifespan watches in a nursery of
+        the request's own.
+
+        Returns:
+            The reply; None when the client left (nobody waits for it).
+        """
+        nursery = self._nursery
+        if nursery is None:
+            async with trio.open_nursery() as own:
+                reply = await self._run_watched(prepared, receive, own)
+                own.cancel_scope.cancel()
+            return reply
+        return await self._run_watched(prepared, receive, nursery)
+
+    async def _run_watched(
+        self, prepared: PreparedCall, receive: Receive, nursery: trio.Nursery
+    ) -> Result | Error | None:
+        watch = _DisconnectWatch(receive)
+        context = prepared.context
+        with trio.CancelScope() as call_scope:
+            watch.call_scope = call_scope
+            if context.deadline is not None:
+                call_scope.deadline = context.deadline
+            with contexts.using(context):
+                try:
+                    return await run_until_it_yields(
+                        self._dispatcher.run(prepared),
+                        lambda: self._clean.run(nursery.start_soon, watch.run),
+                    )
+                finally:
+                    watch.scope.cancel()
+        if watch.disconnected:
+            return None
+        return interrupted_reply(0, context, -1.0)
 
     async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
         limit = self.max_body_size
@@ -906,6 +947,29 @@ async def _send_event(send: Send, sequence: int, data: bytes) -> None:
             "more_body": True,
         }
     )
+
+
+class _DisconnectWatch:
+    """Cancels a call when its client disconnects; stops when told to."""
+
+    __slots__ = ("call_scope", "disconnected", "receive", "scope")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.scope = trio.CancelScope()
+        self.call_scope: trio.CancelScope | None = None
+        self.disconnected = False
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                while (await self.receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # the server tore the request down: nothing to watch
+                return
+            self.disconnected = True
+            if self.call_scope is not None:
+                self.call_scope.cancel()
 
 
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
