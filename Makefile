@@ -41,6 +41,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m bench.inprocess
 	$(BIN)/python -m bench.ipc
+	$(BIN)/python -m bench.http
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
