@@ -38,7 +38,7 @@ from ..runtime import (
 )
 from ..runtime._client import check_backend_interfaces
 from ..runtime._codec import dumps, loads
-from ..runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result
+from ..runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result, encode
 from ._h11pool import ConnectionPool, Response, StreamingResponse
 from ._http_server import DEFAULT_MAX_BODY_SIZE
 
@@ -378,22 +378,7 @@ class _ClientStream(MessageStream):
             ) from None
         if response.status != 200:
             info = error_info_from_response(response, None)
-            self._received.append(
-                dumps(
-                    {
-                        "t": "error",
-                        "id": None,
-                        "error": {
-                            "code": info.code,
-                            "status": info.status,
-                            "name": info.name,
-                            "message": info.message,
-                            "details": info.details,
-                            "activity_id": info.activity_id,
-                        },
-                    }
-                )
-            )
+            self._received.append(encode(Error(None, info)))
             self._reason = "the backend refused the session"
             return
         try:

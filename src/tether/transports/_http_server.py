@@ -56,7 +56,15 @@ from ..runtime._dispatch import (
     interrupted_reply,
     too_large_reply,
 )
-from ..runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from ..runtime._protocol import (
+    Call,
+    CallContext,
+    Error,
+    ErrorInfo,
+    Result,
+    decode,
+    error_info_to_json,
+)
 from ..runtime._util import run_until_it_yields
 
 __all__ = [
@@ -712,13 +720,12 @@ class HttpApp:
         await started.wait()
         if not first:
             raise _Refused(Unavailable("the IPC session ended before it opened", retry_after=1))
-        reply = loads(first[0])
-        if reply.get("t") != "welcome":
-            info = reply.get("error", {})
-            await self._send_error_info(
-                send, _error_info_from(info), cors, dumps({"t": "error", "error": info})
-            )
+        # The engine's own first message: `welcome`, or the `error` refusing it.
+        message = decode(first[0])
+        if isinstance(message, Error):
+            await self._send_error_info(send, message.error, cors, first[0])
             return
+        reply = loads(first[0])
         session_id = str(reply.get("session_id"))
         stream.session_id = session_id
         self._sessions[session_id] = _HttpIpcSession(session_id, token, stream)
@@ -1005,31 +1012,7 @@ def _error_body(info: ErrorInfo, encoded: bytes | None) -> bytes:
         start = encoded.find(b'"error":')
         if start >= 0:
             return b'{"error":' + encoded[start + 8 :]
-    return dumps(
-        {
-            "error": {
-                "code": info.code,
-                "status": info.status,
-                "name": info.name,
-                "message": info.message,
-                "details": info.details,
-                "activity_id": info.activity_id,
-            }
-        }
-    )
-
-
-def _error_info_from(raw: Any) -> ErrorInfo:
-    if not isinstance(raw, dict):
-        return ErrorInfo("internal", 500, "RemoteError", "the backend refused the session")
-    return ErrorInfo(
-        str(raw.get("code", "internal")),
-        int(raw.get("status", 500)),
-        str(raw.get("name", "RemoteError")),
-        str(raw.get("message", "")),
-        raw.get("details") or {},
-        raw.get("activity_id"),
-    )
+    return dumps({"error": error_info_to_json(info)})
 
 
 async def serve(
