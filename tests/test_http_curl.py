@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-import pytest
 import trio
 
 import tether
@@ -28,7 +27,8 @@ from tether.transports import http
 CURL = shutil.which("curl") or "/usr/bin/curl"
 TIMEOUT = 10.0
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl command")
+# curl is part of every machine this project runs on (the CI image included):
+# a missing curl fails these tests rather than skipping the outside-client check.
 
 
 @attrs.frozen
