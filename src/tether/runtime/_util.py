@@ -109,5 +109,9 @@ async def run_until_it_yields(work: Coroutine[Any, Any, T], on_yield: Any) -> T:
     except StopIteration as done:
         result: T = done.value
         return result
-    on_yield()
+    try:
+        on_yield()
+    except BaseException:
+        work.close()
+        raise
     return await resume(work, trap)

@@ -432,6 +432,9 @@ class _ClientStream(MessageStream):
                     self._reason = self._reason or "the backend closed the event stream"
                     raise self._closed()
                 self._buffer += chunk.replace(b"\r\n", b"\n")
+                if len(self._buffer) > self.max_message_size + 1024:
+                    self._reason = "an event from the backend is over the size limit"
+                    raise self._closed()
                 continue
             block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             event = b"message"

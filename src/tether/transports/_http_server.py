@@ -100,6 +100,8 @@ _EVENTS_KEEPALIVE = 15.0
 _MAX_TIMEOUT_MS = 2**53 - 1
 #: Messages of a session's event stream kept for a reconnecting client.
 _REPLAY = 1024
+#: Seconds the backend may take to answer an IPC hello.
+_HANDSHAKE_TIMEOUT = 10.0
 #: Messages from the frontend a session buffers before its POSTs wait.
 _INBOUND_BUFFER = 64
 
@@ -109,6 +111,8 @@ _STATUS_CODES = {
     401: "unauthorized",
     403: "incompatible-version",
     404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
     413: "payload-too-large",
     429: "too-many-requests",
     503: "unavailable",
@@ -579,7 +583,7 @@ class HttpApp:
         info = error_info(exc, activity_id or exc.activity_id, development_mode=False)
         if status is not None:
             info = ErrorInfo(
-                _STATUS_CODES.get(status, info.code if status != 405 else "method-not-allowed"),
+                _STATUS_CODES.get(status, info.code),
                 status,
                 info.name,
                 info.message,
@@ -695,16 +699,18 @@ class HttpApp:
         async def run_session() -> None:
             session_id: str | None = None
             try:
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(stream.expire_without_events)
-                    await serve_ipc_session(ipc, stream)
-                    inner.cancel_scope.cancel()
+                with stream.scope:
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(stream.expire_without_events)
+                        await serve_ipc_session(ipc, stream)
+                        inner.cancel_scope.cancel()
             except Exception:
                 # One session's failure must not end the lifespan's nursery,
                 # and with it every other session.
                 _log.exception("IPC session over HTTP failed")
                 stream.close_from_backend("the backend failed")
             finally:
+                stream.ended = True
                 session_id = stream.session_id
                 if session_id is not None:
                     self._sessions.pop(session_id, None)
@@ -717,7 +723,15 @@ class HttpApp:
 
         stream.on_first = on_first
         nursery.start_soon(run_session)
-        await started.wait()
+        with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+            await started.wait()
+        if not started.is_set():
+            # The backend did not answer the hello (a hung hook): give up on it.
+            stream.close_from_frontend("the handshake timed out")
+            stream.scope.cancel()
+            raise _Refused(
+                Unavailable("the backend did not open the session in time", retry_after=1)
+            )
         if not first:
             raise _Refused(Unavailable("the IPC session ended before it opened", retry_after=1))
         # The engine's own first message: `welcome`, or the `error` refusing it.
@@ -727,6 +741,8 @@ class HttpApp:
             return
         reply = loads(first[0])
         session_id = str(reply.get("session_id"))
+        if stream.ended:
+            raise _Refused(Unavailable("the IPC session ended before it opened", retry_after=1))
         stream.session_id = session_id
         self._sessions[session_id] = _HttpIpcSession(session_id, token, stream)
         body = dumps(
@@ -775,6 +791,9 @@ class _ServerStream(MessageStream):
         self.grace = grace
         self.inbound: deque[bytes] = deque()
         self.inbound_lot = trio.lowlevel.ParkingLot()
+        self.room_lot = trio.lowlevel.ParkingLot()
+        self.ended = False
+        self.scope = trio.CancelScope()
         self.outbound: deque[tuple[int, bytes]] = deque()
         self.outbound_lot = trio.lowlevel.ParkingLot()
         self.replay: deque[tuple[int, bytes]] = deque(maxlen=_REPLAY)
@@ -821,7 +840,10 @@ class _ServerStream(MessageStream):
                 raise self._closed()
             await self.inbound_lot.park()
         await trio.lowlevel.checkpoint()
-        return self.inbound.popleft()
+        data = self.inbound.popleft()
+        # A POST may be waiting for room.
+        self.room_lot.unpark()
+        return data
 
     async def aclose(self, reason: str | None = None) -> None:
         self.close_from_backend(reason or "closed")
@@ -844,14 +866,17 @@ class _ServerStream(MessageStream):
 
     def _wake(self) -> None:
         self.inbound_lot.unpark_all()
+        self.room_lot.unpark_all()
         self.outbound_lot.unpark_all()
         self.events_changed.unpark_all()
 
     async def from_frontend(self, data: bytes) -> None:
         if self.closed_reason is not None:
             raise _Refused(NotFound("no IPC session with that id and token"))
-        while len(self.inbound) >= _INBOUND_BUFFER and self.closed_reason is None:
-            await self.inbound_lot.park()
+        while len(self.inbound) >= _INBOUND_BUFFER:
+            await self.room_lot.park()
+            if self.closed_reason is not None:
+                raise _Refused(NotFound("no IPC session with that id and token"))
         self.inbound.append(data)
         self.inbound_lot.unpark_all()
 
