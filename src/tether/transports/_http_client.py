@@ -40,23 +40,12 @@ from ..runtime._client import check_backend_interfaces
 from ..runtime._codec import dumps, loads
 from ..runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result, encode
 from ._h11pool import ConnectionPool, Response, StreamingResponse
-from ._http_server import DEFAULT_MAX_BODY_SIZE
+from ._http_server import DEFAULT_MAX_BODY_SIZE, STATUS_CODES
 
 __all__ = ["HttpBackend", "connect", "connect_ipc"]
 
 _log = logging.getLogger("tether.client")
 
-_CODES = {
-    400: "bad-request",
-    401: "unauthorized",
-    403: "incompatible-version",
-    404: "not-found",
-    413: "payload-too-large",
-    422: "application",
-    429: "too-many-requests",
-    503: "unavailable",
-    504: "deadline-exceeded",
-}
 _PROTOCOL = (b"x-protocol-version", b"%d" % PROTOCOL_VERSION)
 _JSON = (b"content-type", b"application/json")
 #: Seconds a leaving IPC frontend spends telling the backend so.
@@ -98,7 +87,9 @@ def error_info_from_response(response: Response, activity_id: str | None) -> Err
     except (TetherError, KeyError, TypeError, ValueError, AttributeError):
         # Not tether's error body (a proxy's page, say): say what came.
         text = response.body[:200].decode("utf-8", "replace")
-        code = _CODES.get(response.status, "internal" if response.status >= 500 else "bad-request")
+        code = STATUS_CODES.get(
+            response.status, "internal" if response.status >= 500 else "bad-request"
+        )
         facts: dict[str, Any] = {"http_status": response.status}
         retry = response.header(b"retry-after")
         if retry is not None and retry.isdigit():

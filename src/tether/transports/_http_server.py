@@ -53,7 +53,6 @@ from ..runtime._dispatch import (
     PreparedCall,
     encode_reply,
     error_info,
-    interrupted_reply,
     too_large_reply,
 )
 from ..runtime._protocol import (
@@ -66,11 +65,13 @@ from ..runtime._protocol import (
     error_info_to_json,
 )
 from ..runtime._util import run_until_it_yields
+from ._openapi import openapi_document
 
 __all__ = [
     "DEFAULT_IPC_GRACE_PERIOD",
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
+    "STATUS_CODES",
     "HttpApp",
     "serve",
 ]
@@ -106,7 +107,8 @@ _HANDSHAKE_TIMEOUT = 10.0
 _INBOUND_BUFFER = 64
 
 _JSON = (b"content-type", b"application/json")
-_STATUS_CODES = {
+#: The error code of each status tether answers with (DESIGN.md section 5).
+STATUS_CODES = {
     400: "bad-request",
     401: "unauthorized",
     403: "incompatible-version",
@@ -114,6 +116,7 @@ _STATUS_CODES = {
     405: "method-not-allowed",
     409: "conflict",
     413: "payload-too-large",
+    422: "application",
     429: "too-many-requests",
     503: "unavailable",
     504: "deadline-exceeded",
@@ -133,17 +136,22 @@ class _ClientLeft(Exception):
 class _Refused(Exception):
     """A request the app answers with an error before any impl runs."""
 
-    def __init__(self, error: TetherError, *, status: int | None = None) -> None:
+    def __init__(
+        self,
+        error: TetherError,
+        *,
+        status: int | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.status = status
+        self.headers = headers or []
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("utf-8", "replace")
-    return None
+    value = _raw_header(headers, name)
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 class HttpApp:
@@ -268,13 +276,13 @@ class HttpApp:
                 await self._preflight(send, headers, cors)
             elif len(parts) == 3 and parts[0] != "ipc":
                 if method != "POST":
-                    raise _Refused(_not_allowed(method, "POST"), status=405)
+                    raise _not_allowed(method, "POST")
                 await self._rpc(receive, send, headers, parts, cors)
             elif parts[0] == "ipc":
                 await self._ipc_route(receive, send, headers, method, parts, scope, cors)
             elif len(parts) == 1 and parts[0] in ("", "health", "openapi.json"):
                 if method not in ("GET", "HEAD"):
-                    raise _Refused(_not_allowed(method, "GET"), status=405)
+                    raise _not_allowed(method, "GET")
                 await self._get(send, parts[0], cors, head=method == "HEAD")
             else:
                 raise _Refused(
@@ -289,11 +297,7 @@ class HttpApp:
             # From reading an IPC route's body (413): _rpc answers its own.
             await self._send_error(send, exc, None, cors)
         except _Refused as refused:
-            extra = cors
-            if refused.status == 405:
-                allow = refused.error.details.get("allow", "")
-                extra = [*cors, (b"allow", allow.encode())]
-            await self._send_error(send, refused.error, refused.status, extra)
+            await self._send_error(send, refused.error, refused.status, [*cors, *refused.headers])
 
     # -- RPC -------------------------------------------------------------------
 
@@ -461,7 +465,7 @@ class HttpApp:
                     watch.scope.cancel()
         if watch.disconnected:
             return None
-        return interrupted_reply(0, context, -1.0)
+        return self._dispatcher.interrupted(prepared)
 
     async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
         limit = self.max_body_size
@@ -509,8 +513,6 @@ class HttpApp:
             else:
                 body = {"status": "ok"}
         elif what == "openapi.json":
-            from ._openapi import openapi_document
-
             body = openapi_document(self.manager, prefix=self.prefix)
         else:
             body = self.describe()
@@ -555,7 +557,7 @@ class HttpApp:
         if not cors:
             if self.cors_origins and _header(headers, b"origin") is not None:
                 raise _Refused(InvalidRequest("this origin may not call this backend"), status=403)
-            raise _Refused(_not_allowed("OPTIONS", "GET, POST, DELETE"), status=405)
+            raise _not_allowed("OPTIONS", "GET, POST, DELETE")
         await send(
             {
                 "type": "http.response.start",
@@ -583,7 +585,7 @@ class HttpApp:
         info = error_info(exc, activity_id or exc.activity_id, development_mode=False)
         if status is not None:
             info = ErrorInfo(
-                _STATUS_CODES.get(status, info.code),
+                STATUS_CODES.get(status, info.code),
                 status,
                 info.name,
                 info.message,
@@ -628,7 +630,7 @@ class HttpApp:
             raise _Refused(NotFound("this backend serves no IPC"))
         if len(parts) == 1:
             if method != "POST":
-                raise _Refused(_not_allowed(method, "POST"), status=405)
+                raise _not_allowed(method, "POST")
             await self._ipc_open(receive, send, headers, cors)
             return
         session = self._authorized_session(parts[1], headers, scope)
@@ -641,10 +643,10 @@ class HttpApp:
                 session.stream.close_from_frontend("the frontend left")
                 await _send_empty(send, 204, cors)
             else:
-                raise _Refused(_not_allowed(method, "POST, DELETE"), status=405)
+                raise _not_allowed(method, "POST, DELETE")
         elif len(parts) == 3 and parts[2] == "events":
             if method != "GET":
-                raise _Refused(_not_allowed(method, "GET"), status=405)
+                raise _not_allowed(method, "GET")
             last = _header(headers, b"last-event-id")
             await session.stream.stream_events(receive, send, last, cors)
         else:
@@ -931,11 +933,12 @@ class _ServerStream(MessageStream):
             )
             # A comment first, so that clients see the stream open at once
             # (curl and some proxies hold the head until body bytes come).
-            await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
+            opening = b"".join([b": open\n\n", *(_event(*item) for item in replay)])
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
-                for sequence, data in replay:
-                    await _send_event(send, sequence, data)
+                watch = _DisconnectWatch(receive)
+                watch.call_scope = nursery.cancel_scope
+                nursery.start_soon(watch.run)
                 await self._pump(send)
                 nursery.cancel_scope.cancel()
         finally:
@@ -951,7 +954,7 @@ class _ServerStream(MessageStream):
                     sequence, data = outbound.popleft()
                     self.replay.append((sequence, data))
                     self.sent_upto = sequence
-                    batch.append(b"id: %d\ndata: %s\n\n" % (sequence, data))
+                    batch.append(_event(sequence, data))
                 self.outbound_lot.unpark_all()
                 await send(
                     {"type": "http.response.body", "body": b"".join(batch), "more_body": True}
@@ -971,14 +974,9 @@ class _ServerStream(MessageStream):
                 )
 
 
-async def _send_event(send: Send, sequence: int, data: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.body",
-            "body": b"id: %d\ndata: %s\n\n" % (sequence, data),
-            "more_body": True,
-        }
-    )
+def _event(sequence: int, data: bytes) -> bytes:
+    """One Server-Sent Event carrying one encoded message (orjson never writes a newline)."""
+    return b"id: %d\ndata: %s\n\n" % (sequence, data)
 
 
 class _DisconnectWatch:
@@ -1004,15 +1002,6 @@ class _DisconnectWatch:
                 self.call_scope.cancel()
 
 
-async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    """Cancel `scope` when the client goes away."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
 async def _send_empty(send: Send, status: int, cors: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": list(cors)})
     await send({"type": "http.response.body", "body": b""})
@@ -1025,10 +1014,11 @@ def _raw_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | 
     return None
 
 
-def _not_allowed(method: str, allow: str) -> TetherError:
-    return InvalidRequest(
+def _not_allowed(method: str, allow: str) -> _Refused:
+    error = InvalidRequest(
         f"{method} is not allowed here; use {allow}", details={"allow": allow, "method": method}
     )
+    return _Refused(error, status=405, headers=[(b"allow", allow.encode())])
 
 
 def _error_body(info: ErrorInfo, encoded: bytes | None) -> bytes:
