@@ -14,9 +14,9 @@ import contextvars
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -48,7 +48,7 @@ from ._protocol import (
     encode,
 )
 from ._stream import MessageStream
-from ._util import resume
+from ._util import run_until_it_yields
 
 __all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
 
@@ -414,7 +414,9 @@ class _Session:
                         return
                     if type(item) is Error:
                         # A refusal (malformed message, unknown interface...).
-                        await self.without_stalling_reads(self.send(item), role, clean)
+                        await run_until_it_yields(
+                            self.send(item), self.hand_over_if_reading, clean, role
+                        )
                         continue
                     assert type(item) is PreparedCall
                     call = item
@@ -424,7 +426,9 @@ class _Session:
                         # Its deadline passed as the call ended: the scope is
                         # spent; reply from outside it, then take a new one.
                         break
-                    await self.without_stalling_reads(self.send(reply), role, clean)
+                    await run_until_it_yields(
+                        self.send(reply), self.hand_over_if_reading, clean, role
+                    )
                     reply = None
                     if role.reading and not _same_context(clean):
                         self.hand_over_reading(clean, role)
@@ -434,31 +438,24 @@ class _Session:
                 # deadline passed), so the call had yielded and handed over.
                 reply = self.dispatcher.interrupted(call)
             if reply is not None:
-                await self.without_stalling_reads(self.send(reply), role, clean)
+                await run_until_it_yields(self.send(reply), self.hand_over_if_reading, clean, role)
             if role.reading and not _same_context(clean):
                 self.hand_over_reading(clean, role)
                 return
 
-    async def without_stalling_reads(
-        self, work: Coroutine[Any, Any, T], role: _Role, clean: contextvars.Context
-    ) -> T:
-        """Run `work` here; if it would yield, hand the reading on first.
+    def hand_over_if_reading(self, clean: contextvars.Context, role: _Role) -> None:
+        """Called when a worker's own work is about to yield: hand the reading on.
 
         The reader must never wait on its own work: a call that sleeps, or a
         reply the frontend is not reading yet, would stop this session from
         reading cancels and new calls, and a frontend blocked on sending to it
-        would never read the replies that unblock it. So the first step of the
-        work runs here, as `await` would run it; only if it yields to the
-        scheduler does another worker take over the reading.
+        would never read the replies that unblock it. So a worker runs its work
+        with `run_until_it_yields`: the first step runs here, as `await` would
+        run it, and only if it yields to the scheduler does another worker take
+        over the reading.
         """
-        try:
-            trap = work.send(None)
-        except StopIteration as done:
-            result: T = done.value
-            return result
         if role.reading:
             self.hand_over_reading(clean, role)
-        return await resume(work, trap)
 
     def hand_over_reading(self, clean: contextvars.Context, role: _Role) -> None:
         """Give the reader role to a spare worker, or to a new one."""
@@ -483,7 +480,9 @@ class _Session:
             if deadline is not None:
                 scope.deadline = deadline
             with contexts.using(call.context):
-                return await self.without_stalling_reads(self.dispatcher.run(call), role, clean)
+                return await run_until_it_yields(
+                    self.dispatcher.run(call), self.hand_over_if_reading, clean, role
+                )
         finally:
             del self.calls[call.id]
             if deadline is not None and not scope.cancel_called:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -98,11 +98,13 @@ def resume(running: Coroutine[Any, Any, T], trap: Any) -> Generator[Any, Any, T]
                 return done.value  # type: ignore[no-any-return]
 
 
-async def run_until_it_yields(work: Coroutine[Any, Any, T], on_yield: Any) -> T:
-    """Await `work`, calling `on_yield()` once, just before its first suspension.
+async def run_until_it_yields(
+    work: Coroutine[Any, Any, T], on_yield: Callable[..., object], *args: Any
+) -> T:
+    """Await `work`, calling `on_yield(*args)` once, just before its first suspension.
 
     Work that completes without yielding to the scheduler never pays for what
-    `on_yield` sets up (a watcher task, say).
+    `on_yield` sets up (a watcher task, a hand-over of a reader's role).
     """
     try:
         trap = work.send(None)
@@ -110,7 +112,7 @@ async def run_until_it_yields(work: Coroutine[Any, Any, T], on_yield: Any) -> T:
         result: T = done.value
         return result
     try:
-        on_yield()
+        on_yield(*args)
     except BaseException:
         work.close()
         raise

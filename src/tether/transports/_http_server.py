@@ -459,7 +459,9 @@ class HttpApp:
                 try:
                     return await run_until_it_yields(
                         self._dispatcher.run(prepared),
-                        lambda: self._clean.run(nursery.start_soon, watch.run),
+                        self._clean.run,
+                        nursery.start_soon,
+                        watch.run,
                     )
                 finally:
                     watch.scope.cancel()
