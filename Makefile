@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# `make bench` also needs the `bench` extra (grpcio, for bench.websocket).
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: demo demo-ipc demo-http test lint typecheck pytest bench clean
 
@@ -14,6 +16,10 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.robot_world
@@ -38,10 +44,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.inprocess
 	$(BIN)/python -m bench.ipc
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.websocket
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage

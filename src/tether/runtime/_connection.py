@@ -93,16 +93,23 @@ class RpcConnection(RpcBackend):
     __slots__ = (
         "_closed",
         "_interfaces",
+        "_max_in_flight",
         "_options",
         "_pending",
         "_reading",
+        "_room",
         "_stream",
         "_token",
         "session_id",
     )
 
-    def __init__(self, stream: MessageStream, options: ClientOptions) -> None:
+    def __init__(
+        self, stream: MessageStream, options: ClientOptions, max_in_flight: int | None = None
+    ) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        self._max_in_flight = max_in_flight if max_in_flight is not None else math.inf
+        # Callers waiting for one of the `max_in_flight` places.
+        self._room = trio.lowlevel.ParkingLot()
         self._stream = stream
         self._options = options
         self._interfaces: dict[str, InterfaceInfo] = {}
@@ -145,6 +152,11 @@ class RpcConnection(RpcBackend):
             )
         if self._closed is not None:
             raise self._closed_error(call)
+        while len(self._pending) >= self._max_in_flight:
+            # Back-pressure: wait for a place rather than have the backend refuse.
+            await self._room.park()
+            if self._closed is not None:
+                raise self._closed_error(call)
         data = encode(call)
         pending = _Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
@@ -166,6 +178,8 @@ class RpcConnection(RpcBackend):
             raise self._closed_error(call) from None
         finally:
             del self._pending[call.id]
+            if self._room:
+                self._room.unpark()
         reply = pending.reply
         if isinstance(reply, ConnectionClosed):
             raise self._closed_error(call)
@@ -185,7 +199,10 @@ class RpcConnection(RpcBackend):
         if closed is None:  # pragma: no cover - only reached after a close
             closed = ConnectionClosed("connection to the backend closed")
         return ConnectionClosed(
-            closed.message, reason=closed.reason, activity_id=call.ctx.activity_id
+            closed.message,
+            reason=closed.reason,
+            close_code=closed.close_code,
+            activity_id=call.ctx.activity_id,
         )
 
     async def _wait(self, pending: _Pending) -> None:
@@ -207,7 +224,9 @@ class RpcConnection(RpcBackend):
             try:
                 data = await stream.receive_message()
             except ConnectionClosed as exc:
-                self._fail_pending(exc.reason or "the backend closed the connection")
+                self._fail_pending(
+                    exc.reason or "the backend closed the connection", exc.close_code
+                )
                 return
             try:
                 message = decode(data)
@@ -241,15 +260,18 @@ class RpcConnection(RpcBackend):
                 self._wake(waiter)
                 return
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str, close_code: int | None = None) -> None:
         if self._closed is None:
             self._closed = ConnectionClosed(
-                f"connection to the backend closed: {reason}", reason=reason
+                f"connection to the backend closed: {reason}",
+                reason=reason,
+                close_code=close_code,
             )
         for waiter in self._pending.values():
             if waiter.reply is None:
                 waiter.reply = self._closed
                 self._wake(waiter)
+        self._room.unpark_all()
 
     async def aclose(self) -> None:
         """Close the connection; calls still waiting fail with ConnectionClosed."""
@@ -292,6 +314,7 @@ async def open_rpc_connection(
     *,
     interfaces: Iterable[type[RpcInterface]],
     options: ClientOptions | None = None,
+    max_in_flight: int | None = None,
 ) -> AsyncIterator[RpcConnection]:
     """Run the RPC protocol as a frontend over `stream` for the block.
 
@@ -302,8 +325,17 @@ async def open_rpc_connection(
         IncompatibleVersion: the protocol or an interface version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
         ConnectError: the backend did not complete the handshake.
+
+    Args:
+        stream: The connection to the backend.
+        interfaces: The interfaces to check at connect.
+        options: How calls present this frontend.
+        max_in_flight: Calls that may wait for replies at once; more wait for
+            a place. None: no limit here (the backend's still applies).
     """
-    connection = RpcConnection(stream, options if options is not None else ClientOptions())
+    connection = RpcConnection(
+        stream, options if options is not None else ClientOptions(), max_in_flight
+    )
     try:
         await connection._handshake(list(interfaces))
         yield connection

@@ -183,21 +183,37 @@ class RemoteError(TetherError):
 
 
 class TransportError(TetherError):
-    """The connection to the other side failed. Raised locally, never sent."""
+    """The connection to the other side failed. Raised locally, never sent.
+
+    Attributes:
+        reason: Why, in the words of the side that ended it, when known.
+        close_code: The WebSocket close code (1000-4999) when the connection
+            was a WebSocket and it closed with one.
+    """
 
     code = "transport"
     status = 502
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        close_code: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        activity_id: str | None = None,
+    ) -> None:
+        super().__init__(message, details=details, activity_id=activity_id)
+        self.reason = reason
+        self.close_code = close_code
+
 
 class ConnectError(TransportError):
-    """Could not connect, or the connection's handshake failed."""
-
-
-class ConnectionClosed(TransportError):
-    """The connection closed while a call was using it, or was used after closing.
+    """Could not connect, or the connection's handshake failed.
 
     Attributes:
-        reason: Why it closed, when known.
+        status_code: The HTTP status with which the server refused a WebSocket
+            handshake (401, 403, 503...), when it did.
     """
 
     def __init__(
@@ -205,11 +221,26 @@ class ConnectionClosed(TransportError):
         message: str,
         *,
         reason: str | None = None,
+        close_code: int | None = None,
+        status_code: int | None = None,
         details: Mapping[str, Any] | None = None,
         activity_id: str | None = None,
     ) -> None:
-        super().__init__(message, details=details, activity_id=activity_id)
-        self.reason = reason
+        super().__init__(
+            message,
+            reason=reason,
+            close_code=close_code,
+            details=details,
+            activity_id=activity_id,
+        )
+        self.status_code = status_code
+
+
+class ConnectionClosed(TransportError):
+    """The connection closed while a call was using it, or was used after closing.
+
+    `reason` says why, when known; `close_code` is the WebSocket close code.
+    """
 
 
 _BY_CODE: dict[str, type[TetherError]] = {

@@ -211,6 +211,8 @@ class _Peer:
         self.pending: dict[int, _Pending] = {}
         self.calls: dict[int, trio.CancelScope] = {}
         self.closed_reason: str | None = None
+        #: The WebSocket close code the session ended with, when it had one.
+        self.close_code: int | None = None
         self.closed = trio.Event()
         self.ids = itertools.count(1)
         self.outbox: deque[_Queued] = deque()
@@ -277,13 +279,14 @@ class _Peer:
         if self.scope is not None:
             self.scope.cancel()
 
-    def _mark_closed(self, reason: str) -> None:
+    def _mark_closed(self, reason: str, close_code: int | None = None) -> None:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
+        self.close_code = close_code
         for waiter in self.pending.values():
             if waiter.reply is None:
-                waiter.reply = ConnectionClosed(reason)
+                waiter.reply = ConnectionClosed(reason, reason=reason, close_code=close_code)
                 _wake(waiter)
         error = self.closed_error(None)
         while self.outbox:
@@ -308,6 +311,7 @@ class _Peer:
         return ConnectionClosed(
             f"IPC session {self.session_id} closed: {reason}",
             reason=reason,
+            close_code=self.close_code,
             activity_id=activity_id,
         )
 
@@ -338,7 +342,9 @@ class _Peer:
             try:
                 data = await stream.receive_message()
             except ConnectionClosed as exc:
-                self._mark_closed(exc.reason or f"the {self.other} closed the session")
+                self._mark_closed(
+                    exc.reason or f"the {self.other} closed the session", exc.close_code
+                )
                 return
             try:
                 message = decode(data)
@@ -654,7 +660,9 @@ class _Peer:
             try:
                 await self.stream.send_message(data)
             except ConnectionClosed as exc:
-                self._mark_closed(exc.reason or f"the {self.other} closed the session")
+                self._mark_closed(
+                    exc.reason or f"the {self.other} closed the session", exc.close_code
+                )
                 raise self.closed_error(None) from None
             finally:
                 self.writing = False
@@ -683,7 +691,9 @@ class _Peer:
             try:
                 await self.stream.send_message(item.data)
             except ConnectionClosed as exc:
-                self._mark_closed(exc.reason or f"the {self.other} closed the session")
+                self._mark_closed(
+                    exc.reason or f"the {self.other} closed the session", exc.close_code
+                )
                 item.done(self.closed_error(None))
                 return
             except PayloadTooLarge as exc:

@@ -38,8 +38,11 @@ class MessageStream(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def receive_message(self) -> bytes:
+    async def receive_message(self) -> bytes | str:
         """Wait for the next message.
+
+        A text transport (WebSocket text frames) may hand the text over as
+        `str`, saving a round of encoding; the protocol decodes either.
 
         Raises:
             ConnectionClosed: the stream is closed, by either side, and every

@@ -66,6 +66,9 @@ from ..runtime._protocol import (
 )
 from ..runtime._util import run_until_it_yields
 from ._openapi import openapi_document
+from ._websocket import AsgiWebSocketStream, Handshake, WebSocketSettings
+from ._websocket import Endpoint as WsEndpoint
+from ._websocket import Refusal as WsRefusal
 
 __all__ = [
     "DEFAULT_IPC_GRACE_PERIOD",
@@ -176,6 +179,9 @@ class HttpApp:
             call this backend; none by default (no CORS headers at all).
         ipc_grace_period: Seconds an IPC session waits for its event stream,
             before the first one and after one closes, before it ends.
+        websocket: How `{prefix}/ws` (RPC and IPC sessions over WebSocket)
+            treats its clients: limits, keepalive, Origin allow-list,
+            handshake authorization. Defaults when None.
 
     Raises:
         ValueError: `prefix` does not start with "/" or a limit is not positive.
@@ -191,6 +197,7 @@ class HttpApp:
         max_in_flight: int = 1024,
         cors_origins: Iterable[str] = (),
         ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+        websocket: WebSocketSettings | None = None,
     ) -> None:
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
@@ -207,6 +214,10 @@ class HttpApp:
         self.cors_origins = frozenset(origin.rstrip("/") for origin in cors_origins)
         self.ipc_grace_period = ipc_grace_period
         self._dispatcher = Dispatcher(self.manager)
+        self.websocket = websocket if websocket is not None else WebSocketSettings()
+        self._ws = WsEndpoint(self.manager, ipc, self.websocket)
+        # The cancel scopes of the WebSocket connections being served.
+        self._ws_scopes: set[trio.CancelScope] = set()
         self._in_flight = 0
         self._sessions: dict[str, _HttpIpcSession] = {}
         self._nursery: trio.Nursery | None = None
@@ -223,8 +234,55 @@ class HttpApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            # Refuse the handshake (hypercorn answers 403).
-            await send({"type": "websocket.close", "code": 1008})
+            await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`{prefix}/ws`: one RPC or IPC session per connection."""
+        if (await receive())["type"] != "websocket.connect":
+            return  # pragma: no cover - ASGI says the first event is connect
+        path = scope["path"]
+        client = scope.get("client")
+        remote = f"{client[0]}:{client[1]}" if client else None
+        refusal: WsRefusal | None
+        if path != f"{self.prefix}/ws":
+            refusal = WsRefusal(
+                404, NotFound(f"no WebSocket endpoint at {path}: it is {self.prefix}/ws")
+            )
+        elif self._shutting_down:
+            refusal = WsRefusal(
+                503, Unavailable("the server is shutting down"), ((b"retry-after", b"1"),)
+            )
+        else:
+            handshake = Handshake.from_raw(path, scope["headers"], remote)
+            refusal = await self._ws.check(handshake)
+        if refusal is not None:
+            _log.info(
+                "refused a WebSocket handshake from %s: %s %s",
+                remote,
+                refusal.status,
+                refusal.error.message,
+            )
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": refusal.status,
+                        "headers": refusal.response_headers(),
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": refusal.body()})
+            else:  # pragma: no cover - hypercorn has the extension
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size)
+        with trio.CancelScope() as scope_:
+            self._ws_scopes.add(scope_)
+            try:
+                await self._ws.run(stream)
+            finally:
+                self._ws_scopes.discard(scope_)
+                await stream.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -258,6 +316,9 @@ class HttpApp:
         calls it at shutdown. RPC requests already running go on.
         """
         self._shutting_down = True
+        # WebSocket sessions close with 1001 "the server is shutting down".
+        for scope in list(self._ws_scopes):
+            scope.cancel()
         for session in list(self._sessions.values()):
             session.stream.close_from_backend("the server is shutting down")
 
@@ -1043,6 +1104,7 @@ async def serve(
     max_in_flight: int = 1024,
     cors_origins: Iterable[str] = (),
     ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+    websocket: WebSocketSettings | None = None,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
@@ -1071,6 +1133,8 @@ async def serve(
         max_in_flight: RPC requests run at once (429 past it).
         cors_origins: Origins allowed to call from a browser; none by default.
         ipc_grace_period: Seconds an IPC session outlives its event stream.
+        websocket: The settings of `{prefix}/ws`, the WebSocket endpoint on
+            the same port (`ws://127.0.0.1:<port>{prefix}/ws`).
         keep_alive_timeout: Seconds an idle connection stays open; keep it
             longer than your clients keep idle connections.
         graceful_timeout: Seconds in-flight requests get at shutdown.
@@ -1090,8 +1154,13 @@ async def serve(
         max_in_flight=max_in_flight,
         cors_origins=cors_origins,
         ipc_grace_period=ipc_grace_period,
+        websocket=websocket,
     )
     config = Config()
+    # The app refuses a message over its limit with 1009 and a reason; hypercorn
+    # closes (with 1009 and no reason) only far past it, bounding its buffer.
+    config.websocket_max_message_size = 2 * app.websocket.max_message_size
+    config.websocket_ping_interval = None  # the app pings, and checks the pongs
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.keep_alive_timeout = keep_alive_timeout
     config.keep_alive_max_requests = _KEEP_ALIVE_MAX_REQUESTS
