@@ -28,7 +28,9 @@ import functools
 import itertools
 import logging
 import math
+import socket
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +40,7 @@ import attrs
 import orjson
 import trio
 import trio_websocket
+from wsproto.events import TextMessage
 
 from ..runtime import (
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
@@ -341,6 +344,7 @@ class Endpoint:
         self.connections += 1
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream.write_loop)
                 if self.settings.ping_interval is not None:
                     nursery.start_soon(
                         stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
@@ -394,19 +398,126 @@ def _being_cancelled() -> bool:
     return trio.current_effective_deadline() == -math.inf
 
 
-class WebSocketStream(MessageStream):
-    """A MessageStream over one WebSocket: text frames, close codes, keepalive."""
+#: Messages a stream holds for its writer before senders wait for room.
+_OUTBOX_LIMIT = 64
 
-    __slots__ = ("_first", "_prefix", "max_message_size")
+
+class WebSocketStream(MessageStream):
+    """A MessageStream over one WebSocket: text frames, close codes, keepalive.
+
+    Sends are buffered: `send_message` puts the message in the stream's outbox
+    and returns without yielding when there is room, and one writer task
+    (`write_loop`, run by whoever owns the stream) sends them in order. On a
+    network socket every send yields to the scheduler; a caller or an impl
+    that would wait for its own send would make the runtime hand its reading
+    over to another task, and concurrent senders would queue on a lock. With
+    the outbox, neither happens, and a burst of replies goes out back to back.
+    """
+
+    __slots__ = (
+        "_drained",
+        "_first",
+        "_outbox",
+        "_prefix",
+        "_room",
+        "_send_error",
+        "_writer",
+        "max_message_size",
+    )
 
     def __init__(self, max_message_size: int, prefix: str) -> None:
         self.max_message_size = max_message_size
         self._first: bytes | str | None = None
         self._prefix = prefix
+        self._outbox: deque[bytes] = deque()
+        self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for work
+        self._room = trio.lowlevel.ParkingLot()  # senders waiting for room
+        self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
+        self._send_error: ConnectionClosed | None = None
 
     def push_back(self, data: bytes | str) -> None:
         """Make `data` the next message received (the peeked hello)."""
         self._first = data
+
+    async def send_message(self, data: bytes) -> None:
+        if len(data) > self.max_message_size:
+            raise _too_large(len(data), self.max_message_size)
+        if self._send_error is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._send_error
+        outbox = self._outbox
+        if not outbox:
+            rest = self._send_now(data)
+            if rest is None:
+                return
+            await self._finish_send(rest)
+            return
+        while len(outbox) >= _OUTBOX_LIMIT:
+            await self._room.park()
+            if self._send_error is not None:
+                raise self._send_error
+        outbox.append(data)
+        if self._writer:
+            self._writer.unpark()
+
+    def _send_now(self, data: bytes) -> Any:
+        """Try to send `data` at once, without yielding; None when it was sent.
+
+        Otherwise it goes to the outbox (returns None too), or the send was
+        begun and the caller finishes it with `_finish_send(returned)`.
+        """
+        self._outbox.append(data)
+        if self._writer:
+            self._writer.unpark()
+        return None
+
+    async def _finish_send(self, rest: Any) -> None:
+        raise NotImplementedError  # pragma: no cover - only after a _send_now that begins one
+
+    async def write_loop(self) -> None:
+        """Send what `send_message` queued, in order, until the socket closes.
+
+        Run it in the nursery that owns the stream, for as long as the stream.
+        """
+        outbox = self._outbox
+        try:
+            while True:
+                if not outbox:
+                    if self._drained:
+                        self._drained.unpark_all()
+                    await self._writer.park()
+                    continue
+                if len(outbox) == 1:
+                    batch = [outbox.popleft()]
+                else:
+                    batch = list(outbox)
+                    outbox.clear()
+                if self._room:
+                    self._room.unpark_all()
+                await self._send_batch(batch)
+        except ConnectionClosed as exc:
+            self._fail_sends(exc)
+
+    def _fail_sends(self, exc: ConnectionClosed) -> None:
+        if self._send_error is None:
+            self._send_error = exc
+        self._outbox.clear()
+        self._room.unpark_all()
+        self._drained.unpark_all()
+
+    async def _drain(self) -> None:
+        """Wait until the writer has sent everything queued (or cannot)."""
+        while self._outbox and self._send_error is None:
+            await self._drained.park()
+
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        """Send these messages now, one text frame each, in order. Raises ConnectionClosed."""
+        for data in batch:
+            await self._send_text(data.decode())
+
+    async def _send_text(self, text: str) -> None:
+        """Send one text frame now. Raises ConnectionClosed."""
+        raise NotImplementedError
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         """Ping every `interval` seconds; close if a ping is not answered in time."""
@@ -414,13 +525,16 @@ class WebSocketStream(MessageStream):
 
     @abc.abstractmethod
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
-        """Close with `code` (1000 by default) and `reason`; see MessageStream.aclose."""
+        """Close with `code` (1000 by default) and `reason`; see MessageStream.aclose.
+
+        What was queued is sent first (for at most a few seconds).
+        """
 
 
 class TrioWebSocketStream(WebSocketStream):
     """A MessageStream over a trio-websocket connection (either side)."""
 
-    __slots__ = ("_server", "_ws")
+    __slots__ = ("_raw", "_server", "_ws")
 
     def __init__(
         self,
@@ -433,6 +547,12 @@ class TrioWebSocketStream(WebSocketStream):
         super().__init__(max_message_size, prefix)
         self._ws = ws
         self._server = server
+        # The plain socket under the connection, for sends that need no wait
+        # (None under TLS: the SSL stream must do its own writing).
+        stream = ws._stream
+        plain = type(stream) is trio.SocketStream
+        raw = getattr(getattr(stream, "socket", None), "_sock", None) if plain else None
+        self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
 
     def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
         reason = exc.reason
@@ -440,13 +560,68 @@ class TrioWebSocketStream(WebSocketStream):
             return closed_error(None, None, prefix=self._prefix)
         return closed_error(reason.code, reason.reason, prefix=self._prefix)
 
-    async def send_message(self, data: bytes) -> None:
-        if len(data) > self.max_message_size:
-            raise _too_large(len(data), self.max_message_size)
+    async def _send_text(self, text: str) -> None:
         try:
-            await self._ws.send_message(data.decode())
+            await self._ws.send_message(text)
         except trio_websocket.ConnectionClosed as exc:
             raise self._closed(exc) from None
+
+    def _send_now(self, data: bytes) -> Any:
+        # A frame that the socket takes at once is written here, with no task
+        # switch and no yield: the same saving as the in-process transport's
+        # buffered send. The stream lock keeps it whole against trio-websocket's
+        # own sends (pongs, close); a socket that takes only part of it is
+        # finished by the caller, still holding the lock.
+        ws = self._ws
+        raw = self._raw
+        lock = ws._stream_lock
+        if raw is None or lock.locked() or ws._close_reason is not None:
+            return super()._send_now(data)
+        frame = ws._wsproto.send(TextMessage(data=data.decode()))
+        lock.acquire_nowait()
+        try:
+            sent = raw.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            lock.release()
+            # Broken: the writer's send meets the same error and reports it.
+            self._outbox.append(data)  # pragma: no cover - a reset mid-send
+            self._writer.unpark()
+            return None
+        if sent == len(frame):
+            lock.release()
+            return None
+        return memoryview(frame)[sent:]
+
+    async def _finish_send(self, rest: Any) -> None:
+        ws = self._ws
+        try:
+            await ws._stream.send_all(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            ws._stream_lock.release()
+            await ws._abort_web_socket()
+            raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason)) from None
+        except BaseException:
+            ws._stream_lock.release()
+            raise
+        ws._stream_lock.release()
+
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        ws = self._ws
+        if ws._close_reason is not None:
+            raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason))
+        # All the frames queued, framed by wsproto and written in one send:
+        # what `send_message` does for one, minus a lock round and a socket
+        # write per frame.
+        frame = ws._wsproto.send
+        data = b"".join([frame(TextMessage(data=item.decode())) for item in batch])
+        async with ws._stream_lock:
+            try:
+                await ws._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await ws._abort_web_socket()
+                raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason)) from None
 
     async def receive_message(self) -> bytes | str:
         first = self._first
@@ -459,7 +634,9 @@ class TrioWebSocketStream(WebSocketStream):
             try:
                 data = await ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
-                raise self._closed(exc) from None
+                closed = self._closed(exc)
+                self._fail_sends(closed)
+                raise closed from None
             if data[:7] == '{"t":"p' and type(data) is str and await self._answer_ping(data):
                 continue
             return data
@@ -472,9 +649,9 @@ class TrioWebSocketStream(WebSocketStream):
             return False
         if type(message) is not dict or message.get("t") != "ping":
             return False
-        pong = orjson.dumps({"t": "pong", "id": message.get("id")}).decode()
-        with contextlib.suppress(trio_websocket.ConnectionClosed):
-            await self._ws.send_message(pong)  # if closed, the next receive says so
+        pong = orjson.dumps({"t": "pong", "id": message.get("id")})
+        with contextlib.suppress(ConnectionClosed):
+            await self.send_message(pong)  # if closed, the next receive says so
         return True
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
@@ -488,7 +665,9 @@ class TrioWebSocketStream(WebSocketStream):
         # that does not answer cannot hold us.
         with trio.CancelScope(shield=True) as scope:
             scope.relative_deadline = wait
+            await self._drain()
             await self._ws.aclose(code, _fit_reason(reason))
+        self._fail_sends(closed_error(code, reason, prefix=self._prefix))
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         ws = self._ws
@@ -537,15 +716,12 @@ class AsgiWebSocketStream(WebSocketStream):
         self._ping_ids = itertools.count(1)
         self._pong = trio.Event()
 
-    async def send_message(self, data: bytes) -> None:
-        if len(data) > self.max_message_size:
-            raise _too_large(len(data), self.max_message_size)
+    async def _send_text(self, text: str) -> None:
         if self._closed_reason is not None:
-            await trio.lowlevel.checkpoint()
             raise self._closed_reason
         # hypercorn drops a send on a closed socket silently; the receive side
         # sees the close and reports it.
-        await self._send({"type": "websocket.send", "text": data.decode()})
+        await self._send({"type": "websocket.send", "text": text})
 
     async def receive_message(self) -> bytes | str:
         first = self._first
@@ -574,6 +750,7 @@ class AsgiWebSocketStream(WebSocketStream):
             if kind == "websocket.disconnect":
                 code = event.get("code", 1005)
                 self._closed_reason = closed_error(code, event.get("reason"), prefix="WebSocket")
+                self._fail_sends(self._closed_reason)
                 self._pong.set()
                 raise self._closed_reason
 
@@ -594,10 +771,12 @@ class AsgiWebSocketStream(WebSocketStream):
         if reason is None and _being_cancelled():
             reason, code = _SHUTDOWN
         if self._closed_reason is None:
-            self._closed_reason = closed_error(code, reason, prefix="WebSocket")
-            self._pong.set()
             with trio.CancelScope(shield=True) as scope:
                 scope.relative_deadline = _CLOSE_TIMEOUT
+                await self._drain()
+                self._closed_reason = closed_error(code, reason, prefix="WebSocket")
+                self._fail_sends(self._closed_reason)
+                self._pong.set()
                 await self._send(
                     {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
                 )
@@ -611,8 +790,11 @@ class AsgiWebSocketStream(WebSocketStream):
             if self._closed_reason is not None:
                 return
             self._pong = trio.Event()
-            ping = orjson.dumps({"t": "ping", "id": next(self._ping_ids)}).decode()
-            await self._send({"type": "websocket.send", "text": ping})
+            ping = orjson.dumps({"t": "ping", "id": next(self._ping_ids)})
+            try:
+                await self.send_message(ping)
+            except ConnectionClosed:
+                return
             with trio.move_on_after(answer_within):
                 await self._pong.wait()
                 continue
@@ -837,10 +1019,9 @@ async def _open_stream(
                 if isinstance(exc, OSError):
                     raise ConnectError(f"could not connect to {url}: {exc}") from None
                 raise
-            stream = TrioWebSocketStream(
-                ws, max_message_size, f"WebSocket to {url}", server=False
-            )
+            stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}", server=False)
             try:
+                nursery.start_soon(stream.write_loop)
                 if ping_interval is not None:
                     nursery.start_soon(stream.keep_alive, ping_interval, ping_timeout)
                 yield stream
