@@ -36,7 +36,7 @@ from tether.transports import http, websocket
 
 TIMEOUT = 10.0  # the cap of every test
 RECV = 3.0  # seconds the client waits for one message
-PINGS = {"ping_interval": 0.2, "ping_timeout": 1.0}
+PINGS: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 1.0}
 VARIANTS = pytest.mark.parametrize("variant", ["trio-websocket", "hypercorn"])
 J = dict[str, Any]  # one JSON message
 T = TypeVar("T")
@@ -178,7 +178,8 @@ class PingCounter(logging.Handler):
         self.logger.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        frame = record.args[0] if record.msg == "< %s" and record.args else None
+        args = record.args
+        frame = args[0] if record.msg == "< %s" and isinstance(args, tuple) and args else None
         if getattr(frame, "opcode", None) is Opcode.PING:
             self.pings += 1
 
@@ -402,17 +403,17 @@ async def test_ipc_session_invoke_and_notifications_both_ways(variant: str) -> N
     assert closed == [expected]
 
 
-HANDSHAKE_REFUSALS = {  # what the endpoint serves, the hello's changes, code, status
+HANDSHAKE_REFUSALS: dict[str, tuple[str, J, str, int]] = {
+    # case: (what the endpoint serves, the hello's changes, code, status)
     "protocol-2": ("rpc", {"protocol": 2}, "incompatible-version", 403),
     "ipc-hello-to-rpc-only": ("rpc", {"mode": "ipc"}, "bad-request", 400),
+    # On hypercorn, `http.serve(None, ipc=...)` hands its WebSocket endpoint an empty
+    # RpcManager instead of None, so this hello gets a `welcome` (no interfaces), unlike
+    # on trio-websocket and unlike docs/ipc.md ("an RPC hello sent to an IPC endpoint
+    # ... is InvalidRequest, naming the right call"): HttpApp.__init__ in _http_server.py.
     "rpc-hello-to-ipc-only": ("ipc", {"mode": "rpc"}, "bad-request", 400),
     "unknown-channel": ("ipc", {"channels": {"outside.nobody": "1.0.0"}}, "not-found", 404),
-    "channel-major": (
-        "ipc",
-        {"channels": {"outside.editor": "2.0.0"}},
-        "incompatible-version",
-        403,
-    ),
+    "major-2": ("ipc", {"channels": {"outside.editor": "2.0.0"}}, "incompatible-version", 403),
 }
 
 

@@ -573,9 +573,11 @@ class TrioWebSocketStream(WebSocketStream):
         # own sends (pongs, close); a socket that takes only part of it is
         # finished by the caller, still holding the lock.
         ws = self._ws
+        if ws._close_reason is not None:
+            raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason))
         raw = self._raw
         lock = ws._stream_lock
-        if raw is None or lock.locked() or ws._close_reason is not None:
+        if raw is None or lock.locked():
             return super()._send_now(data)
         frame = ws._wsproto.send(TextMessage(data=data.decode()))
         lock.acquire_nowait()
@@ -584,28 +586,29 @@ class TrioWebSocketStream(WebSocketStream):
         except BlockingIOError:
             sent = 0
         except OSError:
-            lock.release()
-            # Broken: the writer's send meets the same error and reports it.
-            self._outbox.append(data)  # pragma: no cover - a reset mid-send
-            self._writer.unpark()
-            return None
+            sent = 0  # broken: trio's send, in _finish_send, reports it
         if sent == len(frame):
             lock.release()
             return None
         return memoryview(frame)[sent:]
 
     async def _finish_send(self, rest: Any) -> None:
+        # The frame is on the wire in part: it must be finished before any
+        # other, even if the caller is cancelled meanwhile, or the peer would
+        # read garbage. A peer that does not take it in time is dropped.
         ws = self._ws
         try:
-            await ws._stream.send_all(rest)
+            with trio.CancelScope(shield=True) as scope:
+                scope.relative_deadline = _CLOSE_TIMEOUT
+                await ws._stream.send_all(rest)
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(ws._stream)
+                raise trio.BrokenResourceError("the peer did not read a frame in time")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            ws._stream_lock.release()
             await ws._abort_web_socket()
             raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason)) from None
-        except BaseException:
+        finally:
             ws._stream_lock.release()
-            raise
-        ws._stream_lock.release()
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         ws = self._ws
