@@ -54,6 +54,17 @@ def test_http_main_runs_with_the_quickstart() -> None:
     assert re.search(r"counted robots over http://127\.0\.0\.1:\d+/rpc", result.stdout)
 
 
+def test_websocket_main_runs_with_the_quickstart() -> None:
+    quickstart = python_blocks()[0]
+    [sample] = [block for block in python_blocks() if "websocket.serve" in block]
+    program = quickstart.replace("trio.run(main)", "") + sample + "\ntrio.run(main)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"counted robots over ws://127\.0\.0\.1:\d+/", result.stdout)
+
+
 def test_every_python_block_compiles() -> None:
     blocks = python_blocks()
     assert len(blocks) >= 3

@@ -178,13 +178,33 @@ async def served(
 async def raw(
     url: str, *, hello: str | bytes | None = RPC_HELLO, **options: Any
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """A plain trio-websocket client; after `hello` and the server's `welcome` unless None."""
-    async with trio_websocket.open_websocket_url(url, disconnect_timeout=2, **options) as ws:
-        if hello is not None:
-            await ws.send_message(hello)
-            welcome = json.loads(await ws.get_message())
-            assert welcome["t"] == "welcome", welcome
-        yield ws
+    """A plain trio-websocket client; after `hello` and the server's `welcome` unless None.
+
+    It owns its TCP stream: trio-websocket's client leaves the socket open when
+    the server closes first.
+    """
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    async with open_service_nursery() as nursery:
+        tcp = await trio.open_tcp_stream(parts.hostname, parts.port)
+        try:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, tcp, parts.netloc, parts.path, **options
+            )
+            try:
+                if hello is not None:
+                    await ws.send_message(hello)
+                    welcome = json.loads(await ws.get_message())
+                    assert welcome["t"] == "welcome", welcome
+                yield ws
+            finally:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.relative_deadline = 2
+                    await ws.aclose()
+        finally:
+            await trio.aclose_forcefully(tcp)
+        nursery.cancel_scope.cancel()
 
 
 async def reply(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
@@ -1013,7 +1033,7 @@ async def test_ipc_only_endpoint_refuses_an_rpc_hello_with_a_clear_error(variant
     backend = make_backend_ipc()
     with trio.fail_after(TIMEOUT):
         async with served(variant, None, backend) as url:
-            with pytest.raises(InvalidRequest, match="connect_ipc"):
+            with pytest.raises(InvalidRequest, match="serves IPC sessions"):
                 async with websocket.connect(url, interfaces=[]):
                     pass  # pragma: no cover - refused
 
