@@ -215,7 +215,10 @@ class HttpApp:
         self.ipc_grace_period = ipc_grace_period
         self._dispatcher = Dispatcher(self.manager)
         self.websocket = websocket if websocket is not None else WebSocketSettings()
-        self._ws = WsEndpoint(self.manager, ipc, self.websocket)
+        # An app given no manager serves IPC only on WebSocket too: an RPC
+        # hello there is refused, not welcomed to an empty backend.
+        ws_manager = self.manager if manager is not None or ipc is None else None
+        self._ws = WsEndpoint(ws_manager, ipc, self.websocket)
         # The cancel scopes of the WebSocket connections being served.
         self._ws_scopes: set[trio.CancelScope] = set()
         self._in_flight = 0
