@@ -80,6 +80,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("tether.http")
+#: Seconds a cancelled `serve` gives WebSocket connections to close properly.
+_WS_CLOSE_GRACE = 1.0
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -219,8 +221,6 @@ class HttpApp:
         # hello there is refused, not welcomed to an empty backend.
         ws_manager = self.manager if manager is not None or ipc is None else None
         self._ws = WsEndpoint(ws_manager, ipc, self.websocket)
-        # The cancel scopes of the WebSocket connections being served.
-        self._ws_scopes: set[trio.CancelScope] = set()
         self._in_flight = 0
         self._sessions: dict[str, _HttpIpcSession] = {}
         self._nursery: trio.Nursery | None = None
@@ -251,10 +251,6 @@ class HttpApp:
             refusal = WsRefusal(
                 404, NotFound(f"no WebSocket endpoint at {path}: it is {self.prefix}/ws")
             )
-        elif self._shutting_down:
-            refusal = WsRefusal(
-                503, Unavailable("the server is shutting down"), ((b"retry-after", b"1"),)
-            )
         else:
             handshake = Handshake.from_raw(path, scope["headers"], remote)
             refusal = await self._ws.check(handshake)
@@ -278,14 +274,11 @@ class HttpApp:
                 await send({"type": "websocket.close", "code": 1008})
             return
         await send({"type": "websocket.accept"})
-        stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size)
-        with trio.CancelScope() as scope_:
-            self._ws_scopes.add(scope_)
-            try:
-                await self._ws.run(stream)
-            finally:
-                self._ws_scopes.discard(scope_)
-                await stream.aclose()
+        stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, self._ws)
+        try:
+            await self._ws.run(stream)
+        finally:
+            await stream.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -303,6 +296,8 @@ class HttpApp:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._shutting_down = False
+                if self._ws.shutting_down:  # served again after a shutdown
+                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.begin_shutdown()
@@ -320,8 +315,7 @@ class HttpApp:
         """
         self._shutting_down = True
         # WebSocket sessions close with 1001 "the server is shutting down".
-        for scope in list(self._ws_scopes):
-            scope.cancel()
+        self._ws.begin_shutdown()
         for session in list(self._sessions.values()):
             session.stream.close_from_backend("the server is shutting down")
 
@@ -1183,9 +1177,32 @@ async def serve(
             await shutdown_trigger()
         app.begin_shutdown()
 
-    await hypercorn_serve(
-        app,  # type: ignore[arg-type]  # hypercorn's TypedDict events vs plain mappings
-        config,
-        shutdown_trigger=trigger,
-        task_status=_Started(),
-    )
+    # hypercorn runs shielded from our cancellation: being cancelled first
+    # tells the WebSocket and IPC clients why (1001, "the server is shutting
+    # down") and gives their connections a moment to close; then it stops.
+    hypercorn_scope = trio.CancelScope(shield=True)
+    ended = trio.Event()
+
+    async def run_hypercorn() -> None:
+        try:
+            with hypercorn_scope:
+                await hypercorn_serve(
+                    app,  # type: ignore[arg-type]  # hypercorn's TypedDict events vs mappings
+                    config,
+                    shutdown_trigger=trigger,
+                    task_status=_Started(),
+                )
+        finally:
+            ended.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_hypercorn)
+        try:
+            await ended.wait()
+        finally:
+            if not ended.is_set():
+                app.begin_shutdown()
+                with trio.CancelScope(shield=True) as grace:
+                    grace.relative_deadline = _WS_CLOSE_GRACE
+                    await app._ws.wait_idle()
+                hypercorn_scope.cancel()

@@ -89,6 +89,8 @@ DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_PING_TIMEOUT = 20.0
 #: Seconds a close waits for the peer's close frame before dropping the socket.
 _CLOSE_TIMEOUT = 5.0
+#: Seconds between a client's checks for pings that arrived while it was idle.
+_IDLE_CHECK = 1.0
 #: Seconds a close waits when the peer is already known to be unresponsive.
 _ABORT_TIMEOUT = 0.5
 
@@ -220,7 +222,9 @@ class WebSocketSettings:
 
     Attributes:
         max_message_size: Largest message, in bytes, either way. A larger
-            incoming frame closes the connection with 1009 and a reason.
+            incoming frame closes the connection with 1009 and a reason (on
+            hypercorn, a frame over twice the limit is closed by hypercorn
+            itself, with 1009 and no reason).
         max_in_flight: RPC calls (or IPC invocations) one connection may have
             running at once; more are refused with `Unavailable`
             (too-many-requests). tether's own client never goes over it: its
@@ -285,7 +289,16 @@ class Refusal:
 class Endpoint:
     """One WebSocket endpoint's state: what it serves, its settings, its connections."""
 
-    __slots__ = ("connections", "ipc", "manager", "settings")
+    __slots__ = (
+        "_closing",
+        "_idle",
+        "_sessions",
+        "connections",
+        "ipc",
+        "manager",
+        "settings",
+        "shutting_down",
+    )
 
     def __init__(
         self, manager: RpcManager | None, ipc: BackendIpc | None, settings: WebSocketSettings
@@ -302,10 +315,37 @@ class Endpoint:
         self.ipc = ipc
         self.settings = settings
         self.connections = 0
+        #: Set by `begin_shutdown`: new handshakes are refused, and connections
+        #: close with 1001 "the server is shutting down", whatever their session says.
+        self.shutting_down = False
+        self._sessions: set[trio.CancelScope] = set()
+        self._idle = trio.Event()  # set when shutting down with no connection left
+        self._closing = trio.Event()  # set by begin_shutdown
+
+    def begin_shutdown(self) -> None:
+        """Refuse new connections and end every session with 1001."""
+        self.shutting_down = True
+        self._closing.set()
+        for scope in list(self._sessions):
+            scope.cancel()
+        if self.connections == 0:
+            self._idle.set()
+
+    async def wait_closing(self) -> None:
+        """Wait until `begin_shutdown` is called."""
+        await self._closing.wait()
+
+    async def wait_idle(self) -> None:
+        """After `begin_shutdown`: wait until every connection has closed."""
+        await self._idle.wait()
 
     async def check(self, handshake: Handshake) -> Refusal | None:
         """Whether to accept `handshake`; the refusal when not."""
         settings = self.settings
+        if self.shutting_down:
+            return Refusal(
+                503, Unavailable("the server is shutting down"), ((b"retry-after", b"1"),)
+            )
         origins = settings.allowed_origins
         if origins is not None and handshake.origin is not None and handshake.origin not in origins:
             return Refusal(
@@ -349,10 +389,19 @@ class Endpoint:
                     nursery.start_soon(
                         stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
                     )
-                await self._session(stream)
+                with trio.CancelScope() as session:
+                    self._sessions.add(session)
+                    if self.shutting_down:
+                        session.cancel()
+                    try:
+                        await self._session(stream)
+                    finally:
+                        self._sessions.discard(session)
                 nursery.cancel_scope.cancel()
         finally:
             self.connections -= 1
+            if self.shutting_down and self.connections == 0:
+                self._idle.set()
 
     async def _session(self, stream: WebSocketStream) -> None:
         settings = self.settings
@@ -389,13 +438,8 @@ def _asks_for_ipc(data: bytes | str) -> bool:
 # Streams
 
 
-#: How a server closes its connections when it is cancelled (shutting down).
+#: How a server closes its connections when it is shutting down.
 _SHUTDOWN = ("the server is shutting down", GOING_AWAY)
-
-
-def _being_cancelled() -> bool:
-    """Whether the current task's cancel scope has been cancelled."""
-    return trio.current_effective_deadline() == -math.inf
 
 
 #: Messages a stream holds for its writer before senders wait for room.
@@ -416,6 +460,7 @@ class WebSocketStream(MessageStream):
 
     __slots__ = (
         "_drained",
+        "_endpoint",
         "_first",
         "_outbox",
         "_prefix",
@@ -425,8 +470,11 @@ class WebSocketStream(MessageStream):
         "max_message_size",
     )
 
-    def __init__(self, max_message_size: int, prefix: str) -> None:
+    def __init__(
+        self, max_message_size: int, prefix: str, endpoint: Endpoint | None = None
+    ) -> None:
         self.max_message_size = max_message_size
+        self._endpoint = endpoint  # the server's, on a server's stream
         self._first: bytes | str | None = None
         self._prefix = prefix
         self._outbox: deque[bytes] = deque()
@@ -438,6 +486,12 @@ class WebSocketStream(MessageStream):
     def push_back(self, data: bytes | str) -> None:
         """Make `data` the next message received (the peeked hello)."""
         self._first = data
+
+    def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
+        """The reason and code a close goes out with: a shutdown's, when shutting down."""
+        if self._endpoint is not None and self._endpoint.shutting_down:
+            return _SHUTDOWN
+        return reason, code
 
     async def send_message(self, data: bytes) -> None:
         if len(data) > self.max_message_size:
@@ -534,19 +588,21 @@ class WebSocketStream(MessageStream):
 class TrioWebSocketStream(WebSocketStream):
     """A MessageStream over a trio-websocket connection (either side)."""
 
-    __slots__ = ("_raw", "_server", "_ws")
+    __slots__ = ("_local_close", "_raw", "_reading", "_ws")
 
     def __init__(
         self,
         ws: trio_websocket.WebSocketConnection,
         max_message_size: int,
         prefix: str,
-        *,
-        server: bool,
+        endpoint: Endpoint | None = None,
     ) -> None:
-        super().__init__(max_message_size, prefix)
+        super().__init__(max_message_size, prefix, endpoint)
         self._ws = ws
-        self._server = server
+        # How this side closed it, when it did: trio-websocket records a close
+        # it did not receive as (1000, no reason), and receives must say why.
+        self._local_close: ConnectionClosed | None = None
+        self._reading = False
         # The plain socket under the connection, for sends that need no wait
         # (None under TLS: the SSL stream must do its own writing).
         stream = ws._stream
@@ -555,6 +611,8 @@ class TrioWebSocketStream(WebSocketStream):
         self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
 
     def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+        if self._local_close is not None:
+            return self._local_close
         reason = exc.reason
         if reason is None:
             return closed_error(None, None, prefix=self._prefix)
@@ -629,6 +687,36 @@ class TrioWebSocketStream(WebSocketStream):
             self._first = None
             await trio.lowlevel.checkpoint()
             return first
+        self._reading = True
+        try:
+            return await self._receive()
+        finally:
+            self._reading = False
+
+    async def answer_pings_while_idle(self, every: float) -> None:
+        """Client side: answer a hypercorn server's envelope pings while nobody reads.
+
+        An RPC connection reads only while a call waits for its reply; an idle
+        one would leave the server's pings unanswered and be closed as dead.
+        Every `every` seconds, while no receive is running, this takes what
+        has arrived: pings are answered, and the first other message is kept
+        for the next receive.
+        """
+        channel = self._ws._recv_channel
+        while True:
+            await trio.sleep(every)
+            while not self._reading and self._first is None:
+                try:
+                    data = channel.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
+                    continue
+                self._first = data
+
+    async def _receive(self) -> bytes | str:
         ws = self._ws
         while True:
             try:
@@ -655,19 +743,20 @@ class TrioWebSocketStream(WebSocketStream):
         return True
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
-        if reason is None and self._server and _being_cancelled():
-            reason, code = _SHUTDOWN
+        reason, code = self._close_as(reason, code)
         await self._close(reason, code, _CLOSE_TIMEOUT)
 
     async def _close(self, reason: str | None, code: int, wait: float) -> None:
         # Shielded so that a close during cancellation (the usual case: a block
         # left by an exception) still tells the peer why; bounded so a peer
         # that does not answer cannot hold us.
+        if self._local_close is None and self._ws.closed is None:
+            self._local_close = closed_error(code, reason, prefix=self._prefix)
         with trio.CancelScope(shield=True) as scope:
             scope.relative_deadline = wait
             await self._drain()
             await self._ws.aclose(code, _fit_reason(reason))
-        self._fail_sends(closed_error(code, reason, prefix=self._prefix))
+        self._fail_sends(self._local_close or closed_error(code, reason, prefix=self._prefix))
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         ws = self._ws
@@ -701,16 +790,20 @@ def _fit_reason(reason: str | None) -> str | None:
 class AsgiWebSocketStream(WebSocketStream):
     """A MessageStream over an ASGI WebSocket connection (hypercorn), server side."""
 
-    __slots__ = ("_close_code", "_closed_reason", "_ping_ids", "_pong", "_receive", "_send")
+    __slots__ = ("_closed_reason", "_ping_ids", "_pong", "_receive", "_receiving", "_send")
 
     def __init__(
         self,
         receive: Callable[[], Awaitable[Any]],
         send: Callable[[Any], Awaitable[None]],
         max_message_size: int,
+        endpoint: Endpoint | None = None,
     ) -> None:
-        super().__init__(max_message_size, "WebSocket")
+        super().__init__(max_message_size, "WebSocket", endpoint)
         self._receive = receive
+        # Cancelled by a close from this side: hypercorn then waits for the
+        # peer's close frame, which a dead peer never sends.
+        self._receiving: trio.CancelScope | None = None
         self._send = send
         self._closed_reason: ConnectionClosed | None = None
         self._ping_ids = itertools.count(1)
@@ -733,7 +826,11 @@ class AsgiWebSocketStream(WebSocketStream):
             if self._closed_reason is not None:
                 await trio.lowlevel.checkpoint()
                 raise self._closed_reason
-            event = await self._receive()
+            with trio.CancelScope() as self._receiving:
+                event = await self._receive()
+            self._receiving = None
+            if self._closed_reason is not None:
+                raise self._closed_reason
             kind = event["type"]
             if kind == "websocket.receive":
                 text = event.get("text")
@@ -768,8 +865,7 @@ class AsgiWebSocketStream(WebSocketStream):
         return False
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
-        if reason is None and _being_cancelled():
-            reason, code = _SHUTDOWN
+        reason, code = self._close_as(reason, code)
         if self._closed_reason is None:
             with trio.CancelScope(shield=True) as scope:
                 scope.relative_deadline = _CLOSE_TIMEOUT
@@ -777,6 +873,8 @@ class AsgiWebSocketStream(WebSocketStream):
                 self._closed_reason = closed_error(code, reason, prefix="WebSocket")
                 self._fail_sends(self._closed_reason)
                 self._pong.set()
+                if self._receiving is not None:
+                    self._receiving.cancel()
                 await self._send(
                     {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
                 )
@@ -859,6 +957,7 @@ async def serve(
     endpoint = Endpoint(manager, ipc, settings)
     handler = functools.partial(_handle_request, endpoint)
     async with trio.open_nursery() as nursery:
+        handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
         server = await nursery.start(
             functools.partial(
                 trio_websocket.serve_websocket,
@@ -866,6 +965,7 @@ async def serve(
                 host,
                 port,
                 None,
+                handler_nursery=handlers,
                 message_queue_size=4,
                 max_message_size=settings.max_message_size,
                 receive_buffer_size=64 * 1024,
@@ -873,9 +973,33 @@ async def serve(
                 disconnect_timeout=_CLOSE_TIMEOUT,
             )
         )
-        bound = server.port
         shown = f"[{host}]" if ":" in host else host
-        task_status.started(f"ws://{shown}:{bound}/")
+        task_status.started(f"ws://{shown}:{server.port}/")
+        try:
+            await trio.sleep_forever()
+        finally:
+            # Cancelled: the listeners close with this nursery; the sessions
+            # end now, each telling its client why (1001).
+            endpoint.begin_shutdown()
+
+
+async def _own_connections(
+    endpoint: Endpoint, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The nursery of the connections, shielded from `serve`'s cancellation.
+
+    So that a shutdown can close each connection properly (the close frame
+    sent, the client's answer read by the connection's own reader task) before
+    the connections' tasks are cancelled: at once when all have closed, or
+    after `_CLOSE_TIMEOUT`.
+    """
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as handlers:
+            task_status.started(handlers)
+            await endpoint.wait_closing()
+            with trio.move_on_after(_CLOSE_TIMEOUT):
+                await endpoint.wait_idle()
+            handlers.cancel_scope.cancel()
 
 
 async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketRequest) -> None:
@@ -898,7 +1022,7 @@ async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketR
         )
         return
     ws = await request.accept()
-    stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", server=True)
+    stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
     try:
         await endpoint.run(stream)
     finally:
@@ -1019,11 +1143,15 @@ async def _open_stream(
                 if isinstance(exc, OSError):
                     raise ConnectError(f"could not connect to {url}: {exc}") from None
                 raise
-            stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}", server=False)
+            stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}")
             try:
                 nursery.start_soon(stream.write_loop)
                 if ping_interval is not None:
                     nursery.start_soon(stream.keep_alive, ping_interval, ping_timeout)
+                every = (
+                    _IDLE_CHECK if ping_interval is None else min(_IDLE_CHECK, ping_interval / 2)
+                )
+                nursery.start_soon(stream.answer_pings_while_idle, every)
                 yield stream
             finally:
                 with trio.CancelScope(shield=True):
