@@ -42,6 +42,11 @@ _log = logging.getLogger("tether.client")
 _ids = itertools.count(1)
 
 
+def _session_id(value: str | None) -> str:
+    """A session id as given, or a fresh one."""
+    return str(uuid.uuid4()) if value is None else value
+
+
 @attrs.frozen(slots=True)
 class ClientOptions:
     """How a frontend presents itself on every call it makes through a connection.
@@ -52,13 +57,13 @@ class ClientOptions:
         authorization: The credential this connection sends. When None, the
             current context's authorization (the user's) is forwarded.
         session_id: The session this connection's calls belong to unless the
-            current context has one; a fresh UUID by default.
+            current context has one; a fresh UUID by default (or when None).
     """
 
     application_id: str | None = None
     application_version: str | None = None
     authorization: str | None = attrs.field(default=None, repr=False)
-    session_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    session_id: str = attrs.field(default=None, converter=_session_id)
 
 
 class RpcBackend(abc.ABC):

@@ -285,17 +285,16 @@ async def connect(
     """
     host, port, prefix = _split_url(url)
     wanted = list(interfaces)
-    options_kwargs: dict[str, Any] = {
-        "application_id": application_id,
-        "application_version": application_version,
-        "authorization": authorization,
-    }
-    if session_id is not None:
-        options_kwargs["session_id"] = session_id
+    options = ClientOptions(
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        session_id=session_id,
+    )
     pool = ConnectionPool(
         host, port, max_connections=max_connections, max_response_size=max_message_size
     )
-    backend = HttpBackend(pool, url, prefix, ClientOptions(**options_kwargs), max_message_size)
+    backend = HttpBackend(pool, url, prefix, options, max_message_size)
     try:
         await backend.describe()
         check_backend_interfaces(backend.interfaces, wanted)

@@ -357,14 +357,12 @@ async def connect(
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
     """
-    options_kwargs: dict[str, Any] = {
-        "application_id": application_id,
-        "application_version": application_version,
-        "authorization": authorization,
-    }
-    if session_id is not None:
-        options_kwargs["session_id"] = session_id
-    options = ClientOptions(**options_kwargs)
+    options = ClientOptions(
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        session_id=session_id,
+    )
     serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
     async with (
         _backend(serve, thread, max_message_size) as client_end,

@@ -1222,14 +1222,12 @@ async def connect(
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
     """
-    options_kwargs: dict[str, Any] = {
-        "application_id": application_id,
-        "application_version": application_version,
-        "authorization": authorization,
-    }
-    if session_id is not None:
-        options_kwargs["session_id"] = session_id
-    options = ClientOptions(**options_kwargs)
+    options = ClientOptions(
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        session_id=session_id,
+    )
     if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
         raise ValueError(f"max_in_flight must be a positive int, got {max_in_flight!r}")
     async with (
