@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "tether.transports",
     "tether.transports.memory",
     "tether.transports.http",
+    "tether.transports.websocket",
     "tether.transports.abc",
     "tether.testing",
 ]
@@ -103,6 +104,23 @@ def test_http_surface_is_exactly_this() -> None:
         "DEFAULT_MAX_BODY_SIZE",
         "HttpApp",
         "HttpBackend",
+        "connect",
+        "connect_ipc",
+        "serve",
+    ]
+
+
+def test_websocket_surface_is_exactly_this() -> None:
+    """The WebSocket transport's public names: adding or removing one must be deliberate."""
+    import tether.transports.websocket as websocket
+
+    assert websocket.__all__ == [
+        "DEFAULT_MAX_MESSAGE_SIZE",
+        "DEFAULT_PING_INTERVAL",
+        "DEFAULT_PING_TIMEOUT",
+        "Authorize",
+        "Handshake",
+        "WebSocketSettings",
         "connect",
         "connect_ipc",
         "serve",
