@@ -321,17 +321,17 @@ async def open_rpc_connection(
     Sends `hello` and checks the backend's `welcome` against `interfaces`;
     closes the stream when the block ends.
 
-    Raises:
-        IncompatibleVersion: the protocol or an interface version is incompatible.
-        NotFound: the backend does not serve one of `interfaces`.
-        ConnectError: the backend did not complete the handshake.
-
     Args:
         stream: The connection to the backend.
         interfaces: The interfaces to check at connect.
         options: How calls present this frontend.
         max_in_flight: Calls that may wait for replies at once; more wait for
             a place. None: no limit here (the backend's still applies).
+
+    Raises:
+        IncompatibleVersion: the protocol or an interface version is incompatible.
+        NotFound: the backend does not serve one of `interfaces`.
+        ConnectError: the backend did not complete the handshake.
     """
     connection = RpcConnection(
         stream, options if options is not None else ClientOptions(), max_in_flight

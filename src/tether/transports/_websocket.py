@@ -297,7 +297,6 @@ class Endpoint:
         "ipc",
         "manager",
         "settings",
-        "shutting_down",
     )
 
     def __init__(
@@ -315,16 +314,18 @@ class Endpoint:
         self.ipc = ipc
         self.settings = settings
         self.connections = 0
-        #: Set by `begin_shutdown`: new handshakes are refused, and connections
-        #: close with 1001 "the server is shutting down", whatever their session says.
-        self.shutting_down = False
         self._sessions: set[trio.CancelScope] = set()
         self._idle = trio.Event()  # set when shutting down with no connection left
         self._closing = trio.Event()  # set by begin_shutdown
 
+    @property
+    def shutting_down(self) -> bool:
+        """After `begin_shutdown`: new handshakes are refused, and connections
+        close with 1001 "the server is shutting down", whatever their session says."""
+        return self._closing.is_set()
+
     def begin_shutdown(self) -> None:
         """Refuse new connections and end every session with 1001."""
-        self.shutting_down = True
         self._closing.set()
         for scope in list(self._sessions):
             scope.cancel()
@@ -444,18 +445,22 @@ _SHUTDOWN = ("the server is shutting down", GOING_AWAY)
 
 #: Messages a stream holds for its writer before senders wait for room.
 _OUTBOX_LIMIT = 64
+#: What `_try_send_now` returns when the message must be queued.
+_NOT_SENT: Any = object()
 
 
 class WebSocketStream(MessageStream):
     """A MessageStream over one WebSocket: text frames, close codes, keepalive.
 
-    Sends are buffered: `send_message` puts the message in the stream's outbox
-    and returns without yielding when there is room, and one writer task
-    (`write_loop`, run by whoever owns the stream) sends them in order. On a
-    network socket every send yields to the scheduler; a caller or an impl
-    that would wait for its own send would make the runtime hand its reading
-    over to another task, and concurrent senders would queue on a lock. With
-    the outbox, neither happens, and a burst of replies goes out back to back.
+    Sends do not wait. `send_message` writes a message straight to the socket
+    when nothing is queued and the socket takes it (`_try_send_now`);
+    otherwise it puts it in the stream's outbox and returns without yielding
+    when there is room, and one writer task (`write_loop`, run by whoever owns
+    the stream) sends the outbox in order. On a network socket every send
+    yields to the scheduler; a caller or an impl that waited for its own send
+    would make the runtime hand its reading over to another task, and
+    concurrent senders would queue on a lock. With the outbox, neither
+    happens, and a burst of replies goes out back to back.
     """
 
     __slots__ = (
@@ -501,11 +506,12 @@ class WebSocketStream(MessageStream):
             raise self._send_error
         outbox = self._outbox
         if not outbox:
-            rest = self._send_now(data)
+            rest = self._try_send_now(data)
             if rest is None:
                 return
-            await self._finish_send(rest)
-            return
+            if rest is not _NOT_SENT:
+                await self._finish_send(rest)
+                return
         while len(outbox) >= _OUTBOX_LIMIT:
             await self._room.park()
             if self._send_error is not None:
@@ -514,19 +520,18 @@ class WebSocketStream(MessageStream):
         if self._writer:
             self._writer.unpark()
 
-    def _send_now(self, data: bytes) -> Any:
-        """Try to send `data` at once, without yielding; None when it was sent.
+    def _try_send_now(self, data: bytes) -> Any:
+        """Send `data` at once, without yielding, if the socket allows.
 
-        Otherwise it goes to the outbox (returns None too), or the send was
-        begun and the caller finishes it with `_finish_send(returned)`.
+        Returns:
+            None when it was sent; `_NOT_SENT` when it must go through the
+            outbox; else the send was begun, and the caller finishes it with
+            `_finish_send(returned)`.
         """
-        self._outbox.append(data)
-        if self._writer:
-            self._writer.unpark()
-        return None
+        return _NOT_SENT
 
     async def _finish_send(self, rest: Any) -> None:
-        raise NotImplementedError  # pragma: no cover - only after a _send_now that begins one
+        raise NotImplementedError  # pragma: no cover - only after a _try_send_now that begins one
 
     async def write_loop(self) -> None:
         """Send what `send_message` queued, in order, until the socket closes.
@@ -566,11 +571,6 @@ class WebSocketStream(MessageStream):
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         """Send these messages now, one text frame each, in order. Raises ConnectionClosed."""
-        for data in batch:
-            await self._send_text(data.decode())
-
-    async def _send_text(self, text: str) -> None:
-        """Send one text frame now. Raises ConnectionClosed."""
         raise NotImplementedError
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
@@ -618,13 +618,7 @@ class TrioWebSocketStream(WebSocketStream):
             return closed_error(None, None, prefix=self._prefix)
         return closed_error(reason.code, reason.reason, prefix=self._prefix)
 
-    async def _send_text(self, text: str) -> None:
-        try:
-            await self._ws.send_message(text)
-        except trio_websocket.ConnectionClosed as exc:
-            raise self._closed(exc) from None
-
-    def _send_now(self, data: bytes) -> Any:
+    def _try_send_now(self, data: bytes) -> Any:
         # A frame that the socket takes at once is written here, with no task
         # switch and no yield: the same saving as the in-process transport's
         # buffered send. The stream lock keeps it whole against trio-websocket's
@@ -636,7 +630,7 @@ class TrioWebSocketStream(WebSocketStream):
         raw = self._raw
         lock = ws._stream_lock
         if raw is None or lock.locked():
-            return super()._send_now(data)
+            return _NOT_SENT
         frame = ws._wsproto.send(TextMessage(data=data.decode()))
         lock.acquire_nowait()
         try:
@@ -809,12 +803,13 @@ class AsgiWebSocketStream(WebSocketStream):
         self._ping_ids = itertools.count(1)
         self._pong = trio.Event()
 
-    async def _send_text(self, text: str) -> None:
-        if self._closed_reason is not None:
-            raise self._closed_reason
-        # hypercorn drops a send on a closed socket silently; the receive side
-        # sees the close and reports it.
-        await self._send({"type": "websocket.send", "text": text})
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        for data in batch:
+            if self._closed_reason is not None:
+                raise self._closed_reason
+            # hypercorn drops a send on a closed socket silently; the receive
+            # side sees the close and reports it.
+            await self._send({"type": "websocket.send", "text": data.decode()})
 
     async def receive_message(self) -> bytes | str:
         first = self._first
