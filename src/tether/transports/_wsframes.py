@@ -140,7 +140,10 @@ class FastFrames:
         return self._inner.send(event)
 
     def receive_data(self, data: bytes | None) -> None:
-        if self._fast and data is not None:
+        if data is not None and (
+            self._fast or (not self._closing and _between_frames(self._inner))
+        ):
+            self._fast = True
             self._buffer += data
             return
         self._to_wsproto()
