@@ -94,7 +94,10 @@ def read_all(connection: Any, chunks: list[bytes]) -> list[tuple[Any, ...]]:
             elif isinstance(event, Ping | Pong):
                 seen.append((type(event).__name__, bytes(event.payload)))
             elif isinstance(event, CloseConnection):
-                seen.append(("close", int(event.code), event.reason))
+                # A UTF-8 error's reason gives a position within what wsproto
+                # was handed at once, which depends on how the bytes came.
+                reason = "invalid UTF-8" if event.code == 1007 else event.reason
+                seen.append(("close", int(event.code), reason))
                 return seen  # trio-websocket reads nothing after a close
             else:
                 seen.append(("other", type(event).__name__))

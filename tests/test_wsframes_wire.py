@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -136,24 +137,30 @@ class Frame:
     payload: bytes
 
     def json(self) -> J:
-        assert (self.fin, self.rsv, self.opcode, self.masked) == (True, 0, TEXT, False), self
+        assert (self.fin, self.rsv, self.opcode) == (True, 0, TEXT), self
         message = json.loads(self.payload)
         assert isinstance(message, dict)
         return message
 
     def close(self) -> tuple[int | None, str]:
-        assert (self.fin, self.opcode, self.masked) == (True, CLOSE, False), self
+        assert (self.fin, self.opcode) == (True, CLOSE), self
         if not self.payload:
             return None, ""
         return struct.unpack("!H", self.payload[:2])[0], self.payload[2:].decode()
 
 
 class Peer:
-    """A raw WebSocket end over a TCP stream: frames in and out, by hand."""
+    """A raw WebSocket end over a TCP stream: frames in and out, by hand.
 
-    def __init__(self, stream: trio.SocketStream, buffer: bytes) -> None:
+    `masked`: whether the other side's frames must be masked (a client's are, a
+    server's are not); every frame read is checked.
+    """
+
+    def __init__(self, stream: trio.SocketStream, buffer: bytes, *, masked: bool) -> None:
         self.stream = stream
+        self.masked = masked
         self.buffer = bytearray(buffer)
+        self.response = b""  # a raw server's 101, to send when its script says
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -184,10 +191,13 @@ class Peer:
         if size == 126:
             assert await self._fill(4)
             size, at = struct.unpack("!H", self.buffer[2:4])[0], 4
+            assert size >= 126, f"a 2-byte length for {size} bytes"  # RFC 6455: minimal
         elif size == 127:
             assert await self._fill(10)
             size, at = struct.unpack("!Q", self.buffer[2:10])[0], 10
+            assert 65536 <= size < 1 << 63, f"an 8-byte length for {size} bytes"
         masked = bool(second & 0x80)
+        assert masked is self.masked, f"frame masked: {masked}, expected {self.masked}"
         key = b""
         if masked:
             assert await self._fill(at + 4)
@@ -222,6 +232,9 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
 
 
+assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 1.3
+
+
 async def read_head(stream: trio.SocketStream) -> tuple[list[str], bytes]:
     """An HTTP head's lines and the bytes after it."""
     data = b""
@@ -246,33 +259,56 @@ def header(lines: list[str], name: str) -> str:
 
 
 @attrs.define
+class Made:
+    """What the transport built while the test ran: every FastFrames and stream."""
+
+    frames: list[FastFrames] = attrs.Factory(list)
+    streams: list[_websocket.TrioWebSocketStream] = attrs.Factory(list)
+
+    def one(self, *, client: bool) -> FastFrames:
+        (found,) = [f for f in self.frames if f.client is client]
+        return found
+
+
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> Made:
+    """Records what `_websocket` builds (both looked up by name when a connection opens)."""
+    record = Made()
+
+    class RecordedFrames(FastFrames):
+        def __init__(self, inner: Any, max_message_size: int) -> None:
+            super().__init__(inner, max_message_size)
+            record.frames.append(self)
+
+    class RecordedStream(_websocket.TrioWebSocketStream):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            record.streams.append(self)
+
+    monkeypatch.setattr(_websocket, "FastFrames", RecordedFrames)
+    monkeypatch.setattr(_websocket, "TrioWebSocketStream", RecordedStream)
+    return record
+
+
+@attrs.define
 class Served:
     port: int
-    made: list[FastFrames]
+    made: Made
 
     @property
     def frames(self) -> FastFrames:
         """The server's FastFrames of its one connection."""
-        (server,) = [f for f in self.made if not f.client]
-        return server
+        return self.made.one(client=False)
 
-
-@pytest.fixture
-def made(monkeypatch: pytest.MonkeyPatch) -> list[FastFrames]:
-    """Every FastFrames the transport installs from now on (server's and client's)."""
-    instances: list[FastFrames] = []
-
-    class Recorded(FastFrames):
-        def __init__(self, inner: Any, max_message_size: int) -> None:
-            super().__init__(inner, max_message_size)
-            instances.append(self)
-
-    monkeypatch.setattr(_websocket, "FastFrames", Recorded)
-    return instances
+    @property
+    def ws(self) -> Any:
+        """The server's trio-websocket connection of its one connection."""
+        (stream,) = self.made.streams
+        return stream._ws
 
 
 @asynccontextmanager
-async def serving(made: list[FastFrames], **settings: Any) -> AsyncIterator[Served]:
+async def serving(made: Made, **settings: Any) -> AsyncIterator[Served]:
     """tether's trio-websocket server on 127.0.0.1 (no pings: they would interleave)."""
     settings.setdefault("ping_interval", None)
     async with open_service_nursery() as nursery:
@@ -299,7 +335,7 @@ async def raw_client(port: int, *, hello: bool = True) -> AsyncIterator[Peer]:
         assert lines[0].startswith("HTTP/1.1 101 "), lines
         assert header(lines, "sec-websocket-accept") == accept_key(key)
         assert header(lines, "upgrade").lower() == "websocket"
-        peer = Peer(stream, rest)
+        peer = Peer(stream, rest, masked=False)
         if hello:
             await peer.send(text(json.dumps(HELLO).encode()))
             welcome = await peer.json()
@@ -317,7 +353,7 @@ async def settled_count(served: Served) -> int:
 # -- 1. whole frames, however they arrive ----------------------------------------------------
 
 
-async def test_a_call_in_one_frame_is_answered_on_the_fast_path(made: list[FastFrames]) -> None:
+async def test_a_call_in_one_frame_is_answered_on_the_fast_path(made: Made) -> None:
     with trio.fail_after(TIMEOUT):
         async with serving(made) as served, raw_client(served.port) as peer:
             base = await settled_count(served)
@@ -326,7 +362,7 @@ async def test_a_call_in_one_frame_is_answered_on_the_fast_path(made: list[FastF
             assert await settled_count(served) == base + 1
 
 
-async def test_a_call_sent_one_byte_per_write_is_answered(made: list[FastFrames]) -> None:
+async def test_a_call_sent_one_byte_per_write_is_answered(made: Made) -> None:
     with trio.fail_after(TIMEOUT):
         async with serving(made) as served, raw_client(served.port) as peer:
             base = await settled_count(served)
@@ -343,7 +379,7 @@ async def test_a_call_sent_one_byte_per_write_is_answered(made: list[FastFrames]
             assert len(served.frames._buffer) == 0
 
 
-async def test_twenty_calls_in_one_write_are_all_answered(made: list[FastFrames]) -> None:
+async def test_twenty_calls_in_one_write_are_all_answered(made: Made) -> None:
     with trio.fail_after(TIMEOUT):
         async with serving(made) as served, raw_client(served.port) as peer:
             base = await settled_count(served)
@@ -355,7 +391,7 @@ async def test_twenty_calls_in_one_write_are_all_answered(made: list[FastFrames]
             assert await settled_count(served) == base + 20
 
 
-async def test_frames_cut_at_every_header_and_mask_boundary(made: list[FastFrames]) -> None:
+async def test_frames_cut_at_every_header_and_mask_boundary(made: Made) -> None:
     """A 16-bit-length frame cut after each byte of its header and mask key, then mid-payload."""
     with trio.fail_after(TIMEOUT):
         async with serving(made) as served, raw_client(served.port) as peer:
@@ -372,7 +408,7 @@ async def test_frames_cut_at_every_header_and_mask_boundary(made: list[FastFrame
                 assert await settled_count(served) == count
 
 
-async def test_a_frame_with_a_64_bit_length_both_ways(made: list[FastFrames]) -> None:
+async def test_a_frame_with_a_64_bit_length_both_ways(made: Made) -> None:
     word = "y" * 70_000
     with trio.fail_after(TIMEOUT):
         async with serving(made) as served, raw_client(served.port) as peer:
@@ -381,13 +417,13 @@ async def test_a_frame_with_a_64_bit_length_both_ways(made: list[FastFrames]) ->
             assert data[1] == 0x80 | 127
             await peer.send(data)
             reply = await peer.next_frame()
-            assert len(reply.payload) > 65535  # sent with the 8-byte length form
+            assert len(reply.payload) > 65535  # so it came with an 8-byte length
             assert reply.json() == result(1, word)
             assert await settled_count(served) == base + 1
 
 
 async def test_a_binary_frame_holding_a_call_is_answered_with_text(
-    made: list[FastFrames],
+    made: Made,
 ) -> None:
     """docs/websocket.md: "Binary frames holding the same JSON are accepted too"."""
     with trio.fail_after(TIMEOUT):
@@ -399,7 +435,520 @@ async def test_a_binary_frame_holding_a_call_is_answered_with_text(
             # Not JSON, in a binary frame: the envelope's error, and the session goes on.
             await peer.send(build(BINARY, b"\xff\x00 not json"))
             error = await peer.json()
-            assert (error["t"], error["id"], error["error"]["code"]) == ("error", None, "bad-request")
+            assert (error["t"], error["id"], error["error"]["code"]) == (
+                "error",
+                None,
+                "bad-request",
+            )
             await peer.send(text(call(4, "add", 2, 2)))
             assert await peer.json() == result(4, 4)
             assert await settled_count(served) == base + 3
+
+
+# -- 2. and 3. fragments and control frames, then back to the fast path ------------------------
+
+
+def fragments(data: bytes, *cuts: int, opcode: int = TEXT) -> list[bytes]:
+    """`data` as one fragmented message: a frame per piece between `cuts`."""
+    edges = [0, *cuts, len(data)]
+    pieces = [data[a:b] for a, b in itertools.pairwise(edges)]
+    return [
+        build(opcode if i == 0 else CONT, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+
+
+def pong(payload: bytes) -> Frame:
+    return Frame(True, 0, PONG, False, payload)
+
+
+def text_reply(message: J) -> Frame:
+    return Frame(True, 0, TEXT, False, json.dumps(message, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize("writes", ["frame-by-frame", "one-write"])
+async def test_a_fragmented_call_with_a_ping_between_fragments(made: Made, writes: str) -> None:
+    word = "caf\u00e9 \u20ac!"  # "é" and "€": multi-byte, the € cut across two fragments
+    data = call(5, "echo", word)
+    euro = data.index("\u20ac".encode())
+    first, second, third = fragments(data, 10, euro + 1)
+    ping = build(PING, b"are you there?")
+    with trio.fail_after(TIMEOUT):
+        async with serving(made) as served, raw_client(served.port) as peer:
+            base = await settled_count(served)
+            if writes == "frame-by-frame":
+                await peer.send_settled(first, ping, second, third)
+            else:
+                await peer.send(first + ping + second + third)
+            # The pong goes out as the ping is read, before the message is whole.
+            assert await peer.next_frame() == pong(b"are you there?")
+            assert await peer.json() == result(5, word)
+            assert await settled_count(served) == base  # none of these was the fast path's
+            await peer.send(text(call(6, "add", 1, 2)))  # a whole frame after them: fast again
+            assert await peer.json() == result(6, 3)
+            assert await settled_count(served) == base + 1
+
+
+def pinged(payload: bytes) -> tuple[list[bytes], list[Frame]]:
+    return [build(PING, payload)], [pong(payload)]
+
+
+#: Frames that the fast path leaves to wsproto, each as (writes, what the server answers).
+SLOW_STEPS: dict[str, Callable[[int], tuple[list[bytes], list[Frame]]]] = {
+    "ping": lambda i: pinged(b"p%d" % i),
+    "empty ping": lambda i: pinged(b""),
+    "125-byte ping": lambda i: pinged(bytes(range(125))),
+    "unanswered pong": lambda i: ([build(PONG, b"nobody asked")], []),
+    "ping cut in two writes": lambda i: _cut(build(PING, b"cut")),
+    "fragmented call": lambda i: (
+        [b"".join(fragments(call(1000 + i, "add", i, 1), 5, 20))],
+        [text_reply(result(1000 + i, i + 1))],
+    ),
+    "fragments, one per write": lambda i: (
+        fragments(call(1000 + i, "add", i, 2), 1, 2, 30),
+        [text_reply(result(1000 + i, i + 2))],
+    ),
+    "binary fragments": lambda i: (
+        [b"".join(fragments(call(1000 + i, "add", i, 3), 7, opcode=BINARY))],
+        [text_reply(result(1000 + i, i + 3))],
+    ),
+    "ping then a whole call, one write": lambda i: (
+        [build(PING, b"first") + text(call(1000 + i, "add", i, 4))],
+        [pong(b"first"), text_reply(result(1000 + i, i + 4))],
+    ),
+    "empty fragments around a ping": lambda i: (
+        [text(b"", fin=False) + build(PING, b"mid") + build(CONT, call(1000 + i, "add", i, 5))],
+        [pong(b"mid"), text_reply(result(1000 + i, i + 5))],
+    ),
+}
+
+
+def _cut(frame: bytes) -> tuple[list[bytes], list[Frame]]:
+    return [frame[:3], frame[3:]], [pong(b"cut")]
+
+
+async def test_the_fast_path_resumes_after_every_kind_of_slow_frame(made: Made) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving(made) as served, raw_client(served.port) as peer:
+            count = await settled_count(served)
+            for round_ in range(2):  # every step twice, in a row on one connection
+                for step, (name, make) in enumerate(SLOW_STEPS.items()):
+                    i = round_ * 100 + step
+                    writes, expected = make(i)
+                    await peer.send_settled(*writes)
+                    got = [await peer.next_frame() for _ in expected]
+                    assert got == expected, name
+                    assert await settled_count(served) == count, name
+                    # A whole frame in a write of its own: read by the fast path again.
+                    await peer.send(text(call(i, "add", i, 1000)))
+                    assert await peer.json() == result(i, i + 1000), name
+                    count += 1
+                    assert await settled_count(served) == count, name
+
+
+# -- 4. frames that break RFC 6455, and the size limit -------------------------------------
+
+
+BAD_FRAMES: dict[str, tuple[list[bytes], int, str]] = {
+    # case: (writes, the code the server fails the connection with, wsproto's reason)
+    "invalid UTF-8": (
+        [text(b'{"t":"call","x":"\xff\xfe"}')],
+        1007,
+        "'utf-8' codec can't decode byte 0xff in position 17: invalid start byte",
+    ),
+    "a UTF-16 surrogate in UTF-8": (
+        [text(b'"\xed\xa0\x80"')],
+        1007,
+        "'utf-8' codec can't decode byte 0xed in position 1: invalid continuation byte",
+    ),
+    "invalid UTF-8 across fragments": (
+        [text(b'"ab\xe2', fin=False), build(CONT, b'\x82"')],
+        1007,
+        "'utf-8' codec can't decode bytes in position 0-1: invalid continuation byte",
+    ),
+    "an unmasked frame from the client": (
+        [text(call(1, "add", 1, 1), mask=False)],
+        1002,
+        "server received unexpected unmasked frame",
+    ),
+    "RSV1": ([text(call(1, "add", 1, 1), rsv=4)], 1002, "Reserved bit set unexpectedly"),
+    "RSV2": ([text(call(1, "add", 1, 1), rsv=2)], 1002, "Reserved bit set unexpectedly"),
+    "RSV3 on a binary frame": (
+        [build(BINARY, call(1, "add", 1, 1), rsv=1)],
+        1002,
+        "Reserved bit set unexpectedly",
+    ),
+    "a 2-byte length under 126": (
+        [text(call(1, "add", 1, 1), length="16")],
+        1002,
+        "Payload length used 2 bytes when 1 would have sufficed",
+    ),
+    "an 8-byte length under 65536": (
+        [text(call(1, "echo", "w" * 300), length="64")],
+        1002,
+        "Payload length used 8 bytes when 2 would have sufficed",
+    ),
+    "an 8-byte length with its top bit set": (
+        [bytes((0x81, 0xFF, 0x80)) + bytes(7) + os.urandom(4)],
+        1002,
+        "8-byte payload length with non-zero MSB",
+    ),
+    "opcode 3": ([build(3, b"x")], 1002, "Invalid opcode 0x3"),
+    "opcode 0xB": ([build(0xB, b"")], 1002, "Invalid opcode 0xb"),
+    "a continuation first": ([build(CONT, b"[]")], 1002, "unexpected CONTINUATION"),
+    "a text frame inside a fragmented message": (
+        [text(b"[", fin=False), text(b"]")],
+        1002,
+        "expected CONTINUATION, got <Opcode.TEXT: 1>",
+    ),
+    "a fragmented ping": (
+        [build(PING, b"x", fin=False)],
+        1002,
+        "Invalid attempt to fragment control frame",
+    ),
+    "a 126-byte ping": ([build(PING, b"p" * 126)], 1002, "Control frame with payload len > 125"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+async def test_a_frame_breaking_rfc_6455_fails_the_connection(made: Made, case: str) -> None:
+    """wsproto still judges every frame the fast path does not take.
+
+    The server fails the connection with wsproto's code and reason, and sends
+    them in a close frame (trio-websocket 0.12 alone would drop the TCP
+    connection without one).
+    """
+    writes, code, reason = BAD_FRAMES[case]
+    with trio.fail_after(TIMEOUT):
+        async with serving(made) as served, raw_client(served.port) as peer:
+            base = await settled_count(served)
+            await peer.send_settled(*writes)
+            assert await peer.closing() == (code, reason)
+            assert (served.ws.closed.code, served.ws.closed.reason) == (code, reason)
+            assert served.frames.fast_frames == base
+
+
+SMALL = 200  # the server's max_message_size in the size tests
+
+
+def sized_call(id_: int, size: int) -> bytes:
+    """An `echo` call that encodes to exactly `size` bytes."""
+    data = call(id_, "echo", "")
+    data = call(id_, "echo", "s" * (size - len(data)))
+    assert len(data) == size
+    return data
+
+
+async def test_a_frame_at_the_limit_is_read_by_the_fast_path_one_over_closes_with_1009(
+    made: Made,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(made, max_message_size=SMALL) as served,
+            raw_client(served.port) as peer,
+        ):
+            base = await settled_count(served)
+            await peer.send(text(sized_call(1, SMALL)))
+            assert await peer.json() == result(1, "s" * (SMALL - len(call(1, "echo", ""))))
+            assert await settled_count(served) == base + 1
+            await peer.send(text(sized_call(2, SMALL + 1)))
+            # trio-websocket's own reason (not docs/websocket.md's "a message of N bytes
+            # is over this server's limit of L bytes", which is the hypercorn server's).
+            assert await peer.closing() == (1009, f"Exceeded maximum message size: {SMALL} bytes")
+            assert served.frames.fast_frames == base + 1
+            await peer.send(build(CLOSE, struct.pack("!H", 1009)))  # the close handshake
+
+
+async def test_a_frame_declaring_more_than_the_limit_closes_once_more_has_come(
+    made: Made,
+) -> None:
+    """A frame over the limit goes to wsproto at once; its payload closes it at the limit.
+
+    trio-websocket counts what arrived, not what the header declares: the
+    connection stays open while no more than the limit has come.
+    """
+    data = text(b'"' + b"d" * 4998 + b'"')
+    assert data[1] == 0x80 | 126
+    header = 2 + 2 + 4  # the 2-byte length, then the mask key
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(made, max_message_size=SMALL) as served,
+            raw_client(served.port) as peer,
+        ):
+            base = await settled_count(served)
+            await peer.send_settled(data[:header])
+            assert len(served.frames._buffer) == 0  # handed to wsproto, not buffered
+            await peer.send_settled(data[header : header + SMALL])
+            assert served.ws.closed is None  # exactly the limit so far
+            await peer.send(data[header + SMALL : header + SMALL + 1])
+            assert await peer.closing() == (1009, f"Exceeded maximum message size: {SMALL} bytes")
+            assert served.frames.fast_frames == base
+
+
+async def test_a_peer_silent_after_a_1009_is_hung_up_on(
+    made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trio-websocket stops reading after its 1009: the server ends TCP after the close timeout."""
+    monkeypatch.setattr(_websocket, "_CLOSE_TIMEOUT", 0.2)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(made, max_message_size=SMALL) as served,
+            raw_client(served.port) as peer,
+        ):
+            await settled_count(served)
+            await peer.send(text(sized_call(1, SMALL + 1)))
+            assert await peer.closing() == (1009, f"Exceeded maximum message size: {SMALL} bytes")
+            # No close in answer, and no TCP close: the server ends it.
+            assert await peer.frame() is None
+
+
+# -- 5. tether's client against a raw server -----------------------------------------------
+
+
+Script = Callable[[Peer], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(script: Script) -> AsyncIterator[str]:
+    """A hand-written WebSocket server on 127.0.0.1 running `script` per connection.
+
+    Yields the ws:// URL. An assertion failing in the script fails the test.
+    """
+
+    async def handler(stream: trio.SocketStream) -> None:
+        async with stream:
+            lines, rest = await read_head(stream)
+            assert lines[0] == "GET / HTTP/1.1", lines
+            key = header(lines, "sec-websocket-key")
+            assert len(base64.b64decode(key)) == 16
+            assert header(lines, "sec-websocket-version") == "13"
+            response = (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+            )
+            peer = Peer(stream, rest, masked=True)
+            peer.response = response.encode()
+            await script(peer)
+
+    async with open_service_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+        )
+        yield f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+        nursery.cancel_scope.cancel()
+
+
+def server_frame(message: J, **kw: Any) -> bytes:
+    return build(TEXT, json.dumps(message, ensure_ascii=False).encode(), mask=False, **kw)
+
+
+async def read_call(peer: Peer) -> J:
+    """The client's next frame: a masked, whole text frame holding a call."""
+    frame = await peer.next_frame()
+    assert (frame.fin, frame.rsv, frame.opcode, frame.masked) == (True, 0, TEXT, True), frame
+    message = json.loads(frame.payload)
+    assert message["t"] == "call", message
+    return message  # type: ignore[no-any-return]
+
+
+async def greet(peer: Peer, *, welcome: bytes | None = None) -> None:
+    """Accept the upgrade, read the client's hello, answer it."""
+    await peer.send(peer.response)
+    hello = await peer.next_frame()
+    assert (hello.fin, hello.opcode, hello.masked) == (True, TEXT, True), hello
+    message = json.loads(hello.payload)
+    assert (message["t"], message["protocol"], message["mode"]) == ("hello", 1, "rpc")
+    await peer.send(server_frame(WELCOME) if welcome is None else welcome)
+
+
+async def finish(peer: Peer, seen: list[Any]) -> None:
+    """Answer the client's close (what tether's client sends when its block ends)."""
+    closing = await peer.closing()
+    seen.append(closing)
+    if closing is not None:
+        await peer.send(build(CLOSE, struct.pack("!H", closing[0] or 1000), mask=False))
+
+
+def client_frames(connection: Any) -> FastFrames:
+    """The FastFrames under a `websocket.connect` connection."""
+    frames = connection._stream._ws._wsproto
+    assert isinstance(frames, FastFrames)
+    return frames
+
+
+def connect(url: str) -> Any:
+    return websocket.connect(url, interfaces=[Adder], ping_interval=None, connect_timeout=5)
+
+
+def one_byte_writes(data: bytes) -> list[bytes]:
+    return [data[at : at + 1] for at in range(len(data))]
+
+
+async def test_client_reads_replies_arriving_one_byte_per_write(made: Made) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.send(peer.response)
+        hello = await peer.next_frame()
+        assert json.loads(hello.payload)["t"] == "hello"
+        frames = made.one(client=True)
+        welcome = server_frame(WELCOME)
+        for at, byte in enumerate(one_byte_writes(welcome[:-1])):
+            await peer.send_settled(byte)
+            assert (len(frames._buffer), frames.fast_frames) == (at + 1, 0)
+        await peer.send(welcome[-1:])
+        request = await read_call(peer)
+        assert (request["op"], request["args"]) == ("add", [2, 40])
+        await peer.send_settled(*one_byte_writes(server_frame(result(request["id"], 42))))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            assert await connection.get_client(Adder).add(2, 40) == 42
+            assert client_frames(connection).fast_frames == 2  # the welcome and the result
+            assert client_frames(connection) is made.one(client=True)
+    assert seen == [(1000, "")]
+
+
+async def test_client_reads_a_fragmented_reply_with_a_ping_between_fragments(
+    made: Made,
+) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        request = await read_call(peer)
+        data = json.dumps(result(request["id"], "h\u00e9 \u20ac"), ensure_ascii=False).encode()
+        euro = data.index("\u20ac".encode())
+        pieces = [data[:4], data[4 : euro + 2], data[euro + 2 :]]  # the € cut in two
+        await peer.send_settled(build(TEXT, pieces[0], fin=False, mask=False))
+        await peer.send_settled(build(PING, b"still there?", mask=False))
+        pong_frame = await peer.next_frame()  # answered before the message is whole
+        seen.append((pong_frame.opcode, pong_frame.masked, pong_frame.payload))
+        await peer.send_settled(
+            build(CONT, pieces[1], fin=False, mask=False), build(CONT, pieces[2], mask=False)
+        )
+        # Then a ping and two whole replies in one write.
+        second, third = await read_call(peer), await read_call(peer)
+        await peer.send(
+            build(PING, b"again", mask=False)
+            + server_frame(result(second["id"], 2))
+            + server_frame(result(third["id"], 3))
+        )
+        again = await peer.next_frame()
+        seen.append((again.opcode, again.masked, again.payload))
+        # And a whole reply on its own: the fast path's again.
+        fourth = await read_call(peer)
+        await peer.send(server_frame(result(fourth["id"], 4)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            adder = connection.get_client(Adder)
+            assert await adder.echo("whatever") == "h\u00e9 \u20ac"
+            frames = client_frames(connection)
+            assert frames.fast_frames == 1  # the welcome only
+            async with trio.open_nursery() as nursery:
+                got: list[int] = []
+
+                async def add(a: int) -> None:
+                    got.append(await adder.add(a, 0))
+
+                nursery.start_soon(add, 2)
+                await trio.testing.wait_all_tasks_blocked()  # in this order on the wire
+                nursery.start_soon(add, 3)
+            assert sorted(got) == [2, 3]
+            assert frames.fast_frames == 1  # behind a ping in one read: wsproto's
+            assert await adder.add(4, 0) == 4
+            assert frames.fast_frames == 2
+    assert seen == [(PONG, True, b"still there?"), (PONG, True, b"again"), (1000, "")]
+
+
+async def test_client_reads_twenty_replies_from_one_write_in_any_order(made: Made) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        requests = [await read_call(peer) for _ in range(20)]
+        replies = [server_frame(result(r["id"], sum(r["args"]))) for r in requests]
+        await peer.send(b"".join(reversed(replies)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            adder = connection.get_client(Adder)
+            got: dict[int, int] = {}
+
+            async def add(a: int) -> None:
+                got[a] = await adder.add(a, 100)
+
+            async with trio.open_nursery() as nursery:
+                for a in range(20):
+                    nursery.start_soon(add, a)
+            assert got == {a: a + 100 for a in range(20)}
+            assert client_frames(connection).fast_frames == 21
+    assert seen == [(1000, "")]
+
+
+async def test_client_handles_a_welcome_in_the_same_write_as_the_upgrade(made: Made) -> None:
+    """Bytes after the 101 in its read are wsproto's (read before FastFrames is installed)."""
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.send(peer.response + server_frame(WELCOME))  # before the hello
+        hello = await peer.next_frame()
+        assert json.loads(hello.payload)["t"] == "hello"
+        request = await read_call(peer)
+        await peer.send(server_frame(result(request["id"], 7)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            assert await connection.get_client(Adder).add(3, 4) == 7
+            assert client_frames(connection).fast_frames == 1  # the result
+    assert seen == [(1000, "")]
+
+
+async def test_a_masked_welcome_from_the_server_is_a_connect_error(made: Made) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await greet(peer, welcome=build(TEXT, json.dumps(WELCOME).encode(), mask=True))
+        seen.append(await peer.closing())
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url:
+            with pytest.raises(ConnectError) as caught:
+                async with connect(url):
+                    raise AssertionError("connected")  # pragma: no cover
+    assert str(caught.value) == (
+        f"the backend closed the connection during the handshake: WebSocket to {url} closed "
+        "(1002 protocol error): client received unexpected masked frame"
+    )
+    # The client tells the server why, as the server does.
+    assert seen == [(1002, "client received unexpected masked frame")]
+    assert made.one(client=True).fast_frames == 0
+
+
+async def test_a_masked_reply_fails_the_call_with_connection_closed_1002(made: Made) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        request = await read_call(peer)
+        await peer.send(build(TEXT, json.dumps(result(request["id"], 1)).encode(), mask=True))
+        seen.append(await peer.closing())
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            adder = connection.get_client(Adder)
+            with pytest.raises(ConnectionClosed) as caught:
+                await adder.add(0, 1)
+            assert (caught.value.close_code, caught.value.reason) == (
+                1002,
+                "client received unexpected masked frame",
+            )
+            with pytest.raises(ConnectionClosed):  # the connection stays closed
+                await adder.add(0, 2)
+            assert client_frames(connection).fast_frames == 1  # the welcome
+    assert seen == [(1002, "client received unexpected masked frame")]

@@ -758,6 +758,21 @@ class TrioWebSocketStream(WebSocketStream):
             await self._ws.aclose(code, _fit_reason(reason))
         self._fail_sends(self._local_close or closed_error(code, reason, prefix=self._prefix))
 
+    async def hang_up(self) -> None:
+        """Server side, once closed: end the TCP connection, at the latest after the close timeout.
+
+        trio-websocket ends it when the close handshake completes. When it
+        closed the connection itself (a message over the size limit) it stops
+        reading, and a peer that never answers would keep the socket open
+        for as long as the server runs.
+        """
+        ws = self._ws
+        try:
+            with trio.move_on_after(_CLOSE_TIMEOUT):
+                await ws._close_handshake.wait()
+        finally:
+            await trio.aclose_forcefully(ws._stream)
+
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         ws = self._ws
         while True:
@@ -1029,6 +1044,7 @@ async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketR
     finally:
         # Usually a no-op: the session closed the stream as it ended.
         await stream.aclose()
+        await stream.hang_up()
 
 
 # ---------------------------------------------------------------------------

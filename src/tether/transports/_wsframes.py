@@ -15,7 +15,8 @@ leaves everything else to wsproto:
   fragments, frames over the size limit, invalid UTF-8, bad header bits) and
   everything after it goes to wsproto, which keeps all of its checks, errors
   and close codes; reading returns to the fast path once wsproto is between
-  frames again.
+  frames again. When wsproto refuses a frame, the peer is sent a close with
+  wsproto's code and reason (trio-websocket alone would hang up without one).
 
 Whether wsproto is between frames is read from its private state. If a future
 wsproto moves that state, `FastFrames` never takes the fast path, and frames
@@ -106,6 +107,7 @@ class FastFrames:
         "_buffer",
         "_client",
         "_closing",
+        "_failing",
         "_fast",
         "_inner",
         "_limit",
@@ -123,6 +125,7 @@ class FastFrames:
         self._buffer = bytearray()
         self._fast = False
         self._closing = False
+        self._failing = False
         #: How many frames were read here rather than by wsproto (for tests).
         self.fast_frames = 0
 
@@ -134,9 +137,13 @@ class FastFrames:
 
     @property
     def state(self) -> ConnectionState:
+        if self._failing:
+            return ConnectionState.REMOTE_CLOSING
         return self._inner.state
 
     def send(self, event: Event) -> bytes:
+        if self._failing and type(event) is CloseConnection:
+            self._failing = False  # the close for a refused frame: wsproto is still open
         return self._inner.send(event)
 
     def receive_data(self, data: bytes | None) -> None:
@@ -160,6 +167,12 @@ class FastFrames:
                 for event in inner.events():
                     if type(event) is CloseConnection:
                         self._closing = True
+                        # wsproto refused a frame: it reports the close it
+                        # wants but stays open, and trio-websocket then drops
+                        # TCP without telling the peer why. Saying the peer
+                        # is closing makes trio-websocket answer with this
+                        # close (code and reason) before it hangs up.
+                        self._failing = inner.state is ConnectionState.OPEN
                     yield event
                 if self._closing or not _between_frames(inner):
                     return
