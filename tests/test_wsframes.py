@@ -29,7 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from tether.transports._wsframes import FastFrames, _between_frames, frame
+from tether.transports._wsframes import FastFrames, _between_frames, _xor, frame
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -140,6 +140,16 @@ def test_client_frames_use_fresh_masking_keys() -> None:
     assert len(keys) > 1000  # random 32-bit keys: a repeat or two at most
     seen = read_all(reader, [b"".join(frames)])
     assert seen == [("text", f'{{"n":{i}}}') for i in range(1100)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1023, 1024, 1025, 1027, 5000])
+def test_masking_is_a_repeated_xor_with_the_key(size: int) -> None:
+    data = os.urandom(size)
+    key = os.urandom(4)
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    assert bytes(_xor(data, key)) == expected
+    assert bytes(_xor(bytearray(data), key)) == expected
+    assert bytes(_xor(expected, key)) == data
 
 
 def test_masking_does_not_show_the_payload() -> None:

@@ -61,14 +61,29 @@ class _Masks:
 _masks = _Masks()
 
 
-def _xor(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
-    """`data` XORed with the repeated 4-byte `key` (masking and unmasking are the same)."""
+# For each byte value k, the 256 bytes b ^ k: one `translate` masks every
+# fourth byte of a large payload.
+_XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
+def _xor(data: bytes | bytearray, key: bytes) -> bytes | bytearray:
+    """`data` XORed with the repeated 4-byte `key` (masking and unmasking are the same).
+
+    Small payloads as one big integer, large ones by `translate` on each
+    fourth of the bytes: each the faster on its side of about 1 KiB. A
+    bytearray is masked in place.
+    """
     size = len(data)
-    if not size:
-        return b""
-    keys = (key * (size // 4 + 1))[:size]
-    value = int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")
-    return value.to_bytes(size, "little")
+    if size <= 1024:
+        if not size:
+            return b""
+        keys = (key * (size // 4 + 1))[:size]
+        value = int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")
+        return value.to_bytes(size, "little")
+    out = data if type(data) is bytearray else bytearray(data)
+    for i in range(4):
+        out[i::4] = out[i::4].translate(_XOR_TABLES[key[i]])
+    return out
 
 
 def _header(first: int, size: int, mask_bit: int) -> bytes:
@@ -231,7 +246,7 @@ class FastFrames:
         end = start + size
         if have < end:
             return None
-        payload = bytes(buffer[start:end]) if key is None else _xor(buffer[start:end], key)
+        payload = buffer[start:end] if key is None else _xor(buffer[start:end], key)
         if first == _TEXT:
             try:
                 text = payload.decode()
