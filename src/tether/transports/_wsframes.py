@@ -31,34 +31,13 @@ from typing import Any
 
 from wsproto import WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Event, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 __all__ = ["FastFrames", "frame"]
 
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
 _MASKED = 0x80
-
-
-class _Masks:
-    """Masking keys from os.urandom, drawn 4 KiB at a time (a syscall per 1,024 frames)."""
-
-    __slots__ = ("_at", "_pool")
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> bytes:
-        at = self._at
-        if at >= len(self._pool):
-            self._pool = os.urandom(4096)
-            at = 0
-        self._at = at + 4
-        return self._pool[at : at + 4]
-
-
-_masks = _Masks()
 
 
 # For each byte value k, the 256 bytes b ^ k: one `translate` masks every
@@ -105,7 +84,9 @@ def frame(data: bytes, mask: bool) -> bytes:
         if size < 126:
             return bytes((_TEXT, size)) + data
         return _header(_TEXT, size, 0) + data
-    key = _masks.next()
+    # A fresh key from os.urandom for each frame (RFC 6455 section 5.3): no
+    # pool to share across threads, or with a child after fork.
+    key = os.urandom(4)
     return _header(_TEXT, size, _MASKED) + key + _xor(data, key)
 
 
@@ -127,6 +108,7 @@ class FastFrames:
         "_inner",
         "_limit",
         "_mask_bit",
+        "_whole",
         "fast_frames",
     )
 
@@ -139,6 +121,8 @@ class FastFrames:
         self._limit = max_message_size
         self._buffer = bytearray()
         self._fast = False
+        # Whether wsproto is between messages, not only between the frames of one.
+        self._whole = False
         self._closing = False
         self._failing = False
         #: How many frames were read here rather than by wsproto (for tests).
@@ -157,15 +141,18 @@ class FastFrames:
         return self._inner.state
 
     def send(self, event: Event) -> bytes:
-        if self._failing and type(event) is CloseConnection:
+        kind = type(event)
+        if self._failing and kind is CloseConnection:
             self._failing = False  # the close for a refused frame: wsproto is still open
+        elif (kind is Pong or kind is Ping) and self._inner.state is not ConnectionState.OPEN:
+            # A ping that comes after our close is answered by trio-websocket,
+            # and wsproto raises for a pong once a close is under way: that
+            # error would end the reader task and the server with it.
+            return b""
         return self._inner.send(event)
 
     def receive_data(self, data: bytes | None) -> None:
-        if data is not None and (
-            self._fast or (not self._closing and _between_frames(self._inner))
-        ):
-            self._fast = True
+        if data is not None and (self._fast or self._resume()):
             self._buffer += data
             return
         self._to_wsproto()
@@ -175,10 +162,8 @@ class FastFrames:
         inner = self._inner
         while True:
             if not self._fast:
-                # wsproto first, with everything it was given; its frames end
-                # where it stops, and the fast path resumes from there. After
-                # a close (sent by the peer, or wsproto's own for a bad frame)
-                # every byte is wsproto's.
+                # wsproto first, with what it was given; the fast path resumes
+                # where its frames end.
                 for event in inner.events():
                     if type(event) is CloseConnection:
                         self._closing = True
@@ -189,17 +174,36 @@ class FastFrames:
                         # close (code and reason) before it hangs up.
                         self._failing = inner.state is ConnectionState.OPEN
                     yield event
-                if self._closing or not _between_frames(inner):
+                if self._closing:
+                    # wsproto reads no frame after a close: neither do we.
+                    self._buffer.clear()
                     return
-                self._fast = True
+                if not self._resume():
+                    if not self._buffer:
+                        return
+                    self._to_wsproto()  # wsproto holds part of a frame: the rest is its too
+                    continue
             event = self._next()
             if event is None:
                 return
+            if event is _HANDED:
+                continue
             if event is _SLOW:
                 self._to_wsproto()
                 continue
             self.fast_frames += 1
             yield event
+
+    def _resume(self) -> bool:
+        """Take the fast path again if wsproto is between frames; whether it did."""
+        if self._closing:
+            return False
+        where = _between_frames(self._inner)
+        if not where:
+            return False
+        self._fast = True
+        self._whole = where is _MESSAGES
+        return True
 
     def _to_wsproto(self) -> None:
         """Leave the fast path: whatever is buffered goes to wsproto, first."""
@@ -209,49 +213,66 @@ class FastFrames:
             self._buffer.clear()
             self._inner.receive_data(data)
 
+    def _hand(self, end: int) -> Any:
+        """Give wsproto the next frame, whole, and only it; the rest stays here."""
+        buffer = self._buffer
+        data = bytes(buffer[:end])
+        del buffer[:end]
+        self._fast = False
+        self._inner.receive_data(data)
+        return _HANDED
+
     def _next(self) -> Any:
-        """The next whole data frame's event; None if it has not all come; _SLOW for wsproto's."""
+        """The next frame's event if it is ours, _HANDED or _SLOW if wsproto's, None if incomplete.
+
+        Ours: a whole, unfragmented text or binary frame, shortest length form,
+        the peer's masking, within the limit, between messages. wsproto gets
+        any other frame alone once it has all come (so that the fast path
+        goes on right after it), or at once with everything after it when
+        waiting is not right (a frame over the limit, a bad length form).
+        """
         buffer = self._buffer
         have = len(buffer)
         if have < 2:
             return None
         first = buffer[0]
-        if first != _TEXT and first != _BINARY:
-            return _SLOW  # a control frame, a fragment, RSV bits, a bad opcode
         second = buffer[1]
-        if (second & _MASKED) != self._mask_bit:
-            return _SLOW
         size = second & 0x7F
         start = 2
+        shortest = True
         if size == 126:
             if have < 4:
                 return None
             size = int.from_bytes(buffer[2:4], "big")
             start = 4
-            if size < 126:
-                return _SLOW  # not the shortest length: wsproto's error
+            shortest = size >= 126
         elif size == 127:
             if have < 10:
                 return None
             size = int.from_bytes(buffer[2:10], "big")
             start = 10
-            if size < 65536 or size >= 1 << 63:
-                return _SLOW
-        if size > self._limit:
-            return _SLOW  # trio-websocket closes with 1009, after wsproto's parts
-        key = None
-        if self._mask_bit:
-            key = bytes(buffer[start : start + 4])
+            shortest = 65536 <= size < 1 << 63
+        masked = second & _MASKED
+        if masked:
             start += 4
         end = start + size
+        if not shortest or size > self._limit:
+            return _SLOW  # wsproto's error, or trio-websocket's 1009 from wsproto's parts
         if have < end:
             return None
-        payload = buffer[start:end] if key is None else _xor(buffer[start:end], key)
+        if (
+            (first != _TEXT and first != _BINARY)  # control, fragment, RSV bits, bad opcode
+            or masked != self._mask_bit
+            or not self._whole  # inside a fragmented message: wsproto judges every frame
+        ):
+            return self._hand(end)
+        key = buffer[start - 4 : start] if masked else None
+        payload = buffer[start:end] if key is None else _xor(buffer[start:end], bytes(key))
         if first == _TEXT:
             try:
                 text = payload.decode()
             except UnicodeDecodeError:
-                return _SLOW  # wsproto closes with 1007
+                return self._hand(end)  # wsproto closes with 1007
             del buffer[:end]
             return TextMessage(data=text, frame_finished=True, message_finished=True)
         del buffer[:end]
@@ -259,27 +280,32 @@ class FastFrames:
 
 
 _SLOW: Any = object()
+_HANDED: Any = object()
+_FRAMES: Any = "between frames"  # of a fragmented message
+_MESSAGES: Any = "between messages"
 
 
-def _between_frames(inner: WSConnection) -> bool:
-    """Whether wsproto is open, unextended and holds no part of a frame or message.
+def _between_frames(inner: WSConnection) -> Any:
+    """Whether wsproto is open, unextended and holds no part of a frame: _MESSAGES or _FRAMES.
 
-    Read from its private state; anything unexpected there means no.
+    _FRAMES when a fragmented message is under way, None otherwise. Read
+    from wsproto's private state; anything unexpected there means None.
     """
     try:
         connection: Any = inner.connection
         if connection is None or connection.state is not ConnectionState.OPEN:
-            return False
+            return None
         if connection._events:
-            return False
+            return None
         proto = connection._proto
         decoder = proto._frame_decoder
-        return (
-            not proto.extensions
-            and not decoder.extensions
-            and decoder.header is None
-            and len(decoder.buffer) == 0
-            and proto._message_decoder.opcode is None
-        )
+        if (
+            proto.extensions
+            or decoder.extensions
+            or decoder.header is not None
+            or len(decoder.buffer) != 0
+        ):
+            return None
+        return _MESSAGES if proto._message_decoder.opcode is None else _FRAMES
     except AttributeError:
-        return False
+        return None
