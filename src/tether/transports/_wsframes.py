@@ -12,11 +12,15 @@ leaves everything else to wsproto:
   between frames and the connection is open, it reads whole, unfragmented,
   unextended data frames itself and yields the same `TextMessage` and
   `BytesMessage` events wsproto would. Any other frame (control frames,
-  fragments, frames over the size limit, invalid UTF-8, bad header bits) and
-  everything after it goes to wsproto, which keeps all of its checks, errors
-  and close codes; reading returns to the fast path once wsproto is between
-  frames again. When wsproto refuses a frame, the peer is sent a close with
-  wsproto's code and reason (trio-websocket alone would hang up without one).
+  fragments, invalid UTF-8, bad header bits) goes to wsproto alone, once it
+  has all come, and the fast path goes on after it; a frame over the size
+  limit or with a bad length form goes to wsproto with everything after it.
+  wsproto keeps all of its checks, errors and close codes. When it refuses a
+  frame, the peer is sent a close with wsproto's code and reason
+  (trio-websocket alone would hang up without one).
+- Once a close is under way, a pong (or ping) trio-websocket asks for is not
+  sent: wsproto would raise, and the error would end the connection's reader
+  task and the server around it.
 
 Whether wsproto is between frames is read from its private state. If a future
 wsproto moves that state, `FastFrames` never takes the fast path, and frames
