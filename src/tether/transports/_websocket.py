@@ -40,7 +40,6 @@ import attrs
 import orjson
 import trio
 import trio_websocket
-from wsproto.connection import ConnectionState
 
 from ..runtime import (
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
@@ -631,7 +630,9 @@ class TrioWebSocketStream(WebSocketStream):
         # own sends (pongs, close); a socket that takes only part of it is
         # finished by the caller, still holding the lock.
         ws = self._ws
-        if ws._close_reason is not None or ws._wsproto.state is not ConnectionState.OPEN:
+        # trio-websocket sets the close reason before anything leaves OPEN (a
+        # close sent, received or refused), so no data frame follows a close.
+        if ws._close_reason is not None:
             raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason))
         raw = self._raw
         lock = ws._stream_lock
@@ -667,7 +668,7 @@ class TrioWebSocketStream(WebSocketStream):
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         ws = self._ws
-        if ws._close_reason is not None or ws._wsproto.state is not ConnectionState.OPEN:
+        if ws._close_reason is not None:
             raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason))
         # All the frames queued, framed and written in one send: what
         # `send_message` does for one, minus a lock round and a socket write

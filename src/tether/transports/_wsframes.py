@@ -85,8 +85,6 @@ def frame(data: bytes, mask: bool) -> bytes:
     """
     size = len(data)
     if not mask:
-        if size < 126:
-            return bytes((_TEXT, size)) + data
         return _header(_TEXT, size, 0) + data
     # A fresh key from os.urandom for each frame (RFC 6455 section 5.3): no
     # pool to share across threads, or with a child after fork.
@@ -105,7 +103,6 @@ class FastFrames:
 
     __slots__ = (
         "_buffer",
-        "_client",
         "_closing",
         "_failing",
         "_fast",
@@ -118,7 +115,6 @@ class FastFrames:
 
     def __init__(self, inner: WSConnection, max_message_size: int) -> None:
         self._inner = inner
-        self._client = inner.client
         # What the peer's frames must say: a server's frames are unmasked, a
         # client's masked (wsproto fails the connection otherwise).
         self._mask_bit = 0 if inner.client else _MASKED
@@ -136,7 +132,7 @@ class FastFrames:
 
     @property
     def client(self) -> bool:
-        return self._client
+        return self._inner.client
 
     @property
     def state(self) -> ConnectionState:
@@ -192,9 +188,6 @@ class FastFrames:
                 return
             if event is _HANDED:
                 continue
-            if event is _SLOW:
-                self._to_wsproto()
-                continue
             self.fast_frames += 1
             yield event
 
@@ -227,7 +220,7 @@ class FastFrames:
         return _HANDED
 
     def _next(self) -> Any:
-        """The next frame's event if it is ours, _HANDED or _SLOW if wsproto's, None if incomplete.
+        """The next frame's event if it is ours, _HANDED if wsproto's, None if incomplete.
 
         Ours: a whole, unfragmented text or binary frame, shortest length form,
         the peer's masking, within the limit, between messages. wsproto gets
@@ -261,7 +254,9 @@ class FastFrames:
             start += 4
         end = start + size
         if not shortest or size > self._limit:
-            return _SLOW  # wsproto's error, or trio-websocket's 1009 from wsproto's parts
+            # wsproto's error, or trio-websocket's 1009 from wsproto's parts
+            self._to_wsproto()
+            return _HANDED
         if have < end:
             return None
         if (
@@ -283,13 +278,13 @@ class FastFrames:
         return BytesMessage(data=payload, frame_finished=True, message_finished=True)
 
 
-_SLOW: Any = object()
+#: What `_next` says when wsproto was given bytes: its events come next.
 _HANDED: Any = object()
-_FRAMES: Any = "between frames"  # of a fragmented message
-_MESSAGES: Any = "between messages"
+_FRAMES = "between frames"  # of a fragmented message
+_MESSAGES = "between messages"
 
 
-def _between_frames(inner: WSConnection) -> Any:
+def _between_frames(inner: WSConnection) -> str | None:
     """Whether wsproto is open, unextended and holds no part of a frame: _MESSAGES or _FRAMES.
 
     _FRAMES when a fragmented message is under way, None otherwise. Read
