@@ -16,13 +16,12 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TypeVar
 
 import trio
 
 from .. import contexts
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
-from ._dispatch import Dispatcher, PreparedCall, encode_reply, too_large_reply
+from ._dispatch import Dispatcher, PreparedCall, send_reply
 from ._errors import (
     ConnectError,
     ConnectionClosed,
@@ -52,12 +51,10 @@ from ._util import run_until_it_yields
 
 __all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
 
-T = TypeVar("T")
-
 _log = logging.getLogger("tether.server")
 _client_log = logging.getLogger("tether.client")
 
-#: How long a cancelled call may spend telling the backend to stop.
+#: How long a cancelled call (or IPC invoke) may spend telling the other side to stop.
 _CANCEL_SEND_TIMEOUT = 1.0
 
 
@@ -70,6 +67,12 @@ class _Pending:
         self.task = task
         self.parked = False
         self.reply: Result | Error | ConnectionClosed | None = None
+
+    def wake(self) -> None:
+        """Reschedule the caller if it is parked waiting (its reply, or its turn to read)."""
+        if self.parked:
+            self.parked = False
+            trio.lowlevel.reschedule(self.task)
 
 
 def _abort_park(pending: _Pending) -> trio.lowlevel.Abort:
@@ -237,7 +240,7 @@ class RpcConnection(RpcBackend):
                 waiter = self._pending.get(message.id)
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = message
-                    self._wake(waiter)
+                    waiter.wake()
             elif isinstance(message, Error):
                 _client_log.warning(
                     "the backend reported a connection error: %s", message.error.message
@@ -247,17 +250,11 @@ class RpcConnection(RpcBackend):
                     "ignoring unexpected %s from the backend", type(message).__name__
                 )
 
-    @staticmethod
-    def _wake(pending: _Pending) -> None:
-        if pending.parked:
-            pending.parked = False
-            trio.lowlevel.reschedule(pending.task)
-
     def _promote_reader(self) -> None:
         """Wake one caller still waiting so that it takes over reading."""
         for waiter in self._pending.values():
             if waiter.reply is None and waiter.parked:
-                self._wake(waiter)
+                waiter.wake()
                 return
 
     def _fail_pending(self, reason: str, close_code: int | None = None) -> None:
@@ -270,7 +267,7 @@ class RpcConnection(RpcBackend):
         for waiter in self._pending.values():
             if waiter.reply is None:
                 waiter.reply = self._closed
-                self._wake(waiter)
+                waiter.wake()
         self._room.unpark_all()
 
     async def aclose(self) -> None:
@@ -377,18 +374,7 @@ class _Session:
         self.spares: list[trio.lowlevel.Task] = []
 
     async def send(self, message: Result | Error) -> None:
-        data = encode_reply(message)
-        try:
-            await self.stream.send_message(data)
-        except PayloadTooLarge:
-            # A reply over the limit fails that call, not the session: the
-            # stream refused it before sending anything.
-            with contextlib.suppress(ConnectionClosed):
-                await self.stream.send_message(
-                    too_large_reply(message.id, len(data), self.stream.max_message_size)
-                )
-        except ConnectionClosed:
-            pass  # the frontend left; the session is ending
+        await send_reply(self.stream.send_message, message, self.stream.max_message_size)
 
     def prepare(self, call: Call) -> PreparedCall | Error:
         """Check a call; return it ready to run, or the reply that refuses it."""

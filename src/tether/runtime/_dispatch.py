@@ -8,6 +8,7 @@ spawns the impl task, as Trio copies the context at spawn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -20,10 +21,12 @@ import trio
 from ..contexts import RequestContext, new_activity_id
 from ._codec import CONVERTER, dumps
 from ._errors import (
+    ConnectionClosed,
     DeadlineExceeded,
     IncompatibleVersion,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     RemoteError,
     TetherError,
     TransportError,
@@ -135,6 +138,25 @@ def too_large_reply(call_id: int | None, size: int, limit: int) -> bytes:
         "ask for less per call",
     )
     return encode(Error(call_id, info))
+
+
+async def send_reply(
+    send: Callable[[bytes], Awaitable[None]], reply: Result | Error, limit: int
+) -> None:
+    """Encode `reply` and send it; one over `limit` fails that request, not the session.
+
+    The stream refuses a message over its limit before sending anything, so
+    the request gets `payload-too-large` instead. A closed stream is the
+    session ending: nobody waits for the reply.
+    """
+    data = encode_reply(reply)
+    try:
+        await send(data)
+    except PayloadTooLarge:
+        with contextlib.suppress(ConnectionClosed):
+            await send(too_large_reply(reply.id, len(data), limit))
+    except ConnectionClosed:
+        pass
 
 
 def failure_reply(

@@ -53,7 +53,7 @@ from ._channels import (
 )
 from ._client import error_from_info
 from ._codec import CONVERTER
-from ._connection import _abort_park, _Pending, exchange_hello
+from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending, exchange_hello
 from ._dispatch import (
     access_clock,
     access_log,
@@ -61,7 +61,7 @@ from ._dispatch import (
     error_info,
     failure_reply,
     interrupted_reply,
-    too_large_reply,
+    send_reply,
 )
 from ._errors import (
     ConnectionClosed,
@@ -117,8 +117,6 @@ DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
 #: Default time a full notification queue may stay full before the session is
 #: closed as "frontend too slow".
 DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
-#: How long a cancelled invoke may spend telling the other side to stop.
-_CANCEL_SEND_TIMEOUT = 1.0
 #: After the other side left, how long notifications that already arrived may
 #: take to reach their listeners before the session is torn down regardless.
 DRAIN_GRACE = 5.0
@@ -287,7 +285,7 @@ class _Peer:
         for waiter in self.pending.values():
             if waiter.reply is None:
                 waiter.reply = ConnectionClosed(reason, reason=reason, close_code=close_code)
-                _wake(waiter)
+                waiter.wake()
         error = self.closed_error(None)
         while self.outbox:
             self.outbox.popleft().done(error)
@@ -363,7 +361,7 @@ class _Peer:
                 waiter = self.pending.get(reply.id)
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = reply
-                    _wake(waiter)
+                    waiter.wake()
             elif kind is Invoke:
                 self._start(cast(Invoke, message))
             elif kind is Notify:
@@ -520,14 +518,7 @@ class _Peer:
             await self._reply(reply)
 
     async def _reply(self, reply: Result | Error) -> None:
-        data = encode_reply(reply)
-        try:
-            await self.send(data)
-        except PayloadTooLarge:
-            with contextlib.suppress(ConnectionClosed):
-                await self.send(too_large_reply(reply.id, len(data), self.stream.max_message_size))
-        except ConnectionClosed:
-            pass  # the session is ending; nobody waits for this reply
+        await send_reply(self.send, reply, self.stream.max_message_size)
 
     # -- delivering notifications -----------------------------------------------
 
@@ -790,12 +781,6 @@ class _Peer:
 def _overdraft(bound: int) -> int:
     """Notifications a reader may hold past its bound while a call awaits its reply."""
     return max(bound, 1024)
-
-
-def _wake(pending: _Pending) -> None:
-    if pending.parked:
-        pending.parked = False
-        trio.lowlevel.reschedule(pending.task)
 
 
 # ---------------------------------------------------------------------------
