@@ -492,19 +492,11 @@ class _Session:
         role: _Role,
         clean: contextvars.Context,
     ) -> Result | Error:
-        deadline = call.context.deadline
         self.calls[call.id] = scope
         try:
-            if deadline is not None:
-                scope.deadline = deadline
-            with contexts.using(call.context):
-                return await run_until_it_yields(
-                    self.dispatcher.run(call), self.hand_over_if_reading, clean, role
-                )
+            return await self.dispatcher.run_in(call, scope, self.hand_over_if_reading, clean, role)
         finally:
             del self.calls[call.id]
-            if deadline is not None and not scope.cancel_called:
-                scope.deadline = math.inf
 
     async def rest(self, clean: contextvars.Context) -> bool:
         """After a call: wait as a spare until given the reader role (True), or end (False)."""

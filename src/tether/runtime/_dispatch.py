@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..contexts import RequestContext, new_activity_id
+from ..contexts import RequestContext, new_activity_id, using
 from ._codec import CONVERTER, dumps
 from ._errors import (
     ConnectionClosed,
@@ -36,7 +37,7 @@ from ._errors import (
 from ._interfaces import Operation
 from ._manager import RpcManager
 from ._protocol import Call, Error, ErrorInfo, Result, encode
-from ._util import collapse_exception_group
+from ._util import collapse_exception_group, run_until_it_yields
 from ._versions import compatibility_advice, is_version_compatible, parse_version
 
 __all__ = [
@@ -320,6 +321,31 @@ class Dispatcher:
         if started:
             access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
         return reply
+
+    async def run_in(
+        self,
+        prepared: PreparedCall,
+        scope: trio.CancelScope,
+        on_yield: Callable[..., object],
+        *args: Any,
+    ) -> Result | Error:
+        """`run` as a transport's task does it: under `scope`, in the call's context.
+
+        The call's deadline is set on `scope` for the run (and taken off again
+        after, so a scope reused by the next call starts without it), and
+        `on_yield(*args)` is called once, just before the call first waits: a
+        call that never waits pays for nothing the transport would set up then
+        (a watcher task, handing its reading over to another task).
+        """
+        deadline = prepared.context.deadline
+        if deadline is not None:
+            scope.deadline = deadline
+        try:
+            with using(prepared.context):
+                return await run_until_it_yields(self.run(prepared), on_yield, *args)
+        finally:
+            if deadline is not None and not scope.cancel_called:
+                scope.deadline = math.inf
 
     def interrupted(self, prepared: PreparedCall) -> Error | None:
         """The reply for a call whose cancel scope interrupted it.

@@ -64,7 +64,6 @@ from ..runtime._protocol import (
     decode,
     error_info_to_json,
 )
-from ..runtime._util import run_until_it_yields
 from ._openapi import openapi_document
 from ._websocket import AsgiWebSocketStream, Handshake, WebSocketSettings
 from ._websocket import Endpoint as WsEndpoint
@@ -508,21 +507,14 @@ class HttpApp:
         self, prepared: PreparedCall, receive: Receive, nursery: trio.Nursery
     ) -> Result | Error | None:
         watch = _DisconnectWatch(receive)
-        context = prepared.context
         with trio.CancelScope() as call_scope:
             watch.call_scope = call_scope
-            if context.deadline is not None:
-                call_scope.deadline = context.deadline
-            with contexts.using(context):
-                try:
-                    return await run_until_it_yields(
-                        self._dispatcher.run(prepared),
-                        self._clean.run,
-                        nursery.start_soon,
-                        watch.run,
-                    )
-                finally:
-                    watch.scope.cancel()
+            try:
+                return await self._dispatcher.run_in(
+                    prepared, call_scope, self._clean.run, nursery.start_soon, watch.run
+                )
+            finally:
+                watch.scope.cancel()
         if watch.disconnected:
             return None
         return self._dispatcher.interrupted(prepared)
