@@ -98,11 +98,9 @@ _ABORT_TIMEOUT = 0.5
 # Close codes (RFC 6455 section 7.4.1).
 NORMAL = 1000
 GOING_AWAY = 1001
-PROTOCOL_ERROR = 1002
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
-TRY_AGAIN_LATER = 1013
 
 _CLOSE_NAMES = {
     1000: "normal closure",
@@ -156,10 +154,9 @@ def _too_large(size: int, limit: int) -> PayloadTooLarge:
     )
 
 
-def too_large_reason(size: int | None, limit: int) -> str:
+def too_large_reason(size: int, limit: int) -> str:
     """The close reason for a frame over the limit (sent with code 1009)."""
-    got = "a message" if size is None else f"a message of {size} bytes"
-    return f"{got} is over this server's limit of {limit} bytes"
+    return f"a message of {size} bytes is over this server's limit of {limit} bytes"
 
 
 # ---------------------------------------------------------------------------
@@ -493,6 +490,18 @@ class WebSocketStream(MessageStream):
         """Make `data` the next message received (the peeked hello)."""
         self._first = data
 
+    async def receive_message(self) -> bytes | str:
+        first = self._first
+        if first is not None:
+            self._first = None
+            await trio.lowlevel.checkpoint()
+            return first
+        return await self._receive_next()
+
+    @abc.abstractmethod
+    async def _receive_next(self) -> bytes | str:
+        """The next message off the socket (what `receive_message` returns)."""
+
     def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
         """The reason and code a close goes out with: a shutdown's, when shutting down."""
         if self._endpoint is not None and self._endpoint.shutting_down:
@@ -615,13 +624,18 @@ class TrioWebSocketStream(WebSocketStream):
         raw = getattr(getattr(stream, "socket", None), "_sock", None) if plain else None
         self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
 
-    def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    def _closed(self, reason: trio_websocket.CloseReason | None) -> ConnectionClosed:
+        """The error for trio-websocket's close `reason` (this side's own, when it closed)."""
         if self._local_close is not None:
             return self._local_close
-        reason = exc.reason
         if reason is None:
             return closed_error(None, None, prefix=self._prefix)
         return closed_error(reason.code, reason.reason, prefix=self._prefix)
+
+    async def _broken(self) -> ConnectionClosed:
+        """The socket failed under a send: trio-websocket records it; the error to raise."""
+        await self._ws._abort_web_socket()
+        return self._closed(self._ws._close_reason)
 
     def _try_send_now(self, data: bytes) -> Any:
         # A frame that the socket takes at once is written here, with no task
@@ -633,7 +647,7 @@ class TrioWebSocketStream(WebSocketStream):
         # trio-websocket sets the close reason before anything leaves OPEN (a
         # close sent, received or refused), so no data frame follows a close.
         if ws._close_reason is not None:
-            raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason))
+            raise self._closed(ws._close_reason)
         raw = self._raw
         lock = ws._stream_lock
         if raw is None or lock.locked():
@@ -661,15 +675,14 @@ class TrioWebSocketStream(WebSocketStream):
             with trio.CancelScope(shield=True):
                 await ws._stream.send_all(rest)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await ws._abort_web_socket()
-            raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason)) from None
+            raise await self._broken() from None
         finally:
             ws._stream_lock.release()
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         ws = self._ws
         if ws._close_reason is not None:
-            raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason))
+            raise self._closed(ws._close_reason)
         # All the frames queued, framed and written in one send: what
         # `send_message` does for one, minus a lock round and a socket write
         # per frame.
@@ -679,15 +692,9 @@ class TrioWebSocketStream(WebSocketStream):
             try:
                 await ws._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await ws._abort_web_socket()
-                raise self._closed(trio_websocket.ConnectionClosed(ws._close_reason)) from None
+                raise await self._broken() from None
 
-    async def receive_message(self) -> bytes | str:
-        first = self._first
-        if first is not None:
-            self._first = None
-            await trio.lowlevel.checkpoint()
-            return first
+    async def _receive_next(self) -> bytes | str:
         self._reading = True
         try:
             return await self._receive()
@@ -723,7 +730,7 @@ class TrioWebSocketStream(WebSocketStream):
             try:
                 data = await ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
-                closed = self._closed(exc)
+                closed = self._closed(exc.reason)
                 self._fail_sends(closed)
                 raise closed from None
             if data[:7] == '{"t":"p' and type(data) is str and await self._answer_ping(data):
@@ -806,7 +813,7 @@ def _fit_reason(reason: str | None) -> str | None:
 class AsgiWebSocketStream(WebSocketStream):
     """A MessageStream over an ASGI WebSocket connection (hypercorn), server side."""
 
-    __slots__ = ("_closed_reason", "_ping_ids", "_pong", "_receive", "_receiving", "_send")
+    __slots__ = ("_ping_ids", "_pong", "_receive", "_receiving", "_send")
 
     def __init__(
         self,
@@ -821,33 +828,27 @@ class AsgiWebSocketStream(WebSocketStream):
         # peer's close frame, which a dead peer never sends.
         self._receiving: trio.CancelScope | None = None
         self._send = send
-        self._closed_reason: ConnectionClosed | None = None
         self._ping_ids = itertools.count(1)
         self._pong = trio.Event()
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         for data in batch:
-            if self._closed_reason is not None:
-                raise self._closed_reason
+            if self._send_error is not None:
+                raise self._send_error
             # hypercorn drops a send on a closed socket silently; the receive
             # side sees the close and reports it.
             await self._send({"type": "websocket.send", "text": data.decode()})
 
-    async def receive_message(self) -> bytes | str:
-        first = self._first
-        if first is not None:
-            self._first = None
-            await trio.lowlevel.checkpoint()
-            return first
+    async def _receive_next(self) -> bytes | str:
         while True:
-            if self._closed_reason is not None:
+            if self._send_error is not None:
                 await trio.lowlevel.checkpoint()
-                raise self._closed_reason
+                raise self._send_error
             with trio.CancelScope() as self._receiving:
                 event = await self._receive()
             self._receiving = None
-            if self._closed_reason is not None:
-                raise self._closed_reason
+            if self._send_error is not None:
+                raise self._send_error
             kind = event["type"]
             if kind == "websocket.receive":
                 text = event.get("text")
@@ -855,7 +856,7 @@ class AsgiWebSocketStream(WebSocketStream):
                 if len(data) > self.max_message_size:
                     reason = too_large_reason(len(data), self.max_message_size)
                     await self.aclose(reason, MESSAGE_TOO_BIG)
-                    raise self._closed_reason or closed_error(
+                    raise self._send_error or closed_error(
                         MESSAGE_TOO_BIG, reason, prefix="WebSocket"
                     )
                 if len(data) < 64 and self._is_pong(data):
@@ -863,10 +864,14 @@ class AsgiWebSocketStream(WebSocketStream):
                 return data
             if kind == "websocket.disconnect":
                 code = event.get("code", 1005)
-                self._closed_reason = closed_error(code, event.get("reason"), prefix="WebSocket")
-                self._fail_sends(self._closed_reason)
-                self._pong.set()
-                raise self._closed_reason
+                closed = closed_error(code, event.get("reason"), prefix="WebSocket")
+                self._fail_sends(closed)
+                raise closed
+
+    def _fail_sends(self, exc: ConnectionClosed) -> None:
+        # Closed: a keepalive waiting for a pong stops waiting.
+        super()._fail_sends(exc)
+        self._pong.set()
 
     def _is_pong(self, data: bytes | str) -> bool:
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
@@ -883,13 +888,11 @@ class AsgiWebSocketStream(WebSocketStream):
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
         reason, code = self._close_as(reason, code)
-        if self._closed_reason is None:
+        if self._send_error is None:
             with trio.CancelScope(shield=True) as scope:
                 scope.relative_deadline = _CLOSE_TIMEOUT
                 await self._drain()
-                self._closed_reason = closed_error(code, reason, prefix="WebSocket")
-                self._fail_sends(self._closed_reason)
-                self._pong.set()
+                self._fail_sends(closed_error(code, reason, prefix="WebSocket"))
                 if self._receiving is not None:
                     self._receiving.cancel()
                 await self._send(
@@ -902,7 +905,7 @@ class AsgiWebSocketStream(WebSocketStream):
         # ASGI hides WebSocket pings from the app: ping inside the envelope.
         while True:
             await trio.sleep(interval)
-            if self._closed_reason is not None:
+            if self._send_error is not None:
                 return
             self._pong = trio.Event()
             ping = orjson.dumps({"t": "ping", "id": next(self._ping_ids)})
