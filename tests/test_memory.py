@@ -6,13 +6,14 @@ import contextlib
 import contextvars
 import json
 import threading
+from typing import Any
 
 import pytest
 import trio
 
 import tether
 from tether import contexts
-from tether.runtime import PROTOCOL_VERSION, serve_rpc_session
+from tether.runtime import PROTOCOL_VERSION, open_rpc_connection, serve_rpc_session
 from tether.testing import ConformanceInterface, Probe
 from tether.testing._rpc_suite import ConformanceImpl
 from tether.transports import memory
@@ -537,3 +538,17 @@ async def test_thread_mode_connections_do_not_use_trios_default_thread_limiter()
                     memory.connect(burst_manager(), interfaces=[Burst], thread=True)
                 )
             assert await trio.to_thread.run_sync(lambda: 42) == 42
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.5, "8"])
+async def test_open_rpc_connection_refuses_a_max_in_flight_that_is_not_a_positive_int(
+    value: Any,
+) -> None:
+    # Refused before the stream is touched (it is never used here).
+    with pytest.raises(ValueError, match="max_in_flight must be a positive int"):
+        async with open_rpc_connection(
+            object(),  # type: ignore[arg-type]
+            interfaces=[ConformanceInterface],
+            max_in_flight=value,
+        ):
+            raise AssertionError("connected")  # pragma: no cover

@@ -47,7 +47,7 @@ from ._protocol import (
     encode,
 )
 from ._stream import MessageStream
-from ._util import run_until_it_yields
+from ._util import check_positive_int, run_until_it_yields
 
 __all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
 
@@ -109,6 +109,8 @@ class RpcConnection(RpcBackend):
     def __init__(
         self, stream: MessageStream, options: ClientOptions, max_in_flight: int | None = None
     ) -> None:
+        if max_in_flight is not None:
+            check_positive_int("max_in_flight", max_in_flight)
         self._token = trio.lowlevel.current_trio_token()
         self._max_in_flight = max_in_flight if max_in_flight is not None else math.inf
         # Callers waiting for one of the `max_in_flight` places.
@@ -326,6 +328,7 @@ async def open_rpc_connection(
             a place. None: no limit here (the backend's still applies).
 
     Raises:
+        ValueError: `max_in_flight` is not a positive int (nothing was sent).
         IncompatibleVersion: the protocol or an interface version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
         ConnectError: the backend did not complete the handshake.

@@ -87,7 +87,7 @@ from ._protocol import (
     encode,
 )
 from ._stream import MessageStream
-from ._util import open_service_nursery, timeout_ms_left
+from ._util import check_positive_int, open_service_nursery, timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
 
 __all__ = [
@@ -1038,13 +1038,9 @@ class BackendIpc:
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         development_mode: bool = False,
     ) -> None:
-        for name, value in (
-            ("max_pending_notifications", max_pending_notifications),
-            ("max_in_flight", max_in_flight),
-            ("max_sessions", max_sessions),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int("max_pending_notifications", max_pending_notifications)
+        check_positive_int("max_in_flight", max_in_flight)
+        check_positive_int("max_sessions", max_sessions)
         self.max_pending_notifications = max_pending_notifications
         self.max_in_flight = max_in_flight
         if not isinstance(slow_frontend_timeout, (int, float)) or not slow_frontend_timeout > 0:
@@ -1473,11 +1469,7 @@ async def open_ipc_connection(
     wanted = list(channels)
     for channel in wanted:
         require_channel(channel, IpcInterface)
-    if not isinstance(max_pending_notifications, int) or max_pending_notifications < 1:
-        raise ValueError(
-            "max_pending_notifications must be a positive integer, got "
-            f"{max_pending_notifications!r}"
-        )
+    check_positive_int("max_pending_notifications", max_pending_notifications)
     if not isinstance(slow_listener_timeout, (int, float)) or not slow_listener_timeout > 0:
         raise ValueError(
             f"slow_listener_timeout must be a positive number of seconds, got "

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import trio
 
 __all__ = [
+    "check_positive_int",
     "collapse_exception_group",
     "open_service_nursery",
     "resume",
@@ -19,6 +20,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Refuse a count, bound or limit that is not an int of at least 1 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -65,7 +65,7 @@ from ..runtime import (
 )
 from ..runtime._dispatch import error_info
 from ..runtime._protocol import Hello, decode, error_info_to_json
-from ..runtime._util import open_service_nursery
+from ..runtime._util import check_positive_int, open_service_nursery
 from ._wsframes import FastFrames
 from ._wsframes import frame as text_frame
 
@@ -253,9 +253,7 @@ class WebSocketSettings:
 
     def __attrs_post_init__(self) -> None:
         for name in ("max_message_size", "max_in_flight", "max_connections"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         _check_positive("ping_interval", self.ping_interval, optional=True)
         _check_positive("ping_timeout", self.ping_timeout)
         _check_positive("handshake_timeout", self.handshake_timeout)
@@ -1249,8 +1247,7 @@ async def connect(
         authorization=authorization,
         session_id=session_id,
     )
-    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be a positive int, got {max_in_flight!r}")
+    check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (
         _open_stream(
             url,
