@@ -87,7 +87,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from bench.http import BenchApi, _short, make_manager
+from bench.http import BenchApi, _make_calls, _run_callers, _short, make_manager
 from bench.inprocess import (
     CONCURRENCY,
     _round_calls,
@@ -311,20 +311,6 @@ class Case:
 
 def _callers(mode: Mode) -> int:
     return CONCURRENCY if mode == "concurrent" else 1
-
-
-async def _make_calls(op: Op, count: int) -> None:
-    for _ in range(count):
-        await op()
-
-
-async def _run_callers(op: Op, callers: int, per_caller: int) -> None:
-    if callers == 1:
-        await _make_calls(op, per_caller)
-        return
-    async with trio.open_nursery() as nursery:
-        for _ in range(callers):
-            nursery.start_soon(_make_calls, op, per_caller)
 
 
 def trio_measure(op: Op, mode: Mode) -> Measure:
