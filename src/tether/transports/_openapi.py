@@ -25,7 +25,7 @@ import attrs
 import orjson
 
 from ..runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
-from ..runtime._codec import describe_type
+from ..runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type
 
 __all__ = ["json_schema", "openapi_document"]
 
@@ -35,9 +35,6 @@ _SEQUENCES: frozenset[Any] = frozenset(
     {list, collections.abc.Sequence, collections.abc.MutableSequence}
 )
 _SETS: frozenset[Any] = frozenset({set, frozenset, collections.abc.Set, collections.abc.MutableSet})
-_MAPPINGS: frozenset[Any] = frozenset(
-    {dict, collections.abc.Mapping, collections.abc.MutableMapping}
-)
 
 # What the codec writes for each scalar type. bytes travel as base85 text
 # (cattrs' orjson preconf, `base64.b85encode`), whose alphabet is RFC 1924's.
@@ -67,7 +64,7 @@ _SCALARS: dict[Any, dict[str, Any]] = {
     uuid.UUID: {"type": "string", "format": "uuid"},
 }
 # The decimal text the codec writes for an int dict key (and accepts back).
-_INT_KEY = {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)$"}
+_INT_KEY = {"type": "string", "pattern": f"^{_INT_TEXT.pattern}$"}
 _JSON_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
 # Component names must match ^[a-zA-Z0-9.\-_]+$ (OpenAPI 3.1, Components Object).
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -140,9 +137,7 @@ class _Schemas:
             return {"type": "array", "items": self.of(args[0]), "uniqueItems": True}
         if origin in _MAPPINGS and len(args) == 2:
             return self._mapping(args[0], args[1])
-        if isinstance(tp, type) and (
-            issubclass(tp, enum.Enum) or attrs.has(tp) or dataclasses.is_dataclass(tp)
-        ):
+        if _is_record(tp) or (isinstance(tp, type) and issubclass(tp, enum.Enum)):
             return {"$ref": _SCHEMAS_REF + self._named(tp)}
         raise TypeError(f"{describe_type(tp)} has no JSON schema: tether's codec does not carry it")
 
@@ -230,10 +225,6 @@ class _Schemas:
 
 
 _NO_DEFAULT: Any = object()
-
-
-def _is_record(tp: Any) -> bool:
-    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
 
 
 def _fields(tp: type) -> list[tuple[str, bool, Any]]:
