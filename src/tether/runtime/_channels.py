@@ -9,12 +9,16 @@ the class is created, exactly as `RpcInterface` operations are.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._interfaces import Operation, collect_operations
-from ._versions import parse_version
+from ._interfaces import (
+    Operation,
+    check_declared_async,
+    check_impl_async,
+    check_version_attr,
+    collect_operations,
+)
 
 __all__ = [
     "IpcHandler",
@@ -32,27 +36,13 @@ def _check_name(cls: type, name: object) -> str:
     return name
 
 
-def _check_methods(cls: type, channel: str, own: Mapping[str, Any]) -> None:
-    for attr, value in own.items():
-        if attr.startswith("_") or attr in ("channel_name", "version"):
-            continue
-        if inspect.isfunction(value) and not inspect.iscoroutinefunction(value):
-            raise TypeError(
-                f"method {channel}.{attr} must be declared with 'async def' (a public method "
-                "of a channel is part of it; prefix helpers with '_')"
-            )
-
-
-def _check_impl(cls: type, declaration: type, what: str) -> None:
-    # An implementation (or a subclass of one) must keep every method async.
-    own = cls.__dict__
-    for name in declaration.__tether_operations__:  # type: ignore[attr-defined]
-        member = own.get(name)
-        if member is not None and not inspect.iscoroutinefunction(member):
-            raise TypeError(
-                f"{cls.__qualname__}.{name} implements {what} "
-                f"{declaration.channel_name}.{name} and must be 'async def'"  # type: ignore[attr-defined]
-            )
+def _check_methods(channel: str, own: Mapping[str, Any]) -> None:
+    check_declared_async(
+        own,
+        ("channel_name", "version"),
+        f"method {channel}.",
+        "a public method of a channel is part of it",
+    )
 
 
 class IpcInterface:
@@ -84,17 +74,8 @@ class IpcInterface:
         own = cls.__dict__
         if "channel_name" in own or "version" in own:
             name = _check_name(cls, own.get("channel_name"))
-            version = own.get("version")
-            if not isinstance(version, str):
-                raise TypeError(
-                    f"{cls.__qualname__}.version must be a semantic version string such as "
-                    f"'1.0.0', got {version!r}"
-                )
-            try:
-                parse_version(version)
-            except ValueError as exc:
-                raise TypeError(f"{cls.__qualname__}.version: {exc}") from None
-            _check_methods(cls, name, own)
+            check_version_attr(cls, "version", own.get("version"))
+            _check_methods(name, own)
             cls.__tether_operations__ = collect_operations(
                 cls, name, root=IpcInterface, name_attr="channel_name"
             )
@@ -106,7 +87,7 @@ class IpcInterface:
                 f"{cls.__qualname__} derives from IpcInterface but sets neither channel_name "
                 "nor version: declare both on a channel class"
             )
-        _check_impl(cls, channel, "method")
+        check_impl_async(cls, channel.__tether_operations__, channel.channel_name, "method")
 
 
 class NotificationInterface:
@@ -132,7 +113,7 @@ class NotificationInterface:
         own = cls.__dict__
         if "channel_name" in own:
             name = _check_name(cls, own.get("channel_name"))
-            _check_methods(cls, name, own)
+            _check_methods(name, own)
             operations = collect_operations(
                 cls, name, root=NotificationInterface, name_attr="channel_name"
             )
@@ -151,7 +132,7 @@ class NotificationInterface:
                 f"{cls.__qualname__} derives from NotificationInterface but sets no "
                 "channel_name: declare it on a notification channel class"
             )
-        _check_impl(cls, channel, "notification")
+        check_impl_async(cls, channel.__tether_operations__, channel.channel_name, "notification")
 
 
 class IpcHandler:

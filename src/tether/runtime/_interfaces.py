@@ -291,14 +291,48 @@ class RpcInterface:
                 f"{cls.__qualname__} derives from RpcInterface but sets neither "
                 "interface_name nor interface_version: declare both on an interface class"
             )
-        # An impl (or a subclass of one): it must keep every operation async.
-        for name in interface.__tether_operations__:
-            member = own.get(name)
-            if member is not None and not inspect.iscoroutinefunction(member):
-                raise TypeError(
-                    f"{cls.__qualname__}.{name} implements operation "
-                    f"{interface.interface_name}.{name} and must be 'async def'"
-                )
+        check_impl_async(
+            cls, interface.__tether_operations__, interface.interface_name, "operation"
+        )
+
+
+def check_version_attr(cls: type, attr: str, version: object) -> None:
+    """Refuse a declaration's version attribute that is not a semantic version string."""
+    if not isinstance(version, str):
+        raise TypeError(
+            f"{cls.__qualname__}.{attr} must be a semantic version string such as "
+            f"'1.0.0', got {version!r}"
+        )
+    try:
+        parse_version(version)
+    except ValueError as exc:
+        raise TypeError(f"{cls.__qualname__}.{attr}: {exc}") from None
+
+
+def check_declared_async(
+    own: Mapping[str, Any], attrs_: tuple[str, ...], prefix: str, rule: str
+) -> None:
+    """Refuse a public plain `def` in a declaration: its public methods are its operations."""
+    for attr, value in own.items():
+        if attr.startswith("_") or attr in attrs_:
+            continue
+        if inspect.isfunction(value) and not inspect.iscoroutinefunction(value):
+            raise TypeError(
+                f"{prefix}{attr} must be declared with 'async def' ({rule}; prefix helpers "
+                "with '_')"
+            )
+
+
+def check_impl_async(cls: type, operations: Mapping[str, Any], declared: str, what: str) -> None:
+    """An implementation (or a subclass of one) must keep every operation async."""
+    own = cls.__dict__
+    for name in operations:
+        member = own.get(name)
+        if member is not None and not inspect.iscoroutinefunction(member):
+            raise TypeError(
+                f"{cls.__qualname__}.{name} implements {what} {declared}.{name} and must be "
+                "'async def'"
+            )
 
 
 def _declare_interface(cls: type[RpcInterface]) -> None:
@@ -310,22 +344,12 @@ def _declare_interface(cls: type[RpcInterface]) -> None:
             f"{cls.__qualname__}.interface_name must be a non-empty string without '/', "
             f"got {name!r}"
         )
-    if not isinstance(version, str):
-        raise TypeError(
-            f"{cls.__qualname__}.interface_version must be a semantic version string such as "
-            f"'1.0.0', got {version!r}"
-        )
-    try:
-        parse_version(version)
-    except ValueError as exc:
-        raise TypeError(f"{cls.__qualname__}.interface_version: {exc}") from None
-    for attr, value in own.items():
-        if attr.startswith("_") or attr in ("interface_name", "interface_version"):
-            continue
-        if inspect.isfunction(value) and not inspect.iscoroutinefunction(value):
-            raise TypeError(
-                f"operation {name}.{attr} must be declared with 'async def' (a public method "
-                "of an interface is an operation; prefix helpers with '_')"
-            )
+    check_version_attr(cls, "interface_version", version)
+    check_declared_async(
+        own,
+        ("interface_name", "interface_version"),
+        f"operation {name}.",
+        "a public method of an interface is an operation",
+    )
     cls.__tether_operations__ = collect_operations(cls, name)
     cls.__tether_interface__ = cls
