@@ -29,7 +29,7 @@ Measured, in one run, in requests per second:
   - tether end to end: the `http.connect` client stub (`client.add(1, 2)`)
     against `http.serve`, what an application sees.
 
-The HTTP client is tether's h11 connection pool (`_h11pool.ConnectionPool`) in
+The HTTP client is tether's h11 connection pool (`http._pool.ConnectionPool`) in
 every case. Servers and client run in one process and one Trio loop, on one
 core: a request costs the client's work plus the server's, so ratios to bare
 understate the server's own gap (the "raw POST" row is the closest to it).
@@ -82,8 +82,8 @@ from bench.inprocess import format_machine, format_rate, machine_info, markdown_
 from tether import contexts
 from tether.runtime import PROTOCOL_VERSION
 from tether.transports import http
-from tether.transports._h11pool import ConnectionPool
-from tether.transports._http_server import _KEEP_ALIVE_MAX_REQUESTS
+from tether.transports.http._pool import ConnectionPool
+from tether.transports.http._serve import _KEEP_ALIVE_MAX_REQUESTS
 
 #: Concurrent callers in the "64 concurrent" mode, and the pool's connection limit.
 CONCURRENCY = 64
@@ -418,9 +418,9 @@ def _requests(case: Case, requests: tuple[int, int]) -> int:
 
 #: Where a function's time is counted, by the path of its file.
 _AREAS: tuple[tuple[str, str], ...] = (
-    ("tether/transports/_http_server", "tether HTTP server (HttpApp)"),
-    ("tether/transports/_http_client", "tether HTTP client (HttpBackend)"),
-    ("tether/transports/_h11pool", "tether h11 pool (client)"),
+    ("tether/transports/http/_server", "tether HTTP server (HttpApp)"),
+    ("tether/transports/http/_client", "tether HTTP client (HttpBackend)"),
+    ("tether/transports/http/_pool", "tether h11 pool (client)"),
     ("tether/runtime/_dispatch", "tether dispatcher"),
     ("tether/runtime/_client", "tether client stub"),
     ("tether/", "tether, other (codec, contexts, ...)"),

@@ -18,7 +18,7 @@ Measured, in requests per second, for a fixed number of requests per round:
     connections, of which 20 are kept alive);
   - httpcore: `httpcore.AsyncConnectionPool(max_connections=100)` used directly
     (its default is 10 connections);
-  - tether h11: `tether.transports._h11pool.ConnectionPool` (100 connections);
+  - tether h11: `tether.transports.http._pool.ConnectionPool` (100 connections);
 * two modes: sequential (one caller), and 64 concurrent callers (64 tasks in a
   nursery sharing the client, each making N/64 requests).
 
@@ -54,7 +54,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from bench.inprocess import CONCURRENCY, format_machine, format_rate, machine_info, markdown_table
-from tether.transports._h11pool import ConnectionPool
+from tether.transports.http._pool import ConnectionPool
 
 Mode = Literal["sequential", "concurrent"]
 ClientName = Literal["httpx", "httpcore", "tether-h11"]

@@ -230,3 +230,42 @@ def test_import_resolution_used_by_the_architecture_tests(
 ) -> None:
     """The import checker sees the forbidden imports in every spelling, so it can fail."""
     assert expected in imported_modules(source, modname, is_package=is_package)
+
+
+def test_each_transport_lives_in_a_folder_of_its_own() -> None:
+    """One room per transport (STYLE.md): `transports/` holds folders and the contracts."""
+    loose = sorted(
+        path.name
+        for path in (SRC / "transports").glob("*.py")
+        if path.name not in ("__init__.py", "abc.py")
+    )
+    assert loose == []
+    folders = sorted(
+        path.name for path in (SRC / "transports").iterdir() if (path / "__init__.py").exists()
+    )
+    assert folders == ["http", "memory", "websocket"]
+
+
+def test_no_transport_imports_another_but_the_http_servers_websocket_route() -> None:
+    """A transport knows the runtime, not other transports; the one exception is named here."""
+    # HttpApp serves `{prefix}/ws` with the WebSocket transport's settings and ASGI stream.
+    allowed = ("tether.transports.websocket._endpoint", "tether.transports.websocket._streams")
+    names = ("http", "memory", "websocket")
+    bad = []
+    for name in names:
+        others = tuple(f"tether.transports.{other}" for other in names if other != name)
+        for line in _violations(f"transports/{name}", others):
+            imported = line.partition(" imports ")[2]
+            if not (name == "http" and imported.startswith(allowed)):
+                bad.append(line)
+    assert bad == []
+
+
+def test_no_module_is_long_enough_to_hold_two_ideas() -> None:
+    """A module past ~800 lines usually has two ideas in it (STYLE.md): split it along its seam."""
+    long = {
+        str(path.relative_to(SRC)): count
+        for path in SRC.rglob("*.py")
+        if (count := len(path.read_text(encoding="utf-8").splitlines())) > 800
+    }
+    assert long == {}

@@ -20,7 +20,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from tether.runtime import ConnectError, ConnectionClosed, PayloadTooLarge
-from tether.transports._h11pool import ConnectionPool
+from tether.transports.http._pool import ConnectionPool
 
 HOST = "127.0.0.1"
 Scope = dict[str, Any]

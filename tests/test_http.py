@@ -45,8 +45,8 @@ from tether.runtime import (
 from tether.runtime._protocol import Hello, encode
 from tether.runtime._util import open_service_nursery
 from tether.testing import ConformanceInterface, Everything, Probe, RpcConformance
-from tether.transports import _http_server, http
-from tether.transports._http_server import HttpApp
+from tether.transports import http
+from tether.transports.http import HttpApp, _ipc_server
 
 TIMEOUT = 10.0
 CONF = "/tether.Conformance/1.2.3"
@@ -1609,7 +1609,7 @@ async def test_ipc_session_that_fails_leaves_the_other_sessions_running(
             raise RuntimeError("one session broke")
         await real(ipc, stream)
 
-    monkeypatch.setattr(_http_server, "serve_ipc_session", fails_once)
+    monkeypatch.setattr(_ipc_server, "serve_ipc_session", fails_once)
     with trio.fail_after(TIMEOUT):
         async with raw_client(None, ipc=editor_backend(log)) as client:
             first = await open_session(client)

@@ -2,7 +2,7 @@
 """A real outside client, curl, drives the HTTP backend by the documented protocol only.
 
 Every body here is JSON written by hand, as someone reading DESIGN.md section 4
-(and the routes in `tether.transports._http_server`) would write it; nothing
+(and the routes in `tether.transports.http._server`) would write it; nothing
 is encoded with tether's own code.
 """
 

@@ -7,13 +7,13 @@ import trio
 import trio.testing
 
 from tether.runtime._util import run_until_it_yields
-from tether.transports._http_server import _INBOUND_BUFFER, _ServerStream
+from tether.transports.http._ipc_server import _INBOUND_BUFFER, ServerStream
 
 
 async def test_a_post_waiting_for_room_goes_on_when_the_backend_reads() -> None:
     """A frontend's POST that found the session's inbound buffer full is woken as
     soon as the backend takes a message, not only by the next POST."""
-    stream = _ServerStream(max_message_size=1024, grace=5.0)
+    stream = ServerStream(max_message_size=1024, grace=5.0)
     for n in range(_INBOUND_BUFFER):
         await stream.from_frontend(b"%d" % n)
     delivered = trio.Event()
@@ -34,7 +34,7 @@ async def test_a_post_waiting_for_room_goes_on_when_the_backend_reads() -> None:
 
 
 async def test_a_post_waiting_for_room_is_refused_when_the_session_closes() -> None:
-    stream = _ServerStream(max_message_size=1024, grace=5.0)
+    stream = ServerStream(max_message_size=1024, grace=5.0)
     for n in range(_INBOUND_BUFFER):
         await stream.from_frontend(b"%d" % n)
     refused: list[BaseException] = []

@@ -16,7 +16,7 @@ import trio.testing
 
 import tether
 from tether.runtime import serve_ipc_session
-from tether.runtime._ipc import DRAIN_GRACE
+from tether.runtime._ipc_engine import DRAIN_GRACE
 from tether.runtime._protocol import (
     PROTOCOL_VERSION,
     Cancel,

@@ -22,8 +22,8 @@ import tether
 from tether.runtime import open_ipc_connection, serve_ipc_session
 from tether.runtime._protocol import PROTOCOL_VERSION, Hello, Welcome, decode, encode
 from tether.runtime._stream import MessageStream
-from tether.transports import _memory as memory_module
 from tether.transports import memory
+from tether.transports.memory import _connect as memory_module
 
 TIMEOUT = 10.0
 

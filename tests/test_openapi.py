@@ -29,7 +29,7 @@ from tether.testing._rpc_suite import (
     Square,
     sample_everything,
 )
-from tether.transports._openapi import json_schema, openapi_document
+from tether.transports.http._openapi import json_schema, openapi_document
 
 DOC_URI = "urn:tether:openapi"
 

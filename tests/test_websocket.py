@@ -48,7 +48,7 @@ from tether.runtime._util import open_service_nursery
 from tether.testing import ConformanceInterface, ConformanceIpc, IpcConformance, Probe
 from tether.testing import RpcConformance as _RpcConformance
 from tether.transports import http, websocket
-from tether.transports._http_server import HttpApp
+from tether.transports.http import HttpApp
 
 TIMEOUT = 10.0
 VARIANTS = ["trio-websocket", "hypercorn"]

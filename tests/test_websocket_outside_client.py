@@ -410,7 +410,7 @@ HANDSHAKE_REFUSALS: dict[str, tuple[str, J, str, int]] = {
     # On hypercorn, `http.serve(None, ipc=...)` hands its WebSocket endpoint an empty
     # RpcManager instead of None, so this hello gets a `welcome` (no interfaces), unlike
     # on trio-websocket and unlike docs/ipc.md ("an RPC hello sent to an IPC endpoint
-    # ... is InvalidRequest, naming the right call"): HttpApp.__init__ in _http_server.py.
+    # ... is InvalidRequest, naming the right call"): HttpApp.__init__ in http/_server.py.
     "rpc-hello-to-ipc-only": ("ipc", {"mode": "rpc"}, "bad-request", 400),
     "unknown-channel": ("ipc", {"channels": {"outside.nobody": "1.0.0"}}, "not-found", 404),
     "major-2": ("ipc", {"channels": {"outside.editor": "2.0.0"}}, "incompatible-version", 403),

@@ -1,9 +1,9 @@
-"""The WebSocket frame codec under trio-websocket (tether.transports._wsframes).
+"""The WebSocket frame codec under trio-websocket (tether.transports.websocket._frames).
 
 `FastFrames` must read exactly what wsproto reads: the same messages, pings,
 pongs and closes (with their codes) for any bytes cut anywhere. These tests
 feed the same bytes to a plain wsproto connection and to `FastFrames` over
-another, and compare. Frames here are built by hand, not by `_wsframes.frame`,
+another, and compare. Frames here are built by hand, not by `_frames.frame`,
 which is tested against wsproto's parser on its own.
 """
 
@@ -29,7 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from tether.transports._wsframes import FastFrames, _between_frames, _xor, frame
+from tether.transports.websocket._frames import FastFrames, _between_frames, _xor, frame
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 

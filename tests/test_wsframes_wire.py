@@ -1,10 +1,10 @@
 # mypy: disable-error-code="empty-body"
-"""The fast frame path (`_wsframes.FastFrames`) against real sockets and hand-made frames.
+"""The fast frame path (`websocket._frames.FastFrames`) against real sockets and hand-made frames.
 
 Both sides of tether's trio-websocket transport read whole data frames with
 `FastFrames` and leave the rest to wsproto. Here a raw peer, written by hand
 over a TCP stream (HTTP upgrade, frame building and frame parsing all in this
-file, nothing from `_wsframes`), sends what a real network delivers: frames cut
+file, nothing from `_frames`), sends what a real network delivers: frames cut
 at every byte, many frames in one write, fragments with control frames between
 them, and frames that break RFC 6455. Every answer is checked exactly, and so
 is the number of frames the fast path read (`FastFrames.fast_frames`), so that
@@ -37,8 +37,11 @@ import trio.testing
 import tether
 from tether.runtime import ConnectError, ConnectionClosed
 from tether.runtime._util import open_service_nursery
-from tether.transports import _websocket, websocket
-from tether.transports._wsframes import FastFrames
+from tether.transports import websocket
+from tether.transports.websocket import _client as ws_client
+from tether.transports.websocket import _server as ws_server
+from tether.transports.websocket import _streams as ws_streams
+from tether.transports.websocket._frames import FastFrames
 
 TIMEOUT = 10.0  # the cap of every test
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
@@ -263,7 +266,7 @@ class Made:
     """What the transport built while the test ran: every FastFrames and stream."""
 
     frames: list[FastFrames] = attrs.Factory(list)
-    streams: list[_websocket.TrioWebSocketStream] = attrs.Factory(list)
+    streams: list[ws_streams.TrioWebSocketStream] = attrs.Factory(list)
 
     def one(self, *, client: bool) -> FastFrames:
         (found,) = [f for f in self.frames if f.client is client]
@@ -272,7 +275,7 @@ class Made:
 
 @pytest.fixture
 def made(monkeypatch: pytest.MonkeyPatch) -> Made:
-    """Records what `_websocket` builds (both looked up by name when a connection opens)."""
+    """Records what the transport builds (each looked up by name when a connection opens)."""
     record = Made()
 
     class RecordedFrames(FastFrames):
@@ -280,13 +283,14 @@ def made(monkeypatch: pytest.MonkeyPatch) -> Made:
             super().__init__(inner, max_message_size)
             record.frames.append(self)
 
-    class RecordedStream(_websocket.TrioWebSocketStream):
+    class RecordedStream(ws_streams.TrioWebSocketStream):
         def __init__(self, *args: Any, **kw: Any) -> None:
             super().__init__(*args, **kw)
             record.streams.append(self)
 
-    monkeypatch.setattr(_websocket, "FastFrames", RecordedFrames)
-    monkeypatch.setattr(_websocket, "TrioWebSocketStream", RecordedStream)
+    monkeypatch.setattr(ws_streams, "FastFrames", RecordedFrames)
+    monkeypatch.setattr(ws_server, "TrioWebSocketStream", RecordedStream)
+    monkeypatch.setattr(ws_client, "TrioWebSocketStream", RecordedStream)
     return record
 
 
@@ -695,7 +699,7 @@ async def test_a_peer_silent_after_a_1009_is_hung_up_on(
     made: Made, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """trio-websocket stops reading after its 1009: the server ends TCP after the close timeout."""
-    monkeypatch.setattr(_websocket, "_CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(ws_streams, "CLOSE_TIMEOUT", 0.2)
     with trio.fail_after(TIMEOUT):
         async with (
             serving(made, max_message_size=SMALL) as served,

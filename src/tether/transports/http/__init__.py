@@ -6,14 +6,14 @@ connects with `connect` (RPC) or `connect_ipc` (IPC). The wire contract is in
 docs/http.md.
 """
 
-from .._http_client import HttpBackend as HttpBackend
-from .._http_client import connect as connect
-from .._http_client import connect_ipc as connect_ipc
-from .._http_server import DEFAULT_IPC_GRACE_PERIOD as DEFAULT_IPC_GRACE_PERIOD
-from .._http_server import DEFAULT_KEEP_ALIVE_TIMEOUT as DEFAULT_KEEP_ALIVE_TIMEOUT
-from .._http_server import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
-from .._http_server import HttpApp as HttpApp
-from .._http_server import serve as serve
+from ._client import HttpBackend as HttpBackend
+from ._client import connect as connect
+from ._ipc_client import connect_ipc as connect_ipc
+from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD as DEFAULT_IPC_GRACE_PERIOD
+from ._serve import DEFAULT_KEEP_ALIVE_TIMEOUT as DEFAULT_KEEP_ALIVE_TIMEOUT
+from ._serve import serve as serve
+from ._server import HttpApp as HttpApp
+from ._wire import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
 
 __all__ = [
     "DEFAULT_IPC_GRACE_PERIOD",

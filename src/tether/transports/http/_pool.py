@@ -29,7 +29,7 @@ import attrs
 import h11
 import trio
 
-from ..runtime import ConnectError, ConnectionClosed, PayloadTooLarge
+from ...runtime import ConnectError, ConnectionClosed, PayloadTooLarge
 
 __all__ = ["ConnectionPool", "PoolStatistics", "Response", "StreamingResponse"]
 

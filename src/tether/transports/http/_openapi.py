@@ -24,8 +24,8 @@ from urllib.parse import quote
 import attrs
 import orjson
 
-from ..runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
-from ..runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type
+from ...runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
+from ...runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type
 
 __all__ = ["json_schema", "openapi_document"]
 

@@ -1,0 +1,451 @@
+"""The backend's IPC: `BackendIpc` (channels served, sessions open), `IpcSession`
+(one frontend, as a handler sees it), and `serve_ipc_session`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast, overload
+
+from .. import contexts
+from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
+from ._dispatch import error_info
+from ._errors import ConnectionClosed, TetherError, Unavailable
+from ._ipc_engine import (
+    DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    Listener,
+    Peer,
+    Served,
+)
+from ._ipc_proxy import (
+    add_to_table,
+    check_listener,
+    check_served,
+    handler_channel,
+    make_proxy,
+    plain_args,
+)
+from ._protocol import PROTOCOL_VERSION, Error, Hello, Welcome, check_hello, decode, encode
+from ._stream import MessageStream
+from ._util import check_positive_int
+
+__all__ = ["BackendIpc", "IpcSession", "current_session", "serve_ipc_session"]
+
+C = TypeVar("C", bound=IpcInterface)
+N = TypeVar("N", bound=NotificationInterface)
+H = TypeVar("H", bound=IpcHandler)
+
+_log = logging.getLogger("tether.ipc")
+
+
+_current_session: contextvars.ContextVar[IpcSession | None] = contextvars.ContextVar(
+    "tether_ipc_session", default=None
+)
+
+
+def current_session() -> IpcSession:
+    """Return the IPC session of the frontend being served.
+
+    Available in an `IpcHandler` method, a listener on the backend, and any
+    task they start.
+
+    Raises:
+        RuntimeError: called outside a backend's IPC session.
+    """
+    session = _current_session.get()
+    if session is None:
+        raise RuntimeError(
+            "tether.current_session() is only available on a backend, inside an IpcHandler "
+            "method, a listener, or a task started from one"
+        )
+    return session
+
+
+class IpcSession:
+    """The backend's end of one paired session: its frontend, and how to reach it.
+
+    `tether.current_session()` returns it inside a handler. Notifications and
+    calls made through it reach this session's frontend only.
+    """
+
+    __slots__ = ("_peer",)
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else f"closed: {self.closed_reason}"
+        return f"<IpcSession {self.id} ({state})>"
+
+    @property
+    def id(self) -> str:
+        """The session id (unguessable; made by the backend)."""
+        return self._peer.session_id
+
+    @property
+    def application_id(self) -> str | None:
+        """What the frontend said it is in its `hello`."""
+        return self._peer.application_id
+
+    @property
+    def application_version(self) -> str | None:
+        """The frontend application's version, from its `hello`."""
+        return self._peer.application_version
+
+    @property
+    def is_open(self) -> bool:
+        """True until the session ends."""
+        return self._peer.closed_reason is None
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the session ended, or None while it is open."""
+        return self._peer.closed_reason
+
+    def notifier(self, channel: type[N]) -> N:
+        """A typed sender of `channel`'s notifications to this session's frontend.
+
+        Each call queues the message and returns at once while the session's
+        queue has room; messages arrive in order. When `max_pending_notifications`
+        are waiting, the call waits for room; if none opens within the
+        backend's `slow_frontend_timeout`, the session is closed ("frontend too
+        slow") and the call raises `ConnectionClosed`.
+
+        Raises:
+            TypeError: `channel` is not a NotificationInterface declaration.
+        """
+        require_channel(channel, NotificationInterface)
+        return cast(N, make_proxy(channel, self._peer, "Notifier"))
+
+    def proxy(self, channel: type[C]) -> C:
+        """A typed caller of a channel this session's frontend serves (`FrontendIpc.register`).
+
+        Raises:
+            TypeError: `channel` is not an IpcInterface declaration.
+        """
+        require_channel(channel, IpcInterface)
+        return cast(C, make_proxy(channel, self._peer, "Proxy"))
+
+    async def send(self, channel: str, method: str, *args: Any) -> None:
+        """Queue a one-way message to this session's frontend (untyped `notifier`).
+
+        Raises:
+            ConnectionClosed: the session is closed, or this send closed it (too slow).
+            PayloadTooLarge: the message is over the session's size limit.
+        """
+        await self._peer.notify(channel, method, plain_args(args))
+
+    async def call_frontend(self, channel: str, method: str, *args: Any) -> Any:
+        """Invoke a method the frontend serves and return its JSON result (untyped `proxy`)."""
+        return await self._peer.invoke(channel, method, plain_args(args))
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run `fn(*args)` as a task owned by this session: cancelled when it ends.
+
+        The task runs in the caller's context (its ActivityId) and sees this
+        session as `current_session()`. An exception it raises is logged.
+        """
+        self._peer.check_run()
+        nursery = self._peer.nursery
+        if nursery is None or not self.is_open:
+            raise self._peer.closed_error(None)
+        nursery.start_soon(_logged, self._peer, fn, args)
+
+    def close(self, reason: str = "closed by the backend") -> None:
+        """End the session: cancel its tasks, and tell the frontend `reason`."""
+        self._peer.close(reason)
+
+    async def wait_closed(self) -> str:
+        """Wait until the session has ended and torn down; return why it ended.
+
+        Raises:
+            RuntimeError: the session is still open, and this is another Trio
+                run than the session's (its events cannot be awaited here).
+        """
+        return await self._peer.wait_closed()
+
+
+async def _logged(peer: Peer, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    # Its own session, whoever started it (another session's handler, say).
+    _current_session.set(peer.session)
+    try:
+        await fn(*args)
+    except Exception as exc:
+        if isinstance(exc, ConnectionClosed) and peer.closed_reason is not None:
+            # Ended by its own session's end: that is the news, not this.
+            _log.debug("a session task (%s) ended with its session: %s", fn, exc.reason)
+        else:
+            _log.exception("a session task (%s) raised", getattr(fn, "__qualname__", fn))
+
+
+class _Registration:
+    __slots__ = ("channel", "factory", "shared")
+
+    def __init__(self, channel: type[IpcInterface], handler: Any) -> None:
+        self.channel = channel
+        self.shared = None if isinstance(handler, type) else handler
+        self.factory = handler if isinstance(handler, type) else None
+
+
+class BackendIpc:
+    """The backend's IPC: the channels it serves and the sessions of its frontends.
+
+    Register `IpcHandler` classes, then serve it over a transport
+    (`memory.connect_ipc(backend_ipc)`, and later HTTP or WebSocket). Each
+    connected frontend gets its own `IpcSession`.
+
+    Args:
+        max_pending_notifications: Notifications a session may have waiting for
+            a slow frontend before it is closed with "frontend too slow"; also
+            how many one-way messages from the frontend may wait for listeners.
+        max_in_flight: Invokes one session may have running at once; more are
+            refused with `Unavailable` (too-many-requests).
+        max_sessions: Sessions open at once; more are refused with `Unavailable`.
+        slow_frontend_timeout: Seconds a sender may wait for room in a full
+            notification queue; then the session is closed ("frontend too slow").
+        development_mode: Send tracebacks of unexpected handler errors to the
+            frontend (never in production).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+        max_in_flight: int = 1024,
+        max_sessions: int = 1024,
+        slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+        development_mode: bool = False,
+    ) -> None:
+        check_positive_int("max_pending_notifications", max_pending_notifications)
+        check_positive_int("max_in_flight", max_in_flight)
+        check_positive_int("max_sessions", max_sessions)
+        self.max_pending_notifications = max_pending_notifications
+        self.max_in_flight = max_in_flight
+        if not isinstance(slow_frontend_timeout, (int, float)) or not slow_frontend_timeout > 0:
+            raise ValueError(
+                f"slow_frontend_timeout must be a positive number of seconds, got "
+                f"{slow_frontend_timeout!r}"
+            )
+        self.max_sessions = max_sessions
+        self.slow_frontend_timeout = float(slow_frontend_timeout)
+        self.development_mode = development_mode
+        self._registrations: dict[str, _Registration] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+        # Sessions may run in another thread (the in-process transport's
+        # thread=True), so the table is guarded.
+        self._lock = threading.Lock()
+        self._sessions: dict[str, IpcSession] = {}
+        self._opening = 0  # places reserved by sessions being opened
+
+    @overload
+    def register(self, handler: type[H]) -> type[H]: ...
+    @overload
+    def register(self, handler: H) -> H: ...
+
+    def register(self, handler: type[H] | H) -> type[H] | H:
+        """Serve a channel with `handler`; usable as a class decorator.
+
+        Args:
+            handler: An `IpcHandler` subclass (instantiated with no arguments for
+                each session) or an instance (shared by every session).
+
+        Returns:
+            `handler`, unchanged.
+
+        Raises:
+            TypeError: `handler` is not an IpcHandler of an IpcInterface, leaves a
+                method unimplemented, or its channel is already registered.
+        """
+        channel = handler_channel(handler)
+        name = channel.channel_name
+        if name in self._registrations:
+            raise TypeError(f"channel {name!r} is already registered; unregister it first")
+        self._registrations[name] = _Registration(channel, handler)
+        return handler
+
+    def unregister(self, channel: type[IpcInterface] | str) -> None:
+        """Stop serving `channel` to new sessions; open sessions keep it."""
+        name = channel if isinstance(channel, str) else channel.channel_name
+        self._registrations.pop(name, None)
+
+    @property
+    def channels(self) -> dict[str, str]:
+        """The channels served: name -> version."""
+        return {name: reg.channel.version for name, reg in self._registrations.items()}
+
+    @property
+    def sessions(self) -> tuple[IpcSession, ...]:
+        """The sessions open now."""
+        with self._lock:
+            return tuple(self._sessions.values())
+
+    @property
+    def is_valid(self) -> bool:
+        """True when called inside an open session (so `send` has a frontend to reach)."""
+        session = _current_session.get()
+        return session is not None and session.is_open
+
+    def add_listener(self, channel: str, listener: Listener) -> Callable[[], None]:
+        """Call `listener(method, *args)` for each one-way message a frontend sends on `channel`.
+
+        Args:
+            channel: The channel name.
+            listener: A function or coroutine function; it gets the method name
+                and the JSON arguments. `current_session()` is the sender's.
+
+        Returns:
+            A function that removes the listener.
+        """
+        check_listener(channel, listener)
+        return add_to_table(self._listeners, channel, listener)
+
+    async def send(self, channel: str, method: str, *args: Any) -> None:
+        """Send a one-way message to the frontend of the current session.
+
+        Raises:
+            RuntimeError: not inside a session (see `current_session`).
+            ConnectionClosed: the session is closed.
+        """
+        await current_session().send(channel, method, *args)
+
+    def _reserve(self) -> None:
+        """Hold a place for a session being opened, or refuse it (one step, under the lock)."""
+        with self._lock:
+            if len(self._sessions) + self._opening >= self.max_sessions:
+                raise Unavailable(
+                    f"this backend already has {self.max_sessions} IPC sessions open: try "
+                    "again later",
+                    retry_after=1,
+                    overloaded=True,
+                )
+            self._opening += 1
+
+    def _release(self) -> None:
+        """Give back a place reserved for a session that did not open."""
+        with self._lock:
+            self._opening -= 1
+
+    def _add(self, session: IpcSession) -> None:
+        """Turn a reserved place into an open session."""
+        with self._lock:
+            self._opening -= 1
+            self._sessions[session.id] = session
+
+    def _remove(self, session: IpcSession) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+
+
+async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
+    """Serve one frontend's IPC session over `stream` until either side ends it.
+
+    Expects `hello` (mode "ipc") first, checks every channel it lists against
+    what `backend` serves, answers `welcome`, then runs the session. When it
+    ends, every task it started has been cancelled and awaited, and the stream
+    is closed with the reason.
+    """
+    # A session starts with no request context: in-process, this task (or the
+    # backend's thread) was spawned from the frontend's, and the frontend's
+    # ActivityId and credential must not reach the backend that way.
+    with contexts.using(None):
+        await _serve_ipc_session(backend, stream)
+
+
+async def _serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
+    try:
+        accepted = await _accept(backend, stream)
+        if accepted is None:
+            return
+        hello, served = accepted
+        peer = Peer(
+            stream,
+            side="backend",
+            session_id=str(uuid.uuid4()),
+            application_id=hello.application_id,
+            application_version=hello.application_version,
+            served=served,
+            listeners=backend._listeners,
+            max_pending_notifications=backend.max_pending_notifications,
+            max_in_flight=backend.max_in_flight,
+            development_mode=backend.development_mode,
+            slow_frontend_timeout=backend.slow_frontend_timeout,
+        )
+        session = IpcSession(peer)
+        peer.session = session
+        # Listed before the frontend hears `welcome`, so that it is there the
+        # moment the frontend can act.
+        backend._add(session)
+        token = _current_session.set(session)
+        try:
+            # What was checked and made for this session, even if the backend's
+            # registrations changed since.
+            channels = {name: entry.channel.version for name, entry in served.items()}
+            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, channels)
+            try:
+                await stream.send_message(encode(welcome))
+            except BaseException as exc:
+                # Ended before the session opened: its handlers were made, so
+                # they are told, as they would be at any other end.
+                if isinstance(exc, ConnectionClosed):
+                    peer._call_on_close("the frontend left before the session opened")
+                    return
+                peer._call_on_close("the backend stopped before the session opened")
+                raise
+            await peer.run()
+        finally:
+            _current_session.reset(token)
+            backend._remove(session)
+    finally:
+        await stream.aclose()
+
+
+async def _accept(
+    backend: BackendIpc, stream: MessageStream
+) -> tuple[Hello, dict[str, Served]] | None:
+    try:
+        data = await stream.receive_message()
+    except ConnectionClosed:
+        return None
+    try:
+        hello = check_hello(decode(data), "ipc")
+        registrations = dict(backend._registrations)
+        versions = {name: reg.channel.version for name, reg in registrations.items()}
+        for name, version in hello.channels.items():
+            check_served(
+                versions, name, version, advice=": register an IpcHandler for it on the backend"
+            )
+        backend._reserve()
+        served: dict[str, Served] = {}
+        for name, registration in registrations.items():
+            instance = registration.shared
+            if registration.factory is not None:
+                try:
+                    instance = registration.factory()
+                except BaseException as exc:
+                    backend._release()
+                    if not isinstance(exc, Exception):
+                        raise
+                    _log.exception("creating %s for a new session failed", registration.factory)
+                    for made in served.values():  # the handlers made so far are told
+                        if made.owned:
+                            with contextlib.suppress(Exception):
+                                made.instance.on_close("the session could not be opened")
+                    raise Unavailable(
+                        f"the backend could not start a session: creating the handler of "
+                        f"{name!r} failed ({type(exc).__name__})"
+                    ) from None
+            served[name] = Served(
+                registration.channel, instance, owned=registration.factory is not None
+            )
+    except TetherError as exc:
+        info = error_info(exc, None, development_mode=False)
+        with contextlib.suppress(ConnectionClosed):
+            await stream.send_message(encode(Error(None, info)))
+        return None
+    return hello, served

@@ -1,0 +1,730 @@
+"""The IPC engine: one end of a paired session, the same on the frontend and the backend.
+
+Both ends of a session run the same engine, `Peer`: after the `hello` /
+`welcome` handshake either side may `invoke` a method of a channel the other
+serves and await the reply, `notify` the other side one-way, and `cancel` an
+invoke it made. A message carries no context but an optional ActivityId: the
+session is the context.
+
+Tasks. A session owns three kinds of task in its nursery: the reader (routes
+replies, starts one task per incoming invoke, queues incoming notifications), a
+delivery task (runs notification listeners one at a time, in order), and a
+writer (sends queued outgoing messages in order). When the session ends every
+task it started is cancelled and awaited, waiting callers on both sides fail
+with `ConnectionClosed`, and handlers and listeners get the close reason.
+
+Back-pressure. A backend's notifications wait in a per-session queue that the
+writer drains; sending one returns at once while the queue has room. When
+`max_pending_notifications` are waiting, the sender waits for room; if none
+opens within `slow_frontend_timeout` the frontend has stopped reading, and the
+session is closed with the reason "frontend too slow". So backend memory stays
+bounded, a burst from a fast producer to a healthy frontend is only slowed
+down, and a stuck frontend is dropped. On the receiving side, listeners that
+fall behind stop the reader once `max_pending_notifications` are waiting,
+which is how a slow listener becomes a slow frontend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+from .. import contexts
+from ..contexts import RequestContext, new_activity_id
+from ._channels import IpcInterface, NotificationHandler, channel_operations
+from ._client import error_from_info
+from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
+from ._dispatch import (
+    access_clock,
+    access_log,
+    encode_reply,
+    error_info,
+    failure_reply,
+    interrupted_reply,
+    send_reply,
+)
+from ._errors import (
+    ConnectionClosed,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TetherError,
+    Unavailable,
+)
+from ._interfaces import Operation
+from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
+from ._stream import MessageStream
+from ._util import timeout_ms_left
+
+__all__ = [
+    "DEFAULT_MAX_PENDING_NOTIFICATIONS",
+    "DEFAULT_SLOW_FRONTEND_TIMEOUT",
+    "DRAIN_GRACE",
+    "Listener",
+    "Peer",
+    "Served",
+]
+
+if TYPE_CHECKING:
+    from ._ipc_backend import IpcSession
+
+
+#: A raw listener: called with the method name and the (JSON) arguments.
+Listener = Callable[..., Awaitable[None] | None]
+
+_log = logging.getLogger("tether.ipc")
+#: Default bound of notifications waiting, per session and direction.
+DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
+#: Default time a full notification queue may stay full before the session is
+#: closed as "frontend too slow".
+DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
+#: After the other side left, how long notifications that already arrived may
+#: take to reach their listeners before the session is torn down regardless.
+DRAIN_GRACE = 5.0
+
+
+class Served:
+    """A channel one side serves: its declaration, its method table and the handler."""
+
+    __slots__ = ("channel", "instance", "operations", "owned")
+
+    def __init__(self, channel: type[IpcInterface], instance: Any, *, owned: bool) -> None:
+        self.channel = channel
+        self.instance = instance
+        self.operations = channel_operations(channel)
+        self.owned = owned  # made for this session: told when it ends
+
+
+class _Queued:
+    """An outgoing message waiting for the writer."""
+
+    __slots__ = ("data", "error", "notification", "sent")
+
+    def __init__(self, data: bytes, sent: trio.Event | None, *, notification: bool) -> None:
+        self.data = data
+        self.sent = sent  # set when written, for a sender that waits
+        self.notification = notification
+        self.error: TetherError | None = None
+
+    def done(self, error: TetherError | None = None) -> None:
+        self.error = error
+        if self.sent is not None:
+            self.sent.set()
+
+
+class Peer:
+    """One end of an IPC session; the same engine on the frontend and the backend."""
+
+    def __init__(
+        self,
+        stream: MessageStream,
+        *,
+        side: str,
+        session_id: str,
+        application_id: str | None,
+        application_version: str | None,
+        served: dict[str, Served],
+        listeners: dict[str, list[Listener]],
+        max_pending_notifications: int,
+        max_in_flight: int,
+        development_mode: bool,
+        slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    ) -> None:
+        self.stream = stream
+        self.slow_frontend_timeout = slow_frontend_timeout
+        self.side = side  # "frontend" or "backend": whose end this is
+        self.other = "backend" if side == "frontend" else "frontend"
+        self.session_id = session_id
+        self.application_id = application_id
+        self.application_version = application_version
+        self.served = served
+        self.listeners = listeners
+        self.notification_handlers: dict[str, list[NotificationHandler]] = {}
+        self.max_pending_notifications = max_pending_notifications
+        self.max_in_flight = max_in_flight
+        self.development_mode = development_mode
+        self.session: IpcSession | None = None
+        self.token = trio.lowlevel.current_trio_token()
+        self.pending: dict[int, _Pending] = {}
+        self.calls: dict[int, trio.CancelScope] = {}
+        self.closed_reason: str | None = None
+        #: The WebSocket close code the session ended with, when it had one.
+        self.close_code: int | None = None
+        self.closed = trio.Event()
+        self.ids = itertools.count(1)
+        self.outbox: deque[_Queued] = deque()
+        self.queued_notifications = 0
+        self.writing = False
+        self.writer_lot = trio.lowlevel.ParkingLot()
+        self.room_lot = trio.lowlevel.ParkingLot()  # senders waiting for queue room
+        # Notifications received, waiting for the delivery task.
+        self.inbox: deque[Notify] = deque()
+        self.inbox_closed = False
+        self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
+        self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
+        self.nursery: trio.Nursery | None = None  # invokes and session tasks
+        self.scope: trio.CancelScope | None = None  # the whole session
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the session until either side closes it; then tear everything down."""
+        try:
+            with trio.CancelScope() as self.scope:
+                if self.closed_reason is not None:
+                    # Closed before it ran (between hello and welcome).
+                    self.scope.cancel()
+                async with trio.open_nursery() as session:
+                    session.start_soon(self._deliver_loop)
+                    async with trio.open_nursery() as nursery:
+                        self.nursery = nursery
+                        nursery.start_soon(self._write_loop)
+                        task_status.started()
+                        await self._read_loop()
+                        # The other side is gone: stop the invokes and tasks
+                        # it started; notifications that already arrived are
+                        # still delivered, in order.
+                        nursery.cancel_scope.cancel()
+                    self.inbox_closed = True
+                    self.deliver_lot.unpark_all()
+                    session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
+        finally:
+            self._mark_closed(f"the {self.side} left the session")
+            reason = self.closed_reason or "closed"
+            try:
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose(reason)
+                self._call_on_close(reason)
+            finally:
+                self.closed.set()
+
+    def close(self, reason: str) -> None:
+        """End the session now: cancel its tasks and close the stream with `reason`.
+
+        Safe to call from any thread: from outside the session's own Trio run
+        the close is handed to that run.
+        """
+        try:
+            here = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            here = None
+        if here is not self.token:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.token.run_sync_soon(self.close, reason)
+            return
+        self._mark_closed(reason)
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def _mark_closed(self, reason: str, close_code: int | None = None) -> None:
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        self.close_code = close_code
+        for waiter in self.pending.values():
+            if waiter.reply is None:
+                waiter.reply = ConnectionClosed(reason, reason=reason, close_code=close_code)
+                waiter.wake()
+        error = self.closed_error(None)
+        while self.outbox:
+            self.outbox.popleft().done(error)
+        self.queued_notifications = 0
+        self.room_lot.unpark_all()
+        self.reader_lot.unpark_all()
+
+    def _call_on_close(self, reason: str) -> None:
+        # Handlers made for this session (a shared one serves on, and is not told).
+        hooks = [s.instance.on_close for s in self.served.values() if s.owned]
+        for handlers in self.notification_handlers.values():
+            hooks += [handler.on_close for handler in handlers]
+        for hook in hooks:
+            try:
+                hook(reason)
+            except Exception:
+                _log.exception("on_close of %r raised", getattr(hook, "__self__", hook))
+
+    def closed_error(self, activity_id: str | None) -> ConnectionClosed:
+        reason = self.closed_reason or "closed"
+        return ConnectionClosed(
+            f"IPC session {self.session_id} closed: {reason}",
+            reason=reason,
+            close_code=self.close_code,
+            activity_id=activity_id,
+        )
+
+    async def wait_closed(self) -> str:
+        """Wait until the session has ended and torn down; return why.
+
+        A session that has ended answers from any Trio run; an open one only
+        from its own (its events cannot be awaited from another).
+        """
+        if not self.closed.is_set():
+            self.check_run()
+        await self.closed.wait()
+        return self.closed_reason or "closed"
+
+    def check_run(self) -> None:
+        if trio.lowlevel.current_trio_token() is not self.token:
+            # Trio objects cannot cross runs: waiting here would hang forever.
+            raise RuntimeError(
+                f"this IPC session belongs to another Trio run (another thread): use it from "
+                f"the {self.side}'s own loop"
+            )
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        stream = self.stream
+        while True:
+            try:
+                data = await stream.receive_message()
+            except ConnectionClosed as exc:
+                self._mark_closed(
+                    exc.reason or f"the {self.other} closed the session", exc.close_code
+                )
+                return
+            try:
+                message = decode(data)
+            except InvalidRequest as exc:
+                self._refuse(exc.details.get("id"), exc, None)
+                continue
+            kind = type(message)
+            if kind is Result or kind is Error:
+                reply = cast(Result | Error, message)
+                if reply.id is None:
+                    assert isinstance(reply, Error)
+                    _log.warning(
+                        "the %s reported a session error: %s", self.other, reply.error.message
+                    )
+                    continue
+                waiter = self.pending.get(reply.id)
+                if waiter is not None and waiter.reply is None:
+                    waiter.reply = reply
+                    waiter.wake()
+            elif kind is Invoke:
+                self._start(cast(Invoke, message))
+            elif kind is Notify:
+                self.inbox.append(cast(Notify, message))
+                if self.deliver_lot:
+                    self.deliver_lot.unpark()
+                full = len(self.inbox) >= self.max_pending_notifications
+                if full and not await self._wait_for_listeners():
+                    return
+            elif kind is Cancel:
+                scope = self.calls.get(cast(Cancel, message).id)
+                if scope is not None:
+                    scope.cancel()
+            else:
+                self._refuse(
+                    None,
+                    InvalidRequest(
+                        f"{kind.__name__!r} messages are not part of an open IPC session"
+                    ),
+                    None,
+                )
+
+    async def _wait_for_listeners(self) -> bool:
+        """The listeners are `max_pending_notifications` behind: stop reading for a while.
+
+        Not reading is how back-pressure reaches the other side. But a reply
+        may be behind the notifications, and a listener (or anyone) waiting for
+        it would wait forever: so while a call of ours awaits its reply, the
+        reader goes on, holding up to `_overdraft(bound)` more notifications.
+        Listeners that make no room for `slow_frontend_timeout` are stuck: the
+        session is closed.
+
+        Returns:
+            False when the session was closed.
+        """
+        bound = self.max_pending_notifications
+        hard_bound = bound + _overdraft(bound)
+        with trio.move_on_after(self.slow_frontend_timeout):
+            while len(self.inbox) >= bound and self.closed_reason is None:
+                if self.pending and len(self.inbox) < hard_bound:
+                    return True
+                await self.reader_lot.park()
+                # Woken by room in the inbox, or by a call that now awaits a reply.
+        if self.closed_reason is not None:
+            return False
+        if len(self.inbox) < bound:
+            return True
+        reason = f"{self.side} too slow"
+        _log.warning(
+            "closing IPC session %s: %s (its listeners have %d notifications waiting)",
+            self.session_id,
+            reason,
+            len(self.inbox),
+        )
+        self.close(reason)
+        return False
+
+    def _refuse(self, call_id: int | None, exc: TetherError, activity_id: str | None) -> None:
+        """Answer a message that cannot be served, without waiting (the reader calls it)."""
+        info = error_info(exc, activity_id, development_mode=self.development_mode)
+        # When the other side never reads its refusals, _post closes the
+        # session; the reader then just stops.
+        with contextlib.suppress(ConnectionClosed):
+            self._post(encode_reply(Error(call_id, info)), notification=False)
+
+    # -- serving invokes ---------------------------------------------------------
+
+    def _start(self, invoke: Invoke) -> None:
+        activity_id = invoke.activity_id or new_activity_id()
+        try:
+            served = self.served.get(invoke.channel)
+            if served is None:
+                available = ", ".join(sorted(self.served)) or "none"
+                raise NotFound(
+                    f"the {self.side} does not serve channel {invoke.channel!r} (it serves "
+                    f"{available})",
+                    details={"channel": invoke.channel},
+                )
+            # Looked up in the method table only: a name that is not a declared
+            # method (`__init__`, `_private`, `on_close`) is never getattr'd.
+            op = served.operations.get(invoke.method)
+            if op is None:
+                raise NotFound(
+                    f"channel {invoke.channel!r} has no method {invoke.method!r}",
+                    details={"channel": invoke.channel, "method": invoke.method},
+                )
+            if invoke.id in self.calls:
+                raise InvalidRequest(f"invoke id {invoke.id} is already in flight")
+            if len(self.calls) >= self.max_in_flight:
+                raise Unavailable(
+                    f"this session already has {self.max_in_flight} invokes in flight: wait "
+                    "for some to finish",
+                    retry_after=1,
+                    overloaded=True,
+                )
+            args = op.decode_args(invoke.args)
+        except TetherError as exc:
+            self._refuse(invoke.id, exc, activity_id)
+            return
+        deadline = None
+        if invoke.timeout_ms is not None:
+            deadline = trio.current_time() + invoke.timeout_ms / 1000
+        context = RequestContext(
+            activity_id=activity_id,
+            session_id=self.session_id,
+            application_id=self.application_id,
+            application_version=self.application_version,
+            deadline=deadline,
+            operation=op.qualname,
+        )
+        scope = trio.CancelScope(deadline=math.inf if deadline is None else deadline)
+        self.calls[invoke.id] = scope
+        handler = getattr(served.instance, op.name)
+        assert self.nursery is not None
+        # Set before spawning: Trio copies the context into the new task.
+        with contexts.using(context):
+            self.nursery.start_soon(self._serve, invoke.id, op, handler, args, context, scope)
+
+    async def _serve(
+        self,
+        call_id: int,
+        op: Operation,
+        handler: Callable[..., Awaitable[Any]],
+        args: list[Any],
+        context: RequestContext,
+        scope: trio.CancelScope,
+    ) -> None:
+        started = access_clock()
+        reply: Result | Error | None = None
+        try:
+            with scope:
+                try:
+                    value = await handler(*args)
+                    reply = Result(call_id, op.encode_result(value))
+                except BaseException as raised:
+                    # Once the session is closed, its end is the news, not this.
+                    reply = failure_reply(
+                        call_id,
+                        raised,
+                        context,
+                        development_mode=self.development_mode,
+                        log_internal=self.closed_reason is None,
+                    )
+                    if reply is None:
+                        raise  # trio.Cancelled, KeyboardInterrupt: not the handler's answer
+        finally:
+            del self.calls[call_id]
+        if reply is None:
+            # The scope stopped it: the caller cancelled, or the deadline passed.
+            reply = interrupted_reply(call_id, context, started)
+        elif started:
+            access_log(context, reply.error.code if type(reply) is Error else "ok", started)
+        if reply is not None:
+            await self._reply(reply)
+
+    async def _reply(self, reply: Result | Error) -> None:
+        await send_reply(self.send, reply, self.stream.max_message_size)
+
+    # -- delivering notifications -----------------------------------------------
+
+    async def _deliver_loop(self) -> None:
+        inbox = self.inbox
+        while True:
+            while not inbox:
+                if self.inbox_closed:
+                    return
+                await self.deliver_lot.park()
+            notify = inbox.popleft()
+            if self.reader_lot:
+                self.reader_lot.unpark()
+            await self._deliver(notify)
+
+    async def _deliver(self, notify: Notify) -> None:
+        context = RequestContext(
+            activity_id=notify.activity_id or new_activity_id(),
+            session_id=self.session_id,
+            application_id=self.application_id,
+            application_version=self.application_version,
+            operation=f"{notify.channel}.{notify.method}",
+        )
+        with contexts.using(context):
+            handled = False
+            served = self.served.get(notify.channel)
+            if served is not None:
+                op = served.operations.get(notify.method)
+                if op is not None:
+                    # A one-way message to a served channel: run the method, drop its result.
+                    handled = True
+                    await self._run_listener(
+                        op, getattr(served.instance, op.name), notify.args, context
+                    )
+            for handler in tuple(self.notification_handlers.get(notify.channel, ())):
+                op = channel_operations(type(handler)).get(notify.method)
+                if op is None:
+                    _log.warning(
+                        "%s has no notification %r; ignored",
+                        type(handler).__qualname__,
+                        notify.method,
+                    )
+                    continue
+                handled = True
+                await self._run_listener(op, getattr(handler, op.name), notify.args, context)
+            for listener in tuple(self.listeners.get(notify.channel, ())):
+                handled = True
+                await self._run_listener(None, listener, [notify.method, *notify.args], context)
+            if not handled:
+                _log.debug("no listener for %s.%s", notify.channel, notify.method)
+
+    async def _run_listener(
+        self,
+        op: Operation | None,
+        listener: Callable[..., Any],
+        args: list[Any],
+        context: RequestContext,
+    ) -> None:
+        try:
+            if op is not None:
+                args = op.decode_args(args)
+            result = listener(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # A listener's failure is its own: the session and the other
+            # listeners go on. The record carries the sender's ActivityId.
+            _log.exception(
+                "listener %s for %s raised (activity %s)",
+                getattr(listener, "__qualname__", repr(listener)),
+                context.operation,
+                context.activity_id,
+            )
+
+    # -- writing ---------------------------------------------------------------
+
+    async def _queue_notification(self, data: bytes) -> None:
+        """Queue a notification for the writer; wait (boundedly) while the queue is full."""
+        if self.queued_notifications >= self.max_pending_notifications:
+            with trio.move_on_after(self.slow_frontend_timeout):
+                while (
+                    self.queued_notifications >= self.max_pending_notifications
+                    and self.closed_reason is None
+                ):
+                    await self.room_lot.park()
+            if self.queued_notifications >= self.max_pending_notifications:
+                if self.closed_reason is None:
+                    reason = f"{self.other} too slow"
+                    _log.warning(
+                        "closing IPC session %s: %s (%d notifications waited %.1fs for it)",
+                        self.session_id,
+                        reason,
+                        self.queued_notifications,
+                        self.slow_frontend_timeout,
+                    )
+                    self.close(reason)
+                raise self.closed_error(None)
+        self._post(data, notification=True)
+
+    def _post(self, data: bytes, *, notification: bool) -> None:
+        """Queue a message for the writer without waiting (notifications, refusals)."""
+        if self.closed_reason is not None:
+            raise self.closed_error(None)
+        if notification:
+            self.queued_notifications += 1
+        elif len(self.outbox) >= self.max_pending_notifications + self.max_in_flight:
+            # Refusals pile up only when the other side sends and never reads.
+            self.close(f"{self.other} too slow")
+            raise self.closed_error(None)
+        self.outbox.append(_Queued(data, None, notification=notification))
+        self.writer_lot.unpark_all()
+
+    async def send(self, data: bytes) -> None:
+        """Send one message in order with everything queued before it; waits for room.
+
+        Raises:
+            ConnectionClosed: the session is closed.
+            PayloadTooLarge: over the stream's limit; nothing was sent.
+        """
+        if self.closed_reason is not None:
+            raise self.closed_error(None)
+        if len(data) > self.stream.max_message_size:
+            raise PayloadTooLarge(
+                f"message of {len(data)} bytes is over the session's limit of "
+                f"{self.stream.max_message_size}"
+            )
+        if not self.outbox and not self.writing:
+            # Nothing queued ahead of it: send it from here, no task switch.
+            self.writing = True
+            try:
+                await self.stream.send_message(data)
+            except ConnectionClosed as exc:
+                self._mark_closed(
+                    exc.reason or f"the {self.other} closed the session", exc.close_code
+                )
+                raise self.closed_error(None) from None
+            finally:
+                self.writing = False
+                if self.outbox:
+                    self.writer_lot.unpark_all()
+            return
+        item = _Queued(data, trio.Event(), notification=False)
+        self.outbox.append(item)
+        self.writer_lot.unpark_all()
+        assert item.sent is not None
+        await item.sent.wait()
+        if item.error is not None:
+            raise item.error
+
+    async def _write_loop(self) -> None:
+        outbox = self.outbox
+        while True:
+            while not outbox or self.writing:
+                await self.writer_lot.park()
+            item = outbox.popleft()
+            if item.notification:
+                self.queued_notifications -= 1
+                if self.room_lot:
+                    self.room_lot.unpark()
+            self.writing = True
+            try:
+                await self.stream.send_message(item.data)
+            except ConnectionClosed as exc:
+                self._mark_closed(
+                    exc.reason or f"the {self.other} closed the session", exc.close_code
+                )
+                item.done(self.closed_error(None))
+                return
+            except PayloadTooLarge as exc:
+                _log.error("dropping an outgoing message: %s", exc)
+                item.done(exc)
+                continue
+            except BaseException:
+                # Cancelled mid-send (the session is ending): whoever waits for
+                # this message must hear so, as for the messages still queued.
+                item.done(self.closed_error(None))
+                raise
+            finally:
+                self.writing = False
+            item.done()
+
+    # -- calling the other side ------------------------------------------------
+
+    async def invoke(self, channel: str, method: str, args: list[Any]) -> Any:
+        """Invoke `channel.method` on the other side; return the reply's JSON value."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self.check_run()
+        context = contexts.current()
+        activity_id = context.activity_id if context is not None else None
+        if self.closed_reason is not None:
+            raise self.closed_error(activity_id)
+        call_id = next(self.ids)
+        try:
+            data = encode(Invoke(call_id, channel, method, args, activity_id, timeout_ms_left()))
+        except TypeError as exc:
+            raise InvalidRequest(
+                f"the arguments of {channel}.{method} cannot be sent: {exc}",
+                activity_id=activity_id,
+            ) from None
+        pending = _Pending(trio.lowlevel.current_task())
+        self.pending[call_id] = pending
+        if self.reader_lot:
+            self.reader_lot.unpark()  # a reader held by slow listeners must read our reply
+        try:
+            await self.send(data)
+            while pending.reply is None:
+                pending.parked = True
+                await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+        except trio.Cancelled:
+            if self.closed_reason is None and pending.reply is None:
+                await self._send_cancel(call_id)
+            raise
+        except ConnectionClosed:
+            raise self.closed_error(activity_id) from None
+        except PayloadTooLarge as exc:
+            exc.activity_id = activity_id
+            raise
+        finally:
+            del self.pending[call_id]
+        reply = pending.reply
+        if type(reply) is Result:
+            return reply.value
+        if isinstance(reply, ConnectionClosed):
+            raise self.closed_error(activity_id)
+        assert type(reply) is Error
+        raise error_from_info(reply.error, activity_id)
+
+    async def _send_cancel(self, call_id: int) -> None:
+        # Shielded so our own cancellation does not stop the message, bounded
+        # so a stuck peer cannot hold us.
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = _CANCEL_SEND_TIMEOUT
+            with contextlib.suppress(TetherError):
+                await self.send(encode(Cancel(call_id)))
+
+    async def notify(self, channel: str, method: str, args: list[Any]) -> None:
+        """Send a one-way message. A backend queues it; a frontend waits for room."""
+        self.check_run()
+        context = contexts.current()
+        activity_id = context.activity_id if context is not None else None
+        try:
+            data = encode(Notify(channel, method, args, activity_id))
+        except TypeError as exc:
+            raise InvalidRequest(
+                f"the arguments of {channel}.{method} cannot be sent: {exc}",
+                activity_id=activity_id,
+            ) from None
+        if self.side == "backend":
+            if len(data) > self.stream.max_message_size:
+                raise PayloadTooLarge(
+                    f"notification {channel}.{method} encodes to {len(data)} bytes, over the "
+                    f"session's limit of {self.stream.max_message_size}",
+                    activity_id=activity_id,
+                )
+            await self._queue_notification(data)
+        else:
+            await self.send(data)
+
+
+def _overdraft(bound: int) -> int:
+    """Notifications a reader may hold past its bound while a call awaits its reply."""
+    return max(bound, 1024)

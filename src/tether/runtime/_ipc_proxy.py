@@ -1,0 +1,139 @@
+"""What both ends of an IPC session share besides the engine: typed proxies and
+notifiers, listener tables, and the checks of channels and handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._channels import IpcHandler, IpcInterface, NotificationInterface, channel_operations
+from ._codec import CONVERTER
+from ._errors import IncompatibleVersion, NotFound
+from ._interfaces import Operation, unimplemented
+from ._ipc_engine import Peer
+from ._versions import compatibility_advice, is_version_compatible
+
+__all__ = [
+    "add_to_table",
+    "check_listener",
+    "check_served",
+    "handler_channel",
+    "make_proxy",
+    "plain_args",
+]
+
+
+def plain_args(args: tuple[Any, ...]) -> list[Any]:
+    """Unstructure untyped arguments by their runtime types (for the untyped calls)."""
+    return [CONVERTER.unstructure(arg) for arg in args]
+
+
+def _invoker(channel: type[IpcInterface], op: Operation) -> Any:
+    async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        values = op.encode_args(args, kwargs)
+        value = await self._tether_peer.invoke(channel.channel_name, op.name, values)
+        return op.decode_result(value)
+
+    return _named(forward, channel, op, "Proxy")
+
+
+def _notifier(channel: type[NotificationInterface], op: Operation) -> Any:
+    async def forward(self: Any, *args: Any, **kwargs: Any) -> None:
+        values = op.encode_args(args, kwargs)
+        await self._tether_peer.notify(channel.channel_name, op.name, values)
+
+    return _named(forward, channel, op, "Notifier")
+
+
+def _named(forward: Any, channel: type, op: Operation, suffix: str) -> Any:
+    forward.__name__ = op.name
+    forward.__qualname__ = f"{channel.__qualname__}{suffix}.{op.name}"
+    forward.__doc__ = op.function.__doc__
+    forward.__signature__ = op.signature
+    return forward
+
+
+_proxy_classes: dict[tuple[type, str], type[Any]] = {}
+
+
+def make_proxy(channel: type[Any], peer: Peer, kind: str) -> Any:
+    key = (channel, kind)
+    cls = _proxy_classes.get(key)
+    if cls is None:
+        make = _invoker if kind == "Proxy" else _notifier
+        namespace: dict[str, Any] = {
+            name: make(channel, op) for name, op in channel_operations(channel).items()
+        }
+        namespace["__slots__"] = ("_tether_peer",)
+        namespace["__repr__"] = lambda self: (
+            f"<{channel.__qualname__} {kind.lower()} on channel {channel.channel_name}>"
+        )
+        cls = type(f"{channel.__qualname__}{kind}", (channel,), namespace)
+        _proxy_classes[key] = cls
+    proxy = object.__new__(cls)
+    proxy._tether_peer = peer
+    return proxy
+
+
+def add_to_table(table: dict[str, list[Any]], key: str, item: Any) -> Callable[[], None]:
+    table.setdefault(key, []).append(item)
+
+    def remove() -> None:
+        items = table.get(key)
+        if items is not None and item in items:
+            items.remove(item)
+            if not items:
+                del table[key]
+
+    return remove
+
+
+def check_listener(channel: object, fn: object) -> None:
+    if not isinstance(channel, str) or not channel:
+        raise TypeError(f"a channel name must be a non-empty string, got {channel!r}")
+    if not callable(fn):
+        raise TypeError(f"a listener must be callable, got {fn!r}")
+
+
+def handler_channel(handler: Any) -> type[IpcInterface]:
+    cls = handler if isinstance(handler, type) else type(handler)
+    if not (
+        isinstance(cls, type) and issubclass(cls, IpcHandler) and issubclass(cls, IpcInterface)
+    ):
+        raise TypeError(
+            f"{cls!r} is not an IpcHandler: declare it as "
+            "'class MyHandler(tether.IpcHandler, MyIpcInterface)'"
+        )
+    channel = cls.__tether_channel__
+    assert channel is not None
+    missing = unimplemented(cls, channel.__tether_operations__)
+    if missing:
+        raise TypeError(
+            f"{cls.__qualname__} does not implement {', '.join(missing)} of channel "
+            f"{channel.channel_name}"
+        )
+    return channel
+
+
+def check_served(
+    channels: Mapping[str, str], name: str, version: str | None, *, advice: str = ""
+) -> None:
+    """Check a channel against what the backend serves (a version of None: any).
+
+    Raises:
+        NotFound: it does not serve `name` (the message ends with `advice`).
+        IncompatibleVersion: it serves a version incompatible with `version`.
+    """
+    served = channels.get(name)
+    if served is None:
+        available = ", ".join(sorted(channels)) or "none"
+        raise NotFound(
+            f"backend does not serve channel {name!r} (it serves {available}){advice}",
+            details={"channel": name},
+        )
+    if version is not None and not is_version_compatible(served, version):
+        raise IncompatibleVersion(
+            compatibility_advice(f"channel {name!r}", served, version),
+            details={"channel": name, "backend_version": served, "client_version": version},
+        )

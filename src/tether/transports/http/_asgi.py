@@ -1,0 +1,174 @@
+"""ASGI plumbing shared by the HTTP server's routes: types, header lookups,
+error bodies, reading a request body, and watching for a client's disconnect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import trio
+
+from ...runtime import InvalidRequest, PayloadTooLarge, TetherError
+from ...runtime._codec import dumps
+from ...runtime._protocol import ErrorInfo, error_info_to_json
+from ._wire import JSON
+
+__all__ = [
+    "Receive",
+    "Scope",
+    "Send",
+    "ClientLeft",
+    "DisconnectWatch",
+    "Refused",
+    "error_body",
+    "header_text",
+    "not_allowed",
+    "raw_header",
+    "read_body",
+    "send_empty",
+    "send_error_info",
+]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ClientLeft(Exception):
+    """The client disconnected before its request was read: nobody to answer."""
+
+
+class Refused(Exception):
+    """A request the app answers with an error before any impl runs."""
+
+    def __init__(
+        self,
+        error: TetherError,
+        *,
+        status: int | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.status = status
+        self.headers = headers or []
+
+
+def header_text(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    value = raw_header(headers, name)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
+    """Read a whole request body of at most `limit` bytes.
+
+    Raises:
+        PayloadTooLarge: the body (or its announced length) is over `limit`.
+        ClientLeft: the client disconnected first.
+    """
+    if content_length is not None:
+        try:
+            length = int(content_length)
+        except ValueError:
+            length = 0
+        if length > limit:
+            raise PayloadTooLarge(
+                f"the request body is {length} bytes, over this backend's limit of {limit}: "
+                "send less per call"
+            )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the request body is over this backend's limit of {limit} bytes: "
+                    "send less per call"
+                )
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- GET routes ------------------------------------------------------------
+
+
+async def send_error_info(
+    send: Send, info: ErrorInfo, headers: list[tuple[bytes, bytes]], encoded: bytes | None
+) -> None:
+    """Answer with the error `info` (its status, `Retry-After` or `WWW-Authenticate`).
+
+    Args:
+        send: The ASGI send.
+        info: The error.
+        headers: More headers (CORS, the echoed ActivityId).
+        encoded: The encoded `error` message when there is one, to cut the body from.
+    """
+    extra = list(headers)
+    retry = info.details.get("retry_after")
+    if info.status in (429, 503):
+        seconds = math.ceil(retry) if isinstance(retry, (int, float)) else 1
+        extra.append((b"retry-after", str(max(seconds, 0)).encode()))
+    elif info.status == 401:
+        extra.append((b"www-authenticate", b"Bearer"))
+    body = error_body(info, encoded)
+    await send({"type": "http.response.start", "status": info.status, "headers": [JSON, *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class DisconnectWatch:
+    """Cancels a call when its client disconnects; stops when told to."""
+
+    __slots__ = ("call_scope", "disconnected", "receive", "scope")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.scope = trio.CancelScope()
+        self.call_scope: trio.CancelScope | None = None
+        self.disconnected = False
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                while (await self.receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # the server tore the request down: nothing to watch
+                return
+            self.disconnected = True
+            if self.call_scope is not None:
+                self.call_scope.cancel()
+
+
+async def send_empty(send: Send, status: int, cors: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": list(cors)})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def raw_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def not_allowed(method: str, allow: str) -> Refused:
+    error = InvalidRequest(
+        f"{method} is not allowed here; use {allow}", details={"allow": allow, "method": method}
+    )
+    return Refused(error, status=405, headers=[(b"allow", allow.encode())])
+
+
+def error_body(info: ErrorInfo, encoded: bytes | None) -> bytes:
+    if encoded is not None:
+        # An encoded `error` message: {"t":"error","id":..,"error":{...}}.
+        start = encoded.find(b'"error":')
+        if start >= 0:
+            return b'{"error":' + encoded[start + 8 :]
+    return dumps({"error": error_info_to_json(info)})

@@ -1,0 +1,144 @@
+"""`serve`: an `HttpApp` on hypercorn's Trio worker, in-process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+import trio
+
+from ...runtime import BackendIpc, RpcManager
+from ..websocket._endpoint import WebSocketSettings
+from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD
+from ._server import HttpApp
+from ._wire import DEFAULT_MAX_BODY_SIZE
+
+__all__ = ["DEFAULT_KEEP_ALIVE_TIMEOUT", "serve"]
+
+#: Seconds a cancelled `serve` gives WebSocket connections to close properly.
+_WS_CLOSE_GRACE = 1.0
+#: Seconds `serve` keeps an idle connection open: longer than any client keeps
+#: one (httpx: 5 s, tether: 4 s), so the server never closes a connection that
+#: a client is about to reuse.
+DEFAULT_KEEP_ALIVE_TIMEOUT = 75.0
+#: Requests per connection before hypercorn asks the client to reconnect; its
+#: default of 1,000 makes a long-lived client reconnect needlessly.
+_KEEP_ALIVE_MAX_REQUESTS = 1_000_000
+
+
+async def serve(
+    manager: RpcManager | None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ipc: BackendIpc | None = None,
+    prefix: str = "/rpc",
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_in_flight: int = 1024,
+    cors_origins: Iterable[str] = (),
+    ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+    websocket: WebSocketSettings | None = None,
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
+    graceful_timeout: float = 5.0,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `manager` (and `ipc`) over HTTP with hypercorn's Trio worker.
+
+    Runs until cancelled, or until `shutdown_trigger` returns: then it stops
+    accepting, closes IPC sessions ("the server is shutting down"), and lets
+    requests in flight finish for up to `graceful_timeout` seconds.
+
+    Example::
+
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(http.serve, manager, "127.0.0.1", 0)
+            async with http.connect(url, interfaces=[RobotWorldRead]) as backend:
+                ...
+
+    Args:
+        manager: The impls to serve (None to serve IPC only).
+        host: The address to listen on; 127.0.0.1 by default.
+        port: The port; 0 picks a free one.
+        ipc: The IPC backend to serve too, under `{prefix}/ipc`.
+        prefix: The path the routes live under.
+        max_body_size: Largest request body and reply, in bytes (413 past it).
+        max_in_flight: RPC requests run at once (429 past it).
+        cors_origins: Origins allowed to call from a browser; none by default.
+        ipc_grace_period: Seconds an IPC session outlives its event stream.
+        websocket: The settings of `{prefix}/ws`, the WebSocket endpoint on
+            the same port (`ws://127.0.0.1:<port>{prefix}/ws`).
+        keep_alive_timeout: Seconds an idle connection stays open; keep it
+            longer than your clients keep idle connections.
+        graceful_timeout: Seconds in-flight requests get at shutdown.
+        shutdown_trigger: Awaited in the background; when it returns, the
+            server shuts down gracefully.
+        task_status: `nursery.start` gets the URL to connect to:
+            `http://127.0.0.1:<port>{prefix}`.
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    app = HttpApp(
+        manager,
+        ipc=ipc,
+        prefix=prefix,
+        max_body_size=max_body_size,
+        max_in_flight=max_in_flight,
+        cors_origins=cors_origins,
+        ipc_grace_period=ipc_grace_period,
+        websocket=websocket,
+    )
+    config = Config()
+    # The app refuses a message over its limit with 1009 and a reason; hypercorn
+    # closes (with 1009 and no reason) only far past it, bounding its buffer.
+    config.websocket_max_message_size = 2 * app.websocket.max_message_size
+    config.websocket_ping_interval = None  # the app pings, and checks the pongs
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.keep_alive_timeout = keep_alive_timeout
+    config.keep_alive_max_requests = _KEEP_ALIVE_MAX_REQUESTS
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = None
+    config.errorlog = logging.getLogger("tether.http.hypercorn")
+
+    class _Started:
+        def started(self, binds: list[str] | None = None) -> None:
+            assert binds
+            task_status.started(f"{binds[0]}{app.prefix}")
+
+    async def trigger() -> None:
+        if shutdown_trigger is None:
+            await trio.sleep_forever()
+        else:
+            await shutdown_trigger()
+        app.begin_shutdown()
+
+    # hypercorn runs shielded from our cancellation: being cancelled first
+    # tells the WebSocket and IPC clients why (1001, "the server is shutting
+    # down") and gives their connections a moment to close; then it stops.
+    hypercorn_scope = trio.CancelScope(shield=True)
+    ended = trio.Event()
+
+    async def run_hypercorn() -> None:
+        try:
+            with hypercorn_scope:
+                await hypercorn_serve(
+                    app,  # type: ignore[arg-type]  # hypercorn's TypedDict events vs mappings
+                    config,
+                    shutdown_trigger=trigger,
+                    task_status=_Started(),
+                )
+        finally:
+            ended.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_hypercorn)
+        try:
+            await ended.wait()
+        finally:
+            if not ended.is_set():
+                app.begin_shutdown()
+                with trio.CancelScope(shield=True) as grace:
+                    grace.relative_deadline = _WS_CLOSE_GRACE
+                    await app._ws.wait_idle()
+                hypercorn_scope.cancel()

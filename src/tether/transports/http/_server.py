@@ -1,0 +1,547 @@
+"""The HTTP transport's server: an ASGI app served by hypercorn's Trio worker.
+
+Routes under `prefix` (DESIGN.md section 4):
+
+* `POST {prefix}/{interface}/{version}/{operation}`: one RPC call; the body is
+  the JSON array of its arguments, the headers carry its context;
+* `GET {prefix}/`: what this backend serves; `GET {prefix}/health`: liveness;
+  `GET {prefix}/openapi.json`: the OpenAPI 3.1 document of the interfaces;
+* `POST {prefix}/ipc`: open an IPC session (hello -> welcome, session id and
+  token); `POST {prefix}/ipc/{session}`: one message from the frontend;
+  `GET {prefix}/ipc/{session}/events`: the backend's messages, as Server-Sent
+  Events; `DELETE {prefix}/ipc/{session}`: the frontend leaves.
+
+Each RPC request runs its impl in the request's own task, under the request's
+context and deadline; a second task watches for the client's disconnect and
+cancels the impl when it comes. IPC sessions run the same engine as every other
+transport (`serve_ipc_session`) over a stream whose one direction is the POSTs
+and whose other is the event stream; they live in a nursery that the ASGI
+lifespan owns, so they end when the server does.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+
+from ... import contexts
+from ...runtime import (
+    PROTOCOL_VERSION,
+    BackendIpc,
+    Dispatcher,
+    IncompatibleVersion,
+    InvalidRequest,
+    NotFound,
+    RpcManager,
+    TetherError,
+    Unavailable,
+)
+from ...runtime._codec import dumps, loads
+from ...runtime._dispatch import PreparedCall, encode_reply, error_info, too_large_reply
+from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from ..websocket._endpoint import Endpoint as WsEndpoint
+from ..websocket._endpoint import Handshake, WebSocketSettings
+from ..websocket._endpoint import Refusal as WsRefusal
+from ..websocket._streams import AsgiWebSocketStream
+from ._asgi import (
+    ClientLeft,
+    DisconnectWatch,
+    Receive,
+    Refused,
+    Scope,
+    Send,
+    header_text,
+    not_allowed,
+    read_body,
+    send_error_info,
+)
+from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD, IpcRoutes
+from ._openapi import openapi_document
+from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
+
+__all__ = ["HttpApp"]
+
+_log = logging.getLogger("tether.http")
+#: The largest X-Timeout-Ms honoured (JSON's largest safe integer, some 285,000
+#: years); larger values are cut to it.
+_MAX_TIMEOUT_MS = 2**53 - 1
+_CORS_HEADERS = (
+    b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
+    b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, x-session-token, "
+    b"last-event-id"
+)
+_EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token"
+
+
+class HttpApp:
+    """The ASGI application of a tether backend: RPC and, optionally, IPC over HTTP.
+
+    Serve it with `serve()`, or with hypercorn's command line (Trio worker)::
+
+        # app.py
+        asgi = HttpApp(manager, ipc=backend_ipc)
+
+        $ hypercorn app:asgi --worker-class trio --keep-alive 75
+
+    Args:
+        manager: The impls to serve (None: no RPC routes answer but describe).
+        ipc: The IPC backend to serve under `{prefix}/ipc`, if any.
+        prefix: Where the routes live: `/rpc` serves `POST /rpc/Iface/1.0.0/op`.
+        max_body_size: Largest request body and reply, in bytes; larger ones
+            are refused with 413 (payload-too-large).
+        max_in_flight: RPC requests the app runs at once; more are refused with
+            429 and `Retry-After`.
+        cors_origins: Origins (`https://app.example`) whose browser pages may
+            call this backend; none by default (no CORS headers at all).
+        ipc_grace_period: Seconds an IPC session waits for its event stream,
+            before the first one and after one closes, before it ends.
+        websocket: How `{prefix}/ws` (RPC and IPC sessions over WebSocket)
+            treats its clients: limits, keepalive, Origin allow-list,
+            handshake authorization. Defaults when None.
+
+    Raises:
+        ValueError: `prefix` does not start with "/" or a limit is not positive.
+    """
+
+    def __init__(
+        self,
+        manager: RpcManager | None = None,
+        *,
+        ipc: BackendIpc | None = None,
+        prefix: str = "/rpc",
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_in_flight: int = 1024,
+        cors_origins: Iterable[str] = (),
+        ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+        websocket: WebSocketSettings | None = None,
+    ) -> None:
+        prefix = prefix.rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(f"prefix must start with '/', got {prefix!r}")
+        if max_body_size < 1 or max_in_flight < 1:
+            raise ValueError("max_body_size and max_in_flight must be at least 1")
+        if ipc is not None and not isinstance(ipc, BackendIpc):
+            raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
+        self.manager = manager if manager is not None else RpcManager()
+        self.ipc = ipc
+        self.prefix = prefix
+        self.max_body_size = max_body_size
+        self.max_in_flight = max_in_flight
+        self.cors_origins = frozenset(origin.rstrip("/") for origin in cors_origins)
+        self.ipc_grace_period = ipc_grace_period
+        self._ipc = None if ipc is None else IpcRoutes(ipc, prefix, max_body_size, ipc_grace_period)
+        self._dispatcher = Dispatcher(self.manager)
+        self.websocket = websocket if websocket is not None else WebSocketSettings()
+        # An app given no manager serves IPC only on WebSocket too: an RPC
+        # hello there is refused, not welcomed to an empty backend.
+        ws_manager = self.manager if manager is not None or ipc is None else None
+        self._ws = WsEndpoint(ws_manager, ipc, self.websocket)
+        self._in_flight = 0
+        self._nursery: trio.Nursery | None = None
+        self._shutting_down = False
+        # Watcher tasks are spawned from this empty context, not the request's.
+        self._clean = contextvars.Context()
+
+    # -- ASGI ------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`{prefix}/ws`: one RPC or IPC session per connection."""
+        if (await receive())["type"] != "websocket.connect":
+            return  # pragma: no cover - ASGI says the first event is connect
+        path = scope["path"]
+        client = scope.get("client")
+        remote = f"{client[0]}:{client[1]}" if client else None
+        refusal: WsRefusal | None
+        if path != f"{self.prefix}/ws":
+            refusal = WsRefusal(
+                404, NotFound(f"no WebSocket endpoint at {path}: it is {self.prefix}/ws")
+            )
+        else:
+            handshake = Handshake.from_raw(path, scope["headers"], remote)
+            refusal = await self._ws.check(handshake)
+        if refusal is not None:
+            _log.info(
+                "refused a WebSocket handshake from %s: %s %s",
+                remote,
+                refusal.status,
+                refusal.error.message,
+            )
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": refusal.status,
+                        "headers": refusal.response_headers(),
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": refusal.body()})
+            else:  # pragma: no cover - hypercorn has the extension
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, self._ws)
+        try:
+            await self._ws.run(stream)
+        finally:
+            await stream.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":  # pragma: no cover - ASGI says it is
+            return
+        if self._nursery is not None:
+            await send(
+                {
+                    "type": "lifespan.startup.failed",
+                    "message": "this HttpApp is already being served: make one per server",
+                }
+            )
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._shutting_down = False
+                if self._ws.shutting_down:  # served again after a shutdown
+                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+                self.begin_shutdown()
+                # Sessions were told to close; give them a moment to say so.
+                nursery.cancel_scope.deadline = trio.current_time() + 1.0
+        finally:
+            self._nursery = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+    def begin_shutdown(self) -> None:
+        """Stop taking new work: health answers 503, IPC sessions close.
+
+        `serve` calls it when its shutdown trigger fires; the ASGI lifespan
+        calls it at shutdown. RPC requests already running go on.
+        """
+        self._shutting_down = True
+        # WebSocket sessions close with 1001 "the server is shutting down".
+        self._ws.begin_shutdown()
+        if self._ipc is not None:
+            self._ipc.close_all("the server is shutting down")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        cors = self._cors_headers(headers)
+        prefix = self.prefix
+        if path != prefix and not path.startswith(prefix + "/"):
+            await self._send_error(send, NotFound(f"nothing is served at {path}"), None, cors)
+            return
+        parts = path[len(prefix) + 1 :].split("/") if path != prefix else [""]
+        try:
+            if method == "OPTIONS":
+                await self._preflight(send, headers, cors)
+            elif len(parts) == 3 and parts[0] != "ipc":
+                if method != "POST":
+                    raise not_allowed(method, "POST")
+                await self._rpc(receive, send, headers, parts, cors)
+            elif parts[0] == "ipc":
+                if self._ipc is None:
+                    raise Refused(NotFound("this backend serves no IPC"))
+                await self._ipc.route(
+                    receive,
+                    send,
+                    headers,
+                    method,
+                    parts,
+                    scope,
+                    cors,
+                    self._nursery,
+                    shutting_down=self._shutting_down,
+                )
+            elif len(parts) == 1 and parts[0] in ("", "health", "openapi.json"):
+                if method not in ("GET", "HEAD"):
+                    raise not_allowed(method, "GET")
+                await self._get(send, parts[0], cors, head=method == "HEAD")
+            else:
+                raise Refused(
+                    NotFound(
+                        f"nothing is served at {path}: RPC calls are POST "
+                        f"{prefix}/<interface>/<version>/<operation>"
+                    )
+                )
+        except ClientLeft:
+            return
+        except TetherError as exc:
+            # From reading an IPC route's body (413): _rpc answers its own.
+            await self._send_error(send, exc, None, cors)
+        except Refused as refused:
+            await self._send_error(send, refused.error, refused.status, [*cors, *refused.headers])
+
+    # -- RPC -------------------------------------------------------------------
+
+    async def _rpc(
+        self,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        parts: list[str],
+        cors: list[tuple[bytes, bytes]],
+    ) -> None:
+        activity_id = session_id = application_id = application_version = None
+        authorization = timeout = protocol = traceparent = None
+        content_length = None
+        for key, raw in headers:
+            # One pass over the headers, and a decode only for those we use.
+            if key == b"x-correlation-id":
+                activity_id = raw.decode("utf-8", "replace")
+            elif key == b"content-length":
+                content_length = raw
+            elif key == b"x-session-id":
+                session_id = raw.decode("utf-8", "replace")
+            elif key == b"x-application-id":
+                application_id = raw.decode("utf-8", "replace")
+            elif key == b"x-application-version":
+                application_version = raw.decode("utf-8", "replace")
+            elif key == b"authorization":
+                authorization = raw.decode("utf-8", "replace")
+            elif key == b"x-timeout-ms":
+                timeout = raw
+            elif key == b"x-protocol-version":
+                protocol = raw
+            elif key == b"traceparent":
+                traceparent = raw.decode("utf-8", "replace")
+        if not activity_id:
+            if traceparent is not None:
+                activity_id = contexts.activity_id_from_traceparent(traceparent)
+            if not activity_id:
+                activity_id = contexts.new_activity_id()
+        elif len(activity_id) > 200:
+            activity_id = contexts.new_activity_id()
+            exc: TetherError = InvalidRequest(
+                "X-Correlation-ID is longer than 200 characters",
+                details={"field": "X-Correlation-ID"},
+            )
+            await self._send_error(send, exc, None, cors, activity_id)
+            return
+        echo = [*cors, (b"x-correlation-id", activity_id.encode())]
+        try:
+            if protocol is not None and protocol.strip() != b"%d" % PROTOCOL_VERSION:
+                raise IncompatibleVersion(
+                    f"this backend speaks tether protocol {PROTOCOL_VERSION}, the request says "
+                    f"X-Protocol-Version: {protocol.decode('latin-1')}: upgrade the older side"
+                )
+            timeout_ms = None
+            if timeout is not None:
+                try:
+                    timeout_ms = int(timeout)
+                except ValueError:
+                    timeout_ms = -1
+                if timeout_ms < 0:
+                    raise InvalidRequest(
+                        f"X-Timeout-Ms must be a whole number of milliseconds >= 0, got "
+                        f"{timeout.decode('latin-1')!r}",
+                        details={"field": "X-Timeout-Ms"},
+                    )
+                # Beyond any real deadline, and too large to become a float.
+                timeout_ms = min(timeout_ms, _MAX_TIMEOUT_MS)
+            body = await read_body(receive, content_length, self.max_body_size)
+            args = loads(body)
+            if not isinstance(args, list):
+                raise InvalidRequest(
+                    f"the body must be a JSON array of the operation's arguments, got "
+                    f"{type(args).__name__}",
+                    details={"field": "body"},
+                )
+            if self._in_flight >= self.max_in_flight:
+                raise Unavailable(
+                    f"this backend already runs {self.max_in_flight} requests: retry shortly",
+                    retry_after=1,
+                    overloaded=True,
+                )
+            if self._shutting_down:
+                raise Unavailable("this backend is shutting down: retry shortly", retry_after=1)
+            call = Call(
+                0,
+                parts[0],
+                parts[1],
+                parts[2],
+                args,
+                CallContext(
+                    activity_id, session_id, application_id, application_version, authorization
+                ),
+                timeout_ms,
+            )
+            prepared = self._dispatcher.prepare(call)
+        except TetherError as exc:
+            await self._send_error(send, exc, None, echo, activity_id)
+            return
+        self._in_flight += 1
+        try:
+            reply = await self._run_call(prepared, receive)
+        finally:
+            self._in_flight -= 1
+        if reply is None:
+            return  # the client left: nobody to answer
+        data = encode_reply(reply)
+        if len(data) > self.max_body_size:
+            data = too_large_reply(None, len(data), self.max_body_size)
+            reply = Error(None, ErrorInfo("payload-too-large", 413, "PayloadTooLarge", ""))
+        if type(reply) is Error:
+            info = reply.error
+            await send_error_info(send, info, echo, data)
+            return
+        # The encoded reply is {"t":"result","id":0,"value":...}: the body is
+        # the value alone, cut out of it without a second encode.
+        value = data[data.index(b'"value":') + 8 : -1]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [JSON, *echo],
+            }
+        )
+        await send({"type": "http.response.body", "body": value})
+
+    async def _run_call(self, prepared: PreparedCall, receive: Receive) -> Result | Error | None:
+        """Run a prepared call here, under its context and deadline.
+
+        The call is cancelled when the client disconnects. Watching for that
+        takes a task, which is started only if the impl yields to the
+        scheduler: an impl that finishes without yielding cannot be cancelled
+        anyway, and most calls are that quick. The watcher lives in the app's
+        nursery (the lifespan's) and is told to stop, not awaited, when the
+        call ends; an app served without the lifespan watches in a nursery of
+        the request's own.
+
+        Returns:
+            The reply; None when the client left (nobody waits for it).
+        """
+        nursery = self._nursery
+        if nursery is None:
+            async with trio.open_nursery() as own:
+                reply = await self._run_watched(prepared, receive, own)
+                own.cancel_scope.cancel()
+            return reply
+        return await self._run_watched(prepared, receive, nursery)
+
+    async def _run_watched(
+        self, prepared: PreparedCall, receive: Receive, nursery: trio.Nursery
+    ) -> Result | Error | None:
+        watch = DisconnectWatch(receive)
+        with trio.CancelScope() as call_scope:
+            watch.call_scope = call_scope
+            try:
+                return await self._dispatcher.run_in(
+                    prepared, call_scope, self._clean.run, nursery.start_soon, watch.run
+                )
+            finally:
+                watch.scope.cancel()
+        if watch.disconnected:
+            return None
+        return self._dispatcher.interrupted(prepared)
+
+    # -- GET routes ------------------------------------------------------------
+
+    async def _get(
+        self, send: Send, what: str, cors: list[tuple[bytes, bytes]], *, head: bool
+    ) -> None:
+        status = 200
+        extra: list[tuple[bytes, bytes]] = []
+        if what == "health":
+            if self._shutting_down:
+                status = 503
+                extra.append((b"retry-after", b"1"))
+                body: Any = {"status": "shutting-down"}
+            else:
+                body = {"status": "ok"}
+        elif what == "openapi.json":
+            body = openapi_document(self.manager, prefix=self.prefix)
+        else:
+            body = self.describe()
+        data = dumps(body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [JSON, (b"cache-control", b"no-store"), *extra, *cors],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if head else data})
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET {prefix}/` answers: the protocol, interfaces and IPC channels."""
+        interfaces = {
+            name: {"version": info.version, "operations": list(info.operations)}
+            for name, info in self.manager.describe().items()
+        }
+        described: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "interfaces": interfaces}
+        if self.ipc is not None:
+            described["ipc"] = {"channels": dict(self.ipc.channels)}
+        return described
+
+    # -- CORS ------------------------------------------------------------------
+
+    def _cors_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        if not self.cors_origins:
+            return []
+        origin = header_text(headers, b"origin")
+        if origin is None or origin.rstrip("/") not in self.cors_origins:
+            return []
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-expose-headers", _EXPOSED),
+            (b"vary", b"origin"),
+        ]
+
+    async def _preflight(
+        self, send: Send, headers: list[tuple[bytes, bytes]], cors: list[tuple[bytes, bytes]]
+    ) -> None:
+        if not cors:
+            if self.cors_origins and header_text(headers, b"origin") is not None:
+                raise Refused(InvalidRequest("this origin may not call this backend"), status=403)
+            raise not_allowed("OPTIONS", "GET, POST, DELETE")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [
+                    *cors,
+                    (b"access-control-allow-methods", b"GET, POST, DELETE"),
+                    (b"access-control-allow-headers", _CORS_HEADERS),
+                    (b"access-control-max-age", b"600"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    # -- errors ----------------------------------------------------------------
+
+    async def _send_error(
+        self,
+        send: Send,
+        exc: TetherError,
+        status: int | None,
+        headers: list[tuple[bytes, bytes]],
+        activity_id: str | None = None,
+    ) -> None:
+        info = error_info(exc, activity_id or exc.activity_id, development_mode=False)
+        if status is not None:
+            info = ErrorInfo(
+                STATUS_CODES.get(status, info.code),
+                status,
+                info.name,
+                info.message,
+                info.details,
+                info.activity_id,
+            )
+        await send_error_info(send, info, headers, None)

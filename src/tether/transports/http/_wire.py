@@ -1,0 +1,28 @@
+"""Facts of the HTTP wire that the server and the client share (docs/http.md)."""
+
+from __future__ import annotations
+
+from ...runtime import PROTOCOL_VERSION
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "JSON", "PROTOCOL", "STATUS_CODES"]
+
+#: Largest request body (and reply) by default, in bytes (16 MiB).
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+
+JSON = (b"content-type", b"application/json")
+#: The error code of each status tether answers with (DESIGN.md section 5).
+STATUS_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "incompatible-version",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    422: "application",
+    429: "too-many-requests",
+    503: "unavailable",
+    504: "deadline-exceeded",
+}
+#: The header that says which tether protocol a request speaks.
+PROTOCOL = (b"x-protocol-version", b"%d" % PROTOCOL_VERSION)

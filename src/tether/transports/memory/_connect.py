@@ -1,0 +1,212 @@
+"""The in-process transport: encoded messages over Trio memory channels.
+
+Messages are encoded and decoded even here, so a type that would fail over
+HTTP fails in-process too, and the two sides never share a mutable object.
+
+Two shapes:
+
+* same loop (default): the backend's session runs as a task beside the
+  frontend, over a pair of memory channels;
+* `thread=True` ("mobile" style): the backend runs its own Trio loop in its own
+  thread, so a CPU-bound impl does not stall the frontend's loop. Messages
+  cross between the loops with `TrioToken.run_sync_soon`, with credit-based
+  flow control so neither side can flood the other.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+
+import trio
+
+from ...runtime import (
+    DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    BackendIpc,
+    ClientOptions,
+    FrontendIpc,
+    IpcInterface,
+    MessageStream,
+    RpcConnection,
+    RpcInterface,
+    RpcManager,
+    open_ipc_connection,
+    open_rpc_connection,
+    serve_ipc_session,
+    serve_rpc_session,
+)
+from ...runtime._util import open_service_nursery
+from ._streams import DEFAULT_MAX_MESSAGE_SIZE, ThreadStream, stream_pair
+
+__all__ = ["connect", "connect_ipc"]
+
+
+async def _serve_in_thread(
+    serve: Callable[[MessageStream], Awaitable[None]],
+    stream: ThreadStream,
+    client_end: ThreadStream,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    frontend = trio.lowlevel.current_trio_token()
+    started = trio.Event()
+    finished = trio.Event()
+
+    async def backend_main() -> None:
+        stream.attach()
+        frontend.run_sync_soon(started.set)
+        await serve(stream)
+
+    async def run_thread() -> None:
+        try:
+            # The thread is owned by this task: it cannot be abandoned, so
+            # leaving `connect` waits until the backend's loop has finished. It
+            # has a limiter of its own: a connection must not hold one of the
+            # tokens of Trio's default thread limiter for as long as it is open.
+            await trio.to_thread.run_sync(
+                functools.partial(trio.run, backend_main),
+                thread_name="tether-backend",
+                limiter=trio.CapacityLimiter(1),
+            )
+        finally:
+            started.set()  # a backend that failed to start must not leave us waiting
+            finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_thread)
+        try:
+            await started.wait()
+            task_status.started()
+            await finished.wait()
+        except BaseException:
+            # Cancelled, at any point: the backend may be waiting for our
+            # hello, so close our end, or the thread (and this nursery, which
+            # waits for it and cannot cancel it) never ends.
+            await client_end.aclose()
+            raise
+
+
+@asynccontextmanager
+async def connect(
+    manager: RpcManager,
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    thread: bool = False,
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+) -> AsyncIterator[RpcConnection]:
+    """Serve `manager` in-process and connect to it, for the block.
+
+    Example::
+
+        async with memory.connect(manager, interfaces=[RobotWorldRead]) as backend:
+            robots = backend.get_client(RobotWorldRead)
+            await robots.count_robots(IModelProps("m1"))
+
+    Args:
+        manager: The backend's RpcManager, with impls registered.
+        interfaces: The interfaces this frontend will call; each is checked
+            against what the backend serves before the block starts.
+        thread: Run the backend in its own thread with its own Trio loop.
+        application_id: Sent with every call (unless the current context has one).
+        application_version: Likewise.
+        authorization: The credential every call carries; when None, the current
+            context's authorization is forwarded.
+        session_id: The session the calls belong to; a fresh one by default.
+        max_message_size: Largest encoded message, in bytes, either way.
+        max_in_flight: Calls the backend runs at once for this connection.
+
+    Raises:
+        IncompatibleVersion: an interface's version is incompatible.
+        NotFound: the backend does not serve one of `interfaces`.
+    """
+    options = ClientOptions(
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        session_id=session_id,
+    )
+    serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
+    async with (
+        _backend(serve, thread, max_message_size) as client_end,
+        open_rpc_connection(client_end, interfaces=interfaces, options=options) as connection,
+    ):
+        yield connection
+
+
+@asynccontextmanager
+async def _backend(
+    serve: Callable[[MessageStream], Awaitable[None]], thread: bool, max_message_size: int
+) -> AsyncIterator[MessageStream]:
+    """Start `serve(server_end)` beside this task (or in its own thread) for the block."""
+    client_end, server_end = stream_pair(thread=thread, max_message_size=max_message_size)
+    async with open_service_nursery() as nursery:
+        if isinstance(client_end, ThreadStream):
+            assert isinstance(server_end, ThreadStream)
+            client_end.attach()
+            await nursery.start(_serve_in_thread, serve, server_end, client_end)
+        else:
+            nursery.start_soon(serve, server_end)
+        yield client_end
+
+
+@asynccontextmanager
+async def connect_ipc(
+    backend: BackendIpc,
+    *,
+    channels: Iterable[type[IpcInterface]] = (),
+    thread: bool = False,
+    application_id: str | None = None,
+    application_version: str | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+) -> AsyncIterator[FrontendIpc]:
+    """Serve `backend` in-process and open an IPC session with it, for the block.
+
+    Example::
+
+        async with memory.connect_ipc(backend_ipc, channels=[EditorIpc]) as frontend_ipc:
+            frontend_ipc.add_notification_handler(EditorEventsListener())
+            editor = frontend_ipc.proxy(EditorIpc)
+            placement = await editor.move_element("0x20", 1.5)
+
+    Args:
+        backend: The backend's BackendIpc, with handlers registered.
+        channels: The channels this frontend will call; each is checked against
+            what the backend serves before the block starts. Channels not listed
+            are checked when `proxy()` is called.
+        thread: Run the backend in its own thread with its own Trio loop.
+        application_id: Who the frontend is; the backend's contexts carry it.
+        application_version: That application's version.
+        max_message_size: Largest encoded message, in bytes, either way.
+        max_pending_notifications: Notifications from the backend that may wait
+            for this frontend's listeners before it stops reading.
+        slow_listener_timeout: Seconds the listeners may leave that queue full
+            before the session is closed as "frontend too slow".
+
+    Raises:
+        NotFound: the backend does not serve one of `channels`.
+        IncompatibleVersion: a channel's version is incompatible.
+    """
+    if not isinstance(backend, BackendIpc):
+        raise TypeError(f"connect_ipc() needs a tether.BackendIpc, got {backend!r}")
+    serve = functools.partial(serve_ipc_session, backend)
+    async with (
+        _backend(serve, thread, max_message_size) as client_end,
+        open_ipc_connection(
+            client_end,
+            channels=channels,
+            application_id=application_id,
+            application_version=application_version,
+            max_pending_notifications=max_pending_notifications,
+            slow_listener_timeout=slow_listener_timeout,
+        ) as frontend,
+    ):
+        yield frontend

@@ -1,0 +1,321 @@
+"""The WebSocket client: `connect` (RPC) and `connect_ipc` (IPC), one socket each,
+for either server.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import trio
+import trio_websocket
+
+from ...runtime import (
+    DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    ClientOptions,
+    ConnectError,
+    FrontendIpc,
+    IpcInterface,
+    RpcConnection,
+    RpcInterface,
+    open_ipc_connection,
+    open_rpc_connection,
+)
+from ...runtime._util import check_positive_int, open_service_nursery
+from ._endpoint import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    check_positive_number,
+)
+from ._streams import IDLE_CHECK, TrioWebSocketStream
+
+__all__ = ["connect", "connect_ipc"]
+
+# ---------------------------------------------------------------------------
+# Client
+
+
+def _parse_url(url: str) -> tuple[str, int, str, bool]:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str like 'ws://127.0.0.1:8000/', got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(
+            f"expected a ws:// or wss:// URL like 'ws://127.0.0.1:8000/rpc/ws', got {url!r}"
+        )
+    secure = parts.scheme == "wss"
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:
+        raise ValueError(f"the port in {url!r} is not a number from 0 to 65535") from None
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return parts.hostname, port, resource, secure
+
+
+def _header_list(
+    headers: Mapping[str, str] | None, authorization: str | None
+) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for key, value in (headers or {}).items():
+        if any(c in f"{key}{value}" for c in "\r\n\0"):
+            raise ValueError(f"header {key!r} holds a line break or NUL")
+        out.append((key.encode("latin-1"), value.encode()))
+    if authorization is not None:
+        if any(c in authorization for c in "\r\n\0"):
+            raise ValueError("authorization holds a line break or NUL")
+        out.append((b"authorization", authorization.encode()))
+    return out
+
+
+def _rejected(url: str, exc: trio_websocket.ConnectionRejected) -> ConnectError:
+    status = exc.status_code
+    detail = ""
+    error: dict[str, Any] | None = None
+    if exc.body:
+        try:
+            parsed = orjson.loads(exc.body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if type(parsed) is dict and type(parsed.get("error")) is dict:
+            error = parsed["error"]
+            detail = str(error.get("message", ""))
+        else:
+            detail = exc.body[:200].decode("utf-8", "replace")
+    message = f"the server at {url} refused the WebSocket handshake with HTTP {status}"
+    if detail:
+        message += f": {detail}"
+    return ConnectError(
+        message,
+        reason=detail or None,
+        status_code=status,
+        details={"error": error} if error else None,
+    )
+
+
+@asynccontextmanager
+async def _open_stream(
+    url: str,
+    *,
+    headers: list[tuple[bytes, bytes]],
+    max_message_size: int,
+    connect_timeout: float,
+    ping_interval: float | None,
+    ping_timeout: float,
+    ssl_context: ssl.SSLContext | None,
+) -> AsyncIterator[TrioWebSocketStream]:
+    host, port, resource, secure = _parse_url(url)
+    check_positive_number("connect_timeout", connect_timeout)
+    check_positive_number("ping_interval", ping_interval, optional=True)
+    check_positive_number("ping_timeout", ping_timeout)
+    if secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    try:
+        async with open_service_nursery() as nursery:
+            tcp: trio.abc.Stream | None = None
+            try:
+                with trio.fail_after(connect_timeout):
+                    if secure:
+                        assert ssl_context is not None
+                        tcp = await trio.open_ssl_over_tcp_stream(
+                            host, port, ssl_context=ssl_context, https_compatible=True
+                        )
+                    else:
+                        tcp = await trio.open_tcp_stream(host, port)
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        tcp,
+                        host_header,
+                        resource,
+                        extra_headers=headers,
+                        message_queue_size=4,
+                        max_message_size=max_message_size,
+                        receive_buffer_size=64 * 1024,
+                    )
+            except BaseException as exc:
+                if tcp is not None:
+                    await trio.aclose_forcefully(tcp)
+                if isinstance(exc, trio.TooSlowError):
+                    raise ConnectError(
+                        f"no WebSocket handshake from {url} within {connect_timeout:g} s"
+                    ) from None
+                if isinstance(exc, OSError):
+                    raise ConnectError(f"could not connect to {url}: {exc}") from None
+                raise
+            stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}")
+            try:
+                nursery.start_soon(stream.write_loop)
+                if ping_interval is not None:
+                    nursery.start_soon(stream.keep_alive, ping_interval, ping_timeout)
+                every = IDLE_CHECK if ping_interval is None else min(IDLE_CHECK, ping_interval / 2)
+                nursery.start_soon(stream.answer_pings_while_idle, every)
+                yield stream
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                    # trio-websocket leaves the socket to its owner when the
+                    # server closed first; this is its owner.
+                    await trio.aclose_forcefully(tcp)
+                nursery.cancel_scope.cancel()
+    except trio_websocket.ConnectionRejected as exc:
+        raise _rejected(url, exc) from None
+    except trio_websocket.HandshakeError as exc:
+        raise ConnectError(f"the WebSocket handshake with {url} failed: {exc!r}") from None
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    connect_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[RpcConnection]:
+    """Connect to a tether backend over WebSocket, for the block.
+
+    Example::
+
+        url = "ws://127.0.0.1:8000/rpc/ws"
+        async with websocket.connect(url, interfaces=[RobotWorldRead]) as backend:
+            robots = backend.get_client(RobotWorldRead)
+            await robots.count_robots(IModelProps("m1"))
+
+    Every call carries its full context, as over any transport; many calls
+    share the one socket. Leaving the block closes it; calls still waiting
+    fail with ConnectionClosed.
+
+    Args:
+        url: The backend's WebSocket URL: `websocket.serve`'s, or
+            `ws://host:port{prefix}/ws` on the HTTP transport's server.
+        interfaces: The interfaces this frontend will call; each is checked
+            against what the backend serves before the block starts.
+        application_id: Sent with every call (unless the current context has one).
+        application_version: Likewise.
+        authorization: Sent as the handshake's `Authorization` header, and with
+            every call; when None, calls forward the current context's.
+        session_id: The session the calls belong to; a fresh one by default.
+        headers: More handshake headers (an `Origin`, a cookie...).
+        max_message_size: Largest message, in bytes, either way.
+        max_in_flight: Calls this connection has waiting at once; more wait for
+            room (keep it at or under the server's limit).
+        ping_interval: Seconds between pings to the server; None: no pings.
+        ping_timeout: Seconds the server has to answer before the connection
+            is closed as dead (1011) and its calls fail.
+        connect_timeout: Seconds to open the socket and finish the handshake.
+        ssl_context: For `wss://` URLs; the system's default when None.
+
+    Raises:
+        ConnectError: the server could not be reached, or refused the
+            handshake (`status_code` says how: 401, 403, 503...).
+        IncompatibleVersion: an interface's version is incompatible.
+        NotFound: the backend does not serve one of `interfaces`.
+    """
+    options = ClientOptions(
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        session_id=session_id,
+    )
+    check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
+    async with (
+        _open_stream(
+            url,
+            headers=_header_list(headers, authorization),
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            ssl_context=ssl_context,
+        ) as stream,
+        open_rpc_connection(
+            stream, interfaces=interfaces, options=options, max_in_flight=max_in_flight
+        ) as connection,
+    ):
+        yield connection
+
+
+@asynccontextmanager
+async def connect_ipc(
+    url: str,
+    *,
+    channels: Iterable[type[IpcInterface]] = (),
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    connect_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[FrontendIpc]:
+    """Open an IPC session with a backend over WebSocket, for the block.
+
+    Example::
+
+        async with websocket.connect_ipc(url, channels=[EditorIpc]) as frontend_ipc:
+            editor = frontend_ipc.proxy(EditorIpc)
+            placement = await editor.move_element("0x20", 1.5)
+
+    The socket is the session: when it closes, for any reason, the session
+    ends on both sides, and `FrontendIpc.closed_reason` says why.
+
+    Args:
+        url: As for `connect`.
+        channels: The channels this frontend will call; each is checked before
+            the block starts.
+        application_id: Who the frontend is; the backend's contexts carry it.
+        application_version: That application's version.
+        authorization: Sent as the handshake's `Authorization` header.
+        headers: More handshake headers.
+        max_message_size: Largest message, in bytes, either way.
+        max_pending_notifications: Notifications from the backend that may
+            wait for this frontend's listeners before it stops reading.
+        slow_listener_timeout: Seconds the listeners may leave that queue full
+            before the session is closed as "frontend too slow".
+        ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
+
+    Raises:
+        ConnectError: the server could not be reached, or refused the handshake.
+        NotFound: the backend does not serve one of `channels`.
+        IncompatibleVersion: a channel's version is incompatible.
+    """
+    async with (
+        _open_stream(
+            url,
+            headers=_header_list(headers, authorization),
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            ssl_context=ssl_context,
+        ) as stream,
+        open_ipc_connection(
+            stream,
+            channels=channels,
+            application_id=application_id,
+            application_version=application_version,
+            max_pending_notifications=max_pending_notifications,
+            slow_listener_timeout=slow_listener_timeout,
+        ) as frontend,
+    ):
+        yield frontend

@@ -1,0 +1,398 @@
+"""What both WebSocket servers share but the socket: settings, the handshake
+policy (Origin, authorization, connection limit), close codes and reasons, and
+the endpoint that runs one session per accepted connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+import orjson
+import trio
+
+from ...runtime import (
+    BackendIpc,
+    ConnectionClosed,
+    PayloadTooLarge,
+    RpcManager,
+    TetherError,
+    Unauthorized,
+    Unavailable,
+    serve_ipc_session,
+    serve_rpc_session,
+)
+from ...runtime._dispatch import error_info
+from ...runtime._protocol import Hello, decode, error_info_to_json
+from ...runtime._util import check_positive_int
+
+if TYPE_CHECKING:
+    from ._streams import WebSocketStream
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_PING_INTERVAL",
+    "DEFAULT_PING_TIMEOUT",
+    "GOING_AWAY",
+    "INTERNAL_ERROR",
+    "MESSAGE_TOO_BIG",
+    "NORMAL",
+    "POLICY_VIOLATION",
+    "Authorize",
+    "Endpoint",
+    "Handshake",
+    "Refusal",
+    "WebSocketSettings",
+    "check_positive_number",
+    "close_name",
+    "closed_error",
+    "too_large",
+    "too_large_reason",
+]
+
+_log = logging.getLogger("tether.websocket")
+
+#: Default limit of one message, in bytes (16 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Seconds between pings, by default.
+DEFAULT_PING_INTERVAL = 20.0
+#: Seconds a peer has to answer a ping before the connection is closed.
+DEFAULT_PING_TIMEOUT = 20.0
+
+# Close codes (RFC 6455 section 7.4.1).
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+
+_CLOSE_NAMES = {
+    1000: "normal closure",
+    1001: "going away",
+    1002: "protocol error",
+    1003: "unsupported data",
+    1005: "no status",
+    1006: "abnormal closure",
+    1007: "invalid payload",
+    1008: "policy violation",
+    1009: "message too big",
+    1010: "mandatory extension",
+    1011: "internal error",
+    1012: "service restart",
+    1013: "try again later",
+    1015: "TLS handshake failed",
+}
+
+
+def close_name(code: int | None) -> str:
+    """Words for a WebSocket close code: `1009 message too big`."""
+    if code is None:
+        return "no close code"
+    return f"{code} {_CLOSE_NAMES.get(code, 'application code' if code >= 3000 else 'reserved')}"
+
+
+def closed_error(code: int | None, reason: str | None, *, prefix: str) -> ConnectionClosed:
+    """The ConnectionClosed for a socket that closed with `code` and `reason`.
+
+    Its `reason` is the peer's own words, or None when it gave none (the
+    runtime then says who left); the message always says what happened.
+    """
+    reason = reason or None
+    if reason:
+        words = reason
+    elif code == 1006:
+        words = "the connection was lost without a close frame"
+    elif code in (None, 1000, 1005):
+        words = "closed"
+    else:
+        words = _CLOSE_NAMES.get(code, "closed")
+    return ConnectionClosed(
+        f"{prefix} closed ({close_name(code)}): {words}", reason=reason, close_code=code
+    )
+
+
+def too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"message of {size} bytes is over this WebSocket's limit of {limit}: raise "
+        "max_message_size or send less at once"
+    )
+
+
+def too_large_reason(size: int, limit: int) -> str:
+    """The close reason for a frame over the limit (sent with code 1009)."""
+    return f"a message of {size} bytes is over this server's limit of {limit} bytes"
+
+
+# ---------------------------------------------------------------------------
+# Handshake policy, shared by both servers
+
+
+@attrs.frozen
+class Handshake:
+    """What a WebSocket client sent to open the connection, for `authorize`.
+
+    Attributes:
+        path: The request path (`/rpc/ws`).
+        headers: The request headers, names in lower case (repeated headers
+            joined with ", ").
+        authorization: The `Authorization` header, when sent.
+        origin: The `Origin` header (browsers always send it), when sent.
+        remote: The client's address, `"host:port"`, when known.
+    """
+
+    path: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    authorization: str | None = attrs.field(repr=False)
+    origin: str | None
+    remote: str | None
+
+    @classmethod
+    def from_raw(
+        cls, path: str, raw: Iterable[tuple[bytes, bytes]], remote: str | None
+    ) -> Handshake:
+        headers: dict[str, str] = {}
+        for key, value in raw:
+            name = key.decode("latin-1").lower()
+            text = value.decode("utf-8", "replace")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        return cls(path, headers, headers.get("authorization"), headers.get("origin"), remote)
+
+
+#: The handshake authorization hook: return False (or raise `Unauthorized`) to
+#: refuse the connection with 401 before any message is read.
+Authorize = Callable[[Handshake], Awaitable[bool]]
+
+
+def check_positive_number(name: str, value: float | None, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _origins(value: Collection[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise TypeError(f"allowed_origins takes a collection of origins, not one str: {value!r}")
+    return frozenset(value)
+
+
+@attrs.frozen(kw_only=True)
+class WebSocketSettings:
+    """How a WebSocket endpoint treats its clients; both servers take one.
+
+    Attributes:
+        max_message_size: Largest message, in bytes, either way. A larger
+            incoming frame closes the connection with 1009 and a reason (on
+            hypercorn, a frame over twice the limit is closed by hypercorn
+            itself, with 1009 and no reason).
+        max_in_flight: RPC calls (or IPC invocations) one connection may have
+            running at once; more are refused with `Unavailable`
+            (too-many-requests). tether's own client never goes over it: its
+            calls wait for room instead.
+        max_connections: Connections served at once; more are refused at the
+            handshake with 503 and `Retry-After`.
+        ping_interval: Seconds between pings; None turns keepalive off.
+        ping_timeout: Seconds a client has to answer a ping before its
+            connection is closed (1011) and its session torn down.
+        allowed_origins: Browser origins allowed to connect
+            (`"https://app.example.com"`); a handshake from another origin is
+            refused with 403. Requests without an Origin header (programs, not
+            browsers) are allowed. None allows every origin.
+        authorize: Called with each `Handshake` before it is accepted; False
+            refuses it with 401.
+        handshake_timeout: Seconds a client has to send its `hello` after the
+            socket opens.
+    """
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_in_flight: int = 1024
+    max_connections: int = 1024
+    ping_interval: float | None = DEFAULT_PING_INTERVAL
+    ping_timeout: float = DEFAULT_PING_TIMEOUT
+    allowed_origins: frozenset[str] | None = attrs.field(default=None, converter=_origins)
+    authorize: Authorize | None = None
+    handshake_timeout: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("max_message_size", "max_in_flight", "max_connections"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_number("ping_interval", self.ping_interval, optional=True)
+        check_positive_number("ping_timeout", self.ping_timeout)
+        check_positive_number("handshake_timeout", self.handshake_timeout)
+        if self.allowed_origins is not None:
+            for origin in self.allowed_origins:
+                if not isinstance(origin, str) or origin.endswith("/") or "://" not in origin:
+                    raise ValueError(
+                        f"allowed_origins holds scheme://host[:port] values without a "
+                        f"trailing slash, like 'https://app.example.com'; got {origin!r}"
+                    )
+
+
+@attrs.frozen
+class Refusal:
+    """A handshake refused: the HTTP status, the error, and extra headers."""
+
+    status: int
+    error: TetherError
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def body(self) -> bytes:
+        info = error_info(self.error, None, development_mode=False)
+        return orjson.dumps({"error": error_info_to_json(info)})
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"content-type", b"application/json"), *self.headers]
+
+
+class Endpoint:
+    """One WebSocket endpoint's state: what it serves, its settings, its connections."""
+
+    __slots__ = (
+        "_closing",
+        "_idle",
+        "_sessions",
+        "connections",
+        "ipc",
+        "manager",
+        "settings",
+    )
+
+    def __init__(
+        self, manager: RpcManager | None, ipc: BackendIpc | None, settings: WebSocketSettings
+    ) -> None:
+        if manager is None and ipc is None:
+            raise TypeError(
+                "a WebSocket endpoint needs an RpcManager, a BackendIpc (ipc=), or both"
+            )
+        if manager is not None and not isinstance(manager, RpcManager):
+            raise TypeError(f"expected a tether.RpcManager, got {manager!r}")
+        if ipc is not None and not isinstance(ipc, BackendIpc):
+            raise TypeError(f"ipc= expects a tether.BackendIpc, got {ipc!r}")
+        self.manager = manager
+        self.ipc = ipc
+        self.settings = settings
+        self.connections = 0
+        self._sessions: set[trio.CancelScope] = set()
+        self._idle = trio.Event()  # set when shutting down with no connection left
+        self._closing = trio.Event()  # set by begin_shutdown
+
+    @property
+    def shutting_down(self) -> bool:
+        """After `begin_shutdown`: new handshakes are refused, and connections
+        close with 1001 "the server is shutting down", whatever their session says."""
+        return self._closing.is_set()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new connections and end every session with 1001."""
+        self._closing.set()
+        for scope in list(self._sessions):
+            scope.cancel()
+        if self.connections == 0:
+            self._idle.set()
+
+    async def wait_closing(self) -> None:
+        """Wait until `begin_shutdown` is called."""
+        await self._closing.wait()
+
+    async def wait_idle(self) -> None:
+        """After `begin_shutdown`: wait until every connection has closed."""
+        await self._idle.wait()
+
+    async def check(self, handshake: Handshake) -> Refusal | None:
+        """Whether to accept `handshake`; the refusal when not."""
+        settings = self.settings
+        if self.shutting_down:
+            return Refusal(
+                503, Unavailable("the server is shutting down"), ((b"retry-after", b"1"),)
+            )
+        origins = settings.allowed_origins
+        if origins is not None and handshake.origin is not None and handshake.origin not in origins:
+            return Refusal(
+                403,
+                Unauthorized(
+                    f"origin {handshake.origin!r} is not allowed to open a WebSocket here: "
+                    "add it to allowed_origins"
+                ),
+            )
+        if self.connections >= settings.max_connections:
+            return Refusal(
+                503,
+                Unavailable(
+                    f"this server already serves {settings.max_connections} WebSocket "
+                    "connections: retry later",
+                    retry_after=1,
+                    overloaded=True,
+                ),
+                ((b"retry-after", b"1"),),
+            )
+        if settings.authorize is not None:
+            try:
+                allowed = await settings.authorize(handshake)
+            except Unauthorized as exc:
+                return Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
+            if not allowed:
+                return Refusal(
+                    401,
+                    Unauthorized("the WebSocket handshake was refused by the authorization hook"),
+                    ((b"www-authenticate", b"Bearer"),),
+                )
+        return None
+
+    async def run(self, stream: WebSocketStream) -> None:
+        """Serve one accepted connection: its session, and its keepalive, until it ends."""
+        self.connections += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream.write_loop)
+                if self.settings.ping_interval is not None:
+                    nursery.start_soon(
+                        stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
+                    )
+                with trio.CancelScope() as session:
+                    self._sessions.add(session)
+                    if self.shutting_down:
+                        session.cancel()
+                    try:
+                        await self._session(stream)
+                    finally:
+                        self._sessions.discard(session)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.connections -= 1
+            if self.shutting_down and self.connections == 0:
+                self._idle.set()
+
+    async def _session(self, stream: WebSocketStream) -> None:
+        settings = self.settings
+        with trio.move_on_after(settings.handshake_timeout) as waited:
+            try:
+                first = await stream.receive_message()
+            except ConnectionClosed:
+                return
+        if waited.cancelled_caught:
+            await stream.aclose(
+                f"no hello within {settings.handshake_timeout:g} s of opening", POLICY_VIOLATION
+            )
+            return
+        stream.push_back(first)
+        # Both kinds served here: the hello says which kind of session it is.
+        # An endpoint serving one kind hands any hello to it, which refuses the
+        # other kind with a clear error.
+        if self.ipc is not None and (self.manager is None or _asks_for_ipc(first)):
+            await serve_ipc_session(self.ipc, stream)
+        else:
+            assert self.manager is not None
+            await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)
+
+
+def _asks_for_ipc(data: bytes | str) -> bool:
+    try:
+        message = decode(data)
+    except TetherError:
+        return False
+    return isinstance(message, Hello) and message.mode == "ipc"

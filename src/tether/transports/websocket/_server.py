@@ -1,0 +1,156 @@
+"""`serve`: RPC and IPC sessions over WebSocket on trio-websocket's server."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Collection
+
+import trio
+import trio_websocket
+
+from ...runtime import BackendIpc, RpcManager
+from ._endpoint import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    Authorize,
+    Endpoint,
+    Handshake,
+    WebSocketSettings,
+)
+from ._streams import CLOSE_TIMEOUT, TrioWebSocketStream
+
+__all__ = ["serve"]
+
+# ---------------------------------------------------------------------------
+# trio-websocket server
+
+
+_log = logging.getLogger("tether.websocket")
+
+
+async def serve(
+    manager: RpcManager | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ipc: BackendIpc | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+    max_connections: int = 1024,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    allowed_origins: Collection[str] | None = None,
+    authorize: Authorize | None = None,
+    handshake_timeout: float = 10.0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve RPC (`manager`) and/or IPC (`ipc`) over WebSocket until cancelled.
+
+    Each connection is one session: an RPC session when the client's `hello`
+    asks for RPC, an IPC session when it asks for IPC. Use with
+    `nursery.start`, which returns the URL to connect to::
+
+        url = await nursery.start(websocket.serve, manager)
+        async with websocket.connect(url, interfaces=[RobotWorldRead]) as backend:
+            ...
+
+    Cancelling it closes every connection with 1001 ("the server is shutting
+    down") and cancels every call still running.
+
+    Args:
+        manager: The RPC impls to serve, or None to serve IPC only.
+        host: The address to bind; loopback by default.
+        port: The port; 0 picks a free one.
+        ipc: The IPC backend to serve, if any.
+        max_message_size, max_in_flight, max_connections, ping_interval,
+        ping_timeout, allowed_origins, authorize, handshake_timeout: See
+            `WebSocketSettings`.
+        task_status: Reports the URL, `ws://host:port/`, once listening.
+    """
+    settings = WebSocketSettings(
+        max_message_size=max_message_size,
+        max_in_flight=max_in_flight,
+        max_connections=max_connections,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        allowed_origins=allowed_origins,
+        authorize=authorize,
+        handshake_timeout=handshake_timeout,
+    )
+    endpoint = Endpoint(manager, ipc, settings)
+    handler = functools.partial(_handle_request, endpoint)
+    async with trio.open_nursery() as nursery:
+        handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
+        server = await nursery.start(
+            functools.partial(
+                trio_websocket.serve_websocket,
+                handler,
+                host,
+                port,
+                None,
+                handler_nursery=handlers,
+                message_queue_size=4,
+                max_message_size=settings.max_message_size,
+                receive_buffer_size=64 * 1024,
+                connect_timeout=settings.handshake_timeout,
+                disconnect_timeout=CLOSE_TIMEOUT,
+            )
+        )
+        shown = f"[{host}]" if ":" in host else host
+        task_status.started(f"ws://{shown}:{server.port}/")
+        try:
+            await trio.sleep_forever()
+        finally:
+            # Cancelled: the listeners close with this nursery; the sessions
+            # end now, each telling its client why (1001).
+            endpoint.begin_shutdown()
+
+
+async def _own_connections(
+    endpoint: Endpoint, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The nursery of the connections, shielded from `serve`'s cancellation.
+
+    So that a shutdown can close each connection properly (the close frame
+    sent, the client's answer read by the connection's own reader task) before
+    the connections' tasks are cancelled: at once when all have closed, or
+    after `CLOSE_TIMEOUT`.
+    """
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as handlers:
+            task_status.started(handlers)
+            await endpoint.wait_closing()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await endpoint.wait_idle()
+            handlers.cancel_scope.cancel()
+
+
+async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketRequest) -> None:
+    remote = request.remote
+    if isinstance(remote, trio_websocket.Endpoint):
+        where = f"{remote.address}:{remote.port}"
+    else:
+        where = str(remote)
+    handshake = Handshake.from_raw(request.path, request.headers, where)
+    refusal = await endpoint.check(handshake)
+    if refusal is not None:
+        _log.info(
+            "refused a WebSocket handshake from %s: %s %s",
+            where,
+            refusal.status,
+            refusal.error.message,
+        )
+        await request.reject(
+            refusal.status, extra_headers=refusal.response_headers(), body=refusal.body()
+        )
+        return
+    ws = await request.accept()
+    stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
+    try:
+        await endpoint.run(stream)
+    finally:
+        # Usually a no-op: the session closed the stream as it ended.
+        await stream.aclose()
+        await stream.hang_up()

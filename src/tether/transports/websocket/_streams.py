@@ -1,0 +1,534 @@
+"""MessageStreams over one WebSocket: trio-websocket's connection (the client,
+and `serve`'s server) and an ASGI connection (hypercorn's `{prefix}/ws`).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import itertools
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import trio
+import trio_websocket
+
+from ...runtime import ConnectionClosed, MessageStream
+from ._endpoint import (
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MESSAGE_TOO_BIG,
+    NORMAL,
+    Endpoint,
+    closed_error,
+    too_large,
+    too_large_reason,
+)
+from ._frames import FastFrames
+from ._frames import frame as text_frame
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "IDLE_CHECK",
+    "AsgiWebSocketStream",
+    "TrioWebSocketStream",
+    "WebSocketStream",
+]
+
+_log = logging.getLogger("tether.websocket")
+#: Seconds a close waits for the peer's close frame before dropping the socket.
+CLOSE_TIMEOUT = 5.0
+#: Seconds between a client's checks for pings that arrived while it was idle.
+IDLE_CHECK = 1.0
+#: Seconds a close waits when the peer is already known to be unresponsive.
+_ABORT_TIMEOUT = 0.5
+
+
+# ---------------------------------------------------------------------------
+# Streams
+
+
+#: How a server closes its connections when it is shutting down.
+_SHUTDOWN = ("the server is shutting down", GOING_AWAY)
+#: Messages a stream holds for its writer before senders wait for room.
+_OUTBOX_LIMIT = 64
+#: What `_try_send_now` returns when the message must be queued.
+_NOT_SENT: Any = object()
+
+
+class WebSocketStream(MessageStream):
+    """A MessageStream over one WebSocket: text frames, close codes, keepalive.
+
+    Sends do not wait. `send_message` writes a message straight to the socket
+    when nothing is queued and the socket takes it (`_try_send_now`);
+    otherwise it puts it in the stream's outbox and returns without yielding
+    when there is room, and one writer task (`write_loop`, run by whoever owns
+    the stream) sends the outbox in order. On a network socket every send
+    yields to the scheduler; a caller or an impl that waited for its own send
+    would make the runtime hand its reading over to another task, and
+    concurrent senders would queue on a lock. With the outbox, neither
+    happens, and a burst of replies goes out back to back.
+    """
+
+    __slots__ = (
+        "_drained",
+        "_endpoint",
+        "_first",
+        "_outbox",
+        "_prefix",
+        "_room",
+        "_send_error",
+        "_writer",
+        "max_message_size",
+    )
+
+    def __init__(
+        self, max_message_size: int, prefix: str, endpoint: Endpoint | None = None
+    ) -> None:
+        self.max_message_size = max_message_size
+        self._endpoint = endpoint  # the server's, on a server's stream
+        self._first: bytes | str | None = None
+        self._prefix = prefix
+        self._outbox: deque[bytes] = deque()
+        self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for work
+        self._room = trio.lowlevel.ParkingLot()  # senders waiting for room
+        self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
+        self._send_error: ConnectionClosed | None = None
+
+    def push_back(self, data: bytes | str) -> None:
+        """Make `data` the next message received (the peeked hello)."""
+        self._first = data
+
+    async def receive_message(self) -> bytes | str:
+        first = self._first
+        if first is not None:
+            self._first = None
+            await trio.lowlevel.checkpoint()
+            return first
+        return await self._receive_next()
+
+    @abc.abstractmethod
+    async def _receive_next(self) -> bytes | str:
+        """The next message off the socket (what `receive_message` returns)."""
+
+    def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
+        """The reason and code a close goes out with: a shutdown's, when shutting down."""
+        if self._endpoint is not None and self._endpoint.shutting_down:
+            return _SHUTDOWN
+        return reason, code
+
+    async def send_message(self, data: bytes) -> None:
+        if len(data) > self.max_message_size:
+            raise too_large(len(data), self.max_message_size)
+        if self._send_error is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._send_error
+        outbox = self._outbox
+        if not outbox:
+            rest = self._try_send_now(data)
+            if rest is None:
+                return
+            if rest is not _NOT_SENT:
+                await self._finish_send(rest)
+                return
+        while len(outbox) >= _OUTBOX_LIMIT:
+            await self._room.park()
+            if self._send_error is not None:
+                raise self._send_error
+        outbox.append(data)
+        if self._writer:
+            self._writer.unpark()
+
+    def _try_send_now(self, data: bytes) -> Any:
+        """Send `data` at once, without yielding, if the socket allows.
+
+        Returns:
+            None when it was sent; `_NOT_SENT` when it must go through the
+            outbox; else the send was begun, and the caller finishes it with
+            `_finish_send(returned)`.
+        """
+        return _NOT_SENT
+
+    async def _finish_send(self, rest: Any) -> None:
+        raise NotImplementedError  # pragma: no cover - only after a _try_send_now that begins one
+
+    async def write_loop(self) -> None:
+        """Send what `send_message` queued, in order, until the socket closes.
+
+        Run it in the nursery that owns the stream, for as long as the stream.
+        """
+        outbox = self._outbox
+        try:
+            while True:
+                if not outbox:
+                    if self._drained:
+                        self._drained.unpark_all()
+                    await self._writer.park()
+                    continue
+                if len(outbox) == 1:
+                    batch = [outbox.popleft()]
+                else:
+                    batch = list(outbox)
+                    outbox.clear()
+                if self._room:
+                    self._room.unpark_all()
+                await self._send_batch(batch)
+        except ConnectionClosed as exc:
+            self._fail_sends(exc)
+
+    def _fail_sends(self, exc: ConnectionClosed) -> None:
+        if self._send_error is None:
+            self._send_error = exc
+        self._outbox.clear()
+        self._room.unpark_all()
+        self._drained.unpark_all()
+
+    async def _drain(self) -> None:
+        """Wait until the writer has sent everything queued (or cannot)."""
+        while self._outbox and self._send_error is None:
+            await self._drained.park()
+
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        """Send these messages now, one text frame each, in order. Raises ConnectionClosed."""
+        raise NotImplementedError
+
+    async def keep_alive(self, interval: float, answer_within: float) -> None:
+        """Ping every `interval` seconds; close if a ping is not answered in time."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
+        """Close with `code` (1000 by default) and `reason`; see MessageStream.aclose.
+
+        What was queued is sent first (for at most a few seconds).
+        """
+
+
+class TrioWebSocketStream(WebSocketStream):
+    """A MessageStream over a trio-websocket connection (either side)."""
+
+    __slots__ = ("_local_close", "_mask", "_raw", "_reading", "_ws")
+
+    def __init__(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        max_message_size: int,
+        prefix: str,
+        endpoint: Endpoint | None = None,
+    ) -> None:
+        super().__init__(max_message_size, prefix, endpoint)
+        self._ws = ws
+        # How this side closed it, when it did: trio-websocket records a close
+        # it did not receive as (1000, no reason), and receives must say why.
+        self._local_close: ConnectionClosed | None = None
+        self._reading = False
+        # Whole data frames are read and written by _frames, not wsproto
+        # (a fifth of a call's round trip); wsproto keeps everything else.
+        ws._wsproto = FastFrames(ws._wsproto, ws._max_message_size)  # type: ignore[assignment]
+        self._mask = ws.is_client
+        # The plain socket under the connection, for sends that need no wait
+        # (None under TLS: the SSL stream must do its own writing).
+        stream = ws._stream
+        plain = type(stream) is trio.SocketStream
+        raw = getattr(getattr(stream, "socket", None), "_sock", None) if plain else None
+        self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+
+    def _closed(self, reason: trio_websocket.CloseReason | None) -> ConnectionClosed:
+        """The error for trio-websocket's close `reason` (this side's own, when it closed)."""
+        if self._local_close is not None:
+            return self._local_close
+        if reason is None:
+            return closed_error(None, None, prefix=self._prefix)
+        return closed_error(reason.code, reason.reason, prefix=self._prefix)
+
+    async def _broken(self) -> ConnectionClosed:
+        """The socket failed under a send: trio-websocket records it; the error to raise."""
+        await self._ws._abort_web_socket()
+        return self._closed(self._ws._close_reason)
+
+    def _try_send_now(self, data: bytes) -> Any:
+        # A frame that the socket takes at once is written here, with no task
+        # switch and no yield: the same saving as the in-process transport's
+        # buffered send. The stream lock keeps it whole against trio-websocket's
+        # own sends (pongs, close); a socket that takes only part of it is
+        # finished by the caller, still holding the lock.
+        ws = self._ws
+        # trio-websocket sets the close reason before anything leaves OPEN (a
+        # close sent, received or refused), so no data frame follows a close.
+        if ws._close_reason is not None:
+            raise self._closed(ws._close_reason)
+        raw = self._raw
+        lock = ws._stream_lock
+        if raw is None or lock.locked():
+            return _NOT_SENT
+        frame = text_frame(data, self._mask)
+        lock.acquire_nowait()
+        try:
+            sent = raw.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # broken: trio's send, in _finish_send, reports it
+        if sent == len(frame):
+            lock.release()
+            return None
+        return memoryview(frame)[sent:]
+
+    async def _finish_send(self, rest: Any) -> None:
+        # The frame is on the wire in part: it must be finished before any
+        # other, even if the caller is cancelled meanwhile, or the peer would
+        # read garbage. So it is shielded; what ends it early is the socket
+        # closing (keepalive closes a peer that stopped reading).
+        ws = self._ws
+        try:
+            with trio.CancelScope(shield=True):
+                await ws._stream.send_all(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise await self._broken() from None
+        finally:
+            ws._stream_lock.release()
+
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        ws = self._ws
+        if ws._close_reason is not None:
+            raise self._closed(ws._close_reason)
+        # All the frames queued, framed and written in one send: what
+        # `send_message` does for one, minus a lock round and a socket write
+        # per frame.
+        mask = self._mask
+        data = b"".join([text_frame(item, mask) for item in batch])
+        async with ws._stream_lock:
+            try:
+                await ws._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise await self._broken() from None
+
+    async def _receive_next(self) -> bytes | str:
+        self._reading = True
+        try:
+            return await self._receive()
+        finally:
+            self._reading = False
+
+    async def answer_pings_while_idle(self, every: float) -> None:
+        """Client side: answer a hypercorn server's envelope pings while nobody reads.
+
+        An RPC connection reads only while a call waits for its reply; an idle
+        one would leave the server's pings unanswered and be closed as dead.
+        Every `every` seconds, while no receive is running, this takes what
+        has arrived: pings are answered, and the first other message is kept
+        for the next receive.
+        """
+        channel = self._ws._recv_channel
+        while True:
+            await trio.sleep(every)
+            while not self._reading and self._first is None:
+                try:
+                    data = channel.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
+                    continue
+                self._first = data
+
+    async def _receive(self) -> bytes | str:
+        ws = self._ws
+        while True:
+            try:
+                data = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                closed = self._closed(exc.reason)
+                self._fail_sends(closed)
+                raise closed from None
+            if data[:7] == '{"t":"p' and type(data) is str and await self._answer_ping(data):
+                continue
+            return data
+
+    async def _answer_ping(self, data: str) -> bool:
+        """Answer an envelope ping (hypercorn's server sends them); True if it was one."""
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if type(message) is not dict or message.get("t") != "ping":
+            return False
+        pong = orjson.dumps({"t": "pong", "id": message.get("id")})
+        with contextlib.suppress(ConnectionClosed):
+            await self.send_message(pong)  # if closed, the next receive says so
+        return True
+
+    async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
+        reason, code = self._close_as(reason, code)
+        await self._close(reason, code, CLOSE_TIMEOUT)
+
+    async def _close(self, reason: str | None, code: int, wait: float) -> None:
+        # Shielded so that a close during cancellation (the usual case: a block
+        # left by an exception) still tells the peer why; bounded so a peer
+        # that does not answer cannot hold us.
+        if self._local_close is None and self._ws.closed is None:
+            self._local_close = closed_error(code, reason, prefix=self._prefix)
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = wait
+            await self._drain()
+            await self._ws.aclose(code, _fit_reason(reason))
+        self._fail_sends(self._local_close or closed_error(code, reason, prefix=self._prefix))
+
+    async def hang_up(self) -> None:
+        """Server side, once closed: end the TCP connection, at the latest after the close timeout.
+
+        trio-websocket ends it when the close handshake completes. When it
+        closed the connection itself (a message over the size limit) it stops
+        reading, and a peer that never answers would keep the socket open
+        for as long as the server runs.
+        """
+        ws = self._ws
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await ws._close_handshake.wait()
+        finally:
+            await trio.aclose_forcefully(ws._stream)
+
+    async def keep_alive(self, interval: float, answer_within: float) -> None:
+        ws = self._ws
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(answer_within) as scope:
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return
+            if scope.cancelled_caught:
+                _log.info("closing %s: no pong within %s s", self._prefix, answer_within)
+                await self._close(
+                    f"no answer to a ping within {answer_within:g} s",
+                    INTERNAL_ERROR,
+                    _ABORT_TIMEOUT,
+                )
+                return
+
+
+def _fit_reason(reason: str | None) -> str | None:
+    """A close reason cut to the 123 bytes a close frame can carry."""
+    if reason is None:
+        return None
+    data = reason.encode()
+    if len(data) <= 123:
+        return reason
+    return data[:120].decode("utf-8", "ignore") + "..."
+
+
+class AsgiWebSocketStream(WebSocketStream):
+    """A MessageStream over an ASGI WebSocket connection (hypercorn), server side."""
+
+    __slots__ = ("_ping_ids", "_pong", "_receive", "_receiving", "_send")
+
+    def __init__(
+        self,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+        max_message_size: int,
+        endpoint: Endpoint | None = None,
+    ) -> None:
+        super().__init__(max_message_size, "WebSocket", endpoint)
+        self._receive = receive
+        # Cancelled by a close from this side: hypercorn then waits for the
+        # peer's close frame, which a dead peer never sends.
+        self._receiving: trio.CancelScope | None = None
+        self._send = send
+        self._ping_ids = itertools.count(1)
+        self._pong = trio.Event()
+
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        for data in batch:
+            if self._send_error is not None:
+                raise self._send_error
+            # hypercorn drops a send on a closed socket silently; the receive
+            # side sees the close and reports it.
+            await self._send({"type": "websocket.send", "text": data.decode()})
+
+    async def _receive_next(self) -> bytes | str:
+        while True:
+            if self._send_error is not None:
+                await trio.lowlevel.checkpoint()
+                raise self._send_error
+            with trio.CancelScope() as self._receiving:
+                event = await self._receive()
+            self._receiving = None
+            if self._send_error is not None:
+                raise self._send_error
+            kind = event["type"]
+            if kind == "websocket.receive":
+                text = event.get("text")
+                data: bytes | str = text if text is not None else event.get("bytes") or b""
+                if len(data) > self.max_message_size:
+                    reason = too_large_reason(len(data), self.max_message_size)
+                    await self.aclose(reason, MESSAGE_TOO_BIG)
+                    raise self._send_error or closed_error(
+                        MESSAGE_TOO_BIG, reason, prefix="WebSocket"
+                    )
+                if len(data) < 64 and self._is_pong(data):
+                    continue
+                return data
+            if kind == "websocket.disconnect":
+                code = event.get("code", 1005)
+                closed = closed_error(code, event.get("reason"), prefix="WebSocket")
+                self._fail_sends(closed)
+                raise closed
+
+    def _fail_sends(self, exc: ConnectionClosed) -> None:
+        # Closed: a keepalive waiting for a pong stops waiting.
+        super()._fail_sends(exc)
+        self._pong.set()
+
+    def _is_pong(self, data: bytes | str) -> bool:
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        if '"pong"' not in text:
+            return False
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if type(message) is dict and message.get("t") == "pong":
+            self._pong.set()
+            return True
+        return False
+
+    async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
+        reason, code = self._close_as(reason, code)
+        if self._send_error is None:
+            with trio.CancelScope(shield=True) as scope:
+                scope.relative_deadline = CLOSE_TIMEOUT
+                await self._drain()
+                self._fail_sends(closed_error(code, reason, prefix="WebSocket"))
+                if self._receiving is not None:
+                    self._receiving.cancel()
+                await self._send(
+                    {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
+                )
+            return
+        await trio.lowlevel.checkpoint()
+
+    async def keep_alive(self, interval: float, answer_within: float) -> None:
+        # ASGI hides WebSocket pings from the app: ping inside the envelope.
+        while True:
+            await trio.sleep(interval)
+            if self._send_error is not None:
+                return
+            self._pong = trio.Event()
+            ping = orjson.dumps({"t": "ping", "id": next(self._ping_ids)})
+            try:
+                await self.send_message(ping)
+            except ConnectionClosed:
+                return
+            with trio.move_on_after(answer_within):
+                await self._pong.wait()
+                continue
+            _log.info("closing a WebSocket: no pong within %s s", answer_within)
+            await self.aclose(f"no answer to a ping within {answer_within:g} s", INTERNAL_ERROR)
+            return
