@@ -7,6 +7,7 @@ from .runtime import BackendIpc as BackendIpc
 from .runtime import ConnectError as ConnectError
 from .runtime import ConnectionClosed as ConnectionClosed
 from .runtime import DeadlineExceeded as DeadlineExceeded
+from .runtime import Forbidden as Forbidden
 from .runtime import FrontendIpc as FrontendIpc
 from .runtime import IncompatibleVersion as IncompatibleVersion
 from .runtime import InvalidRequest as InvalidRequest
@@ -35,6 +36,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "DeadlineExceeded",
+    "Forbidden",
     "FrontendIpc",
     "IncompatibleVersion",
     "InvalidRequest",

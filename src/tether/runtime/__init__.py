@@ -20,6 +20,7 @@ from ._dispatch import Dispatcher as Dispatcher
 from ._errors import ConnectError as ConnectError
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import DeadlineExceeded as DeadlineExceeded
+from ._errors import Forbidden as Forbidden
 from ._errors import IncompatibleVersion as IncompatibleVersion
 from ._errors import InvalidRequest as InvalidRequest
 from ._errors import NotFound as NotFound
@@ -57,6 +58,7 @@ __all__ = [
     "ConnectionClosed",
     "DeadlineExceeded",
     "Dispatcher",
+    "Forbidden",
     "FrontendIpc",
     "IncompatibleVersion",
     "InvalidRequest",

@@ -5,6 +5,7 @@ The tree::
     TetherError                      root of every error tether raises
     ├── InvalidRequest               bad-request (400): malformed message, args or result
     ├── Unauthorized                 unauthorized (401): the authorization hook refused
+    ├── Forbidden                    forbidden (403): from an Origin or Host not allowed
     ├── IncompatibleVersion          incompatible-version (403): interface versions differ
     ├── NotFound                     not-found (404): unknown interface, operation, channel
     ├── PayloadTooLarge              payload-too-large (413): over the message size limit
@@ -30,6 +31,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "DeadlineExceeded",
+    "Forbidden",
     "IncompatibleVersion",
     "InvalidRequest",
     "NotFound",
@@ -91,6 +93,18 @@ class Unauthorized(TetherError):
 
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(TetherError):
+    """The request came from where it may not: a browser page of another origin,
+    or a Host name the server does not answer to (403).
+
+    Nothing ran. A server refuses these before it looks at what was asked, so
+    that a hostile page cannot make a browser call a backend it can reach.
+    """
+
+    code = "forbidden"
+    status = 403
 
 
 class IncompatibleVersion(TetherError):
@@ -248,6 +262,7 @@ _BY_CODE: dict[str, type[TetherError]] = {
     for cls in (
         InvalidRequest,
         Unauthorized,
+        Forbidden,
         IncompatibleVersion,
         NotFound,
         PayloadTooLarge,
