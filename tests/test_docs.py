@@ -22,7 +22,7 @@ its Markdown file, so a traceback points into the doc (`File "README.md", line 5
 Besides the blocks: every relative link and anchor in those files resolves,
 every repository path they name in backticks exists, and every `json` block
 parses. The IPC wire transcripts are checked against the engine in
-tests/test_docs_ipc_wire.py.
+tests/test_docs_ipc_wire.py, the typing advice with mypy in tests/test_docs_mypy.py.
 """
 
 from __future__ import annotations
