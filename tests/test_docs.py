@@ -165,8 +165,14 @@ def program_of(block: Block, blocks: list[Block]) -> str:
     return _at_own_lines([*map(_without_trio_run, earlier), block])
 
 
-def run_program(program: str, filename: str) -> subprocess.CompletedProcess[str]:
-    """Run `program` in a fresh interpreter, with this tether, warnings as errors."""
+def run_program(
+    program: str, filename: str, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run `program` in a fresh interpreter, with this tether, warnings as errors.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran for `timeout` seconds (it was killed).
+    """
     env = dict(os.environ)
     # The child imports the tether under test, even where another is installed.
     source = str(Path(tether.__file__).resolve().parent.parent)
@@ -176,7 +182,7 @@ def run_program(program: str, filename: str) -> subprocess.CompletedProcess[str]
         input=program,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=timeout,
         cwd=ROOT,
         env=env,
         check=False,
@@ -211,7 +217,11 @@ def test_every_python_block_compiles(block: Block) -> None:
 @pytest.mark.parametrize("block", list(_runnable()))
 def test_every_block_runs(block: Block) -> None:
     result = run_block(block)
-    assert result.returncode == 0, f"{block.name} failed:\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"{block.name} failed (a block that cannot run is marked <!-- fragment -->, one "
+        f"that goes on from the blocks above it <!-- continues -->: see this test's "
+        f"docstring):\n{result.stderr}"
+    )
 
 
 @pytest.mark.parametrize("block", list(_runnable()))
@@ -386,11 +396,22 @@ def test_a_continuation_fails_when_a_block_it_continues_breaks() -> None:
     assert "AssertionError" in result.stderr
 
 
-def test_a_block_that_never_stops_its_server_times_out() -> None:
-    # What a block that forgets `nursery.cancel_scope.cancel()` does to the test.
-    program = "import time\ntime.sleep(5)\n"
+def test_a_block_that_never_stops_its_server_fails() -> None:
+    """What a block that forgets `nursery.cancel_scope.cancel()` does: it runs out of time."""
+    program = (
+        "import trio\n"
+        "import tether\n"
+        "from tether.transports import http\n"
+        "\n"
+        "async def main() -> None:\n"
+        "    async with trio.open_nursery() as nursery:\n"
+        "        await nursery.start(http.serve, tether.RpcManager(), '127.0.0.1', 0)\n"
+        "\n"
+        "trio.run(main)\n"
+    )
+    assert served_addresses(program) == [("127.0.0.1", 0)]
     with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run([sys.executable, "-c", program], timeout=0.5, check=False)
+        run_program(program, "doc.md", timeout=2)  # killed when it expires
 
 
 def test_markers_are_read_and_typos_refused(tmp_path: Path) -> None:
