@@ -8,6 +8,7 @@ failure of the connection surfaces as a tether `TransportError`.
 from __future__ import annotations
 
 import logging
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -55,10 +56,25 @@ def split_url(url: str) -> tuple[str, int, str]:
     return parts.hostname, parts.port or 80, parts.path.rstrip("/")
 
 
-def _header_value(name: str, value: str) -> bytes:
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise InvalidRequest(f"{name} cannot carry line breaks or NUL characters: {value!r}")
-    return value.encode()
+#: What an HTTP header value cannot hold (RFC 9110 section 5.5): control
+#: characters (a tab inside is allowed), and spaces or tabs at either end.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+
+
+def _header_value(name: str, value: str, *, secret: bool = False) -> bytes:
+    """`value` as a header value, or InvalidRequest if HTTP cannot carry it.
+
+    A `secret` value (a credential) is never repeated in the error: messages
+    end up in logs and bug reports.
+    """
+    if _UNSENDABLE.search(value) is None:
+        return value.encode()
+    shown = "(a credential, not shown)" if secret else repr(value)
+    raise InvalidRequest(
+        f"{name} {shown} cannot be sent in an HTTP header: it holds a line break or another "
+        "control character, or starts or ends with a space: check how it was made",
+        details={"field": name},
+    )
 
 
 def error_info_from_response(response: Response, activity_id: str | None) -> ErrorInfo:
@@ -215,7 +231,9 @@ class HttpBackend(RpcBackend):
                 )
             )
         if ctx.authorization is not None:
-            headers.append((b"authorization", _header_value("authorization", ctx.authorization)))
+            headers.append(
+                (b"authorization", _header_value("authorization", ctx.authorization, secret=True))
+            )
         if call.timeout_ms is not None:
             headers.append((b"x-timeout-ms", b"%d" % call.timeout_ms))
         response = await self._pool.request(

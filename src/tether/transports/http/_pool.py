@@ -450,11 +450,31 @@ class ConnectionPool:
         full_headers += headers
         try:
             return h11.Request(method=method, target=target, headers=full_headers)
-        except h11.LocalProtocolError as exc:
-            raise ValueError(
-                f"cannot send {method!r} {target!r} to {self._origin}: {exc} "
-                "(the pool adds Host and Content-Length itself)"
-            ) from None
+        except h11.LocalProtocolError:
+            pass
+        # Outside the except block, so no h11 exception is chained to ours: its
+        # message repeats the bad value, and a header value may be a credential.
+        raise ValueError(
+            f"cannot send {method!r} {target!r} to {self._origin}: "
+            f"{self._what_is_invalid(method, target, headers)} "
+            "(the pool adds Host and Content-Length itself)"
+        )
+
+    def _what_is_invalid(self, method: bytes, target: bytes, headers: Headers) -> str:
+        """Which part of a request h11 refused, named without repeating any header value."""
+        for name, value in headers:
+            try:
+                h11.Request(method=b"GET", target=b"/", headers=[self._host_header, (name, b"")])
+            except h11.LocalProtocolError:
+                return f"the header name {name!r} is not a valid HTTP token"
+            try:
+                h11.Request(method=b"GET", target=b"/", headers=[self._host_header, (name, value)])
+            except h11.LocalProtocolError:
+                return (
+                    f"the value of the {name.decode('latin-1')} header (not shown) holds a line "
+                    "break or another control character, or starts or ends with a space"
+                )
+        return "the method or the target is not valid HTTP"
 
     async def _start(
         self, h11_request: h11.Request, body: bytes
