@@ -37,6 +37,22 @@ _log = logging.getLogger("tether.client")
 
 #: Seconds a leaving IPC frontend spends telling the backend so.
 _GOODBYE_TIMEOUT = 1.0
+#: A session's close reason for each way its HTTP connection can fail (the
+#: pool's `ConnectionClosed.reason`).
+_LOST = "the connection to the backend was lost"
+_SESSION_REASONS = {
+    "connection lost": _LOST,
+    "no data": _LOST,
+    "protocol error": "the backend sent something that is not HTTP/1.1",
+}
+
+
+def _session_reason(exc: TetherError) -> str:
+    """Why a session ended, when a request of it failed with `exc`."""
+    if isinstance(exc, ConnectError):
+        return _LOST  # the backend no longer accepts connections
+    reason = getattr(exc, "reason", None)
+    return _SESSION_REASONS.get(reason or "", reason or "the event stream broke")
 
 
 class _ClientStream(MessageStream):
@@ -79,7 +95,12 @@ class _ClientStream(MessageStream):
         if self._session is None:
             await self._open(data)
             return
-        response = await self._pool.request(b"POST", self._target, self._headers, data)
+        try:
+            response = await self._pool.request(b"POST", self._target, self._headers, data)
+        except (ConnectionClosed, ConnectError) as exc:
+            if self._reason is None:
+                self._reason = _session_reason(exc)
+            raise self._closed() from None
         if response.status == 202:
             return
         if response.status == 413:
@@ -123,9 +144,9 @@ class _ClientStream(MessageStream):
             self._receive_scope = scope
             try:
                 data = await self._next_event()
-            except ConnectionClosed as exc:
+            except (ConnectionClosed, ConnectError) as exc:
                 if self._reason is None:
-                    self._reason = exc.reason or "the event stream broke"
+                    self._reason = _session_reason(exc)
                 raise self._closed() from None
             finally:
                 self._receive_scope = None
