@@ -471,6 +471,48 @@ async def test_connection_reset_mid_body_raises_connection_closed() -> None:
     assert (stats.idle, stats.in_use) == (0, 0)
 
 
+@pytest.mark.parametrize(
+    "partial",
+    [b"HTTP/1.1 200 OK\r\ncontent-le", b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"],
+    ids=["in-head", "in-body"],
+)
+async def test_response_that_stalls_midway_fails_after_read_timeout(partial: bytes) -> None:
+    stop = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await RequestReader(stream).read_head()
+        await stream.send_all(partial)
+        await stop.wait()  # the connection stays open, and silent
+
+    with trio.fail_after(10):
+        async with serve_raw(handler) as port, open_pool(port, read_timeout=0.2) as pool:
+            with pytest.raises(ConnectionClosed, match=r"sent nothing for 0\.2 s") as caught:
+                await pool.request(b"GET", b"/", [])
+            stats = pool.statistics()
+            stop.set()
+    assert caught.value.reason == "no data"
+    assert (stats.idle, stats.in_use) == (0, 0)
+
+
+async def test_read_timeout_does_not_bound_the_wait_for_the_first_byte() -> None:
+    # An answer takes as long as the server works on it: that wait is the caller's.
+    async def handler(stream: trio.SocketStream) -> None:
+        await RequestReader(stream).read_head()
+        await trio.sleep(0.3)
+        await stream.send_all(OK)
+
+    with trio.fail_after(10):
+        async with serve_raw(handler) as port, open_pool(port, read_timeout=0.1) as pool:
+            response = await pool.request(b"GET", b"/", [])
+    assert response.body == b"ok"
+
+
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_read_timeout_must_be_positive(value: float) -> None:
+    with pytest.raises(ValueError, match="read_timeout"):
+        ConnectionPool(HOST, 1, read_timeout=value)
+
+
 async def test_garbage_response_raises_connection_closed() -> None:
     async def handler(stream: trio.SocketStream) -> None:
         await RequestReader(stream).read_head()
