@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import hypercorn.config
+import hypercorn.trio
 import pytest
 import trio
 
@@ -24,8 +26,15 @@ import tether
 from tether import contexts
 from tether.runtime import InvalidRequest, RpcManager, TetherError
 from tether.runtime._util import open_service_nursery
-from tether.testing import ConformanceInterface, Probe, RpcConformance
+from tether.testing import (
+    ConformanceInterface,
+    ConformanceIpc,
+    IpcConformance,
+    Probe,
+    RpcConformance,
+)
 from tether.transports import http
+from tether.transports.http import HttpApp
 from tether.transports.http._pool import ConnectionPool
 
 TIMEOUT = 10.0
@@ -196,3 +205,43 @@ async def test_a_valid_credential_is_repeated_nowhere_on_any_outcome(
     for exc in raised:
         texts += texts_of(exc)
     assert_secret_nowhere(texts)
+
+
+async def test_an_ipc_session_token_is_repeated_nowhere_when_the_session_fails(
+    records: list[logging.LogRecord],
+) -> None:
+    # The session token is IPC over HTTP's credential: whoever holds it speaks
+    # for the frontend.
+    app = HttpApp(None, ipc=IpcConformance().backend_ipc())
+    server = trio.CancelScope()
+    raised: list[BaseException] = []
+
+    async def run(task_status: trio.TaskStatus[str]) -> None:
+        config = hypercorn.config.Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        with server:
+            await hypercorn.trio.serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+    with trio.fail_after(TIMEOUT):
+        async with open_service_nursery() as nursery:
+            [origin] = await nursery.start(run)
+            async with http.connect_ipc(f"{origin}/rpc", channels=[ConformanceIpc]) as frontend:
+                proxy = frontend.proxy(ConformanceIpc)
+                assert await proxy.add(1, 2) == 3
+                assert app._ipc is not None
+                [session] = app._ipc._sessions.values()
+                token = session.token
+                server.cancel()  # the backend goes away
+                await frontend.wait_closed()
+                for call in (proxy.add(1, 2), proxy.wait_until_cancelled("k")):
+                    try:
+                        await call
+                    except Exception as exc:
+                        raised.append(exc)
+    assert len(raised) == 2
+    texts = texts_of_records(records)
+    for exc in raised:
+        texts += texts_of(exc)
+    leaks = [text for text in texts if token in text]
+    assert not leaks, f"the session token leaked: {leaks[0][:300]!r}"
