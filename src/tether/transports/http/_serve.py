@@ -9,7 +9,11 @@ import trio
 
 from ...runtime import BackendIpc, RpcManager
 from ..websocket._endpoint import WebSocketSettings
-from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD
+from ._ipc_server import (
+    DEFAULT_IPC_GRACE_PERIOD,
+    DEFAULT_IPC_PING_INTERVAL,
+    DEFAULT_IPC_PING_TIMEOUT,
+)
 from ._server import HttpApp
 from ._wire import DEFAULT_MAX_BODY_SIZE
 
@@ -37,6 +41,8 @@ async def serve(
     max_in_flight: int = 1024,
     cors_origins: Iterable[str] = (),
     ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+    ipc_ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
+    ipc_ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
     websocket: WebSocketSettings | None = None,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
@@ -66,6 +72,9 @@ async def serve(
         max_in_flight: RPC requests run at once (429 past it).
         cors_origins: Origins allowed to call from a browser; none by default.
         ipc_grace_period: Seconds an IPC session outlives its event stream.
+        ipc_ping_interval: Seconds between pings on an IPC session's event
+            stream; None: no pings (for clients that cannot answer them).
+        ipc_ping_timeout: Seconds a frontend has to answer a ping.
         websocket: The settings of `{prefix}/ws`, the WebSocket endpoint on
             the same port (`ws://127.0.0.1:<port>{prefix}/ws`).
         keep_alive_timeout: Seconds an idle connection stays open; keep it
@@ -87,6 +96,8 @@ async def serve(
         max_in_flight=max_in_flight,
         cors_origins=cors_origins,
         ipc_grace_period=ipc_grace_period,
+        ipc_ping_interval=ipc_ping_interval,
+        ipc_ping_timeout=ipc_ping_timeout,
         websocket=websocket,
     )
     config = Config()

@@ -59,7 +59,13 @@ from ._asgi import (
     read_body,
     send_error_info,
 )
-from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD, IpcRoutes
+from ._ipc_server import (
+    DEFAULT_IPC_GRACE_PERIOD,
+    DEFAULT_IPC_PING_INTERVAL,
+    DEFAULT_IPC_PING_TIMEOUT,
+    IpcRoutes,
+    check_ping_settings,
+)
 from ._openapi import openapi_document
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
 
@@ -99,12 +105,18 @@ class HttpApp:
             call this backend; none by default (no CORS headers at all).
         ipc_grace_period: Seconds an IPC session waits for its event stream,
             before the first one and after one closes, before it ends.
+        ipc_ping_interval: Seconds between pings on an IPC session's event
+            stream; None sends none (for clients that cannot answer, such as
+            curl: a silent connection then goes unnoticed).
+        ipc_ping_timeout: Seconds a frontend has to answer a ping (POST the
+            pong) before its session ends.
         websocket: How `{prefix}/ws` (RPC and IPC sessions over WebSocket)
             treats its clients: limits, keepalive, Origin allow-list,
             handshake authorization. Defaults when None.
 
     Raises:
-        ValueError: `prefix` does not start with "/" or a limit is not positive.
+        ValueError: `prefix` does not start with "/", or a limit or a ping
+            setting is not positive.
     """
 
     def __init__(
@@ -117,6 +129,8 @@ class HttpApp:
         max_in_flight: int = 1024,
         cors_origins: Iterable[str] = (),
         ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+        ipc_ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
+        ipc_ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
         websocket: WebSocketSettings | None = None,
     ) -> None:
         prefix = prefix.rstrip("/")
@@ -126,6 +140,7 @@ class HttpApp:
             raise ValueError("max_body_size and max_in_flight must be at least 1")
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
+        check_ping_settings(ipc_ping_interval, ipc_ping_timeout)
         self.manager = manager if manager is not None else RpcManager()
         self.ipc = ipc
         self.prefix = prefix
@@ -133,7 +148,13 @@ class HttpApp:
         self.max_in_flight = max_in_flight
         self.cors_origins = frozenset(origin.rstrip("/") for origin in cors_origins)
         self.ipc_grace_period = ipc_grace_period
-        self._ipc = None if ipc is None else IpcRoutes(ipc, prefix, max_body_size, ipc_grace_period)
+        self.ipc_ping_interval = ipc_ping_interval
+        self.ipc_ping_timeout = ipc_ping_timeout
+        self._ipc = None
+        if ipc is not None:
+            self._ipc = IpcRoutes(
+                ipc, prefix, max_body_size, ipc_grace_period, ipc_ping_interval, ipc_ping_timeout
+            )
         self._dispatcher = Dispatcher(self.manager)
         self.websocket = websocket if websocket is not None else WebSocketSettings()
         # An app given no manager serves IPC only on WebSocket too: an RPC
