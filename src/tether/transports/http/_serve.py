@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable, Iterable
 import trio
 
 from ...runtime import BackendIpc, RpcManager
+from ...runtime._util import check_positive_int
 from ..websocket._endpoint import WebSocketSettings
 from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD
 from ._server import HttpApp
 from ._wire import DEFAULT_MAX_BODY_SIZE
+from ._worker import run_worker
 
 __all__ = ["DEFAULT_KEEP_ALIVE_TIMEOUT", "serve"]
 
@@ -38,6 +40,7 @@ async def serve(
     cors_origins: Iterable[str] = (),
     ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
     websocket: WebSocketSettings | None = None,
+    max_connections: int | None = None,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
@@ -48,6 +51,9 @@ async def serve(
     Runs until cancelled, or until `shutdown_trigger` returns: then it stops
     accepting, closes IPC sessions ("the server is shutting down"), and lets
     requests in flight finish for up to `graceful_timeout` seconds.
+
+    Raises:
+        ValueError: A limit or timeout is not positive.
 
     Example::
 
@@ -68,8 +74,11 @@ async def serve(
         ipc_grace_period: Seconds an IPC session outlives its event stream.
         websocket: The settings of `{prefix}/ws`, the WebSocket endpoint on
             the same port (`ws://127.0.0.1:<port>{prefix}/ws`).
+        max_connections: Connections open at once (None: no cap); past it, a
+            new connection is answered 503 with `Retry-After` and closed.
         keep_alive_timeout: Seconds an idle connection stays open; keep it
-            longer than your clients keep idle connections.
+            longer than your clients keep idle connections. It also bounds
+            the time a request's headers may take to arrive.
         graceful_timeout: Seconds in-flight requests get at shutdown.
         shutdown_trigger: Awaited in the background; when it returns, the
             server shuts down gracefully.
@@ -77,8 +86,9 @@ async def serve(
             `http://127.0.0.1:<port>{prefix}`.
     """
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
 
+    if max_connections is not None:
+        check_positive_int("max_connections", max_connections)
     app = HttpApp(
         manager,
         ipc=ipc,
@@ -101,10 +111,8 @@ async def serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("tether.http.hypercorn")
 
-    class _Started:
-        def started(self, binds: list[str] | None = None) -> None:
-            assert binds
-            task_status.started(f"{binds[0]}{app.prefix}")
+    def started(binds: list[str]) -> None:
+        task_status.started(f"{binds[0]}{app.prefix}")
 
     async def trigger() -> None:
         if shutdown_trigger is None:
@@ -122,11 +130,12 @@ async def serve(
     async def run_hypercorn() -> None:
         try:
             with hypercorn_scope:
-                await hypercorn_serve(
-                    app,  # type: ignore[arg-type]  # hypercorn's TypedDict events vs mappings
+                await run_worker(
+                    app,
                     config,
+                    max_connections=max_connections,
                     shutdown_trigger=trigger,
-                    task_status=_Started(),
+                    started=started,
                 )
         finally:
             ended.set()
