@@ -75,6 +75,18 @@ _CORS_HEADERS = (
     b"last-event-id"
 )
 _EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token"
+_NOT_ON_TRIO = (
+    "tether's HttpApp runs on Trio, and this server runs another event loop: serve it with "
+    "hypercorn's Trio worker (hypercorn app:asgi --worker-class trio)"
+)
+
+
+def _on_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
 
 
 class HttpApp:
@@ -201,6 +213,11 @@ class HttpApp:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "lifespan.startup":  # pragma: no cover - ASGI says it is
+            return
+        if not _on_trio():
+            # hypercorn's default worker is asyncio's: refuse to start, in one
+            # line that says what to add, rather than answer every request 500.
+            await send({"type": "lifespan.startup.failed", "message": _NOT_ON_TRIO})
             return
         if self._nursery is not None:
             await send(
