@@ -100,6 +100,7 @@ def test_http_surface_is_exactly_this() -> None:
     import tether.transports.http as http
 
     assert http.__all__ == [
+        "DEFAULT_BODY_TIMEOUT",
         "DEFAULT_IPC_GRACE_PERIOD",
         "DEFAULT_KEEP_ALIVE_TIMEOUT",
         "DEFAULT_MAX_BODY_SIZE",

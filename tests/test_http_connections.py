@@ -1,8 +1,9 @@
 """The HTTP server's connections, over real sockets to the real hypercorn server.
 
-Issue 12: a connection the client closed is closed by the server at once, not
-after the keep-alive timeout (point 7); `max_connections` refuses connections
-past it, even under a burst (point 8).
+Issue 12: a request body that stalls or dribbles is timed out (point 5); a
+connection the client closed is closed by the server at once, not after the
+keep-alive timeout (point 7); `max_connections` refuses connections past it,
+even under a burst (point 8).
 """
 
 from __future__ import annotations
@@ -112,6 +113,74 @@ async def open_session(port: int) -> bytes:
     assert status == 200, body
     opened = json.loads(body)
     return f"/rpc/ipc/{opened['session_id']}?token={opened['token']}".encode()
+
+
+# ---------------------------------------------------------------------------
+# Point 5: stalled and dribbled bodies
+
+
+@pytest.mark.parametrize("route", ["rpc", "ipc-open", "ipc-message"])
+async def test_a_stalled_body_gets_408_and_the_connection_closes(route: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with served(body_timeout=0.5) as port:
+            target = {"rpc": ADD, "ipc-open": b"/rpc/ipc"}.get(route) or await open_session(port)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                started = trio.current_time()
+                # Ten bytes of the hundred announced, then nothing.
+                await stream.send_all(request(b"POST", target, b"[1, 2, 3, ", length=100))
+                reader = Reader(stream)
+                status, headers, body = await reader.response()
+                await reader.eof()
+                elapsed = trio.current_time() - started
+    assert status == 408
+    assert headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert (error["code"], error["name"]) == ("request-timeout", "InvalidRequest")
+    assert "0.5" in error["message"]
+    assert 0.5 <= elapsed < 3
+
+
+async def test_a_dribbled_body_gets_408_though_bytes_keep_coming() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with served(body_timeout=1.0) as port:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream, trio.open_nursery() as nursery:
+                await stream.send_all(request(b"POST", ADD, length=1000))
+
+                async def dribble() -> None:
+                    # A byte every 50 ms: the whole body would take 50 s.
+                    for _ in range(1000):
+                        await stream.send_all(b" ")
+                        await trio.sleep(0.05)
+
+                nursery.start_soon(dribble)
+                started = trio.current_time()
+                reader = Reader(stream)
+                status, headers, _ = await reader.response()
+                elapsed = trio.current_time() - started
+                nursery.cancel_scope.cancel()
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert 1.0 <= elapsed < 3
+
+
+async def test_a_body_that_comes_in_time_is_taken() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with served(body_timeout=5.0) as port:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(request(b"POST", ADD, b"[1, ", length=7))
+                await trio.testing.wait_all_tasks_blocked()
+                await stream.send_all(b"41]")
+                status, _, body = await Reader(stream).response()
+    assert (status, body) == (200, b"42")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "5"])
+async def test_body_timeout_must_be_a_positive_number(bad: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match="body_timeout must be"):
+        http.HttpApp(body_timeout=bad)
 
 
 # ---------------------------------------------------------------------------

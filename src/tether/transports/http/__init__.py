@@ -13,9 +13,11 @@ from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD as DEFAULT_IPC_GRACE_PERIOD
 from ._serve import DEFAULT_KEEP_ALIVE_TIMEOUT as DEFAULT_KEEP_ALIVE_TIMEOUT
 from ._serve import serve as serve
 from ._server import HttpApp as HttpApp
+from ._wire import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
 from ._wire import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_IPC_GRACE_PERIOD",
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",

@@ -79,7 +79,8 @@ class _ClientStream(MessageStream):
         if self._session is None:
             await self._open(data)
             return
-        response = await self._pool.request(b"POST", self._target, self._headers, data)
+        # JSON, as the server requires of every POST (no cross-site form posts).
+        response = await self._pool.request(b"POST", self._target, [JSON, *self._headers], data)
         if response.status == 202:
             return
         if response.status == 413:

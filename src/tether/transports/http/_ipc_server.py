@@ -31,9 +31,9 @@ from ._asgi import (
     Scope,
     Send,
     header_text,
-    not_allowed,
     raw_header,
     read_body,
+    require_json,
     send_empty,
     send_error_info,
 )
@@ -63,11 +63,14 @@ class IpcRoutes:
     when the server does.
     """
 
-    def __init__(self, ipc: BackendIpc, prefix: str, max_body_size: int, grace: float) -> None:
+    def __init__(
+        self, ipc: BackendIpc, prefix: str, max_body_size: int, grace: float, body_timeout: float
+    ) -> None:
         self.ipc = ipc
         self.prefix = prefix
         self.max_body_size = max_body_size
         self.ipc_grace_period = grace
+        self.body_timeout = body_timeout
         self._sessions: dict[str, HttpIpcSession] = {}
 
     def close_all(self, reason: str) -> None:
@@ -90,14 +93,17 @@ class IpcRoutes:
     ) -> None:
         """Answer a request under `{prefix}/ipc`; `parts` is its path after the prefix.
 
+        The app has checked the method against the route (`POST {prefix}/ipc`,
+        `POST`/`DELETE {prefix}/ipc/{session}`, `GET .../events`) and the site.
+
         Args:
             nursery: Where sessions run (the lifespan's), or None when the app
                 is served without the lifespan protocol (IPC is refused then).
             shutting_down: The server is shutting down: no new session opens.
         """
+        if method == "POST":
+            require_json(raw_header(headers, b"content-type"))
         if len(parts) == 1:
-            if method != "POST":
-                raise not_allowed(method, "POST")
             if shutting_down:
                 raise Refused(
                     Unavailable("this backend is shutting down: retry shortly", retry_after=1)
@@ -108,22 +114,19 @@ class IpcRoutes:
         if len(parts) == 2:
             if method == "POST":
                 body = await read_body(
-                    receive, raw_header(headers, b"content-length"), self.max_body_size
+                    receive,
+                    raw_header(headers, b"content-length"),
+                    self.max_body_size,
+                    self.body_timeout,
                 )
                 await session.stream.from_frontend(body)
                 await send_empty(send, 202, cors)
-            elif method == "DELETE":
+            else:  # DELETE
                 session.stream.close_from_frontend("the frontend left")
                 await send_empty(send, 204, cors)
-            else:
-                raise not_allowed(method, "POST, DELETE")
-        elif len(parts) == 3 and parts[2] == "events":
-            if method != "GET":
-                raise not_allowed(method, "GET")
+        else:  # GET .../events
             last = header_text(headers, b"last-event-id")
             await session.stream.stream_events(receive, send, last, cors)
-        else:
-            raise Refused(NotFound(f"nothing is served at {scope['path']}"))
 
     def _authorized_session(
         self, session_id: str, headers: list[tuple[bytes, bytes]], scope: Scope
@@ -159,7 +162,9 @@ class IpcRoutes:
                     retry_after=1,
                 )
             )
-        hello = await read_body(receive, raw_header(headers, b"content-length"), self.max_body_size)
+        hello = await read_body(
+            receive, raw_header(headers, b"content-length"), self.max_body_size, self.body_timeout
+        )
         stream = ServerStream(self.max_body_size, self.ipc_grace_period)
         stream.inbound.append(hello)
         token = secrets.token_urlsafe(32)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 
 import trio
 
@@ -12,7 +12,7 @@ from ...runtime._util import check_positive_int
 from ..websocket._endpoint import WebSocketSettings
 from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD
 from ._server import HttpApp
-from ._wire import DEFAULT_MAX_BODY_SIZE
+from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 from ._worker import run_worker
 
 __all__ = ["DEFAULT_KEEP_ALIVE_TIMEOUT", "serve"]
@@ -37,9 +37,11 @@ async def serve(
     prefix: str = "/rpc",
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     max_in_flight: int = 1024,
-    cors_origins: Iterable[str] = (),
+    cors_origins: Collection[str] = (),
     ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
     websocket: WebSocketSettings | None = None,
+    allowed_hosts: Collection[str] | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_connections: int | None = None,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
@@ -53,7 +55,8 @@ async def serve(
     requests in flight finish for up to `graceful_timeout` seconds.
 
     Raises:
-        ValueError: A limit or timeout is not positive.
+        ValueError: A limit or timeout is not positive, or an origin or host
+            name is malformed.
 
     Example::
 
@@ -70,10 +73,15 @@ async def serve(
         prefix: The path the routes live under.
         max_body_size: Largest request body and reply, in bytes (413 past it).
         max_in_flight: RPC requests run at once (429 past it).
-        cors_origins: Origins allowed to call from a browser; none by default.
+        cors_origins: Origins whose browser pages may call besides the
+            server's own (`"*"` for any); none by default (403 for others).
         ipc_grace_period: Seconds an IPC session outlives its event stream.
         websocket: The settings of `{prefix}/ws`, the WebSocket endpoint on
             the same port (`ws://127.0.0.1:<port>{prefix}/ws`).
+        allowed_hosts: `Host` names served (400 for others); None: loopback
+            names on a loopback `host`, any name otherwise.
+        body_timeout: Seconds a request's whole body may take to arrive
+            (408 and the connection closed past it).
         max_connections: Connections open at once (None: no cap); past it, a
             new connection is answered 503 with `Retry-After` and closed.
         keep_alive_timeout: Seconds an idle connection stays open; keep it
@@ -98,6 +106,8 @@ async def serve(
         cors_origins=cors_origins,
         ipc_grace_period=ipc_grace_period,
         websocket=websocket,
+        allowed_hosts=allowed_hosts,
+        body_timeout=body_timeout,
     )
     config = Config()
     # The app refuses a message over its limit with 1009 and a reason; hypercorn
