@@ -45,13 +45,20 @@ from ...runtime import (
     Unavailable,
 )
 from ...runtime._codec import dumps, loads
-from ...runtime._dispatch import PreparedCall, encode_reply, error_info, too_large_reply
+from ...runtime._dispatch import (
+    PreparedCall,
+    access_clock,
+    encode_reply,
+    error_info,
+    too_large_reply,
+)
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
 from .._web import ANY, SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings
 from ..websocket._endpoint import Refusal as WsRefusal
 from ..websocket._streams import AsgiWebSocketStream
+from ._access import HttpAccess
 from ._asgi import (
     ClientLeft,
     DisconnectWatch,
@@ -59,6 +66,7 @@ from ._asgi import (
     Refused,
     Scope,
     Send,
+    header_text,
     not_allowed,
     read_body,
     require_json,
@@ -312,6 +320,27 @@ class HttpApp:
             self._ipc.close_all("the server is shutting down")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = access_clock()
+        if not started:  # the access log is off
+            await self._answer(scope, receive, send, None)
+            return
+        headers = scope["headers"]
+        access = HttpAccess(
+            send,
+            started,
+            f"{scope['method']} {scope['path']}",
+            header_text(headers, b"x-correlation-id"),
+            header_text(headers, b"x-session-id"),
+            header_text(headers, b"x-application-id"),
+        )
+        try:
+            await self._answer(scope, receive, access.send, access)
+        finally:
+            access.log()
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, access: HttpAccess | None
+    ) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -323,6 +352,9 @@ class HttpApp:
                 origin = value
         parts = self._parts(path)
         route = None if parts is None else self._route(parts)
+        if access is not None and route is _RPC:
+            assert parts is not None
+            access.operation = f"{parts[0]}.{parts[2]}"
         cors: list[tuple[bytes, bytes]] = []
         try:
             # The site first: a request from a page or a name this backend does
@@ -342,9 +374,11 @@ class HttpApp:
             if method == "OPTIONS":
                 await self._options(send, route, cors)
             elif route is _RPC:
-                await self._rpc(receive, send, headers, parts, cors)
+                await self._rpc(receive, send, headers, parts, cors, access)
             elif route.kind == "ipc":
                 assert self._ipc is not None
+                if access is not None and len(parts) > 1:
+                    access.session_id = parts[1]
                 await self._ipc.route(
                     receive,
                     send,
@@ -430,6 +464,7 @@ class HttpApp:
         headers: list[tuple[bytes, bytes]],
         parts: list[str],
         cors: list[tuple[bytes, bytes]],
+        access: HttpAccess | None,
     ) -> None:
         activity_id = session_id = application_id = application_version = None
         authorization = timeout = protocol = traceparent = None
@@ -456,6 +491,7 @@ class HttpApp:
                 protocol = raw
             elif key == b"traceparent":
                 traceparent = raw.decode("utf-8", "replace")
+        too_long = False
         if not activity_id:
             if traceparent is not None:
                 activity_id = contexts.activity_id_from_traceparent(traceparent)
@@ -463,6 +499,10 @@ class HttpApp:
                 activity_id = contexts.new_activity_id()
         elif len(activity_id) > 200:
             activity_id = contexts.new_activity_id()
+            too_long = True
+        if access is not None:
+            access.activity_id = activity_id
+        if too_long:
             exc: TetherError = InvalidRequest(
                 "X-Correlation-ID is longer than 200 characters",
                 details={"field": "X-Correlation-ID"},
@@ -526,6 +566,8 @@ class HttpApp:
             headers = [*echo, *refused.headers]
             await self._send_error(send, refused.error, refused.status, headers, activity_id)
             return
+        if access is not None:
+            access.dispatched = True  # the dispatcher writes the call's line
         self._in_flight += 1
         try:
             reply = await self._run_call(prepared, receive)
@@ -587,9 +629,9 @@ class HttpApp:
                 )
             finally:
                 watch.scope.cancel()
-        if watch.disconnected:
-            return None
-        return self._dispatcher.interrupted(prepared)
+        # Asked even when the client left: it writes the call's access line.
+        reply = self._dispatcher.interrupted(prepared)
+        return None if watch.disconnected else reply
 
     # -- GET routes ------------------------------------------------------------
 
