@@ -100,6 +100,7 @@ def test_http_surface_is_exactly_this() -> None:
     import tether.transports.http as http
 
     assert http.__all__ == [
+        "DEFAULT_BODY_TIMEOUT",
         "DEFAULT_IPC_GRACE_PERIOD",
         "DEFAULT_IPC_PING_INTERVAL",
         "DEFAULT_IPC_PING_TIMEOUT",

@@ -30,6 +30,9 @@ from tether.runtime._util import open_service_nursery
 from tether.transports import http
 from tether.transports.http import HttpApp
 
+#: Every POST to tether's server says it is JSON (cross-site form posts are refused).
+JSON_TYPE = {"Content-Type": "application/json"}
+
 TIMEOUT = 30.0
 MiB = 1024 * 1024
 #: The documented bounds (docs/http.md, "Limits").
@@ -103,7 +106,10 @@ async def test_session_of_a_frontend_that_stops_reading_is_freed_at_once_though_
     tracemalloc.start()
     try:
         with trio.fail_after(TIMEOUT):
-            async with served(app) as origin, httpx.AsyncClient(base_url=origin) as client:
+            async with (
+                served(app) as origin,
+                httpx.AsyncClient(base_url=origin, headers=JSON_TYPE) as client,
+            ):
                 opened = (await client.post("/rpc/ipc", content=HELLO)).json()
                 session_id, token = opened["session_id"], opened["token"]
                 assert app._ipc is not None

@@ -35,6 +35,9 @@ from tether.runtime._util import open_service_nursery
 from tether.testing import ConformanceInterface, Probe, RpcConformance
 from tether.transports import http
 
+#: Every POST to tether's server says it is JSON (cross-site form posts are refused).
+JSON_TYPE = {"Content-Type": "application/json"}
+
 TIMEOUT = 10.0
 #: How late, past its bound, a side may notice under a loaded machine.
 SLACK = 1.5
@@ -380,7 +383,7 @@ async def test_ipc_event_stream_pings_and_a_client_that_never_answers_is_closed(
             served(
                 None, ipc=editor_backend(ended), ipc_ping_interval=0.2, ipc_ping_timeout=0.1
             ) as url,
-            httpx.AsyncClient(base_url=url) as client,
+            httpx.AsyncClient(base_url=url, headers=JSON_TYPE) as client,
         ):
             opened = (await client.post("/ipc", content=HELLO)).json()
             headers = {"X-Session-Token": opened["token"]}
@@ -402,7 +405,7 @@ async def test_ipc_event_stream_pong_posted_to_the_session_keeps_it_open() -> No
             served(
                 None, ipc=editor_backend(ended), ipc_ping_interval=0.05, ipc_ping_timeout=0.2
             ) as url,
-            httpx.AsyncClient(base_url=url) as client,
+            httpx.AsyncClient(base_url=url, headers=JSON_TYPE) as client,
         ):
             opened = (await client.post("/ipc", content=HELLO)).json()
             headers = {"X-Session-Token": opened["token"]}
@@ -425,7 +428,7 @@ async def test_ipc_pings_can_be_turned_off_for_clients_that_cannot_answer() -> N
     with trio.fail_after(TIMEOUT):
         async with (
             served(None, ipc=editor_backend(ended), ipc_ping_interval=None) as url,
-            httpx.AsyncClient(base_url=url) as client,
+            httpx.AsyncClient(base_url=url, headers=JSON_TYPE) as client,
         ):
             opened = (await client.post("/ipc", content=HELLO)).json()
             headers = {"X-Session-Token": opened["token"]}

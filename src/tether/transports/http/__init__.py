@@ -16,9 +16,11 @@ from ._ipc_server import DEFAULT_IPC_PING_TIMEOUT as DEFAULT_IPC_PING_TIMEOUT
 from ._serve import DEFAULT_KEEP_ALIVE_TIMEOUT as DEFAULT_KEEP_ALIVE_TIMEOUT
 from ._serve import serve as serve
 from ._server import HttpApp as HttpApp
+from ._wire import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
 from ._wire import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_IPC_GRACE_PERIOD",
     "DEFAULT_IPC_PING_INTERVAL",
     "DEFAULT_IPC_PING_TIMEOUT",

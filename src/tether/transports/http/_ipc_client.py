@@ -76,6 +76,7 @@ class _ClientStream(MessageStream):
         self._prefix = prefix
         self._session: str | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self._post_headers: list[tuple[bytes, bytes]] = []
         self._target = b""
         self._received: deque[bytes] = deque()
         self._events: StreamingResponse | None = None
@@ -114,7 +115,7 @@ class _ClientStream(MessageStream):
             await self._open(data)
             return
         try:
-            response = await self._pool.request(b"POST", self._target, self._headers, data)
+            response = await self._pool.request(b"POST", self._target, self._post_headers, data)
         except (ConnectionClosed, ConnectError) as exc:
             if self._reason is None:
                 self._reason = _session_reason(exc)
@@ -164,6 +165,8 @@ class _ClientStream(MessageStream):
         quoted = urllib.parse.quote(self._session, safe="")
         self._target = f"{self._prefix}/ipc/{quoted}".encode()
         self._headers = [(b"x-session-token", token.encode())]
+        # JSON, as the server requires of every POST (no cross-site form posts).
+        self._post_headers = [JSON, *self._headers]
         self._received.append(dumps(welcome))
 
     async def receive_message(self) -> bytes:
@@ -278,7 +281,7 @@ class _ClientStream(MessageStream):
             # An answer later than the timeout is worthless; a failed one is
             # not ours to report: the event stream says what happened.
             with trio.move_on_after(self._ping_timeout), contextlib.suppress(TetherError):
-                await self._pool.request(b"POST", self._target, self._headers, pong)
+                await self._pool.request(b"POST", self._target, self._post_headers, pong)
 
     async def aclose(self, reason: str | None = None) -> None:
         if self._reason is None:

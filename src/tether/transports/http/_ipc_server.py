@@ -33,9 +33,9 @@ from ._asgi import (
     Scope,
     Send,
     header_text,
-    not_allowed,
     raw_header,
     read_body,
+    require_json,
     send_empty,
     send_error_info,
 )
@@ -115,6 +115,7 @@ class IpcRoutes:
         prefix: str,
         max_body_size: int,
         grace: float,
+        body_timeout: float,
         ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
         ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
     ) -> None:
@@ -123,6 +124,7 @@ class IpcRoutes:
         self.prefix = prefix
         self.max_body_size = max_body_size
         self.ipc_grace_period = grace
+        self.body_timeout = body_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._sessions: dict[str, HttpIpcSession] = {}
@@ -147,14 +149,17 @@ class IpcRoutes:
     ) -> None:
         """Answer a request under `{prefix}/ipc`; `parts` is its path after the prefix.
 
+        The app has checked the method against the route (`POST {prefix}/ipc`,
+        `POST`/`DELETE {prefix}/ipc/{session}`, `GET .../events`) and the site.
+
         Args:
             nursery: Where sessions run (the lifespan's), or None when the app
                 is served without the lifespan protocol (IPC is refused then).
             shutting_down: The server is shutting down: no new session opens.
         """
+        if method == "POST":
+            require_json(raw_header(headers, b"content-type"))
         if len(parts) == 1:
-            if method != "POST":
-                raise not_allowed(method, "POST")
             if shutting_down:
                 raise Refused(
                     Unavailable("this backend is shutting down: retry shortly", retry_after=1)
@@ -165,22 +170,19 @@ class IpcRoutes:
         if len(parts) == 2:
             if method == "POST":
                 body = await read_body(
-                    receive, raw_header(headers, b"content-length"), self.max_body_size
+                    receive,
+                    raw_header(headers, b"content-length"),
+                    self.max_body_size,
+                    self.body_timeout,
                 )
                 await session.stream.from_frontend(body)
                 await send_empty(send, 202, cors)
-            elif method == "DELETE":
+            else:  # DELETE
                 session.stream.close_from_frontend("the frontend left")
                 await send_empty(send, 204, cors)
-            else:
-                raise not_allowed(method, "POST, DELETE")
-        elif len(parts) == 3 and parts[2] == "events":
-            if method != "GET":
-                raise not_allowed(method, "GET")
+        else:  # GET .../events
             last = header_text(headers, b"last-event-id")
             await session.stream.stream_events(receive, send, last, cors)
-        else:
-            raise Refused(NotFound(f"nothing is served at {scope['path']}"))
 
     def _authorized_session(
         self, session_id: str, headers: list[tuple[bytes, bytes]], scope: Scope
@@ -216,7 +218,9 @@ class IpcRoutes:
                     retry_after=1,
                 )
             )
-        hello = await read_body(receive, raw_header(headers, b"content-length"), self.max_body_size)
+        hello = await read_body(
+            receive, raw_header(headers, b"content-length"), self.max_body_size, self.body_timeout
+        )
         stream = ServerStream(
             self.max_body_size, self.ipc_grace_period, self.ping_interval, self.ping_timeout
         )
