@@ -43,8 +43,9 @@ from ...runtime import (
 from ...runtime._codec import dumps, loads
 from ...runtime._dispatch import PreparedCall, encode_reply, error_info, too_large_reply
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from .._web import SitePolicy
 from ..websocket._endpoint import Endpoint as WsEndpoint
-from ..websocket._endpoint import Handshake, WebSocketSettings
+from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
 from ..websocket._endpoint import Refusal as WsRefusal
 from ..websocket._streams import AsgiWebSocketStream
 from ._asgi import (
@@ -132,6 +133,7 @@ class HttpApp:
         self.max_body_size = max_body_size
         self.max_in_flight = max_in_flight
         self.cors_origins = frozenset(origin.rstrip("/") for origin in cors_origins)
+        self.site = SitePolicy(allowed_origins=self.cors_origins)
         self.ipc_grace_period = ipc_grace_period
         self._ipc = None if ipc is None else IpcRoutes(ipc, prefix, max_body_size, ipc_grace_period)
         self._dispatcher = Dispatcher(self.manager)
@@ -139,7 +141,7 @@ class HttpApp:
         # An app given no manager serves IPC only on WebSocket too: an RPC
         # hello there is refused, not welcomed to an empty backend.
         ws_manager = self.manager if manager is not None or ipc is None else None
-        self._ws = WsEndpoint(ws_manager, ipc, self.websocket)
+        self._ws = WsEndpoint(ws_manager, ipc, self.websocket, self.site)
         self._in_flight = 0
         self._nursery: trio.Nursery | None = None
         self._shutting_down = False
@@ -171,14 +173,10 @@ class HttpApp:
             )
         else:
             handshake = Handshake.from_raw(path, scope["headers"], remote)
-            refusal = await self._ws.check(handshake)
+            server = scope.get("server")
+            refusal = await self._ws.check(handshake, local=server[0] if server else None)
         if refusal is not None:
-            _log.info(
-                "refused a WebSocket handshake from %s: %s %s",
-                remote,
-                refusal.status,
-                refusal.error.message,
-            )
+            log_refusal(refusal, path, remote)
             if "websocket.http.response" in scope.get("extensions", {}):
                 await send(
                     {
@@ -215,7 +213,7 @@ class HttpApp:
                 self._nursery = nursery
                 self._shutting_down = False
                 if self._ws.shutting_down:  # served again after a shutdown
-                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket)
+                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket, self.site)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.begin_shutdown()
