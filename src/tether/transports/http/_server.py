@@ -166,6 +166,7 @@ class HttpApp:
         path = scope["path"]
         client = scope.get("client")
         remote = f"{client[0]}:{client[1]}" if client else None
+        endpoint = self._ws  # this connection's, even if the app is served again meanwhile
         refusal: WsRefusal | None
         if path != f"{self.prefix}/ws":
             refusal = WsRefusal(
@@ -174,7 +175,7 @@ class HttpApp:
         else:
             handshake = Handshake.from_raw(path, scope["headers"], remote)
             server = scope.get("server")
-            refusal = await self._ws.check(handshake, local=server[0] if server else None)
+            refusal = await endpoint.check(handshake, local=server[0] if server else None)
         if refusal is not None:
             log_refusal(refusal, path, remote)
             if "websocket.http.response" in scope.get("extensions", {}):
@@ -189,12 +190,15 @@ class HttpApp:
             else:  # pragma: no cover - hypercorn has the extension
                 await send({"type": "websocket.close", "code": 1008})
             return
-        await send({"type": "websocket.accept"})
-        stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, self._ws)
         try:
-            await self._ws.run(stream)
+            await send({"type": "websocket.accept"})
+            stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, endpoint)
+            try:
+                await endpoint.run(stream)
+            finally:
+                await stream.aclose()
         finally:
-            await stream.aclose()
+            endpoint.release()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()

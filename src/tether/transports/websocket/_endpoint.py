@@ -18,6 +18,7 @@ from ...runtime import (
     BackendIpc,
     ConnectionClosed,
     PayloadTooLarge,
+    RemoteError,
     RpcManager,
     TetherError,
     Unauthorized,
@@ -198,8 +199,10 @@ class WebSocketSettings:
             running at once; more are refused with `Unavailable`
             (too-many-requests). tether's own client never goes over it: its
             calls wait for room instead.
-        max_connections: Connections served at once; more are refused at the
-            handshake with 503 and `Retry-After`.
+        max_connections: Connections served at once, counted from the moment
+            a handshake is let in (before the `authorize` hook) until its
+            socket is closed; more are refused at the handshake with 503 and
+            `Retry-After`.
         ping_interval: Seconds between pings; None turns keepalive off.
         ping_timeout: Seconds a client has to answer a ping before its
             connection is closed (1011) and its session torn down.
@@ -217,7 +220,8 @@ class WebSocketSettings:
             connection that arrived on a loopback address, any name otherwise;
             on `HttpApp`'s `{prefix}/ws`, the app's own policy.
         authorize: Called with each `Handshake` before it is accepted; False
-            refuses it with 401.
+            (or raising `Unauthorized`) refuses it with 401. Raising anything
+            else refuses it with 500, and the exception is logged.
         handshake_timeout: Seconds a client has to send its `hello` after the
             socket opens.
     """
@@ -331,6 +335,9 @@ class Endpoint:
         self.ipc = ipc
         self.settings = settings
         self.site = settings.site_policy(site)
+        # Handshakes let in and not yet closed: each holds its place from
+        # `check` on, so a burst of handshakes cannot all pass the limit
+        # before the first of them is counted.
         self.connections = 0
         self._sessions: set[trio.CancelScope] = set()
         self._idle = trio.Event()  # set when shutting down with no connection left
@@ -362,7 +369,11 @@ class Endpoint:
         """Whether to accept `handshake`; the refusal when not.
 
         In this order: its `Host` (400), its `Origin` (403), shutdown and the
-        connection limit (503), then the `authorize` hook (401).
+        connection limit (503), then the `authorize` hook (401; 500, logged,
+        when the hook raises anything but `Unauthorized`). When it
+        returns None, the handshake holds one of `max_connections` places:
+        the caller must give it back with `release` once the connection is
+        over (or was never accepted).
 
         Args:
             handshake: What the client sent.
@@ -392,42 +403,68 @@ class Endpoint:
                 ),
                 ((b"retry-after", b"1"),),
             )
-        if settings.authorize is not None:
-            try:
-                allowed = await settings.authorize(handshake)
-            except Unauthorized as exc:
-                return Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
+        # The place is taken before the hook runs: handshakes waiting for it
+        # count against the limit too.
+        self.connections += 1
+        if settings.authorize is None:
+            return None
+        refusal: Refusal | None = None
+        try:
+            allowed = await settings.authorize(handshake)
+        except Unauthorized as exc:
+            refusal = Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
+        except Exception as exc:
+            # A bug in the hook refuses this handshake; it must not stop the
+            # server (on websocket.serve it would).
+            _log.exception("the WebSocket authorize hook raised; refusing the handshake")
+            refusal = Refusal(
+                500,
+                RemoteError(
+                    "the server's authorization hook failed: see the server's log",
+                    remote_type=type(exc).__qualname__,
+                    remote=False,
+                ),
+            )
+        except BaseException:
+            self.release()
+            raise
+        else:
             if not allowed:
-                return Refusal(
+                refusal = Refusal(
                     401,
                     Unauthorized("the WebSocket handshake was refused by the authorization hook"),
                     ((b"www-authenticate", b"Bearer"),),
                 )
-        return None
+        if refusal is not None:
+            self.release()
+        return refusal
+
+    def release(self) -> None:
+        """Give back the place `check` took for a connection, now over."""
+        self.connections -= 1
+        if self.shutting_down and self.connections == 0:
+            self._idle.set()
 
     async def run(self, stream: WebSocketStream) -> None:
-        """Serve one accepted connection: its session, and its keepalive, until it ends."""
-        self.connections += 1
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream.write_loop)
-                if self.settings.ping_interval is not None:
-                    nursery.start_soon(
-                        stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
-                    )
-                with trio.CancelScope() as session:
-                    self._sessions.add(session)
-                    if self.shutting_down:
-                        session.cancel()
-                    try:
-                        await self._session(stream)
-                    finally:
-                        self._sessions.discard(session)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.connections -= 1
-            if self.shutting_down and self.connections == 0:
-                self._idle.set()
+        """Serve one accepted connection: its session, and its keepalive, until it ends.
+
+        The connection's place (taken by `check`) is the caller's to release.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write_loop)
+            if self.settings.ping_interval is not None:
+                nursery.start_soon(
+                    stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
+                )
+            with trio.CancelScope() as session:
+                self._sessions.add(session)
+                if self.shutting_down:
+                    session.cancel()
+                try:
+                    await self._session(stream)
+                finally:
+                    self._sessions.discard(session)
+            nursery.cancel_scope.cancel()
 
     async def _session(self, stream: WebSocketStream) -> None:
         settings = self.settings

@@ -146,14 +146,17 @@ async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketR
             refusal.status, extra_headers=refusal.response_headers(), body=refusal.body()
         )
         return
-    ws = await request.accept()
-    stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
     try:
-        await endpoint.run(stream)
+        ws = await request.accept()
+        stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
+        try:
+            await endpoint.run(stream)
+        finally:
+            # Usually a no-op: the session closed the stream as it ended.
+            await stream.aclose()
+            await stream.hang_up()
     finally:
-        # Usually a no-op: the session closed the stream as it ended.
-        await stream.aclose()
-        await stream.hang_up()
+        endpoint.release()
 
 
 def _address(where: trio_websocket.Endpoint | str) -> str:
