@@ -34,6 +34,8 @@ from ._frames import frame as text_frame
 __all__ = [
     "CLOSE_TIMEOUT",
     "IDLE_CHECK",
+    "OUTBOX_MAX_BYTES",
+    "OUTBOX_MAX_MESSAGES",
     "AsgiWebSocketStream",
     "TrioWebSocketStream",
     "WebSocketStream",
@@ -55,7 +57,10 @@ _ABORT_TIMEOUT = 0.5
 #: How a server closes its connections when it is shutting down.
 _SHUTDOWN = ("the server is shutting down", GOING_AWAY)
 #: Messages a stream holds for its writer before senders wait for room.
-_OUTBOX_LIMIT = 64
+OUTBOX_MAX_MESSAGES = 64
+#: Bytes a stream holds for its writer before senders wait for room (1 MiB).
+#: A larger message waits until the outbox is empty, then is queued alone.
+OUTBOX_MAX_BYTES = 1024 * 1024
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
 
@@ -72,6 +77,9 @@ class WebSocketStream(MessageStream):
     would make the runtime hand its reading over to another task, and
     concurrent senders would queue on a lock. With the outbox, neither
     happens, and a burst of replies goes out back to back.
+
+    The outbox is bounded by `OUTBOX_MAX_MESSAGES` and `OUTBOX_MAX_BYTES`;
+    senders wait for room beyond either.
     """
 
     __slots__ = (
@@ -80,6 +88,7 @@ class WebSocketStream(MessageStream):
         "_first",
         "_outbox",
         "_prefix",
+        "_queued",
         "_room",
         "_send_error",
         "_writer",
@@ -94,6 +103,7 @@ class WebSocketStream(MessageStream):
         self._first: bytes | str | None = None
         self._prefix = prefix
         self._outbox: deque[bytes] = deque()
+        self._queued = 0  # bytes in the outbox
         self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for work
         self._room = trio.lowlevel.ParkingLot()  # senders waiting for room
         self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
@@ -135,11 +145,17 @@ class WebSocketStream(MessageStream):
             if rest is not _NOT_SENT:
                 await self._finish_send(rest)
                 return
-        while len(outbox) >= _OUTBOX_LIMIT:
+        size = len(data)
+        # Room for it: under both bounds, or an empty outbox (a message over
+        # the byte bound goes alone).
+        while outbox and (
+            len(outbox) >= OUTBOX_MAX_MESSAGES or self._queued + size > OUTBOX_MAX_BYTES
+        ):
             await self._room.park()
             if self._send_error is not None:
                 raise self._send_error
         outbox.append(data)
+        self._queued += size
         if self._writer:
             self._writer.unpark()
 
@@ -174,6 +190,7 @@ class WebSocketStream(MessageStream):
                 else:
                     batch = list(outbox)
                     outbox.clear()
+                self._queued = 0
                 if self._room:
                     self._room.unpark_all()
                 await self._send_batch(batch)
@@ -181,9 +198,11 @@ class WebSocketStream(MessageStream):
             self._fail_sends(exc)
 
     def _fail_sends(self, exc: ConnectionClosed) -> None:
+        """Closed (or closing): sends raise `exc`, and what is queued is dropped."""
         if self._send_error is None:
             self._send_error = exc
         self._outbox.clear()
+        self._queued = 0
         self._room.unpark_all()
         self._drained.unpark_all()
 
