@@ -196,6 +196,7 @@ class HttpApp:
             try:
                 await endpoint.run(stream)
             finally:
+                # Sends the close the session asked for, if it could not yet.
                 await stream.aclose()
         finally:
             endpoint.release()

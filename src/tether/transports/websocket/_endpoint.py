@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from ._streams import WebSocketStream
 
 __all__ = [
+    "ABNORMAL",
+    "CONNECTION_LOST",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PING_INTERVAL",
     "DEFAULT_PING_TIMEOUT",
@@ -69,9 +71,17 @@ DEFAULT_PING_TIMEOUT = 20.0
 # Close codes (RFC 6455 section 7.4.1).
 NORMAL = 1000
 GOING_AWAY = 1001
+#: Never sent: a connection that ended without a close frame reads as this.
+ABNORMAL = 1006
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+
+#: The reason of a connection that ended without a close frame (1006), where
+#: that is known: the peer's process died, or the network failed. Nobody
+#: closed it, so it gets words of its own rather than "the backend closed
+#: the session".
+CONNECTION_LOST = "the connection was lost (it ended without a close frame)"
 
 _CLOSE_NAMES = {
     1000: "normal closure",

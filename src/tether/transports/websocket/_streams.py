@@ -19,6 +19,8 @@ import trio_websocket
 
 from ...runtime import ConnectionClosed, MessageStream
 from ._endpoint import (
+    ABNORMAL,
+    CONNECTION_LOST,
     GOING_AWAY,
     INTERNAL_ERROR,
     MESSAGE_TOO_BIG,
@@ -42,7 +44,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("tether.websocket")
-#: Seconds a close waits for the peer's close frame before dropping the socket.
+#: Seconds a close waits for what is queued to be sent, then as long again for
+#: the peer's close frame, before dropping the socket.
 CLOSE_TIMEOUT = 5.0
 #: Seconds between a client's checks for pings that arrived while it was idle.
 IDLE_CHECK = 1.0
@@ -83,6 +86,7 @@ class WebSocketStream(MessageStream):
     """
 
     __slots__ = (
+        "_close_as_words",
         "_drained",
         "_endpoint",
         "_first",
@@ -92,6 +96,7 @@ class WebSocketStream(MessageStream):
         "_room",
         "_send_error",
         "_writer",
+        "_writing",
         "max_message_size",
     )
 
@@ -104,6 +109,8 @@ class WebSocketStream(MessageStream):
         self._prefix = prefix
         self._outbox: deque[bytes] = deque()
         self._queued = 0  # bytes in the outbox
+        self._writing = False  # the writer is sending a batch it took
+        self._close_as_words: tuple[str | None, int] | None = None
         self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for work
         self._room = trio.lowlevel.ParkingLot()  # senders waiting for room
         self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
@@ -126,10 +133,20 @@ class WebSocketStream(MessageStream):
         """The next message off the socket (what `receive_message` returns)."""
 
     def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
-        """The reason and code a close goes out with: a shutdown's, when shutting down."""
-        if self._endpoint is not None and self._endpoint.shutting_down:
-            return _SHUTDOWN
-        return reason, code
+        """The reason and code a close goes out with: the first close's, whoever closes later.
+
+        A shutdown's, when the first close comes while shutting down. The
+        first close says why (`"frontend too slow"`); a later one (the server
+        closing what its session left open) must not replace it.
+        """
+        words = self._close_as_words
+        if words is None:
+            if self._endpoint is not None and self._endpoint.shutting_down:
+                words = _SHUTDOWN
+            else:
+                words = (reason, code)
+            self._close_as_words = words
+        return words
 
     async def send_message(self, data: bytes) -> None:
         if len(data) > self.max_message_size:
@@ -193,7 +210,11 @@ class WebSocketStream(MessageStream):
                 self._queued = 0
                 if self._room:
                     self._room.unpark_all()
-                await self._send_batch(batch)
+                self._writing = True
+                try:
+                    await self._send_batch(batch)
+                finally:
+                    self._writing = False
         except ConnectionClosed as exc:
             self._fail_sends(exc)
 
@@ -208,7 +229,7 @@ class WebSocketStream(MessageStream):
 
     async def _drain(self) -> None:
         """Wait until the writer has sent everything queued (or cannot)."""
-        while self._outbox and self._send_error is None:
+        while (self._outbox or self._writing) and self._send_error is None:
             await self._drained.park()
 
     async def _send_batch(self, batch: list[bytes]) -> None:
@@ -262,6 +283,11 @@ class TrioWebSocketStream(WebSocketStream):
             return self._local_close
         if reason is None:
             return closed_error(None, None, prefix=self._prefix)
+        if reason.code == ABNORMAL and not reason.reason:
+            # trio-websocket's 1006: the socket ended with no close frame.
+            # (hypercorn's ASGI disconnect says 1006 for a client's clean
+            # close too, so the ASGI stream cannot say this.)
+            return closed_error(ABNORMAL, CONNECTION_LOST, prefix=self._prefix)
         return closed_error(reason.code, reason.reason, prefix=self._prefix)
 
     async def _broken(self) -> ConnectionClosed:
@@ -383,20 +409,24 @@ class TrioWebSocketStream(WebSocketStream):
         return True
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
-        reason, code = self._close_as(reason, code)
         await self._close(reason, code, CLOSE_TIMEOUT)
 
     async def _close(self, reason: str | None, code: int, wait: float) -> None:
         # Shielded so that a close during cancellation (the usual case: a block
         # left by an exception) still tells the peer why; bounded so a peer
-        # that does not answer cannot hold us.
+        # that does not answer cannot hold us: `wait` to send what is queued
+        # (what is left is dropped), `wait` again to send the close frame and
+        # read the peer's.
+        reason, code = self._close_as(reason, code)
         if self._local_close is None and self._ws.closed is None:
             self._local_close = closed_error(code, reason, prefix=self._prefix)
-        with trio.CancelScope(shield=True) as scope:
-            scope.relative_deadline = wait
-            await self._drain()
-            await self._ws.aclose(code, _fit_reason(reason))
-        self._fail_sends(self._local_close or closed_error(code, reason, prefix=self._prefix))
+        closed = self._local_close or closed_error(code, reason, prefix=self._prefix)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(wait):
+                await self._drain()
+            self._fail_sends(closed)
+            with trio.move_on_after(wait):
+                await self._ws.aclose(code, _fit_reason(reason))
 
     async def hang_up(self) -> None:
         """Server side, once closed: end the TCP connection, at the latest after the close timeout.
@@ -445,7 +475,15 @@ def _fit_reason(reason: str | None) -> str | None:
 class AsgiWebSocketStream(WebSocketStream):
     """A MessageStream over an ASGI WebSocket connection (hypercorn), server side."""
 
-    __slots__ = ("_ping_ids", "_pong", "_receive", "_receiving", "_send")
+    __slots__ = (
+        "_close_sent",
+        "_closing",
+        "_ping_ids",
+        "_pong",
+        "_receive",
+        "_receiving",
+        "_send",
+    )
 
     def __init__(
         self,
@@ -462,6 +500,8 @@ class AsgiWebSocketStream(WebSocketStream):
         self._send = send
         self._ping_ids = itertools.count(1)
         self._pong = trio.Event()
+        self._closing = False  # aclose has begun: it drains once
+        self._close_sent = False  # the close is handed to hypercorn once
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         for data in batch:
@@ -495,6 +535,7 @@ class AsgiWebSocketStream(WebSocketStream):
                     continue
                 return data
             if kind == "websocket.disconnect":
+                self._close_sent = True  # gone: nothing more may be sent, a close neither
                 code = event.get("code", 1005)
                 closed = closed_error(code, event.get("reason"), prefix="WebSocket")
                 self._fail_sends(closed)
@@ -520,18 +561,34 @@ class AsgiWebSocketStream(WebSocketStream):
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
         reason, code = self._close_as(reason, code)
-        if self._send_error is None:
-            with trio.CancelScope(shield=True) as scope:
-                scope.relative_deadline = CLOSE_TIMEOUT
-                await self._drain()
+        if self._close_sent:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(shield=True):
+            if not self._closing:
+                self._closing = True
+                if self._send_error is None:
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await self._drain()
+                # What the peer did not take in time is dropped; the writer
+                # stops after the message it is sending.
                 self._fail_sends(closed_error(code, reason, prefix="WebSocket"))
                 if self._receiving is not None:
                     self._receiving.cancel()
-                await self._send(
-                    {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
-                )
-            return
-        await trio.lowlevel.checkpoint()
+            if self._writing:
+                # hypercorn writes each frame shielded, so a peer that reads
+                # nothing holds the writer in that frame, and the close would
+                # wait behind it for as long: a close that gave up waiting
+                # would be lost (hypercorn then closes with 1011 and no
+                # reason). So the close is left to the connection's last
+                # aclose, after the writer is done (`HttpApp._websocket`),
+                # and the session ends now.
+                await trio.lowlevel.checkpoint()
+                return
+            self._close_sent = True
+            await self._send(
+                {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
+            )
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         # ASGI hides WebSocket pings from the app: ping inside the envelope.
