@@ -10,7 +10,7 @@ import itertools
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from ._frames import FastFrames
 from ._frames import frame as text_frame
 
 __all__ = [
+    "CANCELLED_CLOSE_TIMEOUT",
     "CLOSE_TIMEOUT",
     "IDLE_CHECK",
     "OUTBOX_MAX_BYTES",
@@ -47,6 +48,11 @@ _log = logging.getLogger("tether.websocket")
 #: Seconds a close waits for what is queued to be sent, then as long again for
 #: the peer's close frame, before dropping the socket.
 CLOSE_TIMEOUT = 5.0
+#: The same, for a client leaving its block because it was cancelled: the
+#: caller asked to stop, so the close may not hold it long (0.25 s to send
+#: what is queued, 0.25 s for the server's answer; a live server answers in
+#: far less, since the connection's reader keeps reading while it closes).
+CANCELLED_CLOSE_TIMEOUT = 0.25
 #: Seconds between a client's checks for pings that arrived while it was idle.
 IDLE_CHECK = 1.0
 #: Seconds a close waits when the peer is already known to be unresponsive.
@@ -251,7 +257,7 @@ class WebSocketStream(MessageStream):
 class TrioWebSocketStream(WebSocketStream):
     """A MessageStream over a trio-websocket connection (either side)."""
 
-    __slots__ = ("_local_close", "_mask", "_raw", "_reading", "_ws")
+    __slots__ = ("_closing_step", "_hurried", "_local_close", "_mask", "_raw", "_reading", "_ws")
 
     def __init__(
         self,
@@ -266,6 +272,8 @@ class TrioWebSocketStream(WebSocketStream):
         # it did not receive as (1000, no reason), and receives must say why.
         self._local_close: ConnectionClosed | None = None
         self._reading = False
+        self._hurried = False  # the client's caller was cancelled: close quickly
+        self._closing_step: trio.CancelScope | None = None
         # Whole data frames are read and written by _frames, not wsproto
         # (a fifth of a call's round trip); wsproto keeps everything else.
         ws._wsproto = FastFrames(ws._wsproto, ws._max_message_size)  # type: ignore[assignment]
@@ -422,11 +430,39 @@ class TrioWebSocketStream(WebSocketStream):
             self._local_close = closed_error(code, reason, prefix=self._prefix)
         closed = self._local_close or closed_error(code, reason, prefix=self._prefix)
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(wait):
+            with self._bounded(wait):
                 await self._drain()
             self._fail_sends(closed)
-            with trio.move_on_after(wait):
+            with self._bounded(wait):
                 await self._ws.aclose(code, _fit_reason(reason))
+
+    @contextlib.contextmanager
+    def _bounded(self, wait: float) -> Iterator[None]:
+        """A step of closing, given `wait` seconds, or less once the caller is cancelled."""
+        with trio.move_on_after(CANCELLED_CLOSE_TIMEOUT if self._hurried else wait) as scope:
+            self._closing_step = scope
+            try:
+                yield
+            finally:
+                self._closing_step = None
+
+    async def notice_cancellation(self) -> None:
+        """Client side: run it in the caller's scope, beside the block using the stream.
+
+        When the caller's scope is cancelled, this task is too, and closing
+        the stream (as the block is left) no longer waits its full
+        `CLOSE_TIMEOUT` for a server that does not answer: each step gets
+        `CANCELLED_CLOSE_TIMEOUT`. A task of its own, because the runtime
+        closes the stream shielded, where the caller's cancellation cannot be
+        seen, and may have begun before this task hears of it.
+        """
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._hurried = True
+            step = self._closing_step
+            if step is not None:
+                step.deadline = min(step.deadline, trio.current_time() + CANCELLED_CLOSE_TIMEOUT)
 
     async def hang_up(self) -> None:
         """Server side, once closed: end the TCP connection, at the latest after the close timeout.
