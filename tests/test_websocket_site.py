@@ -329,6 +329,7 @@ async def test_each_refused_handshake_leaves_one_access_line(
         lines, (403, 400, 401), ("forbidden", "bad-request", "unauthorized"), strict=True
     ):
         assert record.levelno == logging.INFO
+        assert (record.status, record.outcome) == (status, reason)  # type: ignore[attr-defined]
         text = record.getMessage()
         assert str(status) in text
         assert reason in text

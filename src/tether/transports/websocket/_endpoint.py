@@ -287,21 +287,29 @@ class Refusal:
 def log_refusal(refusal: Refusal, path: str, remote: str | None) -> None:
     """The access line of a refused handshake: one INFO record on `tether.access`.
 
-    It says what was refused and why, never with the request's headers (an
-    `Authorization` value must not reach a log). The record also carries
-    `status`, `outcome` (the error code) and `remote` as attributes.
+    Shaped like the HTTP routes' lines, `<operation> <outcome> ...`:
+    `WebSocket /rpc/ws forbidden 403 from 127.0.0.1:53122: <message>`. The
+    record carries `operation`, `outcome` (the error code), `status` and
+    `remote`. It never holds the request's headers but the Origin or Host
+    refused (an `Authorization` value must not reach a log).
     """
     if not _access.isEnabledFor(logging.INFO):
         return
     error = refusal.error
+    operation = f"WebSocket {path}"
     _access.info(
-        "WebSocket %s refused %d %s from %s: %s",
-        path,
-        refusal.status,
+        "%s %s %d from %s: %s",
+        operation,
         error.code,
+        refusal.status,
         remote or "-",
         error.message,
-        extra={"status": refusal.status, "outcome": error.code, "remote": remote},
+        extra={
+            "operation": operation,
+            "outcome": error.code,
+            "status": refusal.status,
+            "remote": remote,
+        },
     )
 
 
