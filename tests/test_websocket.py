@@ -453,7 +453,8 @@ async def test_handshake_from_another_origin_is_refused_with_403(variant: str) -
                 assert await backend.get_client(Wire).length("no origin") == 9
     assert caught.value.status_code == 403
     assert "https://evil.example" in caught.value.message
-    assert "allowed_origins" in caught.value.message
+    assert "allowed origins" in caught.value.message
+    assert caught.value.details["error"]["code"] == "forbidden"
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ from ...runtime._dispatch import (
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
 from .._web import ANY, SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
-from ..websocket._endpoint import Handshake, WebSocketSettings
+from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
 from ..websocket._endpoint import Refusal as WsRefusal
 from ..websocket._streams import AsgiWebSocketStream
 from ._access import HttpAccess
@@ -237,7 +237,7 @@ class HttpApp:
         # An app given no manager serves IPC only on WebSocket too: an RPC
         # hello there is refused, not welcomed to an empty backend.
         ws_manager = self.manager if manager is not None or ipc is None else None
-        self._ws = WsEndpoint(ws_manager, ipc, self.websocket)
+        self._ws = WsEndpoint(ws_manager, ipc, self.websocket, self.site)
         self._in_flight = 0
         self._nursery: trio.Nursery | None = None
         self._shutting_down = False
@@ -263,6 +263,7 @@ class HttpApp:
         path = scope["path"]
         client = scope.get("client")
         remote = f"{client[0]}:{client[1]}" if client else None
+        endpoint = self._ws  # this connection's, even if the app is served again meanwhile
         refusal: WsRefusal | None
         if path != f"{self.prefix}/ws":
             refusal = WsRefusal(
@@ -270,14 +271,10 @@ class HttpApp:
             )
         else:
             handshake = Handshake.from_raw(path, scope["headers"], remote)
-            refusal = await self._ws.check(handshake)
+            server = scope.get("server")
+            refusal = await endpoint.check(handshake, local=server[0] if server else None)
         if refusal is not None:
-            _log.info(
-                "refused a WebSocket handshake from %s: %s %s",
-                remote,
-                refusal.status,
-                refusal.error.message,
-            )
+            log_refusal(refusal, path, remote)
             if "websocket.http.response" in scope.get("extensions", {}):
                 await send(
                     {
@@ -290,12 +287,16 @@ class HttpApp:
             else:  # pragma: no cover - hypercorn has the extension
                 await send({"type": "websocket.close", "code": 1008})
             return
-        await send({"type": "websocket.accept"})
-        stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, self._ws)
         try:
-            await self._ws.run(stream)
+            await send({"type": "websocket.accept"})
+            stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, endpoint)
+            try:
+                await endpoint.run(stream)
+            finally:
+                # Sends the close the session asked for, if it could not yet.
+                await stream.aclose()
         finally:
-            await stream.aclose()
+            endpoint.release()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -319,7 +320,7 @@ class HttpApp:
                 self._nursery = nursery
                 self._shutting_down = False
                 if self._ws.shutting_down:  # served again after a shutdown
-                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket)
+                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket, self.site)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.begin_shutdown()

@@ -120,55 +120,77 @@ async def _open_stream(
     host_header = host if port in (80, 443) else f"{host}:{port}"
     try:
         async with open_service_nursery() as nursery:
-            tcp: trio.abc.Stream | None = None
+            tasks: trio.Nursery = await nursery.start(_connection_tasks)
             try:
-                with trio.fail_after(connect_timeout):
-                    if secure:
-                        assert ssl_context is not None
-                        tcp = await trio.open_ssl_over_tcp_stream(
-                            host, port, ssl_context=ssl_context, https_compatible=True
+                tcp: trio.abc.Stream | None = None
+                try:
+                    with trio.fail_after(connect_timeout):
+                        if secure:
+                            assert ssl_context is not None
+                            tcp = await trio.open_ssl_over_tcp_stream(
+                                host, port, ssl_context=ssl_context, https_compatible=True
+                            )
+                        else:
+                            tcp = await trio.open_tcp_stream(host, port)
+                        ws = await trio_websocket.wrap_client_stream(
+                            tasks,
+                            tcp,
+                            host_header,
+                            resource,
+                            extra_headers=headers,
+                            message_queue_size=4,
+                            max_message_size=max_message_size,
+                            receive_buffer_size=64 * 1024,
                         )
-                    else:
-                        tcp = await trio.open_tcp_stream(host, port)
-                    ws = await trio_websocket.wrap_client_stream(
-                        nursery,
-                        tcp,
-                        host_header,
-                        resource,
-                        extra_headers=headers,
-                        message_queue_size=4,
-                        max_message_size=max_message_size,
-                        receive_buffer_size=64 * 1024,
+                except BaseException as exc:
+                    if tcp is not None:
+                        await trio.aclose_forcefully(tcp)
+                    if isinstance(exc, trio.TooSlowError):
+                        raise ConnectError(
+                            f"no WebSocket handshake from {url} within {connect_timeout:g} s"
+                        ) from None
+                    if isinstance(exc, OSError):
+                        raise ConnectError(f"could not connect to {url}: {exc}") from None
+                    raise
+                stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}")
+                nursery.start_soon(stream.notice_cancellation)
+                try:
+                    tasks.start_soon(stream.write_loop)
+                    if ping_interval is not None:
+                        tasks.start_soon(stream.keep_alive, ping_interval, ping_timeout)
+                    every = (
+                        IDLE_CHECK if ping_interval is None else min(IDLE_CHECK, ping_interval / 2)
                     )
-            except BaseException as exc:
-                if tcp is not None:
-                    await trio.aclose_forcefully(tcp)
-                if isinstance(exc, trio.TooSlowError):
-                    raise ConnectError(
-                        f"no WebSocket handshake from {url} within {connect_timeout:g} s"
-                    ) from None
-                if isinstance(exc, OSError):
-                    raise ConnectError(f"could not connect to {url}: {exc}") from None
-                raise
-            stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}")
-            try:
-                nursery.start_soon(stream.write_loop)
-                if ping_interval is not None:
-                    nursery.start_soon(stream.keep_alive, ping_interval, ping_timeout)
-                every = IDLE_CHECK if ping_interval is None else min(IDLE_CHECK, ping_interval / 2)
-                nursery.start_soon(stream.answer_pings_while_idle, every)
-                yield stream
+                    tasks.start_soon(stream.answer_pings_while_idle, every)
+                    yield stream
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
+                        # trio-websocket leaves the socket to its owner when the
+                        # server closed first; this is its owner.
+                        await trio.aclose_forcefully(tcp)
             finally:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                    # trio-websocket leaves the socket to its owner when the
-                    # server closed first; this is its owner.
-                    await trio.aclose_forcefully(tcp)
+                tasks.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
     except trio_websocket.ConnectionRejected as exc:
         raise _rejected(url, exc) from None
     except trio_websocket.HandshakeError as exc:
         raise ConnectError(f"the WebSocket handshake with {url} failed: {exc!r}") from None
+
+
+async def _connection_tasks(
+    *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A nursery for a connection's own tasks (its reader, writer, keepalive).
+
+    Out of reach of the caller's cancellation: the close that follows it needs
+    them (the writer sends what is queued, the reader reads the server's close
+    frame). `_open_stream` ends it, by cancelling its scope, once closed.
+    """
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as tasks:
+            task_status.started(tasks)
+            await trio.sleep_forever()
 
 
 @asynccontextmanager

@@ -1,6 +1,6 @@
 """What both WebSocket servers share but the socket: settings, the handshake
-policy (Origin, authorization, connection limit), close codes and reasons, and
-the endpoint that runs one session per accepted connection.
+policy (Host, Origin, connection limit, authorization), close codes and
+reasons, and the endpoint that runs one session per accepted connection.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ...runtime import (
     BackendIpc,
     ConnectionClosed,
     PayloadTooLarge,
+    RemoteError,
     RpcManager,
     TetherError,
     Unauthorized,
@@ -28,11 +29,14 @@ from ...runtime import (
 from ...runtime._dispatch import error_info
 from ...runtime._protocol import Hello, decode, error_info_to_json
 from ...runtime._util import check_positive_int
+from .._web import SitePolicy, origin_list
 
 if TYPE_CHECKING:
     from ._streams import WebSocketStream
 
 __all__ = [
+    "ABNORMAL",
+    "CONNECTION_LOST",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PING_INTERVAL",
     "DEFAULT_PING_TIMEOUT",
@@ -49,11 +53,13 @@ __all__ = [
     "check_positive_number",
     "close_name",
     "closed_error",
+    "log_refusal",
     "too_large",
     "too_large_reason",
 ]
 
 _log = logging.getLogger("tether.websocket")
+_access = logging.getLogger("tether.access")
 
 #: Default limit of one message, in bytes (16 MiB).
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -65,9 +71,17 @@ DEFAULT_PING_TIMEOUT = 20.0
 # Close codes (RFC 6455 section 7.4.1).
 NORMAL = 1000
 GOING_AWAY = 1001
+#: Never sent: a connection that ended without a close frame reads as this.
+ABNORMAL = 1006
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+
+#: The reason of a connection that ended without a close frame (1006), where
+#: that is known: the peer's process died, or the network failed. Nobody
+#: closed it, so it gets words of its own rather than "the backend closed
+#: the session".
+CONNECTION_LOST = "the connection was lost (it ended without a close frame)"
 
 _CLOSE_NAMES = {
     1000: "normal closure",
@@ -174,11 +188,12 @@ def check_positive_number(name: str, value: float | None, *, optional: bool = Fa
 
 
 def _origins(value: Collection[str] | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        raise TypeError(f"allowed_origins takes a collection of origins, not one str: {value!r}")
-    return frozenset(value)
+    return origin_list(value, "allowed_origins")
+
+
+def _hosts(value: Collection[str] | None) -> frozenset[str] | None:
+    # SitePolicy checks and normalizes host names (lower case, no port).
+    return None if value is None else SitePolicy(allowed_hosts=value).allowed_hosts
 
 
 @attrs.frozen(kw_only=True)
@@ -194,17 +209,29 @@ class WebSocketSettings:
             running at once; more are refused with `Unavailable`
             (too-many-requests). tether's own client never goes over it: its
             calls wait for room instead.
-        max_connections: Connections served at once; more are refused at the
-            handshake with 503 and `Retry-After`.
+        max_connections: Connections served at once, counted from the moment
+            a handshake is let in (before the `authorize` hook) until its
+            socket is closed; more are refused at the handshake with 503 and
+            `Retry-After`.
         ping_interval: Seconds between pings; None turns keepalive off.
         ping_timeout: Seconds a client has to answer a ping before its
             connection is closed (1011) and its session torn down.
-        allowed_origins: Browser origins allowed to connect
-            (`"https://app.example.com"`); a handshake from another origin is
-            refused with 403. Requests without an Origin header (programs, not
-            browsers) are allowed. None allows every origin.
+        allowed_origins: Browser origins allowed to connect besides the
+            server's own (`"https://app.example.com"`; `"*"` for any). A
+            handshake whose `Origin` is neither listed nor same-origin (naming
+            the `Host` it was sent to) is refused with 403 (`forbidden`); one
+            without `Origin` (a program, not a browser) is allowed. None: same
+            origin only, or, on `HttpApp`'s `{prefix}/ws`, the app's own
+            `cors_origins`.
+        allowed_hosts: Host names the endpoint answers to, without port
+            (`"api.example.com"`; `"*"` for any); another `Host` is refused
+            with 400 before the upgrade (DNS rebinding). None: the loopback
+            names (`localhost`, `127.0.0.1`, `[::1]`, `*.localhost`) for a
+            connection that arrived on a loopback address, any name otherwise;
+            on `HttpApp`'s `{prefix}/ws`, the app's own policy.
         authorize: Called with each `Handshake` before it is accepted; False
-            refuses it with 401.
+            (or raising `Unauthorized`) refuses it with 401. Raising anything
+            else refuses it with 500, and the exception is logged.
         handshake_timeout: Seconds a client has to send its `hello` after the
             socket opens.
     """
@@ -215,6 +242,7 @@ class WebSocketSettings:
     ping_interval: float | None = DEFAULT_PING_INTERVAL
     ping_timeout: float = DEFAULT_PING_TIMEOUT
     allowed_origins: frozenset[str] | None = attrs.field(default=None, converter=_origins)
+    allowed_hosts: frozenset[str] | None = attrs.field(default=None, converter=_hosts)
     authorize: Authorize | None = None
     handshake_timeout: float = 10.0
 
@@ -224,13 +252,20 @@ class WebSocketSettings:
         check_positive_number("ping_interval", self.ping_interval, optional=True)
         check_positive_number("ping_timeout", self.ping_timeout)
         check_positive_number("handshake_timeout", self.handshake_timeout)
-        if self.allowed_origins is not None:
-            for origin in self.allowed_origins:
-                if not isinstance(origin, str) or origin.endswith("/") or "://" not in origin:
-                    raise ValueError(
-                        f"allowed_origins holds scheme://host[:port] values without a "
-                        f"trailing slash, like 'https://app.example.com'; got {origin!r}"
-                    )
+
+    def site_policy(self, default: SitePolicy | None = None) -> SitePolicy:
+        """The Origin and Host policy: these settings', or `default`'s where they are None."""
+        default = default if default is not None else SitePolicy()
+        return SitePolicy(
+            allowed_origins=(
+                self.allowed_origins
+                if self.allowed_origins is not None
+                else default.allowed_origins
+            ),
+            allowed_hosts=(
+                self.allowed_hosts if self.allowed_hosts is not None else default.allowed_hosts
+            ),
+        )
 
 
 @attrs.frozen
@@ -249,8 +284,44 @@ class Refusal:
         return [(b"content-type", b"application/json"), *self.headers]
 
 
+def log_refusal(refusal: Refusal, path: str, remote: str | None) -> None:
+    """The access line of a refused handshake: one INFO record on `tether.access`.
+
+    Shaped like the HTTP routes' lines, `<operation> <outcome> ...`:
+    `WebSocket /rpc/ws forbidden 403 from 127.0.0.1:53122: <message>`. The
+    record carries `operation`, `outcome` (the error code), `status` and
+    `remote`. It never holds the request's headers but the Origin or Host
+    refused (an `Authorization` value must not reach a log).
+    """
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    error = refusal.error
+    operation = f"WebSocket {path}"
+    _access.info(
+        "%s %s %d from %s: %s",
+        operation,
+        error.code,
+        refusal.status,
+        remote or "-",
+        error.message,
+        extra={
+            "operation": operation,
+            "outcome": error.code,
+            "status": refusal.status,
+            "remote": remote,
+        },
+    )
+
+
 class Endpoint:
-    """One WebSocket endpoint's state: what it serves, its settings, its connections."""
+    """One WebSocket endpoint's state: what it serves, its settings, its connections.
+
+    Args:
+        manager, ipc: What the endpoint serves.
+        settings: How it treats its clients.
+        site: The Origin and Host policy where `settings` leave it None (an
+            `HttpApp`'s own); same-origin and loopback names by default.
+    """
 
     __slots__ = (
         "_closing",
@@ -260,10 +331,15 @@ class Endpoint:
         "ipc",
         "manager",
         "settings",
+        "site",
     )
 
     def __init__(
-        self, manager: RpcManager | None, ipc: BackendIpc | None, settings: WebSocketSettings
+        self,
+        manager: RpcManager | None,
+        ipc: BackendIpc | None,
+        settings: WebSocketSettings,
+        site: SitePolicy | None = None,
     ) -> None:
         if manager is None and ipc is None:
             raise TypeError(
@@ -276,6 +352,10 @@ class Endpoint:
         self.manager = manager
         self.ipc = ipc
         self.settings = settings
+        self.site = settings.site_policy(site)
+        # Handshakes let in and not yet closed: each holds its place from
+        # `check` on, so a burst of handshakes cannot all pass the limit
+        # before the first of them is counted.
         self.connections = 0
         self._sessions: set[trio.CancelScope] = set()
         self._idle = trio.Event()  # set when shutting down with no connection left
@@ -303,21 +383,32 @@ class Endpoint:
         """After `begin_shutdown`: wait until every connection has closed."""
         await self._idle.wait()
 
-    async def check(self, handshake: Handshake) -> Refusal | None:
-        """Whether to accept `handshake`; the refusal when not."""
+    async def check(self, handshake: Handshake, *, local: str | None) -> Refusal | None:
+        """Whether to accept `handshake`; the refusal when not.
+
+        In this order: its `Host` (400), its `Origin` (403), shutdown and the
+        connection limit (503), then the `authorize` hook (401; 500, logged,
+        when the hook raises anything but `Unauthorized`). When it
+        returns None, the handshake holds one of `max_connections` places:
+        the caller must give it back with `release` once the connection is
+        over (or was never accepted).
+
+        Args:
+            handshake: What the client sent.
+            local: The address the connection arrived on (the server's end),
+                for the loopback Host rule; None when unknown.
+        """
         settings = self.settings
+        host = handshake.headers.get("host")
+        error: TetherError | None = self.site.refuse_host(host, local)
+        if error is not None:
+            return Refusal(400, error)
+        error = self.site.refuse_origin(handshake.origin, host)
+        if error is not None:
+            return Refusal(403, error)
         if self.shutting_down:
             return Refusal(
                 503, Unavailable("the server is shutting down"), ((b"retry-after", b"1"),)
-            )
-        origins = settings.allowed_origins
-        if origins is not None and handshake.origin is not None and handshake.origin not in origins:
-            return Refusal(
-                403,
-                Unauthorized(
-                    f"origin {handshake.origin!r} is not allowed to open a WebSocket here: "
-                    "add it to allowed_origins"
-                ),
             )
         if self.connections >= settings.max_connections:
             return Refusal(
@@ -330,42 +421,68 @@ class Endpoint:
                 ),
                 ((b"retry-after", b"1"),),
             )
-        if settings.authorize is not None:
-            try:
-                allowed = await settings.authorize(handshake)
-            except Unauthorized as exc:
-                return Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
+        # The place is taken before the hook runs: handshakes waiting for it
+        # count against the limit too.
+        self.connections += 1
+        if settings.authorize is None:
+            return None
+        refusal: Refusal | None = None
+        try:
+            allowed = await settings.authorize(handshake)
+        except Unauthorized as exc:
+            refusal = Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
+        except Exception as exc:
+            # A bug in the hook refuses this handshake; it must not stop the
+            # server (on websocket.serve it would).
+            _log.exception("the WebSocket authorize hook raised; refusing the handshake")
+            refusal = Refusal(
+                500,
+                RemoteError(
+                    "the server's authorization hook failed: see the server's log",
+                    remote_type=type(exc).__qualname__,
+                    remote=False,
+                ),
+            )
+        except BaseException:
+            self.release()
+            raise
+        else:
             if not allowed:
-                return Refusal(
+                refusal = Refusal(
                     401,
                     Unauthorized("the WebSocket handshake was refused by the authorization hook"),
                     ((b"www-authenticate", b"Bearer"),),
                 )
-        return None
+        if refusal is not None:
+            self.release()
+        return refusal
+
+    def release(self) -> None:
+        """Give back the place `check` took for a connection, now over."""
+        self.connections -= 1
+        if self.shutting_down and self.connections == 0:
+            self._idle.set()
 
     async def run(self, stream: WebSocketStream) -> None:
-        """Serve one accepted connection: its session, and its keepalive, until it ends."""
-        self.connections += 1
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream.write_loop)
-                if self.settings.ping_interval is not None:
-                    nursery.start_soon(
-                        stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
-                    )
-                with trio.CancelScope() as session:
-                    self._sessions.add(session)
-                    if self.shutting_down:
-                        session.cancel()
-                    try:
-                        await self._session(stream)
-                    finally:
-                        self._sessions.discard(session)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.connections -= 1
-            if self.shutting_down and self.connections == 0:
-                self._idle.set()
+        """Serve one accepted connection: its session, and its keepalive, until it ends.
+
+        The connection's place (taken by `check`) is the caller's to release.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write_loop)
+            if self.settings.ping_interval is not None:
+                nursery.start_soon(
+                    stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
+                )
+            with trio.CancelScope() as session:
+                self._sessions.add(session)
+                if self.shutting_down:
+                    session.cancel()
+                try:
+                    await self._session(stream)
+                finally:
+                    self._sessions.discard(session)
+            nursery.cancel_scope.cancel()
 
     async def _session(self, stream: WebSocketStream) -> None:
         settings = self.settings

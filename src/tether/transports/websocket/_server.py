@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Collection
 
 import trio
@@ -18,6 +17,7 @@ from ._endpoint import (
     Endpoint,
     Handshake,
     WebSocketSettings,
+    log_refusal,
 )
 from ._streams import CLOSE_TIMEOUT, TrioWebSocketStream
 
@@ -25,9 +25,6 @@ __all__ = ["serve"]
 
 # ---------------------------------------------------------------------------
 # trio-websocket server
-
-
-_log = logging.getLogger("tether.websocket")
 
 
 async def serve(
@@ -42,6 +39,7 @@ async def serve(
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     allowed_origins: Collection[str] | None = None,
+    allowed_hosts: Collection[str] | None = None,
     authorize: Authorize | None = None,
     handshake_timeout: float = 10.0,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
@@ -65,8 +63,11 @@ async def serve(
         port: The port; 0 picks a free one.
         ipc: The IPC backend to serve, if any.
         max_message_size, max_in_flight, max_connections, ping_interval,
-        ping_timeout, allowed_origins, authorize, handshake_timeout: See
-            `WebSocketSettings`.
+        ping_timeout, allowed_origins, allowed_hosts, authorize,
+        handshake_timeout: See `WebSocketSettings`. By default, only pages
+            of the server's own origin (and programs, which send no
+            `Origin`) may connect, and on a loopback address only loopback
+            `Host` names are answered.
         task_status: Reports the URL, `ws://host:port/`, once listening.
     """
     settings = WebSocketSettings(
@@ -76,6 +77,7 @@ async def serve(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         allowed_origins=allowed_origins,
+        allowed_hosts=allowed_hosts,
         authorize=authorize,
         handshake_timeout=handshake_timeout,
     )
@@ -128,29 +130,36 @@ async def _own_connections(
 
 
 async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketRequest) -> None:
-    remote = request.remote
-    if isinstance(remote, trio_websocket.Endpoint):
-        where = f"{remote.address}:{remote.port}"
-    else:
-        where = str(remote)
-    handshake = Handshake.from_raw(request.path, request.headers, where)
-    refusal = await endpoint.check(handshake)
+    where = _address(request.remote)
+    # wsproto keeps Host out of the request's headers; the handshake has it,
+    # as hypercorn's has.
+    host: str = request._event.host
+    raw = [(b"host", host.encode()), *request.headers]
+    handshake = Handshake.from_raw(request.path, raw, where)
+    local = request.local
+    refusal = await endpoint.check(
+        handshake, local=str(local.address) if isinstance(local, trio_websocket.Endpoint) else None
+    )
     if refusal is not None:
-        _log.info(
-            "refused a WebSocket handshake from %s: %s %s",
-            where,
-            refusal.status,
-            refusal.error.message,
-        )
+        log_refusal(refusal, request.path, where)
         await request.reject(
             refusal.status, extra_headers=refusal.response_headers(), body=refusal.body()
         )
         return
-    ws = await request.accept()
-    stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
     try:
-        await endpoint.run(stream)
+        ws = await request.accept()
+        stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
+        try:
+            await endpoint.run(stream)
+        finally:
+            # Usually a no-op: the session closed the stream as it ended.
+            await stream.aclose()
+            await stream.hang_up()
     finally:
-        # Usually a no-op: the session closed the stream as it ended.
-        await stream.aclose()
-        await stream.hang_up()
+        endpoint.release()
+
+
+def _address(where: trio_websocket.Endpoint | str) -> str:
+    if isinstance(where, trio_websocket.Endpoint):
+        return f"{where.address}:{where.port}"
+    return str(where)

@@ -10,7 +10,7 @@ import itertools
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -19,6 +19,8 @@ import trio_websocket
 
 from ...runtime import ConnectionClosed, MessageStream
 from ._endpoint import (
+    ABNORMAL,
+    CONNECTION_LOST,
     GOING_AWAY,
     INTERNAL_ERROR,
     MESSAGE_TOO_BIG,
@@ -32,16 +34,25 @@ from ._frames import FastFrames
 from ._frames import frame as text_frame
 
 __all__ = [
+    "CANCELLED_CLOSE_TIMEOUT",
     "CLOSE_TIMEOUT",
     "IDLE_CHECK",
+    "OUTBOX_MAX_BYTES",
+    "OUTBOX_MAX_MESSAGES",
     "AsgiWebSocketStream",
     "TrioWebSocketStream",
     "WebSocketStream",
 ]
 
 _log = logging.getLogger("tether.websocket")
-#: Seconds a close waits for the peer's close frame before dropping the socket.
+#: Seconds a close waits for what is queued to be sent, then as long again for
+#: the peer's close frame, before dropping the socket.
 CLOSE_TIMEOUT = 5.0
+#: The same, for a client leaving its block because it was cancelled: the
+#: caller asked to stop, so the close may not hold it long (0.25 s to send
+#: what is queued, 0.25 s for the server's answer; a live server answers in
+#: far less, since the connection's reader keeps reading while it closes).
+CANCELLED_CLOSE_TIMEOUT = 0.25
 #: Seconds between a client's checks for pings that arrived while it was idle.
 IDLE_CHECK = 1.0
 #: Seconds a close waits when the peer is already known to be unresponsive.
@@ -55,7 +66,10 @@ _ABORT_TIMEOUT = 0.5
 #: How a server closes its connections when it is shutting down.
 _SHUTDOWN = ("the server is shutting down", GOING_AWAY)
 #: Messages a stream holds for its writer before senders wait for room.
-_OUTBOX_LIMIT = 64
+OUTBOX_MAX_MESSAGES = 64
+#: Bytes a stream holds for its writer before senders wait for room (1 MiB).
+#: A larger message waits until the outbox is empty, then is queued alone.
+OUTBOX_MAX_BYTES = 1024 * 1024
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
 
@@ -72,17 +86,23 @@ class WebSocketStream(MessageStream):
     would make the runtime hand its reading over to another task, and
     concurrent senders would queue on a lock. With the outbox, neither
     happens, and a burst of replies goes out back to back.
+
+    The outbox is bounded by `OUTBOX_MAX_MESSAGES` and `OUTBOX_MAX_BYTES`;
+    senders wait for room beyond either.
     """
 
     __slots__ = (
+        "_close_as_words",
         "_drained",
         "_endpoint",
         "_first",
         "_outbox",
         "_prefix",
+        "_queued",
         "_room",
         "_send_error",
         "_writer",
+        "_writing",
         "max_message_size",
     )
 
@@ -94,6 +114,9 @@ class WebSocketStream(MessageStream):
         self._first: bytes | str | None = None
         self._prefix = prefix
         self._outbox: deque[bytes] = deque()
+        self._queued = 0  # bytes in the outbox
+        self._writing = False  # the writer is sending a batch it took
+        self._close_as_words: tuple[str | None, int] | None = None
         self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for work
         self._room = trio.lowlevel.ParkingLot()  # senders waiting for room
         self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
@@ -116,10 +139,20 @@ class WebSocketStream(MessageStream):
         """The next message off the socket (what `receive_message` returns)."""
 
     def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
-        """The reason and code a close goes out with: a shutdown's, when shutting down."""
-        if self._endpoint is not None and self._endpoint.shutting_down:
-            return _SHUTDOWN
-        return reason, code
+        """The reason and code a close goes out with: the first close's, whoever closes later.
+
+        A shutdown's, when the first close comes while shutting down. The
+        first close says why (`"frontend too slow"`); a later one (the server
+        closing what its session left open) must not replace it.
+        """
+        words = self._close_as_words
+        if words is None:
+            if self._endpoint is not None and self._endpoint.shutting_down:
+                words = _SHUTDOWN
+            else:
+                words = (reason, code)
+            self._close_as_words = words
+        return words
 
     async def send_message(self, data: bytes) -> None:
         if len(data) > self.max_message_size:
@@ -135,11 +168,17 @@ class WebSocketStream(MessageStream):
             if rest is not _NOT_SENT:
                 await self._finish_send(rest)
                 return
-        while len(outbox) >= _OUTBOX_LIMIT:
+        size = len(data)
+        # Room for it: under both bounds, or an empty outbox (a message over
+        # the byte bound goes alone).
+        while outbox and (
+            len(outbox) >= OUTBOX_MAX_MESSAGES or self._queued + size > OUTBOX_MAX_BYTES
+        ):
             await self._room.park()
             if self._send_error is not None:
                 raise self._send_error
         outbox.append(data)
+        self._queued += size
         if self._writer:
             self._writer.unpark()
 
@@ -174,22 +213,29 @@ class WebSocketStream(MessageStream):
                 else:
                     batch = list(outbox)
                     outbox.clear()
+                self._queued = 0
                 if self._room:
                     self._room.unpark_all()
-                await self._send_batch(batch)
+                self._writing = True
+                try:
+                    await self._send_batch(batch)
+                finally:
+                    self._writing = False
         except ConnectionClosed as exc:
             self._fail_sends(exc)
 
     def _fail_sends(self, exc: ConnectionClosed) -> None:
+        """Closed (or closing): sends raise `exc`, and what is queued is dropped."""
         if self._send_error is None:
             self._send_error = exc
         self._outbox.clear()
+        self._queued = 0
         self._room.unpark_all()
         self._drained.unpark_all()
 
     async def _drain(self) -> None:
         """Wait until the writer has sent everything queued (or cannot)."""
-        while self._outbox and self._send_error is None:
+        while (self._outbox or self._writing) and self._send_error is None:
             await self._drained.park()
 
     async def _send_batch(self, batch: list[bytes]) -> None:
@@ -211,7 +257,7 @@ class WebSocketStream(MessageStream):
 class TrioWebSocketStream(WebSocketStream):
     """A MessageStream over a trio-websocket connection (either side)."""
 
-    __slots__ = ("_local_close", "_mask", "_raw", "_reading", "_ws")
+    __slots__ = ("_closing_step", "_hurried", "_local_close", "_mask", "_raw", "_reading", "_ws")
 
     def __init__(
         self,
@@ -226,6 +272,8 @@ class TrioWebSocketStream(WebSocketStream):
         # it did not receive as (1000, no reason), and receives must say why.
         self._local_close: ConnectionClosed | None = None
         self._reading = False
+        self._hurried = False  # the client's caller was cancelled: close quickly
+        self._closing_step: trio.CancelScope | None = None
         # Whole data frames are read and written by _frames, not wsproto
         # (a fifth of a call's round trip); wsproto keeps everything else.
         ws._wsproto = FastFrames(ws._wsproto, ws._max_message_size)  # type: ignore[assignment]
@@ -243,6 +291,11 @@ class TrioWebSocketStream(WebSocketStream):
             return self._local_close
         if reason is None:
             return closed_error(None, None, prefix=self._prefix)
+        if reason.code == ABNORMAL and not reason.reason:
+            # trio-websocket's 1006: the socket ended with no close frame.
+            # (hypercorn's ASGI disconnect says 1006 for a client's clean
+            # close too, so the ASGI stream cannot say this.)
+            return closed_error(ABNORMAL, CONNECTION_LOST, prefix=self._prefix)
         return closed_error(reason.code, reason.reason, prefix=self._prefix)
 
     async def _broken(self) -> ConnectionClosed:
@@ -364,20 +417,52 @@ class TrioWebSocketStream(WebSocketStream):
         return True
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
-        reason, code = self._close_as(reason, code)
         await self._close(reason, code, CLOSE_TIMEOUT)
 
     async def _close(self, reason: str | None, code: int, wait: float) -> None:
         # Shielded so that a close during cancellation (the usual case: a block
         # left by an exception) still tells the peer why; bounded so a peer
-        # that does not answer cannot hold us.
+        # that does not answer cannot hold us: `wait` to send what is queued
+        # (what is left is dropped), `wait` again to send the close frame and
+        # read the peer's.
+        reason, code = self._close_as(reason, code)
         if self._local_close is None and self._ws.closed is None:
             self._local_close = closed_error(code, reason, prefix=self._prefix)
-        with trio.CancelScope(shield=True) as scope:
-            scope.relative_deadline = wait
-            await self._drain()
-            await self._ws.aclose(code, _fit_reason(reason))
-        self._fail_sends(self._local_close or closed_error(code, reason, prefix=self._prefix))
+        closed = self._local_close or closed_error(code, reason, prefix=self._prefix)
+        with trio.CancelScope(shield=True):
+            with self._bounded(wait):
+                await self._drain()
+            self._fail_sends(closed)
+            with self._bounded(wait):
+                await self._ws.aclose(code, _fit_reason(reason))
+
+    @contextlib.contextmanager
+    def _bounded(self, wait: float) -> Iterator[None]:
+        """A step of closing, given `wait` seconds, or less once the caller is cancelled."""
+        with trio.move_on_after(CANCELLED_CLOSE_TIMEOUT if self._hurried else wait) as scope:
+            self._closing_step = scope
+            try:
+                yield
+            finally:
+                self._closing_step = None
+
+    async def notice_cancellation(self) -> None:
+        """Client side: run it in the caller's scope, beside the block using the stream.
+
+        When the caller's scope is cancelled, this task is too, and closing
+        the stream (as the block is left) no longer waits its full
+        `CLOSE_TIMEOUT` for a server that does not answer: each step gets
+        `CANCELLED_CLOSE_TIMEOUT`. A task of its own, because the runtime
+        closes the stream shielded, where the caller's cancellation cannot be
+        seen, and may have begun before this task hears of it.
+        """
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._hurried = True
+            step = self._closing_step
+            if step is not None:
+                step.deadline = min(step.deadline, trio.current_time() + CANCELLED_CLOSE_TIMEOUT)
 
     async def hang_up(self) -> None:
         """Server side, once closed: end the TCP connection, at the latest after the close timeout.
@@ -426,7 +511,15 @@ def _fit_reason(reason: str | None) -> str | None:
 class AsgiWebSocketStream(WebSocketStream):
     """A MessageStream over an ASGI WebSocket connection (hypercorn), server side."""
 
-    __slots__ = ("_ping_ids", "_pong", "_receive", "_receiving", "_send")
+    __slots__ = (
+        "_close_sent",
+        "_closing",
+        "_ping_ids",
+        "_pong",
+        "_receive",
+        "_receiving",
+        "_send",
+    )
 
     def __init__(
         self,
@@ -443,6 +536,8 @@ class AsgiWebSocketStream(WebSocketStream):
         self._send = send
         self._ping_ids = itertools.count(1)
         self._pong = trio.Event()
+        self._closing = False  # aclose has begun: it drains once
+        self._close_sent = False  # the close is handed to hypercorn once
 
     async def _send_batch(self, batch: list[bytes]) -> None:
         for data in batch:
@@ -476,6 +571,7 @@ class AsgiWebSocketStream(WebSocketStream):
                     continue
                 return data
             if kind == "websocket.disconnect":
+                self._close_sent = True  # gone: nothing more may be sent, a close neither
                 code = event.get("code", 1005)
                 closed = closed_error(code, event.get("reason"), prefix="WebSocket")
                 self._fail_sends(closed)
@@ -501,18 +597,34 @@ class AsgiWebSocketStream(WebSocketStream):
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
         reason, code = self._close_as(reason, code)
-        if self._send_error is None:
-            with trio.CancelScope(shield=True) as scope:
-                scope.relative_deadline = CLOSE_TIMEOUT
-                await self._drain()
+        if self._close_sent:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(shield=True):
+            if not self._closing:
+                self._closing = True
+                if self._send_error is None:
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await self._drain()
+                # What the peer did not take in time is dropped; the writer
+                # stops after the message it is sending.
                 self._fail_sends(closed_error(code, reason, prefix="WebSocket"))
                 if self._receiving is not None:
                     self._receiving.cancel()
-                await self._send(
-                    {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
-                )
-            return
-        await trio.lowlevel.checkpoint()
+            if self._writing:
+                # hypercorn writes each frame shielded, so a peer that reads
+                # nothing holds the writer in that frame, and the close would
+                # wait behind it for as long: a close that gave up waiting
+                # would be lost (hypercorn then closes with 1011 and no
+                # reason). So the close is left to the connection's last
+                # aclose, after the writer is done (`HttpApp._websocket`),
+                # and the session ends now.
+                await trio.lowlevel.checkpoint()
+                return
+            self._close_sent = True
+            await self._send(
+                {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
+            )
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         # ASGI hides WebSocket pings from the app: ping inside the envelope.

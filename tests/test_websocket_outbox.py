@@ -1,0 +1,142 @@
+"""A WebSocket stream's outbox is bounded in bytes as well as in messages.
+
+The outbox holds what senders queued for the connection's writer task. It
+takes at most `OUTBOX_MAX_MESSAGES` messages and `OUTBOX_MAX_BYTES` bytes;
+senders wait for room beyond either, and a message larger than the byte bound
+still goes, alone, once the outbox is empty. Tested on the stream's base class
+with a writer whose sends the test finishes (a fake for this one layer); the
+real streams send large messages in tests/test_websocket_large.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tether.runtime import ConnectionClosed
+from tether.transports.websocket import _streams
+from tether.transports.websocket._streams import WebSocketStream
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class HeldStream(WebSocketStream):
+    """The outbox alone (a fake for this one layer): its writer's sends are the test's to finish.
+
+    Each batch the writer takes waits in `_send_batch` until the test calls `finish_one`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(64 * MiB, "held")
+        self.batches: list[list[int]] = []  # sizes of the messages of each batch sent
+        self._go = trio.Semaphore(0)
+
+    def finish_one(self) -> None:
+        self._go.release()
+
+    async def _send_batch(self, batch: list[bytes]) -> None:
+        await self._go.acquire()
+        self.batches.append([len(item) for item in batch])
+
+    async def _receive_next(self) -> bytes | str:  # pragma: no cover - never read
+        await trio.sleep_forever()
+
+    async def aclose(self, reason: str | None = None, code: int = 1000) -> None:
+        self._fail_sends(ConnectionClosed("closed", reason=reason))
+        await trio.lowlevel.checkpoint()
+
+
+def queued_bytes(stream: WebSocketStream) -> int:
+    return sum(len(item) for item in stream._outbox)
+
+
+async def test_outbox_holds_at_most_its_byte_bound_and_senders_wait_for_room() -> None:
+    bound = _streams.OUTBOX_MAX_BYTES
+    assert bound == 1 * MiB  # the documented default
+    size = 300 * KiB
+    stream = HeldStream()
+    sent: list[int] = []
+
+    async def send(n: int) -> None:
+        await stream.send_message(bytes([n]) * size)
+        sent.append(n)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write_loop)
+            await send(0)  # taken by the writer at once, which then waits
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 8):
+                nursery.start_soon(send, n)
+            await trio.testing.wait_all_tasks_blocked()
+            # 3 x 300 KiB fit in 1 MiB; a fourth would not: it waits.
+            assert len(stream._outbox) == 3
+            assert queued_bytes(stream) <= bound
+            assert len(sent) == 4
+            for _ in range(4):
+                stream.finish_one()
+                await trio.testing.wait_all_tasks_blocked()
+                assert queued_bytes(stream) <= bound
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+    assert sorted(sent) == list(range(8))
+    assert [len(batch) for batch in stream.batches] == [1, 3, 3, 1]
+
+
+async def test_a_message_over_the_byte_bound_goes_alone_once_the_outbox_is_empty() -> None:
+    stream = HeldStream()
+    big = bytes(3 * _streams.OUTBOX_MAX_BYTES)
+    order: list[str] = []
+
+    async def send(name: str, data: bytes) -> None:
+        await stream.send_message(data)
+        order.append(name)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write_loop)
+            await send("first", b"x")  # the writer holds it
+            await trio.testing.wait_all_tasks_blocked()
+            await send("small", b"y" * 100)  # queued
+            nursery.start_soon(send, "big", big)
+            await trio.testing.wait_all_tasks_blocked()
+            assert order == ["first", "small"]  # big waits: the outbox is not empty
+            stream.finish_one()  # "first" sent; the writer takes "small"
+            await trio.testing.wait_all_tasks_blocked()
+            assert order == ["first", "small", "big"]  # queued alone
+            assert [len(item) for item in stream._outbox] == [len(big)]
+            stream.finish_one()
+            stream.finish_one()
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+    assert stream.batches == [[1], [100], [len(big)]]
+
+
+async def test_a_sender_waiting_for_room_fails_when_the_stream_closes() -> None:
+    stream = HeldStream()
+    failed: list[Any] = []
+
+    async def send(size: int) -> None:
+        with pytest.raises(ConnectionClosed) as caught:
+            await stream.send_message(bytes(size))
+        failed.append(caught.value)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write_loop)
+            await stream.send_message(b"held")
+            await trio.testing.wait_all_tasks_blocked()
+            half = _streams.OUTBOX_MAX_BYTES // 2 + 1
+            await stream.send_message(bytes(half))
+            nursery.start_soon(send, half)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(stream._outbox) == 1  # the second half waits for room
+            await stream.aclose("bye")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert [error.reason for error in failed] == ["bye"]
