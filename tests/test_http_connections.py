@@ -284,3 +284,33 @@ async def test_stalled_headers_are_cut_at_the_keep_alive_timeout() -> None:
                 await Reader(stream).eof()
                 elapsed = trio.current_time() - started
     assert 0.5 <= elapsed < 3
+
+
+# ---------------------------------------------------------------------------
+# A connection hypercorn fails on stops only that connection
+
+
+async def test_a_connection_that_breaks_hypercorn_does_not_stop_the_server() -> None:
+    """A WebSocket upgrade and a frame in one write makes hypercorn raise (h11's
+    "Can't send data when our state is ERROR", pgjones/hypercorn#225): that
+    connection is closed, and the server goes on serving every other one."""
+    upgrade = (
+        b"GET /rpc/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    frame = b"\x81\x85\x00\x00\x00\x00hello"  # a masked text frame, right behind the request
+    with trio.fail_after(TIMEOUT):
+        async with served() as port:
+            for _ in range(3):
+                hostile = await trio.open_tcp_stream("127.0.0.1", port)
+                async with hostile:
+                    await hostile.send_all(upgrade + frame)
+                    # Whatever hypercorn answered, the server ends this connection.
+                    while await hostile.receive_some():
+                        pass
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(request(b"POST", ADD, b"[2, 3]"))
+                status, _, body = await Reader(stream).response()
+            assert (status, body) == (200, b"5")

@@ -139,6 +139,12 @@ class _Connections:
             # hypercorn annotates the stream as TLS; a plain one is what it takes here.
             server = _TCPServer(self.app, self.config, self.context, self.state, stream)  # type: ignore[arg-type]
             await server.run()
+        except* Exception as failed:
+            # hypercorn raises out of a connection on some input it does not
+            # expect (a WebSocket upgrade and a frame in one read makes h11
+            # raise LocalProtocolError, pgjones/hypercorn#225). One client must
+            # not stop the server, and every other connection with it.
+            _log.warning("closed a connection that hypercorn failed on", exc_info=failed)
         finally:
             self.open -= 1
             await trio.aclose_forcefully(stream)
