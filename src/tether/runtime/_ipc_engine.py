@@ -40,7 +40,7 @@ import trio
 from .. import contexts
 from ..contexts import RequestContext, new_activity_id
 from ._channels import IpcInterface, NotificationHandler, channel_operations
-from ._client import error_from_info
+from ._client import error_for_reply
 from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
 from ._dispatch import (
     access_clock,
@@ -691,7 +691,7 @@ class Peer:
         if isinstance(reply, ConnectionClosed):
             raise self.closed_error(activity_id)
         assert type(reply) is Error
-        raise error_from_info(reply.error, activity_id)
+        raise await error_for_reply(reply.error, activity_id)
 
     async def _send_cancel(self, call_id: int) -> None:
         # Shielded so our own cancellation does not stop the message, bounded
