@@ -24,6 +24,7 @@ from ._errors import (
     registered_remote_error,
 )
 from ._interfaces import Operation, RpcInterface, require_interface
+from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Result
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
@@ -258,7 +259,15 @@ async def _call(
     )
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("calling %s", op.qualname, extra={"activity_id": activity_id})
-    reply = await backend.request(call)
+    try:
+        reply = await backend.request(call)
+    except TypeError:
+        # The encoder refused an argument (an int out of range, a value nested
+        # past its limit, an object JSON cannot hold) before anything was sent.
+        refused = unsendable(values, op.param_names, op.qualname, activity_id)
+        if refused is None:
+            raise
+        raise refused from None
     if isinstance(reply, Result):
         return op.decode_result(reply.value)
     raise await error_for_reply(reply.error, activity_id)

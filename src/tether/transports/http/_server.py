@@ -42,7 +42,7 @@ from ...runtime import (
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._dispatch import PreparedCall, encode_reply, error_info, too_large_reply
-from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings
 from ..websocket._endpoint import Refusal as WsRefusal
@@ -393,6 +393,12 @@ class HttpApp:
         if reply is None:
             return  # the client left: nobody to answer
         data = encode_reply(reply)
+        if type(reply) is Result and not data.startswith(b'{"t":"result"'):
+            # A result JSON cannot hold (or over the codec's limits): encode_reply
+            # answered the request with an error instead.
+            refused = decode(data)
+            assert isinstance(refused, Error)
+            reply = refused
         if len(data) > self.max_body_size:
             data = too_large_reply(None, len(data), self.max_body_size)
             reply = Error(None, ErrorInfo("payload-too-large", 413, "PayloadTooLarge", ""))
