@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
 
 import pytest
@@ -51,12 +53,48 @@ def test_using_restores_the_previous_context_even_on_error() -> None:
 
 
 def test_activity_ids_are_unique_and_uuid_shaped() -> None:
-    ids = {contexts.new_activity_id() for _ in range(10_000)}
-    assert len(ids) == 10_000
-    for activity_id in list(ids)[:100]:
+    made = [contexts.new_activity_id() for _ in range(100_000)]
+    assert len(set(made)) == len(made)
+    for activity_id in made[:1000]:
         parsed = uuid.UUID(activity_id)
         assert str(parsed) == activity_id
         assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_consecutive_activity_ids_differ_in_their_leading_digits() -> None:
+    """Read in a log, two ids of consecutive actions look different at a glance."""
+    made = [contexts.new_activity_id() for _ in range(1000)]
+    for before, after in itertools.pairwise(made):
+        assert before[:8] != after[:8]
+    # And they are not all alike elsewhere: every group varies.
+    for group in range(5):
+        assert len({activity_id.split("-")[group] for activity_id in made}) > 100
+
+
+def test_a_forked_child_makes_other_activity_ids_than_its_parent() -> None:
+    """The random source is reseeded after fork: no id made twice by parent and child."""
+    contexts.new_activity_id()  # the source is in use before the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read_end)
+            ids = "\n".join(contexts.new_activity_id() for _ in range(100))
+            os.write(write_end, ids.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            child = pipe.read().decode().split("\n")
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent = [contexts.new_activity_id() for _ in range(100)]
+    assert len(child) == 100
+    assert not set(child) & set(parent)
+    assert all(uuid.UUID(activity_id).version == 4 for activity_id in child)
 
 
 def test_repr_never_shows_the_authorization() -> None:

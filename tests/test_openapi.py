@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 import enum
+import sys
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,8 @@ from tether.testing._rpc_suite import (
 from tether.transports.http._openapi import json_schema, openapi_document
 
 DOC_URI = "urn:tether:openapi"
+#: The JSON Schema 2020-12 metaschema, with its vocabularies.
+DRAFT202012_META = jsonschema.Draft202012Validator.META_SCHEMA
 
 
 class Greeter(RpcInterface):
@@ -121,6 +124,57 @@ def test_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
     assert doc["openapi"].startswith("3.1.")
     validate(doc)
     assert orjson.loads(orjson.dumps(doc)) == doc
+
+
+def _schemas_in(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every Schema Object in an OpenAPI document, with where it is."""
+    found: list[tuple[str, Any]] = [
+        (f"components/schemas/{name}", schema)
+        for name, schema in doc["components"]["schemas"].items()
+    ]
+
+    def walk(item: Any, where: str) -> None:
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if key == "schema":
+                    found.append((f"{where}/schema", child))
+                else:
+                    walk(child, f"{where}/{key}")
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                walk(child, f"{where}/{index}")
+
+    walk({"paths": doc["paths"], "components": doc["components"]}, "#")
+    return found
+
+
+def test_every_schema_in_the_document_is_valid_json_schema_2020_12(doc: dict[str, Any]) -> None:
+    """Each schema passes the JSON Schema 2020-12 metaschema (an empty prefixItems, which
+    a zero-argument operation had, does not)."""
+    schemas = _schemas_in(doc)
+    assert len(schemas) > 50
+    for where, schema in schemas:
+        errors = list(jsonschema.Draft202012Validator(DRAFT202012_META).iter_errors(schema))
+        assert errors == [], (where, [error.message for error in errors])
+    path = _path("test.Greeter", "0.1.0", "nothing")
+    body = _request_validator(doc, "test.Greeter", "0.1.0", "nothing")
+    body.validate([])
+    assert not body.is_valid([None])
+    assert "prefixItems" not in str(doc["paths"][path]["post"]["requestBody"])
+
+
+def test_the_schema_allows_only_the_numbers_the_server_accepts(doc: dict[str, Any]) -> None:
+    """ints within 64 bits (what orjson carries), finite doubles: schemathesis found ints
+    the schema allowed and the server refused."""
+    add = _request_validator(doc, "tether.Conformance", "1.2.3", "add")
+    add.validate([-(2**63), 2**64 - 1])
+    for wrong in ([2**64, 0], [0, -(2**63) - 1]):
+        assert not add.is_valid(wrong), wrong
+    assert json_schema(int, {}) == {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1}
+    number = json_schema(float, {})
+    assert (number["minimum"], number["maximum"]) == (-sys.float_info.max, sys.float_info.max)
+    assert not jsonschema.Draft202012Validator(number).is_valid(10**400)
+    assert "integers are within [-2**63, 2**64-1]" in doc["info"]["description"]
 
 
 def test_every_operation_and_route_is_documented(doc: dict[str, Any]) -> None:

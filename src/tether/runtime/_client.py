@@ -24,6 +24,7 @@ from ._errors import (
     registered_remote_error,
 )
 from ._interfaces import Operation, RpcInterface, require_interface
+from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Result
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
@@ -32,6 +33,7 @@ __all__ = [
     "ClientOptions",
     "RpcBackend",
     "check_backend_interfaces",
+    "error_for_reply",
     "error_from_info",
     "make_client",
 ]
@@ -181,6 +183,27 @@ def error_from_info(info: ErrorInfo, activity_id: str | None) -> BaseException:
     return cls(info.message, details=info.details, activity_id=activity, remote=True)
 
 
+async def error_for_reply(info: ErrorInfo, activity_id: str | None) -> BaseException:
+    """The exception an `error` reply stands for, for the caller to raise.
+
+    A `deadline-exceeded` reply that comes once the caller's own deadline has
+    passed is that deadline's doing: the caller sent its time left, and the
+    backend ran the call under it. On a busy loop the reply can wake the caller
+    before Trio has delivered the expired scope's cancellation, and raising
+    `DeadlineExceeded` then would escape `trio.move_on_after`. So the caller
+    first passes a checkpoint, where the scope's cancellation is delivered: it
+    sees a clean cancel (caught by `move_on_after`, `TooSlowError` from
+    `fail_after`). A caller whose deadline has not passed (the backend had a
+    shorter one of its own) gets `DeadlineExceeded`.
+    """
+    if (
+        info.code == "deadline-exceeded"
+        and trio.current_effective_deadline() <= trio.current_time()
+    ):
+        await trio.lowlevel.checkpoint()
+    return error_from_info(info, activity_id)
+
+
 def _rebuild_application_error(cls: type[BaseException], info: ErrorInfo) -> BaseException | None:
     fields = info.details.get("fields")
     try:
@@ -236,10 +259,18 @@ async def _call(
     )
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("calling %s", op.qualname, extra={"activity_id": activity_id})
-    reply = await backend.request(call)
+    try:
+        reply = await backend.request(call)
+    except TypeError:
+        # The encoder refused an argument (an int out of range, a value nested
+        # past its limit, an object JSON cannot hold) before anything was sent.
+        refused = unsendable(values, op.param_names, op.qualname, activity_id)
+        if refused is None:
+            raise
+        raise refused from None
     if isinstance(reply, Result):
         return op.decode_result(reply.value)
-    raise error_from_info(reply.error, activity_id)
+    raise await error_for_reply(reply.error, activity_id)
 
 
 def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:

@@ -220,7 +220,22 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"message is not valid JSON: {exc}") from None
+        raise InvalidRequest(_not_json(exc)) from None
+
+
+_NON_FINITE = ("NaN", "Infinity", "-Infinity")
+
+
+def _not_json(exc: orjson.JSONDecodeError) -> str:
+    # JSON numbers are finite: say so for the ones other encoders write for
+    # inf and nan (Python's json writes NaN and Infinity; 1e999 overflows).
+    at = exc.doc[max(exc.pos - 1, 0) : exc.pos + 9] if isinstance(exc.doc, str) else ""
+    if exc.msg.startswith("number is infinity") or any(word in at for word in _NON_FINITE):
+        return (
+            f"message is not valid JSON: {exc}: JSON numbers are finite, and tether carries "
+            "neither inf nor nan (nor a number too large for a double)"
+        )
+    return f"message is not valid JSON: {exc}"
 
 
 # ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ._errors import (
     remote_error_name,
 )
 from ._interfaces import Operation
+from ._limits import why_unsendable, within_limits
 from ._manager import RpcManager
 from ._protocol import Call, Error, ErrorInfo, Result, encode
 from ._util import collapse_exception_group, run_until_it_yields
@@ -97,26 +98,41 @@ def error_info(exc: BaseException, activity_id: str | None, *, development_mode:
 
 
 def _application_details(exc: BaseException) -> dict[str, Any]:
+    # Fields or arguments the codec cannot carry (JSON cannot hold them, or a
+    # nan that would arrive as null): the client gets a RemoteError instead.
     if attrs.has(type(exc)):
         try:
-            return {"fields": CONVERTER.unstructure(exc)}
+            fields = CONVERTER.unstructure(exc)
         except Exception:  # a field the codec cannot carry: send what we can
+            fields = None
+        if fields is None or not within_limits(fields):
             _log.warning("remote error %r has fields the codec cannot carry", exc)
             return {}
+        return {"fields": fields}
     try:
         dumps(exc.args)
     except TypeError:
-        # Arguments JSON cannot hold: the client gets a RemoteError instead.
-        _log.warning("remote error %r has args the codec cannot carry", exc)
-        return {}
-    return {"args": list(exc.args)}
+        pass
+    else:
+        if within_limits(exc.args):
+            return {"args": list(exc.args)}
+    _log.warning("remote error %r has args the codec cannot carry", exc)
+    return {}
 
 
 def encode_reply(message: Result | Error) -> bytes:
     """Encode a reply; a reply JSON cannot hold becomes an error for the same request.
 
     Never raises for a reply: the request gets an answer and the session goes on.
+    A result over the codec's limits (an int out of range, nested too deep) is
+    `bad-request`, as the client's own check of the result would say.
     """
+    if type(message) is Error and not within_limits(message.error.details):
+        # A nan or inf in the details would arrive as null: send none.
+        _log.warning(
+            "details of an error for request %s dropped: over the codec's limits", message.id
+        )
+        message = Error(message.id, attrs.evolve(message.error, details={}))
     try:
         return encode(message)
     except TypeError as exc:
@@ -125,10 +141,22 @@ def encode_reply(message: Result | Error) -> bytes:
             # error's args): send the error without them.
             _log.warning("details of an error for request %s dropped: %s", message.id, exc)
             return encode(Error(message.id, attrs.evolve(message.error, details={})))
-        # The impl returned something the codec left as-is and JSON cannot hold
-        # (its return annotation lied): report it, do not crash the session.
-        _log.error("reply to request %s cannot be encoded: %s", message.id, exc)
-        info = ErrorInfo("internal", 500, "TypeError", f"cannot encode the result: {exc}")
+        found = None if within_limits(message.value) else why_unsendable(message.value, "result")
+        if found is not None:
+            path, why = found
+            _log.warning("reply to request %s cannot be sent: %s", message.id, why)
+            info = ErrorInfo(
+                "bad-request",
+                400,
+                "InvalidRequest",
+                f"the result cannot be sent: {why}",
+                {"path": path},
+            )
+        else:
+            # The impl returned something the codec left as-is and JSON cannot
+            # hold (its return annotation lied): report it, do not crash the session.
+            _log.error("reply to request %s cannot be encoded: %s", message.id, exc)
+            info = ErrorInfo("internal", 500, "TypeError", f"cannot encode the result: {exc}")
         return encode(Error(message.id, info))
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_error_messages
 from ._errors import InvalidRequest
+from ._limits import MAX_DEPTH, Check, unsendable, value_check, why_unsendable, within_limits
 from ._versions import parse_version
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "unimplemented",
 ]
 
+_log = logging.getLogger("tether.server")
+
 
 class Operation:
     """One operation of an interface: its signature and its codec hooks.
@@ -30,8 +34,12 @@ class Operation:
     """
 
     __slots__ = (
+        "_deep_params",
+        "_param_checks",
         "_param_structure",
         "_param_unstructure",
+        "_return_check",
+        "_return_deep",
         "_return_structure",
         "_return_unstructure",
         "function",
@@ -61,6 +69,7 @@ class Operation:
         params = list(signature.parameters.values())[1:]  # drop self
         names: list[str] = []
         types_: list[Any] = []
+        checks: list[tuple[Check | None, bool]] = []
         required = 0
         for param in params:
             if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.POSITIONAL_ONLY):
@@ -72,6 +81,7 @@ class Operation:
                 raise TypeError(f"operation {where}: parameter {param.name!r} has no annotation")
             try:
                 check_carriable(hints[param.name])
+                checks.append(value_check(hints[param.name]))
             except TypeError as exc:
                 raise TypeError(f"operation {where}: parameter {param.name!r}: {exc}") from None
             if param.default is param.empty:
@@ -85,6 +95,7 @@ class Operation:
         return_type = hints["return"]
         try:
             check_carriable(return_type)
+            self._return_check, self._return_deep = value_check(return_type)
         except TypeError as exc:
             raise TypeError(f"operation {where}: return type: {exc}") from None
 
@@ -105,6 +116,11 @@ class Operation:
         )
         self._return_structure: Hook = CONVERTER.get_structure_hook(return_type)
         self._return_unstructure: Hook = CONVERTER.get_unstructure_hook(return_type)
+        # The codec's limits (non-finite floats, int range, depth): what each
+        # declared type needs checked before sending, and which received
+        # values must be walked for their depth before structuring.
+        self._param_checks = tuple(check for check, _ in checks)
+        self._deep_params = tuple(index for index, (_, deep) in enumerate(checks) if deep)
 
     def __repr__(self) -> str:
         return f"<Operation {self.qualname}{self.signature}>"
@@ -125,18 +141,42 @@ class Operation:
             bound.apply_defaults()
             args = tuple(bound.arguments.values())[1:]
         out = []
-        for name, tp, hook, value in zip(
-            self.param_names, self.param_types, self._param_unstructure, args, strict=True
+        for name, tp, hook, check, value in zip(
+            self.param_names,
+            self.param_types,
+            self._param_unstructure,
+            self._param_checks,
+            args,
+            strict=True,
         ):
             try:
-                out.append(hook(value))
+                unstructured = hook(value)
+            except RecursionError:
+                raise self._unsendable(name, None) from None
             except Exception as exc:  # an unstructure hook fails on a value of another type
                 raise InvalidRequest(
                     f"{self.qualname}: argument {name!r} must be {describe_type(tp)}, got "
                     f"{type(value).__name__} ({exc})",
                     details={"parameter": name},
                 ) from None
+            if check is not None and not check(unstructured):
+                raise self._unsendable(name, unstructured)
+            out.append(unstructured)
         return out
+
+    def _unsendable(self, name: str, value: Any) -> InvalidRequest:
+        """The error for an argument a check refused (`value` unstructured), or
+        that unstructuring could not walk (`value` None: nested past Python's
+        recursion limit)."""
+        if value is not None:
+            error = unsendable([value], (name,), self.qualname)
+            if error is not None:
+                return error
+        return InvalidRequest(
+            f"{self.qualname}: argument {name!r} cannot be sent: it nests deeper than "
+            f"{MAX_DEPTH} arrays and objects, the most tether carries: send a flatter value",
+            details={"parameter": name, "path": name},
+        )
 
     def decode_result(self, value: Any) -> Any:
         """Structure the reply's value into the declared return type.
@@ -144,6 +184,14 @@ class Operation:
         Raises:
             InvalidRequest: the backend's value does not fit (raised locally).
         """
+        if self._return_deep and not within_limits(value):
+            # Walked before structuring, which recurses once a level.
+            why = _over_limits(value, "$result")
+            raise InvalidRequest(
+                f"the backend's result for {self.qualname} does not fit "
+                f"{describe_type(self.return_type)}: {why}",
+                details={"errors": [why]},
+            )
         try:
             return self._return_structure(value, self.return_type)
         except Exception as exc:  # cattrs raises many kinds; all mean "does not fit"
@@ -180,6 +228,14 @@ class Operation:
         out = []
         for index, value in enumerate(args):
             tp = self.param_types[index]
+            if self._deep_params and index in self._deep_params and not within_limits(value):
+                # Walked before structuring, which recurses once a level.
+                name = self.param_names[index]
+                why = _over_limits(value, name)
+                raise InvalidRequest(
+                    f"argument {name!r} of {self.qualname} does not fit {describe_type(tp)}: {why}",
+                    details={"parameter": name, "errors": [why]},
+                )
             try:
                 out.append(self._param_structure[index](value, tp))
             except Exception as exc:  # cattrs raises many kinds; all mean "does not fit"
@@ -193,8 +249,36 @@ class Operation:
         return out
 
     def encode_result(self, value: Any) -> Any:
-        """Unstructure an impl's return value (server side)."""
-        return self._return_unstructure(value)
+        """Unstructure an impl's return value (server side).
+
+        Raises:
+            InvalidRequest: the value cannot be sent (a non-finite float, an
+                int out of range, nested too deep); the message says where.
+        """
+        try:
+            out = self._return_unstructure(value)
+        except RecursionError:
+            path, why = (
+                "result",
+                (
+                    f"result nests deeper than {MAX_DEPTH} arrays and objects, the most tether "
+                    "carries: return a flatter value"
+                ),
+            )
+        else:
+            if self._return_check is None or self._return_check(out):
+                return out
+            path, why = why_unsendable(out, "result") or ("result", "result is over the limits")
+        _log.warning("the result of %s cannot be sent: %s", self.qualname, why)
+        raise InvalidRequest(
+            f"the result of {self.qualname} cannot be sent: {why}", details={"path": path}
+        )
+
+
+def _over_limits(value: Any, path: str) -> str:
+    """Why a received value that a check refused is over the codec's limits."""
+    found = why_unsendable(value, path)
+    return found[1] if found is not None else f"{path} is over the codec's limits"
 
 
 def collect_operations(

@@ -40,7 +40,7 @@ import trio
 from .. import contexts
 from ..contexts import RequestContext, new_activity_id
 from ._channels import IpcInterface, NotificationHandler, channel_operations
-from ._client import error_from_info
+from ._client import error_for_reply
 from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
 from ._dispatch import (
     access_clock,
@@ -60,6 +60,7 @@ from ._errors import (
     Unavailable,
 )
 from ._interfaces import Operation
+from ._limits import encode_arguments
 from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
 from ._stream import MessageStream
 from ._util import timeout_ms_left
@@ -649,8 +650,21 @@ class Peer:
 
     # -- calling the other side ------------------------------------------------
 
-    async def invoke(self, channel: str, method: str, args: list[Any]) -> Any:
-        """Invoke `channel.method` on the other side; return the reply's JSON value."""
+    async def invoke(
+        self, channel: str, method: str, args: list[Any], names: tuple[str, ...] | None = None
+    ) -> Any:
+        """Invoke `channel.method` on the other side; return the reply's JSON value.
+
+        Args:
+            channel: The channel's name.
+            method: The method's name.
+            args: The unstructured arguments.
+            names: The parameters' names when a typed proxy checked `args`;
+                None for untyped arguments, which are checked here.
+
+        Raises:
+            InvalidRequest: an argument cannot be sent; nothing was.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         self.check_run()
         context = contexts.current()
@@ -658,13 +672,9 @@ class Peer:
         if self.closed_reason is not None:
             raise self.closed_error(activity_id)
         call_id = next(self.ids)
-        try:
-            data = encode(Invoke(call_id, channel, method, args, activity_id, timeout_ms_left()))
-        except TypeError as exc:
-            raise InvalidRequest(
-                f"the arguments of {channel}.{method} cannot be sent: {exc}",
-                activity_id=activity_id,
-            ) from None
+        data = encode_arguments(
+            Invoke(call_id, channel, method, args, activity_id, timeout_ms_left()), names
+        )
         pending = _Pending(trio.lowlevel.current_task())
         self.pending[call_id] = pending
         if self.reader_lot:
@@ -691,7 +701,7 @@ class Peer:
         if isinstance(reply, ConnectionClosed):
             raise self.closed_error(activity_id)
         assert type(reply) is Error
-        raise error_from_info(reply.error, activity_id)
+        raise await error_for_reply(reply.error, activity_id)
 
     async def _send_cancel(self, call_id: int) -> None:
         # Shielded so our own cancellation does not stop the message, bounded
@@ -701,18 +711,17 @@ class Peer:
             with contextlib.suppress(TetherError):
                 await self.send(encode(Cancel(call_id)))
 
-    async def notify(self, channel: str, method: str, args: list[Any]) -> None:
-        """Send a one-way message. A backend queues it; a frontend waits for room."""
+    async def notify(
+        self, channel: str, method: str, args: list[Any], names: tuple[str, ...] | None = None
+    ) -> None:
+        """Send a one-way message. A backend queues it; a frontend waits for room.
+
+        `names` as for `invoke`.
+        """
         self.check_run()
         context = contexts.current()
         activity_id = context.activity_id if context is not None else None
-        try:
-            data = encode(Notify(channel, method, args, activity_id))
-        except TypeError as exc:
-            raise InvalidRequest(
-                f"the arguments of {channel}.{method} cannot be sent: {exc}",
-                activity_id=activity_id,
-            ) from None
+        data = encode_arguments(Notify(channel, method, args, activity_id), names)
         if self.side == "backend":
             if len(data) > self.stream.max_message_size:
                 raise PayloadTooLarge(

@@ -9,9 +9,10 @@ from typing import Any
 
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, channel_operations
 from ._codec import CONVERTER
-from ._errors import IncompatibleVersion, NotFound
+from ._errors import IncompatibleVersion, InvalidRequest, NotFound
 from ._interfaces import Operation, unimplemented
 from ._ipc_engine import Peer
+from ._limits import MAX_DEPTH
 from ._versions import compatibility_advice, is_version_compatible
 
 __all__ = [
@@ -25,14 +26,39 @@ __all__ = [
 
 
 def plain_args(args: tuple[Any, ...]) -> list[Any]:
-    """Unstructure untyped arguments by their runtime types (for the untyped calls)."""
-    return [CONVERTER.unstructure(arg) for arg in args]
+    """Unstructure untyped arguments by their runtime types (for the untyped calls).
+
+    The engine checks them against the codec's limits when it encodes them.
+
+    Raises:
+        InvalidRequest: an argument cannot be converted (one nested past
+            Python's recursion limit, for one).
+    """
+    out = []
+    for index, arg in enumerate(args):
+        try:
+            out.append(CONVERTER.unstructure(arg))
+        except RecursionError:
+            raise InvalidRequest(
+                f"argument 'args[{index}]' cannot be sent: it nests deeper than {MAX_DEPTH} "
+                "arrays and objects, the most tether carries: send a flatter value",
+                details={"path": f"args[{index}]"},
+            ) from None
+        except Exception as exc:  # cattrs raises many kinds
+            raise InvalidRequest(
+                f"argument 'args[{index}]' cannot be sent: {type(arg).__name__} does not "
+                f"convert to JSON ({exc})",
+                details={"path": f"args[{index}]"},
+            ) from None
+    return out
 
 
 def _invoker(channel: type[IpcInterface], op: Operation) -> Any:
     async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
         values = op.encode_args(args, kwargs)
-        value = await self._tether_peer.invoke(channel.channel_name, op.name, values)
+        value = await self._tether_peer.invoke(
+            channel.channel_name, op.name, values, op.param_names
+        )
         return op.decode_result(value)
 
     return _named(forward, channel, op, "Proxy")
@@ -41,7 +67,7 @@ def _invoker(channel: type[IpcInterface], op: Operation) -> Any:
 def _notifier(channel: type[NotificationInterface], op: Operation) -> Any:
     async def forward(self: Any, *args: Any, **kwargs: Any) -> None:
         values = op.encode_args(args, kwargs)
-        await self._tether_peer.notify(channel.channel_name, op.name, values)
+        await self._tether_peer.notify(channel.channel_name, op.name, values, op.param_names)
 
     return _named(forward, channel, op, "Notifier")
 

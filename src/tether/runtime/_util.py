@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import trio
 
 __all__ = [
+    "MAX_TIMEOUT_MS",
     "check_positive_int",
     "collapse_exception_group",
     "open_service_nursery",
@@ -70,6 +71,11 @@ async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
         raise cause from cause.__cause__
 
 
+#: The longest time left a call carries (285,000 years): an int any JSON
+#: library reads exactly, that the other side can add to its clock.
+MAX_TIMEOUT_MS = 2**53 - 1
+
+
 def timeout_ms_left() -> int | None:
     """Milliseconds left before the current effective Trio deadline, or None."""
     deadline = trio.current_effective_deadline()
@@ -77,7 +83,10 @@ def timeout_ms_left() -> int | None:
         return None
     if deadline == -math.inf:
         return 0  # the scope is already cancelled
-    return max(0, math.ceil((deadline - trio.current_time()) * 1000))
+    left = (deadline - trio.current_time()) * 1000
+    # A deadline of move_on_after(1e300) is no real deadline, and its
+    # milliseconds would not fit the wire (or a float, past 1e305).
+    return MAX_TIMEOUT_MS if left >= MAX_TIMEOUT_MS else max(0, math.ceil(left))
 
 
 @types.coroutine

@@ -52,7 +52,7 @@ from ...runtime._dispatch import (
     error_info,
     too_large_reply,
 )
-from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
 from .._web import ANY, SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
@@ -599,6 +599,12 @@ class HttpApp:
         if reply is None:
             return  # the client left: nobody to answer
         data = encode_reply(reply)
+        if type(reply) is Result and not data.startswith(b'{"t":"result"'):
+            # A result JSON cannot hold (or over the codec's limits): encode_reply
+            # answered the request with an error instead.
+            replaced = decode(data)
+            assert isinstance(replaced, Error)
+            reply = replaced
         if len(data) > self.max_body_size:
             data = too_large_reply(None, len(data), self.max_body_size)
             reply = Error(None, ErrorInfo("payload-too-large", 413, "PayloadTooLarge", ""))
