@@ -42,6 +42,8 @@ from ._ipc_engine import DEFAULT_SLOW_FRONTEND_TIMEOUT as DEFAULT_SLOW_FRONTEND_
 from ._ipc_engine import Listener as Listener
 from ._ipc_frontend import FrontendIpc as FrontendIpc
 from ._ipc_frontend import open_ipc_connection as open_ipc_connection
+from ._ipc_handshake import DEFAULT_MAX_SESSIONS_PER_CLIENT as DEFAULT_MAX_SESSIONS_PER_CLIENT
+from ._ipc_handshake import IpcHandshake as IpcHandshake
 from ._manager import RpcManager as RpcManager
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._stream import MessageStream as MessageStream
@@ -50,6 +52,7 @@ from ._versions import is_version_compatible as is_version_compatible
 __all__ = [
     "CONVERTER",
     "DEFAULT_MAX_PENDING_NOTIFICATIONS",
+    "DEFAULT_MAX_SESSIONS_PER_CLIENT",
     "DEFAULT_SLOW_FRONTEND_TIMEOUT",
     "PROTOCOL_VERSION",
     "BackendIpc",
@@ -63,6 +66,7 @@ __all__ = [
     "IncompatibleVersion",
     "InvalidRequest",
     "IpcHandler",
+    "IpcHandshake",
     "IpcInterface",
     "IpcSession",
     "Listener",

@@ -191,6 +191,7 @@ async def open_ipc_connection(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
+    authorization: str | None = None,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
@@ -204,6 +205,8 @@ async def open_ipc_connection(
         channels: The channels to check at connect.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
+        authorization: The credential for the backend's `authorize` hook,
+            sent in the `hello` (never logged, never in a repr).
         max_pending_notifications: Notifications that may wait for this
             frontend's listeners before it stops reading.
         slow_listener_timeout: Seconds the listeners may leave that queue full
@@ -211,6 +214,9 @@ async def open_ipc_connection(
             too slow".
 
     Raises:
+        Unauthorized: the backend's `authorize` hook refused the session.
+        Unavailable: the backend has `max_sessions` open (503), or this client
+            its `max_sessions_per_client` (429).
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's (or the protocol's) version is incompatible.
         ConnectError: the backend did not complete the handshake.
@@ -219,6 +225,8 @@ async def open_ipc_connection(
     for channel in wanted:
         require_channel(channel, IpcInterface)
     check_positive_int("max_pending_notifications", max_pending_notifications)
+    if authorization is not None and not isinstance(authorization, str):
+        raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
     if not isinstance(slow_listener_timeout, (int, float)) or not slow_listener_timeout > 0:
         raise ValueError(
             f"slow_listener_timeout must be a positive number of seconds, got "
@@ -231,6 +239,7 @@ async def open_ipc_connection(
         application_version,
         {channel.channel_name: channel.version for channel in wanted},
         mode="ipc",
+        authorization=authorization,
     )
     try:
         reply = await exchange_hello(stream, hello)

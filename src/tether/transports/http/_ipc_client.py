@@ -204,6 +204,7 @@ async def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
+    authorization: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
@@ -220,6 +221,8 @@ async def connect_ipc(
             the block starts.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
+        authorization: The credential for the backend's `authorize` hook, sent
+            in the `hello` (the body of `POST {prefix}/ipc`); never logged.
         max_message_size: Largest message either way, in bytes.
         max_pending_notifications: Notifications that may wait for this
             frontend's listeners before it stops reading.
@@ -228,6 +231,9 @@ async def connect_ipc(
 
     Raises:
         ConnectError: the backend cannot be reached.
+        Unauthorized: the backend's `authorize` hook refused the session (401).
+        Unavailable: the backend is full (503), or this client has its
+            `max_sessions_per_client` open (429).
         NotFound: the backend serves no IPC (or is not a tether backend), or
             does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
@@ -242,6 +248,7 @@ async def connect_ipc(
             channels=channels,
             application_id=application_id,
             application_version=application_version,
+            authorization=authorization,
             max_pending_notifications=max_pending_notifications,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend:

@@ -165,6 +165,7 @@ class HttpApp:
         client = scope.get("client")
         remote = f"{client[0]}:{client[1]}" if client else None
         refusal: WsRefusal | None
+        handshake: Handshake | None = None
         if path != f"{self.prefix}/ws":
             refusal = WsRefusal(
                 404, NotFound(f"no WebSocket endpoint at {path}: it is {self.prefix}/ws")
@@ -194,7 +195,7 @@ class HttpApp:
         await send({"type": "websocket.accept"})
         stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, self._ws)
         try:
-            await self._ws.run(stream)
+            await self._ws.run(stream, handshake)
         finally:
             await stream.aclose()
 

@@ -164,6 +164,7 @@ async def connect_ipc(
     thread: bool = False,
     application_id: str | None = None,
     application_version: str | None = None,
+    authorization: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
@@ -185,6 +186,8 @@ async def connect_ipc(
         thread: Run the backend in its own thread with its own Trio loop.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
+        authorization: The credential for the backend's `authorize` hook
+            (`IpcHandshake.authorization`); never logged.
         max_message_size: Largest encoded message, in bytes, either way.
         max_pending_notifications: Notifications from the backend that may wait
             for this frontend's listeners before it stops reading.
@@ -192,12 +195,14 @@ async def connect_ipc(
             before the session is closed as "frontend too slow".
 
     Raises:
+        Unauthorized: the backend's `authorize` hook refused the session.
+        Unavailable: the backend already has `max_sessions` open.
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
     """
     if not isinstance(backend, BackendIpc):
         raise TypeError(f"connect_ipc() needs a tether.BackendIpc, got {backend!r}")
-    serve = functools.partial(serve_ipc_session, backend)
+    serve = functools.partial(serve_ipc_session, backend, transport="memory")
     async with (
         _backend(serve, thread, max_message_size) as client_end,
         open_ipc_connection(
@@ -205,6 +210,7 @@ async def connect_ipc(
             channels=channels,
             application_id=application_id,
             application_version=application_version,
+            authorization=authorization,
             max_pending_notifications=max_pending_notifications,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend,

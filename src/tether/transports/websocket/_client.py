@@ -285,7 +285,9 @@ async def connect_ipc(
             the block starts.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
-        authorization: Sent as the handshake's `Authorization` header.
+        authorization: The credential: sent in the IPC `hello` (for the
+            backend's `BackendIpc(authorize=...)` hook) and as the handshake's
+            `Authorization` header (for the server's own `authorize`).
         headers: More handshake headers.
         max_message_size: Largest message, in bytes, either way.
         max_pending_notifications: Notifications from the backend that may
@@ -296,6 +298,9 @@ async def connect_ipc(
 
     Raises:
         ConnectError: the server could not be reached, or refused the handshake.
+        Unauthorized: the backend's `authorize` hook refused the session.
+        Unavailable: the backend is full (503), or this client has its
+            `max_sessions_per_client` open (429).
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
     """
@@ -314,6 +319,7 @@ async def connect_ipc(
             channels=channels,
             application_id=application_id,
             application_version=application_version,
+            authorization=authorization,
             max_pending_notifications=max_pending_notifications,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend,

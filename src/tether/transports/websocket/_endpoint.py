@@ -343,8 +343,12 @@ class Endpoint:
                 )
         return None
 
-    async def run(self, stream: WebSocketStream) -> None:
-        """Serve one accepted connection: its session, and its keepalive, until it ends."""
+    async def run(self, stream: WebSocketStream, handshake: Handshake | None = None) -> None:
+        """Serve one accepted connection: its session, and its keepalive, until it ends.
+
+        `handshake`, the upgrade request, is what an IPC session's `authorize`
+        hook is told of the connection (its address and headers).
+        """
         self.connections += 1
         try:
             async with trio.open_nursery() as nursery:
@@ -358,7 +362,7 @@ class Endpoint:
                     if self.shutting_down:
                         session.cancel()
                     try:
-                        await self._session(stream)
+                        await self._session(stream, handshake)
                     finally:
                         self._sessions.discard(session)
                 nursery.cancel_scope.cancel()
@@ -367,7 +371,7 @@ class Endpoint:
             if self.shutting_down and self.connections == 0:
                 self._idle.set()
 
-    async def _session(self, stream: WebSocketStream) -> None:
+    async def _session(self, stream: WebSocketStream, handshake: Handshake | None) -> None:
         settings = self.settings
         with trio.move_on_after(settings.handshake_timeout) as waited:
             try:
@@ -384,7 +388,13 @@ class Endpoint:
         # An endpoint serving one kind hands any hello to it, which refuses the
         # other kind with a clear error.
         if self.ipc is not None and (self.manager is None or _asks_for_ipc(first)):
-            await serve_ipc_session(self.ipc, stream)
+            await serve_ipc_session(
+                self.ipc,
+                stream,
+                transport="websocket",
+                remote=None if handshake is None else handshake.remote,
+                headers=None if handshake is None else handshake.headers,
+            )
         else:
             assert self.manager is not None
             await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)
