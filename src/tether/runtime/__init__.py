@@ -37,6 +37,7 @@ from ._ipc_backend import BackendIpc as BackendIpc
 from ._ipc_backend import IpcSession as IpcSession
 from ._ipc_backend import current_session as current_session
 from ._ipc_backend import serve_ipc_session as serve_ipc_session
+from ._ipc_engine import DEFAULT_MAX_PENDING_BYTES as DEFAULT_MAX_PENDING_BYTES
 from ._ipc_engine import DEFAULT_MAX_PENDING_NOTIFICATIONS as DEFAULT_MAX_PENDING_NOTIFICATIONS
 from ._ipc_engine import DEFAULT_SLOW_FRONTEND_TIMEOUT as DEFAULT_SLOW_FRONTEND_TIMEOUT
 from ._ipc_engine import Listener as Listener
@@ -51,6 +52,7 @@ from ._versions import is_version_compatible as is_version_compatible
 
 __all__ = [
     "CONVERTER",
+    "DEFAULT_MAX_PENDING_BYTES",
     "DEFAULT_MAX_PENDING_NOTIFICATIONS",
     "DEFAULT_MAX_SESSIONS_PER_CLIENT",
     "DEFAULT_SLOW_FRONTEND_TIMEOUT",

@@ -15,6 +15,7 @@ from .. import contexts
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
 from ._errors import ConnectionClosed, Unavailable
 from ._ipc_engine import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     Listener,
@@ -213,6 +214,8 @@ class BackendIpc:
         max_pending_notifications: Notifications a session may have waiting for
             a slow frontend before senders wait for room; also how many one-way
             messages from the frontend may wait for listeners.
+        max_pending_bytes: The same two queues' bound in encoded bytes (a
+            single larger message still passes, alone).
         max_in_flight: Invokes one session may have running at once; more are
             refused with `Unavailable` (too-many-requests).
         max_sessions: Sessions open at once; more are refused with
@@ -229,6 +232,7 @@ class BackendIpc:
         authorize: Authorize | None = None,
         max_sessions_per_client: int | None = DEFAULT_MAX_SESSIONS_PER_CLIENT,
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_in_flight: int = 1024,
         max_sessions: int = 1024,
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
@@ -239,11 +243,13 @@ class BackendIpc:
         if max_sessions_per_client is not None:
             check_positive_int("max_sessions_per_client", max_sessions_per_client)
         check_positive_int("max_pending_notifications", max_pending_notifications)
+        check_positive_int("max_pending_bytes", max_pending_bytes)
         check_positive_int("max_in_flight", max_in_flight)
         check_positive_int("max_sessions", max_sessions)
         self.authorize = authorize
         self.max_sessions_per_client = max_sessions_per_client
         self.max_pending_notifications = max_pending_notifications
+        self.max_pending_bytes = max_pending_bytes
         self.max_in_flight = max_in_flight
         if not isinstance(slow_frontend_timeout, (int, float)) or not slow_frontend_timeout > 0:
             raise ValueError(
@@ -440,6 +446,7 @@ async def _serve_ipc_session(
             served=served,
             listeners=backend._listeners,
             max_pending_notifications=backend.max_pending_notifications,
+            max_pending_bytes=backend.max_pending_bytes,
             max_in_flight=backend.max_in_flight,
             development_mode=backend.development_mode,
             slow_frontend_timeout=backend.slow_frontend_timeout,

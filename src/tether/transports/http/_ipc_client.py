@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import trio
 
 from ...runtime import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ConnectError,
@@ -207,6 +208,7 @@ async def connect_ipc(
     authorization: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with an HTTP backend for the block.
@@ -226,6 +228,8 @@ async def connect_ipc(
         max_message_size: Largest message either way, in bytes.
         max_pending_notifications: Notifications that may wait for this
             frontend's listeners before it stops reading.
+        max_pending_bytes: The same bound in encoded bytes (a single larger
+            notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
 
@@ -250,6 +254,7 @@ async def connect_ipc(
             application_version=application_version,
             authorization=authorization,
             max_pending_notifications=max_pending_notifications,
+            max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend:
             yield frontend

@@ -15,6 +15,7 @@ import trio
 import trio_websocket
 
 from ...runtime import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ClientOptions,
@@ -262,6 +263,7 @@ async def connect_ipc(
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
@@ -292,6 +294,8 @@ async def connect_ipc(
         max_message_size: Largest message, in bytes, either way.
         max_pending_notifications: Notifications from the backend that may
             wait for this frontend's listeners before it stops reading.
+        max_pending_bytes: The same bound in encoded bytes (a single larger
+            notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
@@ -321,6 +325,7 @@ async def connect_ipc(
             application_version=application_version,
             authorization=authorization,
             max_pending_notifications=max_pending_notifications,
+            max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend,
     ):
