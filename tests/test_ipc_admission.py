@@ -492,6 +492,30 @@ async def test_an_unauthorized_frontend_learns_nothing_of_what_is_served() -> No
     assert closed.value.reason == reply.error.message
 
 
+async def test_a_hook_that_does_not_answer_is_cut_off_with_503(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    cancelled: list[bool] = []
+
+    async def authorize(handshake: tether.IpcHandshake) -> bool:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.append(True)
+
+    backend, made = make_backend(authorize=authorize)
+    with trio.fail_after(60):  # the clock jumps: a minute of Trio time, no real wait
+        start = trio.current_time()
+        with pytest.raises(tether.Unavailable, match="did not answer within 10 s") as caught:
+            async with memory.connect_ipc(backend, channels=[Editor], authorization=SECRET):
+                pass  # pragma: no cover - the connect must fail
+        assert trio.current_time() - start == pytest.approx(10.0)
+    assert (caught.value.code, caught.value.status) == ("unavailable", 503)
+    assert cancelled == [True]
+    assert made == []
+    assert leftovers(backend) == ((), 0, {})
+
+
 def test_the_defaults_and_the_checks_of_the_new_options() -> None:
     backend = tether.BackendIpc()
     assert backend.max_sessions_per_client == DEFAULT_MAX_SESSIONS_PER_CLIENT == 64
@@ -502,6 +526,10 @@ def test_the_defaults_and_the_checks_of_the_new_options() -> None:
             tether.BackendIpc(max_sessions_per_client=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="authorize must be a function"):
         tether.BackendIpc(authorize="yes")  # type: ignore[arg-type]
+    assert backend.authorize_timeout == 10.0
+    for bad_timeout in (0, -1.0, True, "10"):
+        with pytest.raises(ValueError, match="authorize_timeout must be a positive number"):
+            tether.BackendIpc(authorize_timeout=bad_timeout)  # type: ignore[arg-type]
 
 
 def test_the_hello_carries_the_credential_and_shows_it_nowhere() -> None:

@@ -21,7 +21,12 @@ from ._ipc_engine import (
     Listener,
     Peer,
 )
-from ._ipc_handshake import DEFAULT_MAX_SESSIONS_PER_CLIENT, Authorize, accept
+from ._ipc_handshake import (
+    DEFAULT_AUTHORIZE_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_CLIENT,
+    Authorize,
+    accept,
+)
 from ._ipc_proxy import add_to_table, check_listener, handler_channel, make_proxy, plain_args
 from ._protocol import PROTOCOL_VERSION, Welcome, encode
 from ._stream import MessageStream
@@ -206,6 +211,8 @@ class BackendIpc:
             refuses the session with 401, another `TetherError` with that
             error, any other exception with 500 (logged). A coroutine function
             or a plain function. None: every frontend may open a session.
+        authorize_timeout: Seconds the hook may take; then the session is
+            refused with `Unavailable` (503) and the hook cancelled.
         max_sessions_per_client: Sessions one client (the remote host the
             transport reports; in-process sessions have none) may have open at
             once; more are refused with `Unavailable` (429 too-many-requests).
@@ -230,6 +237,7 @@ class BackendIpc:
         self,
         *,
         authorize: Authorize | None = None,
+        authorize_timeout: float = DEFAULT_AUTHORIZE_TIMEOUT,
         max_sessions_per_client: int | None = DEFAULT_MAX_SESSIONS_PER_CLIENT,
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
@@ -246,7 +254,16 @@ class BackendIpc:
         check_positive_int("max_pending_bytes", max_pending_bytes)
         check_positive_int("max_in_flight", max_in_flight)
         check_positive_int("max_sessions", max_sessions)
+        if (
+            isinstance(authorize_timeout, bool)
+            or not isinstance(authorize_timeout, (int, float))
+            or not authorize_timeout > 0
+        ):
+            raise ValueError(
+                f"authorize_timeout must be a positive number of seconds, got {authorize_timeout!r}"
+            )
         self.authorize = authorize
+        self.authorize_timeout = float(authorize_timeout)
         self.max_sessions_per_client = max_sessions_per_client
         self.max_pending_notifications = max_pending_notifications
         self.max_pending_bytes = max_pending_bytes

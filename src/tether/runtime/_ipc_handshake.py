@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from ._dispatch import error_info
 from ._errors import ConnectionClosed, TetherError, Unauthorized, Unavailable
@@ -37,12 +38,20 @@ from ._stream import MessageStream
 if TYPE_CHECKING:
     from ._ipc_backend import BackendIpc
 
-__all__ = ["DEFAULT_MAX_SESSIONS_PER_CLIENT", "Authorize", "IpcHandshake", "accept"]
+__all__ = [
+    "DEFAULT_AUTHORIZE_TIMEOUT",
+    "DEFAULT_MAX_SESSIONS_PER_CLIENT",
+    "Authorize",
+    "IpcHandshake",
+    "accept",
+]
 
 _log = logging.getLogger("tether.ipc")
 
 #: Default bound of the sessions one client (one remote address) may have open.
 DEFAULT_MAX_SESSIONS_PER_CLIENT = 64
+#: Default seconds the `authorize` hook may take before the session is refused.
+DEFAULT_AUTHORIZE_TIMEOUT = 10.0
 
 _NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
 
@@ -134,7 +143,7 @@ async def accept(
             headers=headers,
         )
         if backend.authorize is not None:
-            await _authorize(backend.authorize, handshake)
+            await _authorize(backend.authorize, handshake, backend.authorize_timeout)
         registrations = dict(backend._registrations)
         versions = {name: reg.channel.version for name, reg in registrations.items()}
         for name, version in hello.channels.items():
@@ -179,12 +188,25 @@ class _HookFailed(Exception):
         self.info = info
 
 
-async def _authorize(hook: Authorize, handshake: IpcHandshake) -> None:
+async def _authorize(hook: Authorize, handshake: IpcHandshake, limit: float) -> None:
     """Run the hook; raise the refusal (Unauthorized, the hook's TetherError, _HookFailed)."""
     try:
         allowed = hook(handshake)
         if inspect.isawaitable(allowed):
-            allowed = await allowed
+            # Bounded: a hook that hangs (a directory that does not answer)
+            # must not keep connections open for as long as the server runs.
+            with trio.move_on_after(limit) as waited:
+                allowed = await allowed
+            if waited.cancelled_caught:
+                _log.warning(
+                    "the IPC authorize hook did not answer within %g s: the session was refused",
+                    limit,
+                )
+                raise Unavailable(
+                    f"the backend's authorization hook did not answer within {limit:g} s: "
+                    "try again later",
+                    retry_after=1,
+                )
     except TetherError:
         raise
     except Exception as exc:
