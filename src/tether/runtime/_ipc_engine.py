@@ -577,7 +577,11 @@ class Peer:
     async def _queue_notification(self, data: bytes) -> None:
         """Queue a notification for the writer; wait (boundedly) while the queue is full."""
         size = len(data)
-        if self._queue_full(size):
+        queued = self.queued_notifications
+        # `_queue_full`, inline: this runs for every notification.
+        if queued >= self.max_pending_notifications or (
+            queued and self.queued_bytes + size > self.max_pending_bytes
+        ):
             with trio.move_on_after(self.slow_frontend_timeout):
                 while self._queue_full(size) and self.closed_reason is None:
                     await self.room_lot.park()
