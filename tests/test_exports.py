@@ -101,9 +101,13 @@ def test_http_surface_is_exactly_this() -> None:
     import tether.transports.http as http
 
     assert http.__all__ == [
+        "DEFAULT_BODY_TIMEOUT",
         "DEFAULT_IPC_GRACE_PERIOD",
+        "DEFAULT_IPC_PING_INTERVAL",
+        "DEFAULT_IPC_PING_TIMEOUT",
         "DEFAULT_KEEP_ALIVE_TIMEOUT",
         "DEFAULT_MAX_BODY_SIZE",
+        "DEFAULT_READ_TIMEOUT",
         "HttpApp",
         "HttpBackend",
         "connect",

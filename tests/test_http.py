@@ -76,7 +76,12 @@ async def raw_client(
     manager: RpcManager | None, **options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client whose base URL is a served backend's prefix."""
-    async with served(manager, **options) as url, httpx.AsyncClient(base_url=url) as client:
+    # Every POST must be JSON (415 otherwise): the client says so on every request.
+    headers = {"Content-Type": "application/json"}
+    async with (
+        served(manager, **options) as url,
+        httpx.AsyncClient(base_url=url, headers=headers) as client,
+    ):
         yield client
 
 
@@ -427,7 +432,7 @@ async def test_other_method_on_an_rpc_path_is_405_with_allow(method: str) -> Non
         async with raw_client(conformance_manager()) as client:
             response = await client.request(method, f"{CONF}/add")
     assert response.status_code == 405
-    assert response.headers["allow"] == "POST"
+    assert response.headers["allow"] == "POST, OPTIONS"
     assert error_of(response)["code"] == "method-not-allowed"
 
 
@@ -1075,7 +1080,7 @@ async def test_post_on_describe_is_405_with_allow_get() -> None:
         async with raw_client(conformance_manager()) as client:
             response = await client.post("/health", content=b"[]")
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS"
 
 
 # ---------------------------------------------------------------------------
@@ -1083,6 +1088,8 @@ async def test_post_on_describe_is_405_with_allow_get() -> None:
 
 
 async def test_cors_is_off_by_default() -> None:
+    # No origin is listed: a page of another origin may not call (403), and
+    # nothing tells a browser otherwise.
     origin = {"Origin": "http://app.example"}
     with trio.fail_after(TIMEOUT):
         async with raw_client(conformance_manager()) as client:
@@ -1090,9 +1097,11 @@ async def test_cors_is_off_by_default() -> None:
             preflight = await client.options(
                 f"{CONF}/add", headers={**origin, "Access-Control-Request-Method": "POST"}
             )
-    assert call.status_code == 200
-    assert preflight.status_code == 405
-    for response in (call, preflight):
+            options = await client.options(f"{CONF}/add")
+    assert call.status_code == 403
+    assert preflight.status_code == 403
+    assert options.status_code == 204
+    for response in (call, preflight, options):
         assert not [name for name in response.headers if name.startswith("access-control-")]
 
 
@@ -1229,7 +1238,7 @@ async def test_shutdown_lets_a_call_in_flight_finish() -> None:
             async with httpx.AsyncClient(base_url=url) as client, trio.open_nursery() as calls:
 
                 async def call() -> None:
-                    responses.append(await client.post("/test.Gate/1.0.0/wait", content=b'["a"]'))
+                    responses.append(await client.post("/test.Gate/1.0.0/wait", json=["a"]))
 
                 calls.start_soon(call)
                 await probe.wait("started:a")
@@ -1533,8 +1542,9 @@ async def test_ipc_open_answers_session_id_token_events_path_and_welcome() -> No
     assert response.status_code == 200
     opened = response.json()
     session_id = opened["session_id"]
-    assert set(opened) == {"session_id", "token", "events", "welcome"}
+    assert set(opened) == {"session_id", "token", "events", "welcome", "ping"}
     assert opened["events"] == f"/rpc/ipc/{session_id}/events"
+    assert opened["ping"] == {"interval_ms": 20000, "timeout_ms": 20000}
     assert len(opened["token"]) >= 32
     assert opened["welcome"]["t"] == "welcome"
     assert opened["welcome"]["session_id"] == session_id

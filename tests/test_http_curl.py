@@ -94,6 +94,10 @@ class CurlResponse:
         return json.loads(self.body)
 
 
+#: Every POST is JSON: the server refuses anything else (415).
+JSON_TYPE = "Content-Type: application/json"
+
+
 async def curl(*args: str) -> CurlResponse:
     """Run `curl -s -i` with `args`; parse the status, headers and body it printed."""
     done = await trio.run_process(
@@ -132,7 +136,13 @@ async def test_curl_call_with_an_incompatible_version_gets_403_and_an_error_body
     with trio.fail_after(TIMEOUT):
         async with served() as url:
             response = await curl(
-                "-X", "POST", "--data", "[1, 2]", f"{url}/tether.Conformance/2.0.0/add"
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                "[1, 2]",
+                f"{url}/tether.Conformance/2.0.0/add",
             )
     assert response.status == 403
     error = response.json()["error"]
@@ -175,7 +185,7 @@ async def test_curl_follows_an_ipc_session_and_its_server_sent_events() -> None:
     with trio.fail_after(TIMEOUT):
         async with served(ipc=editor_backend(ended), ipc_grace_period=1.0) as url:
             origin = url.removesuffix("/rpc")
-            opened = await curl("-X", "POST", "--data", hello, f"{url}/ipc")
+            opened = await curl("-X", "POST", "-H", JSON_TYPE, "--data", hello, f"{url}/ipc")
             assert opened.status == 200, opened.body
             session = opened.json()
             token_header = f"X-Session-Token: {session['token']}"
@@ -198,6 +208,8 @@ async def test_curl_follows_an_ipc_session_and_its_server_sent_events() -> None:
                     "POST",
                     "-H",
                     token_header,
+                    "-H",
+                    JSON_TYPE,
                     "--data",
                     invoke,
                     f"{url}/ipc/{session['session_id']}",

@@ -11,11 +11,17 @@ from pathlib import Path
 
 import trio
 
+import tether
 from tether.testing import ConformanceInterface, ConformanceIpc
 from tether.transports import http
 
 HERE = Path(__file__).resolve().parent
 HYPERCORN = Path(sys.executable).with_name("hypercorn")
+#: hypercorn imports the tether these tests import (a checkout's, not an installed one).
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(HERE), str(Path(tether.__file__).parents[1])]),
+}
 
 
 async def _serve_with_cli(workers: int, task_status: trio.TaskStatus[str]) -> None:
@@ -30,9 +36,8 @@ async def _serve_with_cli(workers: int, task_status: trio.TaskStatus[str]) -> No
         "--bind",
         "127.0.0.1:0",
     ]
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
     process = await trio.lowlevel.open_process(
-        command, cwd=HERE, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        command, cwd=HERE, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
     )
     assert process.stderr is not None
     async with process.stderr:
@@ -75,3 +80,31 @@ async def test_hypercorn_command_line_serves_ipc_with_one_worker() -> None:
             async with http.connect_ipc(url, channels=[ConformanceIpc]) as frontend:
                 assert await frontend.proxy(ConformanceIpc).add(40, 2) == 42
             nursery.cancel_scope.cancel()
+
+
+async def test_hypercorn_without_the_trio_worker_fails_at_startup_saying_what_to_add() -> None:
+    # hypercorn's default worker is asyncio's: the app must refuse to start,
+    # in one line that says what to add, not serve empty 500s.
+    command = [str(HYPERCORN), "asgi_app:asgi", "--bind", "127.0.0.1:0"]
+    process = await trio.lowlevel.open_process(
+        command, cwd=HERE, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    assert process.stderr is not None
+    seen = b""
+    try:
+        with trio.fail_after(60):
+            async with process.stderr:
+                while b"Running on" not in seen and (chunk := await process.stderr.receive_some()):
+                    seen += chunk
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+    text = seen.decode(errors="replace")
+    assert "Running on" not in text
+    lines = [line for line in text.splitlines() if "--worker-class trio" in line]
+    assert len(lines) == 1, text
+    assert "tether" in lines[0]

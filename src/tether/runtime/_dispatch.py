@@ -44,6 +44,7 @@ __all__ = [
     "Dispatcher",
     "PreparedCall",
     "access_clock",
+    "access_line",
     "access_log",
     "encode_reply",
     "error_info",
@@ -60,7 +61,7 @@ class PreparedCall:
     """A call that passed the checks: ready to run under its context."""
 
     # A plain slotted class: made once per call, on the hot path.
-    __slots__ = ("args", "context", "handler", "id", "operation")
+    __slots__ = ("args", "context", "handler", "id", "operation", "started")
 
     def __init__(
         self,
@@ -75,6 +76,8 @@ class PreparedCall:
         self.handler = handler
         self.args = args
         self.context = context
+        #: When `Dispatcher.run` started it (`access_clock`), for its access line.
+        self.started = -1.0
 
 
 def error_info(exc: BaseException, activity_id: str | None, *, development_mode: bool) -> ErrorInfo:
@@ -303,7 +306,7 @@ class Dispatcher:
             code (DESIGN.md section 5).
         """
         context = prepared.context
-        started = access_clock()
+        started = prepared.started = access_clock()
         reply: Result | Error
         try:
             authorize = self.manager.authorize
@@ -354,7 +357,7 @@ class Dispatcher:
             `deadline-exceeded` when the call's deadline has passed; None when
             the caller cancelled it (nobody waits for a reply then).
         """
-        return interrupted_reply(prepared.id, prepared.context, -1.0)
+        return interrupted_reply(prepared.id, prepared.context, prepared.started)
 
 
 def access_clock() -> float:
@@ -363,11 +366,48 @@ def access_clock() -> float:
 
 
 def access_log(context: RequestContext, outcome: str, started: float) -> None:
-    """One line per request; `started` is 0.0 when INFO was off at the start, -1.0 if unknown."""
+    """One line per request; `started` is 0.0 when INFO was off at the start, -1.0 if unknown.
+
+    The request's fields go on the record explicitly: the line may be written
+    after the request's context was left (a call its caller cancelled).
+    """
+    access_line(
+        context.operation or "-",
+        outcome,
+        started,
+        activity_id=context.activity_id,
+        session_id=context.session_id,
+        application_id=context.application_id,
+    )
+
+
+def access_line(
+    operation: str,
+    outcome: str,
+    started: float,
+    *,
+    activity_id: str | None,
+    session_id: str | None,
+    application_id: str | None,
+) -> None:
+    """The access line of one request: `<operation> <outcome> <duration>ms`.
+
+    The record carries `activity_id`, `session_id`, `application_id` and
+    `operation` (as `ContextFilter` names them), `outcome` and `duration_ms`
+    (None when unknown). `started` is as for `access_log`.
+    """
     if not started or not _access.isEnabledFor(logging.INFO):
         return
+    fields: dict[str, Any] = {
+        "activity_id": activity_id,
+        "session_id": session_id,
+        "application_id": application_id,
+        "operation": operation,
+        "outcome": outcome,
+        "duration_ms": None,
+    }
     if started < 0:
-        _access.info("%s %s", context.operation, outcome)
+        _access.info("%s %s", operation, outcome, extra=fields)
     else:
-        elapsed = (time.perf_counter() - started) * 1000
-        _access.info("%s %s %.2fms", context.operation, outcome, elapsed)
+        elapsed = fields["duration_ms"] = (time.perf_counter() - started) * 1000
+        _access.info("%s %s %.2fms", operation, outcome, elapsed, extra=fields)

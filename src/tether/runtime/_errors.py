@@ -272,6 +272,10 @@ _BY_CODE: dict[str, type[TetherError]] = {
     )
 }
 _BY_CODE["too-many-requests"] = Unavailable
+# The HTTP server's refusals of a malformed request, told apart by their own
+# codes (405, 408, 415): to a caller they are bad requests like any other.
+_REFUSED_AS_MALFORMED = ("method-not-allowed", "request-timeout", "unsupported-media-type")
+_BY_CODE.update(dict.fromkeys(_REFUSED_AS_MALFORMED, InvalidRequest))
 
 
 def error_class_for_code(code: str) -> type[TetherError] | None:

@@ -27,6 +27,7 @@ __all__ = [
     "not_allowed",
     "raw_header",
     "read_body",
+    "require_json",
     "send_empty",
     "send_error_info",
 ]
@@ -61,11 +62,40 @@ def header_text(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | No
     return None if value is None else value.decode("utf-8", "replace")
 
 
-async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
-    """Read a whole request body of at most `limit` bytes.
+def require_json(content_type: bytes | None) -> None:
+    """Refuse a request body that is not `application/json` (parameters allowed).
+
+    A browser sends `text/plain` and form bodies cross-site without asking
+    the server first; a JSON body it sends only after a CORS preflight. So a
+    POST that is not JSON is refused before anything reads it or runs.
+
+    Raises:
+        Refused: 415, unsupported-media-type.
+    """
+    if content_type is not None:
+        media_type = content_type.split(b";", 1)[0].strip().lower()
+        if media_type == b"application/json":
+            return
+    got = "none" if content_type is None else repr(content_type.decode("latin-1"))
+    raise Refused(
+        InvalidRequest(
+            f"a POST to this backend must have Content-Type: application/json, got {got}: "
+            "send the body as JSON with that header",
+            details={"field": "Content-Type"},
+        ),
+        status=415,
+    )
+
+
+async def read_body(
+    receive: Receive, content_length: bytes | None, limit: int, time_limit: float
+) -> bytes:
+    """Read a whole request body of at most `limit` bytes, within `time_limit` seconds.
 
     Raises:
         PayloadTooLarge: the body (or its announced length) is over `limit`.
+        Refused: 408 (request-timeout, `Connection: close`), when the whole body
+            did not arrive in `time_limit` seconds, stalled or dribbled.
         ClientLeft: the client disconnected first.
     """
     if content_length is not None:
@@ -80,24 +110,33 @@ async def read_body(receive: Receive, content_length: bytes | None, limit: int) 
             )
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientLeft
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"the request body is over this backend's limit of {limit} bytes: "
-                    "send less per call"
-                )
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    # -- GET routes ------------------------------------------------------------
+    with trio.move_on_after(time_limit):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientLeft
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"the request body is over this backend's limit of {limit} bytes: "
+                        "send less per call"
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    # The rest of the body may never come: answer, and the server closes the
+    # connection (the request was not read to its end).
+    raise Refused(
+        InvalidRequest(
+            f"the request body did not arrive within {time_limit:g} s (it had {size} bytes): "
+            "send the whole body at once",
+            details={"field": "body"},
+        ),
+        status=408,
+        headers=[(b"connection", b"close")],
+    )
 
 
 async def send_error_info(

@@ -8,11 +8,14 @@ failure of the connection surfaces as a tether `TransportError`.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from ... import contexts
@@ -34,12 +37,42 @@ from ...runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result
 from ._pool import ConnectionPool, Response
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL, STATUS_CODES
 
-__all__ = ["HttpBackend", "connect", "error_info_from_response", "split_url"]
+__all__ = [
+    "DEFAULT_READ_TIMEOUT",
+    "HttpBackend",
+    "answer_grace",
+    "check_read_timeout",
+    "connect",
+    "error_info_from_response",
+    "split_url",
+]
 
 _log = logging.getLogger("tether.client")
 
-#: Seconds a leaving IPC frontend spends telling the backend so.
-_GOODBYE_TIMEOUT = 1.0
+#: Seconds a call without a deadline of its own may go without an answer (sent
+#: as its X-Timeout-Ms), and the longest gap inside a response. As long as
+#: common proxies wait for a silent response (nginx, cloud load balancers).
+DEFAULT_READ_TIMEOUT = 60.0
+#: The longest wait for a server's 504, past a deadline the client sent.
+_MAX_ANSWER_GRACE = 5.0
+
+
+def answer_grace(read_timeout: float) -> float:
+    """Seconds a call waits past its `read_timeout` for the server's own answer (504).
+
+    In proportion for short timeouts, at most `_MAX_ANSWER_GRACE`.
+    """
+    return min(read_timeout, _MAX_ANSWER_GRACE)
+
+
+def check_read_timeout(value: float | None) -> None:
+    """Raise ValueError unless `value` is None or a positive finite number of seconds."""
+    if value is None:
+        return
+    if type(value) not in (int, float) or not 0 < value < math.inf:
+        raise ValueError(
+            f"read_timeout must be a positive finite number of seconds, or None, got {value!r}"
+        )
 
 
 def split_url(url: str) -> tuple[str, int, str]:
@@ -55,10 +88,25 @@ def split_url(url: str) -> tuple[str, int, str]:
     return parts.hostname, parts.port or 80, parts.path.rstrip("/")
 
 
-def _header_value(name: str, value: str) -> bytes:
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise InvalidRequest(f"{name} cannot carry line breaks or NUL characters: {value!r}")
-    return value.encode()
+#: What an HTTP header value cannot hold (RFC 9110 section 5.5): control
+#: characters (a tab inside is allowed), and spaces or tabs at either end.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+
+
+def _header_value(name: str, value: str, *, secret: bool = False) -> bytes:
+    """`value` as a header value, or InvalidRequest if HTTP cannot carry it.
+
+    A `secret` value (a credential) is never repeated in the error: messages
+    end up in logs and bug reports.
+    """
+    if _UNSENDABLE.search(value) is None:
+        return value.encode()
+    shown = "(a credential, not shown)" if secret else repr(value)
+    raise InvalidRequest(
+        f"{name} {shown} cannot be sent in an HTTP header: it holds a line break or another "
+        "control character, or starts or ends with a space: check how it was made",
+        details={"field": name},
+    )
 
 
 def error_info_from_response(response: Response, activity_id: str | None) -> ErrorInfo:
@@ -100,6 +148,11 @@ class HttpBackend(RpcBackend):
     Made by `connect`; each call is one `POST {prefix}/{interface}/{version}/
     {operation}` on a pooled keep-alive connection. Cancelling a call closes
     its connection, which the server sees as a disconnect and cancels the impl.
+
+    A call waits for its answer until its caller's deadline; a call without
+    one carries `read_timeout` as its deadline (the server cancels the impl
+    when it passes and answers 504), and is given up with `ConnectionClosed`
+    if not even that answer comes back soon after: the connection is silent.
     """
 
     __slots__ = (
@@ -110,6 +163,7 @@ class HttpBackend(RpcBackend):
         "_prefix",
         "_targets",
         "max_message_size",
+        "read_timeout",
         "url",
     )
 
@@ -120,8 +174,11 @@ class HttpBackend(RpcBackend):
         prefix: str,
         options: ClientOptions,
         max_message_size: int,
+        read_timeout: float | None = None,
     ) -> None:
+        check_read_timeout(read_timeout)
         self._pool = pool
+        self.read_timeout = read_timeout
         self.url = url
         self._prefix = prefix
         self._options = options
@@ -146,12 +203,19 @@ class HttpBackend(RpcBackend):
                 tether backend.
             IncompatibleVersion: it speaks another protocol version.
         """
-        try:
-            response = await self._pool.request(b"GET", (self._prefix + "/").encode(), [])
-        except ConnectionClosed as exc:
+        wait = math.inf if self.read_timeout is None else self.read_timeout
+        with trio.move_on_after(wait) as waited:
+            try:
+                response = await self._pool.request(b"GET", (self._prefix + "/").encode(), [])
+            except ConnectionClosed as exc:
+                raise ConnectError(
+                    f"{self.url} closed the connection while describing: {exc}"
+                ) from None
+        if waited.cancelled_caught:
             raise ConnectError(
-                f"{self.url} closed the connection while describing: {exc}"
-            ) from None
+                f"{self.url} did not describe itself within {wait:g} s (read_timeout): is it "
+                "a tether backend, and is the way to it open?"
+            )
         if response.status != 200:
             raise ConnectError(
                 f"{self.url} answered HTTP {response.status} to describe: is it a tether backend, "
@@ -215,15 +279,67 @@ class HttpBackend(RpcBackend):
                 )
             )
         if ctx.authorization is not None:
-            headers.append((b"authorization", _header_value("authorization", ctx.authorization)))
-        if call.timeout_ms is not None:
-            headers.append((b"x-timeout-ms", b"%d" % call.timeout_ms))
+            headers.append(
+                (b"authorization", _header_value("authorization", ctx.authorization, secret=True))
+            )
+        timeout_ms = call.timeout_ms
+        read_timeout = self.read_timeout
+        if timeout_ms is None and read_timeout is not None:
+            return await self._bounded(call, headers, body, activity_id, read_timeout)
+        if timeout_ms is not None:
+            headers.append((b"x-timeout-ms", b"%d" % timeout_ms))
         response = await self._pool.request(
             b"POST", self._target(call.iface, call.ver, call.op), headers, body
         )
         if response.status == 200:
             return Result(call.id, loads(response.body))
         return Error(call.id, error_info_from_response(response, activity_id))
+
+    async def _bounded(
+        self,
+        call: Call,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        activity_id: str,
+        read_timeout: float,
+    ) -> Result | Error:
+        """A call without a deadline of its own: it runs under `read_timeout`.
+
+        The response comes only when the impl has finished, so the silence of
+        a call is bounded by its deadline: the server cancels the impl when
+        `read_timeout` passes and answers 504. If not even that answer comes
+        within a grace after it, the connection is silent (black-holed): the
+        call is given up, and its connection closed.
+        """
+        headers.append((b"x-timeout-ms", b"%d" % math.ceil(read_timeout * 1000)))
+        wait = read_timeout + answer_grace(read_timeout)
+        with trio.move_on_after(wait) as waited:
+            response = await self._pool.request(
+                b"POST", self._target(call.iface, call.ver, call.op), headers, body
+            )
+        if waited.cancelled_caught:
+            raise ConnectionClosed(
+                f"no answer from {self.url} to {call.iface}.{call.op} within {wait:g} s: the "
+                f"call ran under the connection's read_timeout of {read_timeout:g} s (it had no "
+                "deadline of its own), and not even the server's 504 came back: the connection "
+                "is taken as lost",
+                reason=f"no answer within {wait:g} s",
+                activity_id=activity_id,
+            )
+        if response.status == 200:
+            return Result(call.id, loads(response.body))
+        info = error_info_from_response(response, activity_id)
+        if info.code == "deadline-exceeded":
+            # The deadline was not the caller's: say whose it was.
+            info = attrs.evolve(
+                info,
+                message=(
+                    f"{call.iface}.{call.op} did not finish within the connection's read_timeout "
+                    f"of {read_timeout:g} s (the call had no deadline of its own): give it one "
+                    "(trio.fail_after), or raise read_timeout"
+                ),
+            )
+        return Error(call.id, info)
 
     async def aclose(self) -> None:
         """Close every connection; calls still running fail with ConnectionClosed."""
@@ -242,6 +358,7 @@ async def connect(
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
 ) -> AsyncIterator[HttpBackend]:
     """Connect to an HTTP backend for the block.
 
@@ -266,13 +383,24 @@ async def connect(
         session_id: The session the calls belong to; a fresh one by default.
         max_message_size: Largest request body and reply accepted, in bytes.
         max_connections: Keep-alive connections kept to the backend at most.
+        read_timeout: Seconds a call without a deadline of its own may run:
+            sent as its `X-Timeout-Ms` (the server cancels the impl past it
+            and answers 504, raised as `DeadlineExceeded`); if no answer at
+            all comes within `min(read_timeout, 5)` seconds more, the
+            connection is taken as silent and the call fails with
+            `ConnectionClosed`. Also the longest gap inside a response, and
+            the longest wait for describe. A call with a deadline (a Trio
+            cancel scope) waits until that deadline instead. None: calls
+            without a deadline wait forever.
 
     Raises:
         ConnectError: the backend cannot be reached, or is not a tether backend.
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
-        ValueError: `url` is not an http:// URL.
+        ValueError: `url` is not an http:// URL, or `read_timeout` is not a
+            positive number or None.
     """
+    check_read_timeout(read_timeout)
     host, port, prefix = split_url(url)
     wanted = list(interfaces)
     options = ClientOptions(
@@ -282,9 +410,13 @@ async def connect(
         session_id=session_id,
     )
     pool = ConnectionPool(
-        host, port, max_connections=max_connections, max_response_size=max_message_size
+        host,
+        port,
+        max_connections=max_connections,
+        max_response_size=max_message_size,
+        read_timeout=read_timeout,
     )
-    backend = HttpBackend(pool, url, prefix, options, max_message_size)
+    backend = HttpBackend(pool, url, prefix, options, max_message_size, read_timeout)
     try:
         await backend.describe()
         check_backend_interfaces(backend.interfaces, wanted)

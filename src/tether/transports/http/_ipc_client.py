@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -28,6 +29,7 @@ from ...runtime import (
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Error, encode
+from ...runtime._util import open_service_nursery
 from ._client import error_info_from_response, split_url
 from ._pool import ConnectionPool, StreamingResponse
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL
@@ -38,6 +40,25 @@ _log = logging.getLogger("tether.client")
 
 #: Seconds a leaving IPC frontend spends telling the backend so.
 _GOODBYE_TIMEOUT = 1.0
+#: Seconds the frontend waits for the answer to `POST {prefix}/ipc`: the
+#: backend's own handshake timeout (10 s), and some.
+_OPEN_TIMEOUT = 15.0
+#: A session's close reason for each way its HTTP connection can fail (the
+#: pool's `ConnectionClosed.reason`).
+_LOST = "the connection to the backend was lost"
+_SESSION_REASONS = {
+    "connection lost": _LOST,
+    "no data": _LOST,
+    "protocol error": "the backend sent something that is not HTTP/1.1",
+}
+
+
+def _session_reason(exc: TetherError) -> str:
+    """Why a session ended, when a request of it failed with `exc`."""
+    if isinstance(exc, ConnectError):
+        return _LOST  # the backend no longer accepts connections
+    reason = getattr(exc, "reason", None)
+    return _SESSION_REASONS.get(reason or "", reason or "the event stream broke")
 
 
 class _ClientStream(MessageStream):
@@ -56,6 +77,7 @@ class _ClientStream(MessageStream):
         self._prefix = prefix
         self._session: str | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self._post_headers: list[tuple[bytes, bytes]] = []
         self._target = b""
         self._received: deque[bytes] = deque()
         self._events: StreamingResponse | None = None
@@ -64,6 +86,19 @@ class _ClientStream(MessageStream):
         self._reason: str | None = None
         self._told_backend = False
         self._receive_scope: trio.CancelScope | None = None
+        # The backend's pings: every `ping_interval` s, each to be answered
+        # within `ping_timeout` s. Without them, silence goes unnoticed.
+        self._ping_interval: float | None = None
+        self._ping_timeout = 0.0
+        self._ping_due: int | None = None
+        self._ping_lot = trio.lowlevel.ParkingLot()
+
+    @property
+    def _silence(self) -> float:
+        """Seconds without a byte from the backend after which the session is lost."""
+        if self._ping_interval is None:
+            return math.inf
+        return self._ping_interval + self._ping_timeout
 
     def _closed(self) -> ConnectionClosed:
         reason = self._reason or "closed"
@@ -80,7 +115,12 @@ class _ClientStream(MessageStream):
         if self._session is None:
             await self._open(data)
             return
-        response = await self._pool.request(b"POST", self._target, self._headers, data)
+        try:
+            response = await self._pool.request(b"POST", self._target, self._post_headers, data)
+        except (ConnectionClosed, ConnectError) as exc:
+            if self._reason is None:
+                self._reason = _session_reason(exc)
+            raise self._closed() from None
         if response.status == 202:
             return
         if response.status == 413:
@@ -90,14 +130,20 @@ class _ClientStream(MessageStream):
         raise self._closed()
 
     async def _open(self, hello: bytes) -> None:
-        try:
-            response = await self._pool.request(
-                b"POST", f"{self._prefix}/ipc".encode(), [JSON, PROTOCOL], hello
-            )
-        except ConnectionClosed as exc:
+        with trio.move_on_after(_OPEN_TIMEOUT) as waited:
+            try:
+                response = await self._pool.request(
+                    b"POST", f"{self._prefix}/ipc".encode(), [JSON, PROTOCOL], hello
+                )
+            except ConnectionClosed as exc:
+                raise ConnectError(
+                    f"{self._url} closed the connection during the handshake: {exc}"
+                ) from None
+        if waited.cancelled_caught:
             raise ConnectError(
-                f"{self._url} closed the connection during the handshake: {exc}"
-            ) from None
+                f"{self._url} did not answer the IPC handshake within {_OPEN_TIMEOUT:g} s: is "
+                "it a tether backend, and is the way to it open?"
+            )
         if response.status != 200:
             info = error_info_from_response(response, None)
             self._received.append(encode(Error(None, info)))
@@ -108,11 +154,20 @@ class _ClientStream(MessageStream):
             self._session = str(opened["session_id"])
             token = str(opened["token"])
             welcome = opened["welcome"]
-        except (TetherError, KeyError, TypeError):
+            ping = opened.get("ping")
+            if ping is not None:
+                interval = ping["interval_ms"] / 1000
+                timeout = ping["timeout_ms"] / 1000
+                if not (0 < interval < math.inf and 0 < timeout < math.inf):
+                    raise ValueError(ping)
+                self._ping_interval, self._ping_timeout = interval, timeout
+        except (TetherError, KeyError, TypeError, ValueError):
             raise ConnectError(f"{self._url} did not open an IPC session as tether does") from None
         quoted = urllib.parse.quote(self._session, safe="")
         self._target = f"{self._prefix}/ipc/{quoted}".encode()
         self._headers = [(b"x-session-token", token.encode())]
+        # JSON, as the server requires of every POST (no cross-site form posts).
+        self._post_headers = [JSON, *self._headers]
         self._received.append(dumps(welcome))
 
     async def receive_message(self) -> bytes:
@@ -124,9 +179,9 @@ class _ClientStream(MessageStream):
             self._receive_scope = scope
             try:
                 data = await self._next_event()
-            except ConnectionClosed as exc:
+            except (ConnectionClosed, ConnectError) as exc:
                 if self._reason is None:
-                    self._reason = exc.reason or "the event stream broke"
+                    self._reason = _session_reason(exc)
                 raise self._closed() from None
             finally:
                 self._receive_scope = None
@@ -134,13 +189,23 @@ class _ClientStream(MessageStream):
             raise self._closed()
         return data
 
+    def _silent(self) -> ConnectionClosed:
+        self._reason = self._reason or (
+            f"nothing came from the backend for {self._silence:g} s (no event, no ping)"
+        )
+        return self._closed()
+
     async def _next_event(self) -> bytes:
         if self._events is None:
             if self._session is None:
                 raise ConnectionClosed("no IPC session is open", reason="not open")
-            self._events = await self._exit.enter_async_context(
-                self._pool.stream(b"GET", self._target + b"/events", self._headers)
-            )
+            with trio.move_on_after(self._silence) as waited:
+                self._events = await self._exit.enter_async_context(
+                    self._pool.stream(b"GET", self._target + b"/events", self._headers)
+                )
+            if waited.cancelled_caught:
+                raise self._silent()
+            assert self._events is not None
             if self._events.status != 200:
                 self._reason = "the backend ended the session"
                 raise self._closed()
@@ -149,7 +214,11 @@ class _ClientStream(MessageStream):
             end = self._buffer.find(b"\n\n")
             if end < 0:
                 buffered = False
-                chunk = await self._events.receive_some()
+                # Each wait is bounded: the backend pings every `ping_interval`.
+                with trio.move_on_after(self._silence) as waited:
+                    chunk = await self._events.receive_some()
+                if waited.cancelled_caught:
+                    raise self._silent()
                 if not chunk:
                     self._reason = self._reason or "the backend closed the event stream"
                     raise self._closed()
@@ -171,6 +240,9 @@ class _ClientStream(MessageStream):
             if not data:
                 continue  # a comment (keep-alive) or an id alone
             payload = b"\n".join(data)
+            if event == b"ping":
+                self._take_ping(payload)
+                continue
             if event == b"close":
                 try:
                     self._reason = str(loads(payload)["reason"])
@@ -184,11 +256,40 @@ class _ClientStream(MessageStream):
                 await trio.lowlevel.checkpoint()
             return payload
 
+    def _take_ping(self, payload: bytes) -> None:
+        """Note a ping for `answer_pings`; the newest one answers all before it."""
+        try:
+            ping = loads(payload)
+        except TetherError:
+            return
+        if type(ping) is dict and type(ping.get("id")) is int:
+            self._ping_due = ping["id"]
+            self._ping_lot.unpark_all()
+
+    async def answer_pings(self) -> None:
+        """Answer the backend's pings with a POSTed pong, for the session's lifetime.
+
+        A task of its own, so that a slow answer never holds up the messages
+        read behind the ping.
+        """
+        while True:
+            while self._ping_due is None and self._reason is None:
+                await self._ping_lot.park()
+            if self._reason is not None or self._ping_due is None:
+                return
+            ping_id, self._ping_due = self._ping_due, None
+            pong = b'{"t":"pong","id":%d}' % ping_id
+            # An answer later than the timeout is worthless; a failed one is
+            # not ours to report: the event stream says what happened.
+            with trio.move_on_after(self._ping_timeout), contextlib.suppress(TetherError):
+                await self._pool.request(b"POST", self._target, self._post_headers, pong)
+
     async def aclose(self, reason: str | None = None) -> None:
         if self._reason is None:
             self._reason = reason or "closed"
         if self._receive_scope is not None:
             self._receive_scope.cancel()
+        self._ping_lot.unpark_all()
         with trio.CancelScope(shield=True):
             if self._session is not None and not self._told_backend and not self._pool.closed:
                 self._told_backend = True
@@ -216,6 +317,13 @@ async def connect_ipc(
     The session is opened with `POST {prefix}/ipc`; messages to the backend are
     POSTs on it, and the backend's messages (replies, notifications, its calls
     to this frontend) arrive in order on one Server-Sent Events stream.
+
+    Liveness: the backend pings on that stream (every `ipc_ping_interval`
+    seconds of its `HttpApp`, 20 by default) and the frontend answers each
+    one. When nothing at all comes for the interval plus `ipc_ping_timeout`
+    (40 s by default), the session ends with the reason "nothing came from the
+    backend for N s (no event, no ping)". A backend that sends no pings is
+    not watched.
 
     Args:
         url: The backend's URL, prefix included (what `serve` reports).
@@ -247,17 +355,24 @@ async def connect_ipc(
     pool = ConnectionPool(host, port, max_connections=8, max_response_size=max_message_size)
     stream = _ClientStream(pool, url, prefix, max_message_size)
     try:
-        async with open_ipc_connection(
-            stream,
-            channels=channels,
-            application_id=application_id,
-            application_version=application_version,
-            authorization=authorization,
-            max_pending_notifications=max_pending_notifications,
-            max_pending_bytes=max_pending_bytes,
-            slow_listener_timeout=slow_listener_timeout,
-        ) as frontend:
-            yield frontend
+        async with (
+            open_ipc_connection(
+                stream,
+                channels=channels,
+                application_id=application_id,
+                application_version=application_version,
+                authorization=authorization,
+                max_pending_notifications=max_pending_notifications,
+                max_pending_bytes=max_pending_bytes,
+                slow_listener_timeout=slow_listener_timeout,
+            ) as frontend,
+            open_service_nursery() as nursery,
+        ):
+            nursery.start_soon(stream.answer_pings)
+            try:
+                yield frontend
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()

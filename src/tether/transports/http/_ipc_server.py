@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ...runtime import (
     MessageStream,
     NotFound,
     PayloadTooLarge,
+    TetherError,
     Unavailable,
     serve_ipc_session,
 )
@@ -31,29 +33,73 @@ from ._asgi import (
     Scope,
     Send,
     header_text,
-    not_allowed,
     raw_header,
     read_body,
+    require_json,
     send_empty,
     send_error_info,
 )
 from ._wire import JSON
 
-__all__ = ["DEFAULT_IPC_GRACE_PERIOD", "HttpIpcSession", "IpcRoutes", "ServerStream"]
+__all__ = [
+    "DEFAULT_IPC_GRACE_PERIOD",
+    "DEFAULT_IPC_PING_INTERVAL",
+    "DEFAULT_IPC_PING_TIMEOUT",
+    "OUTBOUND_BYTES",
+    "OUTBOUND_MESSAGES",
+    "REPLAY_BYTES",
+    "REPLAY_MESSAGES",
+    "HttpIpcSession",
+    "IpcRoutes",
+    "ServerStream",
+    "check_ping_settings",
+]
 
 _log = logging.getLogger("tether.http")
 
 #: Seconds an IPC session outlives its event stream, so a frontend can reconnect.
 DEFAULT_IPC_GRACE_PERIOD = 5.0
-#: Seconds between comment lines on an idle event stream (keeps proxies from
-#: cutting it, and shows a dead client).
+#: Seconds between pings on a session's event stream (as WebSocket's default).
+DEFAULT_IPC_PING_INTERVAL = 20.0
+#: Seconds a frontend has to answer a ping (POST the pong) before its session ends.
+DEFAULT_IPC_PING_TIMEOUT = 20.0
+#: Seconds between comment lines on an idle event stream when pings are off
+#: (keeps proxies from cutting it).
 _EVENTS_KEEPALIVE = 15.0
-#: Messages of a session's event stream kept for a reconnecting client.
-_REPLAY = 1024
+#: Messages, and bytes of them, that may wait for the event stream; past
+#: either bound the backend's sends wait (one larger message goes alone).
+OUTBOUND_MESSAGES = 1024
+OUTBOUND_BYTES = 4 * 1024 * 1024
+#: Messages, and bytes of them, of the event stream kept for a client that
+#: reconnects with Last-Event-ID; the oldest are dropped past either bound.
+REPLAY_MESSAGES = 1024
+REPLAY_BYTES = 4 * 1024 * 1024
+#: Bytes of messages handed to one send of the event stream (one larger
+#: message goes alone): what a send stuck on a frontend that reads nothing holds.
+_BATCH_BYTES = 256 * 1024
+#: Seconds the last messages of a session that ended get to reach its frontend.
+_CLOSE_DRAIN = 1.0
+#: Seconds one send of the event stream may take before the frontend is taken
+#: as not reading it (a reading frontend takes a send at once).
+_STUCK_SEND = 0.1
 #: Seconds the backend may take to answer an IPC hello.
 _HANDSHAKE_TIMEOUT = 10.0
 #: Messages from the frontend a session buffers before its POSTs wait.
 _INBOUND_BUFFER = 64
+
+
+def check_ping_settings(interval: float | None, timeout: float) -> None:
+    """Raise ValueError unless `interval` (or None) and `timeout` are positive finite numbers."""
+    for name, value, optional in (
+        ("ipc_ping_interval", interval, True),
+        ("ipc_ping_timeout", timeout, False),
+    ):
+        if value is None and optional:
+            continue
+        if (
+            type(value) not in (int, float) or not 0 < value < math.inf  # type: ignore[operator]
+        ):
+            raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
 
 
 class IpcRoutes:
@@ -63,11 +109,24 @@ class IpcRoutes:
     when the server does.
     """
 
-    def __init__(self, ipc: BackendIpc, prefix: str, max_body_size: int, grace: float) -> None:
+    def __init__(
+        self,
+        ipc: BackendIpc,
+        prefix: str,
+        max_body_size: int,
+        grace: float,
+        body_timeout: float,
+        ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
+    ) -> None:
+        check_ping_settings(ping_interval, ping_timeout)
         self.ipc = ipc
         self.prefix = prefix
         self.max_body_size = max_body_size
         self.ipc_grace_period = grace
+        self.body_timeout = body_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self._sessions: dict[str, HttpIpcSession] = {}
 
     def close_all(self, reason: str) -> None:
@@ -90,14 +149,17 @@ class IpcRoutes:
     ) -> None:
         """Answer a request under `{prefix}/ipc`; `parts` is its path after the prefix.
 
+        The app has checked the method against the route (`POST {prefix}/ipc`,
+        `POST`/`DELETE {prefix}/ipc/{session}`, `GET .../events`) and the site.
+
         Args:
             nursery: Where sessions run (the lifespan's), or None when the app
                 is served without the lifespan protocol (IPC is refused then).
             shutting_down: The server is shutting down: no new session opens.
         """
+        if method == "POST":
+            require_json(raw_header(headers, b"content-type"))
         if len(parts) == 1:
-            if method != "POST":
-                raise not_allowed(method, "POST")
             if shutting_down:
                 raise Refused(
                     Unavailable("this backend is shutting down: retry shortly", retry_after=1)
@@ -108,22 +170,19 @@ class IpcRoutes:
         if len(parts) == 2:
             if method == "POST":
                 body = await read_body(
-                    receive, raw_header(headers, b"content-length"), self.max_body_size
+                    receive,
+                    raw_header(headers, b"content-length"),
+                    self.max_body_size,
+                    self.body_timeout,
                 )
                 await session.stream.from_frontend(body)
                 await send_empty(send, 202, cors)
-            elif method == "DELETE":
+            else:  # DELETE
                 session.stream.close_from_frontend("the frontend left")
                 await send_empty(send, 204, cors)
-            else:
-                raise not_allowed(method, "POST, DELETE")
-        elif len(parts) == 3 and parts[2] == "events":
-            if method != "GET":
-                raise not_allowed(method, "GET")
+        else:  # GET .../events
             last = header_text(headers, b"last-event-id")
             await session.stream.stream_events(receive, send, last, cors)
-        else:
-            raise Refused(NotFound(f"nothing is served at {scope['path']}"))
 
     def _authorized_session(
         self, session_id: str, headers: list[tuple[bytes, bytes]], scope: Scope
@@ -160,8 +219,12 @@ class IpcRoutes:
                     retry_after=1,
                 )
             )
-        hello = await read_body(receive, raw_header(headers, b"content-length"), self.max_body_size)
-        stream = ServerStream(self.max_body_size, self.ipc_grace_period)
+        hello = await read_body(
+            receive, raw_header(headers, b"content-length"), self.max_body_size, self.body_timeout
+        )
+        stream = ServerStream(
+            self.max_body_size, self.ipc_grace_period, self.ping_interval, self.ping_timeout
+        )
         stream.inbound.append(hello)
         token = secrets.token_urlsafe(32)
         started = trio.Event()
@@ -179,6 +242,7 @@ class IpcRoutes:
                 with stream.scope:
                     async with trio.open_nursery() as inner:
                         inner.start_soon(stream.expire_without_events)
+                        inner.start_soon(stream.heartbeat)
                         await serve_ipc_session(
                             ipc, stream, transport="http", remote=remote, headers=facts
                         )
@@ -195,6 +259,8 @@ class IpcRoutes:
                     self._sessions.pop(session_id, None)
                 if not started.is_set():
                     started.set()
+                # Last: it may give a reading frontend a moment for what is left.
+                await stream.release()
 
         def on_first(data: bytes) -> None:
             first.append(data)
@@ -224,12 +290,19 @@ class IpcRoutes:
             raise Refused(Unavailable("the IPC session ended before it opened", retry_after=1))
         stream.session_id = session_id
         self._sessions[session_id] = HttpIpcSession(session_id, token, stream)
+        ping = None
+        if self.ping_interval is not None:
+            ping = {
+                "interval_ms": math.ceil(self.ping_interval * 1000),
+                "timeout_ms": math.ceil(self.ping_timeout * 1000),
+            }
         body = dumps(
             {
                 "session_id": session_id,
                 "token": token,
                 "events": f"{self.prefix}/ipc/{session_id}/events",
                 "welcome": reply,
+                "ping": ping,
             }
         )
         await send(
@@ -263,25 +336,52 @@ class ServerStream(MessageStream):
     the frontend wait in `outbound` until the event stream takes them. Each
     sent message gets a sequence number and stays in a short replay buffer, so
     a client that reconnects with `Last-Event-ID` misses nothing.
+
+    Both buffers are bounded in messages and in bytes; when `outbound` is full
+    the backend's sends wait (and its engine closes a frontend that stays too
+    slow). When the session ends, `release` drops both, whether or not the
+    frontend's connection is still open.
+
+    Liveness: while an event stream is open, a `ping` event goes out every
+    `ping_interval` seconds, and the frontend must POST the matching `pong`
+    within `ping_timeout` seconds, or the session ends (`heartbeat`).
     """
 
-    def __init__(self, max_message_size: int, grace: float) -> None:
+    def __init__(
+        self,
+        max_message_size: int,
+        grace: float,
+        ping_interval: float | None = None,
+        ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
+    ) -> None:
         self.max_message_size = max_message_size
         self.grace = grace
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.inbound: deque[bytes] = deque()
         self.inbound_lot = trio.lowlevel.ParkingLot()
         self.room_lot = trio.lowlevel.ParkingLot()
         self.ended = False
         self.scope = trio.CancelScope()
         self.outbound: deque[tuple[int, bytes]] = deque()
-        self.outbound_lot = trio.lowlevel.ParkingLot()
-        self.replay: deque[tuple[int, bytes]] = deque(maxlen=_REPLAY)
+        self.outbound_bytes = 0
+        self.outbound_lot = trio.lowlevel.ParkingLot()  # the pump, waiting for work
+        self.drained_lot = trio.lowlevel.ParkingLot()  # senders, waiting for room
+        self.replay: deque[tuple[int, bytes]] = deque()
+        self.replay_bytes = 0
         self.sequence = 0
         self.closed_reason: str | None = None
         self.frontend_left = False
         self.events_open = False
+        self.events_generation = 0
         self.events_changed = trio.lowlevel.ParkingLot()
         self.sent_upto = 0
+        # When the event stream's send in progress began (None: not sending).
+        self.send_started: float | None = None
+        self.ping_id = 0
+        self.ping_due: int | None = None
+        self.pong_id = 0
+        self.pong_lot = trio.lowlevel.ParkingLot()
         self.session_id: str | None = None
         self.on_first: Callable[[bytes], object] | None = None
 
@@ -299,18 +399,22 @@ class ServerStream(MessageStream):
             self.on_first = None
             on_first(data)
             return
-        if len(data) > self.max_message_size:
+        size = len(data)
+        if size > self.max_message_size:
             raise PayloadTooLarge(
-                f"message of {len(data)} bytes is over the session's limit of "
-                f"{self.max_message_size}"
+                f"message of {size} bytes is over the session's limit of {self.max_message_size}"
             )
-        while len(self.outbound) >= _REPLAY:
+        # A message larger than the byte bound goes alone, into an empty queue.
+        while self.outbound and (
+            len(self.outbound) >= OUTBOUND_MESSAGES or self.outbound_bytes + size > OUTBOUND_BYTES
+        ):
             # The event stream is not keeping up: wait, as any stream does.
-            await self.outbound_lot.park()
+            await self.drained_lot.park()
             if self.closed_reason is not None:
                 raise self._closed()
         self.sequence += 1
         self.outbound.append((self.sequence, data))
+        self.outbound_bytes += size
         self.outbound_lot.unpark_all()
 
     async def receive_message(self) -> bytes:
@@ -347,17 +451,83 @@ class ServerStream(MessageStream):
         self.inbound_lot.unpark_all()
         self.room_lot.unpark_all()
         self.outbound_lot.unpark_all()
+        self.drained_lot.unpark_all()
         self.events_changed.unpark_all()
+        self.pong_lot.unpark_all()
 
     async def from_frontend(self, data: bytes) -> None:
         if self.closed_reason is not None:
             raise Refused(NotFound("no IPC session with that id and token"))
+        if len(data) <= 64 and b"pong" in data and self._take_pong(data):
+            # Taken at once, even while the engine is not reading: a busy
+            # backend must not mistake its own delay for a dead frontend.
+            return
         while len(self.inbound) >= _INBOUND_BUFFER:
             await self.room_lot.park()
             if self.closed_reason is not None:
                 raise Refused(NotFound("no IPC session with that id and token"))
         self.inbound.append(data)
         self.inbound_lot.unpark_all()
+
+    def _take_pong(self, data: bytes) -> bool:
+        """Note a `pong` envelope; False if `data` is not one."""
+        try:
+            message = loads(data)
+        except TetherError:
+            return False
+        if type(message) is not dict or message.get("t") != "pong":
+            return False
+        answered = message.get("id")
+        if type(answered) is int:
+            # Never past the last ping sent: a pong cannot answer pings to come.
+            self.pong_id = max(self.pong_id, min(answered, self.ping_id))
+            self.pong_lot.unpark_all()
+        return True
+
+    async def heartbeat(self) -> None:
+        """Ping the frontend every `ping_interval` s; end the session if a ping goes unanswered.
+
+        Pings go out only while an event stream is open (without one, the
+        grace period decides), and each must be answered within `ping_timeout`
+        seconds by a POSTed `{"t":"pong","id":n}`. This is how the backend
+        learns of a frontend whose connection went silent (no FIN, no RST).
+        """
+        interval = self.ping_interval
+        if interval is None:
+            return
+        timeout = self.ping_timeout
+        # Pings awaiting their pong: (id, answer by, event stream it went on).
+        waiting: deque[tuple[int, float, int]] = deque()
+        next_ping = trio.current_time() + interval
+        while self.closed_reason is None:
+            while waiting and (
+                waiting[0][0] <= self.pong_id or waiting[0][2] != self.events_generation
+            ):
+                waiting.popleft()  # answered, or sent on a stream that has since closed
+            wake = min(next_ping, waiting[0][1]) if waiting else next_ping
+            with trio.move_on_at(wake):
+                await self.pong_lot.park()
+            now = trio.current_time()
+            if waiting and waiting[0][0] > self.pong_id and now >= waiting[0][1]:
+                if self.events_open and waiting[0][2] == self.events_generation:
+                    self.close_from_frontend(self._unanswered(now))
+                    return
+                waiting.clear()
+            if now >= next_ping:
+                next_ping = now + interval
+                if self.events_open:
+                    self.ping_id += 1
+                    self.ping_due = self.ping_id
+                    waiting.append((self.ping_id, now + timeout, self.events_generation))
+                    self.outbound_lot.unpark_all()
+
+    def _unanswered(self, now: float) -> str:
+        reason = f"no answer to a ping within {self.ping_timeout:g} s"
+        started = self.send_started
+        if started is not None and now - started >= self.ping_timeout:
+            # The ping never left: the event stream has been stuck in one send.
+            return f"{reason}: the frontend is not reading its event stream"
+        return reason
 
     async def expire_without_events(self) -> None:
         """End the session when no event stream is open for `grace` seconds."""
@@ -370,6 +540,34 @@ class ServerStream(MessageStream):
                     self.close_from_frontend("the frontend's event stream did not come back")
                     return
             await self.events_changed.park()
+
+    async def release(self) -> None:
+        """The session has ended: drop every message it still holds.
+
+        Nothing can be replayed now, nor read by the engine. Messages still
+        waiting for the event stream get `_CLOSE_DRAIN` seconds to reach a
+        frontend that reads them; none when the stream has been stuck in a
+        send (the frontend is not reading: a frontend too slow, a silent
+        connection), so that they are freed at once although the frontend's
+        connection may stay open for a long time.
+        """
+        self.inbound.clear()
+        self.replay.clear()
+        self.replay_bytes = 0
+        try:
+            if self.outbound and self.events_open and not self._stuck():
+                with trio.move_on_after(_CLOSE_DRAIN):
+                    while self.outbound and self.events_open and not self._stuck():
+                        await self.drained_lot.park()
+        finally:
+            self.outbound.clear()
+            self.outbound_bytes = 0
+            self.ping_due = None
+            self._wake()
+
+    def _stuck(self) -> bool:
+        started = self.send_started
+        return started is not None and trio.current_time() - started >= _STUCK_SEND
 
     async def stream_events(
         self,
@@ -392,6 +590,7 @@ class ServerStream(MessageStream):
                 # frontend would miss them, so the session cannot go on.
                 self.close_from_backend("events were lost while the frontend was away")
         self.events_open = True
+        self.events_generation += 1
         self.events_changed.unpark_all()
         try:
             await send(
@@ -409,7 +608,9 @@ class ServerStream(MessageStream):
             # A comment first, so that clients see the stream open at once
             # (curl and some proxies hold the head until body bytes come).
             opening = b"".join([b": open\n\n", *(_event(*item) for item in replay)])
+            del replay
             await send({"type": "http.response.body", "body": opening, "more_body": True})
+            del opening
             async with trio.open_nursery() as nursery:
                 watch = DisconnectWatch(receive)
                 watch.call_scope = nursery.cancel_scope
@@ -419,21 +620,19 @@ class ServerStream(MessageStream):
         finally:
             self.events_open = False
             self.events_changed.unpark_all()
+            self.drained_lot.unpark_all()
 
     async def _pump(self, send: Send) -> None:
-        outbound = self.outbound
         while True:
-            if outbound:
-                batch: list[bytes] = []
-                while outbound:
-                    sequence, data = outbound.popleft()
-                    self.replay.append((sequence, data))
-                    self.sent_upto = sequence
-                    batch.append(_event(sequence, data))
-                self.outbound_lot.unpark_all()
-                await send(
-                    {"type": "http.response.body", "body": b"".join(batch), "more_body": True}
-                )
+            body = self._next_batch()
+            if body:
+                self.send_started = trio.current_time()
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                finally:
+                    self.send_started = None
+                # Dropped before waiting again, so that a stuck send holds one batch at most.
+                del body
                 continue
             if self.closed_reason is not None:
                 close = dumps({"reason": self.closed_reason})
@@ -441,12 +640,42 @@ class ServerStream(MessageStream):
                     {"type": "http.response.body", "body": b"event: close\ndata: %s\n\n" % close}
                 )
                 return
+            if self.ping_interval is not None:
+                # The heartbeat wakes us when a ping is due.
+                await self.outbound_lot.park()
+                continue
             with trio.move_on_after(_EVENTS_KEEPALIVE) as idle:
                 await self.outbound_lot.park()
             if idle.cancelled_caught:
                 await send(
                     {"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True}
                 )
+
+    def _next_batch(self) -> bytes:
+        """What the event stream sends next: a due ping, then messages up to `_BATCH_BYTES`."""
+        parts: list[bytes] = []
+        if self.ping_due is not None:
+            parts.append(b'event: ping\ndata: {"t":"ping","id":%d}\n\n' % self.ping_due)
+            self.ping_due = None
+        outbound = self.outbound
+        size = 0
+        while outbound and size < _BATCH_BYTES:
+            sequence, data = outbound.popleft()
+            self.outbound_bytes -= len(data)
+            size += len(data)
+            self._keep_for_replay(sequence, data)
+            self.sent_upto = sequence
+            parts.append(_event(sequence, data))
+        if size:
+            self.drained_lot.unpark_all()
+        return b"".join(parts)
+
+    def _keep_for_replay(self, sequence: int, data: bytes) -> None:
+        replay = self.replay
+        replay.append((sequence, data))
+        self.replay_bytes += len(data)
+        while replay and (len(replay) > REPLAY_MESSAGES or self.replay_bytes > REPLAY_BYTES):
+            self.replay_bytes -= len(replay.popleft()[1])
 
 
 def _event(sequence: int, data: bytes) -> bytes:

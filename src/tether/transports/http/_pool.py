@@ -98,12 +98,27 @@ class PoolStatistics:
 class _Connection:
     """One TCP connection and its h11 state machine."""
 
-    __slots__ = ("h11", "idle_since", "stream")
+    __slots__ = ("eof", "h11", "idle_since", "stream")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        # The server closed its side: h11's "incomplete" errors after this mean
+        # the connection was lost, not that the server broke the protocol.
+        self.eof = False
+
+    async def read(self) -> bytes:
+        """Give h11 the next bytes from the server; return them (b"" at EOF)."""
+        data = await self.stream.receive_some(_RECEIVE_SIZE)
+        if not data:
+            self.eof = True
+        self.h11.receive_data(data)
+        return data
+
+
+class _Silent(Exception):
+    """The server sent nothing for `read_timeout` seconds in the middle of a response."""
 
 
 #: Methods a request may be sent again for (RFC 9110 section 9.2.2).
@@ -161,7 +176,7 @@ class StreamingResponse:
             while True:
                 event = conn.h11.next_event()
                 if event is h11.NEED_DATA:
-                    conn.h11.receive_data(await conn.stream.receive_some(_RECEIVE_SIZE))
+                    await conn.read()
                 elif type(event) is h11.Data:
                     if event.data:
                         return bytes(event.data)
@@ -174,7 +189,7 @@ class StreamingResponse:
                         reason="protocol error",
                     )
         except _FAILURES as exc:
-            raise self._pool._translate(exc, "while streaming the response") from exc
+            raise self._pool._translate(exc, "while streaming the response", conn) from exc
 
     async def read_all(self, limit: int) -> bytes:
         """Read the rest of the body.
@@ -219,6 +234,11 @@ class ConnectionPool:
         idle_expiry: Seconds after which an idle connection is closed instead
             of reused. Keep it below the server's keep-alive timeout.
         max_response_size: The largest response body `request` accepts, in bytes.
+        read_timeout: Seconds `request` waits for more of a response once its
+            first byte has come (a gap in the head or between chunks of the
+            body) before it gives the connection up as lost; None waits
+            forever. The wait for the first byte is the caller's to bound:
+            the server may take its time to answer. `stream` has none.
 
     Raises:
         ValueError: `max_connections` is below 1, or a size or time is negative.
@@ -236,6 +256,7 @@ class ConnectionPool:
         "_opened",
         "_origin",
         "_port",
+        "_read_timeout",
         "_slots",
     )
 
@@ -247,11 +268,15 @@ class ConnectionPool:
         max_connections: int = 100,
         idle_expiry: float = 4.0,
         max_response_size: int = 16 * 1024 * 1024,
+        read_timeout: float | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         if idle_expiry < 0 or max_response_size < 0:
             raise ValueError("idle_expiry and max_response_size must not be negative")
+        if read_timeout is not None and not read_timeout > 0:
+            raise ValueError(f"read_timeout must be positive or None, got {read_timeout!r}")
+        self._read_timeout = read_timeout
         self._host = host
         self._port = port
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -297,8 +322,10 @@ class ConnectionPool:
 
         Raises:
             ConnectError: The server could not be reached.
-            ConnectionClosed: The connection broke before the whole response
-                came, the server broke the protocol, or the pool is closed.
+            ConnectionClosed: The connection was lost before the whole response
+                came (reason "connection lost"), the server sent nothing for
+                `read_timeout` seconds in the middle of it, the server broke
+                the protocol ("protocol error"), or the pool is closed.
             PayloadTooLarge: The response body is over `max_response_size`.
             ValueError: The method, target or a header is not valid HTTP.
         """
@@ -312,9 +339,9 @@ class ConnectionPool:
                 if length is not None and length > limit:
                     raise self._too_large(length, limit, "max_response_size")
                 content = await self._receive_body(conn, limit)
-            except _FAILURES as exc:
+            except (*_FAILURES, _Silent) as exc:
                 await self._discard(conn)
-                raise self._translate(exc, "while receiving the response") from exc
+                raise self._translate(exc, "while receiving the response", conn) from exc
             except BaseException:
                 # Cancelled included: closing tells the server the caller has gone.
                 await self._discard(conn)
@@ -450,11 +477,31 @@ class ConnectionPool:
         full_headers += headers
         try:
             return h11.Request(method=method, target=target, headers=full_headers)
-        except h11.LocalProtocolError as exc:
-            raise ValueError(
-                f"cannot send {method!r} {target!r} to {self._origin}: {exc} "
-                "(the pool adds Host and Content-Length itself)"
-            ) from None
+        except h11.LocalProtocolError:
+            pass
+        # Outside the except block, so no h11 exception is chained to ours: its
+        # message repeats the bad value, and a header value may be a credential.
+        raise ValueError(
+            f"cannot send {method!r} {target!r} to {self._origin}: "
+            f"{self._what_is_invalid(method, target, headers)} "
+            "(the pool adds Host and Content-Length itself)"
+        )
+
+    def _what_is_invalid(self, method: bytes, target: bytes, headers: Headers) -> str:
+        """Which part of a request h11 refused, named without repeating any header value."""
+        for name, value in headers:
+            try:
+                h11.Request(method=b"GET", target=b"/", headers=[self._host_header, (name, b"")])
+            except h11.LocalProtocolError:
+                return f"the header name {name!r} is not a valid HTTP token"
+            try:
+                h11.Request(method=b"GET", target=b"/", headers=[self._host_header, (name, value)])
+            except h11.LocalProtocolError:
+                return (
+                    f"the value of the {name.decode('latin-1')} header (not shown) holds a line "
+                    "break or another control character, or starts or ends with a space"
+                )
+        return "the method or the target is not valid HTTP"
 
     async def _start(
         self, h11_request: h11.Request, body: bytes
@@ -472,11 +519,13 @@ class ConnectionPool:
                 await self._discard(conn)
                 if not reused or self._closed or h11_request.method not in _IDEMPOTENT:
                     raise ConnectionClosed(
-                        f"{self._origin} {exc}: check the server's logs", reason="closed by server"
+                        f"the connection to {self._origin} was lost: the server {exc}; did it "
+                        "stop or crash? Check its logs",
+                        reason="connection lost",
                     ) from exc.__cause__
-            except _FAILURES as exc:
+            except (*_FAILURES, _Silent) as exc:
                 await self._discard(conn)
-                raise self._translate(exc, "while receiving the response's head") from exc
+                raise self._translate(exc, "while receiving the response's head", conn) from exc
             except BaseException:
                 await self._discard(conn)
                 raise
@@ -513,18 +562,20 @@ class ConnectionPool:
         while True:
             event = state.next_event()
             if event is h11.NEED_DATA:
+                if received:
+                    await self._read_more(conn)
+                    continue
+                # The first byte takes as long as the server takes to answer:
+                # bounding that is the caller's business (a call's deadline).
                 try:
                     data = await stream.receive_some(_RECEIVE_SIZE)
                 except (trio.BrokenResourceError, OSError) as exc:
-                    if received:
-                        raise
                     raise _NoResponse(
                         f"broke the connection before answering ({exc.__cause__ or exc})"
                     ) from exc
-                if not received:
-                    if not data:
-                        raise _NoResponse("closed the connection without answering the request")
-                    received = True
+                if not data:
+                    raise _NoResponse("closed the connection without answering the request")
+                received = True
                 state.receive_data(data)
             elif type(event) is h11.Response:
                 return event
@@ -533,9 +584,19 @@ class ConnectionPool:
                     f"{self._origin} sent {event!r} instead of a response", reason="protocol error"
                 )
 
+    async def _read_more(self, conn: _Connection) -> None:
+        """Read more of a response that has begun, within `read_timeout`."""
+        timeout = self._read_timeout
+        if timeout is None:
+            await conn.read()
+            return
+        with trio.move_on_after(timeout) as scope:
+            await conn.read()
+        if scope.cancelled_caught:
+            raise _Silent
+
     async def _receive_body(self, conn: _Connection, limit: int) -> bytes:
         state = conn.h11
-        stream = conn.stream
         chunks: list[bytes | bytearray] = []
         size = 0
         while True:
@@ -548,7 +609,7 @@ class ConnectionPool:
             elif type(event) is h11.EndOfMessage:
                 break
             elif event is h11.NEED_DATA:
-                state.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+                await self._read_more(conn)
             else:
                 raise ConnectionClosed(
                     f"{self._origin} sent {event!r} in the middle of a response body",
@@ -566,23 +627,41 @@ class ConnectionPool:
             f"the connection pool for {self._origin} is closed", reason="pool closed"
         )
 
-    def _translate(self, exc: Exception, doing: str) -> ConnectionClosed:
-        """The tether error for a trio, OS or h11 exception met `doing` something."""
+    def _translate(self, exc: Exception, doing: str, conn: _Connection) -> ConnectionClosed:
+        """The tether error for a trio, OS or h11 exception met `doing` something on `conn`.
+
+        Reasons: "closed" (closed on this side), "pool closed", "connection
+        lost" (the server closed or reset the connection before the response
+        was complete: it stopped, crashed, or the network failed), "no data"
+        (`read_timeout` passed in the middle of a response), "protocol error"
+        (what came was not HTTP/1.1).
+        """
         if isinstance(exc, trio.ClosedResourceError):
             if self._closed:
                 return self._closed_error()
             return ConnectionClosed(
                 f"the connection to {self._origin} was closed {doing}", reason="closed"
             )
-        if isinstance(exc, h11.ProtocolError):
+        if isinstance(exc, _Silent):
             return ConnectionClosed(
-                f"{self._origin} sent an invalid or incomplete HTTP/1.1 response ({exc}) {doing}: "
-                "is it an HTTP server, and did it crash?",
+                f"{self._origin} sent nothing for {self._read_timeout:g} s {doing}, in the middle "
+                "of the response: the connection is taken as lost (raise read_timeout if the "
+                "server is only slow)",
+                reason="no data",
+            )
+        if isinstance(exc, h11.ProtocolError) and not conn.eof:
+            return ConnectionClosed(
+                f"{self._origin} sent an invalid HTTP/1.1 response ({exc}) {doing}: is it an "
+                "HTTP server?",
                 reason="protocol error",
             )
+        # A reset, or an end of stream where h11 needed more (an incomplete
+        # body or head): the server went away mid-response.
+        cause = "the server closed it" if conn.eof else str(exc.__cause__ or exc)
         return ConnectionClosed(
-            f"the connection to {self._origin} broke {doing} ({exc.__cause__ or exc})",
-            reason="connection broken",
+            f"the connection to {self._origin} was lost {doing} ({cause}) before the response "
+            "was complete: did the server stop or crash? Check its logs",
+            reason="connection lost",
         )
 
     def _too_large(

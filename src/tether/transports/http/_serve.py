@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 
 import trio
 
 from ...runtime import BackendIpc, RpcManager
+from ...runtime._util import check_positive_int
 from ..websocket._endpoint import WebSocketSettings
-from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD
+from ._ipc_server import (
+    DEFAULT_IPC_GRACE_PERIOD,
+    DEFAULT_IPC_PING_INTERVAL,
+    DEFAULT_IPC_PING_TIMEOUT,
+)
 from ._server import HttpApp
-from ._wire import DEFAULT_MAX_BODY_SIZE
+from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
+from ._worker import run_worker
 
 __all__ = ["DEFAULT_KEEP_ALIVE_TIMEOUT", "serve"]
 
@@ -35,9 +41,14 @@ async def serve(
     prefix: str = "/rpc",
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     max_in_flight: int = 1024,
-    cors_origins: Iterable[str] = (),
+    cors_origins: Collection[str] = (),
     ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+    ipc_ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
+    ipc_ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
     websocket: WebSocketSettings | None = None,
+    allowed_hosts: Collection[str] | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_connections: int | None = None,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
@@ -48,6 +59,10 @@ async def serve(
     Runs until cancelled, or until `shutdown_trigger` returns: then it stops
     accepting, closes IPC sessions ("the server is shutting down"), and lets
     requests in flight finish for up to `graceful_timeout` seconds.
+
+    Raises:
+        ValueError: A limit or timeout is not positive, or an origin or host
+            name is malformed.
 
     Example::
 
@@ -64,12 +79,23 @@ async def serve(
         prefix: The path the routes live under.
         max_body_size: Largest request body and reply, in bytes (413 past it).
         max_in_flight: RPC requests run at once (429 past it).
-        cors_origins: Origins allowed to call from a browser; none by default.
+        cors_origins: Origins whose browser pages may call besides the
+            server's own (`"*"` for any); none by default (403 for others).
         ipc_grace_period: Seconds an IPC session outlives its event stream.
+        ipc_ping_interval: Seconds between pings on an IPC session's event
+            stream; None: no pings (for clients that cannot answer them).
+        ipc_ping_timeout: Seconds a frontend has to answer a ping.
         websocket: The settings of `{prefix}/ws`, the WebSocket endpoint on
             the same port (`ws://127.0.0.1:<port>{prefix}/ws`).
+        allowed_hosts: `Host` names served (400 for others); None: loopback
+            names on a loopback `host`, any name otherwise.
+        body_timeout: Seconds a request's whole body may take to arrive
+            (408 and the connection closed past it).
+        max_connections: Connections open at once (None: no cap); past it, a
+            new connection is answered 503 with `Retry-After` and closed.
         keep_alive_timeout: Seconds an idle connection stays open; keep it
-            longer than your clients keep idle connections.
+            longer than your clients keep idle connections. It also bounds
+            the time a request's headers may take to arrive.
         graceful_timeout: Seconds in-flight requests get at shutdown.
         shutdown_trigger: Awaited in the background; when it returns, the
             server shuts down gracefully.
@@ -77,8 +103,9 @@ async def serve(
             `http://127.0.0.1:<port>{prefix}`.
     """
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
 
+    if max_connections is not None:
+        check_positive_int("max_connections", max_connections)
     app = HttpApp(
         manager,
         ipc=ipc,
@@ -87,7 +114,11 @@ async def serve(
         max_in_flight=max_in_flight,
         cors_origins=cors_origins,
         ipc_grace_period=ipc_grace_period,
+        ipc_ping_interval=ipc_ping_interval,
+        ipc_ping_timeout=ipc_ping_timeout,
         websocket=websocket,
+        allowed_hosts=allowed_hosts,
+        body_timeout=body_timeout,
     )
     config = Config()
     # The app refuses a message over its limit with 1009 and a reason; hypercorn
@@ -101,10 +132,8 @@ async def serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("tether.http.hypercorn")
 
-    class _Started:
-        def started(self, binds: list[str] | None = None) -> None:
-            assert binds
-            task_status.started(f"{binds[0]}{app.prefix}")
+    def started(binds: list[str]) -> None:
+        task_status.started(f"{binds[0]}{app.prefix}")
 
     async def trigger() -> None:
         if shutdown_trigger is None:
@@ -122,11 +151,12 @@ async def serve(
     async def run_hypercorn() -> None:
         try:
             with hypercorn_scope:
-                await hypercorn_serve(
-                    app,  # type: ignore[arg-type]  # hypercorn's TypedDict events vs mappings
+                await run_worker(
+                    app,
                     config,
+                    max_connections=max_connections,
                     shutdown_trigger=trigger,
-                    task_status=_Started(),
+                    started=started,
                 )
         finally:
             ended.set()

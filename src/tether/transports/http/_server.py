@@ -11,6 +11,10 @@ Routes under `prefix` (DESIGN.md section 4):
   `GET {prefix}/ipc/{session}/events`: the backend's messages, as Server-Sent
   Events; `DELETE {prefix}/ipc/{session}`: the frontend leaves.
 
+Every route first refuses a request from a page or to a `Host` the backend does
+not serve (`SitePolicy`), and every POST whose body is not JSON, before
+anything reads it or runs; `OPTIONS` and a 405 name the same methods per route.
+
 Each RPC request runs its impl in the request's own task, under the request's
 context and deadline; a second task watches for the client's disconnect and
 cancels the impl when it comes. IPC sessions run the same engine as every other
@@ -23,8 +27,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection
+from typing import Any, NamedTuple
 
 import trio
 
@@ -41,12 +45,20 @@ from ...runtime import (
     Unavailable,
 )
 from ...runtime._codec import dumps, loads
-from ...runtime._dispatch import PreparedCall, encode_reply, error_info, too_large_reply
+from ...runtime._dispatch import (
+    PreparedCall,
+    access_clock,
+    encode_reply,
+    error_info,
+    too_large_reply,
+)
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result
+from .._web import ANY, SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings
 from ..websocket._endpoint import Refusal as WsRefusal
 from ..websocket._streams import AsgiWebSocketStream
+from ._access import HttpAccess
 from ._asgi import (
     ClientLeft,
     DisconnectWatch,
@@ -57,11 +69,19 @@ from ._asgi import (
     header_text,
     not_allowed,
     read_body,
+    require_json,
+    send_empty,
     send_error_info,
 )
-from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD, IpcRoutes
+from ._ipc_server import (
+    DEFAULT_IPC_GRACE_PERIOD,
+    DEFAULT_IPC_PING_INTERVAL,
+    DEFAULT_IPC_PING_TIMEOUT,
+    IpcRoutes,
+    check_ping_settings,
+)
 from ._openapi import openapi_document
-from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
+from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
 
 __all__ = ["HttpApp"]
 
@@ -75,6 +95,42 @@ _CORS_HEADERS = (
     b"last-event-id"
 )
 _EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token"
+#: Accepted (Host, local address) pairs remembered, so that a client's
+#: requests are not judged again one by one.
+_HOSTS_REMEMBERED = 256
+_NOT_ON_TRIO = (
+    "tether's HttpApp runs on Trio, and this server runs another event loop: serve it with "
+    "hypercorn's Trio worker (hypercorn app:asgi --worker-class trio)"
+)
+
+
+def _on_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _Route(NamedTuple):
+    """A kind of route, and the methods it takes: its `Allow` header."""
+
+    kind: str
+    allow: str
+    methods: frozenset[str]
+
+
+def _taking(kind: str, *methods: str) -> _Route:
+    # OPTIONS is answered on every route (with CORS headers for a listed origin).
+    methods = (*methods, "OPTIONS")
+    return _Route(kind, ", ".join(methods), frozenset(methods))
+
+
+_RPC = _taking("rpc", "POST")
+_GET = _taking("get", "GET", "HEAD")
+_IPC_OPEN = _taking("ipc", "POST")
+_IPC_SESSION = _taking("ipc", "POST", "DELETE")
+_IPC_EVENTS = _taking("ipc", "GET")
 
 
 class HttpApp:
@@ -95,16 +151,28 @@ class HttpApp:
             are refused with 413 (payload-too-large).
         max_in_flight: RPC requests the app runs at once; more are refused with
             429 and `Retry-After`.
-        cors_origins: Origins (`https://app.example`) whose browser pages may
-            call this backend; none by default (no CORS headers at all).
+        cors_origins: Origins (`https://app.example`, or `"*"` for any) whose
+            browser pages may call this backend besides its own; none by
+            default. A request from any other page is refused (403).
         ipc_grace_period: Seconds an IPC session waits for its event stream,
             before the first one and after one closes, before it ends.
+        ipc_ping_interval: Seconds between pings on an IPC session's event
+            stream; None sends none (for clients that cannot answer, such as
+            curl: a silent connection then goes unnoticed).
+        ipc_ping_timeout: Seconds a frontend has to answer a ping (POST the
+            pong) before its session ends.
         websocket: How `{prefix}/ws` (RPC and IPC sessions over WebSocket)
             treats its clients: limits, keepalive, Origin allow-list,
             handshake authorization. Defaults when None.
+        allowed_hosts: The `Host` names this backend answers to (without
+            port; `"*"` for any). None: loopback names when the request came
+            to a loopback address, any name otherwise. Others get 400.
+        body_timeout: Seconds a request's whole body may take to arrive once
+            its headers have; a slower one gets 408 and its connection closes.
 
     Raises:
-        ValueError: `prefix` does not start with "/" or a limit is not positive.
+        ValueError: `prefix` does not start with "/", a limit, timeout or ping
+            setting is not positive, or an origin or host name is malformed.
     """
 
     def __init__(
@@ -115,25 +183,55 @@ class HttpApp:
         prefix: str = "/rpc",
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_in_flight: int = 1024,
-        cors_origins: Iterable[str] = (),
+        cors_origins: Collection[str] = (),
         ipc_grace_period: float = DEFAULT_IPC_GRACE_PERIOD,
+        ipc_ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
+        ipc_ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
         websocket: WebSocketSettings | None = None,
+        allowed_hosts: Collection[str] | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"prefix must start with '/', got {prefix!r}")
         if max_body_size < 1 or max_in_flight < 1:
             raise ValueError("max_body_size and max_in_flight must be at least 1")
+        if (
+            not isinstance(body_timeout, (int, float))
+            or isinstance(body_timeout, bool)
+            or not body_timeout > 0
+        ):
+            raise ValueError(
+                f"body_timeout must be a positive number of seconds (math.inf for none), got "
+                f"{body_timeout!r}"
+            )
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
+        check_ping_settings(ipc_ping_interval, ipc_ping_timeout)
         self.manager = manager if manager is not None else RpcManager()
         self.ipc = ipc
         self.prefix = prefix
         self.max_body_size = max_body_size
         self.max_in_flight = max_in_flight
-        self.cors_origins = frozenset(origin.rstrip("/") for origin in cors_origins)
+        self.body_timeout = float(body_timeout)
+        origin_list(cors_origins, "cors_origins")  # errors name the argument given
+        # Which pages and Host names may reach every route, /ws included.
+        self.site = SitePolicy(allowed_origins=cors_origins, allowed_hosts=allowed_hosts)
+        self.cors_origins = self.site.allowed_origins
         self.ipc_grace_period = ipc_grace_period
-        self._ipc = None if ipc is None else IpcRoutes(ipc, prefix, max_body_size, ipc_grace_period)
+        self.ipc_ping_interval = ipc_ping_interval
+        self.ipc_ping_timeout = ipc_ping_timeout
+        self._ipc = None
+        if ipc is not None:
+            self._ipc = IpcRoutes(
+                ipc,
+                prefix,
+                max_body_size,
+                ipc_grace_period,
+                self.body_timeout,
+                ipc_ping_interval,
+                ipc_ping_timeout,
+            )
         self._dispatcher = Dispatcher(self.manager)
         self.websocket = websocket if websocket is not None else WebSocketSettings()
         # An app given no manager serves IPC only on WebSocket too: an RPC
@@ -145,6 +243,7 @@ class HttpApp:
         self._shutting_down = False
         # Watcher tasks are spawned from this empty context, not the request's.
         self._clean = contextvars.Context()
+        self._hosts: dict[tuple[bytes | None, str | None], str | None] = {}
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -203,6 +302,11 @@ class HttpApp:
         message = await receive()
         if message["type"] != "lifespan.startup":  # pragma: no cover - ASGI says it is
             return
+        if not _on_trio():
+            # hypercorn's default worker is asyncio's: refuse to start, in one
+            # line that says what to add, rather than answer every request 500.
+            await send({"type": "lifespan.startup.failed", "message": _NOT_ON_TRIO})
+            return
         if self._nursery is not None:
             await send(
                 {
@@ -239,25 +343,65 @@ class HttpApp:
             self._ipc.close_all("the server is shutting down")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = access_clock()
+        if not started:  # the access log is off
+            await self._answer(scope, receive, send, None)
+            return
+        headers = scope["headers"]
+        access = HttpAccess(
+            send,
+            started,
+            f"{scope['method']} {scope['path']}",
+            header_text(headers, b"x-correlation-id"),
+            header_text(headers, b"x-session-id"),
+            header_text(headers, b"x-application-id"),
+        )
+        try:
+            await self._answer(scope, receive, access.send, access)
+        finally:
+            access.log()
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, access: HttpAccess | None
+    ) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        cors = self._cors_headers(headers)
-        prefix = self.prefix
-        if path != prefix and not path.startswith(prefix + "/"):
-            await self._send_error(send, NotFound(f"nothing is served at {path}"), None, cors)
-            return
-        parts = path[len(prefix) + 1 :].split("/") if path != prefix else [""]
+        host = origin = None
+        for key, value in headers:
+            if key == b"host":
+                host = value
+            elif key == b"origin":
+                origin = value
+        parts = self._parts(path)
+        route = None if parts is None else self._route(parts)
+        if access is not None and route is _RPC:
+            assert parts is not None
+            access.operation = f"{parts[0]}.{parts[2]}"
+        cors: list[tuple[bytes, bytes]] = []
         try:
+            # The site first: a request from a page or a name this backend does
+            # not serve is refused before anything else looks at it.
+            host_text = self._check_host(host, scope)
+            if origin is not None:
+                origin_text = origin.decode("latin-1")
+                forbidden = self.site.refuse_origin(origin_text, host_text)
+                if forbidden is not None:
+                    raise Refused(forbidden)
+                cors = self._cors_headers(origin_text)
+            if route is None:
+                raise Refused(self._not_found(path, parts))
+            assert parts is not None
+            if method not in route.methods:
+                raise not_allowed(method, route.allow)
             if method == "OPTIONS":
-                await self._preflight(send, headers, cors)
-            elif len(parts) == 3 and parts[0] != "ipc":
-                if method != "POST":
-                    raise not_allowed(method, "POST")
-                await self._rpc(receive, send, headers, parts, cors)
-            elif parts[0] == "ipc":
-                if self._ipc is None:
-                    raise Refused(NotFound("this backend serves no IPC"))
+                await self._options(send, route, cors)
+            elif route is _RPC:
+                await self._rpc(receive, send, headers, parts, cors, access)
+            elif route.kind == "ipc":
+                assert self._ipc is not None
+                if access is not None and len(parts) > 1:
+                    access.session_id = parts[1]
                 await self._ipc.route(
                     receive,
                     send,
@@ -269,17 +413,8 @@ class HttpApp:
                     self._nursery,
                     shutting_down=self._shutting_down,
                 )
-            elif len(parts) == 1 and parts[0] in ("", "health", "openapi.json"):
-                if method not in ("GET", "HEAD"):
-                    raise not_allowed(method, "GET")
-                await self._get(send, parts[0], cors, head=method == "HEAD")
             else:
-                raise Refused(
-                    NotFound(
-                        f"nothing is served at {path}: RPC calls are POST "
-                        f"{prefix}/<interface>/<version>/<operation>"
-                    )
-                )
+                await self._get(send, parts[0], cors, head=method == "HEAD")
         except ClientLeft:
             return
         except TetherError as exc:
@@ -287,6 +422,61 @@ class HttpApp:
             await self._send_error(send, exc, None, cors)
         except Refused as refused:
             await self._send_error(send, refused.error, refused.status, [*cors, *refused.headers])
+
+    def _check_host(self, host: bytes | None, scope: Scope) -> str | None:
+        """The request's `Host`, once the site policy has accepted it.
+
+        Raises:
+            Refused: 400, a Host this backend does not answer to.
+        """
+        server = scope.get("server")
+        local = server[0] if server else None
+        key = (host, local)
+        hosts = self._hosts
+        if key in hosts:
+            return hosts[key]
+        text = None if host is None else host.decode("latin-1")
+        refusal = self.site.refuse_host(text, local)
+        if refusal is not None:
+            raise Refused(refusal)
+        if len(hosts) < _HOSTS_REMEMBERED:
+            hosts[key] = text
+        return text
+
+    def _parts(self, path: str) -> list[str] | None:
+        """The path's segments after the prefix; None when it is not under the prefix."""
+        prefix = self.prefix
+        if path == prefix:
+            return [""]
+        if not path.startswith(prefix + "/"):
+            return None
+        return path[len(prefix) + 1 :].split("/")
+
+    def _route(self, parts: list[str]) -> _Route | None:
+        """Which route `parts` names, if any."""
+        if parts[0] == "ipc":
+            if self._ipc is not None:
+                if len(parts) == 1:
+                    return _IPC_OPEN
+                if len(parts) == 2:
+                    return _IPC_SESSION
+                if len(parts) == 3 and parts[2] == "events":
+                    return _IPC_EVENTS
+        elif len(parts) == 3:
+            return _RPC
+        elif len(parts) == 1 and parts[0] in ("", "health", "openapi.json"):
+            return _GET
+        return None
+
+    def _not_found(self, path: str, parts: list[str] | None) -> NotFound:
+        if parts is None:
+            return NotFound(f"nothing is served at {path}")
+        if parts[0] == "ipc" and self._ipc is None:
+            return NotFound("this backend serves no IPC")
+        return NotFound(
+            f"nothing is served at {path}: RPC calls are POST "
+            f"{self.prefix}/<interface>/<version>/<operation>"
+        )
 
     # -- RPC -------------------------------------------------------------------
 
@@ -297,16 +487,19 @@ class HttpApp:
         headers: list[tuple[bytes, bytes]],
         parts: list[str],
         cors: list[tuple[bytes, bytes]],
+        access: HttpAccess | None,
     ) -> None:
         activity_id = session_id = application_id = application_version = None
         authorization = timeout = protocol = traceparent = None
-        content_length = None
+        content_length = content_type = None
         for key, raw in headers:
             # One pass over the headers, and a decode only for those we use.
             if key == b"x-correlation-id":
                 activity_id = raw.decode("utf-8", "replace")
             elif key == b"content-length":
                 content_length = raw
+            elif key == b"content-type":
+                content_type = raw
             elif key == b"x-session-id":
                 session_id = raw.decode("utf-8", "replace")
             elif key == b"x-application-id":
@@ -321,6 +514,7 @@ class HttpApp:
                 protocol = raw
             elif key == b"traceparent":
                 traceparent = raw.decode("utf-8", "replace")
+        too_long = False
         if not activity_id:
             if traceparent is not None:
                 activity_id = contexts.activity_id_from_traceparent(traceparent)
@@ -328,6 +522,10 @@ class HttpApp:
                 activity_id = contexts.new_activity_id()
         elif len(activity_id) > 200:
             activity_id = contexts.new_activity_id()
+            too_long = True
+        if access is not None:
+            access.activity_id = activity_id
+        if too_long:
             exc: TetherError = InvalidRequest(
                 "X-Correlation-ID is longer than 200 characters",
                 details={"field": "X-Correlation-ID"},
@@ -336,6 +534,7 @@ class HttpApp:
             return
         echo = [*cors, (b"x-correlation-id", activity_id.encode())]
         try:
+            require_json(content_type)
             if protocol is not None and protocol.strip() != b"%d" % PROTOCOL_VERSION:
                 raise IncompatibleVersion(
                     f"this backend speaks tether protocol {PROTOCOL_VERSION}, the request says "
@@ -355,7 +554,7 @@ class HttpApp:
                     )
                 # Beyond any real deadline, and too large to become a float.
                 timeout_ms = min(timeout_ms, _MAX_TIMEOUT_MS)
-            body = await read_body(receive, content_length, self.max_body_size)
+            body = await read_body(receive, content_length, self.max_body_size, self.body_timeout)
             args = loads(body)
             if not isinstance(args, list):
                 raise InvalidRequest(
@@ -386,6 +585,12 @@ class HttpApp:
         except TetherError as exc:
             await self._send_error(send, exc, None, echo, activity_id)
             return
+        except Refused as refused:
+            headers = [*echo, *refused.headers]
+            await self._send_error(send, refused.error, refused.status, headers, activity_id)
+            return
+        if access is not None:
+            access.dispatched = True  # the dispatcher writes the call's line
         self._in_flight += 1
         try:
             reply = await self._run_call(prepared, receive)
@@ -447,9 +652,9 @@ class HttpApp:
                 )
             finally:
                 watch.scope.cancel()
-        if watch.disconnected:
-            return None
-        return self._dispatcher.interrupted(prepared)
+        # Asked even when the client left: it writes the call's access line.
+        reply = self._dispatcher.interrupted(prepared)
+        return None if watch.disconnected else reply
 
     # -- GET routes ------------------------------------------------------------
 
@@ -492,11 +697,10 @@ class HttpApp:
 
     # -- CORS ------------------------------------------------------------------
 
-    def _cors_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        if not self.cors_origins:
-            return []
-        origin = header_text(headers, b"origin")
-        if origin is None or origin.rstrip("/") not in self.cors_origins:
+    def _cors_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
+        """The CORS headers for a page of `origin`, already allowed: none for its own pages."""
+        allowed = self.site.allowed_origins
+        if ANY not in allowed and origin.strip().rstrip("/") not in allowed:
             return []
         return [
             (b"access-control-allow-origin", origin.encode("latin-1")),
@@ -504,26 +708,17 @@ class HttpApp:
             (b"vary", b"origin"),
         ]
 
-    async def _preflight(
-        self, send: Send, headers: list[tuple[bytes, bytes]], cors: list[tuple[bytes, bytes]]
-    ) -> None:
-        if not cors:
-            if self.cors_origins and header_text(headers, b"origin") is not None:
-                raise Refused(InvalidRequest("this origin may not call this backend"), status=403)
-            raise not_allowed("OPTIONS", "GET, POST, DELETE")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 204,
-                "headers": [
-                    *cors,
-                    (b"access-control-allow-methods", b"GET, POST, DELETE"),
-                    (b"access-control-allow-headers", _CORS_HEADERS),
-                    (b"access-control-max-age", b"600"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
+    async def _options(self, send: Send, route: _Route, cors: list[tuple[bytes, bytes]]) -> None:
+        """What a route takes; to a listed origin's preflight, the CORS answer too."""
+        allow = route.allow.encode()
+        headers = [(b"allow", allow), *cors]
+        if cors:
+            headers += [
+                (b"access-control-allow-methods", allow),
+                (b"access-control-allow-headers", _CORS_HEADERS),
+                (b"access-control-max-age", b"600"),
+            ]
+        await send_empty(send, 204, headers)
 
     # -- errors ----------------------------------------------------------------
 

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from ...runtime import PROTOCOL_VERSION
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "JSON", "PROTOCOL", "STATUS_CODES"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_SIZE", "JSON", "PROTOCOL", "STATUS_CODES"]
 
 #: Largest request body (and reply) by default, in bytes (16 MiB).
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+#: Seconds a request's whole body may take to arrive, once its headers have.
+DEFAULT_BODY_TIMEOUT = 30.0
 
 JSON = (b"content-type", b"application/json")
-#: The error code of each status tether answers with (DESIGN.md section 5).
+#: The error code of each status tether answers with (DESIGN.md section 5). A
+#: 403 is `incompatible-version` when the body says so; a body that is not
+#: tether's (a proxy's page) is taken for `forbidden`. 405, 408 and 415 are
+#: refusals of a malformed request: the client raises `InvalidRequest`.
 STATUS_CODES = {
     400: "bad-request",
     401: "unauthorized",
-    403: "incompatible-version",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
+    408: "request-timeout",
     409: "conflict",
     413: "payload-too-large",
+    415: "unsupported-media-type",
     422: "application",
     429: "too-many-requests",
     503: "unavailable",

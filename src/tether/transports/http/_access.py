@@ -1,0 +1,87 @@
+"""The access line of an HTTP request that the dispatcher does not log.
+
+A call that reaches the dispatcher gets its line there, with its outcome
+(`ok`, the error code, `cancelled`, `deadline-exceeded`). Every other request
+(refused before dispatch, a GET route, an IPC route) gets its line here, when
+its answer is sent: one line per request, whatever it was (docs/http.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import MutableMapping
+from typing import Any
+
+from ...runtime._codec import loads
+from ...runtime._dispatch import access_line
+from ._asgi import Send
+from ._wire import STATUS_CODES
+
+__all__ = ["HttpAccess"]
+
+
+class HttpAccess:
+    """One request's access line: who asked, what, and how it was answered.
+
+    `send` stands in for the ASGI send and notes the answer's outcome from
+    what goes out: `ok` below 400, else the `code` of tether's error body. A
+    request that was never answered (its client left) is `cancelled`.
+    """
+
+    __slots__ = (
+        "_erred",
+        "_send",
+        "activity_id",
+        "application_id",
+        "dispatched",
+        "operation",
+        "outcome",
+        "session_id",
+        "started",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        started: float,
+        operation: str,
+        activity_id: str | None,
+        session_id: str | None,
+        application_id: str | None,
+    ) -> None:
+        self._send = send
+        self.started = started
+        self.operation = operation
+        self.activity_id = activity_id
+        self.session_id = session_id
+        self.application_id = application_id
+        self.outcome = "cancelled"
+        #: The call reached the dispatcher, which writes its line.
+        self.dispatched = False
+        self._erred = False
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = message["status"]
+            self._erred = status >= 400
+            self.outcome = STATUS_CODES.get(status, "error") if self._erred else "ok"
+        elif self._erred and kind == "http.response.body":
+            # Every error answer is tether's error body: its code says exactly
+            # what the client was told (a 403 is forbidden or incompatible-version).
+            self._erred = False
+            with contextlib.suppress(Exception):
+                self.outcome = str(loads(message["body"])["error"]["code"])
+        await self._send(message)
+
+    def log(self) -> None:
+        """Write the line, unless the dispatcher wrote the call's own."""
+        if not self.dispatched:
+            access_line(
+                self.operation,
+                self.outcome,
+                self.started,
+                activity_id=self.activity_id,
+                session_id=self.session_id,
+                application_id=self.application_id,
+            )

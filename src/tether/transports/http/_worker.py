@@ -1,0 +1,235 @@
+"""hypercorn's Trio worker as `serve` runs it: hypercorn's connections, tether's accept loop.
+
+`run_worker` does what `hypercorn.trio.run.worker_serve` does for one plain
+HTTP listener (the app's lifespan, the listening sockets, a graceful shutdown)
+with two things hypercorn has no setting for:
+
+* **Closing at the client's FIN.** hypercorn 0.18's `TCPServer` sees the end of
+  the stream, but its connection's task group still waits for the idle task,
+  which sleeps for the whole keep-alive timeout (75 s under `serve`): every
+  connection a client closed sat in CLOSE_WAIT that long. `_TCPServer` stops
+  the idle task once reading is over, so the connection closes at once.
+* **A connection cap.** Past `max_connections`, a new connection is answered
+  `503` with `Retry-After` and tether's error body, then closed. The slot is
+  taken in the same step as the accept, before anything awaits, so a burst of
+  simultaneous connects cannot get past the cap.
+
+Both rely on hypercorn's internals (`TCPServer`, its idle task, `Lifespan`,
+`WorkerContext`), which is why pyproject.toml pins hypercorn's minor versions.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr
+
+from ...runtime._codec import dumps
+from ...runtime._dispatch import access_clock, access_line
+from ...runtime._protocol import ErrorInfo, error_info_to_json
+
+__all__ = ["run_worker"]
+
+_log = logging.getLogger("tether.http")
+
+#: accept() errors that mean "too many open files or sockets for now": wait and
+#: accept again, as `trio.serve_listeners` does.
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY = 0.1
+#: Seconds a refused connection is kept to read what its client sent: closing
+#: with unread bytes would reset it, and the client could lose the 503.
+_REFUSAL_TIME = 1.0
+#: Refused connections kept at once for that; past it, one is closed unanswered.
+_MAX_REFUSING = 64
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection, closed as soon as reading it is over."""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client closed its side (or the connection broke): nothing more
+        # will come to answer, so do not keep it for the keep-alive timeout.
+        # A request still running was told `http.disconnect` by hypercorn.
+        await self.idle_task.stop()
+
+    async def _close(self) -> None:
+        # hypercorn sends the EOF without its send lock: when the client's
+        # close and an answer cross (an early 400 or 408 to a request whose
+        # body never ends), the answer's send failed with BusyResourceError.
+        if self.send_lock.locked():
+            # An answer is being sent to a client that has gone: closing ends
+            # that send (hypercorn takes its ClosedResourceError as the close).
+            await self.stream.aclose()
+            return
+        async with self.send_lock:
+            await super()._close()
+
+
+class _Connections:
+    """The accept loop: one `_TCPServer` per connection, up to the cap."""
+
+    def __init__(
+        self,
+        app: ASGIWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: ConnectionState,
+        nursery: trio.Nursery,
+        limit: int | None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.context = context
+        self.state = state
+        self.nursery = nursery
+        self.limit = limit
+        self.open = 0
+        self.refusing = 0
+        info = ErrorInfo(
+            "unavailable",
+            503,
+            "Unavailable",
+            f"this server already has {limit} connections open (its max_connections): "
+            "retry shortly",
+            {"retry_after": 1},
+        )
+        body = dumps({"error": error_info_to_json(info)})
+        self.refusal = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+
+    async def serve(self, listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    _log.error(
+                        "accept failed (%s); retrying in %s s",
+                        errno.errorcode[exc.errno],
+                        _ACCEPT_RETRY,
+                    )
+                    await trio.sleep(_ACCEPT_RETRY)
+                    continue
+                if self.limit is not None and self.open >= self.limit:
+                    self.nursery.start_soon(self._refuse, stream)
+                else:
+                    # Taken before anything awaits: no burst gets past the cap.
+                    self.open += 1
+                    self.nursery.start_soon(self._run, stream)
+
+    async def _run(self, stream: trio.SocketStream) -> None:
+        try:
+            # hypercorn annotates the stream as TLS; a plain one is what it takes here.
+            server = _TCPServer(self.app, self.config, self.context, self.state, stream)  # type: ignore[arg-type]
+            await server.run()
+        finally:
+            self.open -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        started = access_clock()
+        try:
+            if self.refusing < _MAX_REFUSING:
+                self.refusing += 1
+                try:
+                    with trio.move_on_after(_REFUSAL_TIME):
+                        await stream.send_all(self.refusal)
+                        await stream.send_eof()
+                        while await stream.receive_some():
+                            pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                finally:
+                    self.refusing -= 1
+        finally:
+            await trio.aclose_forcefully(stream)
+            # No request was read: the line says only what happened.
+            access_line(
+                "connect",
+                "unavailable",
+                started,
+                activity_id=None,
+                session_id=None,
+                application_id=None,
+            )
+
+
+async def run_worker(
+    app: Any,
+    config: Config,
+    *,
+    max_connections: int | None,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    started: Callable[[list[str]], object],
+) -> None:
+    """Serve `app` on `config.bind` until `shutdown_trigger` returns, then shut down.
+
+    At shutdown the listeners close, connections finish their current request
+    (idle ones close at once) for up to `config.graceful_timeout` seconds, and
+    the lifespan ends.
+
+    Args:
+        app: The ASGI app.
+        config: hypercorn's settings (bind, timeouts, limits, logs).
+        max_connections: Connections open at once; more are refused (503).
+        shutdown_trigger: Awaited in the background; when it returns, the
+            worker shuts down.
+        started: Called with the URLs served (`http://host:port`) once they are.
+    """
+    config.set_statsd_logger_class(StatsdLogger)
+    wrapped = ASGIWrapper(app)
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            listeners = []
+            binds = []
+            for sock in config.create_sockets().insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                bind = f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
+                binds.append(bind)
+                await config.log.info(f"Running on {bind} (CTRL + C to quit)")
+            connections = _Connections(
+                wrapped,
+                config,
+                context,
+                ConnectionState(lifespan_state.copy()),
+                server_nursery,
+                max_connections,
+            )
+            started(binds)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    for listener in listeners:
+                        nursery.start_soon(connections.serve, listener)
+            except BaseExceptionGroup as error:
+                _, others = error.split((ShutdownError, KeyboardInterrupt))
+                if others is not None:
+                    raise others from None
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
