@@ -73,6 +73,7 @@ def test_top_level_all_is_exactly_this() -> None:
         "IncompatibleVersion",
         "InvalidRequest",
         "IpcHandler",
+        "IpcHandshake",
         "IpcInterface",
         "IpcSession",
         "NotFound",

@@ -1612,12 +1612,12 @@ async def test_ipc_session_that_fails_leaves_the_other_sessions_running(
     opened = 0
     real = tether.runtime.serve_ipc_session
 
-    async def fails_once(ipc: tether.BackendIpc, stream: Any) -> None:
+    async def fails_once(ipc: tether.BackendIpc, stream: Any, **facts: Any) -> None:
         nonlocal opened
         opened += 1
         if opened == 2:
             raise RuntimeError("one session broke")
-        await real(ipc, stream)
+        await real(ipc, stream, **facts)
 
     monkeypatch.setattr(_ipc_server, "serve_ipc_session", fails_once)
     with trio.fail_after(TIMEOUT):

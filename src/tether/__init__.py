@@ -12,6 +12,7 @@ from .runtime import FrontendIpc as FrontendIpc
 from .runtime import IncompatibleVersion as IncompatibleVersion
 from .runtime import InvalidRequest as InvalidRequest
 from .runtime import IpcHandler as IpcHandler
+from .runtime import IpcHandshake as IpcHandshake
 from .runtime import IpcInterface as IpcInterface
 from .runtime import IpcSession as IpcSession
 from .runtime import NotFound as NotFound
@@ -41,6 +42,7 @@ __all__ = [
     "IncompatibleVersion",
     "InvalidRequest",
     "IpcHandler",
+    "IpcHandshake",
     "IpcInterface",
     "IpcSession",
     "NotFound",

@@ -37,11 +37,14 @@ from ._ipc_backend import BackendIpc as BackendIpc
 from ._ipc_backend import IpcSession as IpcSession
 from ._ipc_backend import current_session as current_session
 from ._ipc_backend import serve_ipc_session as serve_ipc_session
+from ._ipc_engine import DEFAULT_MAX_PENDING_BYTES as DEFAULT_MAX_PENDING_BYTES
 from ._ipc_engine import DEFAULT_MAX_PENDING_NOTIFICATIONS as DEFAULT_MAX_PENDING_NOTIFICATIONS
 from ._ipc_engine import DEFAULT_SLOW_FRONTEND_TIMEOUT as DEFAULT_SLOW_FRONTEND_TIMEOUT
 from ._ipc_engine import Listener as Listener
 from ._ipc_frontend import FrontendIpc as FrontendIpc
 from ._ipc_frontend import open_ipc_connection as open_ipc_connection
+from ._ipc_handshake import DEFAULT_MAX_SESSIONS_PER_CLIENT as DEFAULT_MAX_SESSIONS_PER_CLIENT
+from ._ipc_handshake import IpcHandshake as IpcHandshake
 from ._manager import RpcManager as RpcManager
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._stream import MessageStream as MessageStream
@@ -49,7 +52,9 @@ from ._versions import is_version_compatible as is_version_compatible
 
 __all__ = [
     "CONVERTER",
+    "DEFAULT_MAX_PENDING_BYTES",
     "DEFAULT_MAX_PENDING_NOTIFICATIONS",
+    "DEFAULT_MAX_SESSIONS_PER_CLIENT",
     "DEFAULT_SLOW_FRONTEND_TIMEOUT",
     "PROTOCOL_VERSION",
     "BackendIpc",
@@ -63,6 +68,7 @@ __all__ = [
     "IncompatibleVersion",
     "InvalidRequest",
     "IpcHandler",
+    "IpcHandshake",
     "IpcInterface",
     "IpcSession",
     "Listener",

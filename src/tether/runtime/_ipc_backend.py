@@ -4,34 +4,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast, overload
 
 from .. import contexts
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
-from ._dispatch import error_info
-from ._errors import ConnectionClosed, TetherError, Unavailable
+from ._errors import ConnectionClosed, Unavailable
 from ._ipc_engine import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     Listener,
     Peer,
-    Served,
 )
-from ._ipc_proxy import (
-    add_to_table,
-    check_listener,
-    check_served,
-    handler_channel,
-    make_proxy,
-    plain_args,
+from ._ipc_handshake import (
+    DEFAULT_AUTHORIZE_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_CLIENT,
+    Authorize,
+    accept,
 )
-from ._protocol import PROTOCOL_VERSION, Error, Hello, Welcome, check_hello, decode, encode
+from ._ipc_proxy import add_to_table, check_listener, handler_channel, make_proxy, plain_args
+from ._protocol import PROTOCOL_VERSION, Welcome, encode
 from ._stream import MessageStream
 from ._util import check_positive_int
 
@@ -74,10 +71,12 @@ class IpcSession:
     calls made through it reach this session's frontend only.
     """
 
-    __slots__ = ("_peer",)
+    __slots__ = ("_client", "_peer", "_remote")
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, remote: str | None = None, client: str | None = None) -> None:
         self._peer = peer
+        self._remote = remote
+        self._client = client  # what max_sessions_per_client counts it under
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else f"closed: {self.closed_reason}"
@@ -97,6 +96,11 @@ class IpcSession:
     def application_version(self) -> str | None:
         """The frontend application's version, from its `hello`."""
         return self._peer.application_version
+
+    @property
+    def remote(self) -> str | None:
+        """The frontend's address as the transport reported it (`"host:port"`); None in-process."""
+        return self._remote
 
     @property
     def is_open(self) -> bool:
@@ -197,16 +201,32 @@ class BackendIpc:
     """The backend's IPC: the channels it serves and the sessions of its frontends.
 
     Register `IpcHandler` classes, then serve it over a transport
-    (`memory.connect_ipc(backend_ipc)`, and later HTTP or WebSocket). Each
-    connected frontend gets its own `IpcSession`.
+    (`memory.connect_ipc(backend_ipc)`, `http.serve(..., ipc=backend_ipc)`,
+    `websocket.serve(..., ipc=backend_ipc)`). Each connected frontend gets its
+    own `IpcSession`.
 
     Args:
+        authorize: Called with each session's `IpcHandshake` before anything
+            is reserved or made for it; a falsy answer (or `Unauthorized`)
+            refuses the session with 401, another `TetherError` with that
+            error, any other exception with 500 (logged). A coroutine function
+            or a plain function. None: every frontend may open a session.
+        authorize_timeout: Seconds the hook may take; then the session is
+            refused with `Unavailable` (503) and the hook cancelled.
+        max_sessions_per_client: Sessions one client (the remote host the
+            transport reports; in-process sessions have none) may have open at
+            once; more are refused with `Unavailable` (429 too-many-requests).
+            Applies with or without `authorize`. Behind a reverse proxy every
+            client has the proxy's address: raise it, or None for no bound.
         max_pending_notifications: Notifications a session may have waiting for
-            a slow frontend before it is closed with "frontend too slow"; also
-            how many one-way messages from the frontend may wait for listeners.
+            a slow frontend before senders wait for room; also how many one-way
+            messages from the frontend may wait for listeners.
+        max_pending_bytes: The same two queues' bound in encoded bytes (a
+            single larger message still passes, alone).
         max_in_flight: Invokes one session may have running at once; more are
             refused with `Unavailable` (too-many-requests).
-        max_sessions: Sessions open at once; more are refused with `Unavailable`.
+        max_sessions: Sessions open at once; more are refused with
+            `Unavailable` (503 unavailable).
         slow_frontend_timeout: Seconds a sender may wait for room in a full
             notification queue; then the session is closed ("frontend too slow").
         development_mode: Send tracebacks of unexpected handler errors to the
@@ -216,16 +236,37 @@ class BackendIpc:
     def __init__(
         self,
         *,
+        authorize: Authorize | None = None,
+        authorize_timeout: float = DEFAULT_AUTHORIZE_TIMEOUT,
+        max_sessions_per_client: int | None = DEFAULT_MAX_SESSIONS_PER_CLIENT,
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_in_flight: int = 1024,
         max_sessions: int = 1024,
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         development_mode: bool = False,
     ) -> None:
+        if authorize is not None and not callable(authorize):
+            raise TypeError(f"authorize must be a function of an IpcHandshake, got {authorize!r}")
+        if max_sessions_per_client is not None:
+            check_positive_int("max_sessions_per_client", max_sessions_per_client)
         check_positive_int("max_pending_notifications", max_pending_notifications)
+        check_positive_int("max_pending_bytes", max_pending_bytes)
         check_positive_int("max_in_flight", max_in_flight)
         check_positive_int("max_sessions", max_sessions)
+        if (
+            isinstance(authorize_timeout, bool)
+            or not isinstance(authorize_timeout, (int, float))
+            or not authorize_timeout > 0
+        ):
+            raise ValueError(
+                f"authorize_timeout must be a positive number of seconds, got {authorize_timeout!r}"
+            )
+        self.authorize = authorize
+        self.authorize_timeout = float(authorize_timeout)
+        self.max_sessions_per_client = max_sessions_per_client
         self.max_pending_notifications = max_pending_notifications
+        self.max_pending_bytes = max_pending_bytes
         self.max_in_flight = max_in_flight
         if not isinstance(slow_frontend_timeout, (int, float)) or not slow_frontend_timeout > 0:
             raise ValueError(
@@ -242,6 +283,7 @@ class BackendIpc:
         self._lock = threading.Lock()
         self._sessions: dict[str, IpcSession] = {}
         self._opening = 0  # places reserved by sessions being opened
+        self._per_client: dict[str, int] = {}  # places held (opening or open) per client
 
     @overload
     def register(self, handler: type[H]) -> type[H]: ...
@@ -314,22 +356,33 @@ class BackendIpc:
         """
         await current_session().send(channel, method, *args)
 
-    def _reserve(self) -> None:
+    def _reserve(self, client: str | None) -> None:
         """Hold a place for a session being opened, or refuse it (one step, under the lock)."""
         with self._lock:
+            cap = self.max_sessions_per_client
+            held = 0 if client is None else self._per_client.get(client, 0)
+            if cap is not None and held >= cap:
+                raise Unavailable(
+                    f"this client already has {cap} IPC sessions open with this backend: "
+                    "close one, or try again later",
+                    retry_after=1,
+                    overloaded=True,
+                )
             if len(self._sessions) + self._opening >= self.max_sessions:
                 raise Unavailable(
                     f"this backend already has {self.max_sessions} IPC sessions open: try "
                     "again later",
                     retry_after=1,
-                    overloaded=True,
                 )
             self._opening += 1
+            if client is not None:
+                self._per_client[client] = held + 1
 
-    def _release(self) -> None:
+    def _release(self, client: str | None) -> None:
         """Give back a place reserved for a session that did not open."""
         with self._lock:
             self._opening -= 1
+            self._forget(client)
 
     def _add(self, session: IpcSession) -> None:
         """Turn a reserved place into an open session."""
@@ -339,30 +392,68 @@ class BackendIpc:
 
     def _remove(self, session: IpcSession) -> None:
         with self._lock:
-            self._sessions.pop(session.id, None)
+            if self._sessions.pop(session.id, None) is not None:
+                self._forget(session._client)
+
+    def _forget(self, client: str | None) -> None:
+        # Under the lock. An address with no session left is dropped, so the
+        # table holds only clients with sessions.
+        if client is not None:
+            held = self._per_client[client] - 1
+            if held:
+                self._per_client[client] = held
+            else:
+                del self._per_client[client]
 
 
-async def serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
+async def serve_ipc_session(
+    backend: BackendIpc,
+    stream: MessageStream,
+    *,
+    transport: str = "unknown",
+    remote: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """Serve one frontend's IPC session over `stream` until either side ends it.
 
-    Expects `hello` (mode "ipc") first, checks every channel it lists against
-    what `backend` serves, answers `welcome`, then runs the session. When it
-    ends, every task it started has been cancelled and awaited, and the stream
-    is closed with the reason.
+    Expects `hello` (mode "ipc") first, runs the backend's `authorize` hook,
+    checks every channel the hello lists against what `backend` serves,
+    reserves the session's place, answers `welcome`, then runs the session.
+    When it ends, every task it started has been cancelled and awaited, and the
+    stream is closed with the reason. A refused session gets an `error` and a
+    closed stream (`MessageStream.refuse`), and holds nothing.
+
+    Args:
+        backend: What to serve.
+        stream: The connection to the frontend.
+        transport: The transport's name, for the hook (`IpcHandshake.transport`).
+        remote: The client's address, `"host:port"`, when the transport knows
+            it; its host is what `max_sessions_per_client` counts.
+        headers: The headers of the request that opened the connection, names
+            in lower case; the `authorization` one is the credential when the
+            hello carries none.
     """
     # A session starts with no request context: in-process, this task (or the
     # backend's thread) was spawned from the frontend's, and the frontend's
     # ActivityId and credential must not reach the backend that way.
     with contexts.using(None):
-        await _serve_ipc_session(backend, stream)
+        await _serve_ipc_session(backend, stream, transport, remote, headers)
 
 
-async def _serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None:
+async def _serve_ipc_session(
+    backend: BackendIpc,
+    stream: MessageStream,
+    transport: str,
+    remote: str | None,
+    headers: Mapping[str, str] | None,
+) -> None:
     try:
-        accepted = await _accept(backend, stream)
+        accepted = await accept(
+            backend, stream, transport=transport, remote=remote, headers=headers
+        )
         if accepted is None:
             return
-        hello, served = accepted
+        hello, served, handshake = accepted
         peer = Peer(
             stream,
             side="backend",
@@ -372,11 +463,12 @@ async def _serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None
             served=served,
             listeners=backend._listeners,
             max_pending_notifications=backend.max_pending_notifications,
+            max_pending_bytes=backend.max_pending_bytes,
             max_in_flight=backend.max_in_flight,
             development_mode=backend.development_mode,
             slow_frontend_timeout=backend.slow_frontend_timeout,
         )
-        session = IpcSession(peer)
+        session = IpcSession(peer, handshake.remote, handshake.client)
         peer.session = session
         # Listed before the frontend hears `welcome`, so that it is there the
         # moment the frontend can act.
@@ -403,49 +495,3 @@ async def _serve_ipc_session(backend: BackendIpc, stream: MessageStream) -> None
             backend._remove(session)
     finally:
         await stream.aclose()
-
-
-async def _accept(
-    backend: BackendIpc, stream: MessageStream
-) -> tuple[Hello, dict[str, Served]] | None:
-    try:
-        data = await stream.receive_message()
-    except ConnectionClosed:
-        return None
-    try:
-        hello = check_hello(decode(data), "ipc")
-        registrations = dict(backend._registrations)
-        versions = {name: reg.channel.version for name, reg in registrations.items()}
-        for name, version in hello.channels.items():
-            check_served(
-                versions, name, version, advice=": register an IpcHandler for it on the backend"
-            )
-        backend._reserve()
-        served: dict[str, Served] = {}
-        for name, registration in registrations.items():
-            instance = registration.shared
-            if registration.factory is not None:
-                try:
-                    instance = registration.factory()
-                except BaseException as exc:
-                    backend._release()
-                    if not isinstance(exc, Exception):
-                        raise
-                    _log.exception("creating %s for a new session failed", registration.factory)
-                    for made in served.values():  # the handlers made so far are told
-                        if made.owned:
-                            with contextlib.suppress(Exception):
-                                made.instance.on_close("the session could not be opened")
-                    raise Unavailable(
-                        f"the backend could not start a session: creating the handler of "
-                        f"{name!r} failed ({type(exc).__name__})"
-                    ) from None
-            served[name] = Served(
-                registration.channel, instance, owned=registration.factory is not None
-            )
-    except TetherError as exc:
-        info = error_info(exc, None, development_mode=False)
-        with contextlib.suppress(ConnectionClosed):
-            await stream.send_message(encode(Error(None, info)))
-        return None
-    return hello, served

@@ -15,13 +15,16 @@ with `ConnectionClosed`, and handlers and listeners get the close reason.
 
 Back-pressure. A backend's notifications wait in a per-session queue that the
 writer drains; sending one returns at once while the queue has room. When
-`max_pending_notifications` are waiting, the sender waits for room; if none
-opens within `slow_frontend_timeout` the frontend has stopped reading, and the
-session is closed with the reason "frontend too slow". So backend memory stays
-bounded, a burst from a fast producer to a healthy frontend is only slowed
-down, and a stuck frontend is dropped. On the receiving side, listeners that
-fall behind stop the reader once `max_pending_notifications` are waiting,
-which is how a slow listener becomes a slow frontend.
+`max_pending_notifications` are waiting, or the next one would take the queue
+past `max_pending_bytes` (a larger one still goes in alone), the sender waits
+for room; if none opens within `slow_frontend_timeout` the frontend has
+stopped reading, and the session is closed with the reason "frontend too
+slow". So backend memory stays bounded, a burst from a fast producer to a
+healthy frontend is only slowed down, and a stuck frontend is dropped. On the
+receiving side, listeners that fall behind stop the reader once
+`max_pending_notifications` or `max_pending_bytes` are waiting, which is how a
+slow listener becomes a slow frontend. Either bound costs an integer add and
+compare per message. When the session ends, both queues are emptied at once.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from ._stream import MessageStream
 from ._util import timeout_ms_left
 
 __all__ = [
+    "DEFAULT_MAX_PENDING_BYTES",
     "DEFAULT_MAX_PENDING_NOTIFICATIONS",
     "DEFAULT_SLOW_FRONTEND_TIMEOUT",
     "DRAIN_GRACE",
@@ -84,6 +88,8 @@ Listener = Callable[..., Awaitable[None] | None]
 _log = logging.getLogger("tether.ipc")
 #: Default bound of notifications waiting, per session and direction.
 DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
+#: Default bound of the encoded bytes of those notifications (1 MiB).
+DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 #: Default time a full notification queue may stay full before the session is
 #: closed as "frontend too slow".
 DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
@@ -138,6 +144,7 @@ class Peer:
         max_in_flight: int,
         development_mode: bool,
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         self.stream = stream
         self.slow_frontend_timeout = slow_frontend_timeout
@@ -150,6 +157,7 @@ class Peer:
         self.listeners = listeners
         self.notification_handlers: dict[str, list[NotificationHandler]] = {}
         self.max_pending_notifications = max_pending_notifications
+        self.max_pending_bytes = max_pending_bytes
         self.max_in_flight = max_in_flight
         self.development_mode = development_mode
         self.session: IpcSession | None = None
@@ -163,11 +171,13 @@ class Peer:
         self.ids = itertools.count(1)
         self.outbox: deque[_Queued] = deque()
         self.queued_notifications = 0
+        self.queued_bytes = 0  # of the queued notifications
         self.writing = False
         self.writer_lot = trio.lowlevel.ParkingLot()
         self.room_lot = trio.lowlevel.ParkingLot()  # senders waiting for queue room
-        # Notifications received, waiting for the delivery task.
-        self.inbox: deque[Notify] = deque()
+        # Notifications received, waiting for the delivery task, with their sizes.
+        self.inbox: deque[tuple[Notify, int]] = deque()
+        self.inbox_bytes = 0
         self.inbox_closed = False
         self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
         self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
@@ -199,6 +209,10 @@ class Peer:
                     session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
         finally:
             self._mark_closed(f"the {self.side} left the session")
+            # Whatever is still queued either way is dropped now, not when the
+            # last reference to this session goes (a handler may keep one).
+            self.inbox.clear()
+            self.inbox_bytes = 0
             reason = self.closed_reason or "closed"
             try:
                 with trio.CancelScope(shield=True):
@@ -238,6 +252,7 @@ class Peer:
         while self.outbox:
             self.outbox.popleft().done(error)
         self.queued_notifications = 0
+        self.queued_bytes = 0
         self.room_lot.unpark_all()
         self.reader_lot.unpark_all()
 
@@ -313,11 +328,15 @@ class Peer:
             elif kind is Invoke:
                 self._start(cast(Invoke, message))
             elif kind is Notify:
-                self.inbox.append(cast(Notify, message))
+                size = len(data)
+                self.inbox.append((cast(Notify, message), size))
+                self.inbox_bytes += size
                 if self.deliver_lot:
                     self.deliver_lot.unpark()
-                full = len(self.inbox) >= self.max_pending_notifications
-                if full and not await self._wait_for_listeners():
+                if (
+                    len(self.inbox) >= self.max_pending_notifications
+                    or self.inbox_bytes >= self.max_pending_bytes
+                ) and not await self._wait_for_listeners():
                     return
             elif kind is Cancel:
                 scope = self.calls.get(cast(Cancel, message).id)
@@ -333,36 +352,42 @@ class Peer:
                 )
 
     async def _wait_for_listeners(self) -> bool:
-        """The listeners are `max_pending_notifications` behind: stop reading for a while.
+        """The listeners are a bound behind (count or bytes): stop reading for a while.
 
         Not reading is how back-pressure reaches the other side. But a reply
         may be behind the notifications, and a listener (or anyone) waiting for
         it would wait forever: so while a call of ours awaits its reply, the
-        reader goes on, holding up to `_overdraft(bound)` more notifications.
-        Listeners that make no room for `slow_frontend_timeout` are stuck: the
-        session is closed.
+        reader goes on, holding up to `_overdraft(bound)` more notifications
+        (and bytes). Listeners that make no room for `slow_frontend_timeout`
+        are stuck: the session is closed.
 
         Returns:
             False when the session was closed.
         """
         bound = self.max_pending_notifications
         hard_bound = bound + _overdraft(bound)
+        byte_bound = self.max_pending_bytes
+        hard_byte_bound = byte_bound + max(byte_bound, DEFAULT_MAX_PENDING_BYTES)
+        inbox = self.inbox
         with trio.move_on_after(self.slow_frontend_timeout):
-            while len(self.inbox) >= bound and self.closed_reason is None:
-                if self.pending and len(self.inbox) < hard_bound:
+            while (
+                len(inbox) >= bound or self.inbox_bytes >= byte_bound
+            ) and self.closed_reason is None:
+                if self.pending and len(inbox) < hard_bound and self.inbox_bytes < hard_byte_bound:
                     return True
                 await self.reader_lot.park()
                 # Woken by room in the inbox, or by a call that now awaits a reply.
         if self.closed_reason is not None:
             return False
-        if len(self.inbox) < bound:
+        if len(inbox) < bound and self.inbox_bytes < byte_bound:
             return True
         reason = f"{self.side} too slow"
         _log.warning(
-            "closing IPC session %s: %s (its listeners have %d notifications waiting)",
+            "closing IPC session %s: %s (its listeners have %d notifications, %d bytes, waiting)",
             self.session_id,
             reason,
-            len(self.inbox),
+            len(inbox),
+            self.inbox_bytes,
         )
         self.close(reason)
         return False
@@ -477,7 +502,8 @@ class Peer:
                 if self.inbox_closed:
                     return
                 await self.deliver_lot.park()
-            notify = inbox.popleft()
+            notify, size = inbox.popleft()
+            self.inbox_bytes -= size
             if self.reader_lot:
                 self.reader_lot.unpark()
             await self._deliver(notify)
@@ -543,23 +569,33 @@ class Peer:
 
     # -- writing ---------------------------------------------------------------
 
+    def _queue_full(self, size: int) -> bool:
+        """No room for a notification of `size` bytes (one goes in alone, whatever its size)."""
+        return self.queued_notifications >= self.max_pending_notifications or (
+            self.queued_bytes + size > self.max_pending_bytes and self.queued_notifications > 0
+        )
+
     async def _queue_notification(self, data: bytes) -> None:
         """Queue a notification for the writer; wait (boundedly) while the queue is full."""
-        if self.queued_notifications >= self.max_pending_notifications:
+        size = len(data)
+        queued = self.queued_notifications
+        # `_queue_full`, inline: this runs for every notification.
+        if queued >= self.max_pending_notifications or (
+            queued and self.queued_bytes + size > self.max_pending_bytes
+        ):
             with trio.move_on_after(self.slow_frontend_timeout):
-                while (
-                    self.queued_notifications >= self.max_pending_notifications
-                    and self.closed_reason is None
-                ):
+                while self._queue_full(size) and self.closed_reason is None:
                     await self.room_lot.park()
-            if self.queued_notifications >= self.max_pending_notifications:
+            if self.closed_reason is not None or self._queue_full(size):
                 if self.closed_reason is None:
                     reason = f"{self.other} too slow"
                     _log.warning(
-                        "closing IPC session %s: %s (%d notifications waited %.1fs for it)",
+                        "closing IPC session %s: %s (%d notifications, %d bytes, waited %.1fs "
+                        "for it)",
                         self.session_id,
                         reason,
                         self.queued_notifications,
+                        self.queued_bytes,
                         self.slow_frontend_timeout,
                     )
                     self.close(reason)
@@ -572,6 +608,7 @@ class Peer:
             raise self.closed_error(None)
         if notification:
             self.queued_notifications += 1
+            self.queued_bytes += len(data)
         elif len(self.outbox) >= self.max_pending_notifications + self.max_in_flight:
             # Refusals pile up only when the other side sends and never reads.
             self.close(f"{self.other} too slow")
@@ -624,6 +661,7 @@ class Peer:
             item = outbox.popleft()
             if item.notification:
                 self.queued_notifications -= 1
+                self.queued_bytes -= len(item.data)
                 if self.room_lot:
                     self.room_lot.unpark()
             self.writing = True

@@ -19,6 +19,7 @@ from ._channels import (
 )
 from ._connection import exchange_hello
 from ._ipc_engine import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     Listener,
@@ -191,7 +192,9 @@ async def open_ipc_connection(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
+    authorization: str | None = None,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
     """Run the IPC protocol as the frontend over `stream` for the block.
@@ -204,13 +207,20 @@ async def open_ipc_connection(
         channels: The channels to check at connect.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
+        authorization: The credential for the backend's `authorize` hook,
+            sent in the `hello` (never logged, never in a repr).
         max_pending_notifications: Notifications that may wait for this
             frontend's listeners before it stops reading.
+        max_pending_bytes: The same bound in encoded bytes (a single larger
+            notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             (making no room at all) before the session is closed as "frontend
             too slow".
 
     Raises:
+        Unauthorized: the backend's `authorize` hook refused the session.
+        Unavailable: the backend has `max_sessions` open (503), or this client
+            its `max_sessions_per_client` (429).
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's (or the protocol's) version is incompatible.
         ConnectError: the backend did not complete the handshake.
@@ -219,6 +229,9 @@ async def open_ipc_connection(
     for channel in wanted:
         require_channel(channel, IpcInterface)
     check_positive_int("max_pending_notifications", max_pending_notifications)
+    check_positive_int("max_pending_bytes", max_pending_bytes)
+    if authorization is not None and not isinstance(authorization, str):
+        raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
     if not isinstance(slow_listener_timeout, (int, float)) or not slow_listener_timeout > 0:
         raise ValueError(
             f"slow_listener_timeout must be a positive number of seconds, got "
@@ -231,6 +244,7 @@ async def open_ipc_connection(
         application_version,
         {channel.channel_name: channel.version for channel in wanted},
         mode="ipc",
+        authorization=authorization,
     )
     try:
         reply = await exchange_hello(stream, hello)
@@ -249,6 +263,7 @@ async def open_ipc_connection(
         served={},
         listeners={},
         max_pending_notifications=max_pending_notifications,
+        max_pending_bytes=max_pending_bytes,
         max_in_flight=1024,
         development_mode=False,
         slow_frontend_timeout=slow_listener_timeout,

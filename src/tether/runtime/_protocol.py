@@ -151,6 +151,8 @@ class Hello:
 
     `mode` says what the session is for: `"rpc"` (loosely coupled calls, each
     with its full context) or `"ipc"` (a paired session over the `channels`).
+    `authorization` is the credential an IPC frontend presents to the backend's
+    `authorize` hook; it is never shown in the repr.
     """
 
     protocol: int
@@ -159,6 +161,7 @@ class Hello:
     application_version: str | None = None
     channels: dict[str, str] = attrs.field(factory=dict)
     mode: str = "rpc"
+    authorization: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(slots=True)
@@ -217,6 +220,20 @@ def _encode_call(m: Call) -> dict[str, Any]:
     return obj
 
 
+def _encode_hello(m: Hello) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "t": "hello",
+        "protocol": m.protocol,
+        "session_id": m.session_id,
+        "application": _drop_none({"id": m.application_id, "version": m.application_version}),
+        "channels": m.channels,
+        "mode": m.mode,
+    }
+    if m.authorization is not None:
+        obj["authorization"] = m.authorization
+    return obj
+
+
 def error_info_to_json(info: ErrorInfo) -> dict[str, Any]:
     """The `{code, status, name, message, details, activity_id}` object of an error."""
     return {
@@ -254,14 +271,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
             "activity_id": m.activity_id,
         }
     ),
-    Hello: lambda m: {
-        "t": "hello",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "application": _drop_none({"id": m.application_id, "version": m.application_version}),
-        "channels": m.channels,
-        "mode": m.mode,
-    },
+    Hello: _encode_hello,
     Welcome: lambda m: {
         "t": "welcome",
         "protocol": m.protocol,
@@ -467,6 +477,7 @@ def _decode_hello(f: _Fields) -> Hello:
         application_version=app.get_str("version", optional=True),
         channels=f.get_str_map("channels"),
         mode=mode,
+        authorization=f.get_str("authorization", optional=True),
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+
+from ._errors import ConnectionClosed, PayloadTooLarge
 
 __all__ = ["MessageStream"]
 
@@ -61,3 +64,21 @@ class MessageStream(abc.ABC):
         Idempotent: the first close's reason is the one the peer sees. Does not
         wait for the peer.
         """
+
+    async def refuse(self, message: bytes, error_code: str, reason: str) -> None:
+        """Refuse a session at its handshake: send `message`, the `error` saying why, then close.
+
+        The default sends it (if the stream still can) and closes with
+        `reason`. A transport with a way of its own to say it overrides this:
+        WebSocket closes with 1008 (policy violation) after `unauthorized` or
+        `forbidden`, and with 1013 (try again later) after `unavailable` or
+        `too-many-requests`.
+
+        Args:
+            message: The encoded `error` message.
+            error_code: Its code (`unauthorized`, `not-found`, `unavailable`...).
+            reason: Why, in words for the peer.
+        """
+        with contextlib.suppress(ConnectionClosed, PayloadTooLarge):  # the close still says why
+            await self.send_message(message)
+        await self.aclose(reason)

@@ -498,8 +498,10 @@ class IpcSuiteBase:
     not end before the backend's end of it has (so `IpcSession.wait_closed` is
     done). The suite passes these options, which a transport must honour:
     `channels` (the IpcInterface classes checked at connect), `application_id`,
-    `application_version` and `max_pending_notifications` (how many of the
-    backend's notifications may wait for the frontend's listeners).
+    `application_version`, `authorization` (the credential the backend's
+    `authorize` hook sees, sent in the `hello`) and `max_pending_notifications`
+    (how many of the backend's notifications may wait for the frontend's
+    listeners).
     """
 
     def connect_ipc(

@@ -251,6 +251,72 @@ class IpcNotificationTests(IpcSuiteBase):
                 )
                 assert answers.items == [100, 101, 102, 103, 104, 105]
 
+    async def test_listeners_behind_in_bytes_make_a_slow_frontend(self) -> None:
+        # The count bounds are far away: the byte bounds (max_pending_bytes,
+        # both sides) are what makes the sender wait, and then drops the frontend.
+        probe = Probe()
+        backend = self.backend_ipc(
+            probe, max_pending_bytes=512, max_pending_notifications=4096, slow_frontend_timeout=0.2
+        )
+        release = trio.Event()
+        seen: list[int] = []
+
+        async def slow(method: str, n: int) -> None:
+            seen.append(n)
+            await release.wait()
+
+        with trio.fail_after(TEST_TIMEOUT):
+            async with self.open(
+                backend, max_pending_bytes=512, max_pending_notifications=4096
+            ) as frontend:
+                proxy = frontend.proxy(ConformanceIpc)
+                frontend.add_listener(ConformanceIpcEvents.channel_name, slow)
+                await proxy.start_flood(5000)  # bounded: far more than any buffer's room
+                sent, error_reason, is_open, _ = await probe.wait("flood")
+                assert error_reason == "frontend too slow"
+                assert not is_open
+                assert sent < 5000
+                release.set()
+                assert await frontend.wait_closed() == "frontend too slow"
+        assert seen == list(range(len(seen)))
+
+    async def test_a_notification_larger_than_the_byte_bounds_passes_alone(self) -> None:
+        backend = self.backend_ipc(max_pending_bytes=64)
+        path = [Point(float(n), -float(n)) for n in range(40)]  # some 1.5 KB encoded
+        with trio.fail_after(TEST_TIMEOUT):
+            async with self.open(backend, max_pending_bytes=64) as frontend:
+                events = EventsHandler()
+                frontend.add_notification_handler(events)
+                proxy = frontend.proxy(ConformanceIpc)
+                for radius in (1.0, 2.0, 3.0):
+                    await proxy.send_moved(Circle("circle", Point(0.0, 0.0), radius), path)
+                got = await events.received.wait_for(3)
+        assert [(item[1].radius, item[2]) for item in got] == [
+            (1.0, path),
+            (2.0, path),
+            (3.0, path),
+        ]
+
+    async def test_a_frontend_listener_can_call_the_backend_while_bytes_wait(self) -> None:
+        # A byte bound of 1: the frontend's queue is full after every message.
+        with trio.fail_after(TEST_TIMEOUT):
+            async with self.open(max_pending_bytes=1) as frontend:
+                proxy = frontend.proxy(ConformanceIpc)
+                answers = Received()
+
+                async def listener(method: str, n: int) -> None:
+                    answers.add(await proxy.add(n, 100))
+
+                frontend.add_listener(ConformanceIpcEvents.channel_name, listener)
+                with trio.move_on_after(HUNG_CALL) as stuck:
+                    await proxy.send_ticks(0, 6)
+                    await answers.wait_for(6)
+                assert not stuck.cancelled_caught, (
+                    f"the session hung after {answers.items}: a reply waits behind "
+                    "notifications the frontend stopped reading"
+                )
+                assert answers.items == [100, 101, 102, 103, 104, 105]
+
     async def test_a_backend_listener_can_call_the_frontend_while_messages_wait(self) -> None:
         backend = self.backend_ipc(max_pending_notifications=2)
         answers = BackendRecorder()

@@ -20,6 +20,7 @@ Every test runs under pytest-trio and is bounded by `trio.fail_after`.
 
 from __future__ import annotations
 
+from ._ipc_authorization import IpcAuthorizationTests
 from ._ipc_calls import IpcCallTests
 from ._ipc_fixtures import (
     ConformanceFrontendIpc,
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class IpcConformance(IpcCallTests, IpcNotificationTests, IpcSessionTests):
+class IpcConformance(IpcCallTests, IpcNotificationTests, IpcSessionTests, IpcAuthorizationTests):
     """Tests every IPC transport must pass. Subclass it and implement `connect_ipc`.
 
     `connect_ipc(backend, **options)` returns an async context manager that
@@ -48,6 +49,8 @@ class IpcConformance(IpcCallTests, IpcNotificationTests, IpcSessionTests):
     not end before the backend's end of it has (so `IpcSession.wait_closed` is
     done). The suite passes these options, which a transport must honour:
     `channels` (the IpcInterface classes checked at connect), `application_id`,
-    `application_version` and `max_pending_notifications` (how many of the
-    backend's notifications may wait for the frontend's listeners).
+    `application_version`, `authorization` (the credential the backend's
+    `authorize` hook sees, sent in the `hello`) and `max_pending_notifications`
+    (how many of the backend's notifications may wait for the frontend's
+    listeners).
     """

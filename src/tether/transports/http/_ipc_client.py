@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import trio
 
 from ...runtime import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ConnectError,
@@ -305,8 +306,10 @@ async def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
+    authorization: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with an HTTP backend for the block.
@@ -328,14 +331,21 @@ async def connect_ipc(
             the block starts.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
+        authorization: The credential for the backend's `authorize` hook, sent
+            in the `hello` (the body of `POST {prefix}/ipc`); never logged.
         max_message_size: Largest message either way, in bytes.
         max_pending_notifications: Notifications that may wait for this
             frontend's listeners before it stops reading.
+        max_pending_bytes: The same bound in encoded bytes (a single larger
+            notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
 
     Raises:
         ConnectError: the backend cannot be reached.
+        Unauthorized: the backend's `authorize` hook refused the session (401).
+        Unavailable: the backend is full (503), or this client has its
+            `max_sessions_per_client` open (429).
         NotFound: the backend serves no IPC (or is not a tether backend), or
             does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
@@ -351,7 +361,9 @@ async def connect_ipc(
                 channels=channels,
                 application_id=application_id,
                 application_version=application_version,
+                authorization=authorization,
                 max_pending_notifications=max_pending_notifications,
+                max_pending_bytes=max_pending_bytes,
                 slow_listener_timeout=slow_listener_timeout,
             ) as frontend,
             open_service_nursery() as nursery,

@@ -164,7 +164,7 @@ class IpcRoutes:
                 raise Refused(
                     Unavailable("this backend is shutting down: retry shortly", retry_after=1)
                 )
-            await self._open(receive, send, headers, cors, nursery)
+            await self._open(receive, send, headers, cors, nursery, scope.get("client"))
             return
         session = self._authorized_session(parts[1], headers, scope)
         if len(parts) == 2:
@@ -208,6 +208,7 @@ class IpcRoutes:
         headers: list[tuple[bytes, bytes]],
         cors: list[tuple[bytes, bytes]],
         nursery: trio.Nursery | None,
+        client: tuple[str, int] | None,
     ) -> None:
         ipc = self.ipc
         if nursery is None:
@@ -228,6 +229,12 @@ class IpcRoutes:
         token = secrets.token_urlsafe(32)
         started = trio.Event()
         first: list[bytes] = []
+        # What the backend's `authorize` hook is told of the request.
+        remote = f"{client[0]}:{client[1]}" if client else None
+        facts: dict[str, str] = {}
+        for key, value in headers:
+            name, text = key.decode("latin-1").lower(), value.decode("utf-8", "replace")
+            facts[name] = f"{facts[name]}, {text}" if name in facts else text
 
         async def run_session() -> None:
             session_id: str | None = None
@@ -236,7 +243,9 @@ class IpcRoutes:
                     async with trio.open_nursery() as inner:
                         inner.start_soon(stream.expire_without_events)
                         inner.start_soon(stream.heartbeat)
-                        await serve_ipc_session(ipc, stream)
+                        await serve_ipc_session(
+                            ipc, stream, transport="http", remote=remote, headers=facts
+                        )
                         inner.cancel_scope.cancel()
             except Exception:
                 # One session's failure must not end the lifespan's nursery,

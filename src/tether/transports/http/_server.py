@@ -265,6 +265,7 @@ class HttpApp:
         remote = f"{client[0]}:{client[1]}" if client else None
         endpoint = self._ws  # this connection's, even if the app is served again meanwhile
         refusal: WsRefusal | None
+        handshake: Handshake | None = None
         if path != f"{self.prefix}/ws":
             refusal = WsRefusal(
                 404, NotFound(f"no WebSocket endpoint at {path}: it is {self.prefix}/ws")
@@ -291,7 +292,7 @@ class HttpApp:
             await send({"type": "websocket.accept"})
             stream = AsgiWebSocketStream(receive, send, self.websocket.max_message_size, endpoint)
             try:
-                await endpoint.run(stream)
+                await endpoint.run(stream, handshake)
             finally:
                 # Sends the close the session asked for, if it could not yet.
                 await stream.aclose()

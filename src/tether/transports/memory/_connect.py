@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ...runtime import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     BackendIpc,
@@ -38,7 +39,12 @@ from ...runtime import (
     serve_rpc_session,
 )
 from ...runtime._util import open_service_nursery
-from ._streams import DEFAULT_MAX_MESSAGE_SIZE, ThreadStream, stream_pair
+from ._streams import (
+    DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ThreadStream,
+    stream_pair,
+)
 
 __all__ = ["connect", "connect_ipc"]
 
@@ -99,6 +105,7 @@ async def connect(
     authorization: str | None = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
     max_in_flight: int = 1024,
 ) -> AsyncIterator[RpcConnection]:
     """Serve `manager` in-process and connect to it, for the block.
@@ -120,6 +127,9 @@ async def connect(
             context's authorization is forwarded.
         session_id: The session the calls belong to; a fresh one by default.
         max_message_size: Largest encoded message, in bytes, either way.
+        max_buffer_bytes: Bytes each direction holds, sent and not yet
+            received, besides its 256 messages; a sender waits for room (a
+            single larger message still passes, alone).
         max_in_flight: Calls the backend runs at once for this connection.
 
     Raises:
@@ -134,7 +144,7 @@ async def connect(
     )
     serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
     async with (
-        _backend(serve, thread, max_message_size) as client_end,
+        _backend(serve, thread, max_message_size, max_buffer_bytes) as client_end,
         open_rpc_connection(client_end, interfaces=interfaces, options=options) as connection,
     ):
         yield connection
@@ -142,10 +152,15 @@ async def connect(
 
 @asynccontextmanager
 async def _backend(
-    serve: Callable[[MessageStream], Awaitable[None]], thread: bool, max_message_size: int
+    serve: Callable[[MessageStream], Awaitable[None]],
+    thread: bool,
+    max_message_size: int,
+    max_buffer_bytes: int,
 ) -> AsyncIterator[MessageStream]:
     """Start `serve(server_end)` beside this task (or in its own thread) for the block."""
-    client_end, server_end = stream_pair(thread=thread, max_message_size=max_message_size)
+    client_end, server_end = stream_pair(
+        thread=thread, max_message_size=max_message_size, max_buffer_bytes=max_buffer_bytes
+    )
     async with open_service_nursery() as nursery:
         if isinstance(client_end, ThreadStream):
             assert isinstance(server_end, ThreadStream)
@@ -164,8 +179,11 @@ async def connect_ipc(
     thread: bool = False,
     application_id: str | None = None,
     application_version: str | None = None,
+    authorization: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
 ) -> AsyncIterator[FrontendIpc]:
     """Serve `backend` in-process and open an IPC session with it, for the block.
@@ -185,27 +203,38 @@ async def connect_ipc(
         thread: Run the backend in its own thread with its own Trio loop.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
+        authorization: The credential for the backend's `authorize` hook
+            (`IpcHandshake.authorization`); never logged.
         max_message_size: Largest encoded message, in bytes, either way.
+        max_buffer_bytes: Bytes each direction holds, sent and not yet
+            received, besides its 256 messages (a single larger message still
+            passes, alone).
         max_pending_notifications: Notifications from the backend that may wait
             for this frontend's listeners before it stops reading.
+        max_pending_bytes: The same bound in encoded bytes (a single larger
+            notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
 
     Raises:
+        Unauthorized: the backend's `authorize` hook refused the session.
+        Unavailable: the backend already has `max_sessions` open.
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
     """
     if not isinstance(backend, BackendIpc):
         raise TypeError(f"connect_ipc() needs a tether.BackendIpc, got {backend!r}")
-    serve = functools.partial(serve_ipc_session, backend)
+    serve = functools.partial(serve_ipc_session, backend, transport="memory")
     async with (
-        _backend(serve, thread, max_message_size) as client_end,
+        _backend(serve, thread, max_message_size, max_buffer_bytes) as client_end,
         open_ipc_connection(
             client_end,
             channels=channels,
             application_id=application_id,
             application_version=application_version,
+            authorization=authorization,
             max_pending_notifications=max_pending_notifications,
+            max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend,
     ):

@@ -1,22 +1,29 @@
 """In-process message streams: a pair of Trio memory channels, or, between two
 Trio runs in two threads, a credit-based pair that crosses with
 `TrioToken.run_sync_soon`.
+
+Each direction holds at most `_BUFFER` messages and `max_buffer_bytes` bytes
+sent and not yet received; a sender waits for room. A single message larger
+than the byte bound still passes, alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
+from ...runtime._util import check_positive_int
+
+__all__ = ["DEFAULT_MAX_BUFFER_BYTES", "DEFAULT_MAX_MESSAGE_SIZE", "ThreadStream", "stream_pair"]
 
 #: Default limit of one encoded message, in bytes (16 MiB).
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "ThreadStream", "stream_pair"]
-
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Default bound of the bytes a side may have sent and the other not yet received (1 MiB).
+DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024
 #: Messages a side may have sent and the other not yet received.
 _BUFFER = 256
 #: Credits a thread-mode receiver returns at once.
@@ -47,10 +54,24 @@ class _CloseReason:
         return ConnectionClosed(f"in-process connection closed: {reason}", reason=reason)
 
 
+class _Window:
+    """One direction of a same-loop pair: the bytes sent and not yet received."""
+
+    __slots__ = ("held", "limit", "lot")
+
+    def __init__(self, limit: int) -> None:
+        self.held = 0
+        self.limit = limit
+        self.lot = trio.lowlevel.ParkingLot()  # senders waiting for room
+
+    def full(self, size: int) -> bool:
+        return self.held > 0 and self.held + size > self.limit
+
+
 class _ChannelStream(MessageStream):
     """One end of a same-loop pair: a memory channel each way."""
 
-    __slots__ = ("_closed", "_receive", "_send", "max_message_size")
+    __slots__ = ("_closed", "_in", "_out", "_receive", "_send", "max_message_size")
 
     def __init__(
         self,
@@ -58,15 +79,24 @@ class _ChannelStream(MessageStream):
         receive: trio.MemoryReceiveChannel[bytes],
         max_message_size: int,
         closed: _CloseReason,
+        out: _Window,
+        into: _Window,
     ) -> None:
         self._send = send
         self._receive = receive
         self._closed = closed
+        self._out = out  # what we sent; shared with the peer, which receives it
+        self._in = into
         self.max_message_size = max_message_size
 
     async def send_message(self, data: bytes) -> None:
-        if len(data) > self.max_message_size:
-            raise _too_large(len(data), self.max_message_size)
+        size = len(data)
+        if size > self.max_message_size:
+            raise _too_large(size, self.max_message_size)
+        out = self._out
+        if out.held and out.held + size > out.limit:
+            await self._wait_for_room(size)
+        out.held += size
         try:
             # Buffered without a yield when there is room: the caller is about to
             # block on its reply anyway, and the extra scheduling round this
@@ -75,24 +105,43 @@ class _ChannelStream(MessageStream):
         except trio.WouldBlock:
             await self._send_blocking(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            out.held -= size
             raise self._closed.error() from None
+
+    async def _wait_for_room(self, size: int) -> None:
+        out = self._out
+        while out.full(size):
+            if self._closed.reason is not None:
+                raise self._closed.error()
+            await out.lot.park()
 
     async def _send_blocking(self, data: bytes) -> None:
         try:
             await self._send.send(data)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise self._closed.error() from None
+        except BaseException as exc:
+            self._out.held -= len(data)  # not sent after all
+            if isinstance(exc, (trio.ClosedResourceError, trio.BrokenResourceError)):
+                raise self._closed.error() from None
+            raise
 
     async def receive_message(self) -> bytes:
         try:
-            return await self._receive.receive()
+            data = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._closed.error() from None
+        into = self._in
+        into.held -= len(data)
+        if into.lot:
+            into.lot.unpark_all()
+        return data
 
     async def aclose(self, reason: str | None = None) -> None:
         self._closed.set(reason)
         self._send.close()
         self._receive.close()
+        # Senders waiting for room, on either end, see the close.
+        self._out.lot.unpark_all()
+        self._in.lot.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
 
@@ -100,9 +149,13 @@ class ThreadStream(MessageStream):
     """One end of a cross-thread pair; it lives in one Trio run, its peer in another."""
 
     __slots__ = (
+        "_byte_limit",
         "_closed",
         "_consumed",
+        "_consumed_bytes",
+        "_credit_wanted",
         "_credits",
+        "_in_flight",
         "_inbox",
         "_inbox_send",
         "_lock",
@@ -114,15 +167,27 @@ class ThreadStream(MessageStream):
         "max_message_size",
     )
 
-    def __init__(self, lock: threading.Lock, max_message_size: int, reason: _CloseReason) -> None:
+    def __init__(
+        self,
+        lock: threading.Lock,
+        max_message_size: int,
+        reason: _CloseReason,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+    ) -> None:
         self._lock = lock
         self._reason = reason  # shared with the peer; written under the lock
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](_BUFFER)
         # Messages we may send before the peer says it received some: the
         # peer's inbox has room for exactly that many, so delivery never blocks.
         self._credits = _BUFFER
-        # Received messages whose credit is not yet returned to the peer.
+        # Bytes sent whose credit the peer has not returned, and their bound.
+        self._in_flight = 0
+        self._byte_limit = max_buffer_bytes
+        # Received messages (and their bytes) whose credit is not yet returned.
         self._consumed = 0
+        self._consumed_bytes = 0
+        # The peer waits for credit: return it at the next receive.
+        self._credit_wanted = False
         self._lot = trio.lowlevel.ParkingLot()
         self._token: trio.lowlevel.TrioToken | None = None
         self._peer: ThreadStream | None = None
@@ -157,9 +222,26 @@ class ThreadStream(MessageStream):
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._inbox_send.send_nowait(data)
 
-    def _credit(self, count: int) -> None:
+    def _credit(self, count: int, size: int) -> None:
         self._credits += count
+        self._in_flight -= size
         self._lot.unpark_all()
+
+    def _want_credit(self) -> None:
+        # The peer cannot send until it gets credit back: return what we
+        # hold now, or at the next receive (what it sent is in our inbox).
+        if self._consumed:
+            self._return_credit()
+        else:
+            self._credit_wanted = True
+
+    def _return_credit(self) -> None:
+        peer = self._peer
+        assert peer is not None
+        self._to_peer(peer._credit, self._consumed, self._consumed_bytes)
+        self._consumed = 0
+        self._consumed_bytes = 0
+        self._credit_wanted = False
 
     def _on_peer_closed(self) -> None:
         self._closed = True
@@ -168,21 +250,33 @@ class ThreadStream(MessageStream):
 
     async def send_message(self, data: bytes) -> None:
         await trio.lowlevel.checkpoint()
-        if len(data) > self.max_message_size:
-            raise _too_large(len(data), self.max_message_size)
-        while self._credits == 0 and not self._closed:
+        size = len(data)
+        if size > self.max_message_size:
+            raise _too_large(size, self.max_message_size)
+        peer = self._peer
+        assert peer is not None
+        while not self._closed and (
+            self._credits == 0 or (self._in_flight and self._in_flight + size > self._byte_limit)
+        ):
+            # Out of bytes (not of messages: those come back in batches as the
+            # peer reads its inbox), ask for what the peer holds; again each
+            # time, since a credit may come back that is not yet enough.
+            if self._credits and not self._to_peer(peer._want_credit):
+                self._peer_run_ended()
             await self._lot.park()
         if self._closed:
             raise self._reason.error()
         self._credits -= 1
-        peer = self._peer
-        assert peer is not None
+        self._in_flight += size
         if not self._to_peer(peer._deliver, data):
-            # The peer's run has ended; if it closed with a reason, that is the news.
-            with self._lock:
-                self._reason.set("the other thread's Trio run has ended")
-            self._on_peer_closed()
-            raise self._reason.error()
+            self._peer_run_ended()
+
+    def _peer_run_ended(self) -> NoReturn:
+        # The peer's run has ended; if it closed with a reason, that is the news.
+        with self._lock:
+            self._reason.set("the other thread's Trio run has ended")
+        self._on_peer_closed()
+        raise self._reason.error()
 
     async def receive_message(self) -> bytes:
         try:
@@ -191,14 +285,16 @@ class ThreadStream(MessageStream):
             raise self._reason.error() from None
         # Credits go back in batches: each return wakes the peer's loop, and one
         # wake per message would double the cross-thread traffic. No deadlock:
-        # when the peer has no credit left, fewer than a batch are held here and
-        # the rest of the window is still in our inbox, to be received.
+        # a peer that must wait for credit asks for it (`_want_credit`), and
+        # what it sent is either received here or still in our inbox.
         self._consumed += 1
-        if self._consumed >= _CREDIT_BATCH:
-            peer = self._peer
-            assert peer is not None
-            self._to_peer(peer._credit, self._consumed)
-            self._consumed = 0
+        self._consumed_bytes += len(data)
+        if (
+            self._consumed >= _CREDIT_BATCH
+            or self._consumed_bytes >= self._byte_limit >> 2
+            or self._credit_wanted
+        ):
+            self._return_credit()
         return data
 
     async def aclose(self, reason: str | None = None) -> None:
@@ -218,7 +314,10 @@ class ThreadStream(MessageStream):
 
 
 def stream_pair(
-    *, thread: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    *,
+    thread: bool = False,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
 ) -> tuple[MessageStream, MessageStream]:
     """Return two connected in-process MessageStreams.
 
@@ -226,18 +325,27 @@ def stream_pair(
         thread: Make a pair whose ends live in different Trio runs (threads).
             Each end must then be `attach()`-ed from the run that uses it.
         max_message_size: Largest message either end sends, in bytes.
+        max_buffer_bytes: Bytes each direction may hold, sent and not yet
+            received (besides its bound of 256 messages); a sender waits for
+            room. A single larger message still passes, alone.
+
+    Raises:
+        ValueError: a limit is not a positive int.
     """
+    check_positive_int("max_message_size", max_message_size)
+    check_positive_int("max_buffer_bytes", max_buffer_bytes)
     if thread:
         lock = threading.Lock()
         reason = _CloseReason()
-        a = ThreadStream(lock, max_message_size, reason)
-        b = ThreadStream(lock, max_message_size, reason)
+        a = ThreadStream(lock, max_message_size, reason, max_buffer_bytes)
+        b = ThreadStream(lock, max_message_size, reason, max_buffer_bytes)
         a._peer, b._peer = b, a
         return a, b
     a_send, b_receive = trio.open_memory_channel[bytes](_BUFFER)
     b_send, a_receive = trio.open_memory_channel[bytes](_BUFFER)
     closed = _CloseReason()
+    a_to_b, b_to_a = _Window(max_buffer_bytes), _Window(max_buffer_bytes)
     return (
-        _ChannelStream(a_send, a_receive, max_message_size, closed),
-        _ChannelStream(b_send, b_receive, max_message_size, closed),
+        _ChannelStream(a_send, a_receive, max_message_size, closed, a_to_b, b_to_a),
+        _ChannelStream(b_send, b_receive, max_message_size, closed, b_to_a, a_to_b),
     )

@@ -15,6 +15,7 @@ import trio
 import trio_websocket
 
 from ...runtime import (
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ClientOptions,
@@ -284,6 +285,7 @@ async def connect_ipc(
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
@@ -307,17 +309,24 @@ async def connect_ipc(
             the block starts.
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
-        authorization: Sent as the handshake's `Authorization` header.
+        authorization: The credential: sent in the IPC `hello` (for the
+            backend's `BackendIpc(authorize=...)` hook) and as the handshake's
+            `Authorization` header (for the server's own `authorize`).
         headers: More handshake headers.
         max_message_size: Largest message, in bytes, either way.
         max_pending_notifications: Notifications from the backend that may
             wait for this frontend's listeners before it stops reading.
+        max_pending_bytes: The same bound in encoded bytes (a single larger
+            notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
 
     Raises:
         ConnectError: the server could not be reached, or refused the handshake.
+        Unauthorized: the backend's `authorize` hook refused the session.
+        Unavailable: the backend is full (503), or this client has its
+            `max_sessions_per_client` open (429).
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
     """
@@ -336,7 +345,9 @@ async def connect_ipc(
             channels=channels,
             application_id=application_id,
             application_version=application_version,
+            authorization=authorization,
             max_pending_notifications=max_pending_notifications,
+            max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
         ) as frontend,
     ):

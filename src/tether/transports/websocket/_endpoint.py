@@ -463,10 +463,12 @@ class Endpoint:
         if self.shutting_down and self.connections == 0:
             self._idle.set()
 
-    async def run(self, stream: WebSocketStream) -> None:
+    async def run(self, stream: WebSocketStream, handshake: Handshake | None = None) -> None:
         """Serve one accepted connection: its session, and its keepalive, until it ends.
 
-        The connection's place (taken by `check`) is the caller's to release.
+        `handshake`, the upgrade request, is what an IPC session's `authorize`
+        hook is told of the connection (its address and headers). The
+        connection's place (taken by `check`) is the caller's to release.
         """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.write_loop)
@@ -479,12 +481,12 @@ class Endpoint:
                 if self.shutting_down:
                     session.cancel()
                 try:
-                    await self._session(stream)
+                    await self._session(stream, handshake)
                 finally:
                     self._sessions.discard(session)
             nursery.cancel_scope.cancel()
 
-    async def _session(self, stream: WebSocketStream) -> None:
+    async def _session(self, stream: WebSocketStream, handshake: Handshake | None) -> None:
         settings = self.settings
         with trio.move_on_after(settings.handshake_timeout) as waited:
             try:
@@ -501,7 +503,13 @@ class Endpoint:
         # An endpoint serving one kind hands any hello to it, which refuses the
         # other kind with a clear error.
         if self.ipc is not None and (self.manager is None or _asks_for_ipc(first)):
-            await serve_ipc_session(self.ipc, stream)
+            await serve_ipc_session(
+                self.ipc,
+                stream,
+                transport="websocket",
+                remote=None if handshake is None else handshake.remote,
+                headers=None if handshake is None else handshake.headers,
+            )
         else:
             assert self.manager is not None
             await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)

@@ -150,7 +150,7 @@ async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketR
         ws = await request.accept()
         stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
         try:
-            await endpoint.run(stream)
+            await endpoint.run(stream, handshake)
         finally:
             # Usually a no-op: the session closed the stream as it ended.
             await stream.aclose()

@@ -17,7 +17,7 @@ import orjson
 import trio
 import trio_websocket
 
-from ...runtime import ConnectionClosed, MessageStream
+from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
 from ._endpoint import (
     ABNORMAL,
     CONNECTION_LOST,
@@ -25,6 +25,7 @@ from ._endpoint import (
     INTERNAL_ERROR,
     MESSAGE_TOO_BIG,
     NORMAL,
+    POLICY_VIOLATION,
     Endpoint,
     closed_error,
     too_large,
@@ -70,6 +71,15 @@ OUTBOX_MAX_MESSAGES = 64
 #: Bytes a stream holds for its writer before senders wait for room (1 MiB).
 #: A larger message waits until the outbox is empty, then is queued alone.
 OUTBOX_MAX_BYTES = 1024 * 1024
+#: Close code 1013, "try again later" (IANA WebSocket close code registry).
+_TRY_AGAIN_LATER = 1013
+#: How a refused session's close says why, by the refusal's error code (others: 1000).
+_REFUSAL_CODES = {
+    "unauthorized": POLICY_VIOLATION,
+    "forbidden": POLICY_VIOLATION,
+    "too-many-requests": _TRY_AGAIN_LATER,
+    "unavailable": _TRY_AGAIN_LATER,
+}
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
 
@@ -245,6 +255,13 @@ class WebSocketStream(MessageStream):
     async def keep_alive(self, interval: float, answer_within: float) -> None:
         """Ping every `interval` seconds; close if a ping is not answered in time."""
         raise NotImplementedError
+
+    async def refuse(self, message: bytes, error_code: str, reason: str) -> None:
+        # A refused session: the error, then a close that says why (1008 for
+        # an authorization refusal, 1013 "try again later" for a full backend).
+        with contextlib.suppress(ConnectionClosed, PayloadTooLarge):
+            await self.send_message(message)
+        await self.aclose(reason, _REFUSAL_CODES.get(error_code, NORMAL))
 
     @abc.abstractmethod
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
