@@ -79,6 +79,8 @@ ONE_WAY_BUFFER = 256
 #: The backend's bound on queued notifications, far above any round's count: the
 #: benchmark measures throughput, not the "frontend too slow" limit.
 MAX_PENDING_NOTIFICATIONS = 1 << 22
+#: Likewise for its bound in bytes (1 MiB by default, which a round's burst passes).
+MAX_PENDING_BYTES = 1 << 40
 
 _GROUP_LABELS: dict[Group, str] = {
     "sequential": "invoke hello(str) -> str, sequential",
@@ -178,7 +180,9 @@ class TickListener(tether.NotificationHandler, BenchEvents):
 
 
 def make_backend() -> tether.BackendIpc:
-    backend = tether.BackendIpc(max_pending_notifications=MAX_PENDING_NOTIFICATIONS)
+    backend = tether.BackendIpc(
+        max_pending_notifications=MAX_PENDING_NOTIFICATIONS, max_pending_bytes=MAX_PENDING_BYTES
+    )
     backend.register(BenchHandler)
     return backend
 

@@ -587,7 +587,10 @@ class ConnectionPool:
     async def _read_more(self, conn: _Connection) -> None:
         """Read more of a response that has begun, within `read_timeout`."""
         timeout = self._read_timeout
-        if timeout is None:
+        if timeout is None or conn.stream.socket.is_readable():
+            # Bytes are waiting (the usual case: the body right behind the
+            # head), so the read cannot stall: no timer for it, which would
+            # cost a cancel scope on nearly every request.
             await conn.read()
             return
         with trio.move_on_after(timeout) as scope:
