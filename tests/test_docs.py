@@ -304,7 +304,7 @@ def test_quickstart_runs_as_pasted() -> None:
 
 
 def test_ipc_sample_runs_as_pasted() -> None:
-    sample = readme_block("memory.connect_ipc(")
+    sample = readme_block("memory.connect_ipc(backend_ipc")
     assert sample.marker is None
     result = run_block(sample)
     assert result.returncode == 0, result.stderr
@@ -504,3 +504,13 @@ def test_slugs_follow_github() -> None:
     assert _slug("WebSocket (`bench.websocket`)") == "websocket-benchwebsocket"
     assert _slug("Handshake and versions") == "handshake-and-versions"
     assert _slug("HTTP (`bench.http`, `bench.http_clients`)") == "http-benchhttp-benchhttp_clients"
+
+
+def test_security_sample_refuses_a_wrong_credential() -> None:
+    """The README's IPC authorization sample opens a session with the right
+    credential and is refused, with `Unauthorized`, with a wrong one."""
+    sample = readme_block("secure_ipc")
+    assert sample.marker == "continues"
+    result = run_block(sample)
+    assert result.returncode == 0, result.stderr
+    assert "refused: " in result.stdout

@@ -175,7 +175,7 @@ def run_mypy(tmp_path: Path, modules: dict[str, str]) -> dict[str, list[tuple[in
 def test_the_typing_advice_is_clean_and_its_opposite_is_not(tmp_path: Path) -> None:
     readme = python_blocks(ROOT / "README.md")
     [quickstart] = [b for b in readme if "memory.connect(" in b.code and b.marker is None]
-    [ipc_sample] = [b for b in readme if "memory.connect_ipc(" in b.code]
+    [ipc_sample] = [b for b in readme if "memory.connect_ipc(backend_ipc" in b.code]
     abstract = abstract_variant(USER_MODULE)
     errors = run_mypy(
         tmp_path,
