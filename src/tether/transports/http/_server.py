@@ -53,6 +53,7 @@ from ...runtime._dispatch import (
     too_large_reply,
 )
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
+from ...runtime._util import MAX_TIMEOUT_MS
 from .._web import ANY, SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
@@ -86,9 +87,6 @@ from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_COD
 __all__ = ["HttpApp"]
 
 _log = logging.getLogger("tether.http")
-#: The largest X-Timeout-Ms honoured (JSON's largest safe integer, some 285,000
-#: years); larger values are cut to it.
-_MAX_TIMEOUT_MS = 2**53 - 1
 _CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
     b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, x-session-token, "
@@ -553,8 +551,9 @@ class HttpApp:
                         f"{timeout.decode('latin-1')!r}",
                         details={"field": "X-Timeout-Ms"},
                     )
-                # Beyond any real deadline, and too large to become a float.
-                timeout_ms = min(timeout_ms, _MAX_TIMEOUT_MS)
+                # Beyond any real deadline, and too large to become a float: the
+                # most a client sends (the runtime's own bound).
+                timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
             body = await read_body(receive, content_length, self.max_body_size, self.body_timeout)
             args = loads(body)
             if not isinstance(args, list):
