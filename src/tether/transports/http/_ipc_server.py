@@ -52,7 +52,6 @@ __all__ = [
     "HttpIpcSession",
     "IpcRoutes",
     "ServerStream",
-    "check_ping_settings",
 ]
 
 _log = logging.getLogger("tether.http")
@@ -88,20 +87,6 @@ _HANDSHAKE_TIMEOUT = 10.0
 _INBOUND_BUFFER = 64
 
 
-def check_ping_settings(interval: float | None, timeout: float) -> None:
-    """Raise ValueError unless `interval` (or None) and `timeout` are positive finite numbers."""
-    for name, value, optional in (
-        ("ipc_ping_interval", interval, True),
-        ("ipc_ping_timeout", timeout, False),
-    ):
-        if value is None and optional:
-            continue
-        if (
-            type(value) not in (int, float) or not 0 < value < math.inf  # type: ignore[operator]
-        ):
-            raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
-
-
 class IpcRoutes:
     """The IPC routes of an `HttpApp`: `{prefix}/ipc` and the sessions under it.
 
@@ -119,7 +104,6 @@ class IpcRoutes:
         ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
         ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
     ) -> None:
-        check_ping_settings(ping_interval, ping_timeout)
         self.ipc = ipc
         self.prefix = prefix
         self.max_body_size = max_body_size

@@ -53,7 +53,7 @@ from ...runtime._dispatch import (
     too_large_reply,
 )
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
-from ...runtime._util import MAX_TIMEOUT_MS
+from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
 from .._web import ANY, SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
@@ -79,7 +79,6 @@ from ._ipc_server import (
     DEFAULT_IPC_PING_INTERVAL,
     DEFAULT_IPC_PING_TIMEOUT,
     IpcRoutes,
-    check_ping_settings,
 )
 from ._openapi import openapi_document
 from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
@@ -194,18 +193,11 @@ class HttpApp:
             raise ValueError(f"prefix must start with '/', got {prefix!r}")
         if max_body_size < 1 or max_in_flight < 1:
             raise ValueError("max_body_size and max_in_flight must be at least 1")
-        if (
-            not isinstance(body_timeout, (int, float))
-            or isinstance(body_timeout, bool)
-            or not body_timeout > 0
-        ):
-            raise ValueError(
-                f"body_timeout must be a positive number of seconds (math.inf for none), got "
-                f"{body_timeout!r}"
-            )
+        check_seconds("body_timeout", body_timeout, finite=False)
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
-        check_ping_settings(ipc_ping_interval, ipc_ping_timeout)
+        check_seconds("ipc_ping_interval", ipc_ping_interval, optional=True)
+        check_seconds("ipc_ping_timeout", ipc_ping_timeout)
         self.manager = manager if manager is not None else RpcManager()
         self.ipc = ipc
         self.prefix = prefix

@@ -6,7 +6,6 @@ reasons, and the endpoint that runs one session per accepted connection.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ from ...runtime import (
 )
 from ...runtime._dispatch import error_info
 from ...runtime._protocol import Hello, decode, error_info_to_json
-from ...runtime._util import check_positive_int
+from ...runtime._util import check_positive_int, check_seconds
 from .._web import SitePolicy, origin_list
 
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ __all__ = [
     "Handshake",
     "Refusal",
     "WebSocketSettings",
-    "check_positive_number",
     "close_name",
     "closed_error",
     "log_refusal",
@@ -180,13 +178,6 @@ class Handshake:
 Authorize = Callable[[Handshake], Awaitable[bool]]
 
 
-def check_positive_number(name: str, value: float | None, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
 def _origins(value: Collection[str] | None) -> frozenset[str] | None:
     return origin_list(value, "allowed_origins")
 
@@ -249,9 +240,9 @@ class WebSocketSettings:
     def __attrs_post_init__(self) -> None:
         for name in ("max_message_size", "max_in_flight", "max_connections"):
             check_positive_int(name, getattr(self, name))
-        check_positive_number("ping_interval", self.ping_interval, optional=True)
-        check_positive_number("ping_timeout", self.ping_timeout)
-        check_positive_number("handshake_timeout", self.handshake_timeout)
+        check_seconds("ping_interval", self.ping_interval, optional=True)
+        check_seconds("ping_timeout", self.ping_timeout)
+        check_seconds("handshake_timeout", self.handshake_timeout)
 
     def site_policy(self, default: SitePolicy | None = None) -> SitePolicy:
         """The Origin and Host policy: these settings', or `default`'s where they are None."""
