@@ -89,6 +89,11 @@ def _header_value(name: str, value: str, *, secret: bool = False) -> bytes:
     A `secret` value (a credential) is never repeated in the error: messages
     end up in logs and bug reports.
     """
+    # The usual value first, without the regex: this runs for several headers
+    # of every call. A printable str holds no control character (nor a tab),
+    # so only a space at either end could make it unsendable.
+    if value.isprintable() and (not value or (value[0] != " " and value[-1] != " ")):
+        return value.encode()
     if _UNSENDABLE.search(value) is None:
         return value.encode()
     shown = "(a credential, not shown)" if secret else repr(value)
