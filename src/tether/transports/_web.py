@@ -13,6 +13,12 @@ browser will send a request wherever a page tells it to:
   must refuse a `Host` that is not a loopback name.
 
 `SitePolicy` decides both, the same way for every route of both servers.
+
+Both also carry a heartbeat inside tether's envelope where the wire has none
+the app can use (ASGI hides WebSocket pings from hypercorn's `/ws`; an IPC
+session's event stream is plain HTTP): `{"t":"ping","id":n}`, answered
+`{"t":"pong","id":n}`. `ping_message`, `pong_message` and `heartbeat` make and
+read them, for the servers that ping and the clients that answer.
 """
 
 from __future__ import annotations
@@ -22,10 +28,20 @@ from collections.abc import Collection
 from urllib.parse import urlsplit
 
 import attrs
+import orjson
 
 from ..runtime import Forbidden, InvalidRequest
 
-__all__ = ["ANY", "SitePolicy", "is_loopback", "origin_list", "split_host"]
+__all__ = [
+    "ANY",
+    "SitePolicy",
+    "heartbeat",
+    "is_loopback",
+    "origin_list",
+    "ping_message",
+    "pong_message",
+    "split_host",
+]
 
 #: Allows any origin, or any host, in `allowed_origins` / `allowed_hosts`.
 ANY = "*"
@@ -196,3 +212,34 @@ class SitePolicy:
             "allowed_hosts on the server to serve another name",
             details={"field": "Host"},
         )
+
+
+# ---------------------------------------------------------------------------
+# Heartbeats inside the envelope
+
+
+def ping_message(ping_id: int) -> bytes:
+    """The envelope ping number `ping_id`: `{"t":"ping","id":7}`."""
+    return b'{"t":"ping","id":%d}' % ping_id
+
+
+def pong_message(ping_id: object) -> bytes:
+    """The answer to a ping: `{"t":"pong","id":7}`, with the ping's id as it came."""
+    return orjson.dumps({"t": "pong", "id": ping_id})
+
+
+def heartbeat(data: bytes | str) -> tuple[str, object] | None:
+    """`("ping", id)` or `("pong", id)` when `data` is a heartbeat envelope; None otherwise.
+
+    Its callers look only at short messages that may be one (a heartbeat is
+    some 20 bytes): every other message is the runtime's to decode.
+    """
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if type(message) is dict:
+        kind = message.get("t")
+        if kind == "ping" or kind == "pong":
+            return kind, message.get("id")
+    return None

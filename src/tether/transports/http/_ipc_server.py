@@ -20,12 +20,12 @@ from ...runtime import (
     MessageStream,
     NotFound,
     PayloadTooLarge,
-    TetherError,
     Unavailable,
     serve_ipc_session,
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Error, decode
+from .._web import heartbeat, ping_message
 from ._asgi import (
     DisconnectWatch,
     Receive,
@@ -455,13 +455,10 @@ class ServerStream(MessageStream):
 
     def _take_pong(self, data: bytes) -> bool:
         """Note a `pong` envelope; False if `data` is not one."""
-        try:
-            message = loads(data)
-        except TetherError:
+        beat = heartbeat(data)
+        if beat is None or beat[0] != "pong":
             return False
-        if type(message) is not dict or message.get("t") != "pong":
-            return False
-        answered = message.get("id")
+        answered = beat[1]
         if type(answered) is int:
             # Never past the last ping sent: a pong cannot answer pings to come.
             self.pong_id = max(self.pong_id, min(answered, self.ping_id))
@@ -639,7 +636,7 @@ class ServerStream(MessageStream):
         """What the event stream sends next: a due ping, then messages up to `_BATCH_BYTES`."""
         parts: list[bytes] = []
         if self.ping_due is not None:
-            parts.append(b'event: ping\ndata: {"t":"ping","id":%d}\n\n' % self.ping_due)
+            parts.append(b"event: ping\ndata: %s\n\n" % ping_message(self.ping_due))
             self.ping_due = None
         outbound = self.outbound
         size = 0
