@@ -1,4 +1,5 @@
-"""What tether's two web servers share: which pages and which Host names may reach them.
+"""What tether's two web transports share: which pages and Host names may reach them,
+the request headers their hooks see, and the heartbeat inside the envelope.
 
 Both the HTTP transport's app and the WebSocket servers face browsers, and a
 browser will send a request wherever a page tells it to:
@@ -24,7 +25,7 @@ read them, for the servers that ping and the clients that answer.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
 import attrs
@@ -35,6 +36,7 @@ from ..runtime import Forbidden, InvalidRequest
 __all__ = [
     "ANY",
     "SitePolicy",
+    "header_map",
     "heartbeat",
     "is_loopback",
     "origin_list",
@@ -67,6 +69,17 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     if not host:
         return None
     return host.rstrip("."), port
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers as the authorization hooks see them: names in lower
+    case, values as text, a repeated header's values joined with ", "."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name = key.decode("latin-1").lower()
+        text = value.decode("utf-8", "replace")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers
 
 
 def is_loopback(host: str) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "not_allowed",
     "raw_header",
     "read_body",
+    "remote_address",
     "require_json",
     "send_empty",
     "send_error_info",
@@ -188,6 +189,12 @@ class DisconnectWatch:
 async def send_empty(send: Send, status: int, cors: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": list(cors)})
     await send({"type": "http.response.body", "body": b""})
+
+
+def remote_address(scope: Scope) -> str | None:
+    """The client's address, `"host:port"`, when the server says it."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def raw_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:

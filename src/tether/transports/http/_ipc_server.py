@@ -25,7 +25,7 @@ from ...runtime import (
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Error, decode
-from .._web import heartbeat, ping_message
+from .._web import header_map, heartbeat, ping_message
 from ._asgi import (
     DisconnectWatch,
     Receive,
@@ -35,6 +35,7 @@ from ._asgi import (
     header_text,
     raw_header,
     read_body,
+    remote_address,
     require_json,
     send_empty,
     send_error_info,
@@ -148,7 +149,7 @@ class IpcRoutes:
                 raise Refused(
                     Unavailable("this backend is shutting down: retry shortly", retry_after=1)
                 )
-            await self._open(receive, send, headers, cors, nursery, scope.get("client"))
+            await self._open(receive, send, headers, cors, nursery, remote_address(scope))
             return
         session = self._authorized_session(parts[1], headers, scope)
         if len(parts) == 2:
@@ -192,7 +193,7 @@ class IpcRoutes:
         headers: list[tuple[bytes, bytes]],
         cors: list[tuple[bytes, bytes]],
         nursery: trio.Nursery | None,
-        client: tuple[str, int] | None,
+        remote: str | None,
     ) -> None:
         ipc = self.ipc
         if nursery is None:
@@ -214,11 +215,7 @@ class IpcRoutes:
         started = trio.Event()
         first: list[bytes] = []
         # What the backend's `authorize` hook is told of the request.
-        remote = f"{client[0]}:{client[1]}" if client else None
-        facts: dict[str, str] = {}
-        for key, value in headers:
-            name, text = key.decode("latin-1").lower(), value.decode("utf-8", "replace")
-            facts[name] = f"{facts[name]}, {text}" if name in facts else text
+        facts = header_map(headers)
 
         async def run_session() -> None:
             session_id: str | None = None

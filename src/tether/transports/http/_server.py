@@ -70,6 +70,7 @@ from ._asgi import (
     header_text,
     not_allowed,
     read_body,
+    remote_address,
     require_json,
     send_empty,
     send_error_info,
@@ -251,8 +252,7 @@ class HttpApp:
         if (await receive())["type"] != "websocket.connect":
             return  # pragma: no cover - ASGI says the first event is connect
         path = scope["path"]
-        client = scope.get("client")
-        remote = f"{client[0]}:{client[1]}" if client else None
+        remote = remote_address(scope)
         endpoint = self._ws  # this connection's, even if the app is served again meanwhile
         refusal: WsRefusal | None
         handshake: Handshake | None = None

@@ -28,7 +28,7 @@ from ...runtime import (
 from ...runtime._dispatch import error_info
 from ...runtime._protocol import Hello, decode, error_info_to_json
 from ...runtime._util import check_positive_int, check_seconds
-from .._web import SitePolicy, origin_list
+from .._web import SitePolicy, header_map, origin_list
 
 if TYPE_CHECKING:
     from ._streams import WebSocketStream
@@ -165,11 +165,7 @@ class Handshake:
     def from_raw(
         cls, path: str, raw: Iterable[tuple[bytes, bytes]], remote: str | None
     ) -> Handshake:
-        headers: dict[str, str] = {}
-        for key, value in raw:
-            name = key.decode("latin-1").lower()
-            text = value.decode("utf-8", "replace")
-            headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        headers = header_map(raw)
         return cls(path, headers, headers.get("authorization"), headers.get("origin"), remote)
 
 
