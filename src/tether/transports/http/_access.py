@@ -14,7 +14,7 @@ from typing import Any
 
 from ...runtime._codec import loads
 from ...runtime._dispatch import access_line
-from ._asgi import Send
+from ._asgi import Send, header_text
 from ._wire import STATUS_CODES
 
 __all__ = ["HttpAccess"]
@@ -26,13 +26,19 @@ class HttpAccess:
     `send` stands in for the ASGI send and notes the answer's outcome from
     what goes out: `ok` below 400, else the `code` of tether's error body. A
     request that was never answered (its client left) is `cancelled`.
+
+    Who asked is read from the request's headers (`X-Correlation-ID`,
+    `X-Session-Id`, `X-Application-Id`) only when this line is written, so a
+    call the dispatcher logs costs no look at them; `activity_id` and
+    `session_id`, when set (the ActivityId an RPC call was given, the session
+    in an IPC path), stand instead of the headers.
     """
 
     __slots__ = (
         "_erred",
+        "_headers",
         "_send",
         "activity_id",
-        "application_id",
         "dispatched",
         "operation",
         "outcome",
@@ -45,16 +51,14 @@ class HttpAccess:
         send: Send,
         started: float,
         operation: str,
-        activity_id: str | None,
-        session_id: str | None,
-        application_id: str | None,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         self._send = send
         self.started = started
         self.operation = operation
-        self.activity_id = activity_id
-        self.session_id = session_id
-        self.application_id = application_id
+        self._headers = headers
+        self.activity_id: str | None = None
+        self.session_id: str | None = None
         self.outcome = "cancelled"
         #: The call reached the dispatcher, which writes its line.
         self.dispatched = False
@@ -76,12 +80,20 @@ class HttpAccess:
 
     def log(self) -> None:
         """Write the line, unless the dispatcher wrote the call's own."""
-        if not self.dispatched:
-            access_line(
-                self.operation,
-                self.outcome,
-                self.started,
-                activity_id=self.activity_id,
-                session_id=self.session_id,
-                application_id=self.application_id,
-            )
+        if self.dispatched:
+            return
+        headers = self._headers
+        activity_id = self.activity_id
+        if activity_id is None:
+            activity_id = header_text(headers, b"x-correlation-id")
+        session_id = self.session_id
+        if session_id is None:
+            session_id = header_text(headers, b"x-session-id")
+        access_line(
+            self.operation,
+            self.outcome,
+            self.started,
+            activity_id=activity_id,
+            session_id=session_id,
+            application_id=header_text(headers, b"x-application-id"),
+        )

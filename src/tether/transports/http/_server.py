@@ -67,7 +67,6 @@ from ._asgi import (
     Refused,
     Scope,
     Send,
-    header_text,
     not_allowed,
     read_body,
     remote_address,
@@ -338,15 +337,7 @@ class HttpApp:
         if not started:  # the access log is off
             await self._answer(scope, receive, send, None)
             return
-        headers = scope["headers"]
-        access = HttpAccess(
-            send,
-            started,
-            f"{scope['method']} {scope['path']}",
-            header_text(headers, b"x-correlation-id"),
-            header_text(headers, b"x-session-id"),
-            header_text(headers, b"x-application-id"),
-        )
+        access = HttpAccess(send, started, f"{scope['method']} {scope['path']}", scope["headers"])
         try:
             await self._answer(scope, receive, access.send, access)
         finally:
