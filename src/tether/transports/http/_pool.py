@@ -109,13 +109,12 @@ class _Connection:
         # the connection was lost, not that the server broke the protocol.
         self.eof = False
 
-    async def read(self) -> bytes:
-        """Give h11 the next bytes from the server; return them (b"" at EOF)."""
+    async def read(self) -> None:
+        """Give h11 the next bytes from the server (an end of stream at EOF)."""
         data = await self.stream.receive_some(_RECEIVE_SIZE)
         if not data:
             self.eof = True
         self.h11.receive_data(data)
-        return data
 
 
 class _Silent(Exception):
