@@ -231,6 +231,11 @@ class BackendIpc:
             notification queue; then the session is closed ("frontend too slow").
         development_mode: Send tracebacks of unexpected handler errors to the
             frontend (never in production).
+
+    Raises:
+        TypeError: `authorize` is not callable.
+        ValueError: a bound is not a positive int, or a timeout not a
+            positive number of seconds.
     """
 
     def __init__(
