@@ -14,7 +14,7 @@ from typing import Any
 
 from ...runtime._codec import loads
 from ...runtime._dispatch import access_line
-from ._asgi import Send, header_text
+from ._asgi import Scope, Send, header_text
 from ._wire import STATUS_CODES
 
 __all__ = ["HttpAccess"]
@@ -27,36 +27,33 @@ class HttpAccess:
     what goes out: `ok` below 400, else the `code` of tether's error body. A
     request that was never answered (its client left) is `cancelled`.
 
-    Who asked is read from the request's headers (`X-Correlation-ID`,
-    `X-Session-Id`, `X-Application-Id`) only when this line is written, so a
-    call the dispatcher logs costs no look at them; `activity_id` and
-    `session_id`, when set (the ActivityId an RPC call was given, the session
-    in an IPC path), stand instead of the headers.
+    What was asked (`<interface>.<operation>` on an RPC route, else
+    `<METHOD> <path>`) and who asked (`X-Correlation-ID`, `X-Session-Id`,
+    `X-Application-Id`) are made from the request only when this line is
+    written, so a call the dispatcher logs costs no look at them;
+    `activity_id` and `session_id`, when set (the ActivityId an RPC call was
+    given, the session in an IPC path), stand instead of the headers.
     """
 
     __slots__ = (
         "_erred",
-        "_headers",
+        "_scope",
         "_send",
         "activity_id",
         "dispatched",
-        "operation",
         "outcome",
+        "rpc_path",
         "session_id",
         "started",
     )
 
-    def __init__(
-        self,
-        send: Send,
-        started: float,
-        operation: str,
-        headers: list[tuple[bytes, bytes]],
-    ) -> None:
+    def __init__(self, send: Send, started: float, scope: Scope) -> None:
         self._send = send
         self.started = started
-        self.operation = operation
-        self._headers = headers
+        self._scope = scope
+        #: On an RPC route, the path's parts after the prefix (`[interface,
+        #: version, operation]`): the line names the operation.
+        self.rpc_path: list[str] | None = None
         self.activity_id: str | None = None
         self.session_id: str | None = None
         self.outcome = "cancelled"
@@ -82,7 +79,13 @@ class HttpAccess:
         """Write the line, unless the dispatcher wrote the call's own."""
         if self.dispatched:
             return
-        headers = self._headers
+        scope = self._scope
+        headers = scope["headers"]
+        parts = self.rpc_path
+        if parts is not None:
+            operation = f"{parts[0]}.{parts[2]}"
+        else:
+            operation = f"{scope['method']} {scope['path']}"
         activity_id = self.activity_id
         if activity_id is None:
             activity_id = header_text(headers, b"x-correlation-id")
@@ -90,7 +93,7 @@ class HttpAccess:
         if session_id is None:
             session_id = header_text(headers, b"x-session-id")
         access_line(
-            self.operation,
+            operation,
             self.outcome,
             self.started,
             activity_id=activity_id,

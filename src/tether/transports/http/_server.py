@@ -337,7 +337,7 @@ class HttpApp:
         if not started:  # the access log is off
             await self._answer(scope, receive, send, None)
             return
-        access = HttpAccess(send, started, f"{scope['method']} {scope['path']}", scope["headers"])
+        access = HttpAccess(send, started, scope)
         try:
             await self._answer(scope, receive, access.send, access)
         finally:
@@ -358,8 +358,7 @@ class HttpApp:
         parts = self._parts(path)
         route = None if parts is None else self._route(parts)
         if access is not None and route is _RPC:
-            assert parts is not None
-            access.operation = f"{parts[0]}.{parts[2]}"
+            access.rpc_path = parts
         cors: list[tuple[bytes, bytes]] = []
         try:
             # The site first: a request from a page or a name this backend does
