@@ -44,6 +44,7 @@ __all__ = [
     "MESSAGE_TOO_BIG",
     "NORMAL",
     "POLICY_VIOLATION",
+    "TRY_AGAIN_LATER",
     "Authorize",
     "Endpoint",
     "Handshake",
@@ -74,6 +75,8 @@ ABNORMAL = 1006
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+#: Not in RFC 6455: IANA's registry (a refused IPC session of a full backend).
+TRY_AGAIN_LATER = 1013
 
 #: The reason of a connection that ended without a close frame (1006), where
 #: that is known: the peer's process died, or the network failed. Nobody

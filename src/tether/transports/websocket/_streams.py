@@ -26,6 +26,7 @@ from ._endpoint import (
     MESSAGE_TOO_BIG,
     NORMAL,
     POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
     Endpoint,
     closed_error,
     too_large,
@@ -71,14 +72,12 @@ OUTBOX_MAX_MESSAGES = 64
 #: Bytes a stream holds for its writer before senders wait for room (1 MiB).
 #: A larger message waits until the outbox is empty, then is queued alone.
 OUTBOX_MAX_BYTES = 1024 * 1024
-#: Close code 1013, "try again later" (IANA WebSocket close code registry).
-_TRY_AGAIN_LATER = 1013
 #: How a refused session's close says why, by the refusal's error code (others: 1000).
 _REFUSAL_CODES = {
     "unauthorized": POLICY_VIOLATION,
     "forbidden": POLICY_VIOLATION,
-    "too-many-requests": _TRY_AGAIN_LATER,
-    "unavailable": _TRY_AGAIN_LATER,
+    "too-many-requests": TRY_AGAIN_LATER,
+    "unavailable": TRY_AGAIN_LATER,
 }
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
