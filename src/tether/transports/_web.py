@@ -178,14 +178,17 @@ class SitePolicy:
     allowed_origins: frozenset[str] = attrs.field(default=frozenset(), converter=_origin_set)
     allowed_hosts: frozenset[str] | None = attrs.field(default=None, converter=_host_list)
 
+    def lists(self, origin: str) -> bool:
+        """Whether `origin` is one of `allowed_origins` (or they hold `"*"`): the
+        pages that get CORS headers, besides being allowed."""
+        allowed = self.allowed_origins
+        return ANY in allowed or origin.strip().rstrip("/") in allowed
+
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Whether a request with this `Origin`, sent to this `Host`, may run."""
         if origin is None:
             return True
-        origin = origin.strip()
-        if ANY in self.allowed_origins or origin.rstrip("/") in self.allowed_origins:
-            return True
-        return _same_origin(origin, host)
+        return self.lists(origin) or _same_origin(origin.strip(), host)
 
     def refuse_origin(self, origin: str | None, host: str | None) -> Forbidden | None:
         """The error that refuses a request from `origin`, or None when it may run."""

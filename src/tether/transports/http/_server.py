@@ -54,7 +54,7 @@ from ...runtime._dispatch import (
 )
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
 from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
-from .._web import ANY, SitePolicy, origin_list
+from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
 from ..websocket._endpoint import Refusal as WsRefusal
@@ -687,8 +687,7 @@ class HttpApp:
 
     def _cors_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
         """The CORS headers for a page of `origin`, already allowed: none for its own pages."""
-        allowed = self.site.allowed_origins
-        if ANY not in allowed and origin.strip().rstrip("/") not in allowed:
+        if not self.site.lists(origin):
             return []
         return [
             (b"access-control-allow-origin", origin.encode("latin-1")),
