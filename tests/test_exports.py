@@ -133,6 +133,69 @@ def test_websocket_surface_is_exactly_this() -> None:
     ]
 
 
+def test_memory_surface_is_exactly_this() -> None:
+    """The in-process transport's public names: adding or removing one must be deliberate."""
+    import tether.transports.memory as memory
+
+    assert memory.__all__ == [
+        "DEFAULT_MAX_BUFFER_BYTES",
+        "DEFAULT_MAX_MESSAGE_SIZE",
+        "connect",
+        "connect_ipc",
+        "stream_pair",
+    ]
+
+
+def test_runtime_surface_is_exactly_this() -> None:
+    """The runtime's public names (what transports are written against): deliberate too."""
+    assert tether.runtime.__all__ == [
+        "CONVERTER",
+        "DEFAULT_MAX_PENDING_BYTES",
+        "DEFAULT_MAX_PENDING_NOTIFICATIONS",
+        "DEFAULT_MAX_SESSIONS_PER_CLIENT",
+        "DEFAULT_SLOW_FRONTEND_TIMEOUT",
+        "PROTOCOL_VERSION",
+        "BackendIpc",
+        "ClientOptions",
+        "ConnectError",
+        "ConnectionClosed",
+        "DeadlineExceeded",
+        "Dispatcher",
+        "Forbidden",
+        "FrontendIpc",
+        "IncompatibleVersion",
+        "InvalidRequest",
+        "IpcHandler",
+        "IpcHandshake",
+        "IpcInterface",
+        "IpcSession",
+        "Listener",
+        "MessageStream",
+        "NotFound",
+        "NotificationHandler",
+        "NotificationInterface",
+        "Operation",
+        "PayloadTooLarge",
+        "RemoteError",
+        "RpcBackend",
+        "RpcConnection",
+        "RpcInterface",
+        "RpcManager",
+        "TetherError",
+        "TransportError",
+        "Unauthorized",
+        "Unavailable",
+        "current_session",
+        "is_version_compatible",
+        "make_converter",
+        "open_ipc_connection",
+        "open_rpc_connection",
+        "remote_error",
+        "serve_ipc_session",
+        "serve_rpc_session",
+    ]
+
+
 def test_contexts_trace_context_names_are_public() -> None:
     """W3C Trace Context interop is part of `tether.contexts`."""
     for name in ("activity_id_from_traceparent", "trace_id_of", "traceparent_for"):

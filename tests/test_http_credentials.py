@@ -21,6 +21,8 @@ import hypercorn.config
 import hypercorn.trio
 import pytest
 import trio
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import tether
 from tether import contexts
@@ -35,6 +37,7 @@ from tether.testing import (
 )
 from tether.transports import http
 from tether.transports.http import HttpApp
+from tether.transports.http._client import _header_value
 from tether.transports.http._pool import ConnectionPool
 
 TIMEOUT = 10.0
@@ -245,3 +248,24 @@ async def test_an_ipc_session_token_is_repeated_nowhere_when_the_session_fails(
         texts += texts_of(exc)
     leaks = [text for text in texts if token in text]
     assert not leaks, f"the session token leaked: {leaks[0][:300]!r}"
+
+
+@given(st.text())
+@example("")
+@example("a\tb")
+@example("\ta")
+@example(" a")
+@example("a ")
+@example("caf\xe9 \xa0")
+@example("a\x85b")
+def test_a_header_value_is_refused_exactly_when_http_cannot_carry_it(value: str) -> None:
+    """RFC 9110 section 5.5: no control character but an inner tab, no space or tab at
+    either end. (The client looks at the usual value without its regex: same answer.)"""
+    carriable = value == value.strip(" \t") and all(
+        char == "\t" or not (char < " " or char == "\x7f") for char in value
+    )
+    if carriable:
+        assert _header_value("field", value) == value.encode()
+    else:
+        with pytest.raises(InvalidRequest, match="field"):
+            _header_value("field", value)

@@ -1,11 +1,18 @@
-"""The Origin and Host policy both web servers apply (`tether.transports._web`)."""
+"""What both web servers share (`tether.transports._web`): Origin and Host policy, heartbeats."""
 
 from __future__ import annotations
 
 import pytest
 
 import tether
-from tether.transports._web import SitePolicy, is_loopback, split_host
+from tether.transports._web import (
+    SitePolicy,
+    heartbeat,
+    is_loopback,
+    ping_message,
+    pong_message,
+    split_host,
+)
 
 
 @pytest.mark.parametrize(
@@ -124,3 +131,15 @@ def test_allowed_hosts_are_exact_names_whatever_the_bind() -> None:
 def test_host_lists_are_checked(bad: str) -> None:
     with pytest.raises(ValueError, match="host names without a port"):
         SitePolicy(allowed_hosts=[bad])
+
+
+def test_heartbeat_envelopes_are_made_and_read_the_same_by_every_web_transport() -> None:
+    """The envelope ping and pong of hypercorn's /ws and of IPC's event stream."""
+    assert ping_message(7) == b'{"t":"ping","id":7}'
+    assert pong_message(7) == b'{"t":"pong","id":7}'
+    assert heartbeat(ping_message(7)) == ("ping", 7)
+    assert heartbeat(pong_message(7).decode()) == ("pong", 7)
+    assert heartbeat(pong_message(None)) == ("pong", None)  # a pong echoes what came
+    assert heartbeat(b'{"t":"cancel","id":7}') is None
+    assert heartbeat(b"[1]") is None
+    assert heartbeat(b"not json") is None

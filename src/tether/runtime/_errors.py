@@ -5,7 +5,7 @@ The tree::
     TetherError                      root of every error tether raises
     ├── InvalidRequest               bad-request (400): malformed message, args or result
     ├── Unauthorized                 unauthorized (401): the authorization hook refused
-    ├── Forbidden                    forbidden (403): from an Origin or Host not allowed
+    ├── Forbidden                    forbidden (403): from an Origin not allowed
     ├── IncompatibleVersion          incompatible-version (403): interface versions differ
     ├── NotFound                     not-found (404): unknown interface, operation, channel
     ├── PayloadTooLarge              payload-too-large (413): over the message size limit
@@ -96,8 +96,9 @@ class Unauthorized(TetherError):
 
 
 class Forbidden(TetherError):
-    """The request came from where it may not: a browser page of another origin,
-    or a Host name the server does not answer to (403).
+    """The request came from where it may not: a browser page of an origin the
+    server does not allow (403). (A `Host` it does not answer to is a
+    bad request, `InvalidRequest`, 400.)
 
     Nothing ran. A server refuses these before it looks at what was asked, so
     that a hostile page cannot make a browser call a backend it can reach.

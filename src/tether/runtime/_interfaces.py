@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_error_messages
 from ._errors import InvalidRequest
-from ._limits import MAX_DEPTH, Check, unsendable, value_check, why_unsendable, within_limits
+from ._limits import Check, too_deep, unsendable, value_check, why_unsendable, within_limits
 from ._versions import parse_version
 
 __all__ = [
@@ -173,8 +173,7 @@ class Operation:
             if error is not None:
                 return error
         return InvalidRequest(
-            f"{self.qualname}: argument {name!r} cannot be sent: it nests deeper than "
-            f"{MAX_DEPTH} arrays and objects, the most tether carries: send a flatter value",
+            f"{self.qualname}: argument {name!r} cannot be sent: {too_deep('it')}",
             details={"parameter": name, "path": name},
         )
 
@@ -258,13 +257,7 @@ class Operation:
         try:
             out = self._return_unstructure(value)
         except RecursionError:
-            path, why = (
-                "result",
-                (
-                    f"result nests deeper than {MAX_DEPTH} arrays and objects, the most tether "
-                    "carries: return a flatter value"
-                ),
-            )
+            path, why = "result", too_deep("result", "return")
         else:
             if self._return_check is None or self._return_check(out):
                 return out

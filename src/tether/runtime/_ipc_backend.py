@@ -30,7 +30,7 @@ from ._ipc_handshake import (
 from ._ipc_proxy import add_to_table, check_listener, handler_channel, make_proxy, plain_args
 from ._protocol import PROTOCOL_VERSION, Welcome, encode
 from ._stream import MessageStream
-from ._util import check_positive_int
+from ._util import check_positive_int, check_seconds
 
 __all__ = ["BackendIpc", "IpcSession", "current_session", "serve_ipc_session"]
 
@@ -231,6 +231,11 @@ class BackendIpc:
             notification queue; then the session is closed ("frontend too slow").
         development_mode: Send tracebacks of unexpected handler errors to the
             frontend (never in production).
+
+    Raises:
+        TypeError: `authorize` is not callable.
+        ValueError: a bound is not a positive int, or a timeout not a
+            positive number of seconds.
     """
 
     def __init__(
@@ -254,25 +259,14 @@ class BackendIpc:
         check_positive_int("max_pending_bytes", max_pending_bytes)
         check_positive_int("max_in_flight", max_in_flight)
         check_positive_int("max_sessions", max_sessions)
-        if (
-            isinstance(authorize_timeout, bool)
-            or not isinstance(authorize_timeout, (int, float))
-            or not authorize_timeout > 0
-        ):
-            raise ValueError(
-                f"authorize_timeout must be a positive number of seconds, got {authorize_timeout!r}"
-            )
+        check_seconds("authorize_timeout", authorize_timeout, finite=False)
+        check_seconds("slow_frontend_timeout", slow_frontend_timeout, finite=False)
         self.authorize = authorize
         self.authorize_timeout = float(authorize_timeout)
         self.max_sessions_per_client = max_sessions_per_client
         self.max_pending_notifications = max_pending_notifications
         self.max_pending_bytes = max_pending_bytes
         self.max_in_flight = max_in_flight
-        if not isinstance(slow_frontend_timeout, (int, float)) or not slow_frontend_timeout > 0:
-            raise ValueError(
-                f"slow_frontend_timeout must be a positive number of seconds, got "
-                f"{slow_frontend_timeout!r}"
-            )
         self.max_sessions = max_sessions
         self.slow_frontend_timeout = float(slow_frontend_timeout)
         self.development_mode = development_mode

@@ -36,7 +36,7 @@ from ._ipc_proxy import (
 )
 from ._protocol import PROTOCOL_VERSION, Hello
 from ._stream import MessageStream
-from ._util import check_positive_int, open_service_nursery
+from ._util import check_positive_int, check_seconds, open_service_nursery
 
 __all__ = ["FrontendIpc", "open_ipc_connection"]
 
@@ -232,11 +232,7 @@ async def open_ipc_connection(
     check_positive_int("max_pending_bytes", max_pending_bytes)
     if authorization is not None and not isinstance(authorization, str):
         raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
-    if not isinstance(slow_listener_timeout, (int, float)) or not slow_listener_timeout > 0:
-        raise ValueError(
-            f"slow_listener_timeout must be a positive number of seconds, got "
-            f"{slow_listener_timeout!r}"
-        )
+    check_seconds("slow_listener_timeout", slow_listener_timeout, finite=False)
     hello = Hello(
         PROTOCOL_VERSION,
         None,

@@ -12,7 +12,7 @@ from ._codec import CONVERTER
 from ._errors import IncompatibleVersion, InvalidRequest, NotFound
 from ._interfaces import Operation, unimplemented
 from ._ipc_engine import Peer
-from ._limits import MAX_DEPTH
+from ._limits import too_deep
 from ._versions import compatibility_advice, is_version_compatible
 
 __all__ = [
@@ -40,8 +40,7 @@ def plain_args(args: tuple[Any, ...]) -> list[Any]:
             out.append(CONVERTER.unstructure(arg))
         except RecursionError:
             raise InvalidRequest(
-                f"argument 'args[{index}]' cannot be sent: it nests deeper than {MAX_DEPTH} "
-                "arrays and objects, the most tether carries: send a flatter value",
+                f"argument 'args[{index}]' cannot be sent: {too_deep('it')}",
                 details={"path": f"args[{index}]"},
             ) from None
         except Exception as exc:  # cattrs raises many kinds

@@ -49,6 +49,7 @@ __all__ = [
     "Check",
     "check_enum_values",
     "encode_arguments",
+    "too_deep",
     "unsendable",
     "value_check",
     "why_unsendable",
@@ -103,6 +104,14 @@ def within_limits(value: Any) -> bool:
     return True
 
 
+def too_deep(what: str, fix: str = "send") -> str:
+    """The words for a value nested past `MAX_DEPTH`: `what` names it, `fix` is the verb."""
+    return (
+        f"{what} nests deeper than {MAX_DEPTH} arrays and objects, the most tether carries: "
+        f"{fix} a flatter value"
+    )
+
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -155,10 +164,7 @@ def why_unsendable(value: Any, path: str) -> tuple[str, str] | None:
                 continue
         elif kind is list or kind is tuple or kind is dict:
             if depth >= MAX_DEPTH:
-                return where, (
-                    f"{_shown(where)} nests deeper than {MAX_DEPTH} arrays and objects, the "
-                    "most tether carries: send a flatter value"
-                )
+                return where, too_deep(_shown(where))
             if kind is dict:
                 for key, child in reversed(item.items()):
                     if not isinstance(key, str):
@@ -487,14 +493,14 @@ def encode_arguments(message: Invoke | Notify, names: tuple[str, ...] | None) ->
         InvalidRequest: an argument cannot be sent (a non-finite float, an int
             out of range, nested too deep, not JSON); it names the argument.
     """
-    where = f"{message.channel}.{message.method}"
     refused = None
     if names is None and not all(map(within_limits, message.args)):
-        refused = unsendable(message.args, None, where, message.activity_id)
+        refused = unsendable(message.args, None, _called(message), message.activity_id)
     if refused is None:
         try:
             return encode(message)
         except TypeError as exc:
+            where = _called(message)
             refused = unsendable(message.args, names, where, message.activity_id)
             if refused is None:
                 refused = InvalidRequest(
@@ -502,3 +508,8 @@ def encode_arguments(message: Invoke | Notify, names: tuple[str, ...] | None) ->
                     activity_id=message.activity_id,
                 )
     raise refused
+
+
+def _called(message: Invoke | Notify) -> str:
+    # Made only for an error: encode_arguments runs for every invoke and notification.
+    return f"{message.channel}.{message.method}"

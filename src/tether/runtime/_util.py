@@ -13,6 +13,7 @@ import trio
 __all__ = [
     "MAX_TIMEOUT_MS",
     "check_positive_int",
+    "check_seconds",
     "collapse_exception_group",
     "open_service_nursery",
     "resume",
@@ -27,6 +28,34 @@ def check_positive_int(name: str, value: object) -> None:
     """Refuse a count, bound or limit that is not an int of at least 1 (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_seconds(name: str, value: object, *, optional: bool = False, finite: bool = True) -> None:
+    """Refuse a time in seconds that is not a positive int or float (a bool is not one).
+
+    Args:
+        name: The setting's name, for the message.
+        value: Its value.
+        optional: None is allowed (the setting is off).
+        finite: `math.inf` is refused; when False, it is allowed (no bound).
+
+    Raises:
+        ValueError: `value` is not such a number (nan included).
+    """
+    if value is None and optional:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or (finite and value == math.inf)
+    ):
+        what = "a positive finite number of seconds" if finite else "a positive number of seconds"
+        if not finite:
+            what += " (math.inf for no bound)"
+        if optional:
+            what += ", or None"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

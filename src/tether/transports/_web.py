@@ -1,4 +1,5 @@
-"""What tether's two web servers share: which pages and which Host names may reach them.
+"""What tether's two web transports share: which pages and Host names may reach them,
+the request headers their hooks see, and the heartbeat inside the envelope.
 
 Both the HTTP transport's app and the WebSocket servers face browsers, and a
 browser will send a request wherever a page tells it to:
@@ -13,19 +14,36 @@ browser will send a request wherever a page tells it to:
   must refuse a `Host` that is not a loopback name.
 
 `SitePolicy` decides both, the same way for every route of both servers.
+
+Both also carry a heartbeat inside tether's envelope where the wire has none
+the app can use (ASGI hides WebSocket pings from hypercorn's `/ws`; an IPC
+session's event stream is plain HTTP): `{"t":"ping","id":n}`, answered
+`{"t":"pong","id":n}`. `ping_message`, `pong_message` and `heartbeat` make and
+read them, for the servers that ping and the clients that answer.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
 import attrs
+import orjson
 
 from ..runtime import Forbidden, InvalidRequest
 
-__all__ = ["ANY", "SitePolicy", "is_loopback", "origin_list", "split_host"]
+__all__ = [
+    "ANY",
+    "SitePolicy",
+    "header_map",
+    "heartbeat",
+    "is_loopback",
+    "origin_list",
+    "ping_message",
+    "pong_message",
+    "split_host",
+]
 
 #: Allows any origin, or any host, in `allowed_origins` / `allowed_hosts`.
 ANY = "*"
@@ -51,6 +69,17 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     if not host:
         return None
     return host.rstrip("."), port
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers as the authorization hooks see them: names in lower
+    case, values as text, a repeated header's values joined with ", "."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name = key.decode("latin-1").lower()
+        text = value.decode("utf-8", "replace")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers
 
 
 def is_loopback(host: str) -> bool:
@@ -149,14 +178,17 @@ class SitePolicy:
     allowed_origins: frozenset[str] = attrs.field(default=frozenset(), converter=_origin_set)
     allowed_hosts: frozenset[str] | None = attrs.field(default=None, converter=_host_list)
 
+    def lists(self, origin: str) -> bool:
+        """Whether `origin` is one of `allowed_origins` (or they hold `"*"`): the
+        pages that get CORS headers, besides being allowed."""
+        allowed = self.allowed_origins
+        return ANY in allowed or origin.strip().rstrip("/") in allowed
+
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Whether a request with this `Origin`, sent to this `Host`, may run."""
         if origin is None:
             return True
-        origin = origin.strip()
-        if ANY in self.allowed_origins or origin.rstrip("/") in self.allowed_origins:
-            return True
-        return _same_origin(origin, host)
+        return self.lists(origin) or _same_origin(origin.strip(), host)
 
     def refuse_origin(self, origin: str | None, host: str | None) -> Forbidden | None:
         """The error that refuses a request from `origin`, or None when it may run."""
@@ -196,3 +228,34 @@ class SitePolicy:
             "allowed_hosts on the server to serve another name",
             details={"field": "Host"},
         )
+
+
+# ---------------------------------------------------------------------------
+# Heartbeats inside the envelope
+
+
+def ping_message(ping_id: int) -> bytes:
+    """The envelope ping number `ping_id`: `{"t":"ping","id":7}`."""
+    return b'{"t":"ping","id":%d}' % ping_id
+
+
+def pong_message(ping_id: object) -> bytes:
+    """The answer to a ping: `{"t":"pong","id":7}`, with the ping's id as it came."""
+    return orjson.dumps({"t": "pong", "id": ping_id})
+
+
+def heartbeat(data: bytes | str) -> tuple[str, object] | None:
+    """`("ping", id)` or `("pong", id)` when `data` is a heartbeat envelope; None otherwise.
+
+    Its callers look only at short messages that may be one (a heartbeat is
+    some 20 bytes): every other message is the runtime's to decode.
+    """
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if type(message) is dict:
+        kind = message.get("t")
+        if kind == "ping" or kind == "pong":
+            return kind, message.get("id")
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...runtime._codec import loads
 from ...runtime._dispatch import access_line
-from ._asgi import Send
+from ._asgi import Scope, Send, header_text
 from ._wire import STATUS_CODES
 
 __all__ = ["HttpAccess"]
@@ -26,35 +26,36 @@ class HttpAccess:
     `send` stands in for the ASGI send and notes the answer's outcome from
     what goes out: `ok` below 400, else the `code` of tether's error body. A
     request that was never answered (its client left) is `cancelled`.
+
+    What was asked (`<interface>.<operation>` on an RPC route, else
+    `<METHOD> <path>`) and who asked (`X-Correlation-ID`, `X-Session-Id`,
+    `X-Application-Id`) are made from the request only when this line is
+    written, so a call the dispatcher logs costs no look at them;
+    `activity_id` and `session_id`, when set (the ActivityId an RPC call was
+    given, the session in an IPC path), stand instead of the headers.
     """
 
     __slots__ = (
         "_erred",
+        "_scope",
         "_send",
         "activity_id",
-        "application_id",
         "dispatched",
-        "operation",
         "outcome",
+        "rpc_path",
         "session_id",
         "started",
     )
 
-    def __init__(
-        self,
-        send: Send,
-        started: float,
-        operation: str,
-        activity_id: str | None,
-        session_id: str | None,
-        application_id: str | None,
-    ) -> None:
+    def __init__(self, send: Send, started: float, scope: Scope) -> None:
         self._send = send
         self.started = started
-        self.operation = operation
-        self.activity_id = activity_id
-        self.session_id = session_id
-        self.application_id = application_id
+        self._scope = scope
+        #: On an RPC route, the path's parts after the prefix (`[interface,
+        #: version, operation]`): the line names the operation.
+        self.rpc_path: list[str] | None = None
+        self.activity_id: str | None = None
+        self.session_id: str | None = None
         self.outcome = "cancelled"
         #: The call reached the dispatcher, which writes its line.
         self.dispatched = False
@@ -76,12 +77,26 @@ class HttpAccess:
 
     def log(self) -> None:
         """Write the line, unless the dispatcher wrote the call's own."""
-        if not self.dispatched:
-            access_line(
-                self.operation,
-                self.outcome,
-                self.started,
-                activity_id=self.activity_id,
-                session_id=self.session_id,
-                application_id=self.application_id,
-            )
+        if self.dispatched:
+            return
+        scope = self._scope
+        headers = scope["headers"]
+        parts = self.rpc_path
+        if parts is not None:
+            operation = f"{parts[0]}.{parts[2]}"
+        else:
+            operation = f"{scope['method']} {scope['path']}"
+        activity_id = self.activity_id
+        if activity_id is None:
+            activity_id = header_text(headers, b"x-correlation-id")
+        session_id = self.session_id
+        if session_id is None:
+            session_id = header_text(headers, b"x-session-id")
+        access_line(
+            operation,
+            self.outcome,
+            self.started,
+            activity_id=activity_id,
+            session_id=session_id,
+            application_id=header_text(headers, b"x-application-id"),
+        )

@@ -23,10 +23,12 @@ __all__ = [
     "DisconnectWatch",
     "Refused",
     "error_body",
+    "error_headers",
     "header_text",
     "not_allowed",
     "raw_header",
     "read_body",
+    "remote_address",
     "require_json",
     "send_empty",
     "send_error_info",
@@ -150,15 +152,9 @@ async def send_error_info(
         headers: More headers (CORS, the echoed ActivityId).
         encoded: The encoded `error` message when there is one, to cut the body from.
     """
-    extra = list(headers)
-    retry = info.details.get("retry_after")
-    if info.status in (429, 503):
-        seconds = math.ceil(retry) if isinstance(retry, (int, float)) else 1
-        extra.append((b"retry-after", str(max(seconds, 0)).encode()))
-    elif info.status == 401:
-        extra.append((b"www-authenticate", b"Bearer"))
+    extra = [JSON, *headers, *error_headers(info)]
     body = error_body(info, encoded)
-    await send({"type": "http.response.start", "status": info.status, "headers": [JSON, *extra]})
+    await send({"type": "http.response.start", "status": info.status, "headers": extra})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -190,6 +186,12 @@ async def send_empty(send: Send, status: int, cors: list[tuple[bytes, bytes]]) -
     await send({"type": "http.response.body", "body": b""})
 
 
+def remote_address(scope: Scope) -> str | None:
+    """The client's address, `"host:port"`, when the server says it."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
 def raw_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for key, value in headers:
         if key == name:
@@ -202,6 +204,18 @@ def not_allowed(method: str, allow: str) -> Refused:
         f"{method} is not allowed here; use {allow}", details={"allow": allow, "method": method}
     )
     return Refused(error, status=405, headers=[(b"allow", allow.encode())])
+
+
+def error_headers(info: ErrorInfo) -> list[tuple[bytes, bytes]]:
+    """What an error answer says besides its body: `Retry-After` (429, 503; its
+    `retry_after` detail, 1 s when it has none) or `WWW-Authenticate` (401)."""
+    if info.status in (429, 503):
+        retry = info.details.get("retry_after")
+        seconds = math.ceil(retry) if isinstance(retry, (int, float)) else 1
+        return [(b"retry-after", str(max(seconds, 0)).encode())]
+    if info.status == 401:
+        return [(b"www-authenticate", b"Bearer")]
+    return []
 
 
 def error_body(info: ErrorInfo, encoded: bytes | None) -> bytes:

@@ -34,6 +34,7 @@ from ...runtime import (
 from ...runtime._client import check_backend_interfaces
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result
+from ...runtime._util import check_seconds
 from ._pool import ConnectionPool, Response
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL, STATUS_CODES
 
@@ -41,7 +42,6 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "HttpBackend",
     "answer_grace",
-    "check_read_timeout",
     "connect",
     "error_info_from_response",
     "split_url",
@@ -63,16 +63,6 @@ def answer_grace(read_timeout: float) -> float:
     In proportion for short timeouts, at most `_MAX_ANSWER_GRACE`.
     """
     return min(read_timeout, _MAX_ANSWER_GRACE)
-
-
-def check_read_timeout(value: float | None) -> None:
-    """Raise ValueError unless `value` is None or a positive finite number of seconds."""
-    if value is None:
-        return
-    if type(value) not in (int, float) or not 0 < value < math.inf:
-        raise ValueError(
-            f"read_timeout must be a positive finite number of seconds, or None, got {value!r}"
-        )
 
 
 def split_url(url: str) -> tuple[str, int, str]:
@@ -99,6 +89,11 @@ def _header_value(name: str, value: str, *, secret: bool = False) -> bytes:
     A `secret` value (a credential) is never repeated in the error: messages
     end up in logs and bug reports.
     """
+    # The usual value first, without the regex: this runs for several headers
+    # of every call. A printable str holds no control character (nor a tab),
+    # so only a space at either end could make it unsendable.
+    if value.isprintable() and (not value or (value[0] != " " and value[-1] != " ")):
+        return value.encode()
     if _UNSENDABLE.search(value) is None:
         return value.encode()
     shown = "(a credential, not shown)" if secret else repr(value)
@@ -176,7 +171,7 @@ class HttpBackend(RpcBackend):
         max_message_size: int,
         read_timeout: float | None = None,
     ) -> None:
-        check_read_timeout(read_timeout)
+        check_seconds("read_timeout", read_timeout, optional=True)
         self._pool = pool
         self.read_timeout = read_timeout
         self.url = url
@@ -400,7 +395,7 @@ async def connect(
         ValueError: `url` is not an http:// URL, or `read_timeout` is not a
             positive number or None.
     """
-    check_read_timeout(read_timeout)
+    check_seconds("read_timeout", read_timeout, optional=True)
     host, port, prefix = split_url(url)
     wanted = list(interfaces)
     options = ClientOptions(

@@ -30,6 +30,7 @@ from ...runtime import (
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Error, encode
 from ...runtime._util import open_service_nursery
+from .._web import heartbeat, pong_message
 from ._client import error_info_from_response, split_url
 from ._pool import ConnectionPool, StreamingResponse
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL
@@ -258,12 +259,9 @@ class _ClientStream(MessageStream):
 
     def _take_ping(self, payload: bytes) -> None:
         """Note a ping for `answer_pings`; the newest one answers all before it."""
-        try:
-            ping = loads(payload)
-        except TetherError:
-            return
-        if type(ping) is dict and type(ping.get("id")) is int:
-            self._ping_due = ping["id"]
+        beat = heartbeat(payload)
+        if beat is not None and beat[0] == "ping" and type(beat[1]) is int:
+            self._ping_due = beat[1]
             self._ping_lot.unpark_all()
 
     async def answer_pings(self) -> None:
@@ -278,7 +276,7 @@ class _ClientStream(MessageStream):
             if self._reason is not None or self._ping_due is None:
                 return
             ping_id, self._ping_due = self._ping_due, None
-            pong = b'{"t":"pong","id":%d}' % ping_id
+            pong = pong_message(ping_id)
             # An answer later than the timeout is worthless; a failed one is
             # not ours to report: the event stream says what happened.
             with trio.move_on_after(self._ping_timeout), contextlib.suppress(TetherError):

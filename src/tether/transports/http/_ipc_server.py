@@ -20,12 +20,12 @@ from ...runtime import (
     MessageStream,
     NotFound,
     PayloadTooLarge,
-    TetherError,
     Unavailable,
     serve_ipc_session,
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Error, decode
+from .._web import header_map, heartbeat, ping_message
 from ._asgi import (
     DisconnectWatch,
     Receive,
@@ -35,6 +35,7 @@ from ._asgi import (
     header_text,
     raw_header,
     read_body,
+    remote_address,
     require_json,
     send_empty,
     send_error_info,
@@ -52,7 +53,6 @@ __all__ = [
     "HttpIpcSession",
     "IpcRoutes",
     "ServerStream",
-    "check_ping_settings",
 ]
 
 _log = logging.getLogger("tether.http")
@@ -88,20 +88,6 @@ _HANDSHAKE_TIMEOUT = 10.0
 _INBOUND_BUFFER = 64
 
 
-def check_ping_settings(interval: float | None, timeout: float) -> None:
-    """Raise ValueError unless `interval` (or None) and `timeout` are positive finite numbers."""
-    for name, value, optional in (
-        ("ipc_ping_interval", interval, True),
-        ("ipc_ping_timeout", timeout, False),
-    ):
-        if value is None and optional:
-            continue
-        if (
-            type(value) not in (int, float) or not 0 < value < math.inf  # type: ignore[operator]
-        ):
-            raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
-
-
 class IpcRoutes:
     """The IPC routes of an `HttpApp`: `{prefix}/ipc` and the sessions under it.
 
@@ -119,7 +105,6 @@ class IpcRoutes:
         ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
         ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
     ) -> None:
-        check_ping_settings(ping_interval, ping_timeout)
         self.ipc = ipc
         self.prefix = prefix
         self.max_body_size = max_body_size
@@ -164,7 +149,7 @@ class IpcRoutes:
                 raise Refused(
                     Unavailable("this backend is shutting down: retry shortly", retry_after=1)
                 )
-            await self._open(receive, send, headers, cors, nursery, scope.get("client"))
+            await self._open(receive, send, headers, cors, nursery, remote_address(scope))
             return
         session = self._authorized_session(parts[1], headers, scope)
         if len(parts) == 2:
@@ -208,7 +193,7 @@ class IpcRoutes:
         headers: list[tuple[bytes, bytes]],
         cors: list[tuple[bytes, bytes]],
         nursery: trio.Nursery | None,
-        client: tuple[str, int] | None,
+        remote: str | None,
     ) -> None:
         ipc = self.ipc
         if nursery is None:
@@ -230,11 +215,7 @@ class IpcRoutes:
         started = trio.Event()
         first: list[bytes] = []
         # What the backend's `authorize` hook is told of the request.
-        remote = f"{client[0]}:{client[1]}" if client else None
-        facts: dict[str, str] = {}
-        for key, value in headers:
-            name, text = key.decode("latin-1").lower(), value.decode("utf-8", "replace")
-            facts[name] = f"{facts[name]}, {text}" if name in facts else text
+        facts = header_map(headers)
 
         async def run_session() -> None:
             session_id: str | None = None
@@ -471,13 +452,10 @@ class ServerStream(MessageStream):
 
     def _take_pong(self, data: bytes) -> bool:
         """Note a `pong` envelope; False if `data` is not one."""
-        try:
-            message = loads(data)
-        except TetherError:
+        beat = heartbeat(data)
+        if beat is None or beat[0] != "pong":
             return False
-        if type(message) is not dict or message.get("t") != "pong":
-            return False
-        answered = message.get("id")
+        answered = beat[1]
         if type(answered) is int:
             # Never past the last ping sent: a pong cannot answer pings to come.
             self.pong_id = max(self.pong_id, min(answered, self.ping_id))
@@ -655,7 +633,7 @@ class ServerStream(MessageStream):
         """What the event stream sends next: a due ping, then messages up to `_BATCH_BYTES`."""
         parts: list[bytes] = []
         if self.ping_due is not None:
-            parts.append(b'event: ping\ndata: {"t":"ping","id":%d}\n\n' % self.ping_due)
+            parts.append(b"event: ping\ndata: %s\n\n" % ping_message(self.ping_due))
             self.ping_due = None
         outbound = self.outbound
         size = 0

@@ -30,6 +30,7 @@ import h11
 import trio
 
 from ...runtime import ConnectError, ConnectionClosed, PayloadTooLarge
+from ...runtime._util import check_seconds
 
 __all__ = ["ConnectionPool", "PoolStatistics", "Response", "StreamingResponse"]
 
@@ -108,13 +109,12 @@ class _Connection:
         # the connection was lost, not that the server broke the protocol.
         self.eof = False
 
-    async def read(self) -> bytes:
-        """Give h11 the next bytes from the server; return them (b"" at EOF)."""
+    async def read(self) -> None:
+        """Give h11 the next bytes from the server (an end of stream at EOF)."""
         data = await self.stream.receive_some(_RECEIVE_SIZE)
         if not data:
             self.eof = True
         self.h11.receive_data(data)
-        return data
 
 
 class _Silent(Exception):
@@ -274,8 +274,7 @@ class ConnectionPool:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         if idle_expiry < 0 or max_response_size < 0:
             raise ValueError("idle_expiry and max_response_size must not be negative")
-        if read_timeout is not None and not read_timeout > 0:
-            raise ValueError(f"read_timeout must be positive or None, got {read_timeout!r}")
+        check_seconds("read_timeout", read_timeout, optional=True, finite=False)
         self._read_timeout = read_timeout
         self._host = host
         self._port = port

@@ -60,10 +60,6 @@ async def serve(
     accepting, closes IPC sessions ("the server is shutting down"), and lets
     requests in flight finish for up to `graceful_timeout` seconds.
 
-    Raises:
-        ValueError: A limit or timeout is not positive, or an origin or host
-            name is malformed.
-
     Example::
 
         async with trio.open_nursery() as nursery:
@@ -101,6 +97,10 @@ async def serve(
             server shuts down gracefully.
         task_status: `nursery.start` gets the URL to connect to:
             `http://127.0.0.1:<port>{prefix}`.
+
+    Raises:
+        ValueError: A limit or timeout is not positive, or an origin or host
+            name is malformed.
     """
     from hypercorn.config import Config
 

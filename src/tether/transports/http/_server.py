@@ -53,7 +53,8 @@ from ...runtime._dispatch import (
     too_large_reply,
 )
 from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
-from .._web import ANY, SitePolicy, origin_list
+from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
+from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
 from ..websocket._endpoint import Refusal as WsRefusal
@@ -66,9 +67,9 @@ from ._asgi import (
     Refused,
     Scope,
     Send,
-    header_text,
     not_allowed,
     read_body,
+    remote_address,
     require_json,
     send_empty,
     send_error_info,
@@ -78,7 +79,6 @@ from ._ipc_server import (
     DEFAULT_IPC_PING_INTERVAL,
     DEFAULT_IPC_PING_TIMEOUT,
     IpcRoutes,
-    check_ping_settings,
 )
 from ._openapi import openapi_document
 from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
@@ -86,9 +86,6 @@ from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_COD
 __all__ = ["HttpApp"]
 
 _log = logging.getLogger("tether.http")
-#: The largest X-Timeout-Ms honoured (JSON's largest safe integer, some 285,000
-#: years); larger values are cut to it.
-_MAX_TIMEOUT_MS = 2**53 - 1
 _CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
     b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, x-session-token, "
@@ -196,18 +193,11 @@ class HttpApp:
             raise ValueError(f"prefix must start with '/', got {prefix!r}")
         if max_body_size < 1 or max_in_flight < 1:
             raise ValueError("max_body_size and max_in_flight must be at least 1")
-        if (
-            not isinstance(body_timeout, (int, float))
-            or isinstance(body_timeout, bool)
-            or not body_timeout > 0
-        ):
-            raise ValueError(
-                f"body_timeout must be a positive number of seconds (math.inf for none), got "
-                f"{body_timeout!r}"
-            )
+        check_seconds("body_timeout", body_timeout, finite=False)
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
-        check_ping_settings(ipc_ping_interval, ipc_ping_timeout)
+        check_seconds("ipc_ping_interval", ipc_ping_interval, optional=True)
+        check_seconds("ipc_ping_timeout", ipc_ping_timeout)
         self.manager = manager if manager is not None else RpcManager()
         self.ipc = ipc
         self.prefix = prefix
@@ -261,8 +251,7 @@ class HttpApp:
         if (await receive())["type"] != "websocket.connect":
             return  # pragma: no cover - ASGI says the first event is connect
         path = scope["path"]
-        client = scope.get("client")
-        remote = f"{client[0]}:{client[1]}" if client else None
+        remote = remote_address(scope)
         endpoint = self._ws  # this connection's, even if the app is served again meanwhile
         refusal: WsRefusal | None
         handshake: Handshake | None = None
@@ -348,15 +337,7 @@ class HttpApp:
         if not started:  # the access log is off
             await self._answer(scope, receive, send, None)
             return
-        headers = scope["headers"]
-        access = HttpAccess(
-            send,
-            started,
-            f"{scope['method']} {scope['path']}",
-            header_text(headers, b"x-correlation-id"),
-            header_text(headers, b"x-session-id"),
-            header_text(headers, b"x-application-id"),
-        )
+        access = HttpAccess(send, started, scope)
         try:
             await self._answer(scope, receive, access.send, access)
         finally:
@@ -377,8 +358,7 @@ class HttpApp:
         parts = self._parts(path)
         route = None if parts is None else self._route(parts)
         if access is not None and route is _RPC:
-            assert parts is not None
-            access.operation = f"{parts[0]}.{parts[2]}"
+            access.rpc_path = parts
         cors: list[tuple[bytes, bytes]] = []
         try:
             # The site first: a request from a page or a name this backend does
@@ -553,8 +533,9 @@ class HttpApp:
                         f"{timeout.decode('latin-1')!r}",
                         details={"field": "X-Timeout-Ms"},
                     )
-                # Beyond any real deadline, and too large to become a float.
-                timeout_ms = min(timeout_ms, _MAX_TIMEOUT_MS)
+                # Beyond any real deadline, and too large to become a float: the
+                # most a client sends (the runtime's own bound).
+                timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
             body = await read_body(receive, content_length, self.max_body_size, self.body_timeout)
             args = loads(body)
             if not isinstance(args, list):
@@ -706,8 +687,7 @@ class HttpApp:
 
     def _cors_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
         """The CORS headers for a page of `origin`, already allowed: none for its own pages."""
-        allowed = self.site.allowed_origins
-        if ANY not in allowed and origin.strip().rstrip("/") not in allowed:
+        if not self.site.lists(origin):
             return []
         return [
             (b"access-control-allow-origin", origin.encode("latin-1")),

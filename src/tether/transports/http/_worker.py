@@ -35,9 +35,10 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr
 
-from ...runtime._codec import dumps
-from ...runtime._dispatch import access_clock, access_line
-from ...runtime._protocol import ErrorInfo, error_info_to_json
+from ...runtime import Unavailable
+from ...runtime._dispatch import access_clock, access_line, error_info
+from ._asgi import error_body, error_headers
+from ._wire import JSON
 
 __all__ = ["run_worker"]
 
@@ -97,19 +98,27 @@ class _Connections:
         self.limit = limit
         self.open = 0
         self.refusing = 0
-        info = ErrorInfo(
-            "unavailable",
-            503,
-            "Unavailable",
-            f"this server already has {limit} connections open (its max_connections): "
-            "retry shortly",
-            {"retry_after": 1},
+        # The answer every refused connection gets, made once, as the app
+        # would answer its error.
+        info = error_info(
+            Unavailable(
+                f"this server already has {limit} connections open (its max_connections): "
+                "retry shortly",
+                retry_after=1,
+            ),
+            None,
+            development_mode=False,
         )
-        body = dumps({"error": error_info_to_json(info)})
-        self.refusal = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-            % (len(body), body)
+        body = error_body(info, None)
+        head = [
+            JSON,
+            *error_headers(info),
+            (b"connection", b"close"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        self.refusal = b"HTTP/1.1 503 Service Unavailable\r\n%s\r\n%s" % (
+            b"".join(b"%s: %s\r\n" % header for header in head),
+            body,
         )
 
     async def serve(self, listener: trio.SocketListener) -> None:

@@ -27,12 +27,11 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
-from ...runtime._util import check_positive_int, open_service_nursery
+from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
-    check_positive_number,
 )
 from ._streams import IDLE_CHECK, TrioWebSocketStream
 
@@ -113,9 +112,9 @@ async def _open_stream(
     ssl_context: ssl.SSLContext | None,
 ) -> AsyncIterator[TrioWebSocketStream]:
     host, port, resource, secure = _parse_url(url)
-    check_positive_number("connect_timeout", connect_timeout)
-    check_positive_number("ping_interval", ping_interval, optional=True)
-    check_positive_number("ping_timeout", ping_timeout)
+    check_seconds("connect_timeout", connect_timeout)
+    check_seconds("ping_interval", ping_interval, optional=True)
+    check_seconds("ping_timeout", ping_timeout)
     if secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
     host_header = host if port in (80, 443) else f"{host}:{port}"

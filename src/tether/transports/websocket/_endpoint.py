@@ -6,7 +6,6 @@ reasons, and the endpoint that runs one session per accepted connection.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -28,8 +27,8 @@ from ...runtime import (
 )
 from ...runtime._dispatch import error_info
 from ...runtime._protocol import Hello, decode, error_info_to_json
-from ...runtime._util import check_positive_int
-from .._web import SitePolicy, origin_list
+from ...runtime._util import check_positive_int, check_seconds
+from .._web import SitePolicy, header_map, origin_list
 
 if TYPE_CHECKING:
     from ._streams import WebSocketStream
@@ -45,12 +44,12 @@ __all__ = [
     "MESSAGE_TOO_BIG",
     "NORMAL",
     "POLICY_VIOLATION",
+    "TRY_AGAIN_LATER",
     "Authorize",
     "Endpoint",
     "Handshake",
     "Refusal",
     "WebSocketSettings",
-    "check_positive_number",
     "close_name",
     "closed_error",
     "log_refusal",
@@ -76,6 +75,8 @@ ABNORMAL = 1006
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+#: Not in RFC 6455: IANA's registry (a refused IPC session of a full backend).
+TRY_AGAIN_LATER = 1013
 
 #: The reason of a connection that ended without a close frame (1006), where
 #: that is known: the peer's process died, or the network failed. Nobody
@@ -167,24 +168,13 @@ class Handshake:
     def from_raw(
         cls, path: str, raw: Iterable[tuple[bytes, bytes]], remote: str | None
     ) -> Handshake:
-        headers: dict[str, str] = {}
-        for key, value in raw:
-            name = key.decode("latin-1").lower()
-            text = value.decode("utf-8", "replace")
-            headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        headers = header_map(raw)
         return cls(path, headers, headers.get("authorization"), headers.get("origin"), remote)
 
 
 #: The handshake authorization hook: return False (or raise `Unauthorized`) to
 #: refuse the connection with 401 before any message is read.
 Authorize = Callable[[Handshake], Awaitable[bool]]
-
-
-def check_positive_number(name: str, value: float | None, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def _origins(value: Collection[str] | None) -> frozenset[str] | None:
@@ -249,9 +239,9 @@ class WebSocketSettings:
     def __attrs_post_init__(self) -> None:
         for name in ("max_message_size", "max_in_flight", "max_connections"):
             check_positive_int(name, getattr(self, name))
-        check_positive_number("ping_interval", self.ping_interval, optional=True)
-        check_positive_number("ping_timeout", self.ping_timeout)
-        check_positive_number("handshake_timeout", self.handshake_timeout)
+        check_seconds("ping_interval", self.ping_interval, optional=True)
+        check_seconds("ping_timeout", self.ping_timeout)
+        check_seconds("handshake_timeout", self.handshake_timeout)
 
     def site_policy(self, default: SitePolicy | None = None) -> SitePolicy:
         """The Origin and Host policy: these settings', or `default`'s where they are None."""

@@ -69,6 +69,13 @@ async def serve(
             `Origin`) may connect, and on a loopback address only loopback
             `Host` names are answered.
         task_status: Reports the URL, `ws://host:port/`, once listening.
+
+    Raises:
+        TypeError: neither `manager` nor `ipc` is given, or `allowed_origins`
+            or `allowed_hosts` is one str instead of a collection of them.
+        ValueError: a limit or time is not positive, or an origin or host
+            name is malformed.
+        OSError: the address cannot be bound.
     """
     settings = WebSocketSettings(
         max_message_size=max_message_size,

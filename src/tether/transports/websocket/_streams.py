@@ -13,11 +13,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import orjson
 import trio
 import trio_websocket
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
+from .._web import heartbeat, ping_message, pong_message
 from ._endpoint import (
     ABNORMAL,
     CONNECTION_LOST,
@@ -26,6 +26,7 @@ from ._endpoint import (
     MESSAGE_TOO_BIG,
     NORMAL,
     POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
     Endpoint,
     closed_error,
     too_large,
@@ -71,14 +72,12 @@ OUTBOX_MAX_MESSAGES = 64
 #: Bytes a stream holds for its writer before senders wait for room (1 MiB).
 #: A larger message waits until the outbox is empty, then is queued alone.
 OUTBOX_MAX_BYTES = 1024 * 1024
-#: Close code 1013, "try again later" (IANA WebSocket close code registry).
-_TRY_AGAIN_LATER = 1013
 #: How a refused session's close says why, by the refusal's error code (others: 1000).
 _REFUSAL_CODES = {
     "unauthorized": POLICY_VIOLATION,
     "forbidden": POLICY_VIOLATION,
-    "too-many-requests": _TRY_AGAIN_LATER,
-    "unavailable": _TRY_AGAIN_LATER,
+    "too-many-requests": TRY_AGAIN_LATER,
+    "unavailable": TRY_AGAIN_LATER,
 }
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
@@ -422,15 +421,11 @@ class TrioWebSocketStream(WebSocketStream):
 
     async def _answer_ping(self, data: str) -> bool:
         """Answer an envelope ping (hypercorn's server sends them); True if it was one."""
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        beat = heartbeat(data)
+        if beat is None or beat[0] != "ping":
             return False
-        if type(message) is not dict or message.get("t") != "ping":
-            return False
-        pong = orjson.dumps({"t": "pong", "id": message.get("id")})
         with contextlib.suppress(ConnectionClosed):
-            await self.send_message(pong)  # if closed, the next receive says so
+            await self.send_message(pong_message(beat[1]))  # if closed, the next receive says so
         return True
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
@@ -603,14 +598,11 @@ class AsgiWebSocketStream(WebSocketStream):
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
         if '"pong"' not in text:
             return False
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        beat = heartbeat(data)
+        if beat is None or beat[0] != "pong":
             return False
-        if type(message) is dict and message.get("t") == "pong":
-            self._pong.set()
-            return True
-        return False
+        self._pong.set()
+        return True
 
     async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
         reason, code = self._close_as(reason, code)
@@ -650,9 +642,8 @@ class AsgiWebSocketStream(WebSocketStream):
             if self._send_error is not None:
                 return
             self._pong = trio.Event()
-            ping = orjson.dumps({"t": "ping", "id": next(self._ping_ids)})
             try:
-                await self.send_message(ping)
+                await self.send_message(ping_message(next(self._ping_ids)))
             except ConnectionClosed:
                 return
             with trio.move_on_after(answer_within):
