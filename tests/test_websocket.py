@@ -570,6 +570,10 @@ async def test_connection_over_max_connections_is_503_until_one_closes(variant: 
     assert set(refusals) <= {503}
     assert caught.value.status_code == 503
     assert "1 WebSocket connections" in caught.value.message
+    # The body says what the status says: a full server is `unavailable`, as
+    # http.serve's max_connections answers (429 is for one client's own excess).
+    error = caught.value.details["error"]
+    assert (error["code"], error["status"]) == ("unavailable", 503)
 
 
 # ---------------------------------------------------------------------------

@@ -407,7 +407,6 @@ class Endpoint:
                     f"this server already serves {settings.max_connections} WebSocket "
                     "connections: retry later",
                     retry_after=1,
-                    overloaded=True,
                 ),
                 ((b"retry-after", b"1"),),
             )
