@@ -1,0 +1,146 @@
+# mypy: disable-error-code="empty-body"
+"""What one hostile handshake can do to a server: nothing but get refused.
+
+Each test opens a real server on 127.0.0.1 and sends it, by hand, a handshake
+tether's own clients never send. The server must refuse it as a client's
+mistake (no traceback in its log, no 5xx) and go on serving everyone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import trio
+import trio_websocket
+
+import tether
+from tests.test_ipc_admission import Editor, make_backend, raw_websocket
+from tether.runtime._protocol import (
+    PROTOCOL_VERSION,
+    Error,
+    Hello,
+    InterfaceInfo,
+    Welcome,
+    decode,
+    encode,
+)
+from tether.runtime._util import open_service_nursery
+from tether.transports import http, websocket
+
+TIMEOUT = 10.0
+NETWORK = ["http", "trio-websocket", "hypercorn-websocket"]
+
+
+@asynccontextmanager
+async def serving(transport: str, backend: tether.BackendIpc) -> AsyncIterator[str]:
+    """Serve `backend` over `transport` on 127.0.0.1; yield its URL.
+
+    Unlike test_ipc_admission's, the server runs in the test's own nursery:
+    a server that stops on a client's message fails the test.
+    """
+    async with trio.open_nursery() as nursery:
+        if transport == "trio-websocket":
+            url = await nursery.start(
+                functools.partial(websocket.serve, None, "127.0.0.1", 0, ipc=backend)
+            )
+        else:
+            base = await nursery.start(
+                functools.partial(http.serve, None, "127.0.0.1", 0, ipc=backend)
+            )
+            url = base if transport == "http" else base.replace("http://", "ws://", 1) + "/ws"
+        yield url
+        nursery.cancel_scope.cancel()
+
+
+def hello_with_version(version: str) -> bytes:
+    return encode(Hello(PROTOCOL_VERSION, channels={Editor.channel_name: version}, mode="ipc"))
+
+
+@pytest.mark.parametrize("transport", NETWORK)
+@pytest.mark.parametrize("version", ["not-a-version", "1.0", ""])
+async def test_an_ipc_hello_whose_channel_version_is_not_semver_is_a_bad_request(
+    transport: str, version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was a bare ValueError out of the handshake: websocket.serve stopped (one
+    message from anyone ended the server), hypercorn logged 'Error in ASGI
+    Framework', and HTTP answered 503 after logging a traceback."""
+    backend, made = make_backend()
+    caplog.set_level(logging.INFO)
+    with trio.fail_after(TIMEOUT):
+        async with serving(transport, backend) as url:
+            if transport == "http":
+                async with httpx.AsyncClient(base_url=url) as client:
+                    response = await client.post(
+                        "/ipc",
+                        content=hello_with_version(version),
+                        headers={"Content-Type": "application/json"},
+                    )
+                assert response.status_code == 400, response.text
+                error = response.json()["error"]
+                assert (error["code"], error["details"]["channel"]) == (
+                    "bad-request",
+                    Editor.channel_name,
+                )
+            else:
+                async with raw_websocket(url) as ws:
+                    await ws.send_message(hello_with_version(version).decode())
+                    refusal = decode(await ws.get_message())
+                assert isinstance(refusal, Error)
+                assert refusal.error.code == "bad-request"
+                assert refusal.error.details["channel"] == Editor.channel_name
+            # The server serves on.
+            connect = http.connect_ipc if transport == "http" else websocket.connect_ipc
+            async with connect(url, channels=[Editor]) as frontend:
+                assert await frontend.proxy(Editor).move(2.0) == 2.0
+    assert len(made) == 1  # the good session's only
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert backend.sessions == ()
+
+
+class Counter(tether.RpcInterface):
+    interface_name = "attack.Counter"
+    interface_version = "1.0.0"
+
+    async def bump(self) -> int: ...
+
+
+async def connect_and_leave(kind: str, url: str) -> None:
+    if kind == "rpc":
+        async with websocket.connect(url, interfaces=[Counter]):
+            pass
+    else:
+        async with websocket.connect_ipc(url, channels=[Editor]):
+            pass
+
+
+@pytest.mark.parametrize("kind", ["rpc", "ipc"])
+async def test_a_backend_welcome_whose_version_is_not_semver_is_a_tether_error(kind: str) -> None:
+    """A hostile (or broken) backend: the frontend's connect raised a bare ValueError."""
+
+    async def hostile(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()  # the hello
+        if kind == "rpc":
+            interfaces = {Counter.interface_name: InterfaceInfo("junk", ("bump",))}
+            welcome = Welcome(PROTOCOL_VERSION, "s", interfaces=interfaces)
+        else:
+            welcome = Welcome(PROTOCOL_VERSION, "s", {Editor.channel_name: "junk"})
+        await ws.send_message(encode(welcome).decode())
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+
+    with trio.fail_after(TIMEOUT):
+        async with open_service_nursery() as nursery:
+            server = await nursery.start(
+                trio_websocket.serve_websocket, hostile, "127.0.0.1", 0, None
+            )
+            url = f"ws://127.0.0.1:{server.port}/"
+            with pytest.raises(tether.TetherError, match="not a semantic version"):
+                await connect_and_leave(kind, url)
+            nursery.cancel_scope.cancel()
