@@ -21,6 +21,7 @@ import trio
 import trio.testing
 from test_websocket import VARIANTS, make_manager, served
 
+import tether
 from tether.transports.websocket._frames import frame
 
 #: The server's bound on what one connection may have running at once.
@@ -75,7 +76,10 @@ async def flood(tcp: trio.SocketStream, messages: list[bytes]) -> int:
     """Send `messages` until the server stops taking them; how many it took."""
     for sent, message in enumerate(messages):
         with trio.move_on_after(0.5) as blocked:
-            await tcp.send_all(frame(message, True))
+            try:
+                await tcp.send_all(frame(message, True))
+            except trio.BrokenResourceError:
+                return sent  # the server hung up
         if blocked.cancelled_caught:
             return sent
     return len(messages)
@@ -115,3 +119,50 @@ async def test_a_websocket_rpc_client_that_never_reads_holds_a_bounded_number_of
     # as many refusals; then the session stops reading.
     assert grown <= 2 * IN_FLIGHT + 4, f"{grown} tasks for {taken} messages never read"
     assert taken < 3000
+
+
+class Echo(tether.IpcInterface):
+    channel_name = "attack.echo"
+    version = "1.0.0"
+
+    async def echo(self, text: str) -> str: ...
+
+
+class EchoHandler(tether.IpcHandler, Echo):
+    async def echo(self, text: str) -> str:
+        return text
+
+
+def invokes(count: int) -> list[bytes]:
+    """Invokes the backend answers at once, with 4 KiB each."""
+    return [
+        json.dumps(
+            {"t": "invoke", "id": n, "channel": "attack.echo", "method": "echo", "args": [PAD]}
+        ).encode()
+        for n in range(1, count + 1)
+    ]
+
+
+async def test_an_ipc_frontend_that_never_reads_holds_a_bounded_number_of_replies(
+    variant: str,
+) -> None:
+    """An invoke's reply waited outside max_in_flight, in a task of its own and the
+    session's unbounded queue: 27,000 of them (270 MB of replies) in 8 s from
+    one connection."""
+    backend = tether.BackendIpc(max_in_flight=IN_FLIGHT, max_pending_notifications=16)
+    backend.register(EchoHandler)
+    hello = b'{"t":"hello","protocol":1,"mode":"ipc","channels":{"attack.echo":"1.0.0"}}'
+    with trio.fail_after(30):
+        async with (
+            served(variant, None, ipc=backend) as url,
+            deaf_client(url, hello) as tcp,
+        ):
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            before = task_count()
+            taken = await flood(tcp, invokes(3000))
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            grown = task_count() - before
+            queued = [len(session._peer.outbox) for session in backend.sessions]
+    assert grown <= 2 * IN_FLIGHT + 4, f"{grown} tasks for {taken} invokes never read"
+    # Replies and refusals: max_in_flight + max_pending_notifications at most.
+    assert all(length <= IN_FLIGHT + 16 for length in queued), queued

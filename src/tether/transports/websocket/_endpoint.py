@@ -208,7 +208,9 @@ class WebSocketSettings:
         max_in_flight: RPC calls (or IPC invocations) one connection may have
             running at once; more are refused with `Unavailable`
             (too-many-requests). tether's own client never goes over it: its
-            calls wait for room instead.
+            calls wait for room instead. Once as many RPC replies wait for a
+            client that does not read them, the connection is not read
+            until they are sent.
         max_connections: Connections served at once, counted from the moment
             a handshake is let in (before the `authorize` hook) until its
             socket is closed; more are refused at the handshake with 503 and
