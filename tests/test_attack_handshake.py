@@ -18,6 +18,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from test_websocket import Wire, make_manager, served
 
 import tether
 from tests.test_ipc_admission import Editor, make_backend, raw_websocket
@@ -144,3 +145,35 @@ async def test_a_backend_welcome_whose_version_is_not_semver_is_a_tether_error(k
             with pytest.raises(tether.TetherError, match="not a semantic version"):
                 await connect_and_leave(kind, url)
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("variant", ["trio-websocket", "hypercorn"])
+async def test_a_websocket_authorize_hook_that_never_answers_is_cut_off_with_503(
+    variant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handshake hook had no bound: a directory that hung held every handshake
+    (and its max_connections place) for as long as the server ran."""
+    manager, _ = make_manager()
+    hang = "Bearer hang"
+    hung = trio.Event()  # never set: the hook never answers
+
+    async def authorize(handshake: websocket.Handshake) -> bool:
+        if handshake.authorization == hang:
+            await hung.wait()
+        return True
+
+    with trio.fail_after(TIMEOUT):
+        async with served(
+            variant, manager, max_connections=1, authorize=authorize, handshake_timeout=0.5
+        ) as url:
+            for _ in range(2):
+                with pytest.raises(tether.ConnectError) as refused:
+                    async with websocket.connect(
+                        url, interfaces=[Wire], authorization="Bearer hang"
+                    ):
+                        raise AssertionError("accepted")  # pragma: no cover
+                assert refused.value.status_code == 503
+            # Each gave its one place back.
+            async with websocket.connect(url, interfaces=[Wire], authorization="Bearer ok") as b:
+                assert await b.get_client(Wire).length("in") == 2
+    assert "did not answer within 0.5 s" in caplog.text

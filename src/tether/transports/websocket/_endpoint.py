@@ -233,9 +233,10 @@ class WebSocketSettings:
             on `HttpApp`'s `{prefix}/ws`, the app's own policy.
         authorize: Called with each `Handshake` before it is accepted; False
             (or raising `Unauthorized`) refuses it with 401. Raising anything
-            else refuses it with 500, and the exception is logged.
+            else refuses it with 500, and the exception is logged; not
+            answering within `handshake_timeout` refuses it with 503.
         handshake_timeout: Seconds a client has to send its `hello` after the
-            socket opens.
+            socket opens, and the `authorize` hook has to answer.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -390,7 +391,8 @@ class Endpoint:
 
         In this order: its `Host` (400), its `Origin` (403), shutdown and the
         connection limit (503), then the `authorize` hook (401; 500, logged,
-        when the hook raises anything but `Unauthorized`). When it
+        when the hook raises anything but `Unauthorized`; 503 when it does not
+        answer within `handshake_timeout`). When it
         returns None, the handshake holds one of `max_connections` places:
         the caller must give it back with `release` once the connection is
         over (or was never accepted).
@@ -429,8 +431,13 @@ class Endpoint:
         if settings.authorize is None:
             return None
         refusal: Refusal | None = None
+        limit = settings.handshake_timeout
         try:
-            allowed = await settings.authorize(handshake)
+            # Bounded: a hook that hangs (a directory that does not answer)
+            # must not hold handshakes, and their places, for as long as the
+            # server runs.
+            with trio.move_on_after(limit) as waited:
+                allowed = await settings.authorize(handshake)
         except Unauthorized as exc:
             refusal = Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
         except Exception as exc:
@@ -449,7 +456,22 @@ class Endpoint:
             self.release()
             raise
         else:
-            if not allowed:
+            if waited.cancelled_caught:
+                _log.warning(
+                    "the WebSocket authorize hook did not answer within %g s; refusing the "
+                    "handshake",
+                    limit,
+                )
+                refusal = Refusal(
+                    503,
+                    Unavailable(
+                        f"the server's authorization hook did not answer within {limit:g} s: "
+                        "try again later",
+                        retry_after=1,
+                    ),
+                    ((b"retry-after", b"1"),),
+                )
+            elif not allowed:
                 refusal = Refusal(
                     401,
                     Unauthorized("the WebSocket handshake was refused by the authorization hook"),
