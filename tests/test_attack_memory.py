@@ -19,6 +19,8 @@ import trio
 import trio_websocket
 
 import tether
+from tests.test_http_ipc_memory import JSON_TYPE as JSON
+from tests.test_http_ipc_memory import served as served_app
 from tether.runtime._protocol import Call, CallContext, Hello, decode, encode
 from tether.runtime._util import open_service_nursery
 from tether.transports import http, websocket
@@ -123,3 +125,44 @@ async def test_long_client_versions_are_refused_and_not_kept() -> None:
     error = replies[0].error  # type: ignore[union-attr]
     assert (error.code, error.details["field"]) == ("bad-request", "ver")
     assert "256 characters" in error.message
+
+
+MiB = 1024 * KiB
+
+
+async def test_messages_posted_to_an_http_ipc_session_wait_bounded_in_bytes() -> None:
+    """The queue of POSTed messages a session had not read yet was bounded at 64
+    messages of any size: up to 64 x 16 MiB (1 GiB) per session while its
+    listeners were busy."""
+    release = trio.Event()
+    backend = tether.BackendIpc(slow_frontend_timeout=60)
+
+    async def busy_listener(method: str, *args: object) -> None:
+        await release.wait()  # the session's reader stops: its inbox is full
+
+    backend.add_listener("attack.sink", busy_listener)
+    app = http.HttpApp(None, ipc=backend)
+    note = b'{"t":"notify","channel":"attack.sink","method":"put","args":["%s"]}' % (b"x" * MiB)
+    taken = 0
+    with trio.fail_after(60):
+        async with (
+            served_app(app) as origin,
+            httpx.AsyncClient(base_url=origin, headers=JSON) as client,
+        ):
+            opened = await client.post("/rpc/ipc", content=encode(Hello(1, mode="ipc")))
+            session, token = opened.json()["session_id"], opened.json()["token"]
+            assert app._ipc is not None
+            stream = app._ipc._sessions[session].stream
+            for _ in range(20):
+                with trio.move_on_after(1.0) as waited:
+                    posted = await client.post(
+                        f"/rpc/ipc/{session}", content=note, headers={"x-session-token": token}
+                    )
+                    assert posted.status_code == 202
+                    taken += 1
+                if waited.cancelled_caught:
+                    break  # the POST waits for room: the queue is full
+            held = sum(len(message) for message in stream.inbound)
+            release.set()
+    assert held <= 4 * MiB + len(note), f"{held / MiB:.0f} MiB of POSTed messages queued"
+    assert taken < 20

@@ -84,8 +84,10 @@ _CLOSE_DRAIN = 1.0
 _STUCK_SEND = 0.1
 #: Seconds the backend may take to answer an IPC hello.
 _HANDSHAKE_TIMEOUT = 10.0
-#: Messages from the frontend a session buffers before its POSTs wait.
+#: Messages from the frontend, and bytes of them, a session buffers before
+#: its POSTs wait (one larger message goes alone).
 _INBOUND_BUFFER = 64
+_INBOUND_BYTES = 4 * 1024 * 1024
 
 
 def check_ping_settings(interval: float | None, timeout: float) -> None:
@@ -226,6 +228,7 @@ class IpcRoutes:
             self.max_body_size, self.ipc_grace_period, self.ping_interval, self.ping_timeout
         )
         stream.inbound.append(hello)
+        stream.inbound_bytes = len(hello)
         token = secrets.token_urlsafe(32)
         started = trio.Event()
         first: list[bytes] = []
@@ -359,6 +362,7 @@ class ServerStream(MessageStream):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.inbound: deque[bytes] = deque()
+        self.inbound_bytes = 0
         self.inbound_lot = trio.lowlevel.ParkingLot()
         self.room_lot = trio.lowlevel.ParkingLot()
         self.ended = False
@@ -424,6 +428,7 @@ class ServerStream(MessageStream):
             await self.inbound_lot.park()
         await trio.lowlevel.checkpoint()
         data = self.inbound.popleft()
+        self.inbound_bytes -= len(data)
         # A POST may be waiting for room.
         self.room_lot.unpark()
         return data
@@ -462,11 +467,15 @@ class ServerStream(MessageStream):
             # Taken at once, even while the engine is not reading: a busy
             # backend must not mistake its own delay for a dead frontend.
             return
-        while len(self.inbound) >= _INBOUND_BUFFER:
+        size = len(data)
+        while self.inbound and (
+            len(self.inbound) >= _INBOUND_BUFFER or self.inbound_bytes + size > _INBOUND_BYTES
+        ):
             await self.room_lot.park()
             if self.closed_reason is not None:
                 raise Refused(NotFound("no IPC session with that id and token"))
         self.inbound.append(data)
+        self.inbound_bytes += size
         self.inbound_lot.unpark_all()
 
     def _take_pong(self, data: bytes) -> bool:
@@ -552,6 +561,7 @@ class ServerStream(MessageStream):
         connection may stay open for a long time.
         """
         self.inbound.clear()
+        self.inbound_bytes = 0
         self.replay.clear()
         self.replay_bytes = 0
         try:
