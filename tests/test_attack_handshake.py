@@ -13,6 +13,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -177,3 +178,29 @@ async def test_a_websocket_authorize_hook_that_never_answers_is_cut_off_with_503
             async with websocket.connect(url, interfaces=[Wire], authorization="Bearer ok") as b:
                 assert await b.get_client(Wire).length("in") == 2
     assert "did not answer within 0.5 s" in caplog.text
+
+
+@pytest.mark.parametrize("variant", ["trio-websocket", "hypercorn"])
+async def test_a_credential_in_the_websocket_url_stays_out_of_the_refusal_log(
+    variant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser cannot set Authorization on a WebSocket, so pages send their token
+    in the URL's query; websocket.serve wrote the whole request target, token
+    included, into every refused handshake's access line."""
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cret-query-token"
+    manager, _ = make_manager()
+
+    async def authorize(handshake: websocket.Handshake) -> bool:
+        return False
+
+    with trio.fail_after(TIMEOUT):
+        async with served(variant, manager, authorize=authorize) as url:
+            with pytest.raises(tether.ConnectError) as refused:
+                async with websocket.connect(f"{url}?access_token={secret}", interfaces=[Wire]):
+                    raise AssertionError("accepted")  # pragma: no cover
+    assert refused.value.status_code == 401
+    lines = [r for r in caplog.records if r.name == "tether.access"]
+    assert len(lines) == 1
+    assert lines[0].getMessage().split()[:3] == ["WebSocket", urlsplit(url).path, "unauthorized"]
+    assert all(secret not in record.getMessage() for record in caplog.records)

@@ -294,12 +294,14 @@ def log_refusal(refusal: Refusal, path: str, remote: str | None) -> None:
     `WebSocket /rpc/ws forbidden 403 from 127.0.0.1:53122: <message>`. The
     record carries `operation`, `outcome` (the error code), `status` and
     `remote`. It never holds the request's headers but the Origin or Host
-    refused (an `Authorization` value must not reach a log).
+    refused, nor the path's query (an `Authorization` value, or a token in
+    the URL, must not reach a log).
     """
     if not _access.isEnabledFor(logging.INFO):
         return
     error = refusal.error
-    operation = f"WebSocket {path}"
+    # Without the query: a browser's WebSocket can carry its credential only there.
+    operation = f"WebSocket {path.partition('?')[0]}"
     _access.info(
         "%s %s %d from %s: %s",
         operation,
