@@ -24,6 +24,7 @@ __all__ = [
     "Refused",
     "error_body",
     "header_text",
+    "joined_header",
     "not_allowed",
     "raw_header",
     "read_body",
@@ -195,6 +196,12 @@ def raw_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | N
         if key == name:
             return value
     return None
+
+
+def joined_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """A header's value; of a header sent more than once, its values joined with ", "."""
+    values = [value for key, value in headers if key == name]
+    return b", ".join(values) if values else None
 
 
 def not_allowed(method: str, allow: str) -> Refused:

@@ -33,6 +33,7 @@ from ._asgi import (
     Scope,
     Send,
     header_text,
+    joined_header,
     raw_header,
     read_body,
     require_json,
@@ -160,7 +161,7 @@ class IpcRoutes:
             shutting_down: The server is shutting down: no new session opens.
         """
         if method == "POST":
-            require_json(raw_header(headers, b"content-type"))
+            require_json(joined_header(headers, b"content-type"))
         if len(parts) == 1:
             if shutting_down:
                 raise Refused(
