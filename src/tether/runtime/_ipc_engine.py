@@ -558,9 +558,20 @@ class Peer:
         args: list[Any],
         context: RequestContext,
     ) -> None:
-        try:
-            if op is not None:
+        if op is not None:
+            try:
                 args = op.decode_args(args)
+            except TetherError as exc:
+                # The sender's mistake, not the listener's failure: a line, no traceback.
+                _log.warning(
+                    "dropped %s from the %s (activity %s): %s",
+                    context.operation,
+                    self.other,
+                    context.activity_id,
+                    exc.message,
+                )
+                return
+        try:
             result = listener(*args)
             if inspect.isawaitable(result):
                 await result
