@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 from test_websocket import Wire, make_manager, served
 
@@ -204,3 +207,28 @@ async def test_a_credential_in_the_websocket_url_stays_out_of_the_refusal_log(
     assert len(lines) == 1
     assert lines[0].getMessage().split()[:3] == ["WebSocket", urlsplit(url).path, "unauthorized"]
     assert all(secret not in record.getMessage() for record in caplog.records)
+
+
+async def test_a_handshake_reset_as_soon_as_sent_does_not_stop_websocket_serve() -> None:
+    """The server asked for the client's address first thing, and getpeername()
+    on a connection the client had already reset raised OSError (ENOTCONN) out
+    of websocket.serve: one reset handshake stopped the server."""
+    manager, _ = make_manager()
+    with trio.fail_after(TIMEOUT):
+        async with served("trio-websocket", manager) as url:
+            parts = urlsplit(url)
+            assert parts.hostname is not None
+            assert parts.port is not None
+            for _ in range(5):
+                tcp = await trio.open_tcp_stream(parts.hostname, parts.port)
+                await tcp.send_all(
+                    f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+                )
+                # Closed with SO_LINGER 0: a reset, not a FIN.
+                tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await trio.aclose_forcefully(tcp)
+                await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+            async with websocket.connect(url, interfaces=[Wire]) as backend:
+                assert await backend.get_client(Wire).length("on") == 2
