@@ -22,10 +22,10 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from test_ipc_admission import Editor, make_backend, raw_websocket
 from test_websocket import Wire, make_manager, served
 
 import tether
-from tests.test_ipc_admission import Editor, make_backend, raw_websocket
 from tether.runtime._protocol import (
     PROTOCOL_VERSION,
     Error,

@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager, contextmanager
 import httpx
 import trio
 import trio_websocket
+from test_http_ipc_memory import JSON_TYPE as JSON
+from test_http_ipc_memory import served as served_app
 
 import tether
-from tests.test_http_ipc_memory import JSON_TYPE as JSON
-from tests.test_http_ipc_memory import served as served_app
 from tether.runtime._protocol import Call, CallContext, Hello, decode, encode
 from tether.runtime._util import open_service_nursery
 from tether.transports import http, websocket
