@@ -138,7 +138,11 @@ def check_backend_interfaces(
                 "on the backend's RpcManager or route it to another backend",
                 details={"interface": name},
             )
-        if not is_version_compatible(info.version, interface.interface_version):
+        try:
+            compatible = is_version_compatible(info.version, interface.interface_version)
+        except ValueError:
+            compatible = False  # the backend's is not a version: the advice says so
+        if not compatible:
             raise IncompatibleVersion(
                 compatibility_advice(name, info.version, interface.interface_version),
                 details={

@@ -355,6 +355,7 @@ class _Session:
         "dispatcher",
         "max_in_flight",
         "nursery",
+        "sending",
         "session_id",
         "spares",
         "stream",
@@ -375,9 +376,14 @@ class _Session:
         self.max_in_flight = max_in_flight
         self.calls: dict[int, trio.CancelScope] = {}
         self.spares: list[trio.lowlevel.Task] = []
+        self.sending = 0  # replies (and refusals) being sent
 
     async def send(self, message: Result | Error) -> None:
-        await send_reply(self.stream.send_message, message, self.stream.max_message_size)
+        self.sending += 1
+        try:
+            await send_reply(self.stream.send_message, message, self.stream.max_message_size)
+        finally:
+            self.sending -= 1
 
     def prepare(self, call: Call) -> PreparedCall | Error:
         """Check a call; return it ready to run, or the reply that refuses it."""
@@ -436,7 +442,7 @@ class _Session:
                     if type(item) is Error:
                         # A refusal (malformed message, unknown interface...).
                         await run_until_it_yields(
-                            self.send(item), self.hand_over_if_reading, clean, role
+                            self.send(item), self.hand_over_to_send, clean, role
                         )
                         continue
                     assert type(item) is PreparedCall
@@ -447,9 +453,7 @@ class _Session:
                         # Its deadline passed as the call ended: the scope is
                         # spent; reply from outside it, then take a new one.
                         break
-                    await run_until_it_yields(
-                        self.send(reply), self.hand_over_if_reading, clean, role
-                    )
+                    await run_until_it_yields(self.send(reply), self.hand_over_to_send, clean, role)
                     reply = None
                     if role.reading and not _same_context(clean):
                         self.hand_over_reading(clean, role)
@@ -459,7 +463,7 @@ class _Session:
                 # deadline passed), so the call had yielded and handed over.
                 reply = self.dispatcher.interrupted(call)
             if reply is not None:
-                await run_until_it_yields(self.send(reply), self.hand_over_if_reading, clean, role)
+                await run_until_it_yields(self.send(reply), self.hand_over_to_send, clean, role)
             if role.reading and not _same_context(clean):
                 self.hand_over_reading(clean, role)
                 return
@@ -476,6 +480,17 @@ class _Session:
         over the reading.
         """
         if role.reading:
+            self.hand_over_reading(clean, role)
+
+    def hand_over_to_send(self, clean: contextvars.Context, role: _Role) -> None:
+        """A reply is about to wait for the frontend to read: hand the reading on, up to a bound.
+
+        Past `max_in_flight` replies waiting, the frontend is not reading what
+        it asked for: this worker keeps the reading and waits with its reply,
+        so the session stops reading (and the frontend's sends wait in turn)
+        instead of holding a task and a reply for each message it sends.
+        """
+        if role.reading and self.sending <= self.max_in_flight:
             self.hand_over_reading(clean, role)
 
     def hand_over_reading(self, clean: contextvars.Context, role: _Role) -> None:

@@ -56,6 +56,9 @@ __all__ = [
 
 _log = logging.getLogger("tether.server")
 _access = logging.getLogger("tether.access")
+#: (interface, client version) pairs a dispatcher remembers: the versions are
+#: the clients', so a client sending a new one each time must not grow it.
+_VERSIONS_REMEMBERED = 1024
 
 
 class PreparedCall:
@@ -245,7 +248,7 @@ class Dispatcher:
     def __init__(self, manager: RpcManager) -> None:
         self.manager = manager
         # (interface, client version) -> compatible: the version rule is pure,
-        # so each pair is parsed and compared once per process.
+        # so each pair is parsed and compared once (the first 1,024 pairs).
         self._compatible: dict[tuple[str, str], bool] = {}
 
     def prepare(self, call: Call, *, session_id: str | None = None) -> PreparedCall:
@@ -276,7 +279,8 @@ class Dispatcher:
                 except ValueError as exc:
                     raise InvalidRequest(str(exc), details={"field": "ver"}) from None
                 compatible = is_version_compatible(registration.info.version, call.ver)
-                self._compatible[key] = compatible
+                if len(self._compatible) < _VERSIONS_REMEMBERED:
+                    self._compatible[key] = compatible
             if not compatible:
                 raise IncompatibleVersion(
                     compatibility_advice(call.iface, registration.info.version, call.ver),

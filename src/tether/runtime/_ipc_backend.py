@@ -223,8 +223,9 @@ class BackendIpc:
             messages from the frontend may wait for listeners.
         max_pending_bytes: The same two queues' bound in encoded bytes (a
             single larger message still passes, alone).
-        max_in_flight: Invokes one session may have running at once; more are
-            refused with `Unavailable` (too-many-requests).
+        max_in_flight: Invokes one session may have running (or answered, their
+            reply not yet written) at once; more are refused with
+            `Unavailable` (too-many-requests).
         max_sessions: Sessions open at once; more are refused with
             `Unavailable` (503 unavailable).
         slow_frontend_timeout: Seconds a sender may wait for room in a full

@@ -164,6 +164,7 @@ class Peer:
         self.token = trio.lowlevel.current_trio_token()
         self.pending: dict[int, _Pending] = {}
         self.calls: dict[int, trio.CancelScope] = {}
+        self.replying = 0  # invokes served whose reply is being sent
         self.closed_reason: str | None = None
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
@@ -423,7 +424,9 @@ class Peer:
                 )
             if invoke.id in self.calls:
                 raise InvalidRequest(f"invoke id {invoke.id} is already in flight")
-            if len(self.calls) >= self.max_in_flight:
+            # A reply waiting for the other side to read counts: one that reads
+            # nothing cannot make the session hold a task and a reply per invoke.
+            if len(self.calls) + self.replying >= self.max_in_flight:
                 raise Unavailable(
                     f"this session already has {self.max_in_flight} invokes in flight: wait "
                     "for some to finish",
@@ -488,7 +491,11 @@ class Peer:
         elif started:
             access_log(context, reply.error.code if type(reply) is Error else "ok", started)
         if reply is not None:
-            await self._reply(reply)
+            self.replying += 1
+            try:
+                await self._reply(reply)
+            finally:
+                self.replying -= 1
 
     async def _reply(self, reply: Result | Error) -> None:
         await send_reply(self.send, reply, self.stream.max_message_size)
@@ -551,9 +558,20 @@ class Peer:
         args: list[Any],
         context: RequestContext,
     ) -> None:
-        try:
-            if op is not None:
+        if op is not None:
+            try:
                 args = op.decode_args(args)
+            except TetherError as exc:
+                # The sender's mistake, not the listener's failure: a line, no traceback.
+                _log.warning(
+                    "dropped %s from the %s (activity %s): %s",
+                    context.operation,
+                    self.other,
+                    context.activity_id,
+                    exc.message,
+                )
+                return
+        try:
             result = listener(*args)
             if inspect.isawaitable(result):
                 await result

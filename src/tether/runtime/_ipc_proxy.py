@@ -149,6 +149,7 @@ def check_served(
     Raises:
         NotFound: it does not serve `name` (the message ends with `advice`).
         IncompatibleVersion: it serves a version incompatible with `version`.
+        InvalidRequest: a version is not a semantic version.
     """
     served = channels.get(name)
     if served is None:
@@ -157,7 +158,16 @@ def check_served(
             f"backend does not serve channel {name!r} (it serves {available}){advice}",
             details={"channel": name},
         )
-    if version is not None and not is_version_compatible(served, version):
+    if version is None:
+        return
+    try:
+        compatible = is_version_compatible(served, version)
+    except ValueError as exc:
+        # The other side's version (a hello's, a welcome's): its mistake, not a crash.
+        raise InvalidRequest(
+            f"channel {name!r}: {exc}", details={"channel": name, "field": "version"}
+        ) from None
+    if not compatible:
         raise IncompatibleVersion(
             compatibility_advice(f"channel {name!r}", served, version),
             details={"channel": name, "backend_version": served, "client_version": version},

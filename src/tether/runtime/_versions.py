@@ -7,7 +7,11 @@ import re
 
 import attrs
 
-__all__ = ["Version", "is_version_compatible", "parse_version"]
+__all__ = ["MAX_VERSION_LENGTH", "Version", "is_version_compatible", "parse_version"]
+
+#: The longest version string taken (node-semver's bound): versions come from
+#: the other side of a connection, and the parsed ones are cached.
+MAX_VERSION_LENGTH = 256
 
 # semver.org 2.0.0: numeric parts without leading zeros, dotted prerelease and build.
 _SEMVER = re.compile(
@@ -33,8 +37,14 @@ def parse_version(text: str) -> Version:
     """Parse a semantic version such as `1.2.3` or `1.2.3-dev.1`.
 
     Raises:
-        ValueError: `text` is not a semantic version (semver.org 2.0.0).
+        ValueError: `text` is not a semantic version (semver.org 2.0.0), or
+            is longer than `MAX_VERSION_LENGTH` characters.
     """
+    if isinstance(text, str) and len(text) > MAX_VERSION_LENGTH:
+        raise ValueError(
+            f"a version of {len(text)} characters is longer than the {MAX_VERSION_LENGTH} "
+            "characters tether takes: use a semantic version such as '1.0.0'"
+        )
     match = _SEMVER.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(

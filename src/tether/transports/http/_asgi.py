@@ -25,6 +25,7 @@ __all__ = [
     "error_body",
     "error_headers",
     "header_text",
+    "joined_header",
     "not_allowed",
     "raw_header",
     "read_body",
@@ -197,6 +198,12 @@ def raw_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | N
         if key == name:
             return value
     return None
+
+
+def joined_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """A header's value; of a header sent more than once, its values joined with ", "."""
+    values = [value for key, value in headers if key == name]
+    return b", ".join(values) if values else None
 
 
 def not_allowed(method: str, allow: str) -> Refused:

@@ -33,6 +33,7 @@ from ._asgi import (
     Scope,
     Send,
     header_text,
+    joined_header,
     raw_header,
     read_body,
     remote_address,
@@ -84,8 +85,10 @@ _CLOSE_DRAIN = 1.0
 _STUCK_SEND = 0.1
 #: Seconds the backend may take to answer an IPC hello.
 _HANDSHAKE_TIMEOUT = 10.0
-#: Messages from the frontend a session buffers before its POSTs wait.
+#: Messages from the frontend, and bytes of them, a session buffers before
+#: its POSTs wait (one larger message goes alone).
 _INBOUND_BUFFER = 64
+_INBOUND_BYTES = 4 * 1024 * 1024
 
 
 class IpcRoutes:
@@ -143,7 +146,7 @@ class IpcRoutes:
             shutting_down: The server is shutting down: no new session opens.
         """
         if method == "POST":
-            require_json(raw_header(headers, b"content-type"))
+            require_json(joined_header(headers, b"content-type"))
         if len(parts) == 1:
             if shutting_down:
                 raise Refused(
@@ -211,6 +214,7 @@ class IpcRoutes:
             self.max_body_size, self.ipc_grace_period, self.ping_interval, self.ping_timeout
         )
         stream.inbound.append(hello)
+        stream.inbound_bytes = len(hello)
         token = secrets.token_urlsafe(32)
         started = trio.Event()
         first: list[bytes] = []
@@ -340,6 +344,7 @@ class ServerStream(MessageStream):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.inbound: deque[bytes] = deque()
+        self.inbound_bytes = 0
         self.inbound_lot = trio.lowlevel.ParkingLot()
         self.room_lot = trio.lowlevel.ParkingLot()
         self.ended = False
@@ -405,6 +410,7 @@ class ServerStream(MessageStream):
             await self.inbound_lot.park()
         await trio.lowlevel.checkpoint()
         data = self.inbound.popleft()
+        self.inbound_bytes -= len(data)
         # A POST may be waiting for room.
         self.room_lot.unpark()
         return data
@@ -443,11 +449,15 @@ class ServerStream(MessageStream):
             # Taken at once, even while the engine is not reading: a busy
             # backend must not mistake its own delay for a dead frontend.
             return
-        while len(self.inbound) >= _INBOUND_BUFFER:
+        size = len(data)
+        while self.inbound and (
+            len(self.inbound) >= _INBOUND_BUFFER or self.inbound_bytes + size > _INBOUND_BYTES
+        ):
             await self.room_lot.park()
             if self.closed_reason is not None:
                 raise Refused(NotFound("no IPC session with that id and token"))
         self.inbound.append(data)
+        self.inbound_bytes += size
         self.inbound_lot.unpark_all()
 
     def _take_pong(self, data: bytes) -> bool:
@@ -530,6 +540,7 @@ class ServerStream(MessageStream):
         connection may stay open for a long time.
         """
         self.inbound.clear()
+        self.inbound_bytes = 0
         self.replay.clear()
         self.replay_bytes = 0
         try:

@@ -354,7 +354,8 @@ class HttpApp:
             if key == b"host":
                 host = value
             elif key == b"origin":
-                origin = value
+                # Sent twice (never by a browser): both, which no origin matches.
+                origin = value if origin is None else origin + b", " + value
         parts = self._parts(path)
         route = None if parts is None else self._route(parts)
         if access is not None and route is _RPC:
@@ -480,7 +481,8 @@ class HttpApp:
             elif key == b"content-length":
                 content_length = raw
             elif key == b"content-type":
-                content_type = raw
+                # Sent twice: both, which is not JSON's type.
+                content_type = raw if content_type is None else content_type + b", " + raw
             elif key == b"x-session-id":
                 session_id = raw.decode("utf-8", "replace")
             elif key == b"x-application-id":

@@ -198,7 +198,9 @@ class WebSocketSettings:
         max_in_flight: RPC calls (or IPC invocations) one connection may have
             running at once; more are refused with `Unavailable`
             (too-many-requests). tether's own client never goes over it: its
-            calls wait for room instead.
+            calls wait for room instead. Once as many RPC replies wait for a
+            client that does not read them, the connection is not read
+            until they are sent.
         max_connections: Connections served at once, counted from the moment
             a handshake is let in (before the `authorize` hook) until its
             socket is closed; more are refused at the handshake with 503 and
@@ -221,9 +223,10 @@ class WebSocketSettings:
             on `HttpApp`'s `{prefix}/ws`, the app's own policy.
         authorize: Called with each `Handshake` before it is accepted; False
             (or raising `Unauthorized`) refuses it with 401. Raising anything
-            else refuses it with 500, and the exception is logged.
+            else refuses it with 500, and the exception is logged; not
+            answering within `handshake_timeout` refuses it with 503.
         handshake_timeout: Seconds a client has to send its `hello` after the
-            socket opens.
+            socket opens, and the `authorize` hook has to answer.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -281,12 +284,14 @@ def log_refusal(refusal: Refusal, path: str, remote: str | None) -> None:
     `WebSocket /rpc/ws forbidden 403 from 127.0.0.1:53122: <message>`. The
     record carries `operation`, `outcome` (the error code), `status` and
     `remote`. It never holds the request's headers but the Origin or Host
-    refused (an `Authorization` value must not reach a log).
+    refused, nor the path's query (an `Authorization` value, or a token in
+    the URL, must not reach a log).
     """
     if not _access.isEnabledFor(logging.INFO):
         return
     error = refusal.error
-    operation = f"WebSocket {path}"
+    # Without the query: a browser's WebSocket can carry its credential only there.
+    operation = f"WebSocket {path.partition('?')[0]}"
     _access.info(
         "%s %s %d from %s: %s",
         operation,
@@ -378,7 +383,8 @@ class Endpoint:
 
         In this order: its `Host` (400), its `Origin` (403), shutdown and the
         connection limit (503), then the `authorize` hook (401; 500, logged,
-        when the hook raises anything but `Unauthorized`). When it
+        when the hook raises anything but `Unauthorized`; 503 when it does not
+        answer within `handshake_timeout`). When it
         returns None, the handshake holds one of `max_connections` places:
         the caller must give it back with `release` once the connection is
         over (or was never accepted).
@@ -416,8 +422,13 @@ class Endpoint:
         if settings.authorize is None:
             return None
         refusal: Refusal | None = None
+        limit = settings.handshake_timeout
         try:
-            allowed = await settings.authorize(handshake)
+            # Bounded: a hook that hangs (a directory that does not answer)
+            # must not hold handshakes, and their places, for as long as the
+            # server runs.
+            with trio.move_on_after(limit) as waited:
+                allowed = await settings.authorize(handshake)
         except Unauthorized as exc:
             refusal = Refusal(401, exc, ((b"www-authenticate", b"Bearer"),))
         except Exception as exc:
@@ -436,7 +447,22 @@ class Endpoint:
             self.release()
             raise
         else:
-            if not allowed:
+            if waited.cancelled_caught:
+                _log.warning(
+                    "the WebSocket authorize hook did not answer within %g s; refusing the "
+                    "handshake",
+                    limit,
+                )
+                refusal = Refusal(
+                    503,
+                    Unavailable(
+                        f"the server's authorization hook did not answer within {limit:g} s: "
+                        "try again later",
+                        retry_after=1,
+                    ),
+                    ((b"retry-after", b"1"),),
+                )
+            elif not allowed:
                 refusal = Refusal(
                     401,
                     Unauthorized("the WebSocket handshake was refused by the authorization hook"),

@@ -137,7 +137,10 @@ async def _own_connections(
 
 
 async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketRequest) -> None:
-    where = _address(request.remote)
+    try:
+        where = _address(request.remote)
+    except OSError:
+        return  # reset as it sent the request (getpeername fails): nobody to answer
     # wsproto keeps Host out of the request's headers; the handshake has it,
     # as hypercorn's has.
     host: str = request._event.host
