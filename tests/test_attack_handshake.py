@@ -232,3 +232,37 @@ async def test_a_handshake_reset_as_soon_as_sent_does_not_stop_websocket_serve()
                 await trio.testing.wait_all_tasks_blocked(cushion=0.01)
             async with websocket.connect(url, interfaces=[Wire]) as backend:
                 assert await backend.get_client(Wire).length("on") == 2
+
+
+async def test_a_connection_that_fails_unexpectedly_stops_only_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """trio-websocket runs each connection's handler in the server's own nursery,
+    so anything one connection raises (two such triggers were found above) used
+    to stop websocket.serve for everyone. Whatever the cause, the connection is
+    closed and logged, and the server goes on."""
+    manager, _ = make_manager()
+    real_check = tether.transports.websocket._endpoint.Endpoint.check
+    failures = 0
+
+    async def check_that_fails_once(self: object, *args: object, **kwargs: object) -> object:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise RuntimeError("an unexpected failure in one connection")
+        return await real_check(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(
+        tether.transports.websocket._endpoint.Endpoint, "check", check_that_fails_once
+    )
+    with trio.fail_after(TIMEOUT):
+        async with served("trio-websocket", manager) as url:
+            with pytest.raises(tether.ConnectError):
+                async with websocket.connect(url, interfaces=[Wire]):
+                    pass  # pragma: no cover - this connection fails on the server
+            async with websocket.connect(url, interfaces=[Wire]) as backend:
+                assert await backend.get_client(Wire).length("on") == 2
+    assert failures == 1
+    [logged] = [r for r in caplog.records if r.name == "tether.websocket" and r.exc_info]
+    assert logged.getMessage() == "closed a WebSocket connection that failed"
+    assert "RuntimeError: an unexpected failure in one connection" in caplog.text

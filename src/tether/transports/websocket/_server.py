@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from collections.abc import Collection
 
 import trio
 import trio_websocket
 
-from ...runtime import BackendIpc, RpcManager
+from ...runtime import BackendIpc, RpcManager, TetherError
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -16,6 +18,7 @@ from ._endpoint import (
     Authorize,
     Endpoint,
     Handshake,
+    Refusal,
     WebSocketSettings,
     log_refusal,
 )
@@ -25,6 +28,9 @@ __all__ = ["serve"]
 
 # ---------------------------------------------------------------------------
 # trio-websocket server
+
+
+_log = logging.getLogger("tether.websocket")
 
 
 async def serve(
@@ -137,6 +143,24 @@ async def _own_connections(
 
 
 async def _handle_request(endpoint: Endpoint, request: trio_websocket.WebSocketRequest) -> None:
+    try:
+        await _serve_request(endpoint, request)
+    except* Exception as failed:
+        # trio-websocket runs every connection's handler in the server's own
+        # nursery: whatever one connection raises (a bug, or input a library
+        # did not expect) must end that connection, not the server and every
+        # other connection with it.
+        _log.error("closed a WebSocket connection that failed", exc_info=failed)
+        refusal = Refusal(500, TetherError("the server failed while opening this connection"))
+        # When it failed before the handshake was answered, answer it; after,
+        # the session's own close went out already (and reject refuses).
+        with contextlib.suppress(Exception):
+            await request.reject(
+                refusal.status, extra_headers=refusal.response_headers(), body=refusal.body()
+            )
+
+
+async def _serve_request(endpoint: Endpoint, request: trio_websocket.WebSocketRequest) -> None:
     try:
         where = _address(request.remote)
     except OSError:
