@@ -139,6 +139,33 @@ async def test_correlation_id_sent_is_echoed_back() -> None:
     assert error_of(failed)["activity_id"] == "my-activity-8"
 
 
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Correlation-ID", "a" * 201),
+        ("X-Correlation-ID", "tab\there"),
+        ("X-Session-Id", "s" * 201),
+        ("X-Session-Id", "tab\there"),
+        ("X-Application-Id", "app\x7f"),
+        ("X-Application-Version", "v" * 5000),
+    ],
+)
+async def test_context_headers_that_are_not_short_printable_text_are_refused(
+    header: str, value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """They end up in every log line of the request: a client cannot write kilobytes
+    or control characters into them (the same bound as WebSocket and IPC messages)."""
+    probe = Probe()
+    caplog.set_level(logging.INFO, logger="tether.access")
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(conformance_manager(probe)) as client:
+            response = await client.post(f"{CONF}/add", content=b"[1, 2]", headers={header: value})
+    assert response.status_code == 400
+    assert error_of(response)["details"] == {"field": header}
+    assert header in error_of(response)["message"]
+    assert all(value not in record.getMessage() for record in caplog.records)
+
+
 async def test_correlation_id_is_generated_uuid_shaped_when_absent() -> None:
     with trio.fail_after(TIMEOUT):
         async with raw_client(conformance_manager()) as client:

@@ -33,6 +33,9 @@ from tether.runtime._protocol import (
 ids = st.integers(0, 2**63 - 1)
 texts = st.text(max_size=12)
 opt_texts = st.none() | texts
+# ActivityIds, session and application ids: printable, short (see `is_label`).
+labels = texts.filter(str.isprintable)
+opt_labels = st.none() | labels
 timeouts = st.none() | st.integers(0, 2**40)
 json_scalars = (
     st.none()
@@ -52,22 +55,22 @@ json_lists = st.lists(json_values, max_size=4)
 json_objects = st.dictionaries(st.text(max_size=5), json_values, max_size=4)
 str_maps = st.dictionaries(texts, texts, max_size=3)
 
-call_contexts = st.builds(CallContext, opt_texts, opt_texts, opt_texts, opt_texts, opt_texts)
+call_contexts = st.builds(CallContext, opt_labels, opt_labels, opt_labels, opt_labels, opt_texts)
 calls = st.builds(Call, ids, texts, texts, texts, json_lists, call_contexts, timeouts)
-invokes = st.builds(Invoke, ids, texts, texts, json_lists, opt_texts, timeouts)
+invokes = st.builds(Invoke, ids, texts, texts, json_lists, opt_labels, timeouts)
 results = st.builds(Result, ids, json_values)
 error_infos = st.builds(
-    ErrorInfo, texts, st.integers(0, 999), texts, texts, json_objects, opt_texts
+    ErrorInfo, texts, st.integers(0, 999), texts, texts, json_objects, opt_labels
 )
 errors = st.builds(Error, st.none() | ids, error_infos)
 cancels = st.builds(Cancel, ids)
-notifies = st.builds(Notify, texts, texts, json_lists, opt_texts)
+notifies = st.builds(Notify, texts, texts, json_lists, opt_labels)
 hellos = st.builds(
     Hello,
     st.integers(0, 100),
-    opt_texts,
-    opt_texts,
-    opt_texts,
+    opt_labels,
+    opt_labels,
+    opt_labels,
     str_maps,
     st.sampled_from(["rpc", "ipc"]),
 )
@@ -75,7 +78,7 @@ interface_infos = st.builds(InterfaceInfo, texts, st.lists(texts, max_size=3).ma
 welcomes = st.builds(
     Welcome,
     st.integers(0, 100),
-    texts,
+    labels,
     str_maps,
     st.dictionaries(texts, interface_infos, max_size=3),
 )
@@ -601,3 +604,78 @@ def test_messages_are_equal_only_to_messages_of_their_type() -> None:
     assert Result(1, [1]) != (1, [1])
     assert hash(Cancel(3)) == hash(Cancel(3))
     assert len({Cancel(1), Cancel(1), Cancel(2)}) == 2
+
+
+# ---------------------------------------------------------------------------
+# Labels: what ends up in every log line of a request
+
+
+LABELS = [
+    ("call", ("ctx", "activity_id")),
+    ("call", ("ctx", "session_id")),
+    ("call", ("ctx", "application_id")),
+    ("call", ("ctx", "application_version")),
+    ("invoke", ("activity_id",)),
+    ("notify", ("activity_id",)),
+    ("hello", ("session_id",)),
+    ("hello", ("application", "id")),
+    ("hello", ("application", "version")),
+    ("welcome", ("session_id",)),
+]
+GOOD = {
+    "call": {"t": "call", "id": 7, "iface": "I", "ver": "1.0.0", "op": "o", "args": [], "ctx": {}},
+    "invoke": {"t": "invoke", "id": 7, "channel": "c", "method": "m", "args": []},
+    "notify": {"t": "notify", "channel": "c", "method": "m", "args": []},
+    "hello": {"t": "hello", "protocol": 1, "application": {}, "channels": {}},
+    "welcome": {"t": "welcome", "protocol": 1, "session_id": "s", "channels": {}},
+}
+
+
+@pytest.mark.parametrize(("kind", "path"), LABELS)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a1\n2024-01-01 INFO forged line",  # a line break and a forged log line
+        "\x1b[2Jcleared",  # a terminal escape
+        "tab\there",
+        "x" * 201,  # longer than MAX_LABEL_LENGTH
+    ],
+)
+def test_labels_with_line_breaks_or_too_long_are_refused_naming_the_field(
+    kind: str, path: tuple[str, ...], bad: str
+) -> None:
+    """A peer cannot write line breaks, escapes or megabytes into log lines through
+    an ActivityId or an id: the message is refused as malformed (the request's
+    id, when it has one, in the details so only that request fails)."""
+    message = json.loads(json.dumps(GOOD[kind]))
+    target = message
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = bad
+    with pytest.raises(
+        tether.InvalidRequest, match=f"field '{path[-1]}' must be printable text"
+    ) as caught:
+        decode(json.dumps(message))
+    assert caught.value.details["field"] == path[-1]
+    if "id" in message:
+        assert caught.value.details["id"] == 7
+    # The same at the limit is taken.
+    target[path[-1]] = "x" * 200
+    decode(json.dumps(message))
+
+
+def test_an_error_whose_activity_id_is_not_a_label_still_answers_its_request() -> None:
+    """A reply is not refused for its ActivityId (its caller would wait forever):
+    a bad one is dropped."""
+    error = decode(
+        json.dumps(
+            {
+                "t": "error",
+                "id": 3,
+                "error": {"code": "not-found", "status": 404, "activity_id": "a\nforged"},
+            }
+        )
+    )
+    assert isinstance(error, Error)
+    assert error.id == 3
+    assert error.error.activity_id is None

@@ -245,7 +245,7 @@ class RpcConnection(RpcBackend):
                     waiter.wake()
             elif isinstance(message, Error):
                 _client_log.warning(
-                    "the backend reported a connection error: %s", message.error.message
+                    "the backend reported a connection error: %.300r", message.error.message
                 )
             else:
                 _client_log.warning(

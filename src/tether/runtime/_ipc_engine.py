@@ -319,7 +319,7 @@ class Peer:
                 if reply.id is None:
                     assert isinstance(reply, Error)
                     _log.warning(
-                        "the %s reported a session error: %s", self.other, reply.error.message
+                        "the %s reported a session error: %.300r", self.other, reply.error.message
                     )
                     continue
                 waiter = self.pending.get(reply.id)

@@ -41,6 +41,20 @@ __all__ = [
 #: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
 PROTOCOL_VERSION = 1
 
+#: The longest ActivityId, session id or application id (or version) a message
+#: may carry. They end up in every log line of a request: a peer must not be
+#: able to write a megabyte, or a line break and a forged line, into them.
+MAX_LABEL_LENGTH = 200
+
+
+def is_label(value: str) -> bool:
+    """Whether `value` may be an ActivityId, session id or application id or version.
+
+    Printable text (no line break, tab or other control character) of at most
+    `MAX_LABEL_LENGTH` characters.
+    """
+    return len(value) <= MAX_LABEL_LENGTH and value.isprintable()
+
 
 # The per-request messages are NamedTuples, the session-level ones frozen attrs
 # classes. Both are immutable; NamedTuples are built in a third of the time,
@@ -334,6 +348,17 @@ class _Fields:
             raise self._fail(key, "a string", value)
         return value
 
+    def get_label(self, key: str, *, optional: bool = False) -> Any:
+        """A string that ends up in log lines (an ActivityId, an id): see `is_label`."""
+        value = self.get_str(key, optional=optional)
+        if value is not None and not is_label(value):
+            raise self._fail(
+                key,
+                f"printable text of at most {MAX_LABEL_LENGTH} characters (no line breaks)",
+                value,
+            )
+        return value
+
     def get_list(self, key: str) -> list[Any]:
         value = self.obj.get(key)
         if type(value) is not list:
@@ -393,10 +418,10 @@ def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
             get("authorization"),
         )
         if (
-            (a is None or type(a) is str)
-            and (s is None or type(s) is str)
-            and (i is None or type(i) is str)
-            and (v is None or type(v) is str)
+            (a is None or (type(a) is str and len(a) <= MAX_LABEL_LENGTH and a.isprintable()))
+            and (s is None or (type(s) is str and len(s) <= MAX_LABEL_LENGTH and s.isprintable()))
+            and (i is None or (type(i) is str and len(i) <= MAX_LABEL_LENGTH and i.isprintable()))
+            and (v is None or (type(v) is str and len(v) <= MAX_LABEL_LENGTH and v.isprintable()))
             and (z is None or type(z) is str)
         ):
             return Call(id_, iface, ver, op, args, CallContext(a, s, i, v, z), timeout)
@@ -413,10 +438,10 @@ def _decode_call(f: _Fields) -> Call:
         op=f.get_str("op"),
         args=f.get_list("args"),
         ctx=CallContext(
-            activity_id=ctx.get_str("activity_id", optional=True),
-            session_id=ctx.get_str("session_id", optional=True),
-            application_id=ctx.get_str("application_id", optional=True),
-            application_version=ctx.get_str("application_version", optional=True),
+            activity_id=ctx.get_label("activity_id", optional=True),
+            session_id=ctx.get_label("session_id", optional=True),
+            application_id=ctx.get_label("application_id", optional=True),
+            application_version=ctx.get_label("application_version", optional=True),
             authorization=ctx.get_str("authorization", optional=True),
         ),
         timeout_ms=f.get_int("timeout_ms", optional=True),
@@ -430,7 +455,7 @@ def _decode_invoke(f: _Fields) -> Invoke:
         channel=f.get_str("channel"),
         method=f.get_str("method"),
         args=f.get_list("args"),
-        activity_id=f.get_str("activity_id", optional=True),
+        activity_id=f.get_label("activity_id", optional=True),
         timeout_ms=f.get_int("timeout_ms", optional=True),
     )
 
@@ -443,14 +468,19 @@ def _decode_result(f: _Fields) -> Result:
 
 
 def decode_error_info(f: _Fields) -> ErrorInfo:
-    """Read the `{code, status, name, message, details, activity_id}` object."""
+    """Read the `{code, status, name, message, details, activity_id}` object.
+
+    An `activity_id` that is not a label (`is_label`) is dropped rather than
+    refused: the error still answers its request.
+    """
+    activity_id = f.get_str("activity_id", optional=True)
     return ErrorInfo(
         code=f.get_str("code"),
         status=f.get_int("status"),
         name=f.get_str("name", optional=True) or "",
         message=f.get_str("message", optional=True) or "",
         details=f.get_dict("details", optional=True),
-        activity_id=f.get_str("activity_id", optional=True),
+        activity_id=activity_id if activity_id is None or is_label(activity_id) else None,
     )
 
 
@@ -472,9 +502,9 @@ def _decode_hello(f: _Fields) -> Hello:
         raise f._fail("mode", "'rpc' or 'ipc'", mode)
     return Hello(
         protocol=f.get_int("protocol"),
-        session_id=f.get_str("session_id", optional=True),
-        application_id=app.get_str("id", optional=True),
-        application_version=app.get_str("version", optional=True),
+        session_id=f.get_label("session_id", optional=True),
+        application_id=app.get_label("id", optional=True),
+        application_version=app.get_label("version", optional=True),
         channels=f.get_str_map("channels"),
         mode=mode,
         authorization=f.get_str("authorization", optional=True),
@@ -495,7 +525,7 @@ def _decode_welcome(f: _Fields) -> Welcome:
         )
     return Welcome(
         protocol=f.get_int("protocol"),
-        session_id=f.get_str("session_id"),
+        session_id=f.get_label("session_id"),
         channels=f.get_str_map("channels"),
         interfaces=interfaces,
     )
@@ -511,7 +541,7 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
         channel=f.get_str("channel"),
         method=f.get_str("method"),
         args=f.get_list("args"),
-        activity_id=f.get_str("activity_id", optional=True),
+        activity_id=f.get_label("activity_id", optional=True),
     ),
     "hello": _decode_hello,
     "welcome": _decode_welcome,

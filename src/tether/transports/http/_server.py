@@ -52,7 +52,16 @@ from ...runtime._dispatch import (
     error_info,
     too_large_reply,
 )
-from ...runtime._protocol import Call, CallContext, Error, ErrorInfo, Result, decode
+from ...runtime._protocol import (
+    MAX_LABEL_LENGTH,
+    Call,
+    CallContext,
+    Error,
+    ErrorInfo,
+    Result,
+    decode,
+    is_label,
+)
 from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
 from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
@@ -497,21 +506,28 @@ class HttpApp:
                 protocol = raw
             elif key == b"traceparent":
                 traceparent = raw.decode("utf-8", "replace")
-        too_long = False
+        bad_label = None
         if not activity_id:
             if traceparent is not None:
                 activity_id = contexts.activity_id_from_traceparent(traceparent)
             if not activity_id:
                 activity_id = contexts.new_activity_id()
-        elif len(activity_id) > 200:
+        elif not is_label(activity_id):
             activity_id = contexts.new_activity_id()
-            too_long = True
+            bad_label = "X-Correlation-ID"
         if access is not None:
             access.activity_id = activity_id
-        if too_long:
+        # What ends up in every log line of the request: short, printable text.
+        if session_id is not None and not is_label(session_id):
+            bad_label = "X-Session-Id"
+        elif application_id is not None and not is_label(application_id):
+            bad_label = "X-Application-Id"
+        elif application_version is not None and not is_label(application_version):
+            bad_label = "X-Application-Version"
+        if bad_label is not None:
             exc: TetherError = InvalidRequest(
-                "X-Correlation-ID is longer than 200 characters",
-                details={"field": "X-Correlation-ID"},
+                f"{bad_label} must be printable text of at most {MAX_LABEL_LENGTH} characters",
+                details={"field": bad_label},
             )
             await self._send_error(send, exc, None, cors, activity_id)
             return
