@@ -108,6 +108,7 @@ def test_http_surface_is_exactly_this() -> None:
         "DEFAULT_KEEP_ALIVE_TIMEOUT",
         "DEFAULT_MAX_BODY_SIZE",
         "DEFAULT_READ_TIMEOUT",
+        "DEFAULT_SEND_TIMEOUT",
         "HttpApp",
         "HttpBackend",
         "connect",

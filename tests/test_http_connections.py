@@ -8,8 +8,10 @@ even under a burst (point 8).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -314,3 +316,62 @@ async def test_a_connection_that_breaks_hypercorn_does_not_stop_the_server() -> 
                 await stream.send_all(request(b"POST", ADD, b"[2, 3]"))
                 status, _, body = await Reader(stream).response()
             assert (status, body) == (200, b"5")
+
+
+# ---------------------------------------------------------------------------
+# A client that never reads its answer
+
+
+class _Heard(logging.Handler):
+    """Sets an event when a record whose message holds `words` is logged."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words = words
+        self.event = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.event.set()
+
+
+async def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() -> None:
+    """hypercorn's send is shielded and has no bound: a client that sent a call and
+    never read the answer held it (8 MiB here), its task and its connection for
+    as long as it kept the socket open. `serve` closes such a connection once the
+    client has taken nothing for `send_timeout` seconds."""
+    size = 8 * 1024 * 1024  # far more than the sockets' buffers hold
+    heard = _Heard("took nothing for")
+    logger = logging.getLogger("tether.http")
+    logger.addHandler(heard)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with served(send_timeout=0.5) as port:
+                deaf = await trio.open_tcp_stream("127.0.0.1", port)
+                async with deaf:
+                    body = b"[%d]" % size
+                    await deaf.send_all(
+                        request(b"POST", b"/rpc/tether.Conformance/1.2.3/big", body)
+                    )
+                    await heard.event.wait()  # the server gave up on it
+                    received = 0
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        while chunk := await deaf.receive_some(1 << 20):
+                            received += len(chunk)
+                assert received < size  # the answer was cut off, not delivered
+                # Every other client is served as before.
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                async with stream:
+                    await stream.send_all(request(b"POST", ADD, b"[2, 3]"))
+                    status, _, answer = await Reader(stream).response()
+                assert (status, answer) == (200, b"5")
+    finally:
+        logger.removeHandler(heard)
+        logger.setLevel(level)
+
+
+async def test_send_timeout_must_be_positive_seconds_or_none() -> None:
+    with pytest.raises(ValueError, match="send_timeout must be"):
+        await http.serve(None, "127.0.0.1", 0, send_timeout=0)

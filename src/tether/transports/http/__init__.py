@@ -14,6 +14,7 @@ from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD as DEFAULT_IPC_GRACE_PERIOD
 from ._ipc_server import DEFAULT_IPC_PING_INTERVAL as DEFAULT_IPC_PING_INTERVAL
 from ._ipc_server import DEFAULT_IPC_PING_TIMEOUT as DEFAULT_IPC_PING_TIMEOUT
 from ._serve import DEFAULT_KEEP_ALIVE_TIMEOUT as DEFAULT_KEEP_ALIVE_TIMEOUT
+from ._serve import DEFAULT_SEND_TIMEOUT as DEFAULT_SEND_TIMEOUT
 from ._serve import serve as serve
 from ._server import HttpApp as HttpApp
 from ._wire import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
     "HttpApp",
     "HttpBackend",
     "connect",

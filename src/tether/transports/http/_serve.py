@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Collection
 import trio
 
 from ...runtime import BackendIpc, RpcManager
-from ...runtime._util import check_positive_int
+from ...runtime._util import check_positive_int, check_seconds
 from ..websocket._endpoint import WebSocketSettings
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
@@ -19,10 +19,14 @@ from ._server import HttpApp
 from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 from ._worker import run_worker
 
-__all__ = ["DEFAULT_KEEP_ALIVE_TIMEOUT", "serve"]
+__all__ = ["DEFAULT_KEEP_ALIVE_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "serve"]
 
 #: Seconds a cancelled `serve` gives WebSocket connections to close properly.
 _WS_CLOSE_GRACE = 1.0
+#: Seconds a client may take nothing of what `serve` sends it before its
+#: connection is closed (a client that never reads would hold its answer, its
+#: task and its connection for as long as it kept the socket open).
+DEFAULT_SEND_TIMEOUT = 30.0
 #: Seconds `serve` keeps an idle connection open: longer than any client keeps
 #: one (httpx: 5 s, tether: 4 s), so the server never closes a connection that
 #: a client is about to reuse.
@@ -49,6 +53,7 @@ async def serve(
     allowed_hosts: Collection[str] | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_connections: int | None = None,
+    send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
@@ -89,6 +94,9 @@ async def serve(
             (408 and the connection closed past it).
         max_connections: Connections open at once (None: no cap); past it, a
             new connection is answered 503 with `Retry-After` and closed.
+        send_timeout: Seconds a client may take nothing of an answer (an RPC
+            reply, the IPC event stream, a `/ws` frame) before its connection
+            is closed; None: wait as long as it keeps the socket open.
         keep_alive_timeout: Seconds an idle connection stays open; keep it
             longer than your clients keep idle connections. It also bounds
             the time a request's headers may take to arrive.
@@ -106,6 +114,7 @@ async def serve(
 
     if max_connections is not None:
         check_positive_int("max_connections", max_connections)
+    check_seconds("send_timeout", send_timeout, optional=True)
     app = HttpApp(
         manager,
         ipc=ipc,
@@ -155,6 +164,7 @@ async def serve(
                     app,
                     config,
                     max_connections=max_connections,
+                    send_timeout=send_timeout,
                     shutdown_trigger=trigger,
                     started=started,
                 )

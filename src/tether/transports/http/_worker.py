@@ -28,6 +28,7 @@ from typing import Any
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
@@ -53,10 +54,55 @@ _ACCEPT_RETRY = 0.1
 _REFUSAL_TIME = 1.0
 #: Refused connections kept at once for that; past it, one is closed unanswered.
 _MAX_REFUSING = 64
+#: Bytes one send gives the client `send_timeout` seconds to take: a larger
+#: answer goes in pieces of this size, each with the whole timeout.
+_SEND_PIECE = 256 * 1024
 
 
 class _TCPServer(TCPServer):
-    """hypercorn's connection, closed as soon as reading it is over."""
+    """hypercorn's connection, closed as soon as reading it is over, or when
+    its client takes nothing of an answer for `send_timeout` seconds."""
+
+    #: Set by the accept loop; None: wait for the client as long as it takes.
+    send_timeout: float | None = None
+
+    async def protocol_send(self, event: Event) -> None:
+        if type(event) is not RawData or self.send_timeout is None:
+            await super().protocol_send(event)
+            return
+        # hypercorn's own send, with a bound: it shields the write (a frame or
+        # answer begun must be finished or the connection dropped) and gives it
+        # all the time in the world, so a client that never reads held its
+        # answer, its task and its connection (and, on /ws, its place) for as
+        # long as it kept the socket open.
+        async with self.send_lock:
+            try:
+                if await self._send_or_stall(event.data):
+                    return
+                _log.info(
+                    "closing a connection whose client took nothing for %g s (send_timeout)",
+                    self.send_timeout,
+                )
+                await trio.aclose_forcefully(self.stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            await self.protocol.handle(Closed())
+
+    async def _send_or_stall(self, data: bytes) -> bool:
+        """Send `data`; False when the client took none of a piece for `send_timeout` s."""
+        timeout = self.send_timeout
+        assert timeout is not None
+        view = memoryview(data)
+        start = 0
+        while True:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + timeout
+                await self.stream.send_all(view[start : start + _SEND_PIECE])
+            if scope.cancelled_caught:
+                return False
+            start += _SEND_PIECE
+            if start >= len(view):
+                return True
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -89,8 +135,10 @@ class _Connections:
         state: ConnectionState,
         nursery: trio.Nursery,
         limit: int | None,
+        send_timeout: float | None,
     ) -> None:
         self.app = app
+        self.send_timeout = send_timeout
         self.config = config
         self.context = context
         self.state = state
@@ -147,6 +195,7 @@ class _Connections:
         try:
             # hypercorn annotates the stream as TLS; a plain one is what it takes here.
             server = _TCPServer(self.app, self.config, self.context, self.state, stream)  # type: ignore[arg-type]
+            server.send_timeout = self.send_timeout
             await server.run()
         except* Exception as failed:
             # hypercorn raises out of a connection on some input it does not
@@ -191,6 +240,7 @@ async def run_worker(
     config: Config,
     *,
     max_connections: int | None,
+    send_timeout: float | None,
     shutdown_trigger: Callable[[], Awaitable[object]],
     started: Callable[[list[str]], object],
 ) -> None:
@@ -204,6 +254,8 @@ async def run_worker(
         app: The ASGI app.
         config: hypercorn's settings (bind, timeouts, limits, logs).
         max_connections: Connections open at once; more are refused (503).
+        send_timeout: Seconds a client may take nothing of an answer before its
+            connection is closed; None: no bound.
         shutdown_trigger: Awaited in the background; when it returns, the
             worker shuts down.
         started: Called with the URLs served (`http://host:port`) once they are.
@@ -232,6 +284,7 @@ async def run_worker(
                 ConnectionState(lifespan_state.copy()),
                 server_nursery,
                 max_connections,
+                send_timeout,
             )
             started(binds)
             try:
