@@ -151,6 +151,7 @@ class HttpBackend(RpcBackend):
     """
 
     __slots__ = (
+        "_bound",
         "_closed",
         "_interfaces",
         "_options",
@@ -174,6 +175,13 @@ class HttpBackend(RpcBackend):
         check_seconds("read_timeout", read_timeout, optional=True)
         self._pool = pool
         self.read_timeout = read_timeout
+        # What a call without a deadline of its own sends, and how long it waits.
+        self._bound: tuple[tuple[bytes, bytes], float] | None = None
+        if read_timeout is not None:
+            self._bound = (
+                (b"x-timeout-ms", b"%d" % math.ceil(read_timeout * 1000)),
+                read_timeout + answer_grace(read_timeout),
+            )
         self.url = url
         self._prefix = prefix
         self._options = options
@@ -278,10 +286,11 @@ class HttpBackend(RpcBackend):
                 (b"authorization", _header_value("authorization", ctx.authorization, secret=True))
             )
         timeout_ms = call.timeout_ms
-        read_timeout = self.read_timeout
-        if timeout_ms is None and read_timeout is not None:
-            return await self._bounded(call, headers, body, activity_id, read_timeout)
-        if timeout_ms is not None:
+        if timeout_ms is None:
+            bound = self._bound
+            if bound is not None:
+                return await self._bounded(call, headers, body, activity_id, bound)
+        else:
             headers.append((b"x-timeout-ms", b"%d" % timeout_ms))
         response = await self._pool.request(
             b"POST", self._target(call.iface, call.ver, call.op), headers, body
@@ -296,7 +305,7 @@ class HttpBackend(RpcBackend):
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         activity_id: str,
-        read_timeout: float,
+        bound: tuple[tuple[bytes, bytes], float],
     ) -> Result | Error:
         """A call without a deadline of its own: it runs under `read_timeout`.
 
@@ -306,13 +315,14 @@ class HttpBackend(RpcBackend):
         within a grace after it, the connection is silent (black-holed): the
         call is given up, and its connection closed.
         """
-        headers.append((b"x-timeout-ms", b"%d" % math.ceil(read_timeout * 1000)))
-        wait = read_timeout + answer_grace(read_timeout)
-        with trio.move_on_after(wait) as waited:
+        header, wait = bound
+        headers.append(header)
+        with trio.CancelScope(deadline=trio.current_time() + wait) as waited:
             response = await self._pool.request(
                 b"POST", self._target(call.iface, call.ver, call.op), headers, body
             )
         if waited.cancelled_caught:
+            read_timeout = self.read_timeout
             raise ConnectionClosed(
                 f"no answer from {self.url} to {call.iface}.{call.op} within {wait:g} s: the "
                 f"call ran under the connection's read_timeout of {read_timeout:g} s (it had no "
@@ -325,6 +335,7 @@ class HttpBackend(RpcBackend):
             return Result(call.id, loads(response.body))
         info = error_info_from_response(response, activity_id)
         if info.code == "deadline-exceeded":
+            read_timeout = self.read_timeout
             # The deadline was not the caller's: say whose it was.
             info = attrs.evolve(
                 info,

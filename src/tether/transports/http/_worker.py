@@ -57,52 +57,56 @@ _MAX_REFUSING = 64
 #: Bytes one send gives the client `send_timeout` seconds to take: a larger
 #: answer goes in pieces of this size, each with the whole timeout.
 _SEND_PIECE = 256 * 1024
+#: How often, as a share of `send_timeout`, the watchdog looks at the sends.
+_WATCH_EVERY = 0.25
 
 
 class _TCPServer(TCPServer):
-    """hypercorn's connection, closed as soon as reading it is over, or when
-    its client takes nothing of an answer for `send_timeout` seconds."""
+    """hypercorn's connection, closed as soon as reading it is over, and
+    watched while it sends (see `_Connections.watch_sends`)."""
 
-    #: Set by the accept loop; None: wait for the client as long as it takes.
-    send_timeout: float | None = None
+    #: When the send under way began (its piece, for a large answer); None
+    #: while nothing is being sent.
+    sending_since: float | None = None
 
     async def protocol_send(self, event: Event) -> None:
-        if type(event) is not RawData or self.send_timeout is None:
+        if type(event) is not RawData:
             await super().protocol_send(event)
             return
-        # hypercorn's own send, with a bound: it shields the write (a frame or
-        # answer begun must be finished or the connection dropped) and gives it
-        # all the time in the world, so a client that never reads held its
-        # answer, its task and its connection (and, on /ws, its place) for as
-        # long as it kept the socket open.
+        # hypercorn's own send, timed: it shields the write (an answer or frame
+        # begun must be finished or the connection dropped) and gives it all
+        # the time in the world, so a client that never read held its answer,
+        # its task and its connection (on /ws, its place) for as long as it
+        # kept the socket open. The accept loop's watchdog closes the socket of
+        # a send that takes too long, which ends it with ClosedResourceError.
+        data = event.data
         async with self.send_lock:
             try:
-                if await self._send_or_stall(event.data):
-                    return
-                _log.info(
-                    "closing a connection whose client took nothing for %g s (send_timeout)",
-                    self.send_timeout,
-                )
-                await trio.aclose_forcefully(self.stream)
+                if len(data) <= _SEND_PIECE:
+                    self.sending_since = trio.current_time()
+                    with trio.CancelScope(shield=True):
+                        await self.stream.send_all(data)
+                else:
+                    # In pieces, each timed from its start: a slow client that
+                    # reads is not taken for one that does not.
+                    view = memoryview(data)
+                    for start in range(0, len(view), _SEND_PIECE):
+                        self.sending_since = trio.current_time()
+                        with trio.CancelScope(shield=True):
+                            await self.stream.send_all(view[start : start + _SEND_PIECE])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            await self.protocol.handle(Closed())
+                await self.protocol.handle(Closed())
+            finally:
+                self.sending_since = None
 
-    async def _send_or_stall(self, data: bytes) -> bool:
-        """Send `data`; False when the client took none of a piece for `send_timeout` s."""
-        timeout = self.send_timeout
-        assert timeout is not None
-        view = memoryview(data)
-        start = 0
-        while True:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + timeout
-                await self.stream.send_all(view[start : start + _SEND_PIECE])
-            if scope.cancelled_caught:
-                return False
-            start += _SEND_PIECE
-            if start >= len(view):
-                return True
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Whether a send has been waiting for the client for more than `timeout` s."""
+        since = self.sending_since
+        return since is not None and now - since > timeout
+
+    def abort(self) -> None:
+        """Close the socket now: the send waiting on it fails, and the connection ends."""
+        self.stream.socket.close()
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -146,6 +150,7 @@ class _Connections:
         self.limit = limit
         self.open = 0
         self.refusing = 0
+        self.servers: set[_TCPServer] = set()
         # The answer every refused connection gets, made once, as the app
         # would answer its error.
         info = error_info(
@@ -191,11 +196,31 @@ class _Connections:
                     self.open += 1
                     self.nursery.start_soon(self._run, stream)
 
+    async def watch_sends(self) -> None:
+        """Close every connection whose send has waited `send_timeout` s for its client.
+
+        One task for the whole server, looking every quarter of `send_timeout`,
+        so a send costs no timer of its own: a stalled one ends within 1.25
+        times `send_timeout`.
+        """
+        timeout = self.send_timeout
+        if timeout is None:
+            return
+        while True:
+            await trio.sleep(timeout * _WATCH_EVERY)
+            now = trio.current_time()
+            for server in [s for s in self.servers if s.stalled(now, timeout)]:
+                _log.info(
+                    "closing a connection whose client took nothing for %g s (send_timeout)",
+                    timeout,
+                )
+                server.abort()
+
     async def _run(self, stream: trio.SocketStream) -> None:
+        # hypercorn annotates the stream as TLS; a plain one is what it takes here.
+        server = _TCPServer(self.app, self.config, self.context, self.state, stream)  # type: ignore[arg-type]
+        self.servers.add(server)
         try:
-            # hypercorn annotates the stream as TLS; a plain one is what it takes here.
-            server = _TCPServer(self.app, self.config, self.context, self.state, stream)  # type: ignore[arg-type]
-            server.send_timeout = self.send_timeout
             await server.run()
         except* Exception as failed:
             # hypercorn raises out of a connection on some input it does not
@@ -204,6 +229,7 @@ class _Connections:
             # not stop the server, and every other connection with it.
             _log.warning("closed a connection that hypercorn failed on", exc_info=failed)
         finally:
+            self.servers.discard(server)
             self.open -= 1
             await trio.aclose_forcefully(stream)
 
@@ -292,6 +318,7 @@ async def run_worker(
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
                     for listener in listeners:
                         nursery.start_soon(connections.serve, listener)
+                    nursery.start_soon(connections.watch_sends)
             except BaseExceptionGroup as error:
                 _, others = error.split((ShutdownError, KeyboardInterrupt))
                 if others is not None:

@@ -57,12 +57,14 @@ class _CloseReason:
 class _Window:
     """One direction of a same-loop pair: the bytes sent and not yet received."""
 
-    __slots__ = ("held", "limit", "lot")
+    __slots__ = ("held", "limit", "lot", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.held = 0
         self.limit = limit
         self.lot = trio.lowlevel.ParkingLot()  # senders waiting for room
+        # How many: read on every receive, where asking the lot costs more.
+        self.waiting = 0
 
     def full(self, size: int) -> bool:
         return self.held > 0 and self.held + size > self.limit
@@ -113,7 +115,11 @@ class _ChannelStream(MessageStream):
         while out.full(size):
             if self._closed.reason is not None:
                 raise self._closed.error()
-            await out.lot.park()
+            out.waiting += 1
+            try:
+                await out.lot.park()
+            finally:
+                out.waiting -= 1
 
     async def _send_blocking(self, data: bytes) -> None:
         try:
@@ -131,7 +137,7 @@ class _ChannelStream(MessageStream):
             raise self._closed.error() from None
         into = self._in
         into.held -= len(data)
-        if into.lot:
+        if into.waiting:
             into.lot.unpark_all()
         return data
 
