@@ -45,6 +45,7 @@ import attrs
 import trio
 
 import tether
+from bench._process import close_wait, count_tasks, open_fds, rss_kib
 from tether.transports import http, websocket
 
 # ---------------------------------------------------------------------------
@@ -92,41 +93,6 @@ class SoakEvents(tether.NotificationInterface):
 # The backend (child process)
 
 
-def _count_tasks() -> int:
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
-
-
-def _close_wait(ports: set[int]) -> int:
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as lines:
-                next(lines)
-                for line in lines:
-                    fields = line.split()
-                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                    if fields[3] == "08" and local_port in ports:  # 08: CLOSE_WAIT
-                        count += 1
-        except OSError:
-            pass
-    return count
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 class SoakImpl(Soak):
     ports: ClassVar[set[int]] = set()
 
@@ -138,10 +104,10 @@ class SoakImpl(Soak):
 
     async def sample(self) -> Sample:
         return Sample(
-            fds=len(os.listdir("/proc/self/fd")),
-            close_wait=_close_wait(self.ports),
-            tasks=_count_tasks(),
-            rss_kib=_rss_kib(),
+            fds=open_fds(),
+            close_wait=close_wait(self.ports),
+            tasks=count_tasks(),
+            rss_kib=rss_kib(),
         )
 
 
