@@ -10,6 +10,7 @@ real streams send large messages in tests/test_websocket_large.py.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import pytest
@@ -140,3 +141,46 @@ async def test_a_sender_waiting_for_room_fails_when_the_stream_closes() -> None:
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
     assert [error.reason for error in failed] == ["bye"]
+
+
+def _writers(nursery: trio.Nursery) -> list[trio.lowlevel.Task]:
+    return [task for task in nursery.child_tasks if task.name.endswith(".write_loop")]
+
+
+async def test_a_writer_given_a_nursery_starts_with_the_first_send_that_waits() -> None:
+    stream = HeldStream()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            stream.start_writer_in(nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            assert _writers(nursery) == []  # nothing sent yet: no writer
+            await stream.send_message(b"first")
+            await stream.send_message(b"second")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(_writers(nursery)) == 1  # one writer, started once
+            stream.finish_one()  # it took both, in one batch
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.send_message(b"third")  # the same writer takes it
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(_writers(nursery)) == 1
+            stream.finish_one()
+            await trio.testing.wait_all_tasks_blocked()
+            assert stream._outbox == deque()
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+    assert stream.batches == [[5, 6], [5]]
+
+
+async def test_a_send_queued_once_the_streams_tasks_are_over_fails_as_closed() -> None:
+    stream = HeldStream()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as over:
+            pass
+        stream.start_writer_in(over)
+        with pytest.raises(ConnectionClosed) as caught:
+            await stream.send_message(b"too late")
+        # Nothing is left queued, and later sends fail the same way.
+        assert stream._outbox == deque()
+        with pytest.raises(ConnectionClosed):
+            await stream.send_message(b"later")
+    assert "held closed" in str(caught.value)

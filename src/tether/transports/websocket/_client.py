@@ -155,7 +155,7 @@ async def _open_stream(
                 stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}")
                 nursery.start_soon(stream.notice_cancellation)
                 try:
-                    tasks.start_soon(stream.write_loop)
+                    stream.start_writer_in(tasks)
                     if ping_interval is not None:
                         tasks.start_soon(stream.keep_alive, ping_interval, ping_timeout)
                     every = (

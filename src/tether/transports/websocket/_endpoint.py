@@ -29,6 +29,7 @@ from ...runtime._dispatch import error_info
 from ...runtime._protocol import Hello, decode, error_info_to_json
 from ...runtime._util import check_positive_int, check_seconds
 from .._web import SitePolicy, header_map, origin_list
+from ._keepalive import Pinger
 
 if TYPE_CHECKING:
     from ._streams import WebSocketStream
@@ -321,6 +322,7 @@ class Endpoint:
     __slots__ = (
         "_closing",
         "_idle",
+        "_pinger",
         "_sessions",
         "connections",
         "ipc",
@@ -355,6 +357,7 @@ class Endpoint:
         self._sessions: set[trio.CancelScope] = set()
         self._idle = trio.Event()  # set when shutting down with no connection left
         self._closing = trio.Event()  # set by begin_shutdown
+        self._pinger: Pinger | None = None  # while `ping_connections` runs
 
     @property
     def shutting_down(self) -> bool:
@@ -486,20 +489,52 @@ class Endpoint:
         connection's place (taken by `check`) is the caller's to release.
         """
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.write_loop)
-            if self.settings.ping_interval is not None:
+            # No task of its own for writing or keepalive while it is idle:
+            # the writer starts when a send must wait, and the server's pinger,
+            # when it runs one, pings it.
+            stream.start_writer_in(nursery)
+            pinger = self._pinger
+            if pinger is not None:
+                pinger.add(stream, nursery)
+            elif self.settings.ping_interval is not None:
                 nursery.start_soon(
                     stream.keep_alive, self.settings.ping_interval, self.settings.ping_timeout
                 )
-            with trio.CancelScope() as session:
-                self._sessions.add(session)
-                if self.shutting_down:
-                    session.cancel()
-                try:
-                    await self._session(stream, handshake)
-                finally:
-                    self._sessions.discard(session)
+            try:
+                with trio.CancelScope() as session:
+                    self._sessions.add(session)
+                    if self.shutting_down:
+                        session.cancel()
+                    try:
+                        await self._session(stream, handshake)
+                    finally:
+                        self._sessions.discard(session)
+            finally:
+                if pinger is not None:
+                    pinger.remove(stream)
             nursery.cancel_scope.cancel()
+
+    async def ping_connections(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep every connection of this endpoint alive from this one task, until cancelled.
+
+        Run it with `nursery.start` beside the server, for as long as the
+        server: connections accepted meanwhile are pinged by it (see `Pinger`)
+        instead of by a task of their own. Returns at once when keepalive is
+        off (`ping_interval=None`).
+        """
+        interval = self.settings.ping_interval
+        if interval is None:
+            task_status.started()
+            return
+        pinger = Pinger(interval, self.settings.ping_timeout)
+        self._pinger = pinger
+        try:
+            task_status.started()
+            await pinger.run()
+        finally:
+            self._pinger = None
 
     async def _session(self, stream: WebSocketStream, handshake: Handshake | None) -> None:
         settings = self.settings

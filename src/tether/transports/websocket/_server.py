@@ -98,6 +98,8 @@ async def serve(
     handler = functools.partial(_handle_request, endpoint)
     async with trio.open_nursery() as nursery:
         handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
+        # One task pings every connection (none per connection).
+        await nursery.start(endpoint.ping_connections)
         server = await nursery.start(
             functools.partial(
                 trio_websocket.serve_websocket,

@@ -89,12 +89,17 @@ class WebSocketStream(MessageStream):
     Sends do not wait. `send_message` writes a message straight to the socket
     when nothing is queued and the socket takes it (`_try_send_now`);
     otherwise it puts it in the stream's outbox and returns without yielding
-    when there is room, and one writer task (`write_loop`, run by whoever owns
-    the stream) sends the outbox in order. On a network socket every send
-    yields to the scheduler; a caller or an impl that waited for its own send
-    would make the runtime hand its reading over to another task, and
-    concurrent senders would queue on a lock. With the outbox, neither
-    happens, and a burst of replies goes out back to back.
+    when there is room, and one writer task (`write_loop`) sends the outbox in
+    order. On a network socket every send yields to the scheduler; a caller
+    or an impl that waited for its own send would make the runtime hand its
+    reading over to another task, and concurrent senders would queue on a
+    lock. With the outbox, neither happens, and a burst of replies goes out
+    back to back.
+
+    The stream's owner either runs `write_loop` for as long as the stream,
+    or hands a nursery to `start_writer_in`: then the writer starts with the
+    first send that must be queued, so a connection whose sends all went
+    straight to the socket (an idle session, a quiet one) has no writer task.
 
     The outbox is bounded by `OUTBOX_MAX_MESSAGES` and `OUTBOX_MAX_BYTES`;
     senders wait for room beyond either.
@@ -111,6 +116,8 @@ class WebSocketStream(MessageStream):
         "_room",
         "_send_error",
         "_writer",
+        "_writer_nursery",
+        "_writer_started",
         "_writing",
         "max_message_size",
     )
@@ -127,6 +134,8 @@ class WebSocketStream(MessageStream):
         self._writing = False  # the writer is sending a batch it took
         self._close_as_words: tuple[str | None, int] | None = None
         self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for work
+        self._writer_nursery: trio.Nursery | None = None  # where to start it when needed
+        self._writer_started = False
         self._room = trio.lowlevel.ParkingLot()  # senders waiting for room
         self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
         self._send_error: ConnectionClosed | None = None
@@ -190,6 +199,30 @@ class WebSocketStream(MessageStream):
         self._queued += size
         if self._writer:
             self._writer.unpark()
+        elif not self._writer_started:
+            self._start_writer()
+
+    def start_writer_in(self, nursery: trio.Nursery) -> None:
+        """Run the writer in `nursery`, from the first send that has to be queued.
+
+        Instead of running `write_loop` for the stream's whole life: the
+        nursery must be the one that owns the stream (its tasks end with it).
+        """
+        self._writer_nursery = nursery
+
+    def _start_writer(self) -> None:
+        nursery = self._writer_nursery
+        if nursery is None:
+            return  # the owner runs write_loop; it has not begun yet
+        self._writer_started = True
+        try:
+            nursery.start_soon(self.write_loop)
+        except RuntimeError:
+            # The connection's tasks are over (its nursery is closed): so is
+            # the connection, and what was just queued cannot go.
+            error = closed_error(None, None, prefix=self._prefix)
+            self._fail_sends(error)
+            raise error from None
 
     def _try_send_now(self, data: bytes) -> Any:
         """Send `data` at once, without yielding, if the socket allows.
@@ -209,6 +242,7 @@ class WebSocketStream(MessageStream):
 
         Run it in the nursery that owns the stream, for as long as the stream.
         """
+        self._writer_started = True
         outbox = self._outbox
         try:
             while True:
@@ -252,7 +286,23 @@ class WebSocketStream(MessageStream):
         raise NotImplementedError
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
-        """Ping every `interval` seconds; close if a ping is not answered in time."""
+        """Ping every `interval` seconds; close if a ping is not answered in time.
+
+        A connection's own keepalive task; a server runs one `Pinger` for all
+        its connections instead, which calls `ping_once`.
+        """
+        while True:
+            await trio.sleep(interval)
+            if not await self.ping_once(answer_within):
+                return
+
+    async def ping_once(self, answer_within: float) -> bool:
+        """Ping the peer; close the connection (1011) if it does not answer within `answer_within`.
+
+        Returns:
+            True when the peer answered; False when the connection is closed
+            (it was already, or the peer did not answer in time).
+        """
         raise NotImplementedError
 
     async def refuse(self, message: bytes, error_code: str, reason: str) -> None:
@@ -491,23 +541,21 @@ class TrioWebSocketStream(WebSocketStream):
         finally:
             await trio.aclose_forcefully(ws._stream)
 
-    async def keep_alive(self, interval: float, answer_within: float) -> None:
-        ws = self._ws
-        while True:
-            await trio.sleep(interval)
-            with trio.move_on_after(answer_within) as scope:
-                try:
-                    await ws.ping()
-                except trio_websocket.ConnectionClosed:
-                    return
-            if scope.cancelled_caught:
-                _log.info("closing %s: no pong within %s s", self._prefix, answer_within)
-                await self._close(
-                    f"no answer to a ping within {answer_within:g} s",
-                    INTERNAL_ERROR,
-                    _ABORT_TIMEOUT,
-                )
-                return
+    async def ping_once(self, answer_within: float) -> bool:
+        with trio.move_on_after(answer_within) as scope:
+            try:
+                await self._ws.ping()
+            except trio_websocket.ConnectionClosed:
+                return False
+        if scope.cancelled_caught:
+            _log.info("closing %s: no pong within %s s", self._prefix, answer_within)
+            await self._close(
+                f"no answer to a ping within {answer_within:g} s",
+                INTERNAL_ERROR,
+                _ABORT_TIMEOUT,
+            )
+            return False
+        return True
 
 
 def _fit_reason(reason: str | None) -> str | None:
@@ -635,20 +683,20 @@ class AsgiWebSocketStream(WebSocketStream):
                 {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
             )
 
-    async def keep_alive(self, interval: float, answer_within: float) -> None:
+    async def ping_once(self, answer_within: float) -> bool:
         # ASGI hides WebSocket pings from the app: ping inside the envelope.
-        while True:
-            await trio.sleep(interval)
-            if self._send_error is not None:
-                return
-            self._pong = trio.Event()
-            try:
-                await self.send_message(ping_message(next(self._ping_ids)))
-            except ConnectionClosed:
-                return
-            with trio.move_on_after(answer_within):
-                await self._pong.wait()
-                continue
-            _log.info("closing a WebSocket: no pong within %s s", answer_within)
-            await self.aclose(f"no answer to a ping within {answer_within:g} s", INTERNAL_ERROR)
-            return
+        if self._send_error is not None:
+            await trio.lowlevel.checkpoint()
+            return False
+        self._pong = trio.Event()
+        try:
+            await self.send_message(ping_message(next(self._ping_ids)))
+        except ConnectionClosed:
+            return False
+        with trio.move_on_after(answer_within):
+            await self._pong.wait()
+            # Set by a pong, or by the close (which also ends the waiting).
+            return self._send_error is None
+        _log.info("closing a WebSocket: no pong within %s s", answer_within)
+        await self.aclose(f"no answer to a ping within {answer_within:g} s", INTERNAL_ERROR)
+        return False
