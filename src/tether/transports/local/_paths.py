@@ -84,6 +84,8 @@ def bind_private(path: str | None, backlog: int) -> Iterator[tuple[socket.socket
         os.chmod(where, 0o600)
         if staging is not None:
             os.rename(where, path)
+            os.rmdir(staging)
+            staging = None
         placed = True
         listener.listen(backlog)
         listener.setblocking(False)

@@ -314,8 +314,24 @@ class SocketStream(MessageStream):
         return ConnectionClosed(f"{self._name} closed: {reason}", reason=reason)
 
     def _peer_gone(self) -> ConnectionClosed:
-        self.close_now(None, "the peer closed the connection")
+        """A send found the peer gone: its close frame may be unread, with the reason."""
+        self.close_now(None, self._unread_reason() or "the peer closed the connection")
         return self._error()
+
+    def _unread_reason(self) -> str | None:
+        """The reason in a close frame among what the peer sent and nobody read yet."""
+        buffer = self._buffer
+        with contextlib.suppress(OSError):
+            while chunk := self._sock.recv(_READ_SIZE):
+                buffer += chunk
+        at = 0
+        while len(buffer) >= at + 4:
+            (size,) = _unpack_from(buffer, at)
+            if size & _CLOSE:
+                said = bytes(buffer[at + 4 : at + 4 + (size & ~_CLOSE)])
+                return said.decode("utf-8", "replace") or None
+            at += 4 + size
+        return None
 
     def _os_error(self, exc: OSError) -> ConnectionClosed:
         if exc.errno == errno.EBADF:  # closed under us
