@@ -528,4 +528,3 @@ class Endpoint:
         else:
             assert self.manager is not None
             await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)
-
