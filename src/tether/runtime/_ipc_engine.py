@@ -324,8 +324,13 @@ class Peer:
                     continue
                 waiter = self.pending.get(reply.id)
                 if waiter is not None and waiter.reply is None:
-                    waiter.reply = reply
-                    waiter.wake()
+                    if self.inbox:
+                        # The notifications that came first run before the caller
+                        # resumes (a stream need not yield between messages).
+                        await trio.lowlevel.checkpoint()
+                    if waiter.reply is None:
+                        waiter.reply = reply
+                        waiter.wake()
             elif kind is Invoke:
                 self._start(cast(Invoke, message))
             elif kind is Notify:
