@@ -2,15 +2,18 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.sessions                    # 1,000 sessions per transport, ~30 s
+    .venv/bin/python -m bench.sessions                    # 1,000 sessions per transport, ~15 s
     .venv/bin/python -m bench.sessions --quick            # 200 sessions, a few seconds
     .venv/bin/python -m bench.sessions --transport websocket --sessions 2000
     .venv/bin/python -m bench.sessions --trace            # also where the memory goes (slow)
     .venv/bin/python -m bench.sessions --json out.json    # also write the results as JSON
 
-For each transport the backend runs in a child process of its own
-(`python -m bench.sessions --serve TRANSPORT`), serving one `BackendIpc`, so
-the frontends' memory is not counted. The parent, one process, is every
+Transports: `websocket` (`websocket.serve`) and `local` (`local.serve`, a Unix
+socket) by default; `http-ws` (hypercorn's `/ws` route of `http.serve`) with
+`--transport http-ws`. For each transport the backend runs in a child process
+of its own (`python -m bench.sessions --serve TRANSPORT`), serving one
+`BackendIpc` (with `max_sessions_per_client=None`: every session comes from
+one process), so the frontends' memory is not counted. The parent, one process, is every
 frontend:
 
 1. it opens a control session (the `bench.sessions.probe` channel, through
@@ -54,7 +57,7 @@ import trio
 
 import tether
 from bench._process import count_tasks, open_fds, rss_kib
-from tether.transports import http, websocket
+from tether.transports import http, local, websocket
 
 #: Targets of issue 13, point 6.
 TARGET_KIB_PER_SESSION = 50.0
@@ -191,9 +194,14 @@ async def _serve_http_ws(ipc: tether.BackendIpc, limit: int, *, task_status: Any
         task_status.started(url.replace("http://", "ws://") + "/ws")
 
 
+async def _serve_local(ipc: tether.BackendIpc, limit: int, *, task_status: Any) -> None:
+    await local.serve(None, ipc=ipc, max_connections=limit, task_status=task_status)
+
+
 #: How each transport's server is started in the child: it reports the address to connect to.
 SERVERS: dict[str, Server] = {
     "websocket": _serve_websocket,
+    "local": _serve_local,
     "http-ws": _serve_http_ws,
 }
 
@@ -222,13 +230,20 @@ def _connect_websocket(
     return websocket.connect_ipc(address, channels=channels)
 
 
+def _connect_local(
+    address: str, channels: list[type[tether.IpcInterface]]
+) -> AbstractAsyncContextManager[Any]:
+    return local.connect_ipc(address, channels=channels)
+
+
 #: How the frontend opens a session on each transport's address.
 CONNECTS: dict[str, Connect] = {
     "websocket": _connect_websocket,
+    "local": _connect_local,
     "http-ws": _connect_websocket,
 }
-#: The transports measured when none is named.
-DEFAULT_TRANSPORTS = ("websocket",)
+#: The transports measured when none is named (http-ws: hypercorn's `/ws`, on request).
+DEFAULT_TRANSPORTS = ("websocket", "local")
 
 
 @attrs.frozen

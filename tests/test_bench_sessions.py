@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from bench.sessions import measure
 
 
-async def test_sessions_bench_measures_every_session_of_a_websocket_backend() -> None:
+@pytest.mark.parametrize("transport", ["websocket", "local"])
+async def test_sessions_bench_measures_every_session_of_a_backend(transport: str) -> None:
     with trio.fail_after(60):
-        result = await measure("websocket", 20, settle=0.05, seconds=50)
-    assert result.transport == "websocket"
+        result = await measure(transport, 20, settle=0.05, seconds=50)
+    assert result.transport == transport
     # Every session was open on the backend when it was sampled, and left before the end.
     assert result.idle.sessions == result.before.sessions + 20
     # One socket per session, and the session's tasks were counted by the backend.
