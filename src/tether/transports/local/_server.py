@@ -19,7 +19,7 @@ from ...runtime import (
 from ...runtime._protocol import asks_for_ipc
 from ...runtime._util import check_positive_int, check_seconds
 from ._paths import bind_private, check_platform, check_socket_path
-from ._socket import DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME, SocketStream
+from ._socket import CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME, SocketStream
 
 __all__ = ["serve"]
 
@@ -94,15 +94,17 @@ async def serve(
     )
     with bind_private(where, _BACKLOG) as (listener, bound):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.accept_loop, listener, nursery)
+            handlers: trio.Nursery = await nursery.start(server.own_connections)
+            nursery.start_soon(server.accept_loop, listener, handlers)
             _log.info("serving on local socket %s", bound)
             task_status.started(bound)
             try:
                 await trio.sleep_forever()
             finally:
-                # Each session's reader wakes to the close and ends its session;
-                # the nursery's cancellation ends the rest.
-                server.close_all(_SHUTDOWN)
+                # Cancelled: stop accepting (with this nursery); each session's
+                # reader wakes to the close and ends its session, which may
+                # still deliver what had arrived (within CLOSE_TIMEOUT).
+                server.begin_shutdown(_SHUTDOWN)
 
 
 class _Server:
@@ -122,6 +124,31 @@ class _Server:
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
         self.streams: set[SocketStream] = set()
+        self.closing = trio.Event()
+        self.idle = trio.Event()
+
+    async def own_connections(
+        self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The nursery of the connections, shielded from `serve`'s cancellation.
+
+        So that a shutdown can end each session properly (its close sent, what
+        had arrived delivered) before the connections' tasks are cancelled: at
+        once when all have ended, or after `CLOSE_TIMEOUT`.
+        """
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as handlers:
+                task_status.started(handlers)
+                await self.closing.wait()
+                if self.streams:
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await self.idle.wait()
+                handlers.cancel_scope.cancel()
+
+    def begin_shutdown(self, reason: str) -> None:
+        self.closing.set()
+        for stream in list(self.streams):
+            stream.close_now(reason)
 
     async def accept_loop(self, listener: socket.socket, nursery: trio.Nursery) -> None:
         while True:
@@ -137,15 +164,11 @@ class _Server:
                 await trio.sleep(0.1)
                 continue
             stream = SocketStream(sock, self.max_message_size, name="local socket")
-            if len(self.streams) >= self.max_connections:
+            if len(self.streams) >= self.max_connections or self.closing.is_set():
                 stream.close_now(f"the server is full ({self.max_connections} connections)")
                 continue
             self.streams.add(stream)
             nursery.start_soon(self.serve_connection, stream)
-
-    def close_all(self, reason: str) -> None:
-        for stream in list(self.streams):
-            stream.close_now(reason)
 
     async def serve_connection(self, stream: SocketStream) -> None:
         try:
@@ -157,6 +180,8 @@ class _Server:
         finally:
             self.streams.discard(stream)
             stream.close_now("closed by the server")
+            if self.closing.is_set() and not self.streams:
+                self.idle.set()
 
     async def _session(self, stream: SocketStream) -> None:
         with trio.move_on_after(self.handshake_timeout) as waited:
