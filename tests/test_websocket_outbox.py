@@ -10,7 +10,6 @@ real streams send large messages in tests/test_websocket_large.py.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import pytest
@@ -165,7 +164,7 @@ async def test_a_writer_given_a_nursery_starts_with_the_first_send_that_waits() 
             assert len(_writers(nursery)) == 1
             stream.finish_one()
             await trio.testing.wait_all_tasks_blocked()
-            assert stream._outbox == deque()
+            assert stream._outbox == []
             await stream.aclose()
             nursery.cancel_scope.cancel()
     assert stream.batches == [[5, 6], [5]]
@@ -180,7 +179,7 @@ async def test_a_send_queued_once_the_streams_tasks_are_over_fails_as_closed() -
         with pytest.raises(ConnectionClosed) as caught:
             await stream.send_message(b"too late")
         # Nothing is left queued, and later sends fail the same way.
-        assert stream._outbox == deque()
+        assert stream._outbox == []
         with pytest.raises(ConnectionClosed):
             await stream.send_message(b"later")
     assert "held closed" in str(caught.value)
