@@ -64,6 +64,8 @@ TARGET_KIB_PER_SESSION = 50.0
 TARGET_P99_MS = 100.0
 #: Handshakes the frontend runs at once while opening the sessions.
 OPENING_AT_ONCE = 16
+#: Lines `--trace` prints, by line and by module.
+TRACE_LINES = 25
 #: Sessions the server is allowed beyond those measured (the control session, the warm-up).
 _SPARE = 16
 
@@ -422,7 +424,7 @@ async def _frontend(
             await probe.profile(False)
             await trio.sleep(settle)
             after = await probe.sample()
-            top = await probe.top(25)
+            top = await probe.top(TRACE_LINES)
             leave.set()
         return Result(
             transport=transport,
