@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import threading
+from collections.abc import AsyncIterator
 
 import trio
 
@@ -108,14 +109,17 @@ async def serve_paired(
         handshake_timeout=handshake_timeout,
     )
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(forwarder.run)
-            bound = await nursery.start(serving)
-            forwarder.send({"t": "ready", "path": bound, "pid": os.getpid()})
-            task_status.started(bound)
-            why = await _wait_for_the_end(lifeline)
-            _log.info("stopping: %s", why)
-            nursery.cancel_scope.cancel()
+        # The signals are caught from before `ready`: the frontend may send
+        # SIGTERM the moment it has read it.
+        with _stop_signals() as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(forwarder.run)
+                bound = await nursery.start(serving)
+                forwarder.send({"t": "ready", "path": bound, "pid": os.getpid()})
+                task_status.started(bound)
+                why = await _wait_for_the_end(lifeline, signals)
+                _log.info("stopping: %s", why)
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             # The records of the shutdown itself (sessions' on_close hooks).
@@ -173,8 +177,19 @@ def _take_pairing() -> tuple[str, socket.socket]:
     return path, lifeline
 
 
-async def _wait_for_the_end(lifeline: socket.socket) -> str:
-    """Wait for end-of-file on the lifeline, or SIGTERM or SIGINT; say which came."""
+def _stop_signals() -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
+    """A receiver of SIGTERM and SIGINT, or None outside the main thread.
+
+    Signal handlers belong to the main thread; a backend run in another
+    thread (a test) ends by its lifeline alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext(None)
+    return trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+
+
+async def _wait_for_the_end(lifeline: socket.socket, signals: AsyncIterator[int] | None) -> str:
+    """Wait for end-of-file on the lifeline, or a signal; say which came."""
     why = ""
     async with trio.open_nursery() as nursery:
 
@@ -185,14 +200,11 @@ async def _wait_for_the_end(lifeline: socket.socket) -> str:
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(on_eof)
-        # Signal handlers belong to the main thread; a backend run in another
-        # thread (a test) ends by its lifeline alone.
-        if threading.current_thread() is threading.main_thread():
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for number in signals:
-                    why = f"got {signal.Signals(number).name}"
-                    nursery.cancel_scope.cancel()
-                    break
+        if signals is not None:
+            async for number in signals:
+                why = f"got {signal.Signals(number).name}"
+                nursery.cancel_scope.cancel()
+                break
     return why
 
 
