@@ -46,6 +46,7 @@ from ._channels import IpcInterface, NotificationHandler, channel_operations
 from ._client import error_for_reply
 from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
 from ._dispatch import (
+    PreparedCall,
     access_clock,
     access_log,
     encode_reply,
@@ -66,7 +67,8 @@ from ._interfaces import Operation
 from ._limits import encode_arguments
 from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
 from ._stream import MessageStream
-from ._util import timeout_ms_left
+from ._util import run_until_it_yields, timeout_ms_left
+from ._workers import Workers
 
 __all__ = [
     "DEFAULT_MAX_PENDING_BYTES",
@@ -127,7 +129,7 @@ class _Queued:
             self.sent.set()
 
 
-class Peer:
+class Peer(Workers[PreparedCall]):
     """One end of an IPC session; the same engine on the frontend and the backend."""
 
     def __init__(
@@ -163,8 +165,9 @@ class Peer:
         self.session: IpcSession | None = None
         self.token = trio.lowlevel.current_trio_token()
         self.pending: dict[int, _Pending] = {}
-        self.calls: dict[int, trio.CancelScope] = {}
-        self.replying = 0  # invokes served whose reply is being sent
+        # Invokes from the other side are read and run by `Workers`; their
+        # replies being sent (`sending`) count against `max_in_flight`.
+        self.init_workers(None, max_in_flight)
         self.closed_reason: str | None = None
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
@@ -182,7 +185,6 @@ class Peer:
         self.inbox_closed = False
         self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
         self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
-        self.nursery: trio.Nursery | None = None  # invokes and session tasks
         self.scope: trio.CancelScope | None = None  # the whole session
 
     # -- life cycle ------------------------------------------------------------
@@ -197,14 +199,14 @@ class Peer:
                 async with trio.open_nursery() as session:
                     session.start_soon(self._deliver_loop)
                     async with trio.open_nursery() as nursery:
+                        # Invokes, the workers that read and run them, and
+                        # session tasks. When reading ends (the other side is
+                        # gone), `read_next` cancels it: notifications that
+                        # already arrived are still delivered, in order.
                         self.nursery = nursery
                         nursery.start_soon(self._write_loop)
+                        self.start_reading()
                         task_status.started()
-                        await self._read_loop()
-                        # The other side is gone: stop the invokes and tasks
-                        # it started; notifications that already arrived are
-                        # still delivered, in order.
-                        nursery.cancel_scope.cancel()
                     self.inbox_closed = True
                     self.deliver_lot.unpark_all()
                     session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
@@ -298,7 +300,14 @@ class Peer:
 
     # -- reading ---------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    async def read_next(self) -> PreparedCall | Error | None:
+        """Read until an invoke is ready to run; route replies, notifications and cancels.
+
+        Refusals are queued here without waiting (`_refuse`), so this never
+        returns an `error` to send. Returns None when reading ends: the other
+        side left, or the session was closed; then the invokes and tasks the
+        session started are cancelled.
+        """
         stream = self.stream
         while True:
             try:
@@ -307,7 +316,7 @@ class Peer:
                 self._mark_closed(
                     exc.reason or f"the {self.other} closed the session", exc.close_code
                 )
-                return
+                break
             try:
                 message = decode(data)
             except InvalidRequest as exc:
@@ -327,7 +336,9 @@ class Peer:
                     waiter.reply = reply
                     waiter.wake()
             elif kind is Invoke:
-                self._start(cast(Invoke, message))
+                call = self._prepare(cast(Invoke, message))
+                if call is not None:
+                    return call
             elif kind is Notify:
                 size = len(data)
                 self.inbox.append((cast(Notify, message), size))
@@ -338,7 +349,7 @@ class Peer:
                     len(self.inbox) >= self.max_pending_notifications
                     or self.inbox_bytes >= self.max_pending_bytes
                 ) and not await self._wait_for_listeners():
-                    return
+                    break
             elif kind is Cancel:
                 scope = self.calls.get(cast(Cancel, message).id)
                 if scope is not None:
@@ -351,6 +362,9 @@ class Peer:
                     ),
                     None,
                 )
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
+        return None
 
     async def _wait_for_listeners(self) -> bool:
         """The listeners are a bound behind (count or bytes): stop reading for a while.
@@ -403,7 +417,8 @@ class Peer:
 
     # -- serving invokes ---------------------------------------------------------
 
-    def _start(self, invoke: Invoke) -> None:
+    def _prepare(self, invoke: Invoke) -> PreparedCall | None:
+        """Check an invoke; return it ready to run, or refuse it (None)."""
         activity_id = invoke.activity_id or new_activity_id()
         try:
             served = self.served.get(invoke.channel)
@@ -426,7 +441,7 @@ class Peer:
                 raise InvalidRequest(f"invoke id {invoke.id} is already in flight")
             # A reply waiting for the other side to read counts: one that reads
             # nothing cannot make the session hold a task and a reply per invoke.
-            if len(self.calls) + self.replying >= self.max_in_flight:
+            if len(self.calls) + self.sending >= self.max_in_flight:
                 raise Unavailable(
                     f"this session already has {self.max_in_flight} invokes in flight: wait "
                     "for some to finish",
@@ -436,7 +451,7 @@ class Peer:
             args = op.decode_args(invoke.args)
         except TetherError as exc:
             self._refuse(invoke.id, exc, activity_id)
-            return
+            return None
         deadline = None
         if invoke.timeout_ms is not None:
             deadline = trio.current_time() + invoke.timeout_ms / 1000
@@ -448,57 +463,58 @@ class Peer:
             deadline=deadline,
             operation=op.qualname,
         )
-        scope = trio.CancelScope(deadline=math.inf if deadline is None else deadline)
-        self.calls[invoke.id] = scope
-        handler = getattr(served.instance, op.name)
-        assert self.nursery is not None
-        # Set before spawning: Trio copies the context into the new task.
-        with contexts.using(context):
-            self.nursery.start_soon(self._serve, invoke.id, op, handler, args, context, scope)
+        return PreparedCall(invoke.id, op, getattr(served.instance, op.name), args, context)
 
-    async def _serve(
+    async def serve_call(
         self,
-        call_id: int,
-        op: Operation,
-        handler: Callable[..., Awaitable[Any]],
-        args: list[Any],
-        context: RequestContext,
+        call: PreparedCall,
         scope: trio.CancelScope,
-    ) -> None:
-        started = access_clock()
-        reply: Result | Error | None = None
+        on_yield: Callable[..., object],
+        *args: Any,
+    ) -> Result | Error:
+        deadline = call.context.deadline
+        if deadline is not None:
+            scope.deadline = deadline
         try:
-            with scope:
-                try:
-                    value = await handler(*args)
-                    reply = Result(call_id, op.encode_result(value))
-                except BaseException as raised:
-                    # Once the session is closed, its end is the news, not this.
-                    reply = failure_reply(
-                        call_id,
-                        raised,
-                        context,
-                        development_mode=self.development_mode,
-                        log_internal=self.closed_reason is None,
-                    )
-                    if reply is None:
-                        raise  # trio.Cancelled, KeyboardInterrupt: not the handler's answer
+            with contexts.using(call.context):
+                return await run_until_it_yields(self._serve(call), on_yield, *args)
         finally:
-            del self.calls[call_id]
-        if reply is None:
-            # The scope stopped it: the caller cancelled, or the deadline passed.
-            reply = interrupted_reply(call_id, context, started)
-        elif started:
-            access_log(context, reply.error.code if type(reply) is Error else "ok", started)
-        if reply is not None:
-            self.replying += 1
-            try:
-                await self._reply(reply)
-            finally:
-                self.replying -= 1
+            # The scope serves the worker's next invoke: without this deadline.
+            if deadline is not None and not scope.cancel_called:
+                scope.deadline = math.inf
 
-    async def _reply(self, reply: Result | Error) -> None:
-        await send_reply(self.send, reply, self.stream.max_message_size)
+    async def _serve(self, call: PreparedCall) -> Result | Error:
+        started = call.started = access_clock()
+        reply: Result | Error
+        try:
+            value = await call.handler(*call.args)
+            reply = Result(call.id, call.operation.encode_result(value))
+        except BaseException as raised:
+            # Once the session is closed, its end is the news, not this.
+            failed = failure_reply(
+                call.id,
+                raised,
+                call.context,
+                development_mode=self.development_mode,
+                log_internal=self.closed_reason is None,
+            )
+            if failed is None:
+                raise  # trio.Cancelled, KeyboardInterrupt: not the handler's answer
+            reply = failed
+        if started:
+            access_log(call.context, reply.error.code if type(reply) is Error else "ok", started)
+        return reply
+
+    def interrupted(self, call: PreparedCall) -> Error | None:
+        # The scope stopped it: the caller cancelled, or the deadline passed.
+        return interrupted_reply(call.id, call.context, call.started)
+
+    async def send_reply(self, reply: Result | Error) -> None:
+        self.sending += 1
+        try:
+            await send_reply(self.send, reply, self.stream.max_message_size)
+        finally:
+            self.sending -= 1
 
     # -- delivering notifications -----------------------------------------------
 
