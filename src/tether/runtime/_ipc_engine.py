@@ -68,7 +68,7 @@ from ._limits import encode_arguments
 from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
 from ._stream import MessageStream
 from ._util import run_until_it_yields, timeout_ms_left
-from ._workers import Workers
+from ._workers import VACATE, Vacate, Workers
 
 __all__ = [
     "DEFAULT_MAX_PENDING_BYTES",
@@ -168,6 +168,8 @@ class Peer(Workers[PreparedCall]):
         # Invokes from the other side are read and run by `Workers`; their
         # replies being sent (`sending`) count against `max_in_flight`.
         self.init_workers(None, max_in_flight)
+        # The stream's end was read (or the session ended): nobody reads again.
+        self.reading_over = False
         self.closed_reason: str | None = None
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
@@ -184,6 +186,12 @@ class Peer(Workers[PreparedCall]):
         self.inbox_bytes = 0
         self.inbox_closed = False
         self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
+        # Notifications read, and taken by the delivery task, since the start;
+        # callers whose reply came after some wait in `delivered_lot` for them.
+        self.notes_read = 0
+        self.notes_begun = 0
+        self.in_listener = False  # the delivery task awaits a listener
+        self.delivered_lot = trio.lowlevel.ParkingLot()
         self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
         self.scope: trio.CancelScope | None = None  # the whole session
 
@@ -198,19 +206,23 @@ class Peer(Workers[PreparedCall]):
                     self.scope.cancel()
                 async with trio.open_nursery() as session:
                     session.start_soon(self._deliver_loop)
-                    async with trio.open_nursery() as nursery:
-                        # Invokes, the workers that read and run them, and
-                        # session tasks. When reading ends (the other side is
-                        # gone), `read_next` cancels it: notifications that
-                        # already arrived are still delivered, in order.
-                        self.nursery = nursery
-                        nursery.start_soon(self._write_loop)
-                        self.start_reading()
-                        task_status.started()
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            # Invokes, the workers that read and run them, and
+                            # session tasks. When reading ends (the other side
+                            # is gone), `read_next` cancels it: notifications
+                            # that already arrived are still delivered, in order.
+                            self.nursery = nursery
+                            nursery.start_soon(self._write_loop)
+                            self.start_reading()
+                            task_status.started()
+                    finally:
+                        self.reading_over = True  # no worker can start now
                     self.inbox_closed = True
                     self.deliver_lot.unpark_all()
                     session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
         finally:
+            self.reading_over = True
             self._mark_closed(f"the {self.side} left the session")
             # Whatever is still queued either way is dropped now, not when the
             # last reference to this session goes (a handler may keep one).
@@ -258,6 +270,7 @@ class Peer(Workers[PreparedCall]):
         self.queued_bytes = 0
         self.room_lot.unpark_all()
         self.reader_lot.unpark_all()
+        self.delivered_lot.unpark_all()
 
     def _call_on_close(self, reason: str) -> None:
         # Handlers made for this session (a shared one serves on, and is not told).
@@ -300,13 +313,19 @@ class Peer(Workers[PreparedCall]):
 
     # -- reading ---------------------------------------------------------------
 
-    async def read_next(self) -> PreparedCall | Error | None:
+    async def read_next(self, own: _Pending | None = None) -> PreparedCall | Error | Vacate | None:
         """Read until an invoke is ready to run; route replies, notifications and cancels.
 
-        Refusals are queued here without waiting (`_refuse`), so this never
-        returns an `error` to send. Returns None when reading ends: the other
-        side left, or the session was closed; then the invokes and tasks the
-        session started are cancelled.
+        A worker reads with `own` None, a caller waiting for its reply with its
+        `_Pending`. Refusals are queued here without waiting (`_refuse`), so
+        this never returns an `error` to send.
+
+        Returns:
+            An invoke to run; or `VACATE`: for a caller, its reply came; for a
+            worker, it woke a caller with its reply, which will take the reading
+            over when it calls again (the worker rests); or None when reading
+            ends (the other side left, or the session was closed): then the
+            invokes and tasks the session started are cancelled.
         """
         stream = self.stream
         while True:
@@ -334,7 +353,12 @@ class Peer(Workers[PreparedCall]):
                 waiter = self.pending.get(reply.id)
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = reply
-                    waiter.wake()
+                    if waiter is own:
+                        return VACATE
+                    if waiter.parked:
+                        waiter.wake()
+                        if own is None:
+                            return VACATE
             elif kind is Invoke:
                 call = self._prepare(cast(Invoke, message))
                 if call is not None:
@@ -343,6 +367,7 @@ class Peer(Workers[PreparedCall]):
                 size = len(data)
                 self.inbox.append((cast(Notify, message), size))
                 self.inbox_bytes += size
+                self.notes_read += 1
                 if self.deliver_lot:
                     self.deliver_lot.unpark()
                 if (
@@ -362,6 +387,7 @@ class Peer(Workers[PreparedCall]):
                     ),
                     None,
                 )
+        self.reading_over = True
         assert self.nursery is not None
         self.nursery.cancel_scope.cancel()
         return None
@@ -527,8 +553,12 @@ class Peer(Workers[PreparedCall]):
                 await self.deliver_lot.park()
             notify, size = inbox.popleft()
             self.inbox_bytes -= size
+            self.notes_begun += 1
             if self.reader_lot:
                 self.reader_lot.unpark()
+            if self.delivered_lot:
+                # Woken now, they run after this step, which calls the listeners.
+                self.delivered_lot.unpark_all()
             await self._deliver(notify)
 
     async def _deliver(self, notify: Notify) -> None:
@@ -590,7 +620,13 @@ class Peer(Workers[PreparedCall]):
         try:
             result = listener(*args)
             if inspect.isawaitable(result):
-                await result
+                self.in_listener = True
+                if self.delivered_lot:
+                    self.delivered_lot.unpark_all()  # this one may take a while
+                try:
+                    await result
+                finally:
+                    self.in_listener = False
         except Exception:
             # A listener's failure is its own: the session and the other
             # listeners go on. The record carries the sender's ActivityId.
@@ -754,8 +790,16 @@ class Peer(Workers[PreparedCall]):
         try:
             await self.send(data)
             while pending.reply is None:
-                pending.parked = True
-                await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+                if self.vacant and not self.handed and self.closed_reason is None:
+                    await self._read_for(pending)
+                else:
+                    pending.parked = True
+                    await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+            if self.vacant:
+                # It read its reply, or the reader that woke it left it the
+                # reading: someone must take it, unless this task comes back
+                # for it first (a caller's next invoke).
+                self._wake_reader()
         except trio.Cancelled:
             if self.closed_reason is None and pending.reply is None:
                 await self._send_cancel(call_id)
@@ -774,6 +818,68 @@ class Peer(Workers[PreparedCall]):
             raise self.closed_error(activity_id)
         assert type(reply) is Error
         raise await error_for_reply(reply.error, activity_id)
+
+    async def _read_for(self, pending: _Pending) -> None:
+        """Take the vacant reader role: read until `pending`'s reply comes, then leave it.
+
+        The reply reaches this task without a reader task waking it (two
+        scheduler batches per invoke, not three). Replies for other callers
+        are handed to them; an invoke from the other side is handed, with the
+        role, to a worker, which runs it; this caller then waits as before.
+        """
+        self.vacant = False
+        try:
+            while pending.reply is None:
+                item = await self.read_next(pending)
+                if item is None or item is VACATE:
+                    break
+                if type(item) is PreparedCall:
+                    self.handed.append(item)
+                    self.vacant = True
+                    self._wake_reader()
+                    return
+        except BaseException:
+            # Cancelled while reading: the role goes on now, before any cancel is sent.
+            self.vacant = True
+            self._wake_reader()
+            raise
+        self.vacant = True
+        if self.notes_begun < self.notes_read and pending.reply is not None:
+            # Notifications read before the reply reach their listeners
+            # before the invoke returns, as when a reader task woke it.
+            self._wake_reader()
+            await self._wait_for_delivery(self.notes_read)
+
+    async def _wait_for_delivery(self, target: int) -> None:
+        """Wait until the delivery task has taken the first `target` notifications.
+
+        Also ends when it is held up in a listener that waits, or at close.
+        """
+        with trio.CancelScope(shield=True):  # the reply is here: the invoke returns it
+            while (
+                self.notes_begun < target and not self.in_listener and self.closed_reason is None
+            ):
+                await self.delivered_lot.park()
+
+    def _wake_reader(self) -> None:
+        """Wake a task to take the vacant reader role: a waiting caller, or a worker.
+
+        A closed session is still read to the stream's end (what the other
+        side sent before closing is delivered), by a worker.
+        """
+        if self.reading_over:
+            return
+        if not self.handed and self.closed_reason is None:
+            for waiter in self.pending.values():
+                if waiter.parked and waiter.reply is None:
+                    waiter.wake()
+                    return
+        try:
+            self.wake_worker()
+        except RuntimeError:
+            # The nursery closed (the session is being torn down, and its
+            # run has not got to say so yet): nothing is read any more.
+            self.reading_over = True
 
     async def _send_cancel(self, call_id: int) -> None:
         # Shielded so our own cancellation does not stop the message, bounded

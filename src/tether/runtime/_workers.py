@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextvars
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -24,7 +25,7 @@ import trio
 from ._protocol import Error, Result
 from ._util import run_until_it_yields
 
-__all__ = ["IncomingCall", "Role", "Workers", "same_context"]
+__all__ = ["VACATE", "IncomingCall", "Role", "Vacate", "Workers", "same_context"]
 
 
 class IncomingCall(Protocol):
@@ -47,7 +48,17 @@ class Role:
     __slots__ = ("reading",)
 
     def __init__(self) -> None:
-        self.reading = True
+        self.reading = False
+
+
+class Vacate:
+    """`read_next`'s answer when the reader leaves the role to a caller it woke."""
+
+    __slots__ = ()
+
+
+#: The one `Vacate`.
+VACATE = Vacate()
 
 
 def same_context(clean: contextvars.Context) -> bool:
@@ -83,7 +94,16 @@ class Workers(abc.ABC, Generic[CallT]):
     contextvar ends, so nothing one call does to its context reaches another.
     """
 
-    __slots__ = ("calls", "max_in_flight", "nursery", "sending", "spares")
+    __slots__ = (
+        "calls",
+        "clean_context",
+        "handed",
+        "max_in_flight",
+        "nursery",
+        "sending",
+        "spares",
+        "vacant",
+    )
 
     #: Where new workers start (set once the session runs); cancelled when it ends.
     nursery: trio.Nursery | None
@@ -95,6 +115,15 @@ class Workers(abc.ABC, Generic[CallT]):
     sending: int
     #: Past this many replies waiting to be sent, the reader stops reading.
     max_in_flight: int
+    #: No task holds the reader role. Whoever makes it vacant makes sure a task
+    #: that will take it (or pass it on) is scheduled; a worker or a caller
+    #: that finds it vacant may take it.
+    vacant: bool
+    #: Calls read by a task that does not run calls (an IPC caller reading its
+    #: reply): the next worker to take the reader role runs them first.
+    handed: deque[CallT]
+    #: The context the session's workers start from (no request context).
+    clean_context: contextvars.Context | None
 
     def init_workers(self, nursery: trio.Nursery | None, max_in_flight: int) -> None:
         self.nursery = nursery
@@ -102,16 +131,21 @@ class Workers(abc.ABC, Generic[CallT]):
         self.calls = {}
         self.spares = []
         self.sending = 0
+        self.vacant = True
+        self.handed = deque()
+        self.clean_context = None
 
     # -- what a session provides ---------------------------------------------------
 
     @abc.abstractmethod
-    async def read_next(self) -> CallT | Error | None:
+    async def read_next(self) -> CallT | Error | Vacate | None:
         """Read until a call is ready to run or a refusal must be sent.
 
         Returns:
-            The call; or the `error` reply refusing a message; or None when the
-            session stopped reading (the stream closed).
+            The call; or the `error` reply refusing a message; or `VACATE` when
+            the reader woke a caller that will take the reading over (the
+            worker rests); or None when the session stopped reading (the
+            stream closed).
         """
 
     @abc.abstractmethod
@@ -139,24 +173,34 @@ class Workers(abc.ABC, Generic[CallT]):
     def start_reading(self) -> None:
         """Start the first worker, holding the reader role."""
         assert self.nursery is not None
+        self.clean_context = contextvars.copy_context()
         self.nursery.start_soon(self.worker)
 
     async def worker(self) -> None:
         """A task of the session: it reads, or runs one call, or waits as a spare."""
         clean = contextvars.copy_context()
         role = Role()
+        if not await self.take_reading(role):
+            return
         while True:
             call: CallT | None = None
             reply: Result | Error | None = None
             with trio.CancelScope() as scope:
                 while True:
-                    if not role.reading:
-                        if not await self.rest(clean):
-                            return
-                        role.reading = True
-                    item = await self.read_next()
+                    # Not reading: it ran a call that handed the reading over.
+                    if not role.reading and (
+                        not same_context(clean) or not await self.take_reading(role)
+                    ):
+                        return
+                    item = self.handed.popleft() if self.handed else await self.read_next()
                     if item is None:
                         return
+                    if item is VACATE:
+                        role.reading = False
+                        self.vacant = True
+                        if not await self.take_reading(role, rest_first=True):
+                            return
+                        continue
                     if type(item) is Error:
                         # A refusal (malformed message, unknown interface...).
                         await run_until_it_yields(
@@ -227,27 +271,49 @@ class Workers(abc.ABC, Generic[CallT]):
     def hand_over_reading(self, clean: contextvars.Context, role: Role) -> None:
         """Give the reader role to a spare worker, or to a new one."""
         role.reading = False
+        self.vacant = True
+        self.wake_worker(clean)
+
+    def wake_worker(self, clean: contextvars.Context | None = None) -> None:
+        """Wake a spare worker, or start a new one, to take the vacant reader role."""
         if self.spares:
             trio.lowlevel.reschedule(self.spares.pop())
-        else:
-            # Spawned from the worker's clean context, not the call's: Trio
-            # copies the current context into the new task.
-            assert self.nursery is not None
-            clean.run(self.nursery.start_soon, self.worker)
+            return
+        # Spawned from a worker's clean context, not a call's: Trio copies the
+        # current context into the new task.
+        if clean is None:
+            clean = self.clean_context
+        assert self.nursery is not None
+        assert clean is not None
+        clean.run(self.nursery.start_soon, self.worker)
 
-    async def rest(self, clean: contextvars.Context) -> bool:
-        """After a call: wait as a spare until given the reader role (True), or end (False)."""
-        if len(self.spares) >= MAX_SPARES or not same_context(clean):
-            return False
+    async def take_reading(self, role: Role, *, rest_first: bool = False) -> bool:
+        """Take the reader role once it is vacant (True), waiting as a spare; or end (False).
+
+        A woken spare may find the role taken (a caller took it first): it
+        waits again. A worker ends at once rather than wait when `MAX_SPARES`
+        are waiting already.
+
+        Args:
+            role: The worker's role, set to reading once it has the role.
+            rest_first: Wait as a spare before looking (the worker has just
+                left the role to a caller it woke).
+        """
+        spares = self.spares
         task = trio.lowlevel.current_task()
-        self.spares.append(task)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             # The session is ending: the spare leaves the list and is cancelled.
             # (Trio calls this from the cancelling task, hence `task`.)
-            self.spares.remove(task)
+            spares.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        while rest_first or not self.vacant:
+            rest_first = False
+            if len(spares) >= MAX_SPARES:
+                return False
+            spares.append(task)
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        self.vacant = False
+        role.reading = True
         return True
-
