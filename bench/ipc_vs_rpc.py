@@ -301,9 +301,7 @@ def to_json(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args, rounds, seconds = parse_bench_args(
-        "bench.ipc_vs_rpc", __doc__, argv, quick_seconds=0.06
-    )
+    args, rounds, seconds = parse_bench_args("bench.ipc_vs_rpc", __doc__, argv, quick_seconds=0.06)
     if not args.rounds and not args.quick:
         rounds = 7  # about 40 s on a small machine
 

@@ -6,12 +6,22 @@ serves and await the reply, `notify` the other side one-way, and `cancel` an
 invoke it made. A message carries no context but an optional ActivityId: the
 session is the context.
 
-Tasks. A session owns three kinds of task in its nursery: the reader (routes
-replies, starts one task per incoming invoke, queues incoming notifications), a
-delivery task (runs notification listeners one at a time, in order), and a
-writer (sends queued outgoing messages in order). When the session ends every
-task it started is cancelled and awaited, waiting callers on both sides fail
-with `ConnectionClosed`, and handlers and listeners get the close reason.
+Reading and running invokes. The incoming side is the same engine as an RPC
+backend session's (`_workers.Workers`): one task at a time holds the reader
+role. A worker that reads an invoke runs its first step itself, on a reused
+cancel scope, and hands the reading to a spare worker only if the method
+yields. A caller waiting for its reply takes the role when it is vacant and
+reads its own reply (a worker that woke a caller with its reply leaves it the
+role); it hands replies for other callers to them, and an invoke from the
+other side, with the role, to a worker. So a sequential same-loop invoke costs
+two scheduler batches, as an RPC call does.
+
+Tasks. Besides those workers, a session owns a delivery task (runs
+notification listeners one at a time, in order: `_ipc_inbox`) and a writer
+(sends queued outgoing messages in order: `_ipc_outbox`). When the session
+ends every task it started is cancelled and awaited, waiting callers on both
+sides fail with `ConnectionClosed`, and handlers and listeners get the close
+reason.
 
 Back-pressure. A backend's notifications wait in a per-session queue that the
 writer drains; sending one returns at once while the queue has room. When
@@ -21,7 +31,7 @@ for room; if none opens within `slow_frontend_timeout` the frontend has
 stopped reading, and the session is closed with the reason "frontend too
 slow". So backend memory stays bounded, a burst from a fast producer to a
 healthy frontend is only slowed down, and a stuck frontend is dropped. On the
-receiving side, listeners that fall behind stop the reader once
+receiving side, listeners that fall behind stop the reading once
 `max_pending_notifications` or `max_pending_bytes` are waiting, which is how a
 slow listener becomes a slow frontend. Either bound costs an integer add and
 compare per message. When the session ends, both queues are emptied at once.
@@ -30,19 +40,17 @@ compare per message. When the session ends, both queues are emptied at once.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from .. import contexts
 from ..contexts import RequestContext, new_activity_id
-from ._channels import IpcInterface, NotificationHandler, channel_operations
+from ._channels import NotificationHandler
 from ._client import error_for_reply
 from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
 from ._dispatch import (
@@ -63,7 +71,8 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
-from ._interfaces import Operation
+from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
+from ._ipc_outbox import Outbox
 from ._limits import encode_arguments
 from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
 from ._stream import MessageStream
@@ -84,14 +93,9 @@ if TYPE_CHECKING:
     from ._ipc_backend import IpcSession
 
 
-#: A raw listener: called with the method name and the (JSON) arguments.
-Listener = Callable[..., Awaitable[None] | None]
-
 _log = logging.getLogger("tether.ipc")
 #: Default bound of notifications waiting, per session and direction.
 DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
-#: Default bound of the encoded bytes of those notifications (1 MiB).
-DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 #: Default time a full notification queue may stay full before the session is
 #: closed as "frontend too slow".
 DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
@@ -100,36 +104,7 @@ DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
 DRAIN_GRACE = 5.0
 
 
-class Served:
-    """A channel one side serves: its declaration, its method table and the handler."""
-
-    __slots__ = ("channel", "instance", "operations", "owned")
-
-    def __init__(self, channel: type[IpcInterface], instance: Any, *, owned: bool) -> None:
-        self.channel = channel
-        self.instance = instance
-        self.operations = channel_operations(channel)
-        self.owned = owned  # made for this session: told when it ends
-
-
-class _Queued:
-    """An outgoing message waiting for the writer."""
-
-    __slots__ = ("data", "error", "notification", "sent")
-
-    def __init__(self, data: bytes, sent: trio.Event | None, *, notification: bool) -> None:
-        self.data = data
-        self.sent = sent  # set when written, for a sender that waits
-        self.notification = notification
-        self.error: TetherError | None = None
-
-    def done(self, error: TetherError | None = None) -> None:
-        self.error = error
-        if self.sent is not None:
-            self.sent.set()
-
-
-class Peer(Workers[PreparedCall]):
+class Peer(Inbox, Outbox, Workers[PreparedCall]):
     """One end of an IPC session; the same engine on the frontend and the backend."""
 
     def __init__(
@@ -175,24 +150,8 @@ class Peer(Workers[PreparedCall]):
         self.close_code: int | None = None
         self.closed = trio.Event()
         self.ids = itertools.count(1)
-        self.outbox: deque[_Queued] = deque()
-        self.queued_notifications = 0
-        self.queued_bytes = 0  # of the queued notifications
-        self.writing = False
-        self.writer_lot = trio.lowlevel.ParkingLot()
-        self.room_lot = trio.lowlevel.ParkingLot()  # senders waiting for queue room
-        # Notifications received, waiting for the delivery task, with their sizes.
-        self.inbox: deque[tuple[Notify, int]] = deque()
-        self.inbox_bytes = 0
-        self.inbox_closed = False
-        self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
-        # Notifications read, and taken by the delivery task, since the start;
-        # callers whose reply came after some wait in `delivered_lot` for them.
-        self.notes_read = 0
-        self.notes_begun = 0
-        self.in_listener = False  # the delivery task awaits a listener
-        self.delivered_lot = trio.lowlevel.ParkingLot()
-        self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
+        self.init_outbox()
+        self.init_inbox()
         self.scope: trio.CancelScope | None = None  # the whole session
 
     # -- life cycle ------------------------------------------------------------
@@ -392,47 +351,6 @@ class Peer(Workers[PreparedCall]):
         self.nursery.cancel_scope.cancel()
         return None
 
-    async def _wait_for_listeners(self) -> bool:
-        """The listeners are a bound behind (count or bytes): stop reading for a while.
-
-        Not reading is how back-pressure reaches the other side. But a reply
-        may be behind the notifications, and a listener (or anyone) waiting for
-        it would wait forever: so while a call of ours awaits its reply, the
-        reader goes on, holding up to `_overdraft(bound)` more notifications
-        (and bytes). Listeners that make no room for `slow_frontend_timeout`
-        are stuck: the session is closed.
-
-        Returns:
-            False when the session was closed.
-        """
-        bound = self.max_pending_notifications
-        hard_bound = bound + _overdraft(bound)
-        byte_bound = self.max_pending_bytes
-        hard_byte_bound = byte_bound + max(byte_bound, DEFAULT_MAX_PENDING_BYTES)
-        inbox = self.inbox
-        with trio.move_on_after(self.slow_frontend_timeout):
-            while (
-                len(inbox) >= bound or self.inbox_bytes >= byte_bound
-            ) and self.closed_reason is None:
-                if self.pending and len(inbox) < hard_bound and self.inbox_bytes < hard_byte_bound:
-                    return True
-                await self.reader_lot.park()
-                # Woken by room in the inbox, or by a call that now awaits a reply.
-        if self.closed_reason is not None:
-            return False
-        if len(inbox) < bound and self.inbox_bytes < byte_bound:
-            return True
-        reason = f"{self.side} too slow"
-        _log.warning(
-            "closing IPC session %s: %s (its listeners have %d notifications, %d bytes, waiting)",
-            self.session_id,
-            reason,
-            len(inbox),
-            self.inbox_bytes,
-        )
-        self.close(reason)
-        return False
-
     def _refuse(self, call_id: int | None, exc: TetherError, activity_id: str | None) -> None:
         """Answer a message that cannot be served, without waiting (the reader calls it)."""
         info = error_info(exc, activity_id, development_mode=self.development_mode)
@@ -542,220 +460,6 @@ class Peer(Workers[PreparedCall]):
         finally:
             self.sending -= 1
 
-    # -- delivering notifications -----------------------------------------------
-
-    async def _deliver_loop(self) -> None:
-        inbox = self.inbox
-        while True:
-            while not inbox:
-                if self.inbox_closed:
-                    return
-                await self.deliver_lot.park()
-            notify, size = inbox.popleft()
-            self.inbox_bytes -= size
-            self.notes_begun += 1
-            if self.reader_lot:
-                self.reader_lot.unpark()
-            if self.delivered_lot:
-                # Woken now, they run after this step, which calls the listeners.
-                self.delivered_lot.unpark_all()
-            await self._deliver(notify)
-
-    async def _deliver(self, notify: Notify) -> None:
-        context = RequestContext(
-            activity_id=notify.activity_id or new_activity_id(),
-            session_id=self.session_id,
-            application_id=self.application_id,
-            application_version=self.application_version,
-            operation=f"{notify.channel}.{notify.method}",
-        )
-        with contexts.using(context):
-            handled = False
-            served = self.served.get(notify.channel)
-            if served is not None:
-                op = served.operations.get(notify.method)
-                if op is not None:
-                    # A one-way message to a served channel: run the method, drop its result.
-                    handled = True
-                    await self._run_listener(
-                        op, getattr(served.instance, op.name), notify.args, context
-                    )
-            for handler in tuple(self.notification_handlers.get(notify.channel, ())):
-                op = channel_operations(type(handler)).get(notify.method)
-                if op is None:
-                    _log.warning(
-                        "%s has no notification %r; ignored",
-                        type(handler).__qualname__,
-                        notify.method,
-                    )
-                    continue
-                handled = True
-                await self._run_listener(op, getattr(handler, op.name), notify.args, context)
-            for listener in tuple(self.listeners.get(notify.channel, ())):
-                handled = True
-                await self._run_listener(None, listener, [notify.method, *notify.args], context)
-            if not handled:
-                _log.debug("no listener for %s.%s", notify.channel, notify.method)
-
-    async def _run_listener(
-        self,
-        op: Operation | None,
-        listener: Callable[..., Any],
-        args: list[Any],
-        context: RequestContext,
-    ) -> None:
-        if op is not None:
-            try:
-                args = op.decode_args(args)
-            except TetherError as exc:
-                # The sender's mistake, not the listener's failure: a line, no traceback.
-                _log.warning(
-                    "dropped %s from the %s (activity %s): %s",
-                    context.operation,
-                    self.other,
-                    context.activity_id,
-                    exc.message,
-                )
-                return
-        try:
-            result = listener(*args)
-            if inspect.isawaitable(result):
-                self.in_listener = True
-                if self.delivered_lot:
-                    self.delivered_lot.unpark_all()  # this one may take a while
-                try:
-                    await result
-                finally:
-                    self.in_listener = False
-        except Exception:
-            # A listener's failure is its own: the session and the other
-            # listeners go on. The record carries the sender's ActivityId.
-            _log.exception(
-                "listener %s for %s raised (activity %s)",
-                getattr(listener, "__qualname__", repr(listener)),
-                context.operation,
-                context.activity_id,
-            )
-
-    # -- writing ---------------------------------------------------------------
-
-    def _queue_full(self, size: int) -> bool:
-        """No room for a notification of `size` bytes (one goes in alone, whatever its size)."""
-        return self.queued_notifications >= self.max_pending_notifications or (
-            self.queued_bytes + size > self.max_pending_bytes and self.queued_notifications > 0
-        )
-
-    async def _queue_notification(self, data: bytes) -> None:
-        """Queue a notification for the writer; wait (boundedly) while the queue is full."""
-        size = len(data)
-        queued = self.queued_notifications
-        # `_queue_full`, inline: this runs for every notification.
-        if queued >= self.max_pending_notifications or (
-            queued and self.queued_bytes + size > self.max_pending_bytes
-        ):
-            with trio.move_on_after(self.slow_frontend_timeout):
-                while self._queue_full(size) and self.closed_reason is None:
-                    await self.room_lot.park()
-            if self.closed_reason is not None or self._queue_full(size):
-                if self.closed_reason is None:
-                    reason = f"{self.other} too slow"
-                    _log.warning(
-                        "closing IPC session %s: %s (%d notifications, %d bytes, waited %.1fs "
-                        "for it)",
-                        self.session_id,
-                        reason,
-                        self.queued_notifications,
-                        self.queued_bytes,
-                        self.slow_frontend_timeout,
-                    )
-                    self.close(reason)
-                raise self.closed_error(None)
-        self._post(data, notification=True)
-
-    def _post(self, data: bytes, *, notification: bool) -> None:
-        """Queue a message for the writer without waiting (notifications, refusals)."""
-        if self.closed_reason is not None:
-            raise self.closed_error(None)
-        if notification:
-            self.queued_notifications += 1
-            self.queued_bytes += len(data)
-        elif len(self.outbox) >= self.max_pending_notifications + self.max_in_flight:
-            # Refusals pile up only when the other side sends and never reads.
-            self.close(f"{self.other} too slow")
-            raise self.closed_error(None)
-        self.outbox.append(_Queued(data, None, notification=notification))
-        self.writer_lot.unpark_all()
-
-    async def send(self, data: bytes) -> None:
-        """Send one message in order with everything queued before it; waits for room.
-
-        Raises:
-            ConnectionClosed: the session is closed.
-            PayloadTooLarge: over the stream's limit; nothing was sent.
-        """
-        if self.closed_reason is not None:
-            raise self.closed_error(None)
-        if len(data) > self.stream.max_message_size:
-            raise PayloadTooLarge(
-                f"message of {len(data)} bytes is over the session's limit of "
-                f"{self.stream.max_message_size}"
-            )
-        if not self.outbox and not self.writing:
-            # Nothing queued ahead of it: send it from here, no task switch.
-            self.writing = True
-            try:
-                await self.stream.send_message(data)
-            except ConnectionClosed as exc:
-                self._mark_closed(
-                    exc.reason or f"the {self.other} closed the session", exc.close_code
-                )
-                raise self.closed_error(None) from None
-            finally:
-                self.writing = False
-                if self.outbox:
-                    self.writer_lot.unpark_all()
-            return
-        item = _Queued(data, trio.Event(), notification=False)
-        self.outbox.append(item)
-        self.writer_lot.unpark_all()
-        assert item.sent is not None
-        await item.sent.wait()
-        if item.error is not None:
-            raise item.error
-
-    async def _write_loop(self) -> None:
-        outbox = self.outbox
-        while True:
-            while not outbox or self.writing:
-                await self.writer_lot.park()
-            item = outbox.popleft()
-            if item.notification:
-                self.queued_notifications -= 1
-                self.queued_bytes -= len(item.data)
-                if self.room_lot:
-                    self.room_lot.unpark()
-            self.writing = True
-            try:
-                await self.stream.send_message(item.data)
-            except ConnectionClosed as exc:
-                self._mark_closed(
-                    exc.reason or f"the {self.other} closed the session", exc.close_code
-                )
-                item.done(self.closed_error(None))
-                return
-            except PayloadTooLarge as exc:
-                _log.error("dropping an outgoing message: %s", exc)
-                item.done(exc)
-                continue
-            except BaseException:
-                # Cancelled mid-send (the session is ending): whoever waits for
-                # this message must hear so, as for the messages still queued.
-                item.done(self.closed_error(None))
-                raise
-            finally:
-                self.writing = False
-            item.done()
-
     # -- calling the other side ------------------------------------------------
 
     async def invoke(
@@ -850,17 +554,6 @@ class Peer(Workers[PreparedCall]):
             self._wake_reader()
             await self._wait_for_delivery(self.notes_read)
 
-    async def _wait_for_delivery(self, target: int) -> None:
-        """Wait until the delivery task has taken the first `target` notifications.
-
-        Also ends when it is held up in a listener that waits, or at close.
-        """
-        with trio.CancelScope(shield=True):  # the reply is here: the invoke returns it
-            while (
-                self.notes_begun < target and not self.in_listener and self.closed_reason is None
-            ):
-                await self.delivered_lot.park()
-
     def _wake_reader(self) -> None:
         """Wake a task to take the vacant reader role: a waiting caller, or a worker.
 
@@ -910,8 +603,3 @@ class Peer(Workers[PreparedCall]):
             await self._queue_notification(data)
         else:
             await self.send(data)
-
-
-def _overdraft(bound: int) -> int:
-    """Notifications a reader may hold past its bound while a call awaits its reply."""
-    return max(bound, 1024)
