@@ -49,6 +49,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.ipc
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.websocket
+	$(BIN)/python -m bench.local
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage

@@ -255,7 +255,13 @@ def served_addresses(code: str) -> list[tuple[object, object]]:
 
 
 def _is_serve(node: ast.expr) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "serve"
+    # `local.serve` binds a Unix socket (no host, no port): nothing to check.
+    local = (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and (node.value.id == "local")
+    )
+    return isinstance(node, ast.Attribute) and node.attr == "serve" and not local
 
 
 def _literal(node: ast.expr | None) -> object:

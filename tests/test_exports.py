@@ -314,14 +314,14 @@ def test_each_transport_lives_in_a_folder_of_its_own() -> None:
     folders = sorted(
         path.name for path in (SRC / "transports").iterdir() if (path / "__init__.py").exists()
     )
-    assert folders == ["http", "memory", "websocket"]
+    assert folders == ["http", "local", "memory", "websocket"]
 
 
 def test_no_transport_imports_another_but_the_http_servers_websocket_route() -> None:
     """A transport knows the runtime, not other transports; the one exception is named here."""
     # HttpApp serves `{prefix}/ws` with the WebSocket transport's settings and ASGI stream.
     allowed = ("tether.transports.websocket._endpoint", "tether.transports.websocket._streams")
-    names = ("http", "memory", "websocket")
+    names = ("http", "local", "memory", "websocket")
     bad = []
     for name in names:
         others = tuple(f"tether.transports.{other}" for other in names if other != name)

@@ -313,7 +313,12 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = reply
                     if waiter is own:
-                        return VACATE
+                        return VACATE  # and `_read_for` waits for the notifications
+                    if self.inbox:
+                        # The notifications that came first run before the caller
+                        # resumes (a stream need not yield between messages).
+                        # Not cancellable: the reply is read, and must reach it.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     if waiter.parked:
                         waiter.wake()
                         if own is None:

@@ -76,10 +76,11 @@ class IpcHandshake:
         application_version: That application's version.
         channels: The channels it asked for at connect: name -> version.
         transport: Which transport carries the session: `"memory"`, `"http"`,
-            `"websocket"` (or what another transport says).
+            `"websocket"`, `"local"` (or what another transport says).
         remote: The client's address as the transport reports it,
             `"host:port"`; None in-process. Behind a reverse proxy, it is the
-            proxy's address.
+            proxy's address. Over a local socket it is the client process,
+            `"pid=1234,uid=1000"` (Linux; None elsewhere).
         headers: The headers of the request that opened the session (HTTP's
             `POST {prefix}/ipc`, WebSocket's upgrade request), names in lower
             case, repeated headers joined with ", "; empty in-process. Not shown

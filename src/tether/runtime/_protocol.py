@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeAlias
 import attrs
 
 from ._codec import dumps, loads
-from ._errors import IncompatibleVersion, InvalidRequest
+from ._errors import IncompatibleVersion, InvalidRequest, TetherError
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -33,6 +33,7 @@ __all__ = [
     "Notify",
     "Result",
     "Welcome",
+    "asks_for_ipc",
     "check_hello",
     "decode",
     "encode",
@@ -664,3 +665,17 @@ def check_hello(message: Message, mode: str) -> Hello:
             f"{message.mode!r}: point {right} at an endpoint that serves {message.mode.upper()}"
         )
     return message
+
+
+def asks_for_ipc(data: bytes | str) -> bool:
+    """Whether a connection's first message is a `hello` asking for an IPC session.
+
+    For a server that serves both kinds on one endpoint: it peeks at the first
+    message to choose the session; anything else (malformed, RPC) goes to the
+    RPC session, which answers it.
+    """
+    try:
+        message = decode(data)
+    except TetherError:
+        return False
+    return isinstance(message, Hello) and message.mode == "ipc"

@@ -26,7 +26,7 @@ from ...runtime import (
     serve_rpc_session,
 )
 from ...runtime._dispatch import error_info
-from ...runtime._protocol import Hello, decode, error_info_to_json
+from ...runtime._protocol import asks_for_ipc, error_info_to_json
 from ...runtime._util import check_positive_int, check_seconds
 from .._web import SitePolicy, header_map, origin_list
 
@@ -517,7 +517,7 @@ class Endpoint:
         # Both kinds served here: the hello says which kind of session it is.
         # An endpoint serving one kind hands any hello to it, which refuses the
         # other kind with a clear error.
-        if self.ipc is not None and (self.manager is None or _asks_for_ipc(first)):
+        if self.ipc is not None and (self.manager is None or asks_for_ipc(first)):
             await serve_ipc_session(
                 self.ipc,
                 stream,
@@ -528,11 +528,3 @@ class Endpoint:
         else:
             assert self.manager is not None
             await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)
-
-
-def _asks_for_ipc(data: bytes | str) -> bool:
-    try:
-        message = decode(data)
-    except TetherError:
-        return False
-    return isinstance(message, Hello) and message.mode == "ipc"
