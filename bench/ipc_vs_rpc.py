@@ -17,11 +17,14 @@ Measured, in one run, on every transport of `TRANSPORTS`:
   a checkpoint every 64, every tick checked to arrive in order).
 
 The transports: `memory` (`memory.connect` and `memory.connect_ipc`, same
-loop) and `websocket` (one `websocket.serve` on 127.0.0.1, port 0, serving both,
-with `websocket.connect` and `websocket.connect_ipc`). The RPC and IPC cases of
-a transport and mode are interleaved for several rounds (reversed every other
-round), with the same count in every round; the table shows the best round and
-the median, and IPC / RPC is the ratio of the best rounds.
+loop), `websocket` (one `websocket.serve` on 127.0.0.1, port 0, serving both,
+with `websocket.connect` and `websocket.connect_ipc`) and `local` (one
+`local.serve` on a Unix socket in a private directory, with `local.connect`
+and `local.connect_ipc`); every server runs in the benchmark's own Trio loop.
+The RPC and IPC cases of a transport and mode are interleaved for several
+rounds (reversed every other round), with the same count in every round; the
+table shows the best round and the median, and IPC / RPC is the ratio of the
+best rounds.
 
 The issue's goal (issue 13, point 4) is printed at the end: sequential IPC /
 RPC >= 1.0 (goal 1.1), 64 concurrent >= 1.0; the exit status is 0 either way.
@@ -65,7 +68,7 @@ from bench.ipc import (
     make_backend,
     notify_measure,
 )
-from tether.transports import memory, websocket
+from tether.transports import local, memory, websocket
 
 Mode = Literal["sequential", "concurrent", "notify"]
 Kind = Literal["rpc", "ipc"]
@@ -127,10 +130,22 @@ async def open_websocket(nursery: trio.Nursery, stack: AsyncExitStack) -> Ends:
     )
 
 
+async def open_local(nursery: trio.Nursery, stack: AsyncExitStack) -> Ends:
+    """One local (Unix socket) server in a private directory serving RPC and IPC."""
+    serve = functools.partial(local.serve, make_manager(), ipc=make_backend())
+    path: str = await nursery.start(serve)
+    return await _ends(
+        stack,
+        local.connect(path, interfaces=[BenchApi]),
+        local.connect_ipc(path, channels=[BenchIpc]),
+    )
+
+
 #: The transports measured, in order: (name, opener). One line each.
 TRANSPORTS: list[tuple[str, Callable[[trio.Nursery, AsyncExitStack], Awaitable[Ends]]]] = [
     ("memory", open_memory),
     ("websocket", open_websocket),
+    ("local", open_local),
 ]
 
 
@@ -271,7 +286,7 @@ def verdict_lines(cases: Sequence[Case]) -> list[str]:
         verdict = "PASS" if found >= TARGET else "FAIL"
         if case.mode == "sequential" and found >= GOAL:
             verdict += " (goal met)"
-        lines.append(f"  {case.transport}, {_MODE_LABELS[case.mode]}: {found:.2f} {verdict}")
+        lines.append(f"  {case.transport}, {_MODE_LABELS[case.mode]}: {found:.3f} {verdict}")
     return lines
 
 

@@ -567,11 +567,14 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
         """
         if self.reading_over:
             return
-        if not self.handed and self.closed_reason is None:
+        if not self.handed and self.closed_reason is None and len(self.pending) > 1:
             for waiter in self.pending.values():
                 if waiter.parked and waiter.reply is None:
                     waiter.wake()
                     return
+        if self.spares:
+            trio.lowlevel.reschedule(self.spares.pop())
+            return
         try:
             self.wake_worker()
         except RuntimeError:
