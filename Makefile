@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.websocket
 	$(BIN)/python -m bench.local
+	$(BIN)/python -m bench.ipc_vs_rpc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
