@@ -6,10 +6,16 @@ call on the worker that read it. `Workers` is that machinery; a session says
 how to read the next call, how to run one, what to answer when one was
 interrupted, and how to send a reply.
 
-Why this shape (docs/performance.md, "How the number was reached"): a call
-that starts on the task that read it, without waiting to be scheduled, and
-that reuses that task's cancel scope, costs two scheduler batches per round
-trip instead of four, and no task or scope of its own.
+The reader role may also be vacant (`vacant`), for a task that is not a
+worker to take: an IPC caller waiting for its reply reads it itself. Whoever
+leaves the role vacant makes sure a task that will take it is scheduled; a
+worker that finds it taken waits again as a spare. An RPC session never
+leaves it vacant for long: only its workers read.
+
+Why this shape (docs/performance.md, "How the number was reached" and "IPC
+against RPC"): a call that starts on the task that read it, without waiting to
+be scheduled, and that reuses that task's cancel scope, costs two scheduler
+batches per round trip instead of four, and no task or scope of its own.
 """
 
 from __future__ import annotations
