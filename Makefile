@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # `make bench` also needs the `bench` extra (grpcio, for bench.websocket).
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo demo-ipc demo-http test lint typecheck pytest bench clean
+.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: $(STAMP)
 
 demo-ipc: $(STAMP)
 	$(BIN)/python -m examples.ipc_editor
+
+demo-desktop: $(STAMP)
+	$(BIN)/python -m examples.desktop_editor
 
 demo-http: $(STAMP)
 	$(BIN)/python -m examples.http_backends

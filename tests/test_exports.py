@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "tether.transports.memory",
     "tether.transports.http",
     "tether.transports.websocket",
+    "tether.transports.local",
     "tether.transports.abc",
     "tether.testing",
 ]

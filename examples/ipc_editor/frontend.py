@@ -45,6 +45,7 @@ __all__ = [
     "Outcome",
     "run",
     "run_actions",
+    "run_session",
 ]
 
 log = logging.getLogger(__name__)
@@ -200,12 +201,27 @@ async def run(
         dialog: Answers the backend's questions; one that says yes by default.
         outcome: Filled in as the actions go; a new one by default.
     """
-    view = view if view is not None else EditorEventsListener()
-    dialog = dialog if dialog is not None else ConfirmDialog()
     async with memory.connect_ipc(
         backend_ipc, channels=[EditorIpc], thread=thread, application_id=APPLICATION_ID
     ) as frontend_ipc:
-        frontend_ipc.add_notification_handler(view)
-        frontend_ipc.register(dialog)
-        editor = frontend_ipc.proxy(EditorIpc)  # typed as EditorIpc
-        return await run_actions(editor, view, outcome)
+        return await run_session(frontend_ipc, view=view, dialog=dialog, outcome=outcome)
+
+
+async def run_session(
+    frontend_ipc: tether.FrontendIpc,
+    *,
+    view: EditorEventsListener | None = None,
+    dialog: ConfirmDialog | None = None,
+    outcome: Outcome | None = None,
+) -> Outcome:
+    """Run the user actions over an open session, whatever its transport.
+
+    The view and the dialog are attached to the session first, so nothing the
+    backend sends is missed.
+    """
+    view = view if view is not None else EditorEventsListener()
+    dialog = dialog if dialog is not None else ConfirmDialog()
+    frontend_ipc.add_notification_handler(view)
+    frontend_ipc.register(dialog)
+    editor = frontend_ipc.proxy(EditorIpc)  # typed as EditorIpc
+    return await run_actions(editor, view, outcome)

@@ -10,7 +10,13 @@ import stat
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["SOCKET_NAME", "bind_private", "check_platform", "check_socket_path"]
+__all__ = [
+    "SOCKET_NAME",
+    "bind_private",
+    "check_platform",
+    "check_socket_path",
+    "private_directory",
+]
 
 #: The socket's name inside the private directory `serve` makes.
 SOCKET_NAME = "tether.sock"
@@ -44,7 +50,7 @@ def check_socket_path(path: object) -> str:
     return path
 
 
-def _private_directory() -> str:
+def private_directory() -> str:
     """A new directory only this user can enter, with a name nobody can guess."""
     for base in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir()):
         if not base or not os.path.isdir(base):
@@ -70,7 +76,7 @@ def bind_private(path: str | None, backlog: int) -> Iterator[tuple[socket.socket
     """
     made_directory = None
     if path is None:
-        made_directory = _private_directory()
+        made_directory = private_directory()
         path = os.path.join(made_directory, SOCKET_NAME)
         staging = None
     else:
