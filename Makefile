@@ -53,6 +53,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.websocket
 	$(BIN)/python -m bench.local
+	$(BIN)/python -m bench.ipc_vs_rpc
+	$(BIN)/python -m bench.sessions
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage

@@ -1,21 +1,21 @@
 """RPC over a MessageStream: the frontend's connection and the backend's session.
 
-The frontend's `RpcConnection` multiplexes calls by id over one stream, with a
-reader task that routes replies; cancelling a call sends `cancel`. The backend's
-`serve_rpc_session` reads calls, spawns one task per call under the call's
-context, and cancels them all when the stream closes: nothing outlives its
-session.
+The frontend's `RpcConnection` multiplexes calls by id over one stream; its
+waiting callers read the replies in turn (no reader task), and cancelling a
+call sends `cancel`. The backend's `serve_rpc_session` reads and runs calls
+with the worker tasks of `_workers.Workers`, each call under its context, and
+cancels them all when the stream closes: nothing outlives its session.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
@@ -47,7 +47,8 @@ from ._protocol import (
     encode,
 )
 from ._stream import MessageStream
-from ._util import check_positive_int, run_until_it_yields
+from ._util import check_positive_int
+from ._workers import Workers
 
 __all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
 
@@ -347,19 +348,10 @@ async def open_rpc_connection(
 # Backend
 
 
-class _Session:
-    """One frontend's connection on the backend: its calls and their scopes."""
+class _Session(Workers[PreparedCall]):
+    """One frontend's connection on the backend: its calls, run by `Workers`."""
 
-    __slots__ = (
-        "calls",
-        "dispatcher",
-        "max_in_flight",
-        "nursery",
-        "sending",
-        "session_id",
-        "spares",
-        "stream",
-    )
+    __slots__ = ("dispatcher", "session_id", "stream")
 
     def __init__(
         self,
@@ -371,17 +363,13 @@ class _Session:
     ) -> None:
         self.dispatcher = dispatcher
         self.stream = stream
-        self.nursery = nursery
         self.session_id = session_id
-        self.max_in_flight = max_in_flight
-        self.calls: dict[int, trio.CancelScope] = {}
-        self.spares: list[trio.lowlevel.Task] = []
-        self.sending = 0  # replies (and refusals) being sent
+        self.init_workers(nursery, max_in_flight)
 
-    async def send(self, message: Result | Error) -> None:
+    async def send_reply(self, reply: Result | Error) -> None:
         self.sending += 1
         try:
-            await send_reply(self.stream.send_message, message, self.stream.max_message_size)
+            await send_reply(self.stream.send_message, reply, self.stream.max_message_size)
         finally:
             self.sending -= 1
 
@@ -403,134 +391,17 @@ class _Session:
         except TetherError as exc:
             return self.dispatcher.error_reply(call.id, exc, exc.activity_id)
 
-    async def worker(self) -> None:
-        """A task of the session: it reads, or runs one call, or waits as a spare.
-
-        Exactly one worker holds the reader role. When it reads a call, it runs
-        the call itself, under the call's RequestContext: the call starts without
-        waiting for a task to be scheduled. It hands the reader role to a spare
-        worker (or a new one) only when the call yields to the scheduler; a call
-        that completes without yielding never pays for a hand-over, and the
-        worker goes on reading. Calls never wait on each other.
-
-        A worker keeps one cancel scope across the calls it runs and registers it
-        under the id of the call it is running; a `cancel` for that call, or the
-        call's deadline, cancels it. Only then does the worker open a new scope,
-        so a call that is not interrupted costs no scope of its own. The
-        registration is removed the moment the call ends, so a late `cancel`
-        cannot reach the worker's next call.
-
-        After a call, a worker goes on (reading, or waiting as a spare) only if
-        the impl left its context exactly as it found it; a worker whose impl set
-        a contextvar ends, so nothing one call does to its context reaches
-        another call.
-        """
-        clean = contextvars.copy_context()
-        role = _Role()
-        while True:
-            call: PreparedCall | None = None
-            reply: Result | Error | None = None
-            with trio.CancelScope() as scope:
-                while True:
-                    if not role.reading:
-                        if not await self.rest(clean):
-                            return
-                        role.reading = True
-                    item = await self.read_next()
-                    if item is None:
-                        return
-                    if type(item) is Error:
-                        # A refusal (malformed message, unknown interface...).
-                        await run_until_it_yields(
-                            self.send(item), self.hand_over_to_send, clean, role
-                        )
-                        continue
-                    assert type(item) is PreparedCall
-                    call = item
-                    reply = await self.run_call(call, scope, role, clean)
-                    call = None
-                    if scope.cancel_called:
-                        # Its deadline passed as the call ended: the scope is
-                        # spent; reply from outside it, then take a new one.
-                        break
-                    await run_until_it_yields(self.send(reply), self.hand_over_to_send, clean, role)
-                    reply = None
-                    if role.reading and not _same_context(clean):
-                        self.hand_over_reading(clean, role)
-                        return
-            if call is not None:
-                # The scope interrupted the call (the caller cancelled, or the
-                # deadline passed), so the call had yielded and handed over.
-                reply = self.dispatcher.interrupted(call)
-            if reply is not None:
-                await run_until_it_yields(self.send(reply), self.hand_over_to_send, clean, role)
-            if role.reading and not _same_context(clean):
-                self.hand_over_reading(clean, role)
-                return
-
-    def hand_over_if_reading(self, clean: contextvars.Context, role: _Role) -> None:
-        """Called when a worker's own work is about to yield: hand the reading on.
-
-        The reader must never wait on its own work: a call that sleeps, or a
-        reply the frontend is not reading yet, would stop this session from
-        reading cancels and new calls, and a frontend blocked on sending to it
-        would never read the replies that unblock it. So a worker runs its work
-        with `run_until_it_yields`: the first step runs here, as `await` would
-        run it, and only if it yields to the scheduler does another worker take
-        over the reading.
-        """
-        if role.reading:
-            self.hand_over_reading(clean, role)
-
-    def hand_over_to_send(self, clean: contextvars.Context, role: _Role) -> None:
-        """A reply is about to wait for the frontend to read: hand the reading on, up to a bound.
-
-        Past `max_in_flight` replies waiting, the frontend is not reading what
-        it asked for: this worker keeps the reading and waits with its reply,
-        so the session stops reading (and the frontend's sends wait in turn)
-        instead of holding a task and a reply for each message it sends.
-        """
-        if role.reading and self.sending <= self.max_in_flight:
-            self.hand_over_reading(clean, role)
-
-    def hand_over_reading(self, clean: contextvars.Context, role: _Role) -> None:
-        """Give the reader role to a spare worker, or to a new one."""
-        role.reading = False
-        if self.spares:
-            trio.lowlevel.reschedule(self.spares.pop())
-        else:
-            # Spawned from the worker's clean context, not the call's: Trio
-            # copies the current context into the new task.
-            clean.run(self.nursery.start_soon, self.worker)
-
-    async def run_call(
+    async def serve_call(
         self,
         call: PreparedCall,
         scope: trio.CancelScope,
-        role: _Role,
-        clean: contextvars.Context,
+        on_yield: Callable[..., object],
+        *args: Any,
     ) -> Result | Error:
-        self.calls[call.id] = scope
-        try:
-            return await self.dispatcher.run_in(call, scope, self.hand_over_if_reading, clean, role)
-        finally:
-            del self.calls[call.id]
+        return await self.dispatcher.run_in(call, scope, on_yield, *args)
 
-    async def rest(self, clean: contextvars.Context) -> bool:
-        """After a call: wait as a spare until given the reader role (True), or end (False)."""
-        if len(self.spares) >= _MAX_SPARES or not _same_context(clean):
-            return False
-        task = trio.lowlevel.current_task()
-        self.spares.append(task)
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            # The session is ending: the spare leaves the list and is cancelled.
-            # (Trio calls this from the cancelling task, hence `task`.)
-            self.spares.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        return True
+    def interrupted(self, call: PreparedCall) -> Error | None:
+        return self.dispatcher.interrupted(call)
 
     async def read_next(self) -> PreparedCall | Error | None:
         """Read until a call is ready to run or a refusal must be sent.
@@ -545,6 +416,7 @@ class _Session:
                 data = await stream.receive_message()
             except ConnectionClosed:
                 # The frontend is gone: nothing it started may outlive it.
+                assert self.nursery is not None
                 self.nursery.cancel_scope.cancel()
                 return None
             try:
@@ -562,31 +434,6 @@ class _Session:
                 f"a backend does not accept {type(message).__name__!r} messages on an RPC session"
             )
             return self.dispatcher.error_reply(None, unexpected, None)
-
-
-class _Role:
-    """Whether a worker holds the session's reader role."""
-
-    __slots__ = ("reading",)
-
-    def __init__(self) -> None:
-        self.reading = True
-
-
-_MISSING = object()
-#: Idle workers a session keeps for its next calls.
-_MAX_SPARES = 32
-
-
-def _same_context(clean: contextvars.Context) -> bool:
-    """Whether the current task's context holds exactly what `clean` holds."""
-    now = contextvars.copy_context()
-    if len(now) != len(clean):
-        return False
-    for var, value in clean.items():  # noqa: SIM110 - not all(...): it runs once per call
-        if now.get(var, _MISSING) is not value:
-            return False
-    return True
 
 
 async def serve_rpc_session(
@@ -624,7 +471,7 @@ async def _serve_rpc_session(
             return
         async with trio.open_nursery() as nursery:
             session = _Session(dispatcher, stream, nursery, session_id, max_in_flight)
-            nursery.start_soon(session.worker)
+            session.start_reading()
     finally:
         await stream.aclose()
 

@@ -6,12 +6,22 @@ serves and await the reply, `notify` the other side one-way, and `cancel` an
 invoke it made. A message carries no context but an optional ActivityId: the
 session is the context.
 
-Tasks. A session owns three kinds of task in its nursery: the reader (routes
-replies, starts one task per incoming invoke, queues incoming notifications), a
-delivery task (runs notification listeners one at a time, in order), and a
-writer (sends queued outgoing messages in order). When the session ends every
-task it started is cancelled and awaited, waiting callers on both sides fail
-with `ConnectionClosed`, and handlers and listeners get the close reason.
+Reading and running invokes. The incoming side is the same engine as an RPC
+backend session's (`_workers.Workers`): one task at a time holds the reader
+role. A worker that reads an invoke runs its first step itself, on a reused
+cancel scope, and hands the reading to a spare worker only if the method
+yields. A caller waiting for its reply takes the role when it is vacant and
+reads its own reply (a worker that woke a caller with its reply leaves it the
+role); it hands replies for other callers to them, and an invoke from the
+other side, with the role, to a worker. So a sequential same-loop invoke costs
+two scheduler batches, as an RPC call does.
+
+Tasks. Besides those workers, a session owns a delivery task (runs
+notification listeners one at a time, in order: `_ipc_inbox`) and a writer
+(sends queued outgoing messages in order: `_ipc_outbox`). When the session
+ends every task it started is cancelled and awaited, waiting callers on both
+sides fail with `ConnectionClosed`, and handlers and listeners get the close
+reason.
 
 Back-pressure. A backend's notifications wait in a per-session queue that the
 writer drains; sending one returns at once while the queue has room. When
@@ -21,7 +31,7 @@ for room; if none opens within `slow_frontend_timeout` the frontend has
 stopped reading, and the session is closed with the reason "frontend too
 slow". So backend memory stays bounded, a burst from a fast producer to a
 healthy frontend is only slowed down, and a stuck frontend is dropped. On the
-receiving side, listeners that fall behind stop the reader once
+receiving side, listeners that fall behind stop the reading once
 `max_pending_notifications` or `max_pending_bytes` are waiting, which is how a
 slow listener becomes a slow frontend. Either bound costs an integer add and
 compare per message. When the session ends, both queues are emptied at once.
@@ -30,22 +40,21 @@ compare per message. When the session ends, both queues are emptied at once.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from .. import contexts
 from ..contexts import RequestContext, new_activity_id
-from ._channels import IpcInterface, NotificationHandler, channel_operations
+from ._channels import NotificationHandler
 from ._client import error_for_reply
 from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
 from ._dispatch import (
+    PreparedCall,
     access_clock,
     access_log,
     encode_reply,
@@ -62,11 +71,13 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
-from ._interfaces import Operation
+from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
+from ._ipc_outbox import Outbox
 from ._limits import encode_arguments
 from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
 from ._stream import MessageStream
-from ._util import timeout_ms_left
+from ._util import run_until_it_yields, timeout_ms_left
+from ._workers import VACATE, Vacate, Workers
 
 __all__ = [
     "DEFAULT_MAX_PENDING_BYTES",
@@ -82,14 +93,9 @@ if TYPE_CHECKING:
     from ._ipc_backend import IpcSession
 
 
-#: A raw listener: called with the method name and the (JSON) arguments.
-Listener = Callable[..., Awaitable[None] | None]
-
 _log = logging.getLogger("tether.ipc")
 #: Default bound of notifications waiting, per session and direction.
 DEFAULT_MAX_PENDING_NOTIFICATIONS = 1024
-#: Default bound of the encoded bytes of those notifications (1 MiB).
-DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 #: Default time a full notification queue may stay full before the session is
 #: closed as "frontend too slow".
 DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
@@ -98,36 +104,7 @@ DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
 DRAIN_GRACE = 5.0
 
 
-class Served:
-    """A channel one side serves: its declaration, its method table and the handler."""
-
-    __slots__ = ("channel", "instance", "operations", "owned")
-
-    def __init__(self, channel: type[IpcInterface], instance: Any, *, owned: bool) -> None:
-        self.channel = channel
-        self.instance = instance
-        self.operations = channel_operations(channel)
-        self.owned = owned  # made for this session: told when it ends
-
-
-class _Queued:
-    """An outgoing message waiting for the writer."""
-
-    __slots__ = ("data", "error", "notification", "sent")
-
-    def __init__(self, data: bytes, sent: trio.Event | None, *, notification: bool) -> None:
-        self.data = data
-        self.sent = sent  # set when written, for a sender that waits
-        self.notification = notification
-        self.error: TetherError | None = None
-
-    def done(self, error: TetherError | None = None) -> None:
-        self.error = error
-        if self.sent is not None:
-            self.sent.set()
-
-
-class Peer:
+class Peer(Inbox, Outbox, Workers[PreparedCall]):
     """One end of an IPC session; the same engine on the frontend and the backend."""
 
     def __init__(
@@ -163,26 +140,18 @@ class Peer:
         self.session: IpcSession | None = None
         self.token = trio.lowlevel.current_trio_token()
         self.pending: dict[int, _Pending] = {}
-        self.calls: dict[int, trio.CancelScope] = {}
-        self.replying = 0  # invokes served whose reply is being sent
+        # Invokes from the other side are read and run by `Workers`; their
+        # replies being sent (`sending`) count against `max_in_flight`.
+        self.init_workers(None, max_in_flight)
+        # The stream's end was read (or the session ended): nobody reads again.
+        self.reading_over = False
         self.closed_reason: str | None = None
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
         self.closed = trio.Event()
         self.ids = itertools.count(1)
-        self.outbox: deque[_Queued] = deque()
-        self.queued_notifications = 0
-        self.queued_bytes = 0  # of the queued notifications
-        self.writing = False
-        self.writer_lot = trio.lowlevel.ParkingLot()
-        self.room_lot = trio.lowlevel.ParkingLot()  # senders waiting for queue room
-        # Notifications received, waiting for the delivery task, with their sizes.
-        self.inbox: deque[tuple[Notify, int]] = deque()
-        self.inbox_bytes = 0
-        self.inbox_closed = False
-        self.deliver_lot = trio.lowlevel.ParkingLot()  # the delivery task, inbox empty
-        self.reader_lot = trio.lowlevel.ParkingLot()  # the reader, inbox full
-        self.nursery: trio.Nursery | None = None  # invokes and session tasks
+        self.init_outbox()
+        self.init_inbox()
         self.scope: trio.CancelScope | None = None  # the whole session
 
     # -- life cycle ------------------------------------------------------------
@@ -196,19 +165,23 @@ class Peer:
                     self.scope.cancel()
                 async with trio.open_nursery() as session:
                     session.start_soon(self._deliver_loop)
-                    async with trio.open_nursery() as nursery:
-                        self.nursery = nursery
-                        nursery.start_soon(self._write_loop)
-                        task_status.started()
-                        await self._read_loop()
-                        # The other side is gone: stop the invokes and tasks
-                        # it started; notifications that already arrived are
-                        # still delivered, in order.
-                        nursery.cancel_scope.cancel()
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            # Invokes, the workers that read and run them, and
+                            # session tasks. When reading ends (the other side
+                            # is gone), `read_next` cancels it: notifications
+                            # that already arrived are still delivered, in order.
+                            self.nursery = nursery
+                            nursery.start_soon(self._write_loop)
+                            self.start_reading()
+                            task_status.started()
+                    finally:
+                        self.reading_over = True  # no worker can start now
                     self.inbox_closed = True
                     self.deliver_lot.unpark_all()
                     session.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE
         finally:
+            self.reading_over = True
             self._mark_closed(f"the {self.side} left the session")
             # Whatever is still queued either way is dropped now, not when the
             # last reference to this session goes (a handler may keep one).
@@ -256,6 +229,7 @@ class Peer:
         self.queued_bytes = 0
         self.room_lot.unpark_all()
         self.reader_lot.unpark_all()
+        self.delivered_lot.unpark_all()
 
     def _call_on_close(self, reason: str) -> None:
         # Handlers made for this session (a shared one serves on, and is not told).
@@ -298,7 +272,20 @@ class Peer:
 
     # -- reading ---------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    async def read_next(self, own: _Pending | None = None) -> PreparedCall | Error | Vacate | None:
+        """Read until an invoke is ready to run; route replies, notifications and cancels.
+
+        A worker reads with `own` None, a caller waiting for its reply with its
+        `_Pending`. Refusals are queued here without waiting (`_refuse`), so
+        this never returns an `error` to send.
+
+        Returns:
+            An invoke to run; or `VACATE`: for a caller, its reply came; for a
+            worker, it woke a caller with its reply, which will take the reading
+            over when it calls again (the worker rests); or None when reading
+            ends (the other side left, or the session was closed): then the
+            invokes and tasks the session started are cancelled.
+        """
         stream = self.stream
         while True:
             try:
@@ -307,7 +294,7 @@ class Peer:
                 self._mark_closed(
                     exc.reason or f"the {self.other} closed the session", exc.close_code
                 )
-                return
+                break
             try:
                 message = decode(data)
             except InvalidRequest as exc:
@@ -324,26 +311,34 @@ class Peer:
                     continue
                 waiter = self.pending.get(reply.id)
                 if waiter is not None and waiter.reply is None:
+                    waiter.reply = reply
+                    if waiter is own:
+                        return VACATE  # and `_read_for` waits for the notifications
                     if self.inbox:
                         # The notifications that came first run before the caller
                         # resumes (a stream need not yield between messages).
-                        await trio.lowlevel.checkpoint()
-                    if waiter.reply is None:
-                        waiter.reply = reply
+                        # Not cancellable: the reply is read, and must reach it.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    if waiter.parked:
                         waiter.wake()
+                        if own is None:
+                            return VACATE
             elif kind is Invoke:
-                self._start(cast(Invoke, message))
+                call = self._prepare(cast(Invoke, message))
+                if call is not None:
+                    return call
             elif kind is Notify:
                 size = len(data)
                 self.inbox.append((cast(Notify, message), size))
                 self.inbox_bytes += size
+                self.notes_read += 1
                 if self.deliver_lot:
                     self.deliver_lot.unpark()
                 if (
                     len(self.inbox) >= self.max_pending_notifications
                     or self.inbox_bytes >= self.max_pending_bytes
                 ) and not await self._wait_for_listeners():
-                    return
+                    break
             elif kind is Cancel:
                 scope = self.calls.get(cast(Cancel, message).id)
                 if scope is not None:
@@ -356,47 +351,10 @@ class Peer:
                     ),
                     None,
                 )
-
-    async def _wait_for_listeners(self) -> bool:
-        """The listeners are a bound behind (count or bytes): stop reading for a while.
-
-        Not reading is how back-pressure reaches the other side. But a reply
-        may be behind the notifications, and a listener (or anyone) waiting for
-        it would wait forever: so while a call of ours awaits its reply, the
-        reader goes on, holding up to `_overdraft(bound)` more notifications
-        (and bytes). Listeners that make no room for `slow_frontend_timeout`
-        are stuck: the session is closed.
-
-        Returns:
-            False when the session was closed.
-        """
-        bound = self.max_pending_notifications
-        hard_bound = bound + _overdraft(bound)
-        byte_bound = self.max_pending_bytes
-        hard_byte_bound = byte_bound + max(byte_bound, DEFAULT_MAX_PENDING_BYTES)
-        inbox = self.inbox
-        with trio.move_on_after(self.slow_frontend_timeout):
-            while (
-                len(inbox) >= bound or self.inbox_bytes >= byte_bound
-            ) and self.closed_reason is None:
-                if self.pending and len(inbox) < hard_bound and self.inbox_bytes < hard_byte_bound:
-                    return True
-                await self.reader_lot.park()
-                # Woken by room in the inbox, or by a call that now awaits a reply.
-        if self.closed_reason is not None:
-            return False
-        if len(inbox) < bound and self.inbox_bytes < byte_bound:
-            return True
-        reason = f"{self.side} too slow"
-        _log.warning(
-            "closing IPC session %s: %s (its listeners have %d notifications, %d bytes, waiting)",
-            self.session_id,
-            reason,
-            len(inbox),
-            self.inbox_bytes,
-        )
-        self.close(reason)
-        return False
+        self.reading_over = True
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
+        return None
 
     def _refuse(self, call_id: int | None, exc: TetherError, activity_id: str | None) -> None:
         """Answer a message that cannot be served, without waiting (the reader calls it)."""
@@ -408,7 +366,8 @@ class Peer:
 
     # -- serving invokes ---------------------------------------------------------
 
-    def _start(self, invoke: Invoke) -> None:
+    def _prepare(self, invoke: Invoke) -> PreparedCall | None:
+        """Check an invoke; return it ready to run, or refuse it (None)."""
         activity_id = invoke.activity_id or new_activity_id()
         try:
             served = self.served.get(invoke.channel)
@@ -431,7 +390,7 @@ class Peer:
                 raise InvalidRequest(f"invoke id {invoke.id} is already in flight")
             # A reply waiting for the other side to read counts: one that reads
             # nothing cannot make the session hold a task and a reply per invoke.
-            if len(self.calls) + self.replying >= self.max_in_flight:
+            if len(self.calls) + self.sending >= self.max_in_flight:
                 raise Unavailable(
                     f"this session already has {self.max_in_flight} invokes in flight: wait "
                     "for some to finish",
@@ -441,7 +400,7 @@ class Peer:
             args = op.decode_args(invoke.args)
         except TetherError as exc:
             self._refuse(invoke.id, exc, activity_id)
-            return
+            return None
         deadline = None
         if invoke.timeout_ms is not None:
             deadline = trio.current_time() + invoke.timeout_ms / 1000
@@ -453,261 +412,58 @@ class Peer:
             deadline=deadline,
             operation=op.qualname,
         )
-        scope = trio.CancelScope(deadline=math.inf if deadline is None else deadline)
-        self.calls[invoke.id] = scope
-        handler = getattr(served.instance, op.name)
-        assert self.nursery is not None
-        # Set before spawning: Trio copies the context into the new task.
-        with contexts.using(context):
-            self.nursery.start_soon(self._serve, invoke.id, op, handler, args, context, scope)
+        return PreparedCall(invoke.id, op, getattr(served.instance, op.name), args, context)
 
-    async def _serve(
+    async def serve_call(
         self,
-        call_id: int,
-        op: Operation,
-        handler: Callable[..., Awaitable[Any]],
-        args: list[Any],
-        context: RequestContext,
+        call: PreparedCall,
         scope: trio.CancelScope,
-    ) -> None:
-        started = access_clock()
-        reply: Result | Error | None = None
+        on_yield: Callable[..., object],
+        *args: Any,
+    ) -> Result | Error:
+        deadline = call.context.deadline
+        if deadline is not None:
+            scope.deadline = deadline
         try:
-            with scope:
-                try:
-                    value = await handler(*args)
-                    reply = Result(call_id, op.encode_result(value))
-                except BaseException as raised:
-                    # Once the session is closed, its end is the news, not this.
-                    reply = failure_reply(
-                        call_id,
-                        raised,
-                        context,
-                        development_mode=self.development_mode,
-                        log_internal=self.closed_reason is None,
-                    )
-                    if reply is None:
-                        raise  # trio.Cancelled, KeyboardInterrupt: not the handler's answer
+            with contexts.using(call.context):
+                return await run_until_it_yields(self._serve(call), on_yield, *args)
         finally:
-            del self.calls[call_id]
-        if reply is None:
-            # The scope stopped it: the caller cancelled, or the deadline passed.
-            reply = interrupted_reply(call_id, context, started)
-        elif started:
-            access_log(context, reply.error.code if type(reply) is Error else "ok", started)
-        if reply is not None:
-            self.replying += 1
-            try:
-                await self._reply(reply)
-            finally:
-                self.replying -= 1
+            # The scope serves the worker's next invoke: without this deadline.
+            if deadline is not None and not scope.cancel_called:
+                scope.deadline = math.inf
 
-    async def _reply(self, reply: Result | Error) -> None:
-        await send_reply(self.send, reply, self.stream.max_message_size)
-
-    # -- delivering notifications -----------------------------------------------
-
-    async def _deliver_loop(self) -> None:
-        inbox = self.inbox
-        while True:
-            while not inbox:
-                if self.inbox_closed:
-                    return
-                await self.deliver_lot.park()
-            notify, size = inbox.popleft()
-            self.inbox_bytes -= size
-            if self.reader_lot:
-                self.reader_lot.unpark()
-            await self._deliver(notify)
-
-    async def _deliver(self, notify: Notify) -> None:
-        context = RequestContext(
-            activity_id=notify.activity_id or new_activity_id(),
-            session_id=self.session_id,
-            application_id=self.application_id,
-            application_version=self.application_version,
-            operation=f"{notify.channel}.{notify.method}",
-        )
-        with contexts.using(context):
-            handled = False
-            served = self.served.get(notify.channel)
-            if served is not None:
-                op = served.operations.get(notify.method)
-                if op is not None:
-                    # A one-way message to a served channel: run the method, drop its result.
-                    handled = True
-                    await self._run_listener(
-                        op, getattr(served.instance, op.name), notify.args, context
-                    )
-            for handler in tuple(self.notification_handlers.get(notify.channel, ())):
-                op = channel_operations(type(handler)).get(notify.method)
-                if op is None:
-                    _log.warning(
-                        "%s has no notification %r; ignored",
-                        type(handler).__qualname__,
-                        notify.method,
-                    )
-                    continue
-                handled = True
-                await self._run_listener(op, getattr(handler, op.name), notify.args, context)
-            for listener in tuple(self.listeners.get(notify.channel, ())):
-                handled = True
-                await self._run_listener(None, listener, [notify.method, *notify.args], context)
-            if not handled:
-                _log.debug("no listener for %s.%s", notify.channel, notify.method)
-
-    async def _run_listener(
-        self,
-        op: Operation | None,
-        listener: Callable[..., Any],
-        args: list[Any],
-        context: RequestContext,
-    ) -> None:
-        if op is not None:
-            try:
-                args = op.decode_args(args)
-            except TetherError as exc:
-                # The sender's mistake, not the listener's failure: a line, no traceback.
-                _log.warning(
-                    "dropped %s from the %s (activity %s): %s",
-                    context.operation,
-                    self.other,
-                    context.activity_id,
-                    exc.message,
-                )
-                return
+    async def _serve(self, call: PreparedCall) -> Result | Error:
+        started = call.started = access_clock()
+        reply: Result | Error
         try:
-            result = listener(*args)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            # A listener's failure is its own: the session and the other
-            # listeners go on. The record carries the sender's ActivityId.
-            _log.exception(
-                "listener %s for %s raised (activity %s)",
-                getattr(listener, "__qualname__", repr(listener)),
-                context.operation,
-                context.activity_id,
+            value = await call.handler(*call.args)
+            reply = Result(call.id, call.operation.encode_result(value))
+        except BaseException as raised:
+            # Once the session is closed, its end is the news, not this.
+            failed = failure_reply(
+                call.id,
+                raised,
+                call.context,
+                development_mode=self.development_mode,
+                log_internal=self.closed_reason is None,
             )
+            if failed is None:
+                raise  # trio.Cancelled, KeyboardInterrupt: not the handler's answer
+            reply = failed
+        if started:
+            access_log(call.context, reply.error.code if type(reply) is Error else "ok", started)
+        return reply
 
-    # -- writing ---------------------------------------------------------------
+    def interrupted(self, call: PreparedCall) -> Error | None:
+        # The scope stopped it: the caller cancelled, or the deadline passed.
+        return interrupted_reply(call.id, call.context, call.started)
 
-    def _queue_full(self, size: int) -> bool:
-        """No room for a notification of `size` bytes (one goes in alone, whatever its size)."""
-        return self.queued_notifications >= self.max_pending_notifications or (
-            self.queued_bytes + size > self.max_pending_bytes and self.queued_notifications > 0
-        )
-
-    async def _queue_notification(self, data: bytes) -> None:
-        """Queue a notification for the writer; wait (boundedly) while the queue is full."""
-        size = len(data)
-        queued = self.queued_notifications
-        # `_queue_full`, inline: this runs for every notification.
-        if queued >= self.max_pending_notifications or (
-            queued and self.queued_bytes + size > self.max_pending_bytes
-        ):
-            with trio.move_on_after(self.slow_frontend_timeout):
-                while self._queue_full(size) and self.closed_reason is None:
-                    await self.room_lot.park()
-            if self.closed_reason is not None or self._queue_full(size):
-                if self.closed_reason is None:
-                    reason = f"{self.other} too slow"
-                    _log.warning(
-                        "closing IPC session %s: %s (%d notifications, %d bytes, waited %.1fs "
-                        "for it)",
-                        self.session_id,
-                        reason,
-                        self.queued_notifications,
-                        self.queued_bytes,
-                        self.slow_frontend_timeout,
-                    )
-                    self.close(reason)
-                raise self.closed_error(None)
-        self._post(data, notification=True)
-
-    def _post(self, data: bytes, *, notification: bool) -> None:
-        """Queue a message for the writer without waiting (notifications, refusals)."""
-        if self.closed_reason is not None:
-            raise self.closed_error(None)
-        if notification:
-            self.queued_notifications += 1
-            self.queued_bytes += len(data)
-        elif len(self.outbox) >= self.max_pending_notifications + self.max_in_flight:
-            # Refusals pile up only when the other side sends and never reads.
-            self.close(f"{self.other} too slow")
-            raise self.closed_error(None)
-        self.outbox.append(_Queued(data, None, notification=notification))
-        self.writer_lot.unpark_all()
-
-    async def send(self, data: bytes) -> None:
-        """Send one message in order with everything queued before it; waits for room.
-
-        Raises:
-            ConnectionClosed: the session is closed.
-            PayloadTooLarge: over the stream's limit; nothing was sent.
-        """
-        if self.closed_reason is not None:
-            raise self.closed_error(None)
-        if len(data) > self.stream.max_message_size:
-            raise PayloadTooLarge(
-                f"message of {len(data)} bytes is over the session's limit of "
-                f"{self.stream.max_message_size}"
-            )
-        if not self.outbox and not self.writing:
-            # Nothing queued ahead of it: send it from here, no task switch.
-            self.writing = True
-            try:
-                await self.stream.send_message(data)
-            except ConnectionClosed as exc:
-                self._mark_closed(
-                    exc.reason or f"the {self.other} closed the session", exc.close_code
-                )
-                raise self.closed_error(None) from None
-            finally:
-                self.writing = False
-                if self.outbox:
-                    self.writer_lot.unpark_all()
-            return
-        item = _Queued(data, trio.Event(), notification=False)
-        self.outbox.append(item)
-        self.writer_lot.unpark_all()
-        assert item.sent is not None
-        await item.sent.wait()
-        if item.error is not None:
-            raise item.error
-
-    async def _write_loop(self) -> None:
-        outbox = self.outbox
-        while True:
-            while not outbox or self.writing:
-                await self.writer_lot.park()
-            item = outbox.popleft()
-            if item.notification:
-                self.queued_notifications -= 1
-                self.queued_bytes -= len(item.data)
-                if self.room_lot:
-                    self.room_lot.unpark()
-            self.writing = True
-            try:
-                await self.stream.send_message(item.data)
-            except ConnectionClosed as exc:
-                self._mark_closed(
-                    exc.reason or f"the {self.other} closed the session", exc.close_code
-                )
-                item.done(self.closed_error(None))
-                return
-            except PayloadTooLarge as exc:
-                _log.error("dropping an outgoing message: %s", exc)
-                item.done(exc)
-                continue
-            except BaseException:
-                # Cancelled mid-send (the session is ending): whoever waits for
-                # this message must hear so, as for the messages still queued.
-                item.done(self.closed_error(None))
-                raise
-            finally:
-                self.writing = False
-            item.done()
+    async def send_reply(self, reply: Result | Error) -> None:
+        self.sending += 1
+        try:
+            await send_reply(self.send, reply, self.stream.max_message_size)
+        finally:
+            self.sending -= 1
 
     # -- calling the other side ------------------------------------------------
 
@@ -743,8 +499,16 @@ class Peer:
         try:
             await self.send(data)
             while pending.reply is None:
-                pending.parked = True
-                await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+                if self.vacant and not self.handed and self.closed_reason is None:
+                    await self._read_for(pending)
+                else:
+                    pending.parked = True
+                    await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+            if self.vacant:
+                # It read its reply, or the reader that woke it left it the
+                # reading: someone must take it, unless this task comes back
+                # for it first (a caller's next invoke).
+                self._wake_reader()
         except trio.Cancelled:
             if self.closed_reason is None and pending.reply is None:
                 await self._send_cancel(call_id)
@@ -763,6 +527,60 @@ class Peer:
             raise self.closed_error(activity_id)
         assert type(reply) is Error
         raise await error_for_reply(reply.error, activity_id)
+
+    async def _read_for(self, pending: _Pending) -> None:
+        """Take the vacant reader role: read until `pending`'s reply comes, then leave it.
+
+        The reply reaches this task without a reader task waking it (two
+        scheduler batches per invoke, not three). Replies for other callers
+        are handed to them; an invoke from the other side is handed, with the
+        role, to a worker, which runs it; this caller then waits as before.
+        """
+        self.vacant = False
+        try:
+            while pending.reply is None:
+                item = await self.read_next(pending)
+                if item is None or item is VACATE:
+                    break
+                if type(item) is PreparedCall:
+                    self.handed.append(item)
+                    self.vacant = True
+                    self._wake_reader()
+                    return
+        except BaseException:
+            # Cancelled while reading: the role goes on now, before any cancel is sent.
+            self.vacant = True
+            self._wake_reader()
+            raise
+        self.vacant = True
+        if self.notes_begun < self.notes_read and pending.reply is not None:
+            # Notifications read before the reply reach their listeners
+            # before the invoke returns, as when a reader task woke it.
+            self._wake_reader()
+            await self._wait_for_delivery(self.notes_read)
+
+    def _wake_reader(self) -> None:
+        """Wake a task to take the vacant reader role: a waiting caller, or a worker.
+
+        A closed session is still read to the stream's end (what the other
+        side sent before closing is delivered), by a worker.
+        """
+        if self.reading_over:
+            return
+        if not self.handed and self.closed_reason is None and len(self.pending) > 1:
+            for waiter in self.pending.values():
+                if waiter.parked and waiter.reply is None:
+                    waiter.wake()
+                    return
+        if self.spares:
+            trio.lowlevel.reschedule(self.spares.pop())
+            return
+        try:
+            self.wake_worker()
+        except RuntimeError:
+            # The nursery closed (the session is being torn down, and its
+            # run has not got to say so yet): nothing is read any more.
+            self.reading_over = True
 
     async def _send_cancel(self, call_id: int) -> None:
         # Shielded so our own cancellation does not stop the message, bounded
@@ -793,8 +611,3 @@ class Peer:
             await self._queue_notification(data)
         else:
             await self.send(data)
-
-
-def _overdraft(bound: int) -> int:
-    """Notifications a reader may hold past its bound while a call awaits its reply."""
-    return max(bound, 1024)

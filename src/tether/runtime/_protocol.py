@@ -261,31 +261,35 @@ def error_info_to_json(info: ErrorInfo) -> dict[str, Any]:
     }
 
 
+def _encode_invoke(m: Invoke) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "t": "invoke",
+        "id": m.id,
+        "channel": m.channel,
+        "method": m.method,
+        "args": m.args,
+    }
+    if m.activity_id is not None:
+        obj["activity_id"] = m.activity_id
+    if m.timeout_ms is not None:
+        obj["timeout_ms"] = m.timeout_ms
+    return obj
+
+
+def _encode_notify(m: Notify) -> dict[str, Any]:
+    obj: dict[str, Any] = {"t": "notify", "channel": m.channel, "method": m.method, "args": m.args}
+    if m.activity_id is not None:
+        obj["activity_id"] = m.activity_id
+    return obj
+
+
 _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Call: _encode_call,
-    Invoke: lambda m: _drop_none(
-        {
-            "t": "invoke",
-            "id": m.id,
-            "channel": m.channel,
-            "method": m.method,
-            "args": m.args,
-            "activity_id": m.activity_id,
-            "timeout_ms": m.timeout_ms,
-        }
-    ),
+    Invoke: _encode_invoke,
     Result: lambda m: {"t": "result", "id": m.id, "value": m.value},
     Error: lambda m: {"t": "error", "id": m.id, "error": error_info_to_json(m.error)},
     Cancel: lambda m: {"t": "cancel", "id": m.id},
-    Notify: lambda m: _drop_none(
-        {
-            "t": "notify",
-            "channel": m.channel,
-            "method": m.method,
-            "args": m.args,
-            "activity_id": m.activity_id,
-        }
-    ),
+    Notify: _encode_notify,
     Hello: _encode_hello,
     Welcome: lambda m: {
         "t": "welcome",
@@ -429,6 +433,49 @@ def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
     return None
 
 
+def _is_label_or_none(value: Any) -> bool:
+    return value is None or (
+        type(value) is str and len(value) <= MAX_LABEL_LENGTH and value.isprintable()
+    )
+
+
+def _decode_invoke_fast(obj: dict[str, Any]) -> Invoke | None:
+    # As `_decode_call_fast`: the well-formed case only; None sends it through
+    # the checked decoder.
+    id_ = obj.get("id")
+    channel = obj.get("channel")
+    method = obj.get("method")
+    args = obj.get("args")
+    activity_id = obj.get("activity_id")
+    timeout = obj.get("timeout_ms")
+    if (
+        type(id_) is int
+        and id_ >= 0
+        and type(channel) is str
+        and type(method) is str
+        and type(args) is list
+        and (timeout is None or (type(timeout) is int and timeout >= 0))
+        and _is_label_or_none(activity_id)
+    ):
+        return Invoke(id_, channel, method, args, activity_id, timeout)
+    return None
+
+
+def _decode_notify_fast(obj: dict[str, Any]) -> Notify | None:
+    channel = obj.get("channel")
+    method = obj.get("method")
+    args = obj.get("args")
+    activity_id = obj.get("activity_id")
+    if (
+        type(channel) is str
+        and type(method) is str
+        and type(args) is list
+        and _is_label_or_none(activity_id)
+    ):
+        return Notify(channel, method, args, activity_id)
+    return None
+
+
 def _decode_call(f: _Fields) -> Call:
     f.with_id()
     ctx = f.sub("ctx", optional=True)
@@ -561,8 +608,9 @@ def decode(data: bytes | bytearray | memoryview | str) -> Message:
     if type(obj) is not dict:
         raise InvalidRequest(f"a message must be a JSON object, got {type(obj).__name__}")
     tag = obj.get("t")
-    # Fast paths for the two messages of every call; anything odd falls through
-    # to the checked decoders, which name the field that is wrong.
+    # Fast paths for the messages of every call, invoke and notification;
+    # anything odd falls through to the checked decoders, which name the field
+    # that is wrong.
     if tag == "result":
         id_ = obj.get("id")
         if type(id_) is int and id_ >= 0 and "value" in obj:
@@ -571,6 +619,14 @@ def decode(data: bytes | bytearray | memoryview | str) -> Message:
         call = _decode_call_fast(obj)
         if call is not None:
             return call
+    elif tag == "invoke":
+        invoke = _decode_invoke_fast(obj)
+        if invoke is not None:
+            return invoke
+    elif tag == "notify":
+        notify = _decode_notify_fast(obj)
+        if notify is not None:
+            return notify
     decoder = _DECODERS.get(tag) if type(tag) is str else None
     if decoder is None or type(tag) is not str:
         details: dict[str, Any] = {"field": "t"}
