@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import trio
 
@@ -26,7 +26,7 @@ from ...runtime._util import check_positive_int, check_seconds
 from ._paths import check_platform, check_socket_path
 from ._socket import DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME, SocketStream
 
-__all__ = ["connect", "connect_ipc", "open_stream"]
+__all__ = ["connect", "connect_ipc", "ipc_session", "open_stream", "rpc_session"]
 
 #: Seconds between tries while the server's backlog is full.
 _BACKLOG_RETRY = 0.01
@@ -146,21 +146,15 @@ async def connect(
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
     """
-    options = ClientOptions(
+    async with rpc_session(
+        open_stream(path, max_message_size=max_message_size, connect_timeout=connect_timeout),
+        interfaces=interfaces,
         application_id=application_id,
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
-    )
-    check_positive_int("max_in_flight", max_in_flight)
-    async with (
-        open_stream(
-            path, max_message_size=max_message_size, connect_timeout=connect_timeout
-        ) as stream,
-        open_rpc_connection(
-            stream, interfaces=interfaces, options=options, max_in_flight=max_in_flight
-        ) as connection,
-    ):
+        max_in_flight=max_in_flight,
+    ) as connection:
         yield connection
 
 
@@ -211,10 +205,62 @@ async def connect_ipc(
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
     """
+    async with ipc_session(
+        open_stream(path, max_message_size=max_message_size, connect_timeout=connect_timeout),
+        channels=channels,
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        max_pending_notifications=max_pending_notifications,
+        max_pending_bytes=max_pending_bytes,
+        slow_listener_timeout=slow_listener_timeout,
+    ) as frontend:
+        yield frontend
+
+
+@asynccontextmanager
+async def rpc_session(
+    streams: AbstractAsyncContextManager[SocketStream],
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None,
+    application_version: str | None,
+    authorization: str | None,
+    session_id: str | None,
+    max_in_flight: int,
+) -> AsyncIterator[RpcConnection]:
+    """An RPC connection over the stream `streams` opens (`connect`, and `spawn`'s)."""
+    options = ClientOptions(
+        application_id=application_id,
+        application_version=application_version,
+        authorization=authorization,
+        session_id=session_id,
+    )
+    check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (
-        open_stream(
-            path, max_message_size=max_message_size, connect_timeout=connect_timeout
-        ) as stream,
+        streams as stream,
+        open_rpc_connection(
+            stream, interfaces=interfaces, options=options, max_in_flight=max_in_flight
+        ) as connection,
+    ):
+        yield connection
+
+
+@asynccontextmanager
+async def ipc_session(
+    streams: AbstractAsyncContextManager[SocketStream],
+    *,
+    channels: Iterable[type[IpcInterface]],
+    application_id: str | None,
+    application_version: str | None,
+    authorization: str | None,
+    max_pending_notifications: int,
+    max_pending_bytes: int,
+    slow_listener_timeout: float,
+) -> AsyncIterator[FrontendIpc]:
+    """An IPC session over the stream `streams` opens (`connect_ipc`, and `spawn`'s)."""
+    async with (
+        streams as stream,
         open_ipc_connection(
             stream,
             channels=channels,

@@ -19,17 +19,14 @@ from ...runtime import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
-    ClientOptions,
     ConnectError,
     FrontendIpc,
     IpcInterface,
     RpcConnection,
     RpcInterface,
-    open_ipc_connection,
-    open_rpc_connection,
 )
-from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
-from ._client import open_stream
+from ...runtime._util import check_seconds, open_service_nursery
+from ._client import ipc_session, open_stream, rpc_session
 from ._lifeline import (
     LIFELINE_ENV,
     MAX_LINE,
@@ -202,19 +199,15 @@ class PairedBackend:
             IncompatibleVersion: an interface's version is incompatible.
             NotFound: the backend does not serve one of `interfaces`.
         """
-        options = ClientOptions(
+        async with rpc_session(
+            self._stream(max_message_size, connect_timeout),
+            interfaces=interfaces,
             application_id=application_id,
             application_version=application_version,
             authorization=authorization,
             session_id=session_id,
-        )
-        check_positive_int("max_in_flight", max_in_flight)
-        async with (
-            self._stream(max_message_size, connect_timeout) as stream,
-            open_rpc_connection(
-                stream, interfaces=interfaces, options=options, max_in_flight=max_in_flight
-            ) as connection,
-        ):
+            max_in_flight=max_in_flight,
+        ) as connection:
             yield connection
 
     @asynccontextmanager
@@ -245,19 +238,16 @@ class PairedBackend:
             NotFound: the backend does not serve one of `channels`.
             IncompatibleVersion: a channel's version is incompatible.
         """
-        async with (
-            self._stream(max_message_size, connect_timeout) as stream,
-            open_ipc_connection(
-                stream,
-                channels=channels,
-                application_id=application_id,
-                application_version=application_version,
-                authorization=authorization,
-                max_pending_notifications=max_pending_notifications,
-                max_pending_bytes=max_pending_bytes,
-                slow_listener_timeout=slow_listener_timeout,
-            ) as frontend,
-        ):
+        async with ipc_session(
+            self._stream(max_message_size, connect_timeout),
+            channels=channels,
+            application_id=application_id,
+            application_version=application_version,
+            authorization=authorization,
+            max_pending_notifications=max_pending_notifications,
+            max_pending_bytes=max_pending_bytes,
+            slow_listener_timeout=slow_listener_timeout,
+        ) as frontend:
             yield frontend
 
     # -- the tasks that watch the process ---------------------------------------
