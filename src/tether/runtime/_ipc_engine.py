@@ -71,6 +71,7 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
+from ._ipc_handover import Handover
 from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
 from ._ipc_outbox import Outbox
 from ._limits import encode_arguments
@@ -104,7 +105,7 @@ DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
 DRAIN_GRACE = 5.0
 
 
-class Peer(Inbox, Outbox, Workers[PreparedCall]):
+class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
     """One end of an IPC session; the same engine on the frontend and the backend."""
 
     def __init__(
@@ -145,6 +146,7 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
         self.init_workers(None, max_in_flight)
         # The stream's end was read (or the session ended): nobody reads again.
         self.reading_over = False
+        self.init_handover()
         self.closed_reason: str | None = None
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
@@ -313,7 +315,7 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = reply
                     if waiter is own:
-                        return VACATE  # and `_read_for` waits for the notifications
+                        return VACATE  # and `invoke` waits for the notifications
                     if self.inbox:
                         # The notifications that came first run before the caller
                         # resumes (a stream need not yield between messages).
@@ -483,7 +485,8 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
             InvalidRequest: an argument cannot be sent; nothing was.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        self.check_run()
+        if trio.lowlevel.current_trio_token() is not self.token:
+            self.check_run()
         context = contexts.current()
         activity_id = context.activity_id if context is not None else None
         if self.closed_reason is not None:
@@ -500,15 +503,44 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
             await self.send(data)
             while pending.reply is None:
                 if self.vacant and not self.handed and self.closed_reason is None:
-                    await self._read_for(pending)
+                    # Take the vacant reader role and read until our reply
+                    # comes (inline, not a method: this is every invoke's path).
+                    self.vacant = False
+                    self.took_reading()
+                    item: PreparedCall | Error | Vacate | None = None
+                    try:
+                        while pending.reply is None:
+                            item = await self.read_next(pending)
+                            if item is None or item is VACATE:
+                                break
+                            if type(item) is PreparedCall:
+                                # An invoke from the other side: a worker runs it,
+                                # and reads on; this caller waits as below.
+                                self.handed.append(item)
+                                break
+                    except BaseException:
+                        # Cancelled while reading: the role goes on now, before
+                        # any cancel is sent.
+                        self.vacant = True
+                        self._wake_reader()
+                        raise
+                    self.vacant = True
+                    if type(item) is PreparedCall:
+                        self._wake_reader()
+                    elif pending.reply is not None and self.notes_begun < self.notes_read:
+                        # Notifications read before the reply reach their listeners
+                        # before the invoke returns, as when a reader task woke it.
+                        self._wake_reader()
+                        await self._wait_for_delivery(self.notes_read)
                 else:
+                    self.waited()
                     pending.parked = True
                     await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
             if self.vacant:
                 # It read its reply, or the reader that woke it left it the
                 # reading: someone must take it, unless this task comes back
                 # for it first (a caller's next invoke).
-                self._wake_reader()
+                self.leave_reading(len(self.pending) == 1 and not self.handed)
         except trio.Cancelled:
             if self.closed_reason is None and pending.reply is None:
                 await self._send_cancel(call_id)
@@ -527,37 +559,6 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
             raise self.closed_error(activity_id)
         assert type(reply) is Error
         raise await error_for_reply(reply.error, activity_id)
-
-    async def _read_for(self, pending: _Pending) -> None:
-        """Take the vacant reader role: read until `pending`'s reply comes, then leave it.
-
-        The reply reaches this task without a reader task waking it (two
-        scheduler batches per invoke, not three). Replies for other callers
-        are handed to them; an invoke from the other side is handed, with the
-        role, to a worker, which runs it; this caller then waits as before.
-        """
-        self.vacant = False
-        try:
-            while pending.reply is None:
-                item = await self.read_next(pending)
-                if item is None or item is VACATE:
-                    break
-                if type(item) is PreparedCall:
-                    self.handed.append(item)
-                    self.vacant = True
-                    self._wake_reader()
-                    return
-        except BaseException:
-            # Cancelled while reading: the role goes on now, before any cancel is sent.
-            self.vacant = True
-            self._wake_reader()
-            raise
-        self.vacant = True
-        if self.notes_begun < self.notes_read and pending.reply is not None:
-            # Notifications read before the reply reach their listeners
-            # before the invoke returns, as when a reader task woke it.
-            self._wake_reader()
-            await self._wait_for_delivery(self.notes_read)
 
     def _wake_reader(self) -> None:
         """Wake a task to take the vacant reader role: a waiting caller, or a worker.
