@@ -61,7 +61,7 @@ from ._dispatch import (
     error_info,
     failure_reply,
     interrupted_reply,
-    send_reply,
+    too_large_reply,
 )
 from ._errors import (
     ConnectionClosed,
@@ -461,9 +461,20 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         return interrupted_reply(call.id, call.context, call.started)
 
     async def send_reply(self, reply: Result | Error) -> None:
+        # `_dispatch.send_reply`, inline: this runs for every invoke served.
         self.sending += 1
         try:
-            await send_reply(self.send, reply, self.stream.max_message_size)
+            data = encode_reply(reply)
+            try:
+                await self.send(data)
+            except PayloadTooLarge:
+                # Over the limit, nothing was sent: the invoke gets the error.
+                with contextlib.suppress(ConnectionClosed):
+                    await self.send(
+                        too_large_reply(reply.id, len(data), self.stream.max_message_size)
+                    )
+            except ConnectionClosed:
+                pass  # the session is ending: nobody waits for the reply
         finally:
             self.sending -= 1
 
@@ -497,8 +508,10 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         )
         pending = _Pending(trio.lowlevel.current_task())
         self.pending[call_id] = pending
-        if self.reader_lot:
-            self.reader_lot.unpark()  # a reader held by slow listeners must read our reply
+        if self.inbox and self.reader_lot:
+            # A reader held by slow listeners (only with notifications
+            # waiting) must read our reply.
+            self.reader_lot.unpark()
         try:
             await self.send(data)
             while pending.reply is None:
@@ -506,7 +519,8 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                     # Take the vacant reader role and read until our reply
                     # comes (inline, not a method: this is every invoke's path).
                     self.vacant = False
-                    self.took_reading()
+                    if self.left_role:
+                        self.took_reading()
                     item: PreparedCall | Error | Vacate | None = None
                     try:
                         while pending.reply is None:

@@ -68,10 +68,11 @@ class Handover(abc.ABC):
         self.back_off = 0
 
     def took_reading(self) -> None:
-        """A caller takes the vacant role for its reply."""
-        if not self.left_role:
-            return
-        # Back before a woken worker ran (or, lazy, before the batch ended).
+        """A caller takes the vacant role for its reply, as a caller left it (`left_role`).
+
+        It is back before the worker woken for the role ran (or, lazy, before
+        the batch ended).
+        """
         self.left_role = False
         if self.lazy:
             self.lazy_invokes += 1
