@@ -14,7 +14,8 @@ yields. A caller waiting for its reply takes the role when it is vacant and
 reads its own reply (a worker that woke a caller with its reply leaves it the
 role); it hands replies for other callers to them, and an invoke from the
 other side, with the role, to a worker. So a sequential same-loop invoke costs
-two scheduler batches, as an RPC call does.
+two scheduler batches, as an RPC call does; and, since a caller in a loop of
+invokes leaves the role lazily (`_ipc_handover`), two task steps.
 
 Tasks. Besides those workers, a session owns a delivery task (runs
 notification listeners one at a time, in order: `_ipc_inbox`) and a writer
