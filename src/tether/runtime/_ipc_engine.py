@@ -14,7 +14,8 @@ yields. A caller waiting for its reply takes the role when it is vacant and
 reads its own reply (a worker that woke a caller with its reply leaves it the
 role); it hands replies for other callers to them, and an invoke from the
 other side, with the role, to a worker. So a sequential same-loop invoke costs
-two scheduler batches, as an RPC call does.
+two scheduler batches, as an RPC call does; and, since a caller in a loop of
+invokes leaves the role lazily (`_ipc_handover`), two task steps.
 
 Tasks. Besides those workers, a session owns a delivery task (runs
 notification listeners one at a time, in order: `_ipc_inbox`) and a writer
@@ -61,7 +62,7 @@ from ._dispatch import (
     error_info,
     failure_reply,
     interrupted_reply,
-    send_reply,
+    too_large_reply,
 )
 from ._errors import (
     ConnectionClosed,
@@ -71,6 +72,7 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
+from ._ipc_handover import Handover
 from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
 from ._ipc_outbox import Outbox
 from ._limits import encode_arguments
@@ -104,7 +106,7 @@ DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
 DRAIN_GRACE = 5.0
 
 
-class Peer(Inbox, Outbox, Workers[PreparedCall]):
+class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
     """One end of an IPC session; the same engine on the frontend and the backend."""
 
     def __init__(
@@ -145,6 +147,7 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
         self.init_workers(None, max_in_flight)
         # The stream's end was read (or the session ended): nobody reads again.
         self.reading_over = False
+        self.init_handover()
         self.closed_reason: str | None = None
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
@@ -313,7 +316,7 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = reply
                     if waiter is own:
-                        return VACATE  # and `_read_for` waits for the notifications
+                        return VACATE  # and `invoke` waits for the notifications
                     if self.inbox:
                         # The notifications that came first run before the caller
                         # resumes (a stream need not yield between messages).
@@ -459,9 +462,20 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
         return interrupted_reply(call.id, call.context, call.started)
 
     async def send_reply(self, reply: Result | Error) -> None:
+        # `_dispatch.send_reply`, inline: this runs for every invoke served.
         self.sending += 1
         try:
-            await send_reply(self.send, reply, self.stream.max_message_size)
+            data = encode_reply(reply)
+            try:
+                await self.send(data)
+            except PayloadTooLarge:
+                # Over the limit, nothing was sent: the invoke gets the error.
+                with contextlib.suppress(ConnectionClosed):
+                    await self.send(
+                        too_large_reply(reply.id, len(data), self.stream.max_message_size)
+                    )
+            except ConnectionClosed:
+                pass  # the session is ending: nobody waits for the reply
         finally:
             self.sending -= 1
 
@@ -483,7 +497,8 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
             InvalidRequest: an argument cannot be sent; nothing was.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        self.check_run()
+        if trio.lowlevel.current_trio_token() is not self.token:
+            self.check_run()
         context = contexts.current()
         activity_id = context.activity_id if context is not None else None
         if self.closed_reason is not None:
@@ -494,21 +509,53 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
         )
         pending = _Pending(trio.lowlevel.current_task())
         self.pending[call_id] = pending
-        if self.reader_lot:
-            self.reader_lot.unpark()  # a reader held by slow listeners must read our reply
+        if self.inbox and self.reader_lot:
+            # A reader held by slow listeners (only with notifications
+            # waiting) must read our reply.
+            self.reader_lot.unpark()
         try:
             await self.send(data)
             while pending.reply is None:
                 if self.vacant and not self.handed and self.closed_reason is None:
-                    await self._read_for(pending)
+                    # Take the vacant reader role and read until our reply
+                    # comes (inline, not a method: this is every invoke's path).
+                    self.vacant = False
+                    if self.left_role:
+                        self.took_reading()
+                    item: PreparedCall | Error | Vacate | None = None
+                    try:
+                        while pending.reply is None:
+                            item = await self.read_next(pending)
+                            if item is None or item is VACATE:
+                                break
+                            if type(item) is PreparedCall:
+                                # An invoke from the other side: a worker runs it,
+                                # and reads on; this caller waits as below.
+                                self.handed.append(item)
+                                break
+                    except BaseException:
+                        # Cancelled while reading: the role goes on now, before
+                        # any cancel is sent.
+                        self.vacant = True
+                        self._wake_reader()
+                        raise
+                    self.vacant = True
+                    if type(item) is PreparedCall:
+                        self._wake_reader()
+                    elif pending.reply is not None and self.notes_begun < self.notes_read:
+                        # Notifications read before the reply reach their listeners
+                        # before the invoke returns, as when a reader task woke it.
+                        self._wake_reader()
+                        await self._wait_for_delivery(self.notes_read)
                 else:
+                    self.waited()
                     pending.parked = True
                     await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
             if self.vacant:
                 # It read its reply, or the reader that woke it left it the
                 # reading: someone must take it, unless this task comes back
                 # for it first (a caller's next invoke).
-                self._wake_reader()
+                self.leave_reading(len(self.pending) == 1 and not self.handed)
         except trio.Cancelled:
             if self.closed_reason is None and pending.reply is None:
                 await self._send_cancel(call_id)
@@ -527,37 +574,6 @@ class Peer(Inbox, Outbox, Workers[PreparedCall]):
             raise self.closed_error(activity_id)
         assert type(reply) is Error
         raise await error_for_reply(reply.error, activity_id)
-
-    async def _read_for(self, pending: _Pending) -> None:
-        """Take the vacant reader role: read until `pending`'s reply comes, then leave it.
-
-        The reply reaches this task without a reader task waking it (two
-        scheduler batches per invoke, not three). Replies for other callers
-        are handed to them; an invoke from the other side is handed, with the
-        role, to a worker, which runs it; this caller then waits as before.
-        """
-        self.vacant = False
-        try:
-            while pending.reply is None:
-                item = await self.read_next(pending)
-                if item is None or item is VACATE:
-                    break
-                if type(item) is PreparedCall:
-                    self.handed.append(item)
-                    self.vacant = True
-                    self._wake_reader()
-                    return
-        except BaseException:
-            # Cancelled while reading: the role goes on now, before any cancel is sent.
-            self.vacant = True
-            self._wake_reader()
-            raise
-        self.vacant = True
-        if self.notes_begun < self.notes_read and pending.reply is not None:
-            # Notifications read before the reply reach their listeners
-            # before the invoke returns, as when a reader task woke it.
-            self._wake_reader()
-            await self._wait_for_delivery(self.notes_read)
 
     def _wake_reader(self) -> None:
         """Wake a task to take the vacant reader role: a waiting caller, or a worker.

@@ -125,18 +125,19 @@ class Outbox(abc.ABC):
             ConnectionClosed: the session is closed.
             PayloadTooLarge: over the stream's limit; nothing was sent.
         """
+        stream = self.stream
         if self.closed_reason is not None:
             raise self.closed_error(None)
-        if len(data) > self.stream.max_message_size:
+        if len(data) > stream.max_message_size:
             raise PayloadTooLarge(
                 f"message of {len(data)} bytes is over the session's limit of "
-                f"{self.stream.max_message_size}"
+                f"{stream.max_message_size}"
             )
         if not self.outbox and not self.writing:
             # Nothing queued ahead of it: send it from here, no task switch.
             self.writing = True
             try:
-                await self.stream.send_message(data)
+                await stream.send_message(data)
             except ConnectionClosed as exc:
                 self._mark_closed(
                     exc.reason or f"the {self.other} closed the session", exc.close_code

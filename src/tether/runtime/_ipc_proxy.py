@@ -53,12 +53,13 @@ def plain_args(args: tuple[Any, ...]) -> list[Any]:
 
 
 def _invoker(channel: type[IpcInterface], op: Operation) -> Any:
+    # Looked up once, not per invoke.
+    name, method, names = channel.channel_name, op.name, op.param_names
+    encode_args, decode_result = op.encode_args, op.decode_result
+
     async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        values = op.encode_args(args, kwargs)
-        value = await self._tether_peer.invoke(
-            channel.channel_name, op.name, values, op.param_names
-        )
-        return op.decode_result(value)
+        values = encode_args(args, kwargs)
+        return decode_result(await self._tether_peer.invoke(name, method, values, names))
 
     return _named(forward, channel, op, "Proxy")
 

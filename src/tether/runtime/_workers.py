@@ -9,8 +9,10 @@ interrupted, and how to send a reply.
 The reader role may also be vacant (`vacant`), for a task that is not a
 worker to take: an IPC caller waiting for its reply reads it itself. Whoever
 leaves the role vacant makes sure a task that will take it is scheduled; a
-worker that finds it taken waits again as a spare. An RPC session never
-leaves it vacant for long: only its workers read.
+worker that finds it taken waits again as a spare (an IPC caller in a loop of
+invokes makes sure of it only once the scheduler batch has run, if it has not
+come back for the role by then: `_ipc_handover`). An RPC session never leaves
+it vacant for long: only its workers read.
 
 Why this shape (docs/performance.md, "How the number was reached" and "IPC
 against RPC"): a call that starts on the task that read it, without waiting to
