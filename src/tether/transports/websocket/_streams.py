@@ -33,6 +33,7 @@ from ._endpoint import (
 )
 from ._frames import FastFrames
 from ._frames import frame as text_frame
+from ._reading import SocketReader
 
 __all__ = [
     "CANCELLED_CLOSE_TIMEOUT",
@@ -324,7 +325,16 @@ class WebSocketStream(MessageStream):
 class TrioWebSocketStream(WebSocketStream):
     """A MessageStream over a trio-websocket connection (either side)."""
 
-    __slots__ = ("_closing_step", "_hurried", "_local_close", "_mask", "_raw", "_reading", "_ws")
+    __slots__ = (
+        "_closing_step",
+        "_hurried",
+        "_local_close",
+        "_mask",
+        "_raw",
+        "_reader",
+        "_reading",
+        "_ws",
+    )
 
     def __init__(
         self,
@@ -332,6 +342,8 @@ class TrioWebSocketStream(WebSocketStream):
         max_message_size: int,
         prefix: str,
         endpoint: Endpoint | None = None,
+        *,
+        own_reading: bool = False,
     ) -> None:
         super().__init__(max_message_size, prefix, endpoint)
         self._ws = ws
@@ -351,6 +363,13 @@ class TrioWebSocketStream(WebSocketStream):
         plain = type(stream) is trio.SocketStream
         raw = getattr(getattr(stream, "socket", None), "_sock", None) if plain else None
         self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+        # `own_reading`: `ws` has no reader task (`serve` starts none); the
+        # task that receives reads the socket (see `SocketReader`).
+        self._reader: SocketReader | None = None
+        if own_reading:
+            if self._raw is None:
+                raise ValueError("own_reading needs a plain socket under the connection")
+            self._reader = SocketReader(ws, self._raw)
 
     def _closed(self, reason: trio_websocket.CloseReason | None) -> ConnectionClosed:
         """The error for trio-websocket's close `reason` (this side's own, when it closed)."""
@@ -459,9 +478,10 @@ class TrioWebSocketStream(WebSocketStream):
 
     async def _receive(self) -> bytes | str:
         ws = self._ws
+        get_message = ws.get_message if self._reader is None else self._reader.get_message
         while True:
             try:
-                data = await ws.get_message()
+                data = await get_message()
             except trio_websocket.ConnectionClosed as exc:
                 closed = self._closed(exc.reason)
                 self._fail_sends(closed)
@@ -497,7 +517,10 @@ class TrioWebSocketStream(WebSocketStream):
                 await self._drain()
             self._fail_sends(closed)
             with self._bounded(wait):
-                await self._ws.aclose(code, _fit_reason(reason))
+                if self._reader is None:
+                    await self._ws.aclose(code, _fit_reason(reason))
+                else:
+                    await self._reader.close(code, _fit_reason(reason))
 
     @contextlib.contextmanager
     def _bounded(self, wait: float) -> Iterator[None]:
