@@ -54,6 +54,8 @@ class SocketReader:
 
     __slots__ = (
         "_discarding",
+        "_fresh",
+        "_idle",
         "_pending",
         "_read_done",
         "_reading",
@@ -69,10 +71,36 @@ class SocketReader:
         # Messages read and not yet taken: _pending[_taken:], in order.
         self._pending: list[str | bytes] = []
         self._taken = 0
-        self._reading = False  # a task is reading the socket (or waiting for it)
+        # The read under way (a token of its own), if any: one at a time.
+        self._reading: object | None = None
         self._read_done: trio.Event | None = None  # set when that read ends (for `close`)
+        # An idle read (`read_while_idle`) waiting for the socket: a receive
+        # cancels it and reads instead.
+        self._idle: trio.CancelScope | None = None
         self._discarding = False  # closed by this side: what comes is dropped
         self._unyielded = 0
+        # Frames may have come with the handshake: they are read before the socket.
+        self._fresh = True
+
+    @property
+    def over(self) -> bool:
+        """Nothing more will come: the connection is closed (or closing from this side)."""
+        ws = self._ws
+        return self._discarding or not ws._reader_running or ws._close_handshake.is_set()
+
+    def take_nowait(self) -> str | bytes | None:
+        """The next message already read, if any."""
+        pending = self._pending
+        if not pending or self._discarding:
+            return None
+        taken = self._taken
+        data = pending[taken]
+        taken += 1
+        if taken == len(pending):
+            pending.clear()
+            taken = 0
+        self._taken = taken
+        return data
 
     async def get_message(self) -> str | bytes:
         """The next message, as `WebSocketConnection.get_message` returns it.
@@ -88,41 +116,66 @@ class SocketReader:
             # never waited gets here.
             self._unyielded = 0
             await trio.lowlevel.checkpoint()
-        ws = self._ws
         while True:
-            pending = self._pending
-            if pending and not self._discarding:
-                taken = self._taken
-                data = pending[taken]
-                taken += 1
-                if taken == len(pending):
-                    pending.clear()
-                    taken = 0
-                self._taken = taken
+            data = self.take_nowait()
+            if data is not None:
                 return data
-            if self._discarding or not ws._reader_running or ws._close_handshake.is_set():
+            if self.over:
                 # Where trio-websocket's channel would be closed (by this
                 # side's close) or ended (by the peer's, or the socket's).
-                raise trio_websocket.ConnectionClosed(ws._close_reason)
+                raise trio_websocket.ConnectionClosed(self._ws._close_reason)
+            if self._fresh:
+                self._fresh = False
+                await self._act()
+                continue
+            if self._idle is not None:
+                self._give_way()
             await self._read()
 
-    async def _read(self) -> None:
+    def _give_way(self) -> None:
+        """Cancel the idle read waiting for the socket: this task reads instead."""
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            self._reading = None
+            # Its wait ends at once (trio aborts it here), so the socket is free.
+            idle.cancel()
+
+    async def read_while_idle(self) -> bool:
+        """Read once, for no receive: pings are answered, a close too, messages kept.
+
+        For a client whose session reads only while a call waits (RPC): the
+        server's pings and close must be answered meanwhile. A receive that
+        begins while this waits for the socket takes its place (`_give_way`).
+
+        Returns:
+            False when it did not read: a read or messages are under way, the
+            connection is over, or a receive took its place.
+        """
+        if self._reading is not None or self._pending or self.over:
+            return False
+        with trio.CancelScope() as scope:
+            await self._read(scope)
+        return not scope.cancel_called
+
+    async def _read(self, idle: trio.CancelScope | None = None) -> None:
         """Read what the socket has (waiting for it if nothing), and act on it.
 
-        One task at a time: the runtime has one reader at a time, and `close`
-        waits for it to finish (`_read_done`).
+        One task at a time: the runtime has one reader at a time, `close`
+        waits for a read under way (`_read_done`), and an idle read gives way.
         """
-        self._reading = True
+        token = self._reading = object()
         try:
-            await self._read_and_act()
+            await self._read_and_act(idle)
         finally:
-            self._reading = False
+            if self._reading is token:
+                self._reading = None
             done = self._read_done
             if done is not None:
                 self._read_done = None
                 done.set()
 
-    async def _read_and_act(self) -> None:
+    async def _read_and_act(self, idle: trio.CancelScope | None) -> None:
         ws = self._ws
         sock = self._sock
         data = b""
@@ -131,10 +184,17 @@ class SocketReader:
                 data = sock.recv(_READ_SIZE)
             except BlockingIOError:
                 self._unyielded = 0
+                self._idle = idle
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:
                     break  # closed under us (by a close from this side)
+                finally:
+                    given_way = idle is not None and self._idle is not idle
+                    if not given_way:
+                        self._idle = None
+                if given_way:
+                    return  # a receive took over (woken, with its cancel still to come)
                 continue
             except OSError:
                 pass  # reset, or closed: as trio-websocket's BrokenResourceError
@@ -274,7 +334,9 @@ class SocketReader:
                 if not ws._reader_running:
                     await ws._close_handshake.wait()  # as trio-websocket: for the bound
                     break
-                if self._reading:
+                if self._idle is not None:
+                    self._give_way()
+                if self._reading is not None:
                     # Another task reads (a receive the session left running):
                     # it may see the close, or stop first; then this one reads.
                     if self._read_done is None:

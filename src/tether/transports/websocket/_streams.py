@@ -462,6 +462,10 @@ class TrioWebSocketStream(WebSocketStream):
         has arrived: pings are answered, and the first other message is kept
         for the next receive.
         """
+        reader = self._reader
+        if reader is not None:
+            await self._read_while_idle(reader, every)
+            return
         channel = self._ws._recv_channel
         while True:
             await trio.sleep(every)
@@ -472,6 +476,29 @@ class TrioWebSocketStream(WebSocketStream):
                     break
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     return
+                if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
+                    continue
+                self._first = data
+
+    async def _read_while_idle(self, reader: SocketReader, every: float) -> None:
+        """`answer_pings_while_idle` when the stream reads its own socket.
+
+        With no reader task, nothing reads an idle connection: after `every`
+        seconds with no receive running, this task reads (WebSocket pings are
+        answered, and so is a close), and a receive that begins meanwhile
+        takes its place at once. What it reads stops it: envelope pings are
+        answered, the first other message is kept for the next receive.
+        """
+        while True:
+            await trio.sleep(every)
+            while not self._reading and self._first is None:
+                data = reader.take_nowait()
+                if data is None:
+                    if reader.over:
+                        return
+                    if not await reader.read_while_idle():
+                        break
+                    continue
                 if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
                     continue
                 self._first = data
