@@ -1098,3 +1098,89 @@ async def test_a_masked_reply_fails_the_call_with_connection_closed_1002(made: M
                 await adder.add(0, 2)
             assert client_frames(connection).fast_frames == 1  # the welcome
     assert seen == [(1002, "client received unexpected masked frame")]
+
+
+# -- 6. tether's client reads its own socket, also while no call waits --------------------
+
+
+async def test_the_client_reads_its_socket_with_no_reader_task(made: Made) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        request = await read_call(peer)
+        await peer.send(server_frame(result(request["id"], 42)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            assert await connection.get_client(Adder).add(2, 40) == 42
+            await trio.testing.wait_all_tasks_blocked()
+            assert "_reader_task" not in running_coroutines()
+            assert connection._stream._reader is not None
+    assert seen == [(1000, "")]
+
+
+async def idle_reading(connection: Any) -> None:
+    """Until the client's idle task waits for the socket, with no call running."""
+    for _ in range(1000):  # bounded: IDLE_CHECK is made 0.01 s
+        if connection._stream._reader._idle is not None:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the client never read while idle")
+
+
+async def test_an_idle_client_answers_pings_and_a_call_takes_over_its_reading(
+    made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between calls the idle task reads (pongs go out); a call takes its place, and back."""
+    monkeypatch.setattr(ws_client, "IDLE_CHECK", 0.01)
+    seen: list[Any] = []
+    may_ping, ponged = trio.Semaphore(0), trio.Semaphore(0)
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        for n in range(3):
+            await may_ping.acquire()
+            await peer.send(build(PING, b"idle %d" % n, mask=False))
+            pong = await peer.next_frame()
+            assert (pong.opcode, pong.payload) == (PONG, b"idle %d" % n)
+            ponged.release()
+            request = await read_call(peer)
+            await peer.send(server_frame(result(request["id"], n)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            adder = connection.get_client(Adder)
+            for n in range(3):
+                await idle_reading(connection)
+                may_ping.release()
+                await ponged.acquire()  # answered by the idle read, no call running
+                await idle_reading(connection)
+                # The call takes the socket from the idle read.
+                assert await adder.add(n, 0) == n
+    assert seen == [(1000, "")]
+
+
+async def test_an_idle_client_answers_the_servers_close_at_once(
+    made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ws_client, "IDLE_CHECK", 0.01)
+    answered = trio.Event()
+    may_close = trio.Event()
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        await may_close.wait()
+        await peer.send(build(CLOSE, struct.pack("!H", 1001) + b"going", mask=False))
+        assert await peer.closing() == (1001, "going")
+        answered.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            await idle_reading(connection)
+            may_close.set()
+            await answered.wait()  # with no call running
+            with pytest.raises(ConnectionClosed):
+                await connection.get_client(Adder).add(1, 1)
