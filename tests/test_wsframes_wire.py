@@ -1184,3 +1184,20 @@ async def test_an_idle_client_answers_the_servers_close_at_once(
             await answered.wait()  # with no call running
             with pytest.raises(ConnectionClosed):
                 await connection.get_client(Adder).add(1, 1)
+
+
+async def test_a_server_hanging_up_during_the_handshake_fails_connect_at_once(
+    made: Made,
+) -> None:
+    """Not after `connect_timeout` (5 s here): the handshake is read in the connecting task."""
+
+    async def script(peer: Peer) -> None:
+        pass  # the request read, no answer: the stream closes
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url:
+            began = trio.current_time()
+            with pytest.raises(ConnectError, match="hung up during the handshake"):
+                async with connect(url):
+                    pass  # pragma: no cover - refused
+            assert trio.current_time() - began < 2.5

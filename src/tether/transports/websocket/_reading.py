@@ -9,7 +9,8 @@ WebSocket server's busy time (`bench.sessions`), twice what a local socket's
 session costs, whose reader is the session's own task.
 
 A connection with a `SocketReader` has no reader task (`serve`'s own
-connection handler starts none). The task that wants the next message reads
+connection handler starts none, and the client reads its handshake in the
+connecting task). The task that wants the next message reads
 the socket itself, without blocking, feeds the bytes to the connection's
 frame parser (`_frames.FastFrames`) and acts on what comes out as
 trio-websocket's reader would, with trio-websocket's own handlers: a ping is
@@ -17,7 +18,9 @@ answered, a pong wakes its `ping()`, a close is answered and ends the
 connection; the messages are kept, in order, for this and the next receives.
 It waits for the socket only when nothing is kept. A close from this side
 (`close`) reads on by itself until the peer's close comes, unless another
-task is reading (it then sees the close frame for both).
+task is reading (it then sees the close frame for both). While no receive
+runs, `read_while_idle` reads for nobody (a client between calls must still
+answer pings and a close), and gives way to the first receive.
 
 Only plain sockets: under TLS the SSL stream must do its own reading.
 """
