@@ -734,6 +734,119 @@ async def test_a_ping_after_the_servers_close_is_ignored_and_the_server_goes_on(
             assert await bystander.json() == result(1, 42)
 
 
+# -- 4b. the server's session reads its own socket -----------------------------------------
+
+
+def running_coroutines() -> list[str]:
+    """The name of every task's coroutine in this run."""
+    names: list[str] = []
+    nurseries = list(trio.lowlevel.current_root_task().child_nurseries)
+    for _ in range(100_000):  # bounded: the task tree of one test
+        if not nurseries:
+            return names
+        for task in nurseries.pop().child_tasks:
+            names.append(task.coro.cr_code.co_name)
+            nurseries.extend(task.child_nurseries)
+    raise AssertionError("too many nurseries")
+
+
+async def test_the_servers_session_reads_its_socket_with_no_reader_task(made: Made) -> None:
+    """No trio-websocket reader task (and its channel hop): the session reads the socket."""
+    with trio.fail_after(TIMEOUT):
+        async with serving(made) as served, raw_client(served.port) as peer:
+            await peer.send(text(call(1, "add", 2, 40)))
+            assert await peer.json() == result(1, 42)
+            await trio.testing.wait_all_tasks_blocked()
+            assert "_reader_task" not in running_coroutines()
+            (stream,) = made.streams
+            assert stream._reader is not None
+
+
+async def test_pings_and_pongs_between_calls_in_one_read_are_all_answered(made: Made) -> None:
+    """Control frames amid data frames in one read: pongs, pings' answers, every call's result."""
+    with trio.fail_after(TIMEOUT):
+        async with serving(made) as served, raw_client(served.port) as peer:
+            base = await settled_count(served)
+            await peer.send(
+                text(call(1, "add", 1, 1))
+                + build(PING, b"first")
+                + text(call(2, "add", 2, 2))
+                + build(PONG, b"unasked")
+                + build(PING, b"second")
+                + text(call(3, "add", 3, 3))
+            )
+            frames = [await peer.next_frame() for _ in range(5)]
+            pongs = [f.payload for f in frames if f.opcode == PONG]
+            replies = [f.json() for f in frames if f.opcode != PONG]
+            assert pongs == [b"first", b"second"]
+            assert sorted(replies, key=lambda r: int(r["id"])) == [
+                result(1, 2), result(2, 4), result(3, 6)
+            ]  # fmt: skip
+            assert await settled_count(served) == base + 3
+
+
+async def test_a_close_in_the_same_read_as_calls_is_answered_and_ends_the_connection(
+    made: Made,
+) -> None:
+    """Calls, then the client's close, in one write: the close is answered, then TCP ends."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(made) as served,
+            raw_client(served.port) as bystander,
+            raw_client(served.port) as peer,
+        ):
+            await peer.send(
+                text(call(1, "add", 1, 1))
+                + text(call(2, "add", 2, 2))
+                + build(CLOSE, struct.pack("!H", 1000) + b"bye")
+            )
+            frames: list[Frame] = []
+            for _ in range(10):
+                got = await peer.frame()
+                if got is None:
+                    break
+                frames.append(got)
+            # The close answered with its own code and reason, last: nothing after it.
+            assert frames[-1].close() == (1000, "bye")
+            assert all(f.opcode == TEXT for f in frames[:-1])
+            await bystander.send(text(call(3, "add", 20, 22)))
+            assert await bystander.json() == result(3, 42)
+
+
+async def test_a_shutdown_during_a_burst_reads_the_clients_close_without_a_reader_task(
+    made: Made,
+) -> None:
+    """The server's close, with calls still coming: it reads on itself until the client's close."""
+    with trio.fail_after(TIMEOUT):
+        async with open_service_nursery() as nursery:
+            server = trio.CancelScope()
+
+            async def run_server(*, task_status: trio.TaskStatus[str]) -> None:
+                with server:
+                    await websocket.serve(
+                        adder_manager(), "127.0.0.1", 0, ping_interval=None, task_status=task_status
+                    )
+
+            url: str = await nursery.start(run_server)
+            port = int(url.rsplit(":", 1)[1].strip("/"))
+            async with raw_client(port) as peer:
+                await peer.send(b"".join(text(call(i, "add", i, 1)) for i in range(1, 101)))
+                assert (await peer.json())["t"] == "result"
+                server.cancel()
+                for _ in range(200):  # the results the server sent before its close
+                    got = await peer.next_frame()
+                    if got.opcode == CLOSE:
+                        break
+                assert got.close() == (1001, "the server is shutting down")
+                # More calls and then the close's answer: the server reads past the calls.
+                await peer.send(text(call(200, "add", 1, 1)))
+                await peer.send(build(CLOSE, struct.pack("!H", 1001)))
+                began = trio.current_time()
+                assert await peer.frame() is None  # TCP ends
+                # At once, not after the close timeout (5 s) without an answer.
+                assert trio.current_time() - began < ws_streams.CLOSE_TIMEOUT / 2
+
+
 # -- 5. tether's client against a raw server -----------------------------------------------
 
 
@@ -985,3 +1098,106 @@ async def test_a_masked_reply_fails_the_call_with_connection_closed_1002(made: M
                 await adder.add(0, 2)
             assert client_frames(connection).fast_frames == 1  # the welcome
     assert seen == [(1002, "client received unexpected masked frame")]
+
+
+# -- 6. tether's client reads its own socket, also while no call waits --------------------
+
+
+async def test_the_client_reads_its_socket_with_no_reader_task(made: Made) -> None:
+    seen: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        request = await read_call(peer)
+        await peer.send(server_frame(result(request["id"], 42)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            assert await connection.get_client(Adder).add(2, 40) == 42
+            await trio.testing.wait_all_tasks_blocked()
+            assert "_reader_task" not in running_coroutines()
+            assert connection._stream._reader is not None
+    assert seen == [(1000, "")]
+
+
+async def idle_reading(connection: Any) -> None:
+    """Until the client's idle task waits for the socket, with no call running."""
+    for _ in range(1000):  # bounded: IDLE_CHECK is made 0.01 s
+        if connection._stream._reader._idle is not None:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the client never read while idle")
+
+
+async def test_an_idle_client_answers_pings_and_a_call_takes_over_its_reading(
+    made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between calls the idle task reads (pongs go out); a call takes its place, and back."""
+    monkeypatch.setattr(ws_client, "IDLE_CHECK", 0.01)
+    seen: list[Any] = []
+    may_ping, ponged = trio.Semaphore(0), trio.Semaphore(0)
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        for n in range(3):
+            await may_ping.acquire()
+            await peer.send(build(PING, b"idle %d" % n, mask=False))
+            pong = await peer.next_frame()
+            assert (pong.opcode, pong.payload) == (PONG, b"idle %d" % n)
+            ponged.release()
+            request = await read_call(peer)
+            await peer.send(server_frame(result(request["id"], n)))
+        await finish(peer, seen)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            adder = connection.get_client(Adder)
+            for n in range(3):
+                await idle_reading(connection)
+                may_ping.release()
+                await ponged.acquire()  # answered by the idle read, no call running
+                await idle_reading(connection)
+                # The call takes the socket from the idle read.
+                assert await adder.add(n, 0) == n
+    assert seen == [(1000, "")]
+
+
+async def test_an_idle_client_answers_the_servers_close_at_once(
+    made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ws_client, "IDLE_CHECK", 0.01)
+    answered = trio.Event()
+    may_close = trio.Event()
+
+    async def script(peer: Peer) -> None:
+        await greet(peer)
+        await may_close.wait()
+        await peer.send(build(CLOSE, struct.pack("!H", 1001) + b"going", mask=False))
+        assert await peer.closing() == (1001, "going")
+        answered.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url, connect(url) as connection:
+            await idle_reading(connection)
+            may_close.set()
+            await answered.wait()  # with no call running
+            with pytest.raises(ConnectionClosed):
+                await connection.get_client(Adder).add(1, 1)
+
+
+async def test_a_server_hanging_up_during_the_handshake_fails_connect_at_once(
+    made: Made,
+) -> None:
+    """Not after `connect_timeout` (5 s here): the handshake is read in the connecting task."""
+
+    async def script(peer: Peer) -> None:
+        pass  # the request read, no answer: the stream closes
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(script) as url:
+            began = trio.current_time()
+            with pytest.raises(ConnectError, match="hung up during the handshake"):
+                async with connect(url):
+                    pass  # pragma: no cover - refused
+            assert trio.current_time() - began < 2.5

@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 import orjson
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData
+from wsproto.utilities import RemoteProtocolError
 
 from ...runtime import (
     DEFAULT_MAX_PENDING_BYTES,
@@ -132,16 +135,23 @@ async def _open_stream(
                             )
                         else:
                             tcp = await trio.open_tcp_stream(host, port)
-                        ws = await trio_websocket.wrap_client_stream(
-                            tasks,
-                            tcp,
-                            host_header,
-                            resource,
-                            extra_headers=headers,
-                            message_queue_size=4,
-                            max_message_size=max_message_size,
-                            receive_buffer_size=64 * 1024,
-                        )
+                        if secure:
+                            # The SSL stream does its own reading: trio-websocket's
+                            # reader task reads it.
+                            ws = await trio_websocket.wrap_client_stream(
+                                tasks,
+                                tcp,
+                                host_header,
+                                resource,
+                                extra_headers=headers,
+                                message_queue_size=4,
+                                max_message_size=max_message_size,
+                                receive_buffer_size=_READ_SIZE,
+                            )
+                        else:
+                            ws = await _handshake(
+                                tcp, host_header, resource, headers, max_message_size
+                            )
                 except BaseException as exc:
                     if tcp is not None:
                         await trio.aclose_forcefully(tcp)
@@ -152,14 +162,19 @@ async def _open_stream(
                     if isinstance(exc, OSError):
                         raise ConnectError(f"could not connect to {url}: {exc}") from None
                     raise
-                stream = TrioWebSocketStream(ws, max_message_size, f"WebSocket to {url}")
+                stream = TrioWebSocketStream(
+                    ws, max_message_size, f"WebSocket to {url}", own_reading=not secure
+                )
                 nursery.start_soon(stream.notice_cancellation)
                 try:
                     stream.start_writer_in(tasks)
                     if ping_interval is not None:
                         tasks.start_soon(stream.keep_alive, ping_interval, ping_timeout)
+                    # Also how late a pong may be read while idle: well within ping_timeout.
                     every = (
-                        IDLE_CHECK if ping_interval is None else min(IDLE_CHECK, ping_interval / 2)
+                        IDLE_CHECK
+                        if ping_interval is None
+                        else min(IDLE_CHECK, ping_interval / 2, ping_timeout / 4)
                     )
                     tasks.start_soon(stream.answer_pings_while_idle, every)
                     yield stream
@@ -176,6 +191,68 @@ async def _open_stream(
         raise _rejected(url, exc) from None
     except trio_websocket.HandshakeError as exc:
         raise ConnectError(f"the WebSocket handshake with {url} failed: {exc!r}") from None
+
+
+#: Bytes asked of the socket in one read.
+_READ_SIZE = 64 * 1024
+
+
+async def _handshake(
+    tcp: trio.abc.Stream,
+    host: str,
+    resource: str,
+    headers: list[tuple[bytes, bytes]],
+    max_message_size: int,
+) -> trio_websocket.WebSocketConnection:
+    """The opening handshake, read in this task: a connection with no reader task.
+
+    As `trio_websocket.wrap_client_stream` does it with its reader task, which
+    would then stay to read every message and hand it over through a channel;
+    here the stream reads its own socket (`own_reading`).
+
+    Raises:
+        trio_websocket.ConnectionRejected: the server refused the upgrade.
+        trio_websocket.HandshakeError: the server hung up or answered with
+            something other than a WebSocket handshake.
+    """
+    ws = trio_websocket.WebSocketConnection(
+        tcp,
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        client_extra_headers=headers,
+        message_queue_size=4,
+        max_message_size=max_message_size,
+        receive_buffer_size=_READ_SIZE,
+    )
+    request = ws._initial_request
+    assert request is not None
+    ws._initial_request = None
+    try:
+        await ws._send(request)
+    except trio_websocket.ConnectionClosed:
+        raise trio_websocket.HandshakeError("the server hung up before the handshake") from None
+    wsproto = ws._wsproto
+    while True:
+        for event in wsproto.events():
+            kind = type(event)
+            if kind is AcceptConnection:
+                await ws._handle_accept_connection_event(event)  # type: ignore[arg-type]
+                return ws
+            if kind is RejectConnection:  # raises ConnectionRejected unless a body follows
+                await ws._handle_reject_connection_event(event)  # type: ignore[arg-type]
+            elif kind is RejectData:  # raises ConnectionRejected once the body is whole
+                await ws._handle_reject_data_event(event)  # type: ignore[arg-type]
+        try:
+            data = await tcp.receive_some(_READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            raise trio_websocket.HandshakeError("the server hung up during the handshake")
+        try:
+            wsproto.receive_data(bytes(data))
+        except RemoteProtocolError as err:
+            raise trio_websocket.HandshakeError(f"not a WebSocket handshake: {err}") from None
 
 
 async def _connection_tasks(

@@ -9,6 +9,9 @@ from collections.abc import Collection
 
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
+from wsproto.utilities import RemoteProtocolError
 
 from ...runtime import BackendIpc, RpcManager, TetherError
 from ._endpoint import (
@@ -100,21 +103,18 @@ async def serve(
         handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
         # One task pings every connection (none per connection).
         await nursery.start(endpoint.ping_connections)
-        server = await nursery.start(
-            functools.partial(
-                trio_websocket.serve_websocket,
-                handler,
-                host,
-                port,
-                None,
-                handler_nursery=handlers,
-                message_queue_size=4,
-                max_message_size=settings.max_message_size,
-                receive_buffer_size=64 * 1024,
-                connect_timeout=settings.handshake_timeout,
-                disconnect_timeout=CLOSE_TIMEOUT,
-            )
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        server = _Server(
+            handler,
+            listeners,
+            handler_nursery=handlers,
+            message_queue_size=4,
+            max_message_size=settings.max_message_size,
+            receive_buffer_size=_READ_SIZE,
+            connect_timeout=settings.handshake_timeout,
+            disconnect_timeout=CLOSE_TIMEOUT,
         )
+        await nursery.start(server.run)
         shown = f"[{host}]" if ":" in host else host
         task_status.started(f"ws://{shown}:{server.port}/")
         try:
@@ -123,6 +123,68 @@ async def serve(
             # Cancelled: the listeners close with this nursery; the sessions
             # end now, each telling its client why (1001).
             endpoint.begin_shutdown()
+
+
+#: Bytes asked of the socket in one read while the handshake comes.
+_READ_SIZE = 64 * 1024
+
+
+class _Server(trio_websocket.WebSocketServer):
+    """trio-websocket's server, whose connections have no reader task of their own.
+
+    trio-websocket starts a reader task with every connection, which hands
+    each message to the session through a memory channel: a second task
+    switch per message. Here the connection's own task reads the upgrade
+    request, and once the connection is accepted, the session reads the
+    socket itself (`TrioWebSocketStream(own_reading=True)`, `SocketReader`).
+    """
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        # trio-websocket's, less the reader task: its reading of the request
+        # is `_read_request`, in this task.
+        connection = trio_websocket.WebSocketConnection(
+            stream,
+            WSConnection(ConnectionType.SERVER),
+            message_queue_size=self._message_queue_size,
+            max_message_size=self._max_message_size,
+            receive_buffer_size=self._receive_buffer_size,
+        )
+        request = None
+        with trio.move_on_after(self._connect_timeout):
+            request = await _read_request(connection, stream)
+        if request is None:
+            await stream.aclose()
+            return
+        try:
+            await self._handler(request)
+        finally:
+            with trio.move_on_after(self._disconnect_timeout):
+                await connection.aclose()
+
+
+async def _read_request(
+    connection: trio_websocket.WebSocketConnection, stream: trio.abc.Stream
+) -> trio_websocket.WebSocketRequest | None:
+    """Read the upgrade request, as trio-websocket's reader task would; None if none came."""
+    wsproto = connection._wsproto
+    while True:
+        for event in wsproto.events():
+            if type(event) is Request:
+                return trio_websocket.WebSocketRequest(connection, event)
+        try:
+            data = await stream.receive_some(_READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        if not data:
+            return None
+        try:
+            wsproto.receive_data(bytes(data))
+        except RemoteProtocolError as err:
+            # A malformed request: wsproto's 400, as trio-websocket answers it.
+            if err.event_hint:
+                with contextlib.suppress(trio_websocket.ConnectionClosed):
+                    await connection._send(err.event_hint)
+            return None
 
 
 async def _own_connections(
@@ -184,7 +246,9 @@ async def _serve_request(endpoint: Endpoint, request: trio_websocket.WebSocketRe
         return
     try:
         ws = await request.accept()
-        stream = TrioWebSocketStream(ws, endpoint.settings.max_message_size, "WebSocket", endpoint)
+        stream = TrioWebSocketStream(
+            ws, endpoint.settings.max_message_size, "WebSocket", endpoint, own_reading=True
+        )
         try:
             await endpoint.run(stream, handshake)
         finally:

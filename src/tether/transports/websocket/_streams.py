@@ -33,6 +33,7 @@ from ._endpoint import (
 )
 from ._frames import FastFrames
 from ._frames import frame as text_frame
+from ._reading import SocketReader
 
 __all__ = [
     "CANCELLED_CLOSE_TIMEOUT",
@@ -324,7 +325,16 @@ class WebSocketStream(MessageStream):
 class TrioWebSocketStream(WebSocketStream):
     """A MessageStream over a trio-websocket connection (either side)."""
 
-    __slots__ = ("_closing_step", "_hurried", "_local_close", "_mask", "_raw", "_reading", "_ws")
+    __slots__ = (
+        "_closing_step",
+        "_hurried",
+        "_local_close",
+        "_mask",
+        "_raw",
+        "_reader",
+        "_reading",
+        "_ws",
+    )
 
     def __init__(
         self,
@@ -332,6 +342,8 @@ class TrioWebSocketStream(WebSocketStream):
         max_message_size: int,
         prefix: str,
         endpoint: Endpoint | None = None,
+        *,
+        own_reading: bool = False,
     ) -> None:
         super().__init__(max_message_size, prefix, endpoint)
         self._ws = ws
@@ -351,6 +363,13 @@ class TrioWebSocketStream(WebSocketStream):
         plain = type(stream) is trio.SocketStream
         raw = getattr(getattr(stream, "socket", None), "_sock", None) if plain else None
         self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+        # `own_reading`: `ws` has no reader task (`serve` starts none); the
+        # task that receives reads the socket (see `SocketReader`).
+        self._reader: SocketReader | None = None
+        if own_reading:
+            if self._raw is None:
+                raise ValueError("own_reading needs a plain socket under the connection")
+            self._reader = SocketReader(ws, self._raw)
 
     def _closed(self, reason: trio_websocket.CloseReason | None) -> ConnectionClosed:
         """The error for trio-websocket's close `reason` (this side's own, when it closed)."""
@@ -443,6 +462,10 @@ class TrioWebSocketStream(WebSocketStream):
         has arrived: pings are answered, and the first other message is kept
         for the next receive.
         """
+        reader = self._reader
+        if reader is not None:
+            await self._read_while_idle(reader, every)
+            return
         channel = self._ws._recv_channel
         while True:
             await trio.sleep(every)
@@ -457,11 +480,35 @@ class TrioWebSocketStream(WebSocketStream):
                     continue
                 self._first = data
 
+    async def _read_while_idle(self, reader: SocketReader, every: float) -> None:
+        """`answer_pings_while_idle` when the stream reads its own socket.
+
+        With no reader task, nothing reads an idle connection: after `every`
+        seconds with no receive running, this task reads (WebSocket pings are
+        answered, and so is a close), and a receive that begins meanwhile
+        takes its place at once. What it reads stops it: envelope pings are
+        answered, the first other message is kept for the next receive.
+        """
+        while True:
+            await trio.sleep(every)
+            while not self._reading and self._first is None:
+                data = reader.take_nowait()
+                if data is None:
+                    if reader.over:
+                        return
+                    if not await reader.read_while_idle():
+                        break
+                    continue
+                if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
+                    continue
+                self._first = data
+
     async def _receive(self) -> bytes | str:
         ws = self._ws
+        get_message = ws.get_message if self._reader is None else self._reader.get_message
         while True:
             try:
-                data = await ws.get_message()
+                data = await get_message()
             except trio_websocket.ConnectionClosed as exc:
                 closed = self._closed(exc.reason)
                 self._fail_sends(closed)
@@ -497,7 +544,10 @@ class TrioWebSocketStream(WebSocketStream):
                 await self._drain()
             self._fail_sends(closed)
             with self._bounded(wait):
-                await self._ws.aclose(code, _fit_reason(reason))
+                if self._reader is None:
+                    await self._ws.aclose(code, _fit_reason(reason))
+                else:
+                    await self._reader.close(code, _fit_reason(reason))
 
     @contextlib.contextmanager
     def _bounded(self, wait: float) -> Iterator[None]:
