@@ -3,27 +3,23 @@
 A plain ws:// connection reads its own socket (`_reading.SocketReader`);
 under TLS the SSL stream must do its own reading, so the client keeps
 trio-websocket's reader. `websocket.serve` speaks plain WebSocket, so here a
-TLS terminator on 127.0.0.1 (trio's SSL server, with a certificate made by
-the `openssl` command for this test) forwards to it, as a reverse proxy would.
+TLS terminator on 127.0.0.1 (trio's SSL server, with a certificate made at
+test time by `trustme`) forwards to it, as a reverse proxy would.
 """
 
 from __future__ import annotations
 
-import shutil
+import functools
 import ssl
-import subprocess
-from pathlib import Path
 
-import pytest
 import trio
+import trustme
 
 import tether
 from tether.runtime._util import open_service_nursery
 from tether.transports import websocket
 
 TIMEOUT = 10.0
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
 class Echo(tether.RpcInterface):
@@ -38,18 +34,6 @@ class EchoImpl(Echo):
         return text
 
 
-def certificate(where: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, and its key."""
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
-
-
 async def pipe(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
     try:
         while data := await source.receive_some(65536):
@@ -60,13 +44,12 @@ async def pipe(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(sink)
 
 
-async def test_a_wss_client_calls_through_tls_and_keeps_trio_websockets_reader(
-    tmp_path: Path,
-) -> None:
-    cert, key = certificate(tmp_path)
+async def test_a_wss_client_calls_through_tls_and_keeps_trio_websockets_reader() -> None:
+    authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
     manager = tether.RpcManager()
     manager.register_impl(Echo, EchoImpl())
     with trio.fail_after(TIMEOUT):
@@ -80,7 +63,11 @@ async def test_a_wss_client_calls_through_tls_and_keeps_trio_websockets_reader(
                     both.start_soon(pipe, tls, plain)
                     both.start_soon(pipe, plain, tls)
 
-            listeners = await nursery.start(trio.serve_ssl_over_tcp, forward, 0, server_context)
+            listeners = await nursery.start(
+                functools.partial(
+                    trio.serve_ssl_over_tcp, forward, 0, server_context, host="127.0.0.1"
+                )
+            )
             tls_port = listeners[0].transport_listener.socket.getsockname()[1]
             async with websocket.connect(
                 f"wss://127.0.0.1:{tls_port}/",
