@@ -140,6 +140,9 @@ class SocketStream(MessageStream):
         while self._sending:
             await self._send_lot.park()
             if self._closed or self._closing:
+                # Pass the turn on: `aclose` may be parked behind us, waiting
+                # to send its close frame.
+                self._send_lot.unpark()
                 raise self._error()
         await self._finish(frame if frame is not None else _pack(len(data)) + data, 0)
 
@@ -239,6 +242,12 @@ class SocketStream(MessageStream):
             return chunk
 
     async def _closed_by_peer(self, length: int) -> None:
+        if length > _MAX_REASON:
+            # No close frame of ours says more; waiting for (and buffering)
+            # whatever a broken or hostile peer claims would have no bound.
+            reason = f"a close frame with a {length}-byte reason, over the {_MAX_REASON} allowed"
+            self.close_now(reason)
+            raise ConnectionClosed(f"{self._name} closed: {reason}", reason=reason)
         buffer = self._buffer
         while len(buffer) < 4 + length:
             try:
@@ -274,19 +283,23 @@ class SocketStream(MessageStream):
         self._reason = reason
         said = reason.encode()[:_MAX_REASON]
         frame = _pack(_CLOSE | len(said)) + said
-        with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(ConnectionClosed):
-            while self._sending:
-                await self._send_lot.park()
-            if not self._closed:
-                try:
-                    sent = self._sock.send(frame)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    sent = len(frame)  # the peer is gone: nobody to tell
-                if sent < len(frame):
-                    await self._finish(frame, sent)
-        self.close_now(None, reason)
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(ConnectionClosed):
+                while self._sending:
+                    await self._send_lot.park()
+                if not self._closed:
+                    try:
+                        sent = self._sock.send(frame)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        sent = len(frame)  # the peer is gone: nobody to tell
+                    if sent < len(frame):
+                        await self._finish(frame, sent)
+        finally:
+            # Also when cancelled: later calls return at once (`_closing`), so
+            # this is the only chance to release the descriptor.
+            self.close_now(None, reason)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def close_now(self, reason: str | None, peer_reason: str | None = None) -> None:
