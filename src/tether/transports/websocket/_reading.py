@@ -37,10 +37,13 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
-__all__ = ["SocketReader"]
+__all__ = ["IDLE_KEEP_MESSAGES", "SocketReader"]
 
 #: Bytes asked of the socket in one read (trio-websocket's receive_buffer_size).
 _READ_SIZE = 64 * 1024
+#: Messages an idle read (`read_while_idle`) keeps for receives before it stops
+#: reading; the connection's pings are answered meanwhile.
+IDLE_KEEP_MESSAGES = 4
 #: Receives in a row that never waited for the socket, before one yields anyway
 #: (a peer flooding us must not starve the other tasks).
 _YIELD_EVERY = 64
@@ -151,11 +154,20 @@ class SocketReader:
         server's pings and close must be answered meanwhile. A receive that
         begins while this waits for the socket takes its place (`_give_way`).
 
+        Messages it reads are kept for the next receive, up to
+        `IDLE_KEEP_MESSAGES` (as trio-websocket's reader task filled its
+        channel): past that it stops reading, so an idle client's memory stays
+        bounded whatever the peer sends.
+
         Returns:
-            False when it did not read: a read or messages are under way, the
-            connection is over, or a receive took its place.
+            False when it did not read: a read is under way, enough messages
+            are kept, the connection is over, or a receive took its place.
         """
-        if self._reading is not None or self._pending or self.over:
+        if (
+            self._reading is not None
+            or len(self._pending) - self._taken >= IDLE_KEEP_MESSAGES
+            or self.over
+        ):
             return False
         with trio.CancelScope() as scope:
             await self._read(scope)

@@ -486,22 +486,30 @@ class TrioWebSocketStream(WebSocketStream):
         With no reader task, nothing reads an idle connection: after `every`
         seconds with no receive running, this task reads (WebSocket pings are
         answered, and so is a close), and a receive that begins meanwhile
-        takes its place at once. What it reads stops it: envelope pings are
-        answered, the first other message is kept for the next receive.
+        takes its place at once. Envelope pings are answered; the first other
+        message is kept for the next receive, and reading goes on (WebSocket
+        pings must still be answered: a late reply to a cancelled call must
+        not get an idle connection closed as dead) while the reader keeps
+        few messages (`SocketReader.read_while_idle`).
         """
         while True:
             await trio.sleep(every)
-            while not self._reading and self._first is None:
-                data = reader.take_nowait()
-                if data is None:
-                    if reader.over:
-                        return
-                    if not await reader.read_while_idle():
-                        break
-                    continue
-                if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
-                    continue
-                self._first = data
+            while not self._reading:
+                if self._first is None:
+                    data = reader.take_nowait()
+                    if data is not None:
+                        if (
+                            type(data) is str
+                            and data[:7] == '{"t":"p'
+                            and await self._answer_ping(data)
+                        ):
+                            continue
+                        self._first = data
+                        continue
+                if reader.over:
+                    return
+                if not await reader.read_while_idle():
+                    break
 
     async def _receive(self) -> bytes | str:
         ws = self._ws
