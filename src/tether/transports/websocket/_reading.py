@@ -260,7 +260,12 @@ class SocketReader:
             kind = type(event)
             try:
                 if kind is Ping:
-                    await ws._handle_ping_event(event)
+                    # Only an open connection answers: the events were parsed
+                    # before any was acted on, so a close that came after the
+                    # ping (or ours, sent) may have ended OPEN already, and
+                    # wsproto refuses a pong then.
+                    if ws._wsproto.state is ConnectionState.OPEN:
+                        await ws._handle_ping_event(event)
                 elif kind is Pong:
                     await ws._handle_pong_event(event)
                 elif kind is CloseConnection:
