@@ -360,3 +360,29 @@ async def test_the_peer_sees_end_of_file_as_a_closed_connection() -> None:
     assert caught.value.reason == "the peer closed the connection"
     with pytest.raises(ConnectionClosed):
         await stream.send_message(b"late")
+
+
+def test_a_runtime_directory_this_user_cannot_write_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After `su`, $XDG_RUNTIME_DIR may still name the other user's directory.
+    # (As root no mode stops mkdtemp, so the refusal is made here.)
+    from tether.transports.local import _paths
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))
+    real_mkdtemp = _paths.tempfile.mkdtemp
+
+    def mkdtemp(prefix: str, dir: str) -> str:
+        if dir == str(theirs):
+            raise PermissionError(13, "Permission denied", dir)
+        return real_mkdtemp(prefix=prefix, dir=dir)
+
+    monkeypatch.setattr(_paths.tempfile, "mkdtemp", mkdtemp)
+    directory = _paths.private_directory()
+    try:
+        assert os.path.dirname(directory) == _paths.tempfile.gettempdir()
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    finally:
+        os.rmdir(directory)

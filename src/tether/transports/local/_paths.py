@@ -56,7 +56,10 @@ def private_directory() -> str:
         if not base or not os.path.isdir(base):
             continue
         # mkdtemp: mode 0700, and a random name made with O_EXCL (no race).
-        directory = tempfile.mkdtemp(prefix="tether-", dir=base)
+        try:
+            directory = tempfile.mkdtemp(prefix="tether-", dir=base)
+        except PermissionError:
+            continue  # $XDG_RUNTIME_DIR of another user (after `su`): the next one
         if len(os.fsencode(os.path.join(directory, SOCKET_NAME))) <= _MAX_PATH:
             return directory
         os.rmdir(directory)

@@ -164,7 +164,10 @@ class _Server:
                 await trio.sleep(0.1)
                 continue
             stream = SocketStream(sock, self.max_message_size, name="local socket")
-            if len(self.streams) >= self.max_connections or self.closing.is_set():
+            if self.closing.is_set():
+                stream.close_now(_SHUTDOWN)
+                continue
+            if len(self.streams) >= self.max_connections:
                 stream.close_now(f"the server is full ({self.max_connections} connections)")
                 continue
             self.streams.add(stream)
