@@ -386,3 +386,40 @@ def test_a_runtime_directory_this_user_cannot_write_is_passed_over(
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     finally:
         os.rmdir(directory)
+
+
+def test_a_file_made_at_the_path_while_binding_is_kept_and_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process of this user makes a file at the path between the check
+    # and the socket's arrival there: it must not be silently replaced.
+    from tether.transports.local import _paths
+
+    path = tmp_path / "app.sock"
+    checked = _paths._clear_stale
+
+    def check_then_race(where: str) -> None:
+        checked(where)
+        path.write_text("theirs")
+
+    monkeypatch.setattr(_paths, "_clear_stale", check_then_race)
+    with pytest.raises(FileExistsError, match="made by someone else"):  # noqa: SIM117
+        with _paths.bind_private(str(path), 8):
+            pass
+    assert path.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sock"]  # no staging left
+
+
+def test_a_spawned_backends_leftovers_are_removed_with_its_directory(tmp_path: Path) -> None:
+    # A backend killed while binding leaves its staging directory and socket.
+    from tether.transports.local._spawn import _remove
+
+    directory = tmp_path / "private"
+    staging = directory / ".tether-abc123"
+    staging.mkdir(parents=True)
+    for where in (staging / "tether.sock", directory / "tether.sock"):
+        left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        left.bind(str(where))
+        left.close()
+    _remove(str(directory))
+    assert not directory.exists()

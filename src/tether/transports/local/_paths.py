@@ -73,9 +73,9 @@ def bind_private(path: str | None, backlog: int) -> Iterator[tuple[socket.socket
     On leaving, the socket file (and the directory, when made here) is removed.
 
     A given `path` is bound in a private directory beside it, given its mode,
-    then renamed into place, so that no other user can reach it even for a
+    then linked into place, so that no other user can reach it even for a
     moment; a stale socket there (nothing listening) is replaced, anything else
-    is refused.
+    is refused, also a file made there while the socket was being bound.
     """
     made_directory = None
     if path is None:
@@ -92,7 +92,7 @@ def bind_private(path: str | None, backlog: int) -> Iterator[tuple[socket.socket
         listener.bind(where)
         os.chmod(where, 0o600)
         if staging is not None:
-            os.rename(where, path)
+            _place(where, path)
             os.rmdir(staging)
             staging = None
         placed = True
@@ -109,6 +109,25 @@ def bind_private(path: str | None, backlog: int) -> Iterator[tuple[socket.socket
         if made_directory is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(made_directory)
+
+
+def _place(where: str, path: str) -> None:
+    """Move the socket at `where` to `path`, never replacing what is there.
+
+    A hard link fails if anything was made at `path` since it was checked
+    (where a rename would silently replace it); a file system without hard
+    links gets the rename.
+    """
+    try:
+        os.link(where, path)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{path} was made by someone else while the socket was being bound: choose another path"
+        ) from None
+    except OSError:
+        os.rename(where, path)
+        return
+    os.unlink(where)
 
 
 def _clear_stale(path: str) -> None:

@@ -562,7 +562,18 @@ async def spawn(
 
 
 def _remove(directory: str) -> None:
-    """Remove the private directory, and a socket a killed backend left in it."""
+    """Remove the private directory, and what a killed backend left in it.
+
+    That is its socket, and the staging directory (`.tether-*`) of a backend
+    killed while it was binding.
+    """
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".tether-") and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(entry.path, SOCKET_NAME))
+                with contextlib.suppress(OSError):
+                    os.rmdir(entry.path)
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(directory, SOCKET_NAME))
     with contextlib.suppress(OSError):
