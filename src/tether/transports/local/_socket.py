@@ -32,6 +32,9 @@ MAX_FRAME = _CLOSE - 1
 _MAX_REASON = 123
 #: Seconds `aclose` waits for room to send its close frame to a peer that reads slowly.
 CLOSE_TIMEOUT = 5.0
+#: Below this many bytes a frame's header and body are joined for one `send`;
+#: above, they go together with `sendmsg` (no copy of the body).
+_JOIN_BELOW = 64 * 1024
 #: Bytes asked of the kernel per read.
 _READ_SIZE = 64 * 1024
 #: Messages handed out from the buffer without waiting before a receive
@@ -117,14 +120,13 @@ class SocketStream(MessageStream):
         if self._closed or self._closing:
             raise self._error()
         if self._sending or self._send_lot:
-            await self._send_in_turn(_pack(size) + data if size < 65536 else None, data)
+            await self._send_in_turn(data)
             return
-        frame = _pack(size) + data if size < 65536 else None
+        header = _pack(size)
+        frame = header + data if size < _JOIN_BELOW else None
         try:
             sent = (
-                self._sock.send(frame)
-                if frame is not None
-                else self._sock.sendmsg([_pack(size), data])
+                self._sock.send(frame) if frame is not None else self._sock.sendmsg([header, data])
             )
         except BlockingIOError:
             sent = 0
@@ -133,9 +135,9 @@ class SocketStream(MessageStream):
         except OSError as exc:
             raise self._os_error(exc) from None
         if sent < size + 4:
-            await self._finish(frame if frame is not None else _pack(size) + data, sent)
+            await self._finish(frame if frame is not None else header + data, sent)
 
-    async def _send_in_turn(self, frame: bytes | None, data: bytes) -> None:
+    async def _send_in_turn(self, data: bytes) -> None:
         # Another send is part way out; messages go whole and in order.
         while self._sending:
             await self._send_lot.park()
@@ -144,7 +146,7 @@ class SocketStream(MessageStream):
                 # to send its close frame.
                 self._send_lot.unpark()
                 raise self._error()
-        await self._finish(frame if frame is not None else _pack(len(data)) + data, 0)
+        await self._finish(_pack(len(data)) + data, 0)
 
     async def _finish(self, frame: bytes, sent: int) -> None:
         """Send the rest of `frame`, waiting for room; later sends wait their turn."""
