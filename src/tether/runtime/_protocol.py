@@ -24,14 +24,19 @@ __all__ = [
     "Call",
     "CallContext",
     "Cancel",
+    "Credit",
+    "End",
     "Error",
     "ErrorInfo",
     "Hello",
     "Invoke",
     "InterfaceInfo",
+    "Item",
     "Message",
     "Notify",
+    "Ready",
     "Result",
+    "Send",
     "Welcome",
     "asks_for_ipc",
     "check_hello",
@@ -146,6 +151,46 @@ class Notify(NamedTuple):
     activity_id: str | None = None
 
 
+class Item(NamedTuple):
+    """Callee -> caller: the next item of a call's result stream (STREAMS.md)."""
+
+    id: int
+    value: Any
+
+
+class Credit(NamedTuple):
+    """Caller -> callee: it may send `items` more result items, `bytes` more bytes of them."""
+
+    id: int
+    items: int
+    bytes: int
+
+
+class Send(NamedTuple):
+    """Caller -> callee: the next item of a call's argument stream."""
+
+    id: int
+    value: Any
+
+
+class End(NamedTuple):
+    """Caller -> callee: the call's argument stream is complete."""
+
+    id: int
+
+
+class Ready(NamedTuple):
+    """Callee -> caller: it may send `items` more argument items, `bytes` more bytes of them."""
+
+    id: int
+    items: int
+    bytes: int
+
+
+#: The messages of a stream, after the `call` or `invoke` that opens it.
+STREAM_MESSAGES = (Item, Credit, Send, End, Ready)
+
+
 def _equal(self: tuple[Any, ...], other: object) -> bool:
     return type(self) is type(other) and tuple.__eq__(self, other)
 
@@ -154,7 +199,7 @@ def _not_equal(self: tuple[Any, ...], other: object) -> bool:
     return not _equal(self, other)
 
 
-for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify):
+for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify, *STREAM_MESSAGES):
     _message.__eq__ = _equal  # type: ignore[method-assign]
     _message.__ne__ = _not_equal  # type: ignore[assignment,method-assign]
     _message.__hash__ = tuple.__hash__  # type: ignore[method-assign]
@@ -197,7 +242,21 @@ class Welcome:
     interfaces: dict[str, InterfaceInfo] = attrs.field(factory=dict)
 
 
-Message: TypeAlias = Call | Invoke | Result | Error | Cancel | Notify | Hello | Welcome
+Message: TypeAlias = (
+    Call
+    | Invoke
+    | Result
+    | Error
+    | Cancel
+    | Notify
+    | Hello
+    | Welcome
+    | Item
+    | Credit
+    | Send
+    | End
+    | Ready
+)
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +349,11 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Error: lambda m: {"t": "error", "id": m.id, "error": error_info_to_json(m.error)},
     Cancel: lambda m: {"t": "cancel", "id": m.id},
     Notify: _encode_notify,
+    Item: lambda m: {"t": "item", "id": m.id, "value": m.value},
+    Credit: lambda m: {"t": "credit", "id": m.id, "items": m.items, "bytes": m.bytes},
+    Send: lambda m: {"t": "send", "id": m.id, "value": m.value},
+    End: lambda m: {"t": "end", "id": m.id},
+    Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
     Hello: _encode_hello,
     Welcome: lambda m: {
         "t": "welcome",
@@ -392,6 +456,12 @@ class _Fields:
     def with_id(self, *, optional: bool = False) -> int | None:
         self.id = self.get_int("id", optional=optional)
         return self.id
+
+    def required_id(self) -> int:
+        """The message's `id`, kept for the details of a later field's error."""
+        id_: int = self.get_int("id")
+        self.id = id_
+        return id_
 
 
 def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
@@ -508,11 +578,16 @@ def _decode_invoke(f: _Fields) -> Invoke:
     )
 
 
-def _decode_result(f: _Fields) -> Result:
-    f.with_id()
+def _value(f: _Fields) -> Any:
+    """The `value` member of a result or a stream item (null is a value; absent is not)."""
     if "value" not in f.obj:
         raise f._fail("value", "present", None)
-    return Result(id=f.id, value=f.obj["value"])  # type: ignore[arg-type]
+    return f.obj["value"]
+
+
+def _decode_result(f: _Fields) -> Result:
+    f.with_id()
+    return Result(id=f.id, value=_value(f))  # type: ignore[arg-type]
 
 
 def decode_error_info(f: _Fields) -> ErrorInfo:
@@ -593,6 +668,11 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     ),
     "hello": _decode_hello,
     "welcome": _decode_welcome,
+    "item": lambda f: Item(id=f.required_id(), value=_value(f)),
+    "credit": lambda f: Credit(id=f.required_id(), items=f.get_int("items"), bytes=f.get_int("bytes")),
+    "send": lambda f: Send(id=f.required_id(), value=_value(f)),
+    "end": lambda f: End(id=f.get_int("id")),
+    "ready": lambda f: Ready(id=f.required_id(), items=f.get_int("items"), bytes=f.get_int("bytes")),
 }
 
 
@@ -615,6 +695,10 @@ def decode(data: bytes | bytearray | memoryview | str) -> Message:
         id_ = obj.get("id")
         if type(id_) is int and id_ >= 0 and "value" in obj:
             return Result(id_, obj["value"])
+    elif tag == "item":
+        id_ = obj.get("id")
+        if type(id_) is int and id_ >= 0 and "value" in obj:
+            return Item(id_, obj["value"])
     elif tag == "call":
         call = _decode_call_fast(obj)
         if call is not None:
