@@ -125,7 +125,14 @@ def test_ipc_methods_take_streams() -> None:
 
 @pytest.mark.parametrize(
     "message",
-    [Item(3, {"x": 1}), Item(3, None), Credit(4, 256, 1 << 22), Send(5, [1, 2]), End(6), Ready(7, 1, 2)],
+    [
+        Item(3, {"x": 1}),
+        Item(3, None),
+        Credit(4, 256, 1 << 22),
+        Send(5, [1, 2]),
+        End(6),
+        Ready(7, 1, 2),
+    ],
 )
 def test_stream_messages_round_trip(message: object) -> None:
     assert decode(encode(message)) == message  # type: ignore[arg-type]

@@ -90,9 +90,8 @@ async def main() -> None:
 def test_streams_type_check_and_misuse_does_not(tmp_path: Path) -> None:
     wrong_item = STREAMS_MODULE.replace("x: float = p.x", "x: str = p.x")
     wrong_source = STREAMS_MODULE.replace('upload("k", chunks())', 'upload("k", [b"abc"])')
-    errors = run_mypy(
-        tmp_path, {"streams": STREAMS_MODULE, "wrong_item": wrong_item, "wrong_source": wrong_source}
-    )
+    modules = {"streams": STREAMS_MODULE, "wrong_item": wrong_item, "wrong_source": wrong_source}
+    errors = run_mypy(tmp_path, modules)
     assert errors["streams"] == []
     assert [code for _, code, _ in errors["wrong_item"]] == ["assignment"], errors["wrong_item"]
     assert [code for _, code, _ in errors["wrong_source"]] == ["arg-type"], errors["wrong_source"]

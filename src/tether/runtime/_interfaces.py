@@ -37,13 +37,6 @@ class Operation:
 
     __slots__ = (
         "_deep_params",
-        "_param_checks",
-        "_param_structure",
-        "_param_unstructure",
-        "_return_check",
-        "_return_deep",
-        "_return_structure",
-        "_return_unstructure",
         "_in_check",
         "_in_deep",
         "_in_structure",
@@ -52,6 +45,13 @@ class Operation:
         "_out_deep",
         "_out_structure",
         "_out_unstructure",
+        "_param_checks",
+        "_param_structure",
+        "_param_unstructure",
+        "_return_check",
+        "_return_deep",
+        "_return_structure",
+        "_return_unstructure",
         "function",
         "interface_name",
         "name",
@@ -144,8 +144,8 @@ class Operation:
         self._in_structure, self._in_unstructure, self._in_check, self._in_deep = _item_codec(
             in_type
         )
-        self._out_structure, self._out_unstructure, self._out_check, self._out_deep = (
-            _item_codec(out_type)
+        self._out_structure, self._out_unstructure, self._out_check, self._out_deep = _item_codec(
+            out_type
         )
 
         self.interface_name = interface_name
@@ -316,8 +316,7 @@ class Operation:
             out = hook(value)
         except RecursionError:
             raise InvalidRequest(
-                f"{self.qualname}: a stream item of {what!r} cannot be sent: "
-                f"{too_deep('it')}"
+                f"{self.qualname}: a stream item of {what!r} cannot be sent: {too_deep('it')}"
             ) from None
         except Exception as exc:  # an unstructure hook fails on a value of another type
             raise InvalidRequest(

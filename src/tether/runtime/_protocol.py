@@ -669,10 +669,10 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "hello": _decode_hello,
     "welcome": _decode_welcome,
     "item": lambda f: Item(id=f.required_id(), value=_value(f)),
-    "credit": lambda f: Credit(id=f.required_id(), items=f.get_int("items"), bytes=f.get_int("bytes")),
+    "credit": lambda f: Credit(f.required_id(), f.get_int("items"), f.get_int("bytes")),
     "send": lambda f: Send(id=f.required_id(), value=_value(f)),
     "end": lambda f: End(id=f.get_int("id")),
-    "ready": lambda f: Ready(id=f.required_id(), items=f.get_int("items"), bytes=f.get_int("bytes")),
+    "ready": lambda f: Ready(f.required_id(), f.get_int("items"), f.get_int("bytes")),
 }
 
 
