@@ -91,7 +91,6 @@ class RpcConnectionStatistics:
     open_streams: int
 
 
-
 class RpcConnection(RpcBackend):
     """A frontend's connection to one backend over a MessageStream.
 
@@ -528,12 +527,12 @@ class _Session(Workers[PreparedCall]):
     ) -> Result | Error:
         manager = self.dispatcher.manager
         self.streams[call.id] = stream
-        manager.open_streams += 1
+        manager.count_stream(1)
         try:
             reply = await self.dispatcher.run_in(call, scope, on_yield, *args)
         finally:
             del self.streams[call.id]
-            manager.open_streams -= 1
+            manager.count_stream(-1)
         # It ended by itself before a failure the reader found could stop it.
         self.failed.pop(call.id, None)
         return reply

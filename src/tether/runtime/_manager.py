@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -84,14 +85,21 @@ class RpcManager:
         self.authorize = authorize
         self.development_mode = development_mode
         self.stream_window = stream_window
-        #: Stream calls running (kept by the engines that serve this manager).
-        self.open_streams = 0
+        # Stream calls running, counted by the engines that serve this manager:
+        # from several threads when backends run with thread=True.
+        self._open_streams = 0
+        self._streams_lock = threading.Lock()
         self._registrations: dict[str, Registration] = {}
         self._routes: dict[type[RpcInterface], RpcBackend] = {}
 
     def statistics(self) -> RpcManagerStatistics:
         """What this manager's impls are serving now (read-only numbers)."""
-        return RpcManagerStatistics(open_streams=self.open_streams)
+        return RpcManagerStatistics(open_streams=self._open_streams)
+
+    def count_stream(self, delta: int) -> None:
+        """A stream call started (+1) or ended (-1) on an engine serving this manager."""
+        with self._streams_lock:
+            self._open_streams += delta
 
     # -- backend ---------------------------------------------------------------
 

@@ -174,9 +174,7 @@ class CallerStream:
             due = inflow.grant_due()
             if due is not None:
                 try:
-                    await self.connection._stream.send_message(
-                        encode(Credit(self.call.id, *due))
-                    )
+                    await self.connection._stream.send_message(encode(Credit(self.call.id, *due)))
                 except ConnectionClosed:
                     pass  # the reader will see the close; the item is still good
                 except BaseException:
