@@ -378,3 +378,43 @@ async def test_a_cancel_closes_the_generator_and_drops_the_stream() -> None:
             await peer.send(_call(2, "add", [1, 1]))
             assert await peer.receive() == Result(2, 2)  # no reply for the cancelled one
             await client_end.aclose()
+
+
+async def test_an_impl_reading_its_stream_when_the_connection_drops_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The impl gets ConnectionClosed from its stream argument: the session is
+    # ending, not the impl failing, so nothing is logged as an internal error.
+    reading = trio.Event()
+    closed: list[str] = []
+
+    class Reader(NumbersImpl):
+        async def total(self, values: tether.Stream[int]) -> int:
+            reading.set()
+            try:
+                return sum([value async for value in values])
+            except tether.ConnectionClosed as exc:
+                closed.append(type(exc).__name__)
+                raise
+
+    async def silent() -> AsyncIterator[int]:
+        await trio.sleep_forever()
+        yield 0  # pragma: no cover
+
+    manager = tether.RpcManager()
+    manager.register_impl(Numbers, Reader())
+    caplog.set_level("ERROR", logger="tether")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            async with memory.connect(manager, interfaces=[Numbers]) as backend:
+                client = backend.get_client(Numbers)
+
+                async def upload() -> None:
+                    with pytest.raises(tether.ConnectionClosed):
+                        await client.total(silent())
+
+                nursery.start_soon(upload)
+                await reading.wait()
+            await trio.testing.wait_all_tasks_blocked()
+    assert closed == ["ConnectionClosed"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []

@@ -187,7 +187,10 @@ class RpcStreamCases:
 
     def streams_manager(self, probe: Probe | None = None, **kwargs: Any) -> RpcManager:
         """A backend serving `ConformanceStreams` (and the suite's other interfaces)."""
-        return self.backend_manager(probe, **kwargs)
+        probe = probe or Probe()
+        manager = self.backend_manager(probe, **kwargs)
+        manager.register_impl(ConformanceStreams, StreamsImpl(probe))
+        return manager
 
     def open_streams(
         self, manager: RpcManager | None = None, **options: Any

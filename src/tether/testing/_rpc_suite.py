@@ -46,7 +46,7 @@ from ..runtime import (
 )
 from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
-from ._rpc_streams_suite import ConformanceStreams, RpcStreamCases, StreamsImpl
+from ._rpc_streams_suite import RpcStreamCases
 
 __all__ = [
     "ConformanceDownstream",
@@ -387,9 +387,8 @@ class RpcConformance(RpcStreamCases):
         self, probe: Probe | None = None, downstream: Opener | None = None, **kwargs: Any
     ) -> RpcManager:
         manager = RpcManager(**kwargs)
-        probe = probe or Probe()
-        manager.register_impl(ConformanceInterface, ConformanceImpl(probe, manager, downstream))
-        manager.register_impl(ConformanceStreams, StreamsImpl(probe))
+        impl = ConformanceImpl(probe or Probe(), manager, downstream)
+        manager.register_impl(ConformanceInterface, impl)
         return manager
 
     def open(
