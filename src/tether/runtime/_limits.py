@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._codec import _MAPPINGS, _SCALARS, _SEQUENCES, _is_record, describe_type
+from ._codec import _MAPPINGS, _SCALARS, _SEQUENCES, MAX_DEPTH, _is_record, describe_type
 from ._errors import InvalidRequest
 from ._protocol import Invoke, Notify, encode
 
@@ -56,11 +56,6 @@ __all__ = [
     "within_limits",
 ]
 
-#: The deepest a value may nest arrays and objects (lists, tuples, sets, dicts,
-#: records), counting its own: `[1]` nests 1 deep, `{"a": [1]}` 2. Well below
-#: what orjson encodes (about 255 with the message around it) and what cattrs
-#: structures within Python's default recursion limit (about 3 frames a level).
-MAX_DEPTH = 100
 #: The smallest int carried (orjson's range: signed and unsigned 64-bit).
 MIN_INT = -(2**63)
 #: The largest int carried.
@@ -143,7 +138,7 @@ def why_unsendable(value: Any, path: str) -> tuple[str, str] | None:
     while stack:
         item, where, depth = stack.pop()
         kind = type(item)
-        if isinstance(item, bool) or item is None or isinstance(item, str):
+        if isinstance(item, (bool, str, bytes)) or item is None:
             continue
         if isinstance(item, float):
             if not math.isfinite(item):

@@ -4,6 +4,11 @@ Every message is a JSON object with a `t` tag (DESIGN.md section 4). Nothing
 here knows about sockets, channels or tasks: transports move the bytes that
 `encode` makes and hand what they receive to `decode`.
 
+`bytes` values travel two ways. `encode` writes pure JSON, bytes as standard
+base64 text, for JSON peers (curl, browsers, SSE); `encode_binary` keeps them
+raw beside the JSON in a `BinaryMessage` (`_binary`), for a stream whose peer
+takes binary (`MessageStream.binary`). `decode` reads either.
+
 `decode` rejects anything malformed with `InvalidRequest` (never a KeyError or
 a crash); when the message's `id` could be read, it is in `details["id"]` so the
 receiver can fail that one request instead of the connection.
@@ -15,12 +20,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeAlias
 
 import attrs
+import orjson
 
-from ._codec import dumps, loads
+from ._binary import BinaryMessage, message_size, pack, unpack
+from ._codec import dumps
 from ._errors import IncompatibleVersion, InvalidRequest, TetherError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "BinaryMessage",
     "Call",
     "CallContext",
     "Cancel",
@@ -37,6 +45,9 @@ __all__ = [
     "check_hello",
     "decode",
     "encode",
+    "encode_binary",
+    "message_size",
+    "says_binary",
 ]
 
 #: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
@@ -167,7 +178,8 @@ class Hello:
     `mode` says what the session is for: `"rpc"` (loosely coupled calls, each
     with its full context) or `"ipc"` (a paired session over the `channels`).
     `authorization` is the credential an IPC frontend presents to the backend's
-    `authorize` hook; it is never shown in the repr.
+    `authorize` hook; it is never shown in the repr. `binary`: the client
+    reads binary frames (`"binary": true` on the wire; absent means false).
     """
 
     protocol: int
@@ -177,6 +189,7 @@ class Hello:
     channels: dict[str, str] = attrs.field(factory=dict)
     mode: str = "rpc"
     authorization: str | None = attrs.field(default=None, repr=False)
+    binary: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -189,12 +202,17 @@ class InterfaceInfo:
 
 @attrs.frozen(slots=True)
 class Welcome:
-    """Accepts a session: the server's protocol version, channels and interfaces."""
+    """Accepts a session: the server's protocol version, channels and interfaces.
+
+    `binary`: the server reads binary frames, and will send them (`"binary":
+    true` on the wire; absent means false).
+    """
 
     protocol: int
     session_id: str
     channels: dict[str, str] = attrs.field(factory=dict)
     interfaces: dict[str, InterfaceInfo] = attrs.field(factory=dict)
+    binary: bool = False
 
 
 Message: TypeAlias = Call | Invoke | Result | Error | Cancel | Notify | Hello | Welcome
@@ -246,6 +264,24 @@ def _encode_hello(m: Hello) -> dict[str, Any]:
     }
     if m.authorization is not None:
         obj["authorization"] = m.authorization
+    if m.binary:
+        obj["binary"] = True
+    return obj
+
+
+def _encode_welcome(m: Welcome) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "t": "welcome",
+        "protocol": m.protocol,
+        "session_id": m.session_id,
+        "channels": m.channels,
+        "interfaces": {
+            name: {"version": info.version, "operations": list(info.operations)}
+            for name, info in m.interfaces.items()
+        },
+    }
+    if m.binary:
+        obj["binary"] = True
     return obj
 
 
@@ -291,27 +327,40 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Cancel: lambda m: {"t": "cancel", "id": m.id},
     Notify: _encode_notify,
     Hello: _encode_hello,
-    Welcome: lambda m: {
-        "t": "welcome",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "channels": m.channels,
-        "interfaces": {
-            name: {"version": info.version, "operations": list(info.operations)}
-            for name, info in m.interfaces.items()
-        },
-    },
+    Welcome: _encode_welcome,
 }
 
 
 def encode(message: Message) -> bytes:
-    """Encode a message as UTF-8 JSON bytes.
+    """Encode a message as UTF-8 JSON bytes, its bytes values as standard base64 text.
+
+    For a peer that reads JSON only (curl, a browser, SSE).
 
     Raises:
-        TypeError: the message holds a value that is not JSON (a `Result.value`
-            that was not unstructured, for instance).
+        TypeError: the message holds a value that is neither JSON nor bytes (a
+            `Result.value` that was not unstructured, for instance).
     """
     return dumps(_ENCODERS[type(message)](message))
+
+
+def encode_binary(message: Message) -> bytes | BinaryMessage:
+    """Encode a message for a peer that takes binary: its bytes values raw, beside the JSON.
+
+    Returns:
+        JSON bytes, as `encode` makes, when the message holds no bytes values;
+        otherwise a `BinaryMessage` (or JSON with base64, for a message past
+        the binary form's limits: see `_binary.pack`).
+
+    Raises:
+        TypeError: the message holds a value that is neither JSON nor bytes.
+    """
+    obj = _ENCODERS[type(message)](message)
+    try:
+        # Plain orjson first: a message without bytes (nearly all) costs what
+        # it did before bytes could travel raw.
+        return orjson.dumps(obj)
+    except TypeError:
+        return pack(obj)
 
 
 # ---------------------------------------------------------------------------
@@ -362,6 +411,15 @@ class _Fields:
                 f"printable text of at most {MAX_LABEL_LENGTH} characters (no line breaks)",
                 value,
             )
+        return value
+
+    def get_bool(self, key: str) -> bool:
+        """An optional boolean: absent (or null) is False."""
+        value = self.obj.get(key)
+        if value is None:
+            return False
+        if type(value) is not bool:
+            raise self._fail(key, "true or false", value)
         return value
 
     def get_list(self, key: str) -> list[Any]:
@@ -556,6 +614,7 @@ def _decode_hello(f: _Fields) -> Hello:
         channels=f.get_str_map("channels"),
         mode=mode,
         authorization=f.get_str("authorization", optional=True),
+        binary=f.get_bool("binary"),
     )
 
 
@@ -576,6 +635,7 @@ def _decode_welcome(f: _Fields) -> Welcome:
         session_id=f.get_label("session_id"),
         channels=f.get_str_map("channels"),
         interfaces=interfaces,
+        binary=f.get_bool("binary"),
     )
 
 
@@ -596,15 +656,25 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
 }
 
 
-def decode(data: bytes | bytearray | memoryview | str) -> Message:
-    """Decode one message.
+def decode(data: bytes | bytearray | memoryview | str | BinaryMessage) -> Message:
+    """Decode one message: JSON (bytes or text), a BinaryMessage, or a binary frame.
+
+    The attachments of a BinaryMessage or frame are put back at their paths:
+    the message holds `bytes` values where the sender's did.
 
     Raises:
-        InvalidRequest: not JSON, not an object, an unknown `t`, or a field that is
-            missing or of the wrong type. `details` names the field, and holds the
-            request `id` when it could be read.
+        InvalidRequest: not JSON, not an object, an unknown `t`, a field that is
+            missing or of the wrong type, or a malformed binary message. `details`
+            names the field, and holds the request `id` when it could be read.
     """
-    obj = loads(data)
+    if isinstance(data, BinaryMessage):
+        obj = unpack(data, None)
+    else:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            # A binary frame (its first byte is 0), or garbage.
+            obj = unpack(data, exc)
     if type(obj) is not dict:
         raise InvalidRequest(f"a message must be a JSON object, got {type(obj).__name__}")
     tag = obj.get("t")
@@ -667,7 +737,20 @@ def check_hello(message: Message, mode: str) -> Hello:
     return message
 
 
-def asks_for_ipc(data: bytes | str) -> bool:
+def says_binary(data: bytes | bytearray | memoryview | str | BinaryMessage) -> bool:
+    """Whether a `hello` or `welcome` says its sender reads binary frames.
+
+    For a transport that sends binary frames only to a peer that said so.
+    Anything else (another message, a malformed one) says no.
+    """
+    try:
+        message = decode(data)
+    except TetherError:
+        return False
+    return isinstance(message, (Hello, Welcome)) and message.binary
+
+
+def asks_for_ipc(data: bytes | str | BinaryMessage) -> bool:
     """Whether a connection's first message is a `hello` asking for an IPC session.
 
     For a server that serves both kinds on one endpoint: it peeks at the first
