@@ -40,7 +40,7 @@ import orjson
 
 from ._codec import _MAPPINGS, _SCALARS, _SEQUENCES, MAX_DEPTH, _is_record, describe_type
 from ._errors import InvalidRequest
-from ._protocol import Invoke, Notify, encode
+from ._protocol import BinaryMessage, Invoke, Notify, encode, encode_binary
 
 __all__ = [
     "MAX_DEPTH",
@@ -476,13 +476,17 @@ def unsendable(
     return None
 
 
-def encode_arguments(message: Invoke | Notify, names: tuple[str, ...] | None) -> bytes:
+def encode_arguments(
+    message: Invoke | Notify, names: tuple[str, ...] | None, *, binary: bool = False
+) -> bytes | BinaryMessage:
     """Encode an IPC invoke or notification, refusing arguments the codec cannot carry.
 
     Args:
         message: The message; its arguments unstructured.
         names: The parameters' names when a typed proxy has checked the
             arguments already; None for untyped ones, checked here.
+        binary: Encode for a stream that takes binary (`encode_binary`):
+            bytes values raw. Otherwise JSON, bytes as base64.
 
     Raises:
         InvalidRequest: an argument cannot be sent (a non-finite float, an int
@@ -493,7 +497,7 @@ def encode_arguments(message: Invoke | Notify, names: tuple[str, ...] | None) ->
         refused = unsendable(message.args, None, _called(message), message.activity_id)
     if refused is None:
         try:
-            return encode(message)
+            return encode_binary(message) if binary else encode(message)
         except TypeError as exc:
             where = _called(message)
             refused = unsendable(message.args, names, where, message.activity_id)
