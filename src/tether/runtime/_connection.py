@@ -45,6 +45,8 @@ from ._protocol import (
     check_hello,
     decode,
     encode,
+    encode_binary,
+    message_size,
 )
 from ._stream import MessageStream
 from ._util import check_positive_int
@@ -144,6 +146,7 @@ class RpcConnection(RpcBackend):
             options.session_id,
             options.application_id,
             options.application_version,
+            binary=True,  # every stream of ours reads binary frames
         )
         reply = await exchange_hello(self._stream, hello)
         self._interfaces = check_backend_interfaces(reply.interfaces, wanted)
@@ -163,7 +166,7 @@ class RpcConnection(RpcBackend):
             await self._room.park()
             if self._closed is not None:
                 raise self._closed_error(call)
-        data = encode(call)
+        data = encode_binary(call) if self._stream.binary else encode(call)
         pending = _Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
         try:
@@ -172,8 +175,8 @@ class RpcConnection(RpcBackend):
         except PayloadTooLarge:
             # The stream refused it before sending anything; it stays usable.
             raise PayloadTooLarge(
-                f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over this "
-                f"connection's limit of {self._stream.max_message_size}: send less per call",
+                f"the call to {call.iface}.{call.op} encodes to {message_size(data)} bytes, over "
+                f"this connection's limit of {self._stream.max_message_size}: send less per call",
                 activity_id=call.ctx.activity_id,
             ) from None
         except trio.Cancelled:
@@ -369,7 +372,8 @@ class _Session(Workers[PreparedCall]):
     async def send_reply(self, reply: Result | Error) -> None:
         self.sending += 1
         try:
-            await send_reply(self.stream.send_message, reply, self.stream.max_message_size)
+            stream = self.stream
+            await send_reply(stream.send_message, reply, stream.max_message_size, stream.binary)
         finally:
             self.sending -= 1
 
@@ -488,7 +492,12 @@ async def _accept(dispatcher: Dispatcher, stream: MessageStream) -> str | None:
             await stream.send_message(encode(dispatcher.error_reply(None, exc, None)))
         return None
     session_id = hello.session_id or str(uuid.uuid4())
-    welcome = Welcome(PROTOCOL_VERSION, session_id, interfaces=dispatcher.manager.describe())
+    welcome = Welcome(
+        PROTOCOL_VERSION,
+        session_id,
+        interfaces=dispatcher.manager.describe(),
+        binary=stream.binary,
+    )
     try:
         await stream.send_message(encode(welcome))
     except ConnectionClosed:
