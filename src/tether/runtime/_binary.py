@@ -45,6 +45,7 @@ __all__ = [
     "message_size",
     "pack",
     "unpack",
+    "unpack_frame",
 ]
 
 #: The longest envelope, in bytes (16 MiB - 1): its length's first byte is 0,
@@ -220,6 +221,18 @@ def unpack(
         return obj
     assert not_json is not None
     raise InvalidRequest(_not_json(not_json))
+
+
+def unpack_frame(frame: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """The JSON object a frame carries, its attachments put back at their paths.
+
+    For frames that are not protocol messages (an HTTP request body's
+    `{"args": [...]}`); `decode` reads those that are.
+
+    Raises:
+        InvalidRequest: the frame is malformed.
+    """
+    return _split(frame)[0]
 
 
 def _split(

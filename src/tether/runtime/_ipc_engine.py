@@ -331,7 +331,7 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                 if call is not None:
                     return call
             elif kind is Notify:
-                size = len(data)
+                size = message_size(data)
                 self.inbox.append((cast(Notify, message), size))
                 self.inbox_bytes += size
                 self.notes_read += 1

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TypeAlias
 import attrs
 import orjson
 
-from ._binary import BinaryMessage, message_size, pack, unpack
+from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
 from ._codec import dumps
 from ._errors import IncompatibleVersion, InvalidRequest, TetherError
 
@@ -48,6 +48,7 @@ __all__ = [
     "encode_binary",
     "message_size",
     "says_binary",
+    "unpack_frame",
 ]
 
 #: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
