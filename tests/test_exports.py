@@ -85,6 +85,8 @@ def test_top_level_all_is_exactly_this() -> None:
         "RequestContext",
         "RpcInterface",
         "RpcManager",
+        "Stream",
+        "StreamWindow",
         "TetherError",
         "TransportError",
         "Unauthorized",
@@ -93,6 +95,7 @@ def test_top_level_all_is_exactly_this() -> None:
         "current_context",
         "current_session",
         "is_version_compatible",
+        "open_stream",
         "remote_error",
     ]
 
@@ -183,6 +186,8 @@ def test_runtime_surface_is_exactly_this() -> None:
         "RpcConnection",
         "RpcInterface",
         "RpcManager",
+        "Stream",
+        "StreamWindow",
         "TetherError",
         "TransportError",
         "Unauthorized",
@@ -192,6 +197,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "make_converter",
         "open_ipc_connection",
         "open_rpc_connection",
+        "open_stream",
         "remote_error",
         "serve_ipc_session",
         "serve_rpc_session",

@@ -22,12 +22,15 @@ from .runtime import PayloadTooLarge as PayloadTooLarge
 from .runtime import RemoteError as RemoteError
 from .runtime import RpcInterface as RpcInterface
 from .runtime import RpcManager as RpcManager
+from .runtime import Stream as Stream
+from .runtime import StreamWindow as StreamWindow
 from .runtime import TetherError as TetherError
 from .runtime import TransportError as TransportError
 from .runtime import Unauthorized as Unauthorized
 from .runtime import Unavailable as Unavailable
 from .runtime import current_session as current_session
 from .runtime import is_version_compatible as is_version_compatible
+from .runtime import open_stream as open_stream
 from .runtime import remote_error as remote_error
 
 __version__ = "0.1.0"
@@ -53,6 +56,8 @@ __all__ = [
     "RequestContext",
     "RpcInterface",
     "RpcManager",
+    "Stream",
+    "StreamWindow",
     "TetherError",
     "TransportError",
     "Unauthorized",
@@ -61,5 +66,6 @@ __all__ = [
     "current_context",
     "current_session",
     "is_version_compatible",
+    "open_stream",
     "remote_error",
 ]

@@ -48,6 +48,9 @@ from ._ipc_handshake import IpcHandshake as IpcHandshake
 from ._manager import RpcManager as RpcManager
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._stream import MessageStream as MessageStream
+from ._streams import Stream as Stream
+from ._streams import StreamWindow as StreamWindow
+from ._streams import open_stream as open_stream
 from ._versions import is_version_compatible as is_version_compatible
 
 __all__ = [
@@ -83,6 +86,8 @@ __all__ = [
     "RpcConnection",
     "RpcInterface",
     "RpcManager",
+    "Stream",
+    "StreamWindow",
     "TetherError",
     "TransportError",
     "Unauthorized",
@@ -92,6 +97,7 @@ __all__ = [
     "make_converter",
     "open_ipc_connection",
     "open_rpc_connection",
+    "open_stream",
     "remote_error",
     "serve_ipc_session",
     "serve_rpc_session",

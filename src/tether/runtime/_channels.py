@@ -118,6 +118,11 @@ class NotificationInterface:
                 cls, name, root=NotificationInterface, name_attr="channel_name"
             )
             for op in operations.values():
+                if op.stream_param is not None or op.stream_result:
+                    raise TypeError(
+                        f"notification {op.qualname} cannot carry a stream: notifications are "
+                        "one-way messages (declare the stream on an IpcInterface method)"
+                    )
                 if op.return_type is not type(None):
                     raise TypeError(
                         f"notification {op.qualname} must return None: notifications are "

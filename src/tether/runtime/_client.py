@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+import functools
 import itertools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -19,13 +21,15 @@ from ._errors import (
     IncompatibleVersion,
     NotFound,
     RemoteError,
+    TetherError,
     Unavailable,
     error_class_for_code,
     registered_remote_error,
 )
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
-from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Result
+from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
+from ._streams import Exchange, StreamCall
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
 
@@ -100,6 +104,30 @@ class RpcBackend(abc.ABC):
             TransportError: the connection failed or was closed.
             PayloadTooLarge: the encoded call is over the transport's size limit.
         """
+
+    def open_call(
+        self,
+        call: Call,
+        source: AsyncIterable[Any] | None,
+        encode_item: Callable[[Any], Any],
+    ) -> AbstractAsyncContextManager[Exchange]:
+        """Carry a stream call for the block (STREAMS.md, docs/wire.md).
+
+        Sends `call` and the credit of the caller's window; pumps `source` (the
+        argument stream, unstructured item by item with `encode_item`) as the
+        callee grants credit, then says it ended; and on leaving the block,
+        unless the final reply came, cancels the call on the other side. The
+        source is `aclose()`d when the call is done with it. If the source
+        raises, the call is cancelled and the source's exception propagates.
+
+        Raises:
+            NotFound: this transport does not carry this kind of stream.
+            TransportError: the connection failed or was closed.
+        """
+        raise NotFound(
+            f"this connection ({type(self).__name__}) does not carry streams: use the "
+            "memory, WebSocket or local transport"
+        )
 
     def get_client(self, interface: type[T]) -> T:
         """Return a client stub of `interface` whose calls go to this backend.
@@ -221,15 +249,14 @@ def _rebuild_application_error(cls: type[BaseException], info: ErrorInfo) -> Bas
     return None
 
 
-async def _call(
+def _make_call(
     backend: RpcBackend,
     interface: type[RpcInterface],
     op: Operation,
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
-) -> Any:
-    # A call from a scope that is already cancelled is not sent at all.
-    await trio.lowlevel.checkpoint_if_cancelled()
+) -> Call:
+    """The `call` message for a call made now, in the current context."""
     values = op.encode_args(args, kwargs)
     options = backend.options
     ctx = current_context()
@@ -263,28 +290,108 @@ async def _call(
     )
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("calling %s", op.qualname, extra={"activity_id": activity_id})
+    return call
+
+
+def _refused(call: Call, op: Operation) -> TetherError | None:
+    """The error for arguments the encoder refused (TypeError), or None if it is not that.
+
+    The encoder refuses an int out of range, a value nested past its limit,
+    an object JSON cannot hold, before anything was sent.
+    """
+    return unsendable(call.args, op.param_names, op.qualname, call.ctx.activity_id)
+
+
+async def _call(
+    backend: RpcBackend,
+    interface: type[RpcInterface],
+    op: Operation,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    # A call from a scope that is already cancelled is not sent at all.
+    await trio.lowlevel.checkpoint_if_cancelled()
+    call = _make_call(backend, interface, op, args, kwargs)
     try:
         reply = await backend.request(call)
     except TypeError:
-        # The encoder refused an argument (an int out of range, a value nested
-        # past its limit, an object JSON cannot hold) before anything was sent.
-        refused = unsendable(values, op.param_names, op.qualname, activity_id)
+        refused = _refused(call, op)
         if refused is None:
             raise
         raise refused from None
     if isinstance(reply, Result):
         return op.decode_result(reply.value)
-    raise await error_for_reply(reply.error, activity_id)
+    raise await error_for_reply(reply.error, call.ctx.activity_id)
+
+
+async def _call_with_stream(
+    backend: RpcBackend,
+    interface: type[RpcInterface],
+    op: Operation,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """A client-stream call: its argument stream goes out, one result comes back."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    source = op.stream_source(args, kwargs)
+    call = _make_call(backend, interface, op, args, kwargs)
+    try:
+        async with backend.open_call(call, source, op.encode_input) as exchange:
+            reply = await exchange.receive()
+            while type(reply) is Item:
+                # Not a stream result: an item is the backend's mistake; skip it.
+                _log.warning("ignoring a stream item for %s, which returns one value", op.qualname)
+                reply = await exchange.receive()
+    except TypeError:
+        refused = _refused(call, op)
+        if refused is None:
+            raise
+        raise refused from None
+    if type(reply) is Result:
+        return op.decode_result(reply.value)
+    assert type(reply) is Error
+    raise await error_for_reply(reply.error, call.ctx.activity_id)
+
+
+def _open_rpc_stream(
+    backend: RpcBackend,
+    interface: type[RpcInterface],
+    op: Operation,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> AbstractAsyncContextManager[Exchange]:
+    source = op.stream_source(args, kwargs) if op.stream_param is not None else None
+    call = _make_call(backend, interface, op, args, kwargs)
+    return backend.open_call(call, source, op.encode_input)
 
 
 def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
-    async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await _call(self._tether_backend, interface, op, args, kwargs)
+    if op.stream_result:
+
+        def open_(self: Any, *args: Any, **kwargs: Any) -> Any:
+            backend = self._tether_backend
+            return StreamCall(
+                op, functools.partial(_open_rpc_stream, backend, interface, op, args, kwargs)
+            )
+
+        forward: Any = open_
+    elif op.stream_param is not None:
+
+        async def call_with_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await _call_with_stream(self._tether_backend, interface, op, args, kwargs)
+
+        forward = call_with_stream
+    else:
+
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await _call(self._tether_backend, interface, op, args, kwargs)
+
+        forward = call
 
     forward.__name__ = op.name
     forward.__qualname__ = f"{interface.__qualname__}Client.{op.name}"
     forward.__doc__ = op.function.__doc__
-    forward.__signature__ = op.signature  # type: ignore[attr-defined]
+    forward.__signature__ = op.signature
     return forward
 
 

@@ -496,7 +496,8 @@ async def _accept(dispatcher: Dispatcher, stream: MessageStream) -> str | None:
         PROTOCOL_VERSION,
         session_id,
         interfaces=dispatcher.manager.describe(),
-        binary=stream.binary,
+        # "binary": true only to a client that said it (as every tether one does).
+        binary=stream.binary and hello.binary,
     )
     try:
         await stream.send_message(encode(welcome))

@@ -47,6 +47,7 @@ from ._protocol import (
     encode_binary,
     message_size,
 )
+from ._streams import CalleeStream
 from ._util import collapse_exception_group, run_until_it_yields
 from ._versions import compatibility_advice, is_version_compatible, parse_version
 
@@ -74,7 +75,7 @@ class PreparedCall:
     """A call that passed the checks: ready to run under its context."""
 
     # A plain slotted class: made once per call, on the hot path.
-    __slots__ = ("args", "context", "handler", "id", "operation", "started")
+    __slots__ = ("args", "context", "handler", "id", "operation", "started", "stream")
 
     def __init__(
         self,
@@ -91,6 +92,9 @@ class PreparedCall:
         self.context = context
         #: When `Dispatcher.run` started it (`access_clock`), for its access line.
         self.started = -1.0
+        #: The callee's half of a stream call (set by the engine that prepares
+        #: one); None for a unary call.
+        self.stream: CalleeStream | None = None
 
 
 def error_info(exc: BaseException, activity_id: str | None, *, development_mode: bool) -> ErrorInfo:
@@ -359,7 +363,10 @@ class Dispatcher:
             authorize = self.manager.authorize
             if authorize is not None and not await authorize(context):
                 raise Unauthorized(f"{context.operation} refused by the authorization hook")
-            value = await prepared.handler(*prepared.args)
+            if prepared.stream is None:
+                value = await prepared.handler(*prepared.args)
+            else:
+                value = await prepared.stream.run(prepared.handler, prepared.args)
             reply = Result(prepared.id, prepared.operation.encode_result(value))
         except BaseException as raised:
             failed = failure_reply(

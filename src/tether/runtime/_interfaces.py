@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_error_messages
 from ._errors import InvalidRequest
 from ._limits import Check, too_deep, unsendable, value_check, why_unsendable, within_limits
+from ._streams import Stream
 from ._versions import parse_version
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "collect_operations",
     "operations_of",
     "require_interface",
+    "stream_item_type",
     "unimplemented",
 ]
 
@@ -35,6 +37,14 @@ class Operation:
 
     __slots__ = (
         "_deep_params",
+        "_in_check",
+        "_in_deep",
+        "_in_structure",
+        "_in_unstructure",
+        "_out_check",
+        "_out_deep",
+        "_out_structure",
+        "_out_unstructure",
         "_param_checks",
         "_param_structure",
         "_param_unstructure",
@@ -51,13 +61,13 @@ class Operation:
         "required",
         "return_type",
         "signature",
+        "stream_param",
+        "stream_result",
     )
 
     def __init__(self, interface_name: str, function: Callable[..., Any]) -> None:
         name = function.__name__
         where = f"{interface_name}.{name}"
-        if not inspect.iscoroutinefunction(function):
-            raise TypeError(f"operation {where} must be declared with 'async def'")
         try:
             hints = typing.get_type_hints(function)
         except NameError as exc:
@@ -65,6 +75,22 @@ class Operation:
                 f"operation {where}: cannot resolve its annotations ({exc}); define the "
                 "types it uses before the interface"
             ) from None
+        out_type = stream_item_type(hints.get("return"))
+        #: Whether the operation returns a stream (a server or two-way stream).
+        self.stream_result = out_type is not None
+        if self.stream_result and inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f"operation {where} returns a stream: declare it with a plain 'def' (its "
+                "impl is an async generator), not 'async def'"
+            )
+        if not self.stream_result and not inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f"operation {where} must be declared with 'async def' (only an operation "
+                "that returns a tether.Stream[...] is a plain 'def')"
+            )
+        #: The index of the stream parameter (a client or two-way stream), if any.
+        self.stream_param: int | None = None
+        in_type: Any = None
         signature = inspect.signature(function)
         params = list(signature.parameters.values())[1:]  # drop self
         names: list[str] = []
@@ -79,9 +105,23 @@ class Operation:
                 )
             if param.name not in hints:
                 raise TypeError(f"operation {where}: parameter {param.name!r} has no annotation")
+            item_type = stream_item_type(hints[param.name])
             try:
-                check_carriable(hints[param.name])
-                checks.append(value_check(hints[param.name]))
+                if item_type is not None:
+                    if self.stream_param is not None:
+                        raise TypeError(
+                            "a second stream parameter: an operation takes at most one "
+                            "stream (bundle the items in an attrs class)"
+                        )
+                    if param.default is not param.empty:
+                        raise TypeError("a stream parameter cannot have a default")
+                    self.stream_param = len(names)
+                    in_type = item_type
+                    check_carriable(item_type)
+                    checks.append((None, False))
+                else:
+                    check_carriable(hints[param.name])
+                    checks.append(value_check(hints[param.name]))
             except TypeError as exc:
                 raise TypeError(f"operation {where}: parameter {param.name!r}: {exc}") from None
             if param.default is param.empty:
@@ -92,12 +132,21 @@ class Operation:
             types_.append(hints[param.name])
         if "return" not in hints:
             raise TypeError(f"operation {where} has no return annotation (use '-> None')")
-        return_type = hints["return"]
+        return_type = type(None) if out_type is not None else hints["return"]
         try:
             check_carriable(return_type)
             self._return_check, self._return_deep = value_check(return_type)
+            if out_type is not None:
+                check_carriable(out_type)
         except TypeError as exc:
             raise TypeError(f"operation {where}: return type: {exc}") from None
+        # The item types of the streams: hooks and checks as for a parameter.
+        self._in_structure, self._in_unstructure, self._in_check, self._in_deep = _item_codec(
+            in_type
+        )
+        self._out_structure, self._out_unstructure, self._out_check, self._out_deep = _item_codec(
+            out_type
+        )
 
         self.interface_name = interface_name
         self.name = name
@@ -108,11 +157,15 @@ class Operation:
         self.param_types = tuple(types_)
         self.required = required
         self.return_type = return_type
+        # The stream parameter's place holds null on the wire: its hooks are None's.
+        wire_types = [
+            type(None) if index == self.stream_param else t for index, t in enumerate(types_)
+        ]
         self._param_structure: tuple[Hook, ...] = tuple(
-            CONVERTER.get_structure_hook(t) for t in types_
+            CONVERTER.get_structure_hook(t) for t in wire_types
         )
         self._param_unstructure: tuple[Hook, ...] = tuple(
-            CONVERTER.get_unstructure_hook(t) for t in types_
+            CONVERTER.get_unstructure_hook(t) for t in wire_types
         )
         self._return_structure: Hook = CONVERTER.get_structure_hook(return_type)
         self._return_unstructure: Hook = CONVERTER.get_unstructure_hook(return_type)
@@ -140,15 +193,21 @@ class Operation:
                 raise InvalidRequest(f"{self.qualname}: {exc}") from None
             bound.apply_defaults()
             args = tuple(bound.arguments.values())[1:]
-        out = []
-        for name, tp, hook, check, value in zip(
-            self.param_names,
-            self.param_types,
-            self._param_unstructure,
-            self._param_checks,
-            args,
-            strict=True,
+        out: list[Any] = []
+        for index, (name, tp, hook, check, value) in enumerate(
+            zip(
+                self.param_names,
+                self.param_types,
+                self._param_unstructure,
+                self._param_checks,
+                args,
+                strict=True,
+            )
         ):
+            if index == self.stream_param:
+                # The items travel as `send` messages; the call holds its place.
+                out.append(None)
+                continue
             try:
                 unstructured = hook(value)
             except RecursionError:
@@ -201,6 +260,96 @@ class Operation:
                 details={"errors": errors},
             ) from None
 
+    # -- stream items --------------------------------------------------------
+
+    def stream_source(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        """The argument a caller passed for the stream parameter."""
+        assert self.stream_param is not None
+        if self.stream_param < len(args):
+            return args[self.stream_param]
+        name = self.param_names[self.stream_param]
+        if name not in kwargs:
+            raise InvalidRequest(f"{self.qualname}: missing the stream argument {name!r}")
+        return kwargs[name]
+
+    def encode_input(self, value: Any) -> Any:
+        """Unstructure one item of the argument stream (caller side).
+
+        Raises:
+            InvalidRequest: the item does not fit the declared item type.
+        """
+        return self._encode_item(
+            value, self._in_unstructure, self._in_check, self.param_names[self.stream_param or 0]
+        )
+
+    def encode_output(self, value: Any) -> Any:
+        """Unstructure one item the impl yielded (callee side).
+
+        Raises:
+            InvalidRequest: the item cannot be sent (it does not fit the declared type).
+        """
+        return self._encode_item(value, self._out_unstructure, self._out_check, "item")
+
+    def decode_input(self, value: Any) -> Any:
+        """Structure one argument-stream item (callee side).
+
+        Raises:
+            InvalidRequest: it does not fit the declared item type.
+        """
+        name = self.param_names[self.stream_param or 0]
+        return self._decode_item(value, self._in_structure, self._in_deep, f"{name}[item]")
+
+    def decode_output(self, value: Any) -> Any:
+        """Structure one result-stream item (caller side).
+
+        Raises:
+            InvalidRequest: the backend's item does not fit the declared item type.
+        """
+        return self._decode_item(value, self._out_structure, self._out_deep, "$item")
+
+    def _encode_item(
+        self, value: Any, hooks: tuple[Hook, Any] | None, check: Check | None, what: str
+    ) -> Any:
+        assert hooks is not None
+        hook, tp = hooks
+        try:
+            out = hook(value)
+        except RecursionError:
+            raise InvalidRequest(
+                f"{self.qualname}: a stream item of {what!r} cannot be sent: {too_deep('it')}"
+            ) from None
+        except Exception as exc:  # an unstructure hook fails on a value of another type
+            raise InvalidRequest(
+                f"{self.qualname}: a stream item of {what!r} must be {describe_type(tp)}, got "
+                f"{type(value).__name__} ({exc})"
+            ) from None
+        if check is not None and not check(out):
+            found = why_unsendable(out, what)
+            why = found[1] if found is not None else "it is over the codec's limits"
+            raise InvalidRequest(f"{self.qualname}: a stream item cannot be sent: {why}")
+        return out
+
+    def _decode_item(
+        self, value: Any, hooks: tuple[Hook, Any] | None, deep: bool, path: str
+    ) -> Any:
+        assert hooks is not None
+        hook, tp = hooks
+        if deep and not within_limits(value):
+            why = _over_limits(value, path)
+            raise InvalidRequest(
+                f"a stream item of {self.qualname} does not fit {describe_type(tp)}: {why}",
+                details={"errors": [why]},
+            )
+        try:
+            return hook(value, tp)
+        except Exception as exc:  # cattrs raises many kinds; all mean "does not fit"
+            errors = structure_error_messages(exc, path)
+            raise InvalidRequest(
+                f"a stream item of {self.qualname} does not fit {describe_type(tp)}: "
+                f"{'; '.join(errors)}",
+                details={"errors": errors},
+            ) from None
+
     # -- server side ---------------------------------------------------------
 
     def decode_args(self, args: list[Any]) -> list[Any]:
@@ -224,8 +373,11 @@ class Operation:
                 f"({', '.join(self.param_names) or 'none'}), got {count}",
                 details={"expected": list(self.param_names), "got": count},
             )
-        out = []
+        out: list[Any] = []
         for index, value in enumerate(args):
+            if index == self.stream_param:
+                out.append(None)  # the engine puts the stream of `send` items here
+                continue
             tp = self.param_types[index]
             if self._deep_params and index in self._deep_params and not within_limits(value):
                 # Walked before structuring, which recurses once a level.
@@ -272,6 +424,31 @@ def _over_limits(value: Any, path: str) -> str:
     """Why a received value that a check refused is over the codec's limits."""
     found = why_unsendable(value, path)
     return found[1] if found is not None else f"{path} is over the codec's limits"
+
+
+def stream_item_type(hint: Any) -> Any:
+    """The item type of a `Stream[T]` annotation; None for any other annotation."""
+    if typing.get_origin(hint) is Stream:
+        (item,) = typing.get_args(hint)
+        return item
+    if hint is Stream:
+        raise TypeError("a bare Stream cannot be carried: declare its item type, Stream[int]")
+    return None
+
+
+def _item_codec(
+    tp: Any,
+) -> tuple[tuple[Hook, Any] | None, tuple[Hook, Any] | None, Check | None, bool]:
+    """(structure hook, type), (unstructure hook, type), send check, deep: for stream items."""
+    if tp is None:
+        return None, None, None, False
+    check, deep = value_check(tp)
+    return (
+        (CONVERTER.get_structure_hook(tp), tp),
+        (CONVERTER.get_unstructure_hook(tp), tp),
+        check,
+        deep,
+    )
 
 
 def collect_operations(
@@ -389,23 +566,51 @@ def check_version_attr(cls: type, attr: str, version: object) -> None:
 def check_declared_async(
     own: Mapping[str, Any], attrs_: tuple[str, ...], prefix: str, rule: str
 ) -> None:
-    """Refuse a public plain `def` in a declaration: its public methods are its operations."""
+    """Refuse a public plain `def` in a declaration: its public methods are its operations.
+
+    The one plain `def` allowed is an operation that returns a `Stream[...]`.
+    """
     for attr, value in own.items():
         if attr.startswith("_") or attr in attrs_:
             continue
-        if inspect.isfunction(value) and not inspect.iscoroutinefunction(value):
+        if (
+            inspect.isfunction(value)
+            and not inspect.iscoroutinefunction(value)
+            and not _returns_stream(value)
+        ):
             raise TypeError(
                 f"{prefix}{attr} must be declared with 'async def' ({rule}; prefix helpers "
-                "with '_')"
+                "with '_'; a plain 'def' is for an operation that returns a tether.Stream)"
             )
 
 
+def _returns_stream(function: Callable[..., Any]) -> bool:
+    try:
+        hint = typing.get_type_hints(function).get("return")
+    except NameError:
+        return False  # Operation() says why
+    return typing.get_origin(hint) is Stream or hint is Stream
+
+
 def check_impl_async(cls: type, operations: Mapping[str, Any], declared: str, what: str) -> None:
-    """An implementation (or a subclass of one) must keep every operation async."""
+    """An implementation (or a subclass of one) must keep every operation async.
+
+    An operation that returns a stream is implemented by an async generator
+    (or a plain `def` that returns an async iterable); any other by `async def`.
+    """
     own = cls.__dict__
-    for name in operations:
+    for name, operation in operations.items():
         member = own.get(name)
-        if member is not None and not inspect.iscoroutinefunction(member):
+        if member is None:
+            continue
+        if getattr(operation, "stream_result", False):
+            if inspect.iscoroutinefunction(member):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} implements {what} {declared}.{name}, which "
+                    "returns a stream: make it an async generator ('async def' with 'yield')"
+                )
+            continue
+        if not inspect.iscoroutinefunction(member):
             raise TypeError(
                 f"{cls.__qualname__}.{name} implements {what} {declared}.{name} and must be "
                 "'async def'"

@@ -439,7 +439,10 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         started = call.started = access_clock()
         reply: Result | Error
         try:
-            value = await call.handler(*call.args)
+            if call.stream is None:
+                value = await call.handler(*call.args)
+            else:
+                value = await call.stream.run(call.handler, call.args)
             reply = Result(call.id, call.operation.encode_result(value))
         except BaseException as raised:
             # Once the session is closed, its end is the news, not this.

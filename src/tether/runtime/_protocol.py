@@ -16,7 +16,7 @@ receiver can fail that one request instead of the connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import attrs
@@ -25,6 +25,9 @@ import orjson
 from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
 from ._codec import dumps
 from ._errors import IncompatibleVersion, InvalidRequest, TetherError
+from ._fields import MAX_LABEL_LENGTH as MAX_LABEL_LENGTH
+from ._fields import Fields as _Fields
+from ._fields import is_label as is_label
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -32,14 +35,19 @@ __all__ = [
     "Call",
     "CallContext",
     "Cancel",
+    "Credit",
+    "End",
     "Error",
     "ErrorInfo",
     "Hello",
     "Invoke",
     "InterfaceInfo",
+    "Item",
     "Message",
     "Notify",
+    "Ready",
     "Result",
+    "Send",
     "Welcome",
     "asks_for_ipc",
     "check_hello",
@@ -53,21 +61,6 @@ __all__ = [
 
 #: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
 PROTOCOL_VERSION = 1
-
-#: The longest ActivityId, session id or application id (or version) a message
-#: may carry. They end up in every log line of a request: a peer must not be
-#: able to write a megabyte, or a line break and a forged line, into them.
-MAX_LABEL_LENGTH = 200
-
-
-def is_label(value: str) -> bool:
-    """Whether `value` may be an ActivityId, session id or application id or version.
-
-    Printable text (no line break, tab or other control character) of at most
-    `MAX_LABEL_LENGTH` characters.
-    """
-    return len(value) <= MAX_LABEL_LENGTH and value.isprintable()
-
 
 # The per-request messages are NamedTuples, the session-level ones frozen attrs
 # classes. Both are immutable; NamedTuples are built in a third of the time,
@@ -158,6 +151,46 @@ class Notify(NamedTuple):
     activity_id: str | None = None
 
 
+class Item(NamedTuple):
+    """Callee -> caller: the next item of a call's result stream (STREAMS.md)."""
+
+    id: int
+    value: Any
+
+
+class Credit(NamedTuple):
+    """Caller -> callee: it may send `items` more result items, `bytes` more bytes of them."""
+
+    id: int
+    items: int
+    bytes: int
+
+
+class Send(NamedTuple):
+    """Caller -> callee: the next item of a call's argument stream."""
+
+    id: int
+    value: Any
+
+
+class End(NamedTuple):
+    """Caller -> callee: the call's argument stream is complete."""
+
+    id: int
+
+
+class Ready(NamedTuple):
+    """Callee -> caller: it may send `items` more argument items, `bytes` more bytes of them."""
+
+    id: int
+    items: int
+    bytes: int
+
+
+#: The messages of a stream, after the `call` or `invoke` that opens it.
+STREAM_MESSAGES = (Item, Credit, Send, End, Ready)
+
+
 def _equal(self: tuple[Any, ...], other: object) -> bool:
     return type(self) is type(other) and tuple.__eq__(self, other)
 
@@ -166,7 +199,7 @@ def _not_equal(self: tuple[Any, ...], other: object) -> bool:
     return not _equal(self, other)
 
 
-for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify):
+for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify, *STREAM_MESSAGES):
     _message.__eq__ = _equal  # type: ignore[method-assign]
     _message.__ne__ = _not_equal  # type: ignore[assignment,method-assign]
     _message.__hash__ = tuple.__hash__  # type: ignore[method-assign]
@@ -216,7 +249,21 @@ class Welcome:
     binary: bool = False
 
 
-Message: TypeAlias = Call | Invoke | Result | Error | Cancel | Notify | Hello | Welcome
+Message: TypeAlias = (
+    Call
+    | Invoke
+    | Result
+    | Error
+    | Cancel
+    | Notify
+    | Hello
+    | Welcome
+    | Item
+    | Credit
+    | Send
+    | End
+    | Ready
+)
 
 
 # ---------------------------------------------------------------------------
@@ -327,6 +374,11 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Error: lambda m: {"t": "error", "id": m.id, "error": error_info_to_json(m.error)},
     Cancel: lambda m: {"t": "cancel", "id": m.id},
     Notify: _encode_notify,
+    Item: lambda m: {"t": "item", "id": m.id, "value": m.value},
+    Credit: lambda m: {"t": "credit", "id": m.id, "items": m.items, "bytes": m.bytes},
+    Send: lambda m: {"t": "send", "id": m.id, "value": m.value},
+    End: lambda m: {"t": "end", "id": m.id},
+    Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
     Hello: _encode_hello,
     Welcome: _encode_welcome,
 }
@@ -366,91 +418,6 @@ def encode_binary(message: Message) -> bytes | BinaryMessage:
 
 # ---------------------------------------------------------------------------
 # Decoding
-
-
-class _Fields:
-    """Typed access to a decoded JSON object, raising InvalidRequest on misfit."""
-
-    __slots__ = ("id", "obj", "tag")
-
-    def __init__(self, obj: Mapping[str, Any], tag: str) -> None:
-        self.obj = obj
-        self.tag = tag
-        self.id: int | None = None
-
-    def _fail(self, key: str, expected: str, value: Any) -> InvalidRequest:
-        got = "nothing" if value is None else type(value).__name__
-        details: dict[str, Any] = {"field": key}
-        if self.id is not None:
-            details["id"] = self.id
-        return InvalidRequest(
-            f"{self.tag!r} message field {key!r} must be {expected}, got {got}", details=details
-        )
-
-    def get_int(self, key: str, *, optional: bool = False) -> Any:
-        value = self.obj.get(key)
-        if value is None and optional:
-            return None
-        if type(value) is not int or value < 0:
-            raise self._fail(key, "a non-negative integer", value)
-        return value
-
-    def get_str(self, key: str, *, optional: bool = False) -> Any:
-        value = self.obj.get(key)
-        if value is None and optional:
-            return None
-        if type(value) is not str:
-            raise self._fail(key, "a string", value)
-        return value
-
-    def get_label(self, key: str, *, optional: bool = False) -> Any:
-        """A string that ends up in log lines (an ActivityId, an id): see `is_label`."""
-        value = self.get_str(key, optional=optional)
-        if value is not None and not is_label(value):
-            raise self._fail(
-                key,
-                f"printable text of at most {MAX_LABEL_LENGTH} characters (no line breaks)",
-                value,
-            )
-        return value
-
-    def get_bool(self, key: str) -> bool:
-        """An optional boolean: absent (or null) is False."""
-        value = self.obj.get(key)
-        if value is None:
-            return False
-        if type(value) is not bool:
-            raise self._fail(key, "true or false", value)
-        return value
-
-    def get_list(self, key: str) -> list[Any]:
-        value = self.obj.get(key)
-        if type(value) is not list:
-            raise self._fail(key, "an array", value)
-        return value
-
-    def get_dict(self, key: str, *, optional: bool = False) -> dict[str, Any]:
-        value = self.obj.get(key)
-        if value is None and optional:
-            return {}
-        if type(value) is not dict:
-            raise self._fail(key, "an object", value)
-        return value
-
-    def get_str_map(self, key: str) -> dict[str, str]:
-        value = self.get_dict(key, optional=True)
-        if not all(type(v) is str for v in value.values()):
-            raise self._fail(key, "an object of strings", value)
-        return value
-
-    def sub(self, key: str, *, optional: bool = False) -> _Fields:
-        sub = _Fields(self.get_dict(key, optional=optional), f"{self.tag}.{key}")
-        sub.id = self.id
-        return sub
-
-    def with_id(self, *, optional: bool = False) -> int | None:
-        self.id = self.get_int("id", optional=optional)
-        return self.id
 
 
 def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
@@ -567,11 +534,16 @@ def _decode_invoke(f: _Fields) -> Invoke:
     )
 
 
-def _decode_result(f: _Fields) -> Result:
-    f.with_id()
+def _value(f: _Fields) -> Any:
+    """The `value` member of a result or a stream item (null is a value; absent is not)."""
     if "value" not in f.obj:
         raise f._fail("value", "present", None)
-    return Result(id=f.id, value=f.obj["value"])  # type: ignore[arg-type]
+    return f.obj["value"]
+
+
+def _decode_result(f: _Fields) -> Result:
+    f.with_id()
+    return Result(id=f.id, value=_value(f))  # type: ignore[arg-type]
 
 
 def decode_error_info(f: _Fields) -> ErrorInfo:
@@ -654,6 +626,11 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     ),
     "hello": _decode_hello,
     "welcome": _decode_welcome,
+    "item": lambda f: Item(id=f.required_id(), value=_value(f)),
+    "credit": lambda f: Credit(f.required_id(), f.get_int("items"), f.get_int("bytes")),
+    "send": lambda f: Send(id=f.required_id(), value=_value(f)),
+    "end": lambda f: End(id=f.get_int("id")),
+    "ready": lambda f: Ready(f.required_id(), f.get_int("items"), f.get_int("bytes")),
 }
 
 
@@ -686,6 +663,10 @@ def decode(data: bytes | bytearray | memoryview | str | BinaryMessage) -> Messag
         id_ = obj.get("id")
         if type(id_) is int and id_ >= 0 and "value" in obj:
             return Result(id_, obj["value"])
+    elif tag == "item":
+        id_ = obj.get("id")
+        if type(id_) is int and id_ >= 0 and "value" in obj:
+            return Item(id_, obj["value"])
     elif tag == "call":
         call = _decode_call_fast(obj)
         if call is not None:
