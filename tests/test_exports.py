@@ -161,6 +161,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "DEFAULT_SLOW_FRONTEND_TIMEOUT",
         "PROTOCOL_VERSION",
         "BackendIpc",
+        "BinaryMessage",
         "ClientOptions",
         "ConnectError",
         "ConnectionClosed",
