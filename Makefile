@@ -55,6 +55,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.local
 	$(BIN)/python -m bench.ipc_vs_rpc
 	$(BIN)/python -m bench.sessions
+	$(BIN)/python -m bench.binary
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage

@@ -162,6 +162,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "DEFAULT_STREAM_WINDOW",
         "PROTOCOL_VERSION",
         "BackendIpc",
+        "BinaryMessage",
         "ClientOptions",
         "ConnectError",
         "ConnectionClosed",

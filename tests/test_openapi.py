@@ -18,6 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from tether.runtime import CONVERTER, RpcInterface, RpcManager
+from tether.runtime._codec import dumps
 from tether.runtime._interfaces import operations_of
 from tether.runtime._protocol import ErrorInfo, error_info_to_json
 from tether.testing import ConformanceInterface, Everything, Probe
@@ -108,7 +109,7 @@ def _request_validator(
 
 def _wire(value: Any) -> Any:
     """An unstructured value as the other side reads it: through orjson and back."""
-    return orjson.loads(orjson.dumps(value))
+    return orjson.loads(dumps(value))
 
 
 ECHO = operations_of(ConformanceInterface)["echo"]
@@ -292,7 +293,8 @@ WRONG: dict[str, Any] = {
     "bool for int": lambda e: _set(e, "count", True),
     "int for bool": lambda e: _set(e, "flag", 1),
     "null for float": lambda e: _set(e, "ratio", None),
-    "not base85": lambda e: _set(e, "raw", "a,b"),
+    "not base64": lambda e: _set(e, "raw", "a,b="),
+    "base64 without its padding": lambda e: _set(e, "raw", "eA"),
     "unknown enum value": lambda e: _set(e, "color", "blue"),
     "enum name for value": lambda e: _set(e, "level", "HIGH"),
     "int for uuid": lambda e: _set(e, "ident", 7),

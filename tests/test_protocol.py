@@ -73,6 +73,7 @@ hellos = st.builds(
     opt_labels,
     str_maps,
     st.sampled_from(["rpc", "ipc"]),
+    binary=st.booleans(),
 )
 interface_infos = st.builds(InterfaceInfo, texts, st.lists(texts, max_size=3).map(tuple))
 welcomes = st.builds(
@@ -81,6 +82,7 @@ welcomes = st.builds(
     labels,
     str_maps,
     st.dictionaries(texts, interface_infos, max_size=3),
+    binary=st.booleans(),
 )
 messages: st.SearchStrategy[Message] = st.one_of(
     calls, invokes, results, errors, cancels, notifies, hellos, welcomes

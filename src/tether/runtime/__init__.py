@@ -5,6 +5,7 @@ It knows no transport: transports reach it through the sans-IO protocol
 contracts, and the session functions below.
 """
 
+from ._binary import BinaryMessage as BinaryMessage
 from ._channels import IpcHandler as IpcHandler
 from ._channels import IpcInterface as IpcInterface
 from ._channels import NotificationHandler as NotificationHandler
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_STREAM_WINDOW",
     "PROTOCOL_VERSION",
     "BackendIpc",
+    "BinaryMessage",
     "ClientOptions",
     "ConnectError",
     "ConnectionClosed",

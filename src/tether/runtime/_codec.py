@@ -2,8 +2,11 @@
 
 tether owns one cattrs converter (never cattrs' global one), made by
 `make_converter()`. Values are unstructured to plain JSON values (dict, list,
-str, int, float, bool, None) and encoded with orjson; see docs/performance.md
-for why orjson and not the standard library.
+str, int, float, bool, None) plus `bytes`, which stay raw: the protocol sends
+them beside the JSON envelope where the transport carries binary (a
+`BinaryMessage`), and `dumps` writes them as standard base64 text (RFC 4648)
+where it does not. Values are encoded with orjson; see docs/performance.md for
+why orjson and not the standard library.
 
 Structuring is strict: an `int` parameter accepts an int, not "3" or 3.7, and a
 `str` parameter does not accept 1. A typed RPC that silently coerces hides bugs.
@@ -11,6 +14,8 @@ Structuring is strict: an `int` parameter accepts an int, not "3" or 3.7, and a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections.abc
 import dataclasses
 import datetime
@@ -25,6 +30,7 @@ from typing import Any
 import attrs
 import cattrs
 import cattrs.gen
+import cattrs.v
 import orjson
 from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
@@ -32,6 +38,7 @@ from ._errors import InvalidRequest
 
 __all__ = [
     "CONVERTER",
+    "MAX_DEPTH",
     "Hook",
     "check_carriable",
     "describe_type",
@@ -42,6 +49,13 @@ __all__ = [
 ]
 
 Hook = Callable[..., Any]
+
+#: The deepest a value may nest arrays and objects (lists, tuples, sets, dicts,
+#: records), counting its own: `[1]` nests 1 deep, `{"a": [1]}` 2. Well below
+#: what orjson encodes (about 255 with the message around it) and what cattrs
+#: structures within Python's default recursion limit (about 3 frames a level).
+#: Checked by `_limits`; here so that the protocol's binary paths share it.
+MAX_DEPTH = 100
 
 
 def _strict(kind: type, accept: tuple[type, ...], convert: Callable[[Any], Any]) -> Hook:
@@ -61,6 +75,36 @@ def _structure_uuid(value: Any, _: Any) -> uuid.UUID:
     if not isinstance(value, str):
         raise TypeError(f"expected a UUID string, got {type(value).__name__}")
     return uuid.UUID(value)
+
+
+def _unstructure_bytes(value: Any) -> bytes:
+    # Raw: the protocol carries bytes beside the envelope, or as base64 in
+    # JSON. A bytearray or memoryview given for `bytes` is copied, so that
+    # what is sent cannot change under it (and the encoders meet only bytes).
+    return value if type(value) is bytes else bytes(value)
+
+
+class _NotBase64(ValueError):
+    """Text given for `bytes` that is not standard base64; its message says so."""
+
+
+def _structure_bytes(value: Any, _: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return value  # type: ignore[no-any-return]
+    if kind is str:
+        try:
+            # Strict RFC 4648: the standard alphabet, padded, nothing else
+            # (no line breaks, no URL-safe `-_`).
+            return binascii.a2b_base64(value, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _NotBase64(
+                f"expected bytes as standard base64 text (RFC 4648: A-Z a-z 0-9 + /, padded "
+                f"with =); got {len(value)} characters that are not ({exc})"
+            ) from None
+    if kind is bytearray or kind is memoryview:
+        return bytes(value)
+    raise TypeError(f"expected bytes (or base64 text), got {kind.__name__}")
 
 
 def _structure_none(value: Any, _: Any) -> None:
@@ -167,10 +211,11 @@ def _text_keyed_mapping_hook(converter: cattrs.Converter) -> Callable[[Any], Hoo
 def make_converter() -> cattrs.Converter:
     """Return a new converter configured as tether's codec.
 
-    Unstructuring gives JSON values only (datetime and date as ISO 8601, UUID
-    as text, bytes as base85 text, sets as lists, tuples as tuples, which every
-    JSON encoder writes as arrays, enums as their values), so any JSON library
-    can encode them and any on the other side can read them.
+    Unstructuring gives JSON values (datetime and date as ISO 8601, UUID as
+    text, sets as lists, tuples as tuples, which every JSON encoder writes as
+    arrays, enums as their values) and raw `bytes`, which `dumps` writes as
+    base64 text and the protocol may carry beside the JSON. Structuring takes
+    `bytes`, or base64 text, for a `bytes` type.
     """
     converter = _make_orjson_converter()
     # cattrs tries single dispatch first, so these are single-dispatch
@@ -180,6 +225,8 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(float, _strict(float, (int, float), float))
     converter.register_structure_hook(str, _strict(str, (str,), str))
     converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
+    converter.register_structure_hook(bytes, _structure_bytes)
+    converter.register_unstructure_hook(bytes, _unstructure_bytes)
     for base in (enum.Enum, enum.IntEnum, enum.StrEnum, enum.Flag, enum.IntFlag):
         converter.register_structure_hook(base, _structure_enum)
         converter.register_unstructure_hook(base, _enum_value)
@@ -202,13 +249,21 @@ def make_converter() -> cattrs.Converter:
 CONVERTER = make_converter()
 
 
+def _bytes_as_base64(value: Any) -> str:
+    # orjson calls this only for what it cannot encode itself, so a value
+    # without bytes pays nothing for it.
+    if type(value) is bytes:
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def dumps(value: Any) -> bytes:
-    """Encode unstructured JSON values as UTF-8 JSON bytes.
+    """Encode unstructured values as UTF-8 JSON bytes; `bytes` as standard base64 text.
 
     Raises:
-        TypeError: `value` holds something that is not a JSON value.
+        TypeError: `value` holds something that is neither a JSON value nor bytes.
     """
-    return orjson.dumps(value)
+    return orjson.dumps(value, default=_bytes_as_base64)
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -302,8 +357,9 @@ def _check(tp: Any, seen: set[Any]) -> None:
     if origin is typing.Union or origin is types.UnionType:
         if bytes in args and str in args:
             raise TypeError(
-                "str | bytes cannot be carried: bytes travel as base85 text, so the two are "
-                "indistinguishable on the wire; use separate parameters or an attrs class"
+                "str | bytes cannot be carried: in JSON, bytes travel as base64 text, so the "
+                "two are indistinguishable on the wire; use separate parameters or an attrs "
+                "class"
             )
         for arg in args:
             _check(arg, seen)
@@ -371,11 +427,18 @@ def _check(tp: Any, seen: set[Any]) -> None:
     )
 
 
+def _format_error(exc: BaseException, tp: Any) -> str:
+    # Our own words where cattrs' would lose them ("expected bytes").
+    if isinstance(exc, _NotBase64):
+        return str(exc)
+    return cattrs.v.format_exception(exc, tp)
+
+
 def structure_error_messages(exc: Exception, path: str) -> list[str]:
     """Turn a cattrs structuring error into one line per problem, each with its path."""
     if isinstance(exc, cattrs.BaseValidationError):
         return [
             msg.replace("invalid value for type, ", "")
-            for msg in cattrs.transform_error(exc, path=path)
+            for msg in cattrs.transform_error(exc, path=path, format_exception=_format_error)
         ]
     return [f"{exc} @ {path}"]

@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from .. import contexts
+from ._binary import BinaryMessage
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
 from ._dispatch import Dispatcher, PreparedCall, send_reply
 from ._errors import (
@@ -53,8 +54,10 @@ from ._protocol import (
     check_hello,
     decode,
     encode,
+    encode_binary,
+    message_size,
 )
-from ._rpc_streams import CallerStream, Pending, abort_park, open_exchange, wire_size
+from ._rpc_streams import CallerStream, Pending, abort_park, open_exchange
 from ._stream import MessageStream
 from ._streams import CalleeStream, Exchange, StreamWindow
 from ._util import check_positive_int
@@ -154,6 +157,7 @@ class RpcConnection(RpcBackend):
             options.session_id,
             options.application_id,
             options.application_version,
+            binary=True,  # every stream of ours reads binary frames
         )
         reply = await exchange_hello(self._stream, hello)
         self._interfaces = check_backend_interfaces(reply.interfaces, wanted)
@@ -173,7 +177,7 @@ class RpcConnection(RpcBackend):
             await self._room.park()
             if self._closed is not None:
                 raise self._closed_error(call)
-        data = encode(call)
+        data = encode_binary(call) if self._stream.binary else encode(call)
         pending = Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
         try:
@@ -182,8 +186,8 @@ class RpcConnection(RpcBackend):
         except PayloadTooLarge:
             # The stream refused it before sending anything; it stays usable.
             raise PayloadTooLarge(
-                f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over this "
-                f"connection's limit of {self._stream.max_message_size}: send less per call",
+                f"the call to {call.iface}.{call.op} encodes to {message_size(data)} bytes, over "
+                f"this connection's limit of {self._stream.max_message_size}: send less per call",
                 activity_id=call.ctx.activity_id,
             ) from None
         except trio.Cancelled:
@@ -259,7 +263,7 @@ class RpcConnection(RpcBackend):
                 owner = self._pending.get(message.id)
                 if type(owner) is CallerStream:
                     if isinstance(message, Item):
-                        owner.on_item(message.value, wire_size(data))
+                        owner.on_item(message.value, message_size(data))
                     else:
                         owner.on_ready(message.items, message.bytes)
             elif isinstance(message, Error):
@@ -317,14 +321,14 @@ class RpcConnection(RpcBackend):
         state = CallerStream(self, call, window)
         self._pending[call.id] = state
         try:
-            data = encode(call)
+            data = encode_binary(call) if self._stream.binary else encode(call)
             try:
                 await self._stream.send_message(data)
             except PayloadTooLarge:
                 raise PayloadTooLarge(
-                    f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over "
-                    f"this connection's limit of {self._stream.max_message_size}: send less "
-                    "per call",
+                    f"the call to {call.iface}.{call.op} encodes to {message_size(data)} "
+                    f"bytes, over this connection's limit of {self._stream.max_message_size}: "
+                    "send less per call",
                     activity_id=call.ctx.activity_id,
                 ) from None
             items, size = state.inflow.initial_grant()
@@ -460,7 +464,8 @@ class _Session(Workers[PreparedCall]):
     async def send_reply(self, reply: Result | Error) -> None:
         self.sending += 1
         try:
-            await send_reply(self.stream.send_message, reply, self.stream.max_message_size)
+            stream = self.stream
+            await send_reply(stream.send_message, reply, stream.max_message_size, stream.binary)
         finally:
             self.sending -= 1
 
@@ -493,17 +498,19 @@ class _Session(Workers[PreparedCall]):
 
     async def send_stream_message(self, operation: Operation, message: Message) -> int:
         """Send a stream's `item` or `ready`; return its size (CalleeStream's `send`)."""
-        data = encode(message)
+        stream = self.stream
+        data = encode_binary(message) if stream.binary else encode(message)
+        size = message_size(data)
         try:
-            await self.stream.send_message(data)
+            await stream.send_message(data)
         except PayloadTooLarge:
             # Refused before anything was sent: only this stream ends.
             raise PayloadTooLarge(
-                f"a stream item of {operation.qualname} encodes to {len(data)} bytes, over "
-                f"this connection's limit of {self.stream.max_message_size}: yield smaller "
+                f"a stream item of {operation.qualname} encodes to {size} bytes, over "
+                f"this connection's limit of {stream.max_message_size}: yield smaller "
                 "items (a stream may carry any total)"
             ) from None
-        return len(data)
+        return size
 
     async def serve_call(
         self,
@@ -544,14 +551,16 @@ class _Session(Workers[PreparedCall]):
                 return self.dispatcher.error_reply(call.id, failure, call.context.activity_id)
         return self.dispatcher.interrupted(call)
 
-    def on_stream_message(self, message: Send | End | Credit, data: bytes | str) -> None:
+    def on_stream_message(
+        self, message: Send | End | Credit, data: bytes | str | BinaryMessage
+    ) -> None:
         """Hand a caller's stream message to its call (never waits); unknown ids are dropped."""
         stream = self.streams.get(message.id)
         if stream is None:
             return  # a stream that ended here: late news
         try:
             if type(message) is Send:
-                stream.on_send(message.value, wire_size(data))
+                stream.on_send(message.value, message_size(data))
             elif type(message) is End:
                 stream.on_end()
             else:
@@ -661,7 +670,13 @@ async def _accept(dispatcher: Dispatcher, stream: MessageStream) -> str | None:
             await stream.send_message(encode(dispatcher.error_reply(None, exc, None)))
         return None
     session_id = hello.session_id or str(uuid.uuid4())
-    welcome = Welcome(PROTOCOL_VERSION, session_id, interfaces=dispatcher.manager.describe())
+    welcome = Welcome(
+        PROTOCOL_VERSION,
+        session_id,
+        interfaces=dispatcher.manager.describe(),
+        # "binary": true only to a client that said it (as every tether one does).
+        binary=stream.binary and hello.binary,
+    )
     try:
         await stream.send_message(encode(welcome))
     except ConnectionClosed:

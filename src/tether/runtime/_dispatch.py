@@ -37,7 +37,16 @@ from ._errors import (
 from ._interfaces import Operation
 from ._limits import why_unsendable, within_limits
 from ._manager import RpcManager
-from ._protocol import Call, Error, ErrorInfo, Result, encode
+from ._protocol import (
+    BinaryMessage,
+    Call,
+    Error,
+    ErrorInfo,
+    Result,
+    encode,
+    encode_binary,
+    message_size,
+)
 from ._streams import CalleeStream
 from ._util import collapse_exception_group, run_until_it_yields
 from ._versions import compatibility_advice, is_version_compatible, parse_version
@@ -127,13 +136,16 @@ def _application_details(exc: BaseException) -> dict[str, Any]:
     return {}
 
 
-def encode_reply(message: Result | Error) -> bytes:
+def encode_reply(message: Result | Error, binary: bool = False) -> bytes | BinaryMessage:
     """Encode a reply; a reply JSON cannot hold becomes an error for the same request.
 
     Never raises for a reply: the request gets an answer and the session goes on.
     A result over the codec's limits (an int out of range, nested too deep) is
     `bad-request`, as the client's own check of the result would say.
+
+    `binary`: for a stream that takes binary (`encode_binary`); else JSON.
     """
+    encode_as = encode_binary if binary else encode
     if type(message) is Error and not within_limits(message.error.details):
         # A nan or inf in the details would arrive as null: send none.
         _log.warning(
@@ -141,7 +153,7 @@ def encode_reply(message: Result | Error) -> bytes:
         )
         message = Error(message.id, attrs.evolve(message.error, details={}))
     try:
-        return encode(message)
+        return encode_as(message)
     except TypeError as exc:
         if isinstance(message, Error):
             # Details JSON cannot hold (an impl's `details=` or an application
@@ -180,20 +192,23 @@ def too_large_reply(call_id: int | None, size: int, limit: int) -> bytes:
 
 
 async def send_reply(
-    send: Callable[[bytes], Awaitable[None]], reply: Result | Error, limit: int
+    send: Callable[[bytes | BinaryMessage], Awaitable[None]],
+    reply: Result | Error,
+    limit: int,
+    binary: bool = False,
 ) -> None:
     """Encode `reply` and send it; one over `limit` fails that request, not the session.
 
     The stream refuses a message over its limit before sending anything, so
     the request gets `payload-too-large` instead. A closed stream is the
-    session ending: nobody waits for the reply.
+    session ending: nobody waits for the reply. `binary` as for `encode_reply`.
     """
-    data = encode_reply(reply)
+    data = encode_reply(reply, binary)
     try:
         await send(data)
     except PayloadTooLarge:
         with contextlib.suppress(ConnectionClosed):
-            await send(too_large_reply(reply.id, len(data), limit))
+            await send(too_large_reply(reply.id, message_size(data), limit))
     except ConnectionClosed:
         pass
 

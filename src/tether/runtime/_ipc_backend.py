@@ -473,7 +473,9 @@ async def _serve_ipc_session(
             # What was checked and made for this session, even if the backend's
             # registrations changed since.
             channels = {name: entry.channel.version for name, entry in served.items()}
-            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, channels)
+            # "binary": true only to a frontend that said it (as every tether one does).
+            binary = stream.binary and hello.binary
+            welcome = Welcome(PROTOCOL_VERSION, peer.session_id, channels, binary=binary)
             try:
                 await stream.send_message(encode(welcome))
             except BaseException as exc:

@@ -76,7 +76,7 @@ from ._ipc_handover import Handover
 from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
 from ._ipc_outbox import Outbox
 from ._limits import encode_arguments
-from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode
+from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode, message_size
 from ._stream import MessageStream
 from ._util import run_until_it_yields, timeout_ms_left
 from ._workers import VACATE, Vacate, Workers
@@ -331,7 +331,7 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                 if call is not None:
                     return call
             elif kind is Notify:
-                size = len(data)
+                size = message_size(data)
                 self.inbox.append((cast(Notify, message), size))
                 self.inbox_bytes += size
                 self.notes_read += 1
@@ -468,14 +468,14 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         # `_dispatch.send_reply`, inline: this runs for every invoke served.
         self.sending += 1
         try:
-            data = encode_reply(reply)
+            data = encode_reply(reply, self.stream.binary)
             try:
                 await self.send(data)
             except PayloadTooLarge:
                 # Over the limit, nothing was sent: the invoke gets the error.
                 with contextlib.suppress(ConnectionClosed):
                     await self.send(
-                        too_large_reply(reply.id, len(data), self.stream.max_message_size)
+                        too_large_reply(reply.id, message_size(data), self.stream.max_message_size)
                     )
             except ConnectionClosed:
                 pass  # the session is ending: nobody waits for the reply
@@ -508,7 +508,9 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
             raise self.closed_error(activity_id)
         call_id = next(self.ids)
         data = encode_arguments(
-            Invoke(call_id, channel, method, args, activity_id, timeout_ms_left()), names
+            Invoke(call_id, channel, method, args, activity_id, timeout_ms_left()),
+            names,
+            binary=self.stream.binary,
         )
         pending = _Pending(trio.lowlevel.current_task())
         self.pending[call_id] = pending
@@ -619,11 +621,14 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         self.check_run()
         context = contexts.current()
         activity_id = context.activity_id if context is not None else None
-        data = encode_arguments(Notify(channel, method, args, activity_id), names)
+        data = encode_arguments(
+            Notify(channel, method, args, activity_id), names, binary=self.stream.binary
+        )
         if self.side == "backend":
-            if len(data) > self.stream.max_message_size:
+            size = message_size(data)
+            if size > self.stream.max_message_size:
                 raise PayloadTooLarge(
-                    f"notification {channel}.{method} encodes to {len(data)} bytes, over the "
+                    f"notification {channel}.{method} encodes to {size} bytes, over the "
                     f"session's limit of {self.stream.max_message_size}",
                     activity_id=activity_id,
                 )

@@ -241,6 +241,7 @@ async def open_ipc_connection(
         {channel.channel_name: channel.version for channel in wanted},
         mode="ipc",
         authorization=authorization,
+        binary=True,  # every stream of ours reads binary frames
     )
     try:
         reply = await exchange_hello(stream, hello)

@@ -17,6 +17,7 @@ from collections import deque
 import trio
 
 from ._errors import ConnectionClosed, PayloadTooLarge, TetherError
+from ._protocol import BinaryMessage, message_size
 from ._stream import MessageStream
 
 __all__ = ["Outbox"]
@@ -29,7 +30,9 @@ class _Queued:
 
     __slots__ = ("data", "error", "notification", "sent")
 
-    def __init__(self, data: bytes, sent: trio.Event | None, *, notification: bool) -> None:
+    def __init__(
+        self, data: bytes | BinaryMessage, sent: trio.Event | None, *, notification: bool
+    ) -> None:
         self.data = data
         self.sent = sent  # set when written, for a sender that waits
         self.notification = notification
@@ -77,9 +80,9 @@ class Outbox(abc.ABC):
             self.queued_bytes + size > self.max_pending_bytes and self.queued_notifications > 0
         )
 
-    async def _queue_notification(self, data: bytes) -> None:
+    async def _queue_notification(self, data: bytes | BinaryMessage) -> None:
         """Queue a notification for the writer; wait (boundedly) while the queue is full."""
-        size = len(data)
+        size = message_size(data)
         queued = self.queued_notifications
         # `_queue_full`, inline: this runs for every notification.
         if queued >= self.max_pending_notifications or (
@@ -104,13 +107,13 @@ class Outbox(abc.ABC):
                 raise self.closed_error(None)
         self._post(data, notification=True)
 
-    def _post(self, data: bytes, *, notification: bool) -> None:
+    def _post(self, data: bytes | BinaryMessage, *, notification: bool) -> None:
         """Queue a message for the writer without waiting (notifications, refusals)."""
         if self.closed_reason is not None:
             raise self.closed_error(None)
         if notification:
             self.queued_notifications += 1
-            self.queued_bytes += len(data)
+            self.queued_bytes += message_size(data)
         elif len(self.outbox) >= self.max_pending_notifications + self.max_in_flight:
             # Refusals pile up only when the other side sends and never reads.
             self.close(f"{self.other} too slow")
@@ -118,7 +121,7 @@ class Outbox(abc.ABC):
         self.outbox.append(_Queued(data, None, notification=notification))
         self.writer_lot.unpark_all()
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | BinaryMessage) -> None:
         """Send one message in order with everything queued before it; waits for room.
 
         Raises:
@@ -128,10 +131,10 @@ class Outbox(abc.ABC):
         stream = self.stream
         if self.closed_reason is not None:
             raise self.closed_error(None)
-        if len(data) > stream.max_message_size:
+        size = len(data) if type(data) is bytes else message_size(data)
+        if size > stream.max_message_size:
             raise PayloadTooLarge(
-                f"message of {len(data)} bytes is over the session's limit of "
-                f"{stream.max_message_size}"
+                f"message of {size} bytes is over the session's limit of {stream.max_message_size}"
             )
         if not self.outbox and not self.writing:
             # Nothing queued ahead of it: send it from here, no task switch.
@@ -164,7 +167,7 @@ class Outbox(abc.ABC):
             item = outbox.popleft()
             if item.notification:
                 self.queued_notifications -= 1
-                self.queued_bytes -= len(item.data)
+                self.queued_bytes -= message_size(item.data)
                 if self.room_lot:
                     self.room_lot.unpark()
             self.writing = True

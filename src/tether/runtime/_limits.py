@@ -38,9 +38,9 @@ from typing import Any
 import attrs
 import orjson
 
-from ._codec import _MAPPINGS, _SCALARS, _SEQUENCES, _is_record, describe_type
+from ._codec import _MAPPINGS, _SCALARS, _SEQUENCES, MAX_DEPTH, _is_record, describe_type
 from ._errors import InvalidRequest
-from ._protocol import Invoke, Notify, encode
+from ._protocol import BinaryMessage, Invoke, Notify, encode, encode_binary
 
 __all__ = [
     "MAX_DEPTH",
@@ -56,11 +56,6 @@ __all__ = [
     "within_limits",
 ]
 
-#: The deepest a value may nest arrays and objects (lists, tuples, sets, dicts,
-#: records), counting its own: `[1]` nests 1 deep, `{"a": [1]}` 2. Well below
-#: what orjson encodes (about 255 with the message around it) and what cattrs
-#: structures within Python's default recursion limit (about 3 frames a level).
-MAX_DEPTH = 100
 #: The smallest int carried (orjson's range: signed and unsigned 64-bit).
 MIN_INT = -(2**63)
 #: The largest int carried.
@@ -143,7 +138,7 @@ def why_unsendable(value: Any, path: str) -> tuple[str, str] | None:
     while stack:
         item, where, depth = stack.pop()
         kind = type(item)
-        if isinstance(item, bool) or item is None or isinstance(item, str):
+        if isinstance(item, (bool, str, bytes)) or item is None:
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
@@ -481,13 +476,17 @@ def unsendable(
     return None
 
 
-def encode_arguments(message: Invoke | Notify, names: tuple[str, ...] | None) -> bytes:
+def encode_arguments(
+    message: Invoke | Notify, names: tuple[str, ...] | None, *, binary: bool = False
+) -> bytes | BinaryMessage:
     """Encode an IPC invoke or notification, refusing arguments the codec cannot carry.
 
     Args:
         message: The message; its arguments unstructured.
         names: The parameters' names when a typed proxy has checked the
             arguments already; None for untyped ones, checked here.
+        binary: Encode for a stream that takes binary (`encode_binary`):
+            bytes values raw. Otherwise JSON, bytes as base64.
 
     Raises:
         InvalidRequest: an argument cannot be sent (a non-finite float, an int
@@ -498,7 +497,7 @@ def encode_arguments(message: Invoke | Notify, names: tuple[str, ...] | None) ->
         refused = unsendable(message.args, None, _called(message), message.activity_id)
     if refused is None:
         try:
-            return encode(message)
+            return encode_binary(message) if binary else encode(message)
         except TypeError as exc:
             where = _called(message)
             refused = unsendable(message.args, names, where, message.activity_id)

@@ -4,6 +4,11 @@ Every message is a JSON object with a `t` tag (DESIGN.md section 4). Nothing
 here knows about sockets, channels or tasks: transports move the bytes that
 `encode` makes and hand what they receive to `decode`.
 
+`bytes` values travel two ways. `encode` writes pure JSON, bytes as standard
+base64 text, for JSON peers (curl, browsers, SSE); `encode_binary` keeps them
+raw beside the JSON in a `BinaryMessage` (`_binary`), for a stream whose peer
+takes binary (`MessageStream.binary`). `decode` reads either.
+
 `decode` rejects anything malformed with `InvalidRequest` (never a KeyError or
 a crash); when the message's `id` could be read, it is in `details["id"]` so the
 receiver can fail that one request instead of the connection.
@@ -11,16 +16,22 @@ receiver can fail that one request instead of the connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import attrs
+import orjson
 
-from ._codec import dumps, loads
+from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
+from ._codec import dumps
 from ._errors import IncompatibleVersion, InvalidRequest, TetherError
+from ._fields import MAX_LABEL_LENGTH as MAX_LABEL_LENGTH
+from ._fields import Fields as _Fields
+from ._fields import is_label as is_label
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "BinaryMessage",
     "Call",
     "CallContext",
     "Cancel",
@@ -42,25 +53,14 @@ __all__ = [
     "check_hello",
     "decode",
     "encode",
+    "encode_binary",
+    "message_size",
+    "says_binary",
+    "unpack_frame",
 ]
 
 #: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
 PROTOCOL_VERSION = 1
-
-#: The longest ActivityId, session id or application id (or version) a message
-#: may carry. They end up in every log line of a request: a peer must not be
-#: able to write a megabyte, or a line break and a forged line, into them.
-MAX_LABEL_LENGTH = 200
-
-
-def is_label(value: str) -> bool:
-    """Whether `value` may be an ActivityId, session id or application id or version.
-
-    Printable text (no line break, tab or other control character) of at most
-    `MAX_LABEL_LENGTH` characters.
-    """
-    return len(value) <= MAX_LABEL_LENGTH and value.isprintable()
-
 
 # The per-request messages are NamedTuples, the session-level ones frozen attrs
 # classes. Both are immutable; NamedTuples are built in a third of the time,
@@ -212,7 +212,8 @@ class Hello:
     `mode` says what the session is for: `"rpc"` (loosely coupled calls, each
     with its full context) or `"ipc"` (a paired session over the `channels`).
     `authorization` is the credential an IPC frontend presents to the backend's
-    `authorize` hook; it is never shown in the repr.
+    `authorize` hook; it is never shown in the repr. `binary`: the client
+    reads binary frames (`"binary": true` on the wire; absent means false).
     """
 
     protocol: int
@@ -222,6 +223,7 @@ class Hello:
     channels: dict[str, str] = attrs.field(factory=dict)
     mode: str = "rpc"
     authorization: str | None = attrs.field(default=None, repr=False)
+    binary: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -234,12 +236,17 @@ class InterfaceInfo:
 
 @attrs.frozen(slots=True)
 class Welcome:
-    """Accepts a session: the server's protocol version, channels and interfaces."""
+    """Accepts a session: the server's protocol version, channels and interfaces.
+
+    `binary`: the server reads binary frames, and will send them (`"binary":
+    true` on the wire; absent means false).
+    """
 
     protocol: int
     session_id: str
     channels: dict[str, str] = attrs.field(factory=dict)
     interfaces: dict[str, InterfaceInfo] = attrs.field(factory=dict)
+    binary: bool = False
 
 
 Message: TypeAlias = (
@@ -305,6 +312,24 @@ def _encode_hello(m: Hello) -> dict[str, Any]:
     }
     if m.authorization is not None:
         obj["authorization"] = m.authorization
+    if m.binary:
+        obj["binary"] = True
+    return obj
+
+
+def _encode_welcome(m: Welcome) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "t": "welcome",
+        "protocol": m.protocol,
+        "session_id": m.session_id,
+        "channels": m.channels,
+        "interfaces": {
+            name: {"version": info.version, "operations": list(info.operations)}
+            for name, info in m.interfaces.items()
+        },
+    }
+    if m.binary:
+        obj["binary"] = True
     return obj
 
 
@@ -355,113 +380,44 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     End: lambda m: {"t": "end", "id": m.id},
     Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
     Hello: _encode_hello,
-    Welcome: lambda m: {
-        "t": "welcome",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "channels": m.channels,
-        "interfaces": {
-            name: {"version": info.version, "operations": list(info.operations)}
-            for name, info in m.interfaces.items()
-        },
-    },
+    Welcome: _encode_welcome,
 }
 
 
 def encode(message: Message) -> bytes:
-    """Encode a message as UTF-8 JSON bytes.
+    """Encode a message as UTF-8 JSON bytes, its bytes values as standard base64 text.
+
+    For a peer that reads JSON only (curl, a browser, SSE).
 
     Raises:
-        TypeError: the message holds a value that is not JSON (a `Result.value`
-            that was not unstructured, for instance).
+        TypeError: the message holds a value that is neither JSON nor bytes (a
+            `Result.value` that was not unstructured, for instance).
     """
     return dumps(_ENCODERS[type(message)](message))
 
 
+def encode_binary(message: Message) -> bytes | BinaryMessage:
+    """Encode a message for a peer that takes binary: its bytes values raw, beside the JSON.
+
+    Returns:
+        JSON bytes, as `encode` makes, when the message holds no bytes values;
+        otherwise a `BinaryMessage` (or JSON with base64, for a message past
+        the binary form's limits: see `_binary.pack`).
+
+    Raises:
+        TypeError: the message holds a value that is neither JSON nor bytes.
+    """
+    obj = _ENCODERS[type(message)](message)
+    try:
+        # Plain orjson first: a message without bytes (nearly all) costs what
+        # it did before bytes could travel raw.
+        return orjson.dumps(obj)
+    except TypeError:
+        return pack(obj)
+
+
 # ---------------------------------------------------------------------------
 # Decoding
-
-
-class _Fields:
-    """Typed access to a decoded JSON object, raising InvalidRequest on misfit."""
-
-    __slots__ = ("id", "obj", "tag")
-
-    def __init__(self, obj: Mapping[str, Any], tag: str) -> None:
-        self.obj = obj
-        self.tag = tag
-        self.id: int | None = None
-
-    def _fail(self, key: str, expected: str, value: Any) -> InvalidRequest:
-        got = "nothing" if value is None else type(value).__name__
-        details: dict[str, Any] = {"field": key}
-        if self.id is not None:
-            details["id"] = self.id
-        return InvalidRequest(
-            f"{self.tag!r} message field {key!r} must be {expected}, got {got}", details=details
-        )
-
-    def get_int(self, key: str, *, optional: bool = False) -> Any:
-        value = self.obj.get(key)
-        if value is None and optional:
-            return None
-        if type(value) is not int or value < 0:
-            raise self._fail(key, "a non-negative integer", value)
-        return value
-
-    def get_str(self, key: str, *, optional: bool = False) -> Any:
-        value = self.obj.get(key)
-        if value is None and optional:
-            return None
-        if type(value) is not str:
-            raise self._fail(key, "a string", value)
-        return value
-
-    def get_label(self, key: str, *, optional: bool = False) -> Any:
-        """A string that ends up in log lines (an ActivityId, an id): see `is_label`."""
-        value = self.get_str(key, optional=optional)
-        if value is not None and not is_label(value):
-            raise self._fail(
-                key,
-                f"printable text of at most {MAX_LABEL_LENGTH} characters (no line breaks)",
-                value,
-            )
-        return value
-
-    def get_list(self, key: str) -> list[Any]:
-        value = self.obj.get(key)
-        if type(value) is not list:
-            raise self._fail(key, "an array", value)
-        return value
-
-    def get_dict(self, key: str, *, optional: bool = False) -> dict[str, Any]:
-        value = self.obj.get(key)
-        if value is None and optional:
-            return {}
-        if type(value) is not dict:
-            raise self._fail(key, "an object", value)
-        return value
-
-    def get_str_map(self, key: str) -> dict[str, str]:
-        value = self.get_dict(key, optional=True)
-        if not all(type(v) is str for v in value.values()):
-            raise self._fail(key, "an object of strings", value)
-        return value
-
-    def sub(self, key: str, *, optional: bool = False) -> _Fields:
-        sub = _Fields(self.get_dict(key, optional=optional), f"{self.tag}.{key}")
-        sub.id = self.id
-        return sub
-
-    def with_id(self, *, optional: bool = False) -> int | None:
-        self.id = self.get_int("id", optional=optional)
-        return self.id
-
-    def required_id(self) -> int:
-        """The message's `id`, kept for the details of a later field's error."""
-        id_: int = self.get_int("id")
-        self.id = id_
-        return id_
 
 
 def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
@@ -631,6 +587,7 @@ def _decode_hello(f: _Fields) -> Hello:
         channels=f.get_str_map("channels"),
         mode=mode,
         authorization=f.get_str("authorization", optional=True),
+        binary=f.get_bool("binary"),
     )
 
 
@@ -651,6 +608,7 @@ def _decode_welcome(f: _Fields) -> Welcome:
         session_id=f.get_label("session_id"),
         channels=f.get_str_map("channels"),
         interfaces=interfaces,
+        binary=f.get_bool("binary"),
     )
 
 
@@ -676,15 +634,25 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
 }
 
 
-def decode(data: bytes | bytearray | memoryview | str) -> Message:
-    """Decode one message.
+def decode(data: bytes | bytearray | memoryview | str | BinaryMessage) -> Message:
+    """Decode one message: JSON (bytes or text), a BinaryMessage, or a binary frame.
+
+    The attachments of a BinaryMessage or frame are put back at their paths:
+    the message holds `bytes` values where the sender's did.
 
     Raises:
-        InvalidRequest: not JSON, not an object, an unknown `t`, or a field that is
-            missing or of the wrong type. `details` names the field, and holds the
-            request `id` when it could be read.
+        InvalidRequest: not JSON, not an object, an unknown `t`, a field that is
+            missing or of the wrong type, or a malformed binary message. `details`
+            names the field, and holds the request `id` when it could be read.
     """
-    obj = loads(data)
+    if isinstance(data, BinaryMessage):
+        obj = unpack(data, None)
+    else:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            # A binary frame (its first byte is 0), or garbage.
+            obj = unpack(data, exc)
     if type(obj) is not dict:
         raise InvalidRequest(f"a message must be a JSON object, got {type(obj).__name__}")
     tag = obj.get("t")
@@ -751,7 +719,20 @@ def check_hello(message: Message, mode: str) -> Hello:
     return message
 
 
-def asks_for_ipc(data: bytes | str) -> bool:
+def says_binary(data: bytes | bytearray | memoryview | str | BinaryMessage) -> bool:
+    """Whether a `hello` or `welcome` says its sender reads binary frames.
+
+    For a transport that sends binary frames only to a peer that said so.
+    Anything else (another message, a malformed one) says no.
+    """
+    try:
+        message = decode(data)
+    except TetherError:
+        return False
+    return isinstance(message, (Hello, Welcome)) and message.binary
+
+
+def asks_for_ipc(data: bytes | str | BinaryMessage) -> bool:
     """Whether a connection's first message is a `hello` asking for an IPC session.
 
     For a server that serves both kinds on one endpoint: it peeks at the first

@@ -25,14 +25,25 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._errors import ConnectionClosed, InvalidRequest, PayloadTooLarge
-from ._protocol import Call, Credit, End, Error, Item, Result, Send, encode
+from ._protocol import (
+    Call,
+    Credit,
+    End,
+    Error,
+    Item,
+    Result,
+    Send,
+    encode,
+    encode_binary,
+    message_size,
+)
 from ._streams import Inflow, Outflow, StreamWindow, aclose_if_possible, iterate_source
 from ._util import open_service_nursery
 
 if TYPE_CHECKING:
     from ._connection import RpcConnection
 
-__all__ = ["WOKEN", "CallerStream", "Pending", "abort_park", "open_exchange", "wire_size"]
+__all__ = ["WOKEN", "CallerStream", "Pending", "abort_park", "open_exchange"]
 
 
 class Pending:
@@ -60,14 +71,6 @@ def abort_park(pending: Pending) -> trio.lowlevel.Abort:
 #: What a stream's waiter gets as its "reply": something happened to the
 #: stream, look again (an item, credit, the final reply, the close).
 WOKEN = Result(-1, None)
-
-
-def wire_size(data: bytes | str) -> int:
-    """A received message's size on the wire, as its sender counted it (the encoded bytes)."""
-    if type(data) is str:
-        # A WebSocket text frame arrives as str: its size is its UTF-8 length.
-        return len(data) if data.isascii() else len(data.encode())
-    return len(data)
 
 
 class CallerStream:
@@ -242,17 +245,19 @@ class CallerStream:
             except StopAsyncIteration:
                 await stream.send_message(encode(End(call_id)))
                 return
-            data = encode(Send(call_id, encode_item(value)))
+            message = Send(call_id, encode_item(value))
+            data = encode_binary(message) if stream.binary else encode(message)
+            size = message_size(data)
             try:
                 await stream.send_message(data)
             except PayloadTooLarge:
                 raise PayloadTooLarge(
                     f"an item of the stream argument of {self.call.iface}.{self.call.op} "
-                    f"encodes to {len(data)} bytes, over this connection's limit of "
+                    f"encodes to {size} bytes, over this connection's limit of "
                     f"{stream.max_message_size}: send smaller items",
                     activity_id=self.call.ctx.activity_id,
                 ) from None
-            outflow.spend(len(data))
+            outflow.spend(size)
 
 
 def _nudge(waiter: Pending | None) -> None:

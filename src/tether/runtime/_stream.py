@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 
+from ._binary import BinaryMessage
 from ._errors import ConnectionClosed, PayloadTooLarge
 
 __all__ = ["MessageStream"]
@@ -20,15 +21,28 @@ class MessageStream(abc.ABC):
     `send_message` may be called by several tasks at once; each message is
     delivered whole and in the order the sends completed. `receive_message` is
     called by one task at a time.
+
+    Messages with `bytes` values: when `binary` is True, the runtime encodes
+    them with `encode_binary`, and `send_message` may be given a
+    `BinaryMessage`, which the stream hands over as it is (in-process) or
+    sends as a binary frame (`BinaryMessage.frame()`); the peer's
+    `receive_message` returns either, and `decode` reads both. When it is
+    False, every message is JSON bytes (bytes values as base64).
     """
 
     __slots__ = ()
 
-    #: The largest message this stream carries, in bytes.
+    #: The largest message this stream carries, in bytes (of a BinaryMessage,
+    #: its whole frame: `message_size`).
     max_message_size: int
 
+    #: Whether `send_message` takes a `BinaryMessage`: the peer reads binary
+    #: frames. A class attribute (True for the in-process and local
+    #: transports); a WebSocket session sets it when the peer said so.
+    binary: bool = False
+
     @abc.abstractmethod
-    async def send_message(self, data: bytes) -> None:
+    async def send_message(self, data: bytes | BinaryMessage) -> None:
         """Send one message; waits while the peer is not keeping up.
 
         It need not be a checkpoint when the message can be handed over at once
@@ -36,16 +50,18 @@ class MessageStream(abc.ABC):
 
         Raises:
             ConnectionClosed: the stream is closed, by either side.
-            PayloadTooLarge: `data` is longer than `max_message_size`; the
-                stream stays usable.
+            PayloadTooLarge: `data` is longer than `max_message_size` (see
+                `message_size`); the stream stays usable.
         """
 
     @abc.abstractmethod
-    async def receive_message(self) -> bytes | str:
+    async def receive_message(self) -> bytes | str | BinaryMessage:
         """Wait for the next message.
 
         A text transport (WebSocket text frames) may hand the text over as
-        `str`, saving a round of encoding; the protocol decodes either.
+        `str`, saving a round of encoding; a binary frame is handed over as
+        its bytes, a BinaryMessage from an in-process peer as the object.
+        The protocol's `decode` reads all of them.
 
         Raises:
             ConnectionClosed: the stream is closed, by either side, and every

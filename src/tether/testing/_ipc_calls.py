@@ -99,6 +99,15 @@ class IpcCallTests(IpcSuiteBase):
                 assert await proxy.add(2, 40) == 42
                 assert await proxy.add(a=-1, b=1) == 0
 
+    async def test_a_mebibyte_of_bytes_goes_each_way(self) -> None:
+        """bytes arguments and results, 1 MiB each, raw where the transport carries binary."""
+        data = bytes(range(256)) * 4096
+        with trio.fail_after(TEST_TIMEOUT):
+            async with self.open() as frontend:
+                proxy = frontend.proxy(ConformanceIpc)
+                assert await proxy.mirror(data) == data[::-1]
+                assert await proxy.mirror(b"") == b""
+
     async def test_every_carried_type_round_trips(self) -> None:
         with trio.fail_after(TEST_TIMEOUT):
             async with self.open() as frontend:

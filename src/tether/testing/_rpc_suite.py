@@ -201,6 +201,7 @@ class ConformanceInterface(RpcInterface):
     async def wait_until_cancelled(self, key: str) -> None: ...
     async def big(self, size: int) -> str: ...
     async def lying(self) -> int: ...
+    async def mirror(self, data: bytes) -> bytes: ...
 
 
 class ConformanceDownstream(RpcInterface):
@@ -306,6 +307,10 @@ class ConformanceImpl(ConformanceInterface):
 
     async def echo_list(self, values: list[Everything]) -> list[Everything]:
         return values
+
+    async def mirror(self, data: bytes) -> bytes:
+        assert type(data) is bytes, "the server must structure bytes as bytes"
+        return data[::-1]
 
     async def context(self) -> ContextInfo:
         return _context_info()
@@ -417,6 +422,16 @@ class RpcConformance(RpcStreamCases):
                 for value in samples:
                     assert await client.echo(value) == value
                 assert await client.echo_list(samples) == samples
+
+    async def test_a_mebibyte_of_bytes_goes_each_way(self) -> None:
+        """bytes arguments and results, 1 MiB each, raw where the transport carries binary."""
+        data = bytes(range(256)) * 4096
+        with trio.fail_after(TEST_TIMEOUT):
+            async with self.open() as backend:
+                client = backend.get_client(ConformanceInterface)
+                assert await client.mirror(data) == data[::-1]
+                assert await client.mirror(b"") == b""
+                assert await client.mirror(b"\x00{") == b"{\x00"
 
     async def test_many_concurrent_calls_each_get_their_own_reply(self) -> None:
         results: dict[int, int] = {}

@@ -10,8 +10,9 @@ The contracts are defined in the runtime, which only knows these abstract
 shapes; they are re-exported here, where transport authors look for them.
 """
 
+from ..runtime._binary import BinaryMessage as BinaryMessage
 from ..runtime._client import ClientOptions as ClientOptions
 from ..runtime._client import RpcBackend as RpcBackend
 from ..runtime._stream import MessageStream as MessageStream
 
-__all__ = ["ClientOptions", "MessageStream", "RpcBackend"]
+__all__ = ["BinaryMessage", "ClientOptions", "MessageStream", "RpcBackend"]

@@ -12,8 +12,8 @@ import trio
 
 from ...runtime import InvalidRequest, PayloadTooLarge, TetherError
 from ...runtime._codec import dumps
-from ...runtime._protocol import ErrorInfo, error_info_to_json
-from ._wire import JSON
+from ...runtime._protocol import BinaryMessage, ErrorInfo, error_info_to_json
+from ._wire import FRAME, FRAME_TYPE, JSON
 
 __all__ = [
     "Receive",
@@ -31,8 +31,11 @@ __all__ = [
     "read_body",
     "remote_address",
     "require_json",
+    "require_json_or_frame",
     "send_empty",
     "send_error_info",
+    "send_frame",
+    "takes_frame",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -63,6 +66,42 @@ class Refused(Exception):
 def header_text(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     value = raw_header(headers, name)
     return None if value is None else value.decode("utf-8", "replace")
+
+
+def takes_frame(accept: bytes | None) -> bool:
+    """Whether an `Accept` header names `application/vnd.tether.frame`."""
+    if accept is None:
+        return False
+    accept = accept.lower()
+    if FRAME_TYPE not in accept:
+        return False
+    return any(item.split(b";", 1)[0].strip() == FRAME_TYPE for item in accept.split(b","))
+
+
+def require_json_or_frame(content_type: bytes | None) -> bool:
+    """Refuse an RPC request body that is neither JSON nor a tether frame; True for a frame.
+
+    As `require_json`: neither type is one a page can send cross-site without
+    a CORS preflight.
+
+    Raises:
+        Refused: 415, unsupported-media-type.
+    """
+    if content_type is not None:
+        media_type = content_type.split(b";", 1)[0].strip().lower()
+        if media_type == b"application/json":
+            return False
+        if media_type == FRAME_TYPE:
+            return True
+    got = "none" if content_type is None else repr(content_type.decode("latin-1"))
+    raise Refused(
+        InvalidRequest(
+            f"a POST to this backend must have Content-Type: application/json (or "
+            f"{FRAME_TYPE.decode()}), got {got}: send the body as JSON with that header",
+            details={"field": "Content-Type"},
+        ),
+        status=415,
+    )
 
 
 def require_json(content_type: bytes | None) -> None:
@@ -232,3 +271,35 @@ def error_body(info: ErrorInfo, encoded: bytes | None) -> bytes:
         if start >= 0:
             return b'{"error":' + encoded[start + 8 :]
     return dumps({"error": error_info_to_json(info)})
+
+
+async def send_frame(
+    send: Send, message: BinaryMessage, headers: list[tuple[bytes, bytes]], limit: int
+) -> None:
+    """Answer 200 with `message` as a frame (`application/vnd.tether.frame`).
+
+    Its attachments are written as they are (no joined copy), under a
+    Content-Length. One over `limit` bytes is answered 413 instead.
+    """
+    size = message.size
+    if size > limit:
+        info = ErrorInfo(
+            "payload-too-large",
+            413,
+            "PayloadTooLarge",
+            f"the reply encodes to {size} bytes, over the connection's limit of {limit}: "
+            "ask for less per call",
+        )
+        await send_error_info(send, info, headers, None)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [FRAME, (b"content-length", b"%d" % size), *headers],
+        }
+    )
+    chunks = message.chunks()
+    last = len(chunks) - 1
+    for index, chunk in enumerate(chunks):
+        await send({"type": "http.response.body", "body": chunk, "more_body": index < last})

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import orjson
 import trio
 
 from ... import contexts
@@ -31,12 +32,21 @@ from ...runtime import (
     RpcInterface,
     TetherError,
 )
+from ...runtime._binary import pack
 from ...runtime._client import check_backend_interfaces
 from ...runtime._codec import dumps, loads
-from ...runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result
+from ...runtime._protocol import (
+    BinaryMessage,
+    Call,
+    Error,
+    ErrorInfo,
+    InterfaceInfo,
+    Result,
+    decode,
+)
 from ...runtime._util import check_seconds
 from ._pool import ConnectionPool, Response
-from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL, STATUS_CODES
+from ._wire import DEFAULT_MAX_BODY_SIZE, FRAME, JSON, PROTOCOL, STATUS_CODES
 
 __all__ = [
     "DEFAULT_READ_TIMEOUT",
@@ -102,6 +112,28 @@ def _header_value(name: str, value: str, *, secret: bool = False) -> bytes:
         "control character, or starts or ends with a space: check how it was made",
         details={"field": name},
     )
+
+
+#: A result with bytes may come back as a frame: raw bytes, no base64.
+ACCEPT = (b"accept", b"application/vnd.tether.frame, application/json")
+
+
+def _result_value(body: bytes) -> Any:
+    """A 200 response's value: the JSON body, or the `result` message of a frame.
+
+    A frame's first byte is 0, which no JSON text starts with.
+
+    Raises:
+        InvalidRequest: the body is neither.
+    """
+    if body[:1] != b"\x00":
+        return loads(body)
+    message = decode(body)
+    if type(message) is not Result:
+        raise InvalidRequest(
+            f"the backend answered 200 with a frame holding {type(message).__name__}, not a result"
+        )
+    return message.value
 
 
 def error_info_from_response(response: Response, activity_id: str | None) -> ErrorInfo:
@@ -254,7 +286,19 @@ class HttpBackend(RpcBackend):
     async def request(self, call: Call) -> Result | Error:
         if self._closed:
             raise ConnectionClosed(f"the HTTP connection to {self.url} is closed", reason="closed")
-        body = dumps(call.args)
+        content_type = JSON
+        try:
+            # Plain JSON first: arguments without bytes (nearly all) cost what they did.
+            body = orjson.dumps(call.args)
+        except TypeError:
+            # bytes among them: raw beside the JSON, in a frame (JSON with
+            # base64 past the frame's limits).
+            packed = pack({"args": call.args})
+            if type(packed) is BinaryMessage:
+                body = packed.frame()
+                content_type = FRAME
+            else:
+                body = dumps(call.args)
         if len(body) > self.max_message_size:
             raise PayloadTooLarge(
                 f"the call encodes to {len(body)} bytes, over this connection's limit of "
@@ -263,7 +307,8 @@ class HttpBackend(RpcBackend):
         ctx = call.ctx
         activity_id = ctx.activity_id or contexts.new_activity_id()
         headers = [
-            JSON,
+            content_type,
+            ACCEPT,
             PROTOCOL,
             (b"x-correlation-id", _header_value("the ActivityId", activity_id)),
             (b"traceparent", contexts.traceparent_for(activity_id).encode()),
@@ -296,7 +341,7 @@ class HttpBackend(RpcBackend):
             b"POST", self._target(call.iface, call.ver, call.op), headers, body
         )
         if response.status == 200:
-            return Result(call.id, loads(response.body))
+            return Result(call.id, _result_value(response.body))
         return Error(call.id, error_info_from_response(response, activity_id))
 
     async def _bounded(
@@ -332,7 +377,7 @@ class HttpBackend(RpcBackend):
                 activity_id=activity_id,
             )
         if response.status == 200:
-            return Result(call.id, loads(response.body))
+            return Result(call.id, _result_value(response.body))
         info = error_info_from_response(response, activity_id)
         if info.code == "deadline-exceeded":
             read_timeout = self.read_timeout

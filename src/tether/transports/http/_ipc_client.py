@@ -28,7 +28,7 @@ from ...runtime import (
     open_ipc_connection,
 )
 from ...runtime._codec import dumps, loads
-from ...runtime._protocol import Error, encode
+from ...runtime._protocol import BinaryMessage, Error, encode
 from ...runtime._util import open_service_nursery
 from .._web import heartbeat, pong_message
 from ._client import error_info_from_response, split_url
@@ -105,7 +105,9 @@ class _ClientStream(MessageStream):
         reason = self._reason or "closed"
         return ConnectionClosed(f"IPC session with {self._url} closed: {reason}", reason=reason)
 
-    async def send_message(self, data: bytes) -> None:
+    async def send_message(self, data: bytes | BinaryMessage) -> None:
+        # JSON only (`binary` is False): bytes values travel as base64.
+        assert type(data) is bytes
         if self._reason is not None:
             raise self._closed()
         if len(data) > self.max_message_size:

@@ -24,7 +24,7 @@ from ...runtime import (
     serve_ipc_session,
 )
 from ...runtime._codec import dumps, loads
-from ...runtime._protocol import Error, decode
+from ...runtime._protocol import BinaryMessage, Error, decode
 from .._web import header_map, heartbeat, ping_message
 from ._asgi import (
     DisconnectWatch,
@@ -373,7 +373,9 @@ class ServerStream(MessageStream):
 
     # -- MessageStream (the backend's side) ------------------------------------
 
-    async def send_message(self, data: bytes) -> None:
+    async def send_message(self, data: bytes | BinaryMessage) -> None:
+        # JSON only (`binary` is False): the events are SSE text, bytes in base64.
+        assert type(data) is bytes
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.closed_reason is not None:
             raise self._closed()

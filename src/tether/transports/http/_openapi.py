@@ -2,7 +2,7 @@
 
 `GET {prefix}/openapi.json` answers with `openapi_document(manager)`. Schemas
 describe the JSON that tether's codec (`tether.runtime.CONVERTER` followed by
-orjson) produces and accepts, not the Python types: bytes are base85 text,
+orjson) produces and accepts, not the Python types: bytes are base64 text,
 sets are arrays, int dict keys are decimal text, enums are their values.
 """
 
@@ -26,7 +26,7 @@ import attrs
 import orjson
 
 from ...runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
-from ...runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type
+from ...runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type, dumps
 from ...runtime._limits import MAX_DEPTH, MAX_INT, MIN_INT
 
 __all__ = ["json_schema", "openapi_document"]
@@ -38,9 +38,9 @@ _SEQUENCES: frozenset[Any] = frozenset(
 )
 _SETS: frozenset[Any] = frozenset({set, frozenset, collections.abc.Set, collections.abc.MutableSet})
 
-# What the codec writes for each scalar type. bytes travel as base85 text
-# (cattrs' orjson preconf, `base64.b85encode`), whose alphabet is RFC 1924's.
-_BASE85 = r"^[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]*$"
+# What the codec writes for each scalar type. bytes travel in JSON as standard
+# base64 (RFC 4648 section 4: that alphabet, padded), all the codec accepts.
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _SCALARS: dict[Any, dict[str, Any]] = {
     type(None): {"type": "null"},
     bool: {"type": "boolean"},
@@ -50,9 +50,12 @@ _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
     bytes: {
         "type": "string",
-        "contentEncoding": "base85",
-        "pattern": _BASE85,
-        "description": "bytes, base85-encoded (RFC 1924 alphabet, Python's base64.b85encode)",
+        "contentEncoding": "base64",
+        "pattern": _BASE64,
+        "description": (
+            "bytes, standard base64 (RFC 4648, padded); a request or response in "
+            "application/vnd.tether.frame carries them raw instead"
+        ),
     },
     # datetime before date: a datetime is a date.
     datetime.datetime: {
@@ -262,7 +265,7 @@ def _fields(tp: type) -> list[tuple[str, bool, Any]]:
 def _encoded(value: Any, tp: Any) -> Any:
     """`value` as the codec writes it, or _NO_DEFAULT when it cannot be written."""
     try:
-        return orjson.loads(orjson.dumps(CONVERTER.unstructure(value, tp)))
+        return orjson.loads(dumps(CONVERTER.unstructure(value, tp)))
     except Exception:  # a default of another type than declared; leave it undocumented
         return _NO_DEFAULT
 

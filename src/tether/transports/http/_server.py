@@ -54,6 +54,7 @@ from ...runtime._dispatch import (
 )
 from ...runtime._protocol import (
     MAX_LABEL_LENGTH,
+    BinaryMessage,
     Call,
     CallContext,
     Error,
@@ -61,6 +62,7 @@ from ...runtime._protocol import (
     Result,
     decode,
     is_label,
+    unpack_frame,
 )
 from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
 from .._web import SitePolicy, origin_list
@@ -79,9 +81,11 @@ from ._asgi import (
     not_allowed,
     read_body,
     remote_address,
-    require_json,
+    require_json_or_frame,
     send_empty,
     send_error_info,
+    send_frame,
+    takes_frame,
 )
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
@@ -482,7 +486,7 @@ class HttpApp:
     ) -> None:
         activity_id = session_id = application_id = application_version = None
         authorization = timeout = protocol = traceparent = None
-        content_length = content_type = None
+        content_length = content_type = accept = None
         for key, raw in headers:
             # One pass over the headers, and a decode only for those we use.
             if key == b"x-correlation-id":
@@ -506,6 +510,8 @@ class HttpApp:
                 protocol = raw
             elif key == b"traceparent":
                 traceparent = raw.decode("utf-8", "replace")
+            elif key == b"accept":
+                accept = raw if accept is None else accept + b", " + raw
         bad_label = None
         if not activity_id:
             if traceparent is not None:
@@ -533,7 +539,7 @@ class HttpApp:
             return
         echo = [*cors, (b"x-correlation-id", activity_id.encode())]
         try:
-            require_json(content_type)
+            framed = require_json_or_frame(content_type)
             if protocol is not None and protocol.strip() != b"%d" % PROTOCOL_VERSION:
                 raise IncompatibleVersion(
                     f"this backend speaks tether protocol {PROTOCOL_VERSION}, the request says "
@@ -555,11 +561,14 @@ class HttpApp:
                 # most a client sends (the runtime's own bound).
                 timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
             body = await read_body(receive, content_length, self.max_body_size, self.body_timeout)
-            args = loads(body)
+            args = unpack_frame(body).get("args") if framed else loads(body)
             if not isinstance(args, list):
                 raise InvalidRequest(
                     f"the body must be a JSON array of the operation's arguments, got "
-                    f"{type(args).__name__}",
+                    f"{type(args).__name__}"
+                    if not framed
+                    else 'the frame\'s envelope must be an object {"args": [...]} holding the '
+                    f"operation's arguments, its args are {type(args).__name__}",
                     details={"field": "body"},
                 )
             if self._in_flight >= self.max_in_flight:
@@ -598,7 +607,15 @@ class HttpApp:
             self._in_flight -= 1
         if reply is None:
             return  # the client left: nobody to answer
-        data = encode_reply(reply)
+        if type(reply) is Result and takes_frame(accept):
+            binary = encode_reply(reply, binary=True)
+            if type(binary) is BinaryMessage:
+                await send_frame(send, binary, echo, self.max_body_size)
+                return
+            data = binary
+        else:
+            data = encode_reply(reply)
+        assert type(data) is bytes
         if type(reply) is Result and not data.startswith(b'{"t":"result"'):
             # A result JSON cannot hold (or over the codec's limits): encode_reply
             # answered the request with an error instead.

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from ...runtime import PROTOCOL_VERSION
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_SIZE", "JSON", "PROTOCOL", "STATUS_CODES"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BODY_SIZE",
+    "FRAME",
+    "FRAME_TYPE",
+    "JSON",
+    "PROTOCOL",
+    "STATUS_CODES",
+]
 
 #: Largest request body (and reply) by default, in bytes (16 MiB).
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
@@ -12,6 +20,11 @@ DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 30.0
 
 JSON = (b"content-type", b"application/json")
+#: The media type of a body in tether's binary frame (docs/wire.md): bytes
+#: values raw beside the JSON envelope. Not CORS-safelisted, so a page's
+#: request in it gets a preflight, as a JSON one does.
+FRAME_TYPE = b"application/vnd.tether.frame"
+FRAME = (b"content-type", FRAME_TYPE)
 #: The error code of each status tether answers with (DESIGN.md section 5). A
 #: 403 is `incompatible-version` when the body says so; a body that is not
 #: tether's (a proxy's page) is taken for `forbidden`. 405, 408 and 415 are

@@ -1,8 +1,10 @@
 """A MessageStream over a connected Unix domain socket: length-prefixed frames.
 
-Each message is a frame: a 4-byte big-endian length, then that many bytes. A
-length with its top bit set is a close frame: the rest of it is the length of
-the close's reason (UTF-8), which the peer's receives raise as
+Each message is a frame: a 4-byte big-endian length, then that many bytes: a
+JSON message (its first byte is `{`), or a binary message's frame
+(`BinaryMessage`: its first byte is 0, the top byte of its envelope's
+length). A length with its top bit set is a close frame: the rest of it is
+the length of the close's reason (UTF-8), which the peer's receives raise as
 `ConnectionClosed`. The socket is used directly in non-blocking mode: a send
 the kernel takes at once and a receive already buffered do not yield, which
 is most of what makes this transport faster than a loopback TCP one.
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
+from ...runtime._protocol import BinaryMessage
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "SocketStream"]
 
@@ -35,6 +38,9 @@ CLOSE_TIMEOUT = 5.0
 #: Below this many bytes a frame's header and body are joined for one `send`;
 #: above, they go together with `sendmsg` (no copy of the body).
 _JOIN_BELOW = 64 * 1024
+#: The most pieces one `sendmsg` is given (the kernel's IOV_MAX is 1024);
+#: a binary message in more is joined first.
+_MAX_PARTS = 64
 #: Bytes asked of the kernel per read.
 _READ_SIZE = 64 * 1024
 #: Messages handed out from the buffer without waiting before a receive
@@ -84,6 +90,8 @@ class SocketStream(MessageStream):
         "max_message_size",
     )
 
+    binary = True  # both ends are tether's: binary messages go as binary frames
+
     def __init__(
         self,
         sock: socket.socket,
@@ -113,14 +121,17 @@ class SocketStream(MessageStream):
 
     # -- sending ------------------------------------------------------------
 
-    async def send_message(self, data: bytes) -> None:
+    async def send_message(self, data: bytes | BinaryMessage) -> None:
+        if type(data) is not bytes:
+            await self._send_binary(data)  # type: ignore[arg-type]
+            return
         size = len(data)
         if size > self.max_message_size:
             raise too_large(size, self.max_message_size)
         if self._closed or self._closing:
             raise self._error()
         if self._sending or self._send_lot:
-            await self._send_in_turn(data)
+            await self._send_in_turn(_pack(size) + data)
             return
         header = _pack(size)
         frame = header + data if size < _JOIN_BELOW else None
@@ -137,7 +148,31 @@ class SocketStream(MessageStream):
         if sent < size + 4:
             await self._finish(frame if frame is not None else header + data, sent)
 
-    async def _send_in_turn(self, data: bytes) -> None:
+    async def _send_binary(self, message: BinaryMessage) -> None:
+        # The binary frame is this frame's body (its first byte is 0, where a
+        # JSON body has `{`): written with its attachments in one `sendmsg`,
+        # without joining them.
+        size = message.size
+        if size > self.max_message_size:
+            raise too_large(size, self.max_message_size)
+        if self._closed or self._closing:
+            raise self._error()
+        parts = [_pack(size), *message.chunks()]
+        if self._sending or self._send_lot or len(parts) > _MAX_PARTS:
+            await self._send_in_turn(b"".join(parts))
+            return
+        try:
+            sent = self._sock.sendmsg(parts)
+        except BlockingIOError:
+            sent = 0
+        except _GONE:
+            raise self._peer_gone() from None
+        except OSError as exc:
+            raise self._os_error(exc) from None
+        if sent < size + 4:
+            await self._finish(b"".join(parts), sent)
+
+    async def _send_in_turn(self, frame: bytes) -> None:
         # Another send is part way out; messages go whole and in order.
         while self._sending:
             await self._send_lot.park()
@@ -146,7 +181,7 @@ class SocketStream(MessageStream):
                 # to send its close frame.
                 self._send_lot.unpark()
                 raise self._error()
-        await self._finish(_pack(len(data)) + data, 0)
+        await self._finish(frame, 0)
 
     async def _finish(self, frame: bytes, sent: int) -> None:
         """Send the rest of `frame`, waiting for room; later sends wait their turn."""

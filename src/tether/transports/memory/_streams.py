@@ -5,17 +5,22 @@ Trio runs in two threads, a credit-based pair that crosses with
 Each direction holds at most `_BUFFER` messages and `max_buffer_bytes` bytes
 sent and not yet received; a sender waits for room. A single message larger
 than the byte bound still passes, alone.
+
+Both ends are tether's, so both take binary: a `BinaryMessage` crosses as the
+object, its attachments the sender's own bytes objects (no copy, no encoding).
+Its size, for the bounds, is its frame's (`message_size`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import trio
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
+from ...runtime._protocol import BinaryMessage, message_size
 from ...runtime._util import check_positive_int
 
 __all__ = ["DEFAULT_MAX_BUFFER_BYTES", "DEFAULT_MAX_MESSAGE_SIZE", "ThreadStream", "stream_pair"]
@@ -28,6 +33,12 @@ DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024
 _BUFFER = 256
 #: Credits a thread-mode receiver returns at once.
 _CREDIT_BATCH = _BUFFER // 4
+
+_Message: TypeAlias = bytes | BinaryMessage
+
+
+def _size(data: _Message) -> int:
+    return len(data) if type(data) is bytes else message_size(data)
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLarge:
@@ -75,10 +86,12 @@ class _ChannelStream(MessageStream):
 
     __slots__ = ("_closed", "_in", "_out", "_receive", "_send", "max_message_size")
 
+    binary = True
+
     def __init__(
         self,
-        send: trio.MemorySendChannel[bytes],
-        receive: trio.MemoryReceiveChannel[bytes],
+        send: trio.MemorySendChannel[_Message],
+        receive: trio.MemoryReceiveChannel[_Message],
         max_message_size: int,
         closed: _CloseReason,
         out: _Window,
@@ -91,8 +104,8 @@ class _ChannelStream(MessageStream):
         self._in = into
         self.max_message_size = max_message_size
 
-    async def send_message(self, data: bytes) -> None:
-        size = len(data)
+    async def send_message(self, data: _Message) -> None:
+        size = len(data) if type(data) is bytes else message_size(data)
         if size > self.max_message_size:
             raise _too_large(size, self.max_message_size)
         out = self._out
@@ -121,22 +134,22 @@ class _ChannelStream(MessageStream):
             finally:
                 out.waiting -= 1
 
-    async def _send_blocking(self, data: bytes) -> None:
+    async def _send_blocking(self, data: _Message) -> None:
         try:
             await self._send.send(data)
         except BaseException as exc:
-            self._out.held -= len(data)  # not sent after all
+            self._out.held -= _size(data)  # not sent after all
             if isinstance(exc, (trio.ClosedResourceError, trio.BrokenResourceError)):
                 raise self._closed.error() from None
             raise
 
-    async def receive_message(self) -> bytes:
+    async def receive_message(self) -> _Message:
         try:
             data = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._closed.error() from None
         into = self._in
-        into.held -= len(data)
+        into.held -= len(data) if type(data) is bytes else message_size(data)
         if into.waiting:
             into.lot.unpark_all()
         return data
@@ -173,6 +186,8 @@ class ThreadStream(MessageStream):
         "max_message_size",
     )
 
+    binary = True
+
     def __init__(
         self,
         lock: threading.Lock,
@@ -182,7 +197,7 @@ class ThreadStream(MessageStream):
     ) -> None:
         self._lock = lock
         self._reason = reason  # shared with the peer; written under the lock
-        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](_BUFFER)
+        self._inbox_send, self._inbox = trio.open_memory_channel[_Message](_BUFFER)
         # Messages we may send before the peer says it received some: the
         # peer's inbox has room for exactly that many, so delivery never blocks.
         self._credits = _BUFFER
@@ -223,7 +238,7 @@ class ThreadStream(MessageStream):
         return True
 
     # These run in this end's own loop, scheduled by the peer.
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: _Message) -> None:
         # After we closed, a message is dropped, as on any closed connection.
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._inbox_send.send_nowait(data)
@@ -254,9 +269,9 @@ class ThreadStream(MessageStream):
         self._inbox_send.close()  # receives drain what arrived, then see the close
         self._lot.unpark_all()
 
-    async def send_message(self, data: bytes) -> None:
+    async def send_message(self, data: _Message) -> None:
         await trio.lowlevel.checkpoint()
-        size = len(data)
+        size = _size(data)
         if size > self.max_message_size:
             raise _too_large(size, self.max_message_size)
         peer = self._peer
@@ -284,7 +299,7 @@ class ThreadStream(MessageStream):
         self._on_peer_closed()
         raise self._reason.error()
 
-    async def receive_message(self) -> bytes:
+    async def receive_message(self) -> _Message:
         try:
             data = await self._inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -294,7 +309,7 @@ class ThreadStream(MessageStream):
         # a peer that must wait for credit asks for it (`_want_credit`), and
         # what it sent is either received here or still in our inbox.
         self._consumed += 1
-        self._consumed_bytes += len(data)
+        self._consumed_bytes += _size(data)
         if (
             self._consumed >= _CREDIT_BATCH
             or self._consumed_bytes >= self._byte_limit >> 2
@@ -347,8 +362,8 @@ def stream_pair(
         b = ThreadStream(lock, max_message_size, reason, max_buffer_bytes)
         a._peer, b._peer = b, a
         return a, b
-    a_send, b_receive = trio.open_memory_channel[bytes](_BUFFER)
-    b_send, a_receive = trio.open_memory_channel[bytes](_BUFFER)
+    a_send, b_receive = trio.open_memory_channel[_Message](_BUFFER)
+    b_send, a_receive = trio.open_memory_channel[_Message](_BUFFER)
     closed = _CloseReason()
     a_to_b, b_to_a = _Window(max_buffer_bytes), _Window(max_buffer_bytes)
     return (

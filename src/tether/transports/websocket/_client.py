@@ -167,6 +167,8 @@ async def _open_stream(
                 stream = TrioWebSocketStream(
                     ws, max_message_size, f"WebSocket to {url}", own_reading=not secure
                 )
+                # Our hello says `"binary": true`; the server's welcome says whether it does.
+                stream.expect_welcome()
                 nursery.start_soon(stream.notice_cancellation)
                 try:
                     stream.start_writer_in(tasks)

@@ -549,6 +549,8 @@ class Endpoint:
             )
             return
         stream.push_back(first)
+        # Binary frames only to a client whose hello says it reads them.
+        stream.peer_said(first)
         # Both kinds served here: the hello says which kind of session it is.
         # An endpoint serving one kind hands any hello to it, which refuses the
         # other kind with a clear error.

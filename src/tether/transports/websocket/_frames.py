@@ -7,7 +7,8 @@ small, whole (unfragmented) text frames, so this module does those itself and
 leaves everything else to wsproto:
 
 - `frame(data, mask)` builds one whole text frame, masked on the client side
-  (RFC 6455 section 5.2), from bytes that are already UTF-8.
+  (RFC 6455 section 5.2), from bytes that are already UTF-8;
+  `binary_frame(data, mask)` a binary one.
 - `FastFrames` stands in for trio-websocket's `WSConnection`. While wsproto is
   between frames and the connection is open, it reads whole, unfragmented,
   unextended data frames itself and yields the same `TextMessage` and
@@ -37,7 +38,7 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
-__all__ = ["FastFrames", "frame"]
+__all__ = ["FastFrames", "binary_frame", "frame"]
 
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
@@ -77,7 +78,7 @@ def _header(first: int, size: int, mask_bit: int) -> bytes:
     return bytes((first, mask_bit | 127)) + size.to_bytes(8, "big")
 
 
-def frame(data: bytes, mask: bool) -> bytes:
+def frame(data: bytes, mask: bool, first: int = _TEXT) -> bytes:
     """One whole text frame carrying `data`, which must be UTF-8 (JSON from orjson is).
 
     A client masks every frame it sends (`mask=True`) with a fresh random key;
@@ -85,11 +86,16 @@ def frame(data: bytes, mask: bool) -> bytes:
     """
     size = len(data)
     if not mask:
-        return _header(_TEXT, size, 0) + data
+        return _header(first, size, 0) + data
     # A fresh key from os.urandom for each frame (RFC 6455 section 5.3): no
     # pool to share across threads, or with a child after fork.
     key = os.urandom(4)
-    return _header(_TEXT, size, _MASKED) + key + _xor(data, key)
+    return _header(first, size, _MASKED) + key + _xor(data, key)
+
+
+def binary_frame(data: bytes, mask: bool) -> bytes:
+    """One whole binary frame carrying `data` (masked as `frame` says)."""
+    return frame(data, mask, _BINARY)
 
 
 class _Handshaken:

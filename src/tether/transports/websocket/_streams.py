@@ -16,6 +16,7 @@ import trio
 import trio_websocket
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
+from ...runtime._protocol import BinaryMessage, message_size, says_binary
 from .._web import heartbeat, ping_message, pong_message
 from ._endpoint import (
     ABNORMAL,
@@ -31,7 +32,7 @@ from ._endpoint import (
     too_large,
     too_large_reason,
 )
-from ._frames import FastFrames
+from ._frames import FastFrames, binary_frame
 from ._frames import frame as text_frame
 from ._reading import SocketReader
 
@@ -83,6 +84,13 @@ _REFUSAL_CODES = {
 _NOT_SENT: Any = object()
 
 
+def _frame(data: bytes | BinaryMessage, mask: bool) -> bytes:
+    """The WebSocket frame of a message: JSON as a text frame, a BinaryMessage as a binary one."""
+    if type(data) is bytes:
+        return text_frame(data, mask)
+    return binary_frame(data.frame(), mask)  # type: ignore[union-attr]
+
+
 class WebSocketStream(MessageStream):
     """A MessageStream over one WebSocket: text frames, close codes, keepalive.
 
@@ -103,12 +111,19 @@ class WebSocketStream(MessageStream):
 
     The outbox is bounded by `OUTBOX_MAX_MESSAGES` and `OUTBOX_MAX_BYTES`;
     senders wait for room beyond either.
+
+    Binary: JSON messages go as text frames, BinaryMessages as binary frames,
+    which are sent only to a peer that said `"binary": true` (`binary`: a
+    server's stream reads it from the peeked `hello`, `peer_said`; a client's
+    from the `welcome`, when `expect_welcome` was called). A binary frame
+    received is handed over as its bytes, for `decode`.
     """
 
     __slots__ = (
         "_close_as_words",
         "_drained",
         "_endpoint",
+        "_expect_welcome",
         "_first",
         "_outbox",
         "_prefix",
@@ -119,6 +134,7 @@ class WebSocketStream(MessageStream):
         "_writer_nursery",
         "_writer_started",
         "_writing",
+        "binary",
         "max_message_size",
     )
 
@@ -126,12 +142,14 @@ class WebSocketStream(MessageStream):
         self, max_message_size: int, prefix: str, endpoint: Endpoint | None = None
     ) -> None:
         self.max_message_size = max_message_size
+        self.binary = False  # until the peer says it reads binary frames
+        self._expect_welcome = False
         self._endpoint = endpoint  # the server's, on a server's stream
         self._first: bytes | str | None = None
         self._prefix = prefix
         # A list, not a deque: an idle connection's empty list costs 56 bytes,
         # a deque over 600, and the writer takes the outbox whole.
-        self._outbox: list[bytes] = []
+        self._outbox: list[bytes | BinaryMessage] = []
         self._queued = 0  # bytes in the outbox
         self._writing = False  # the writer is sending a batch it took
         self._close_as_words: tuple[str | None, int] | None = None
@@ -146,13 +164,27 @@ class WebSocketStream(MessageStream):
         """Make `data` the next message received (the peeked hello)."""
         self._first = data
 
+    def peer_said(self, hello: bytes | str) -> None:
+        """Server side: send binary frames if the peer's `hello` says it reads them."""
+        self.binary = says_binary(hello)
+
+    def expect_welcome(self) -> None:
+        """Client side: send binary frames if the first message received, the
+        server's `welcome`, says it reads them."""
+        self._expect_welcome = True
+
     async def receive_message(self) -> bytes | str:
         first = self._first
         if first is not None:
             self._first = None
             await trio.lowlevel.checkpoint()
-            return first
-        return await self._receive_next()
+            data = first
+        else:
+            data = await self._receive_next()
+        if self._expect_welcome:
+            self._expect_welcome = False
+            self.binary = says_binary(data)
+        return data
 
     @abc.abstractmethod
     async def _receive_next(self) -> bytes | str:
@@ -174,9 +206,10 @@ class WebSocketStream(MessageStream):
             self._close_as_words = words
         return words
 
-    async def send_message(self, data: bytes) -> None:
-        if len(data) > self.max_message_size:
-            raise too_large(len(data), self.max_message_size)
+    async def send_message(self, data: bytes | BinaryMessage) -> None:
+        size = len(data) if type(data) is bytes else message_size(data)
+        if size > self.max_message_size:
+            raise too_large(size, self.max_message_size)
         if self._send_error is not None:
             await trio.lowlevel.checkpoint()
             raise self._send_error
@@ -188,7 +221,6 @@ class WebSocketStream(MessageStream):
             if rest is not _NOT_SENT:
                 await self._finish_send(rest)
                 return
-        size = len(data)
         # Room for it: under both bounds, or an empty outbox (a message over
         # the byte bound goes alone).
         while outbox and (
@@ -226,7 +258,7 @@ class WebSocketStream(MessageStream):
             self._fail_sends(error)
             raise error from None
 
-    def _try_send_now(self, data: bytes) -> Any:
+    def _try_send_now(self, data: bytes | BinaryMessage) -> Any:
         """Send `data` at once, without yielding, if the socket allows.
 
         Returns:
@@ -283,8 +315,8 @@ class WebSocketStream(MessageStream):
         while (self._outbox or self._writing) and self._send_error is None:
             await self._drained.park()
 
-    async def _send_batch(self, batch: list[bytes]) -> None:
-        """Send these messages now, one text frame each, in order. Raises ConnectionClosed."""
+    async def _send_batch(self, batch: list[bytes | BinaryMessage]) -> None:
+        """Send these messages now, one frame each, in order. Raises ConnectionClosed."""
         raise NotImplementedError
 
     async def keep_alive(self, interval: float, answer_within: float) -> None:
@@ -389,7 +421,7 @@ class TrioWebSocketStream(WebSocketStream):
         await self._ws._abort_web_socket()
         return self._closed(self._ws._close_reason)
 
-    def _try_send_now(self, data: bytes) -> Any:
+    def _try_send_now(self, data: bytes | BinaryMessage) -> Any:
         # A frame that the socket takes at once is written here, with no task
         # switch and no yield: the same saving as the in-process transport's
         # buffered send. The stream lock keeps it whole against trio-websocket's
@@ -404,7 +436,7 @@ class TrioWebSocketStream(WebSocketStream):
         lock = ws._stream_lock
         if raw is None or lock.locked():
             return _NOT_SENT
-        frame = text_frame(data, self._mask)
+        frame = _frame(data, self._mask)
         lock.acquire_nowait()
         try:
             sent = raw.send(frame)
@@ -431,7 +463,7 @@ class TrioWebSocketStream(WebSocketStream):
         finally:
             ws._stream_lock.release()
 
-    async def _send_batch(self, batch: list[bytes]) -> None:
+    async def _send_batch(self, batch: list[bytes | BinaryMessage]) -> None:
         ws = self._ws
         if ws._close_reason is not None:
             raise self._closed(ws._close_reason)
@@ -439,7 +471,7 @@ class TrioWebSocketStream(WebSocketStream):
         # `send_message` does for one, minus a lock round and a socket write
         # per frame.
         mask = self._mask
-        data = b"".join([text_frame(item, mask) for item in batch])
+        data = b"".join([_frame(item, mask) for item in batch])
         async with ws._stream_lock:
             try:
                 await ws._stream.send_all(data)
@@ -658,13 +690,16 @@ class AsgiWebSocketStream(WebSocketStream):
         self._closing = False  # aclose has begun: it drains once
         self._close_sent = False  # the close is handed to hypercorn once
 
-    async def _send_batch(self, batch: list[bytes]) -> None:
+    async def _send_batch(self, batch: list[bytes | BinaryMessage]) -> None:
         for data in batch:
             if self._send_error is not None:
                 raise self._send_error
             # hypercorn drops a send on a closed socket silently; the receive
             # side sees the close and reports it.
-            await self._send({"type": "websocket.send", "text": data.decode()})
+            if type(data) is bytes:
+                await self._send({"type": "websocket.send", "text": data.decode()})
+            else:
+                await self._send({"type": "websocket.send", "bytes": data.frame()})  # type: ignore[union-attr]
 
     async def _receive_next(self) -> bytes | str:
         while True:
