@@ -25,6 +25,7 @@ from ...runtime import (
     RpcConnection,
     RpcInterface,
 )
+from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow
 from ...runtime._util import check_seconds, open_service_nursery
 from ._client import ipc_session, open_stream, rpc_session
 from ._lifeline import (
@@ -222,6 +223,7 @@ class PairedBackend:
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+        stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
         connect_timeout: float = 10.0,
     ) -> AsyncIterator[FrontendIpc]:
         """Open an IPC session with the backend, for the block; as `local.connect_ipc`.
@@ -247,6 +249,7 @@ class PairedBackend:
             max_pending_notifications=max_pending_notifications,
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
+            stream_window=stream_window,
         ) as frontend:
             yield frontend
 
