@@ -374,7 +374,8 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
             elif kind is Send or kind is End or kind is Credit:
                 self.route_callee(cast(Send | End | Credit, message), _size(data))
             elif kind is Ready:
-                self.route_ready(cast(Ready, message))
+                if self.route_ready(cast(Ready, message), own):
+                    return VACATE
             else:
                 self._refuse(
                     None,

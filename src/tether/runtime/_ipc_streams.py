@@ -495,13 +495,21 @@ class Streams(abc.ABC):
             return own is None
         return False
 
-    def route_ready(self, message: Ready) -> None:
-        """Credit for an argument stream: wake its pump."""
+    def route_ready(self, message: Ready, own: _Pending | None) -> bool:
+        """Credit for an argument stream; True when the reader (its pump) should return `VACATE`.
+
+        A worker that wakes the pump reads on: the pump sends, and reads only
+        once it runs out of credit.
+        """
         exchange = self.streams.get(message.id)
         if exchange is None or exchange.outflow is None or exchange.done:
-            return
+            return False
         exchange.outflow.grant(message.items, message.bytes)
-        self.wake_role(exchange.pump)
+        pump = exchange.pump
+        if own is pump:
+            return True
+        self.wake_role(pump)
+        return False
 
     def route_final(self, reply: Result | Error, own: _Pending | None) -> bool:
         """The final reply of a stream invoke; True when the reader should return `VACATE`."""
