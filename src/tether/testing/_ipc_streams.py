@@ -262,6 +262,13 @@ class FrontendStreamingHandler(IpcHandler, FrontendStreamingIpc):
         raise ConformanceError(code=99, reason="the frontend's stream failed")
 
 
+async def collect(stream: Stream[Any], into: list[Any]) -> None:
+    """Open `stream` and append its items to `into` until it ends (or fails)."""
+    async with open_stream(stream) as items:
+        async for item in items:
+            into.append(item)
+
+
 async def _first(items: Any, count: int) -> AsyncIterator[Any]:
     """The first `count` items of an async iterator (it is not closed: its owner does)."""
     if count <= 0:
@@ -288,9 +295,7 @@ class IpcStreamTests(IpcSuiteBase):
         backend.register(Handler)
         return backend
 
-    def open_streams(
-        self, backend: BackendIpc | None = None, **options: Any
-    ) -> Any:
+    def open_streams(self, backend: BackendIpc | None = None, **options: Any) -> Any:
         options.setdefault("channels", [StreamingIpc])
         return self.connect_ipc(
             backend if backend is not None else self.streams_backend(), **options
@@ -442,17 +447,15 @@ class IpcStreamTests(IpcSuiteBase):
                 proxy = frontend.proxy(StreamingIpc)
                 seen: list[int] = []
                 with pytest.raises(ConformanceError) as caught:
-                    async with open_stream(proxy.fail_after_items(3, 7)) as items:
-                        async for x in items:
-                            seen.append(x)
+                    await collect(proxy.fail_after_items(3, 7), seen)
                 assert seen == [0, 1, 2]
                 assert caught.value.code == 7
                 assert caught.value.reason == "failed after 3 items"
+                none: list[int] = []
                 with pytest.raises(ConformanceError) as first:
-                    async with open_stream(proxy.fail_after_items(0, 8)) as items:
-                        async for _ in items:
-                            pass  # pragma: no cover - no item comes
+                    await collect(proxy.fail_after_items(0, 8), none)
                 assert first.value.code == 8
+                assert none == []
                 # Only that stream ended.
                 async with open_stream(proxy.count(2)) as items:
                     assert [x async for x in items] == [0, 1]
@@ -568,9 +571,7 @@ class IpcStreamTests(IpcSuiteBase):
             async with self.open_streams(self.streams_backend(probe)) as frontend:
                 proxy = frontend.proxy(StreamingIpc)
                 with pytest.raises(ConnectionClosed):
-                    async with open_stream(proxy.close_after("end", 3)) as items:
-                        async for x in items:
-                            seen.append(x)
+                    await collect(proxy.close_after("end", 3), seen)
                 await probe.wait("finally:end")
                 assert self.engine_streams(frontend) == 0
         assert seen == [0, 1, 2]
