@@ -171,6 +171,9 @@ class CallerStream:
             InvalidRequest: the callee sent an item past its credit (the
                 invoke was cancelled).
         """
+        # A cancelled consumer stops here even while items are buffered (the
+        # buffer is bounded by the window, so it yields at least once a window).
+        await trio.lowlevel.checkpoint_if_cancelled()
         peer = self.peer
         inflow = self.inflow
         while True:
