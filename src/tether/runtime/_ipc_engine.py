@@ -419,7 +419,9 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                     f"channel {invoke.channel!r} has no method {invoke.method!r}",
                     details={"channel": invoke.channel, "method": invoke.method},
                 )
-            if invoke.id in self.calls or invoke.id in self.callee_streams:
+            if invoke.id in self.calls or (
+                self.callee_streams and invoke.id in self.callee_streams
+            ):
                 raise InvalidRequest(f"invoke id {invoke.id} is already in flight")
             # A reply waiting for the other side to read counts: one that reads
             # nothing cannot make the session hold a task and a reply per invoke.
@@ -680,4 +682,6 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
 
 def _size(data: bytes | str) -> int:
     """A stream message's size as its sender counted it: its encoded length in bytes."""
-    return len(data) if type(data) is not str else len(data.encode())
+    if type(data) is str and not data.isascii():
+        return len(data.encode())  # a WebSocket text frame: its UTF-8 length
+    return len(data)

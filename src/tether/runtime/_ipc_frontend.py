@@ -231,6 +231,8 @@ async def open_ipc_connection(
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's (or the protocol's) version is incompatible.
         ConnectError: the backend did not complete the handshake.
+        ValueError: a bound is not a positive int, or `stream_window` not a
+            `StreamWindow`.
     """
     wanted = list(channels)
     for channel in wanted:

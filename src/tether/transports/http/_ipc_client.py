@@ -354,7 +354,8 @@ async def connect_ipc(
         NotFound: the backend serves no IPC (or is not a tether backend), or
             does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
-        ValueError: `url` is not an http:// URL.
+        ValueError: `url` is not an http:// URL, or `stream_window` not a
+            `tether.StreamWindow`.
     """
     host, port, prefix = split_url(url)
     check_stream_window(stream_window)

@@ -211,6 +211,7 @@ async def connect_ipc(
             `max_sessions_per_client` open.
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     async with ipc_session(
         open_stream(path, max_message_size=max_message_size, connect_timeout=connect_timeout),

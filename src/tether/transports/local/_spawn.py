@@ -239,6 +239,7 @@ class PairedBackend:
             Unauthorized: the backend's `authorize` hook refused the session.
             NotFound: the backend does not serve one of `channels`.
             IncompatibleVersion: a channel's version is incompatible.
+            ValueError: `stream_window` is not a `tether.StreamWindow`.
         """
         async with ipc_session(
             self._stream(max_message_size, connect_timeout),

@@ -228,6 +228,7 @@ async def connect_ipc(
         Unavailable: the backend already has `max_sessions` open.
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     if not isinstance(backend, BackendIpc):
         raise TypeError(f"connect_ipc() needs a tether.BackendIpc, got {backend!r}")

@@ -412,6 +412,7 @@ async def connect_ipc(
             `max_sessions_per_client` open (429).
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     check_stream_window(stream_window)  # before connecting, not after
     async with (
