@@ -132,6 +132,9 @@ class IpcSession:
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of a channel this session's frontend serves (`FrontendIpc.register`).
 
+        A method that returns a `tether.Stream` returns a stream call, opened
+        with `async with tether.open_stream(...)` (docs/ipc.md, "Streams").
+
         Raises:
             TypeError: `channel` is not an IpcInterface declaration.
         """

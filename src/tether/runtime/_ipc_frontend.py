@@ -89,6 +89,9 @@ class FrontendIpc:
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of `channel` on the backend (mypy checks the calls).
 
+        A method that returns a `tether.Stream` returns a stream call, opened
+        with `async with tether.open_stream(...)` (docs/ipc.md, "Streams").
+
         Raises:
             TypeError: `channel` is not an IpcInterface declaration.
             NotFound: the backend does not serve it.
