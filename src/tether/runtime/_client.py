@@ -29,7 +29,7 @@ from ._errors import (
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
-from ._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamCall, StreamWindow
+from ._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamCall, StreamWindow, check_stream_window
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
 
@@ -37,7 +37,6 @@ __all__ = [
     "ClientOptions",
     "RpcBackend",
     "check_backend_interfaces",
-    "check_stream_window",
     "error_for_reply",
     "error_from_info",
     "make_client",
@@ -76,18 +75,6 @@ class ClientOptions:
     stream_window: StreamWindow = attrs.field(
         default=DEFAULT_STREAM_WINDOW, validator=lambda _, __, value: check_stream_window(value)
     )
-
-
-def check_stream_window(value: object) -> None:
-    """Refuse a `stream_window` that is not a `StreamWindow`.
-
-    Raises:
-        ValueError: naming the setting and the value.
-    """
-    if not isinstance(value, StreamWindow):
-        raise ValueError(
-            f"stream_window must be a tether.StreamWindow(items=..., bytes=...), got {value!r}"
-        )
 
 
 class RpcBackend(abc.ABC):

@@ -30,6 +30,7 @@ from ._ipc_handshake import (
 from ._ipc_proxy import add_to_table, check_listener, handler_channel, make_proxy, plain_args
 from ._protocol import PROTOCOL_VERSION, Welcome, encode
 from ._stream import MessageStream
+from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ._util import check_positive_int, check_seconds
 
 __all__ = ["BackendIpc", "IpcSession", "current_session", "serve_ipc_session"]
@@ -129,6 +130,9 @@ class IpcSession:
 
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of a channel this session's frontend serves (`FrontendIpc.register`).
+
+        A method that returns a `tether.Stream` returns a stream call, opened
+        with `async with tether.open_stream(...)` (docs/ipc.md, "Streams").
 
         Raises:
             TypeError: `channel` is not an IpcInterface declaration.
@@ -232,11 +236,16 @@ class BackendIpc:
             notification queue; then the session is closed ("frontend too slow").
         development_mode: Send tracebacks of unexpected handler errors to the
             frontend (never in production).
+        stream_window: How much of a stream the backend takes before its
+            sender must wait: the items of a frontend's argument streams (a
+            handler's `Stream[T]` parameter), and the result items of the
+            backend's own stream calls to a frontend (`IpcSession.proxy`).
+            256 items and 4 MiB by default.
 
     Raises:
         TypeError: `authorize` is not callable.
-        ValueError: a bound is not a positive int, or a timeout not a
-            positive number of seconds.
+        ValueError: a bound is not a positive int, a timeout not a positive
+            number of seconds, or `stream_window` not a `StreamWindow`.
     """
 
     def __init__(
@@ -251,6 +260,7 @@ class BackendIpc:
         max_sessions: int = 1024,
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         development_mode: bool = False,
+        stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     ) -> None:
         if authorize is not None and not callable(authorize):
             raise TypeError(f"authorize must be a function of an IpcHandshake, got {authorize!r}")
@@ -271,6 +281,7 @@ class BackendIpc:
         self.max_sessions = max_sessions
         self.slow_frontend_timeout = float(slow_frontend_timeout)
         self.development_mode = development_mode
+        self.stream_window = check_stream_window(stream_window)
         self._registrations: dict[str, _Registration] = {}
         self._listeners: dict[str, list[Listener]] = {}
         # Sessions may run in another thread (the in-process transport's
@@ -462,6 +473,7 @@ async def _serve_ipc_session(
             max_in_flight=backend.max_in_flight,
             development_mode=backend.development_mode,
             slow_frontend_timeout=backend.slow_frontend_timeout,
+            stream_window=backend.stream_window,
         )
         session = IpcSession(peer, handshake.remote, handshake.client)
         peer.session = session

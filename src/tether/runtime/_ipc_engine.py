@@ -75,9 +75,25 @@ from ._errors import (
 from ._ipc_handover import Handover
 from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
 from ._ipc_outbox import Outbox
+from ._ipc_streams import Streams
 from ._limits import encode_arguments
-from ._protocol import Cancel, Error, Invoke, Notify, Result, decode, encode, message_size
+from ._protocol import (
+    Cancel,
+    Credit,
+    End,
+    Error,
+    Invoke,
+    Item,
+    Notify,
+    Ready,
+    Result,
+    Send,
+    decode,
+    encode,
+    message_size,
+)
 from ._stream import MessageStream
+from ._streams import DEFAULT_STREAM_WINDOW, CalleeStream, StreamWindow
 from ._util import run_until_it_yields, timeout_ms_left
 from ._workers import VACATE, Vacate, Workers
 
@@ -106,7 +122,7 @@ DEFAULT_SLOW_FRONTEND_TIMEOUT = 5.0
 DRAIN_GRACE = 5.0
 
 
-class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
+class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
     """One end of an IPC session; the same engine on the frontend and the backend."""
 
     def __init__(
@@ -124,6 +140,7 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         development_mode: bool,
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     ) -> None:
         self.stream = stream
         self.slow_frontend_timeout = slow_frontend_timeout
@@ -155,6 +172,7 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         self.ids = itertools.count(1)
         self.init_outbox()
         self.init_inbox()
+        self.init_streams(stream_window)
         self.scope: trio.CancelScope | None = None  # the whole session
 
     # -- life cycle ------------------------------------------------------------
@@ -225,6 +243,9 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
             if waiter.reply is None:
                 waiter.reply = ConnectionClosed(reason, reason=reason, close_code=close_code)
                 waiter.wake()
+        # Before the session's tasks are cancelled: a handler reading its
+        # argument stream hears why.
+        self.close_streams(reason, close_code)
         error = self.closed_error(None)
         while self.outbox:
             self.outbox.popleft().done(error)
@@ -326,6 +347,8 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                         waiter.wake()
                         if own is None:
                             return VACATE
+                elif self.streams and self.route_final(reply, own):
+                    return VACATE
             elif kind is Invoke:
                 call = self._prepare(cast(Invoke, message))
                 if call is not None:
@@ -346,6 +369,14 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                 scope = self.calls.get(cast(Cancel, message).id)
                 if scope is not None:
                     scope.cancel()
+            elif kind is Item:
+                if self.route_item(cast(Item, message), message_size(data), own):
+                    return VACATE
+            elif kind is Send or kind is End or kind is Credit:
+                self.route_callee(cast(Send | End | Credit, message), message_size(data))
+            elif kind is Ready:
+                if self.route_ready(cast(Ready, message), own):
+                    return VACATE
             else:
                 self._refuse(
                     None,
@@ -389,7 +420,9 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                     f"channel {invoke.channel!r} has no method {invoke.method!r}",
                     details={"channel": invoke.channel, "method": invoke.method},
                 )
-            if invoke.id in self.calls:
+            if invoke.id in self.calls or (
+                self.callee_streams and invoke.id in self.callee_streams
+            ):
                 raise InvalidRequest(f"invoke id {invoke.id} is already in flight")
             # A reply waiting for the other side to read counts: one that reads
             # nothing cannot make the session hold a task and a reply per invoke.
@@ -415,7 +448,10 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
             deadline=deadline,
             operation=op.qualname,
         )
-        return PreparedCall(invoke.id, op, getattr(served.instance, op.name), args, context)
+        call = PreparedCall(invoke.id, op, getattr(served.instance, op.name), args, context)
+        if op.stream_result or op.stream_param is not None:
+            call.stream = self.callee_stream(invoke.id, op)
+        return call
 
     async def serve_call(
         self,
@@ -442,7 +478,7 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
             if call.stream is None:
                 value = await call.handler(*call.args)
             else:
-                value = await call.stream.run(call.handler, call.args)
+                value = await self._serve_stream(call, call.stream)
             reply = Result(call.id, call.operation.encode_result(value))
         except BaseException as raised:
             # Once the session is closed, its end is the news, not this.
@@ -459,6 +495,14 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         if started:
             access_log(call.context, reply.error.code if type(reply) is Error else "ok", started)
         return reply
+
+    async def _serve_stream(self, call: PreparedCall, stream: CalleeStream) -> Any:
+        try:
+            return await stream.run(call.handler, call.args)
+        finally:
+            # Messages for it from now on are late: dropped.
+            if self.callee_streams.get(call.id) is stream:
+                del self.callee_streams[call.id]
 
     def interrupted(self, call: PreparedCall) -> Error | None:
         # The scope stopped it: the caller cancelled, or the deadline passed.
@@ -560,7 +604,9 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
                 # It read its reply, or the reader that woke it left it the
                 # reading: someone must take it, unless this task comes back
                 # for it first (a caller's next invoke).
-                self.leave_reading(len(self.pending) == 1 and not self.handed)
+                self.leave_reading(
+                    len(self.pending) == 1 and not self.handed and not self.parked_roles
+                )
         except trio.Cancelled:
             if self.closed_reason is None and pending.reply is None:
                 await self._send_cancel(call_id)
@@ -588,11 +634,14 @@ class Peer(Inbox, Outbox, Handover, Workers[PreparedCall]):
         """
         if self.reading_over:
             return
-        if not self.handed and self.closed_reason is None and len(self.pending) > 1:
-            for waiter in self.pending.values():
-                if waiter.parked and waiter.reply is None:
-                    waiter.wake()
-                    return
+        if not self.handed and self.closed_reason is None:
+            if len(self.pending) > 1:
+                for waiter in self.pending.values():
+                    if waiter.parked and waiter.reply is None:
+                        waiter.wake()
+                        return
+            if self.parked_roles and self.wake_parked_role():
+                return
         if self.spares:
             trio.lowlevel.reschedule(self.spares.pop())
             return

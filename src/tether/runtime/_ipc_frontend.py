@@ -36,6 +36,7 @@ from ._ipc_proxy import (
 )
 from ._protocol import PROTOCOL_VERSION, Hello
 from ._stream import MessageStream
+from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ._util import check_positive_int, check_seconds, open_service_nursery
 
 __all__ = ["FrontendIpc", "open_ipc_connection"]
@@ -86,6 +87,9 @@ class FrontendIpc:
 
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of `channel` on the backend (mypy checks the calls).
+
+        A method that returns a `tether.Stream` returns a stream call, opened
+        with `async with tether.open_stream(...)` (docs/ipc.md, "Streams").
 
         Raises:
             TypeError: `channel` is not an IpcInterface declaration.
@@ -196,6 +200,7 @@ async def open_ipc_connection(
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[FrontendIpc]:
     """Run the IPC protocol as the frontend over `stream` for the block.
 
@@ -216,6 +221,10 @@ async def open_ipc_connection(
         slow_listener_timeout: Seconds the listeners may leave that queue full
             (making no room at all) before the session is closed as "frontend
             too slow".
+        stream_window: How much of a stream this frontend takes before its
+            sender must wait: the result items of its stream calls to the
+            backend, and the argument items of the backend's stream calls to
+            channels it serves. 256 items and 4 MiB by default.
 
     Raises:
         Unauthorized: the backend's `authorize` hook refused the session.
@@ -224,6 +233,8 @@ async def open_ipc_connection(
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's (or the protocol's) version is incompatible.
         ConnectError: the backend did not complete the handshake.
+        ValueError: a bound is not a positive int, or `stream_window` not a
+            `StreamWindow`.
     """
     wanted = list(channels)
     for channel in wanted:
@@ -233,6 +244,7 @@ async def open_ipc_connection(
     if authorization is not None and not isinstance(authorization, str):
         raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
     check_seconds("slow_listener_timeout", slow_listener_timeout, finite=False)
+    check_stream_window(stream_window)
     hello = Hello(
         PROTOCOL_VERSION,
         None,
@@ -264,6 +276,7 @@ async def open_ipc_connection(
         max_in_flight=1024,
         development_mode=False,
         slow_frontend_timeout=slow_listener_timeout,
+        stream_window=stream_window,
     )
     frontend = FrontendIpc(peer, reply.channels)
     async with open_service_nursery() as nursery:

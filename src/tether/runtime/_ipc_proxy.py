@@ -4,15 +4,22 @@ notifiers, listener tables, and the checks of channels and handlers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import trio
+
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, channel_operations
+from ._client import error_for_reply
 from ._codec import CONVERTER
 from ._errors import IncompatibleVersion, InvalidRequest, NotFound
 from ._interfaces import Operation, unimplemented
 from ._ipc_engine import Peer
 from ._limits import too_deep
+from ._protocol import Item, Result
+from ._streams import Exchange, StreamCall
 from ._versions import compatibility_advice, is_version_compatible
 
 __all__ = [
@@ -52,10 +59,49 @@ def plain_args(args: tuple[Any, ...]) -> list[Any]:
     return out
 
 
+def _open_stream_invoke(
+    peer: Peer, channel: str, op: Operation, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> AbstractAsyncContextManager[Exchange]:
+    """Make a stream invoke for an `open_stream` block (the arguments are taken now)."""
+    values = op.encode_args(args, kwargs)
+    source = op.stream_source(args, kwargs) if op.stream_param is not None else None
+    return peer.open_invoke(channel, op, values, source)
+
+
+async def _invoke_with_stream(
+    peer: Peer, channel: str, op: Operation, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> Any:
+    """A client-stream invoke: its argument stream goes out, one result comes back."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    async with _open_stream_invoke(peer, channel, op, args, kwargs) as exchange:
+        reply = await exchange.receive()
+        while type(reply) is Item:  # pragma: no cover - the engine drops them
+            reply = await exchange.receive()
+    if type(reply) is Result:
+        return op.decode_result(reply.value)
+    raise await error_for_reply(reply.error, None)  # type: ignore[union-attr]
+
+
 def _invoker(channel: type[IpcInterface], op: Operation) -> Any:
     # Looked up once, not per invoke.
     name, method, names = channel.channel_name, op.name, op.param_names
     encode_args, decode_result = op.encode_args, op.decode_result
+
+    if op.stream_result:
+        # Nothing is sent until `open_stream` opens it, as an RPC stub's.
+        def open_(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return StreamCall(
+                op,
+                functools.partial(_open_stream_invoke, self._tether_peer, name, op, args, kwargs),
+            )
+
+        return _named(open_, channel, op, "Proxy")
+    if op.stream_param is not None:
+
+        async def with_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await _invoke_with_stream(self._tether_peer, name, op, args, kwargs)
+
+        return _named(with_stream, channel, op, "Proxy")
 
     async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
         values = encode_args(args, kwargs)

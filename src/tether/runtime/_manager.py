@@ -9,11 +9,11 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from ..contexts import RequestContext
-from ._client import RpcBackend, check_backend_interfaces, check_stream_window, make_client
+from ._client import RpcBackend, check_backend_interfaces, make_client
 from ._errors import NotFound
 from ._interfaces import Operation, RpcInterface, require_interface, unimplemented
 from ._protocol import InterfaceInfo
-from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow
+from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 
 __all__ = ["Authorize", "Registration", "RpcManager", "RpcManagerStatistics"]
 

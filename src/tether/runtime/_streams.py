@@ -43,6 +43,7 @@ __all__ = [
     "Stream",
     "StreamCall",
     "StreamWindow",
+    "check_stream_window",
     "open_stream",
 ]
 
@@ -92,6 +93,19 @@ class StreamWindow:
 
 #: The window of a receiver that sets none.
 DEFAULT_STREAM_WINDOW = StreamWindow()
+
+
+def check_stream_window(value: object) -> StreamWindow:
+    """Refuse a `stream_window=` that is not a `tether.StreamWindow`.
+
+    Raises:
+        ValueError: it is not one (a count of items is `StreamWindow(items=...)`).
+    """
+    if not isinstance(value, StreamWindow):
+        raise ValueError(
+            f"stream_window must be a tether.StreamWindow(items=..., bytes=...), got {value!r}"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ._ipc_fixtures import (
 )
 from ._ipc_notifications import IpcNotificationTests
 from ._ipc_sessions import IpcSessionTests
+from ._ipc_streams import IpcStreamTests
 
 __all__ = [
     "ConformanceFrontendIpc",
@@ -40,7 +41,9 @@ __all__ = [
 ]
 
 
-class IpcConformance(IpcCallTests, IpcNotificationTests, IpcSessionTests, IpcAuthorizationTests):
+class IpcConformance(
+    IpcCallTests, IpcNotificationTests, IpcSessionTests, IpcAuthorizationTests, IpcStreamTests
+):
     """Tests every IPC transport must pass. Subclass it and implement `connect_ipc`.
 
     `connect_ipc(backend, **options)` returns an async context manager that
@@ -50,7 +53,8 @@ class IpcConformance(IpcCallTests, IpcNotificationTests, IpcSessionTests, IpcAut
     done). The suite passes these options, which a transport must honour:
     `channels` (the IpcInterface classes checked at connect), `application_id`,
     `application_version`, `authorization` (the credential the backend's
-    `authorize` hook sees, sent in the `hello`) and `max_pending_notifications`
+    `authorize` hook sees, sent in the `hello`), `max_pending_notifications`
     (how many of the backend's notifications may wait for the frontend's
-    listeners).
+    listeners), `stream_window` (the frontend's `StreamWindow`) and
+    `max_message_size` (the largest message the frontend sends).
     """

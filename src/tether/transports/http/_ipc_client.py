@@ -29,6 +29,7 @@ from ...runtime import (
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import BinaryMessage, Error, encode
+from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ...runtime._util import open_service_nursery
 from .._web import heartbeat, pong_message
 from ._client import error_info_from_response, split_url
@@ -311,6 +312,7 @@ async def connect_ipc(
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with an HTTP backend for the block.
 
@@ -340,6 +342,10 @@ async def connect_ipc(
             notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
+        stream_window: How much of each stream this frontend takes before
+            its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
+            default): the result items of its stream calls, and the argument
+            items of the backend's stream calls to channels it serves.
 
     Raises:
         ConnectError: the backend cannot be reached.
@@ -349,9 +355,11 @@ async def connect_ipc(
         NotFound: the backend serves no IPC (or is not a tether backend), or
             does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
-        ValueError: `url` is not an http:// URL.
+        ValueError: `url` is not an http:// URL, or `stream_window` not a
+            `tether.StreamWindow`.
     """
     host, port, prefix = split_url(url)
+    check_stream_window(stream_window)
     pool = ConnectionPool(host, port, max_connections=8, max_response_size=max_message_size)
     stream = _ClientStream(pool, url, prefix, max_message_size)
     try:
@@ -365,6 +373,7 @@ async def connect_ipc(
                 max_pending_notifications=max_pending_notifications,
                 max_pending_bytes=max_pending_bytes,
                 slow_listener_timeout=slow_listener_timeout,
+                stream_window=stream_window,
             ) as frontend,
             open_service_nursery() as nursery,
         ):

@@ -24,6 +24,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds
 from ._paths import check_platform, check_socket_path
 from ._socket import DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME, SocketStream
@@ -177,6 +178,7 @@ async def connect_ipc(
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with a backend over its local socket, for the block.
@@ -202,6 +204,10 @@ async def connect_ipc(
         max_pending_notifications, max_pending_bytes, slow_listener_timeout:
             The frontend's bounds on notifications waiting for its listeners,
             as for `websocket.connect_ipc`.
+        stream_window: How much of each stream this frontend takes before
+            its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
+            default): the result items of its stream calls, and the argument
+            items of the backend's stream calls to channels it serves.
         connect_timeout: Seconds to get through a full backlog.
 
     Raises:
@@ -211,6 +217,7 @@ async def connect_ipc(
             `max_sessions_per_client` open.
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     async with ipc_session(
         open_stream(path, max_message_size=max_message_size, connect_timeout=connect_timeout),
@@ -221,6 +228,7 @@ async def connect_ipc(
         max_pending_notifications=max_pending_notifications,
         max_pending_bytes=max_pending_bytes,
         slow_listener_timeout=slow_listener_timeout,
+        stream_window=stream_window,
     ) as frontend:
         yield frontend
 
@@ -266,8 +274,10 @@ async def ipc_session(
     max_pending_notifications: int,
     max_pending_bytes: int,
     slow_listener_timeout: float,
+    stream_window: StreamWindow,
 ) -> AsyncIterator[FrontendIpc]:
     """An IPC session over the stream `streams` opens (`connect_ipc`, and `spawn`'s)."""
+    check_stream_window(stream_window)  # before connecting, not after
     async with (
         streams as stream,
         open_ipc_connection(
@@ -279,6 +289,7 @@ async def ipc_session(
             max_pending_notifications=max_pending_notifications,
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
+            stream_window=stream_window,
         ) as frontend,
     ):
         yield frontend

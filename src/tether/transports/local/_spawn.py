@@ -226,6 +226,7 @@ class PairedBackend:
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+        stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
         connect_timeout: float = 10.0,
     ) -> AsyncIterator[FrontendIpc]:
         """Open an IPC session with the backend, for the block; as `local.connect_ipc`.
@@ -241,6 +242,7 @@ class PairedBackend:
             Unauthorized: the backend's `authorize` hook refused the session.
             NotFound: the backend does not serve one of `channels`.
             IncompatibleVersion: a channel's version is incompatible.
+            ValueError: `stream_window` is not a `tether.StreamWindow`.
         """
         async with ipc_session(
             self._stream(max_message_size, connect_timeout),
@@ -251,6 +253,7 @@ class PairedBackend:
             max_pending_notifications=max_pending_notifications,
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
+            stream_window=stream_window,
         ) as frontend:
             yield frontend
 

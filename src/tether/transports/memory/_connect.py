@@ -40,6 +40,7 @@ from ...runtime import (
     serve_ipc_session,
     serve_rpc_session,
 )
+from ...runtime._streams import check_stream_window
 from ...runtime._util import open_service_nursery
 from ._streams import (
     DEFAULT_MAX_BUFFER_BYTES,
@@ -192,6 +193,7 @@ async def connect_ipc(
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[FrontendIpc]:
     """Serve `backend` in-process and open an IPC session with it, for the block.
 
@@ -222,15 +224,21 @@ async def connect_ipc(
             notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
+        stream_window: How much of each stream this frontend takes before
+            its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
+            default): the result items of its stream calls, and the argument
+            items of the backend's stream calls to channels it serves.
 
     Raises:
         Unauthorized: the backend's `authorize` hook refused the session.
         Unavailable: the backend already has `max_sessions` open.
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     if not isinstance(backend, BackendIpc):
         raise TypeError(f"connect_ipc() needs a tether.BackendIpc, got {backend!r}")
+    check_stream_window(stream_window)
     serve = functools.partial(serve_ipc_session, backend, transport="memory")
     async with (
         _backend(serve, thread, max_message_size, max_buffer_bytes) as client_end,
@@ -243,6 +251,7 @@ async def connect_ipc(
             max_pending_notifications=max_pending_notifications,
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
+            stream_window=stream_window,
         ) as frontend,
     ):
         yield frontend

@@ -32,6 +32,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -372,6 +373,7 @@ async def connect_ipc(
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
@@ -405,6 +407,10 @@ async def connect_ipc(
             notification still passes, alone).
         slow_listener_timeout: Seconds the listeners may leave that queue full
             before the session is closed as "frontend too slow".
+        stream_window: How much of each stream this frontend takes before
+            its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
+            default): the result items of its stream calls, and the argument
+            items of the backend's stream calls to channels it serves.
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
 
     Raises:
@@ -414,7 +420,9 @@ async def connect_ipc(
             `max_sessions_per_client` open (429).
         NotFound: the backend does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
+    check_stream_window(stream_window)  # before connecting, not after
     async with (
         _open_stream(
             url,
@@ -434,6 +442,7 @@ async def connect_ipc(
             max_pending_notifications=max_pending_notifications,
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
+            stream_window=stream_window,
         ) as frontend,
     ):
         yield frontend
