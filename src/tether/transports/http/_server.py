@@ -40,6 +40,7 @@ from ...runtime import (
     IncompatibleVersion,
     InvalidRequest,
     NotFound,
+    Operation,
     RpcManager,
     TetherError,
     Unavailable,
@@ -48,9 +49,7 @@ from ...runtime._codec import dumps, loads
 from ...runtime._dispatch import (
     PreparedCall,
     access_clock,
-    encode_reply,
     error_info,
-    too_large_reply,
 )
 from ...runtime._protocol import (
     MAX_LABEL_LENGTH,
@@ -59,9 +58,9 @@ from ...runtime._protocol import (
     Error,
     ErrorInfo,
     Result,
-    decode,
     is_label,
 )
+from ...runtime._streams import DEFAULT_STREAM_WINDOW
 from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
 from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
@@ -76,13 +75,16 @@ from ._asgi import (
     Refused,
     Scope,
     Send,
+    error_body,
     not_allowed,
     read_body,
     remote_address,
     require_json,
+    require_stream_body,
     send_empty,
     send_error_info,
 )
+from ._framing import Splitter, media_form, two_way_refusal
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
     DEFAULT_IPC_PING_INTERVAL,
@@ -90,6 +92,15 @@ from ._ipc_server import (
     IpcRoutes,
 )
 from ._openapi import openapi_document
+from ._stream_server import (
+    BodyReader,
+    error_start,
+    read_arguments,
+    run_argument_stream,
+    send_drained,
+    send_reply,
+    serve_result_stream,
+)
 from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
 
 __all__ = ["HttpApp"]
@@ -481,7 +492,7 @@ class HttpApp:
         access: HttpAccess | None,
     ) -> None:
         activity_id = session_id = application_id = application_version = None
-        authorization = timeout = protocol = traceparent = None
+        authorization = timeout = protocol = traceparent = accept = None
         content_length = content_type = None
         for key, raw in headers:
             # One pass over the headers, and a decode only for those we use.
@@ -506,6 +517,8 @@ class HttpApp:
                 protocol = raw
             elif key == b"traceparent":
                 traceparent = raw.decode("utf-8", "replace")
+            elif key == b"accept":
+                accept = raw if accept is None else accept + b", " + raw
         bad_label = None
         if not activity_id:
             if traceparent is not None:
@@ -532,8 +545,27 @@ class HttpApp:
             await self._send_error(send, exc, None, cors, activity_id)
             return
         echo = [*cors, (b"x-correlation-id", activity_id.encode())]
+        operation = self._operation(parts)
+        if operation is not None and operation.stream_result and operation.stream_param is not None:
+            refusal = NotFound(
+                two_way_refusal(operation.qualname, self.prefix),
+                details={
+                    "interface": parts[0],
+                    "operation": parts[2],
+                    "transports": ["memory", "websocket", "local"],
+                },
+            )
+            await self._send_error(send, refusal, None, echo, activity_id)
+            return
+        # A client stream: the body is the arguments, then the items.
+        splitter: Splitter | None = None
+        ended = True
         try:
-            require_json(content_type)
+            if operation is not None and operation.stream_param is not None:
+                splitter = Splitter(require_stream_body(content_type), self.max_body_size)
+                ended = False
+            else:
+                require_json(content_type)
             if protocol is not None and protocol.strip() != b"%d" % PROTOCOL_VERSION:
                 raise IncompatibleVersion(
                     f"this backend speaks tether protocol {PROTOCOL_VERSION}, the request says "
@@ -554,7 +586,12 @@ class HttpApp:
                 # Beyond any real deadline, and too large to become a float: the
                 # most a client sends (the runtime's own bound).
                 timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
-            body = await read_body(receive, content_length, self.max_body_size, self.body_timeout)
+            if splitter is None:
+                body = await read_body(
+                    receive, content_length, self.max_body_size, self.body_timeout
+                )
+            else:
+                body, ended = await read_arguments(receive, splitter, self.body_timeout)
             args = loads(body)
             if not isinstance(args, list):
                 raise InvalidRequest(
@@ -583,46 +620,42 @@ class HttpApp:
             )
             prepared = self._dispatcher.prepare(call)
         except TetherError as exc:
-            await self._send_error(send, exc, None, echo, activity_id)
+            drain = None if ended else receive
+            await self._send_error(send, exc, None, echo, activity_id, drain)
             return
         except Refused as refused:
             headers = [*echo, *refused.headers]
-            await self._send_error(send, refused.error, refused.status, headers, activity_id)
+            # A body that stalled (408) is not waited for again.
+            drain = None if ended or refused.status == 408 else receive
+            await self._send_error(send, refused.error, refused.status, headers, activity_id, drain)
             return
         if access is not None:
             access.dispatched = True  # the dispatcher writes the call's line
         self._in_flight += 1
         try:
-            reply = await self._run_call(prepared, receive)
+            if prepared.operation.stream_result:
+                records = bool(media_form(accept))
+                await serve_result_stream(
+                    self._run_call, prepared, receive, send, echo, records, self.max_body_size
+                )
+                return
+            if splitter is not None:
+                reader = BodyReader(receive, splitter, ended)
+                window = getattr(self.manager, "stream_window", None) or DEFAULT_STREAM_WINDOW
+                reply = await run_argument_stream(self._dispatcher, window, prepared, reader)
+                ended = reader.ended
+            else:
+                reply = await self._run_call(prepared, receive)
         finally:
             self._in_flight -= 1
         if reply is None:
             return  # the client left: nobody to answer
-        data = encode_reply(reply)
-        if type(reply) is Result and not data.startswith(b'{"t":"result"'):
-            # A result JSON cannot hold (or over the codec's limits): encode_reply
-            # answered the request with an error instead.
-            replaced = decode(data)
-            assert isinstance(replaced, Error)
-            reply = replaced
-        if len(data) > self.max_body_size:
-            data = too_large_reply(None, len(data), self.max_body_size)
-            reply = Error(None, ErrorInfo("payload-too-large", 413, "PayloadTooLarge", ""))
-        if type(reply) is Error:
-            info = reply.error
-            await send_error_info(send, info, echo, data)
-            return
-        # The encoded reply is {"t":"result","id":0,"value":...}: the body is
-        # the value alone, cut out of it without a second encode.
-        value = data[data.index(b'"value":') + 8 : -1]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [JSON, *echo],
-            }
-        )
-        await send({"type": "http.response.body", "body": value})
+        await send_reply(send, reply, echo, self.max_body_size, None if ended else receive)
+
+    def _operation(self, parts: list[str]) -> Operation | None:
+        """The operation a call's path names, if this backend serves one by that name."""
+        registration = self.manager.lookup(parts[0])
+        return None if registration is None else registration.operations.get(parts[2])
 
     async def _run_call(self, prepared: PreparedCall, receive: Receive) -> Result | Error | None:
         """Run a prepared call here, under its context and deadline.
@@ -734,7 +767,9 @@ class HttpApp:
         status: int | None,
         headers: list[tuple[bytes, bytes]],
         activity_id: str | None = None,
+        drain: Receive | None = None,
     ) -> None:
+        """Answer with an error; `drain`: the receive of a body not read to its end."""
         info = error_info(exc, activity_id or exc.activity_id, development_mode=False)
         if status is not None:
             info = ErrorInfo(
@@ -745,4 +780,7 @@ class HttpApp:
                 info.details,
                 info.activity_id,
             )
-        await send_error_info(send, info, headers, None)
+        if drain is None:
+            await send_error_info(send, info, headers, None)
+            return
+        await send_drained(send, drain, error_start(info, headers), error_body(info, None))
