@@ -11,8 +11,8 @@ import logging
 import math
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -34,8 +34,10 @@ from ...runtime import (
 from ...runtime._client import check_backend_interfaces
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result
+from ...runtime._streams import Exchange
 from ...runtime._util import check_seconds
 from ._pool import ConnectionPool, Response
+from ._stream_client import open_http_call
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL, STATUS_CODES
 
 __all__ = [
@@ -251,19 +253,36 @@ class HttpBackend(RpcBackend):
                 self._targets[key] = target
         return target
 
-    async def request(self, call: Call) -> Result | Error:
+    def encode_args(self, call: Call) -> bytes:
+        """The body of a call: the JSON array of its arguments.
+
+        Raises:
+            ConnectionClosed: the connection was closed (`aclose`).
+            PayloadTooLarge: it is over `max_message_size`.
+        """
         if self._closed:
             raise ConnectionClosed(f"the HTTP connection to {self.url} is closed", reason="closed")
         body = dumps(call.args)
         if len(body) > self.max_message_size:
-            raise PayloadTooLarge(
-                f"the call encodes to {len(body)} bytes, over this connection's limit of "
-                f"{self.max_message_size}: send less per call"
-            )
+            raise self.too_large(len(body))
+        return body
+
+    def too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the call encodes to {size} bytes, over this connection's limit of "
+            f"{self.max_message_size}: send less per call"
+        )
+
+    def call_headers(self, call: Call) -> tuple[list[tuple[bytes, bytes]], str]:
+        """The headers that carry a call's context (not its body's type nor its
+        deadline), and its ActivityId (a new one if the call has none).
+
+        Raises:
+            InvalidRequest: a value HTTP cannot carry in a header.
+        """
         ctx = call.ctx
         activity_id = ctx.activity_id or contexts.new_activity_id()
         headers = [
-            JSON,
             PROTOCOL,
             (b"x-correlation-id", _header_value("the ActivityId", activity_id)),
             (b"traceparent", contexts.traceparent_for(activity_id).encode()),
@@ -285,6 +304,29 @@ class HttpBackend(RpcBackend):
             headers.append(
                 (b"authorization", _header_value("authorization", ctx.authorization, secret=True))
             )
+        return headers, activity_id
+
+    def open_call(
+        self,
+        call: Call,
+        source: AsyncIterable[Any] | None,
+        encode_item: Callable[[Any], Any],
+    ) -> AbstractAsyncContextManager[Exchange]:
+        """Carry a stream call: one POST whose response (server stream) or request
+        body (client stream) is a stream of records (docs/http.md, "Streams").
+
+        Raises:
+            NotFound: a two-way stream, which HTTP does not carry (nothing is sent).
+            TransportError: the connection failed or was closed.
+        """
+        if self._closed:
+            raise ConnectionClosed(f"the HTTP connection to {self.url} is closed", reason="closed")
+        return open_http_call(self, call, source, encode_item)
+
+    async def request(self, call: Call) -> Result | Error:
+        body = self.encode_args(call)
+        headers, activity_id = self.call_headers(call)
+        headers.append(JSON)
         timeout_ms = call.timeout_ms
         if timeout_ms is None:
             bound = self._bound
