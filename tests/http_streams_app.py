@@ -52,6 +52,9 @@ class Telemetry(tether.RpcInterface):
     async def total(self, numbers: tether.Stream[int]) -> int:
         """The sum of the numbers."""
 
+    async def gated(self, key: str, chunks: tether.Stream[bytes]) -> int:
+        """The total length of the chunks, read once the test opens the gate."""
+
     async def first(self, numbers: tether.Stream[int]) -> int:
         """The first number; the rest are not read."""
 
@@ -68,6 +71,10 @@ class Tracker:
         self.activity_ids: list[str | None] = []
         self.taken: dict[str, int] = {}
         self.on_item: Any = None
+        self.gates: dict[str, trio.Event] = {}
+
+    def gate(self, key: str) -> trio.Event:
+        return self.gates.setdefault(key, trio.Event())
 
     def closed_event(self, key: str) -> trio.Event:
         return self.closed.setdefault(key, trio.Event())
@@ -116,6 +123,18 @@ class TelemetryImpl(Telemetry):
 
     async def total(self, numbers: tether.Stream[int]) -> int:
         return sum([n async for n in numbers])
+
+    async def gated(self, key: str, chunks: tether.Stream[bytes]) -> int:
+        tracker = self.tracker
+        try:
+            await tracker.gate(key).wait()
+            size = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                tracker.taken[key] = tracker.taken.get(key, 0) + 1
+            return size
+        finally:
+            tracker.closed_event(key).set()
 
     async def first(self, numbers: tether.Stream[int]) -> int:
         async for n in numbers:

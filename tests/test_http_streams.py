@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import tether
+from tests.http_streams_app import Position, RobotLost, Telemetry, TelemetryImpl, manager
 from tether.runtime import ConnectionClosed, NotFound, PayloadTooLarge
 from tether.runtime._util import open_service_nursery
 from tether.transports import http
-
-from tests.http_streams_app import Position, RobotLost, Telemetry, TelemetryImpl, manager
 
 TIMEOUT = 10.0
 HERE = Path(__file__).resolve().parent
@@ -54,6 +54,18 @@ async def telemetry(**options: Any) -> AsyncIterator[tuple[Telemetry, http.HttpB
         yield backend.get_client(Telemetry), backend
 
 
+async def collect(items: AsyncIterator[Any], into: list[Any]) -> None:
+    async for item in items:
+        into.append(item)
+
+
+async def collect_stream(stream: tether.Stream[Any]) -> list[Any]:
+    got: list[Any] = []
+    async with tether.open_stream(stream) as items:
+        await collect(items, got)
+    return got
+
+
 async def test_a_server_stream_yields_every_item_then_ends() -> None:
     with trio.fail_after(TIMEOUT):
         async with telemetry() as (client, _):
@@ -67,9 +79,11 @@ async def test_a_server_stream_yields_every_item_then_ends() -> None:
 
 async def test_an_empty_server_stream_ends_at_once() -> None:
     with trio.fail_after(TIMEOUT):
-        async with telemetry() as (client, _):
-            async with tether.open_stream(client.watch("r", 0)) as positions:
-                assert [p async for p in positions] == []
+        async with (
+            telemetry() as (client, _),
+            tether.open_stream(client.watch("r", 0)) as positions,
+        ):
+            assert [p async for p in positions] == []
 
 
 async def test_the_connection_goes_back_to_the_pool_after_a_whole_stream() -> None:
@@ -85,21 +99,24 @@ async def test_the_connection_goes_back_to_the_pool_after_a_whole_stream() -> No
 async def test_an_application_error_mid_stream_reaches_the_async_for_with_its_fields() -> None:
     got: list[int] = []
     with trio.fail_after(TIMEOUT):
-        async with telemetry() as (client, _):
-            async with tether.open_stream(client.lose("r5", 3)) as numbers:
-                with pytest.raises(RobotLost) as raised:
-                    async for n in numbers:
-                        got.append(n)
+        async with (
+            telemetry() as (client, _),
+            tether.open_stream(client.lose("r5", 3)) as numbers,
+        ):
+            with pytest.raises(RobotLost) as raised:
+                await collect(numbers, got)
     assert got == [0, 1, 2]
     assert (raised.value.robot_id, raised.value.last_seen) == ("r5", 3)
 
 
 async def test_an_error_before_the_first_item_is_raised_by_the_first_step() -> None:
     with trio.fail_after(TIMEOUT):
-        async with telemetry() as (client, _):
-            async with tether.open_stream(client.lose("r0", 0)) as numbers:
-                with pytest.raises(RobotLost) as raised:
-                    await anext(numbers)
+        async with (
+            telemetry() as (client, _),
+            tether.open_stream(client.lose("r0", 0)) as numbers,
+        ):
+            with pytest.raises(RobotLost) as raised:
+                await anext(numbers)
     assert raised.value.last_seen == 0
 
 
@@ -191,6 +208,35 @@ async def test_a_source_that_raises_fails_the_call_with_its_exception() -> None:
             assert await client.total(_numbers(4)) == 6
 
 
+async def test_a_client_stream_stops_pulling_its_source_while_the_impl_does_not_read() -> None:
+    pulled = 0
+    size = 64 * 1024
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield bytes(size)
+
+    with trio.fail_after(TIMEOUT):
+        async with telemetry() as (client, _), trio.open_nursery() as nursery:
+            nursery.start_soon(client.gated, "gate", chunks())
+            # The impl reads nothing: the server takes its window (4 MiB), its
+            # queue to hypercorn and the socket buffers take some more, and
+            # then the client's pump waits to send, pulling no more.
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            held = pulled
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert pulled == held
+            assert held * size < 16 * 1024 * 1024
+            assert tracker.taken.get("gate", 0) == 0
+            # Leaving (here, cancelling the caller) cancels the impl.
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(1.0):
+            await tracker.closed_event("gate").wait()
+    print(f"the source was pulled {held} times ({held * size} bytes) while the impl read nothing")
+
+
 async def test_a_two_way_stream_is_refused_before_anything_is_sent() -> None:
     async def commands() -> AsyncIterator[Position]:
         yield Position(1, 2)
@@ -199,9 +245,7 @@ async def test_a_two_way_stream_is_refused_before_anything_is_sent() -> None:
         async with telemetry() as (client, backend):
             opened = backend._pool.statistics().opened
             with pytest.raises(NotFound) as raised:
-                async with tether.open_stream(client.steer(commands())) as positions:
-                    async for _ in positions:
-                        pass
+                await collect_stream(client.steer(commands()))
             assert backend._pool.statistics().opened == opened
     message = str(raised.value)
     for name in ("two-way", "memory", "WebSocket", "local", "/rpc/ws"):
@@ -240,10 +284,12 @@ async def test_an_item_over_the_clients_limit_ends_the_stream_with_payload_too_l
 
 async def test_an_item_over_the_servers_limit_ends_the_stream_with_payload_too_large() -> None:
     with trio.fail_after(TIMEOUT):
-        async with telemetry(max_body_size=100_000) as (client, _):
-            async with tether.open_stream(client.blobs(3, 200_000)) as blobs:
-                with pytest.raises(PayloadTooLarge):
-                    await anext(blobs)
+        async with (
+            telemetry(max_body_size=100_000) as (client, _),
+            tether.open_stream(client.blobs(3, 200_000)) as blobs,
+        ):
+            with pytest.raises(PayloadTooLarge):
+                await anext(blobs)
 
 
 async def test_a_client_stream_item_over_the_servers_limit_fails_the_call() -> None:
