@@ -92,6 +92,7 @@ from ._ipc_server import (
     IpcRoutes,
 )
 from ._openapi import openapi_document
+from ._openapi_streams import stream_kinds
 from ._stream_server import (
     BodyReader,
     error_start,
@@ -724,11 +725,18 @@ class HttpApp:
         await send({"type": "http.response.body", "body": b"" if head else data})
 
     def describe(self) -> dict[str, Any]:
-        """What `GET {prefix}/` answers: the protocol, interfaces and IPC channels."""
-        interfaces = {
-            name: {"version": info.version, "operations": list(info.operations)}
-            for name, info in self.manager.describe().items()
-        }
+        """What `GET {prefix}/` answers: the protocol, interfaces and IPC channels.
+
+        An interface with stream operations lists them under `streams`:
+        operation -> `server`, `client` or `two-way`.
+        """
+        interfaces: dict[str, Any] = {}
+        for name, info in self.manager.describe().items():
+            entry: dict[str, Any] = {"version": info.version, "operations": list(info.operations)}
+            registration = self.manager.lookup(name)
+            if registration is not None and (streams := stream_kinds(registration.operations)):
+                entry["streams"] = streams
+            interfaces[name] = entry
         described: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "interfaces": interfaces}
         if self.ipc is not None:
             described["ipc"] = {"channels": dict(self.ipc.channels)}
