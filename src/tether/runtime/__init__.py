@@ -14,6 +14,7 @@ from ._client import RpcBackend as RpcBackend
 from ._codec import CONVERTER as CONVERTER
 from ._codec import make_converter as make_converter
 from ._connection import RpcConnection as RpcConnection
+from ._connection import RpcConnectionStatistics as RpcConnectionStatistics
 from ._connection import open_rpc_connection as open_rpc_connection
 from ._connection import serve_rpc_session as serve_rpc_session
 from ._dispatch import Dispatcher as Dispatcher
@@ -46,9 +47,11 @@ from ._ipc_frontend import open_ipc_connection as open_ipc_connection
 from ._ipc_handshake import DEFAULT_MAX_SESSIONS_PER_CLIENT as DEFAULT_MAX_SESSIONS_PER_CLIENT
 from ._ipc_handshake import IpcHandshake as IpcHandshake
 from ._manager import RpcManager as RpcManager
+from ._manager import RpcManagerStatistics as RpcManagerStatistics
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._stream import MessageStream as MessageStream
 from ._streams import Stream as Stream
+from ._streams import DEFAULT_STREAM_WINDOW as DEFAULT_STREAM_WINDOW
 from ._streams import StreamWindow as StreamWindow
 from ._streams import open_stream as open_stream
 from ._versions import is_version_compatible as is_version_compatible
@@ -59,6 +62,7 @@ __all__ = [
     "DEFAULT_MAX_PENDING_NOTIFICATIONS",
     "DEFAULT_MAX_SESSIONS_PER_CLIENT",
     "DEFAULT_SLOW_FRONTEND_TIMEOUT",
+    "DEFAULT_STREAM_WINDOW",
     "PROTOCOL_VERSION",
     "BackendIpc",
     "ClientOptions",
@@ -84,8 +88,10 @@ __all__ = [
     "RemoteError",
     "RpcBackend",
     "RpcConnection",
+    "RpcConnectionStatistics",
     "RpcInterface",
     "RpcManager",
+    "RpcManagerStatistics",
     "Stream",
     "StreamWindow",
     "TetherError",

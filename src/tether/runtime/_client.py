@@ -29,7 +29,7 @@ from ._errors import (
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
-from ._streams import Exchange, StreamCall
+from ._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamCall, StreamWindow
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
 
@@ -37,6 +37,7 @@ __all__ = [
     "ClientOptions",
     "RpcBackend",
     "check_backend_interfaces",
+    "check_stream_window",
     "error_for_reply",
     "error_from_info",
     "make_client",
@@ -64,12 +65,29 @@ class ClientOptions:
             current context's authorization (the user's) is forwarded.
         session_id: The session this connection's calls belong to unless the
             current context has one; a fresh UUID by default (or when None).
+        stream_window: What this frontend takes of a stream's results before
+            the backend must wait (`DEFAULT_STREAM_WINDOW`: 256 items, 4 MiB).
     """
 
     application_id: str | None = None
     application_version: str | None = None
     authorization: str | None = attrs.field(default=None, repr=False)
     session_id: str = attrs.field(default=None, converter=_session_id)
+    stream_window: StreamWindow = attrs.field(
+        default=DEFAULT_STREAM_WINDOW, validator=lambda _, __, value: check_stream_window(value)
+    )
+
+
+def check_stream_window(value: object) -> None:
+    """Refuse a `stream_window` that is not a `StreamWindow`.
+
+    Raises:
+        ValueError: naming the setting and the value.
+    """
+    if not isinstance(value, StreamWindow):
+        raise ValueError(
+            f"stream_window must be a tether.StreamWindow(items=..., bytes=...), got {value!r}"
+        )
 
 
 class RpcBackend(abc.ABC):

@@ -10,13 +10,15 @@ cancels them all when the stream closes: nothing outlives its session.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from .. import contexts
@@ -31,26 +33,39 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
-from ._interfaces import RpcInterface
+from ._interfaces import Operation, RpcInterface
 from ._manager import RpcManager
 from ._protocol import (
     PROTOCOL_VERSION,
     Call,
     Cancel,
+    Credit,
+    End,
     Error,
     Hello,
     InterfaceInfo,
+    Item,
+    Message,
+    Ready,
     Result,
+    Send,
     Welcome,
     check_hello,
     decode,
     encode,
 )
+from ._rpc_streams import CallerStream, Pending, abort_park, open_exchange, wire_size
 from ._stream import MessageStream
+from ._streams import CalleeStream, Exchange, StreamWindow
 from ._util import check_positive_int
 from ._workers import Workers
 
-__all__ = ["RpcConnection", "open_rpc_connection", "serve_rpc_session"]
+__all__ = [
+    "RpcConnection",
+    "RpcConnectionStatistics",
+    "open_rpc_connection",
+    "serve_rpc_session",
+]
 
 _log = logging.getLogger("tether.server")
 _client_log = logging.getLogger("tether.client")
@@ -58,27 +73,23 @@ _client_log = logging.getLogger("tether.client")
 #: How long a cancelled call (or IPC invoke) may spend telling the other side to stop.
 _CANCEL_SEND_TIMEOUT = 1.0
 
-
-class _Pending:
-    """One call waiting for its reply."""
-
-    __slots__ = ("parked", "reply", "task")
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.parked = False
-        self.reply: Result | Error | ConnectionClosed | None = None
-
-    def wake(self) -> None:
-        """Reschedule the caller if it is parked waiting (its reply, or its turn to read)."""
-        if self.parked:
-            self.parked = False
-            trio.lowlevel.reschedule(self.task)
+# The IPC engine waits on its connection the same way.
+_Pending = Pending
+_abort_park = abort_park
 
 
-def _abort_park(pending: _Pending) -> trio.lowlevel.Abort:
-    pending.parked = False
-    return trio.lowlevel.Abort.SUCCEEDED
+@attrs.frozen(slots=True)
+class RpcConnectionStatistics:
+    """What an `RpcConnection` holds at one moment (`RpcConnection.statistics()`).
+
+    Attributes:
+        calls_in_flight: Unary calls waiting for their reply.
+        open_streams: Stream calls whose block has not ended.
+    """
+
+    calls_in_flight: int
+    open_streams: int
+
 
 
 class RpcConnection(RpcBackend):
@@ -119,7 +130,7 @@ class RpcConnection(RpcBackend):
         self._stream = stream
         self._options = options
         self._interfaces: dict[str, InterfaceInfo] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending | CallerStream] = {}
         self._reading = False
         self._closed: ConnectionClosed | None = None
         self.session_id = options.session_id
@@ -164,7 +175,7 @@ class RpcConnection(RpcBackend):
             if self._closed is not None:
                 raise self._closed_error(call)
         data = encode(call)
-        pending = _Pending(trio.lowlevel.current_task())
+        pending = Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
         try:
             await self._stream.send_message(data)
@@ -211,11 +222,11 @@ class RpcConnection(RpcBackend):
             activity_id=call.ctx.activity_id,
         )
 
-    async def _wait(self, pending: _Pending) -> None:
+    async def _wait(self, pending: Pending) -> None:
         while pending.reply is None:
             if self._reading:
                 pending.parked = True
-                await trio.lowlevel.wait_task_rescheduled(lambda _: _abort_park(pending))
+                await trio.lowlevel.wait_task_rescheduled(lambda _: abort_park(pending))
                 continue
             self._reading = True
             try:
@@ -224,7 +235,7 @@ class RpcConnection(RpcBackend):
                 self._reading = False
                 self._promote_reader()
 
-    async def _read_until(self, pending: _Pending) -> None:
+    async def _read_until(self, pending: Pending) -> None:
         stream = self._stream
         while pending.reply is None:
             try:
@@ -244,6 +255,14 @@ class RpcConnection(RpcBackend):
                 if waiter is not None and waiter.reply is None:
                     waiter.reply = message
                     waiter.wake()
+            elif type(message) is Item or type(message) is Ready:
+                # A stream's: an unknown id is a stream that ended here (dropped).
+                owner = self._pending.get(message.id)
+                if type(owner) is CallerStream:
+                    if isinstance(message, Item):
+                        owner.on_item(message.value, wire_size(data))
+                    else:
+                        owner.on_ready(message.items, message.bytes)
             elif isinstance(message, Error):
                 _client_log.warning(
                     "the backend reported a connection error: %.300r", message.error.message
@@ -272,6 +291,70 @@ class RpcConnection(RpcBackend):
                 waiter.reply = self._closed
                 waiter.wake()
         self._room.unpark_all()
+
+    # -- streams --------------------------------------------------------------------
+
+    def open_call(
+        self,
+        call: Call,
+        source: AsyncIterable[Any] | None,
+        encode_item: Callable[[Any], Any],
+    ) -> AbstractAsyncContextManager[Exchange]:
+        return open_exchange(self, call, source, encode_item, self._options.stream_window)
+
+    async def _start_stream(self, call: Call, window: StreamWindow) -> CallerStream:
+        """Send a stream call and the credit of the caller's window; register it."""
+        if trio.lowlevel.current_trio_token() is not self._token:
+            raise RuntimeError(
+                "this connection belongs to another Trio run (another thread): open the "
+                "stream in the run that opened the connection"
+            )
+        if self._closed is not None:
+            raise self._closed_error(call)
+        while len(self._pending) >= self._max_in_flight:
+            await self._room.park()
+            if self._closed is not None:
+                raise self._closed_error(call)
+        state = CallerStream(self, call, window)
+        self._pending[call.id] = state
+        try:
+            data = encode(call)
+            try:
+                await self._stream.send_message(data)
+            except PayloadTooLarge:
+                raise PayloadTooLarge(
+                    f"the call to {call.iface}.{call.op} encodes to {len(data)} bytes, over "
+                    f"this connection's limit of {self._stream.max_message_size}: send less "
+                    "per call",
+                    activity_id=call.ctx.activity_id,
+                ) from None
+            items, size = state.inflow.initial_grant()
+            await self._stream.send_message(encode(Credit(call.id, items, size)))
+        except ConnectionClosed:
+            await self._end_stream(state)
+            raise self._closed_error(call) from None
+        except BaseException:
+            await self._end_stream(state)
+            raise
+        return state
+
+    async def _end_stream(self, state: CallerStream) -> None:
+        """Drop a stream call's state; cancel it on the backend unless its final reply came."""
+        call_id = state.call.id
+        if self._pending.get(call_id) is not state:
+            return
+        del self._pending[call_id]
+        if self._room:
+            self._room.unpark()
+        if state.reply is None and self._closed is None:
+            await self._send_cancel(call_id)
+
+    def statistics(self) -> RpcConnectionStatistics:
+        """What this connection holds now (read-only numbers)."""
+        streams = sum(1 for waiter in self._pending.values() if type(waiter) is CallerStream)
+        return RpcConnectionStatistics(
+            calls_in_flight=len(self._pending) - streams, open_streams=streams
+        )
 
     async def aclose(self) -> None:
         """Close the connection; calls still waiting fail with ConnectionClosed."""
@@ -349,9 +432,15 @@ async def open_rpc_connection(
 
 
 class _Session(Workers[PreparedCall]):
-    """One frontend's connection on the backend: its calls, run by `Workers`."""
+    """One frontend's connection on the backend: its calls, run by `Workers`.
 
-    __slots__ = ("dispatcher", "session_id", "stream")
+    A stream call also has its `CalleeStream` in `streams` while it runs; the
+    reader feeds it the caller's `send`, `end` and `credit` messages (without
+    waiting), and a stream the caller breaks the rules of (an item past its
+    credit) is failed with InvalidRequest through `failed`.
+    """
+
+    __slots__ = ("dispatcher", "failed", "session_id", "stream", "streams")
 
     def __init__(
         self,
@@ -364,6 +453,9 @@ class _Session(Workers[PreparedCall]):
         self.dispatcher = dispatcher
         self.stream = stream
         self.session_id = session_id
+        self.streams: dict[int, CalleeStream] = {}
+        #: Stream calls failed by the reader, for `interrupted` to answer.
+        self.failed: dict[int, TetherError] = {}
         self.init_workers(nursery, max_in_flight)
 
     async def send_reply(self, reply: Result | Error) -> None:
@@ -387,9 +479,32 @@ class _Session(Workers[PreparedCall]):
             )
             return self.dispatcher.error_reply(call.id, exc, call.ctx.activity_id)
         try:
-            return self.dispatcher.prepare(call, session_id=self.session_id)
+            prepared = self.dispatcher.prepare(call, session_id=self.session_id)
         except TetherError as exc:
             return self.dispatcher.error_reply(call.id, exc, exc.activity_id)
+        operation = prepared.operation
+        if operation.stream_result or operation.stream_param is not None:
+            prepared.stream = CalleeStream(
+                call.id,
+                operation,
+                self.dispatcher.manager.stream_window,
+                functools.partial(self.send_stream_message, operation),
+            )
+        return prepared
+
+    async def send_stream_message(self, operation: Operation, message: Message) -> int:
+        """Send a stream's `item` or `ready`; return its size (CalleeStream's `send`)."""
+        data = encode(message)
+        try:
+            await self.stream.send_message(data)
+        except PayloadTooLarge:
+            # Refused before anything was sent: only this stream ends.
+            raise PayloadTooLarge(
+                f"a stream item of {operation.qualname} encodes to {len(data)} bytes, over "
+                f"this connection's limit of {self.stream.max_message_size}: yield smaller "
+                "items (a stream may carry any total)"
+            ) from None
+        return len(data)
 
     async def serve_call(
         self,
@@ -398,10 +513,57 @@ class _Session(Workers[PreparedCall]):
         on_yield: Callable[..., object],
         *args: Any,
     ) -> Result | Error:
-        return await self.dispatcher.run_in(call, scope, on_yield, *args)
+        stream = call.stream
+        if stream is None:
+            return await self.dispatcher.run_in(call, scope, on_yield, *args)
+        return await self._serve_stream(call, stream, scope, on_yield, *args)
+
+    async def _serve_stream(
+        self,
+        call: PreparedCall,
+        stream: CalleeStream,
+        scope: trio.CancelScope,
+        on_yield: Callable[..., object],
+        *args: Any,
+    ) -> Result | Error:
+        manager = self.dispatcher.manager
+        self.streams[call.id] = stream
+        manager.open_streams += 1
+        try:
+            reply = await self.dispatcher.run_in(call, scope, on_yield, *args)
+        finally:
+            del self.streams[call.id]
+            manager.open_streams -= 1
+        # It ended by itself before a failure the reader found could stop it.
+        self.failed.pop(call.id, None)
+        return reply
 
     def interrupted(self, call: PreparedCall) -> Error | None:
+        if self.failed:
+            failure = self.failed.pop(call.id, None)
+            if failure is not None:
+                return self.dispatcher.error_reply(call.id, failure, call.context.activity_id)
         return self.dispatcher.interrupted(call)
+
+    def on_stream_message(self, message: Send | End | Credit, data: bytes | str) -> None:
+        """Hand a caller's stream message to its call (never waits); unknown ids are dropped."""
+        stream = self.streams.get(message.id)
+        if stream is None:
+            return  # a stream that ended here: late news
+        try:
+            if type(message) is Send:
+                stream.on_send(message.value, wire_size(data))
+            elif type(message) is End:
+                stream.on_end()
+            else:
+                assert type(message) is Credit
+                stream.on_credit(message.items, message.bytes)
+        except InvalidRequest as exc:
+            # The caller broke the stream's rules: that call fails, the session goes on.
+            self.failed[message.id] = exc
+            scope = self.calls.get(message.id)
+            if scope is not None:
+                scope.cancel()
 
     async def read_next(self) -> PreparedCall | Error | None:
         """Read until a call is ready to run or a refusal must be sent.
@@ -414,8 +576,17 @@ class _Session(Workers[PreparedCall]):
         while True:
             try:
                 data = await stream.receive_message()
-            except ConnectionClosed:
-                # The frontend is gone: nothing it started may outlive it.
+            except ConnectionClosed as exc:
+                # The frontend is gone: nothing it started may outlive it. An
+                # impl waiting for its stream argument hears it first.
+                for callee in self.streams.values():
+                    callee.close(
+                        ConnectionClosed(
+                            f"the frontend's connection closed: {exc.reason or 'closed'}",
+                            reason=exc.reason,
+                            close_code=exc.close_code,
+                        )
+                    )
                 assert self.nursery is not None
                 self.nursery.cancel_scope.cancel()
                 return None
@@ -429,6 +600,9 @@ class _Session(Workers[PreparedCall]):
                 cancelled = self.calls.get(message.id)
                 if cancelled is not None:
                     cancelled.cancel()
+                continue
+            if type(message) is Send or type(message) is Credit or type(message) is End:
+                self.on_stream_message(message, data)
                 continue
             unexpected = InvalidRequest(
                 f"a backend does not accept {type(message).__name__!r} messages on an RPC session"

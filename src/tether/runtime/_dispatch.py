@@ -355,7 +355,11 @@ class Dispatcher:
             reply = Result(prepared.id, prepared.operation.encode_result(value))
         except BaseException as raised:
             failed = failure_reply(
-                prepared.id, raised, context, development_mode=self.manager.development_mode
+                prepared.id,
+                raised,
+                context,
+                development_mode=self.manager.development_mode,
+                log_internal=not _heard_of_the_close(prepared, raised),
             )
             if failed is None:
                 raise  # trio.Cancelled, KeyboardInterrupt: not the impl's answer
@@ -397,6 +401,16 @@ class Dispatcher:
             the caller cancelled it (nobody waits for a reply then).
         """
         return interrupted_reply(prepared.id, prepared.context, prepared.started)
+
+
+def _heard_of_the_close(prepared: PreparedCall, raised: BaseException) -> bool:
+    """Whether an impl raised the close of its connection, from its stream argument.
+
+    Not an error of the impl's own: the session is ending, and nobody reads
+    the reply.
+    """
+    stream = prepared.stream
+    return stream is not None and stream.inflow is not None and stream.inflow.error is raised
 
 
 def access_clock() -> float:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
+import attrs
+
 from ..contexts import RequestContext
-from ._client import RpcBackend, check_backend_interfaces, make_client
+from ._client import RpcBackend, check_backend_interfaces, check_stream_window, make_client
 from ._errors import NotFound
 from ._interfaces import Operation, RpcInterface, require_interface, unimplemented
 from ._protocol import InterfaceInfo
+from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow
 
-__all__ = ["Authorize", "Registration", "RpcManager"]
+__all__ = ["Authorize", "Registration", "RpcManager", "RpcManagerStatistics"]
 
 T = TypeVar("T", bound=RpcInterface)
 
@@ -37,6 +40,19 @@ class Registration:
         self.info = InterfaceInfo(interface.interface_version, tuple(self.operations))
 
 
+@attrs.frozen(slots=True)
+class RpcManagerStatistics:
+    """What a manager's impls are serving at one moment (`RpcManager.statistics()`).
+
+    Attributes:
+        open_streams: Stream calls running, on every session and transport
+            serving this manager: each holds its impl (a generator) and its
+            credit until its call ends.
+    """
+
+    open_streams: int
+
+
 class RpcManager:
     """Registry of impls (what this process serves) and routes (what it calls).
 
@@ -49,15 +65,33 @@ class RpcManager:
             the impl runs; returning False (or raising `Unauthorized`) refuses it.
         development_mode: Send the impl's traceback to clients with internal
             errors. Never in production: tracebacks leak paths and code.
+        stream_window: What the impls take of a client's stream argument
+            before the client must wait (`DEFAULT_STREAM_WINDOW`: 256 items,
+            4 MiB), per stream.
+
+    Raises:
+        ValueError: `stream_window` is not a `StreamWindow`.
     """
 
     def __init__(
-        self, *, authorize: Authorize | None = None, development_mode: bool = False
+        self,
+        *,
+        authorize: Authorize | None = None,
+        development_mode: bool = False,
+        stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     ) -> None:
+        check_stream_window(stream_window)
         self.authorize = authorize
         self.development_mode = development_mode
+        self.stream_window = stream_window
+        #: Stream calls running (kept by the engines that serve this manager).
+        self.open_streams = 0
         self._registrations: dict[str, Registration] = {}
         self._routes: dict[type[RpcInterface], RpcBackend] = {}
+
+    def statistics(self) -> RpcManagerStatistics:
+        """What this manager's impls are serving now (read-only numbers)."""
+        return RpcManagerStatistics(open_streams=self.open_streams)
 
     # -- backend ---------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import attrs
 import pytest
@@ -46,6 +46,7 @@ from ..runtime import (
 )
 from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
+from ._rpc_streams_suite import ConformanceStreams, RpcStreamCases, StreamsImpl
 
 __all__ = [
     "ConformanceDownstream",
@@ -270,6 +271,19 @@ _ERRORS: dict[str, type[TetherError]] = {
 Opener = Callable[[], AbstractAsyncContextManager[RpcBackend]]
 
 
+def raise_error(kind: str, message: str) -> NoReturn:
+    """Raise the error of `kind` an impl of the suite raises on purpose."""
+    if kind == "application":
+        raise ConformanceError(code=42, reason=message)
+    if kind == "unavailable":
+        raise Unavailable(message, retry_after=2.5)
+    if kind == "overloaded":
+        raise Unavailable(message, retry_after=1, overloaded=True)
+    if kind in _ERRORS:
+        raise _ERRORS[kind](message)
+    raise ValueError(message)
+
+
 class ConformanceImpl(ConformanceInterface):
     """The backend of the suite.
 
@@ -307,15 +321,7 @@ class ConformanceImpl(ConformanceInterface):
                 self.manager.terminate_client([ConformanceDownstream])
 
     async def fail(self, kind: str, message: str) -> None:
-        if kind == "application":
-            raise ConformanceError(code=42, reason=message)
-        if kind == "unavailable":
-            raise Unavailable(message, retry_after=2.5)
-        if kind == "overloaded":
-            raise Unavailable(message, retry_after=1, overloaded=True)
-        if kind in _ERRORS:
-            raise _ERRORS[kind](message)
-        raise ValueError(message)
+        raise_error(kind, message)
 
     async def wait_until_cancelled(self, key: str) -> None:
         self.probe.signal(f"started:{key}", _context_info())
@@ -351,14 +357,19 @@ def _raw_call(interface: type[RpcInterface], op: str, args: list[Any], **kw: Any
     )
 
 
-class RpcConformance:
+class RpcConformance(RpcStreamCases):
     """Tests every RPC transport must pass. Subclass it and implement `connect`.
 
     `connect(manager, interfaces=..., **options)` returns an async context
     manager that serves `manager` over the transport and yields a connected
     `RpcBackend`. The suite passes these options: `application_id`,
-    `application_version`, `authorization` and `max_message_size` (the largest
-    message either way, in bytes); a transport must honour them.
+    `application_version`, `authorization`, `max_message_size` (the largest
+    message either way, in bytes) and, to a transport that carries streams,
+    `stream_window`; a transport must honour them.
+
+    The stream cases (`RpcStreamCases`) run every kind of stream the
+    transport carries: set `stream_kinds` to the kinds it carries (all three
+    by default); for a kind left out, the case checks it is refused.
     """
 
     def connect(
@@ -376,8 +387,9 @@ class RpcConformance:
         self, probe: Probe | None = None, downstream: Opener | None = None, **kwargs: Any
     ) -> RpcManager:
         manager = RpcManager(**kwargs)
-        impl = ConformanceImpl(probe or Probe(), manager, downstream)
-        manager.register_impl(ConformanceInterface, impl)
+        probe = probe or Probe()
+        manager.register_impl(ConformanceInterface, ConformanceImpl(probe, manager, downstream))
+        manager.register_impl(ConformanceStreams, StreamsImpl(probe))
         return manager
 
     def open(

@@ -13,12 +13,14 @@ from ...runtime import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    DEFAULT_STREAM_WINDOW,
     ClientOptions,
     ConnectError,
     FrontendIpc,
     IpcInterface,
     RpcConnection,
     RpcInterface,
+    StreamWindow,
     open_ipc_connection,
     open_rpc_connection,
 )
@@ -114,6 +116,7 @@ async def connect(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_in_flight: int = 1024,
     connect_timeout: float = 10.0,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[RpcConnection]:
     """Connect to a tether backend over its local socket, for the block.
 
@@ -140,11 +143,14 @@ async def connect(
         max_in_flight: Calls this connection has waiting at once; more wait
             for room.
         connect_timeout: Seconds to get through a full backlog.
+        stream_window: What this frontend takes of a stream's results before
+            the backend must wait, per stream (256 items, 4 MiB by default).
 
     Raises:
         ConnectError: nothing serves at `path`, or it is not this user's.
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     async with rpc_session(
         open_stream(path, max_message_size=max_message_size, connect_timeout=connect_timeout),
@@ -154,6 +160,7 @@ async def connect(
         authorization=authorization,
         session_id=session_id,
         max_in_flight=max_in_flight,
+        stream_window=stream_window,
     ) as connection:
         yield connection
 
@@ -228,6 +235,7 @@ async def rpc_session(
     authorization: str | None,
     session_id: str | None,
     max_in_flight: int,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[RpcConnection]:
     """An RPC connection over the stream `streams` opens (`connect`, and `spawn`'s)."""
     options = ClientOptions(
@@ -235,6 +243,7 @@ async def rpc_session(
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
+        stream_window=stream_window,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (

@@ -19,11 +19,13 @@ from ...runtime import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    DEFAULT_STREAM_WINDOW,
     ConnectError,
     FrontendIpc,
     IpcInterface,
     RpcConnection,
     RpcInterface,
+    StreamWindow,
 )
 from ...runtime._util import check_seconds, open_service_nursery
 from ._client import ipc_session, open_stream, rpc_session
@@ -184,6 +186,7 @@ class PairedBackend:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_in_flight: int = 1024,
         connect_timeout: float = 10.0,
+        stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     ) -> AsyncIterator[RpcConnection]:
         """Connect to the backend for RPC, for the block; as `local.connect`.
 
@@ -207,6 +210,7 @@ class PairedBackend:
             authorization=authorization,
             session_id=session_id,
             max_in_flight=max_in_flight,
+            stream_window=stream_window,
         ) as connection:
             yield connection
 

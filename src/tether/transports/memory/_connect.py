@@ -25,6 +25,7 @@ from ...runtime import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    DEFAULT_STREAM_WINDOW,
     BackendIpc,
     ClientOptions,
     FrontendIpc,
@@ -33,6 +34,7 @@ from ...runtime import (
     RpcConnection,
     RpcInterface,
     RpcManager,
+    StreamWindow,
     open_ipc_connection,
     open_rpc_connection,
     serve_ipc_session,
@@ -107,6 +109,7 @@ async def connect(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
     max_in_flight: int = 1024,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[RpcConnection]:
     """Serve `manager` in-process and connect to it, for the block.
 
@@ -131,8 +134,11 @@ async def connect(
             received, besides its 256 messages; a sender waits for room (a
             single larger message still passes, alone).
         max_in_flight: Calls the backend runs at once for this connection.
+        stream_window: What this frontend takes of a stream's results before
+            the backend must wait, per stream (256 items, 4 MiB by default).
 
     Raises:
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
     """
@@ -141,6 +147,7 @@ async def connect(
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
+        stream_window=stream_window,
     )
     serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
     async with (

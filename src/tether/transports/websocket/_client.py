@@ -21,12 +21,14 @@ from ...runtime import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
+    DEFAULT_STREAM_WINDOW,
     ClientOptions,
     ConnectError,
     FrontendIpc,
     IpcInterface,
     RpcConnection,
     RpcInterface,
+    StreamWindow,
     open_ipc_connection,
     open_rpc_connection,
 )
@@ -286,6 +288,7 @@ async def connect(
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[RpcConnection]:
     """Connect to a tether backend over WebSocket, for the block.
 
@@ -319,18 +322,22 @@ async def connect(
             is closed as dead (1011) and its calls fail.
         connect_timeout: Seconds to open the socket and finish the handshake.
         ssl_context: For `wss://` URLs; the system's default when None.
+        stream_window: What this frontend takes of a stream's results before
+            the backend must wait, per stream (256 items, 4 MiB by default).
 
     Raises:
         ConnectError: the server could not be reached, or refused the
             handshake (`status_code` says how: 401, 403, 503...).
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
+        ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     options = ClientOptions(
         application_id=application_id,
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
+        stream_window=stream_window,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (
