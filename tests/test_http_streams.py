@@ -338,3 +338,36 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
         *lines, pending = pending.split(b"\n")
         for line in lines:
             yield line.decode()
+
+
+async def test_a_client_that_leaves_mid_upload_leaves_no_request_running() -> None:
+    # The impl heard ConnectionClosed and ended by itself: its request used to
+    # wait (up to 1 s) for the rest of a body whose client had gone.
+    stop = trio.Event()
+    stopped = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[str]) -> None:
+        await http.serve(
+            manager(), "127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status
+        )
+        stopped.set()
+
+    class Broken(Exception):
+        pass
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x"
+        while tracker.taken.get("left", 0) < 1:  # the impl is reading
+            await trio.testing.wait_all_tasks_blocked()
+        raise Broken
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve)
+            async with http.connect(url, interfaces=[Telemetry]) as backend:
+                client = backend.get_client(Telemetry)
+                with pytest.raises(Broken):
+                    await client.upload("left", broken())
+            stop.set()
+            with trio.fail_after(0.5):  # a graceful stop with nothing running is at once
+                await stopped.wait()

@@ -50,8 +50,8 @@ from ._manager import RpcManager as RpcManager
 from ._manager import RpcManagerStatistics as RpcManagerStatistics
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._stream import MessageStream as MessageStream
-from ._streams import Stream as Stream
 from ._streams import DEFAULT_STREAM_WINDOW as DEFAULT_STREAM_WINDOW
+from ._streams import Stream as Stream
 from ._streams import StreamWindow as StreamWindow
 from ._streams import open_stream as open_stream
 from ._versions import is_version_compatible as is_version_compatible

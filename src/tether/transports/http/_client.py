@@ -34,7 +34,7 @@ from ...runtime import (
 from ...runtime._client import check_backend_interfaces
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Call, Error, ErrorInfo, InterfaceInfo, Result
-from ...runtime._streams import Exchange
+from ...runtime._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamWindow
 from ...runtime._util import check_seconds
 from ._pool import ConnectionPool, Response
 from ._stream_client import open_http_call
@@ -407,6 +407,7 @@ async def connect(
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[HttpBackend]:
     """Connect to an HTTP backend for the block.
 
@@ -440,6 +441,10 @@ async def connect(
             the longest wait for describe. A call with a deadline (a Trio
             cancel scope) waits until that deadline instead. None: calls
             without a deadline wait forever.
+        stream_window: Taken for every transport's sake; over HTTP a stream's
+            window is TCP's (docs/http.md, "Streams"): the client reads a
+            stream's response only as its items are taken, so it holds at
+            most one read (64 KiB) and one item beyond them.
 
     Raises:
         ConnectError: the backend cannot be reached, or is not a tether backend.
@@ -456,6 +461,7 @@ async def connect(
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
+        stream_window=stream_window,
     )
     pool = ConnectionPool(
         host,

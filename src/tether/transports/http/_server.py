@@ -60,7 +60,6 @@ from ...runtime._protocol import (
     Result,
     is_label,
 )
-from ...runtime._streams import DEFAULT_STREAM_WINDOW
 from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
 from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
@@ -633,6 +632,10 @@ class HttpApp:
         if access is not None:
             access.dispatched = True  # the dispatcher writes the call's line
         self._in_flight += 1
+        manager = self.manager
+        # Counted as the other engines count them (RpcManager.statistics).
+        is_stream = splitter is not None or prepared.operation.stream_result
+        manager.open_streams += is_stream
         try:
             if prepared.operation.stream_result:
                 records = bool(media_form(accept))
@@ -642,13 +645,14 @@ class HttpApp:
                 return
             if splitter is not None:
                 reader = BodyReader(receive, splitter, ended)
-                window = getattr(self.manager, "stream_window", None) or DEFAULT_STREAM_WINDOW
+                window = self.manager.stream_window
                 reply = await run_argument_stream(self._dispatcher, window, prepared, reader)
                 ended = reader.ended
             else:
                 reply = await self._run_call(prepared, receive)
         finally:
             self._in_flight -= 1
+            manager.open_streams -= is_stream
         if reply is None:
             return  # the client left: nobody to answer
         await send_reply(send, reply, echo, self.max_body_size, None if ended else receive)

@@ -29,6 +29,7 @@ from ...runtime import (
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Call, Error, ErrorInfo, Item, Result
 from ...runtime._streams import aclose_if_possible, iterate_source
+from ...runtime._util import open_service_nursery
 from ._duplex import Duplex, open_duplex
 from ._framing import RECORDS_TYPE, Splitter, media_form, record, two_way_refusal
 from ._pool import Response
@@ -244,7 +245,8 @@ async def open_http_call(
             yield exchange
             return
         await duplex.send(record(args))
-        async with trio.open_nursery() as nursery:
+        # A service nursery: the block's own error comes out as itself.
+        async with open_service_nursery() as nursery:
             nursery.start_soon(pump.run, duplex, source, encode_item, limit, nursery.cancel_scope)
             try:
                 yield exchange

@@ -442,14 +442,17 @@ async def run_argument_stream(
             reader.call_scope = call_scope
             nursery.start_soon(reader.run)
             try:
-                return await dispatcher.run_in(prepared, call_scope, _nothing)
+                reply = await dispatcher.run_in(prepared, call_scope, _nothing)
             finally:
                 nursery.cancel_scope.cancel()
+            # The impl may end by itself once the client has left (reading its
+            # stream raised ConnectionClosed): nobody to answer then either.
+            return None if reader.disconnected else reply
     if reader.error is not None:
         access_log(prepared.context, reader.error.code, prepared.started)
         return dispatcher.error_reply(prepared.id, reader.error, prepared.context.activity_id)
-    reply = dispatcher.interrupted(prepared)
-    return None if reader.disconnected else reply
+    interrupted = dispatcher.interrupted(prepared)
+    return None if reader.disconnected else interrupted
 
 
 def _nothing() -> None:
