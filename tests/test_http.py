@@ -45,6 +45,7 @@ from tether.runtime import (
 from tether.runtime._protocol import Hello, encode
 from tether.runtime._util import open_service_nursery
 from tether.testing import ConformanceInterface, Everything, Probe, RpcConformance
+from tether.testing._rpc_streams_suite import ConformanceStreams
 from tether.transports import http
 from tether.transports.http import HttpApp, _ipc_server
 
@@ -1052,7 +1053,23 @@ async def test_describe_lists_protocol_interfaces_operations_and_channels() -> N
             "tether.Conformance": {
                 "version": "1.2.3",
                 "operations": list(ConformanceInterface.__tether_operations__),
-            }
+            },
+            # An interface with stream operations says which, and of what kind.
+            "tether.ConformanceStreams": {
+                "version": "1.0.0",
+                "operations": list(ConformanceStreams.__tether_operations__),
+                "streams": {
+                    "count": "server",
+                    "total": "client",
+                    "scale": "two-way",
+                    "fail_after": "server",
+                    "take": "client",
+                    "activities": "server",
+                    "seconds_left": "server",
+                    "chunks": "server",
+                    "swallow": "client",
+                },
+            },
         },
         "ipc": {"channels": {"editor": "1.2.0"}},
     }

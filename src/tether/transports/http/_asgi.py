@@ -13,6 +13,7 @@ import trio
 from ...runtime import InvalidRequest, PayloadTooLarge, TetherError
 from ...runtime._codec import dumps
 from ...runtime._protocol import BinaryMessage, ErrorInfo, error_info_to_json
+from ._framing import NDJSON_TYPE, RECORDS_TYPE
 from ._wire import FRAME, FRAME_TYPE, JSON
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "remote_address",
     "require_json",
     "require_json_or_frame",
+    "require_stream_body",
     "send_empty",
     "send_error_info",
     "send_frame",
@@ -123,6 +125,35 @@ def require_json(content_type: bytes | None) -> None:
         InvalidRequest(
             f"a POST to this backend must have Content-Type: application/json, got {got}: "
             "send the body as JSON with that header",
+            details={"field": "Content-Type"},
+        ),
+        status=415,
+    )
+
+
+def require_stream_body(content_type: bytes | None) -> bool:
+    """Which form a client stream's body is in: True for records, False for NDJSON.
+
+    Neither type is one a browser sends cross-site without a CORS preflight
+    (only `text/plain`, `multipart/form-data` and
+    `application/x-www-form-urlencoded` are), so, as `require_json` does for
+    JSON, this keeps pages of other sites from streaming to an operation.
+
+    Raises:
+        Refused: 415, unsupported-media-type: any other type, or none.
+    """
+    if content_type is not None:
+        media_type = content_type.split(b";", 1)[0].strip().lower()
+        if media_type == NDJSON_TYPE:
+            return False
+        if media_type == RECORDS_TYPE:
+            return True
+    got = "none" if content_type is None else repr(content_type.decode("latin-1"))
+    raise Refused(
+        InvalidRequest(
+            f"this operation takes a stream: its body must have Content-Type: "
+            f"application/x-ndjson (or application/vnd.tether.stream), got {got}: send the "
+            "arguments as the first line, then one JSON value per line",
             details={"field": "Content-Type"},
         ),
         status=415,

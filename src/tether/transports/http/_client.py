@@ -11,8 +11,8 @@ import logging
 import math
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -44,8 +44,10 @@ from ...runtime._protocol import (
     Result,
     decode,
 )
+from ...runtime._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamWindow
 from ...runtime._util import check_seconds
 from ._pool import ConnectionPool, Response
+from ._stream_client import open_http_call
 from ._wire import DEFAULT_MAX_BODY_SIZE, FRAME, JSON, PROTOCOL, STATUS_CODES
 
 __all__ = [
@@ -283,7 +285,26 @@ class HttpBackend(RpcBackend):
                 self._targets[key] = target
         return target
 
-    async def request(self, call: Call) -> Result | Error:
+    def encode_args(self, call: Call) -> bytes:
+        """The JSON array of a call's arguments (bytes as base64).
+
+        Raises:
+            ConnectionClosed: the connection was closed (`aclose`).
+            PayloadTooLarge: it is over `max_message_size`.
+        """
+        body, _ = self._encode_body(call, frame=False)
+        return body
+
+    def _encode_body(self, call: Call, *, frame: bool = True) -> tuple[bytes, tuple[bytes, bytes]]:
+        """The body of a unary call and its Content-Type header.
+
+        JSON, or, when the arguments hold bytes and `frame`, a frame carrying
+        them raw (JSON with base64 past the frame's limits).
+
+        Raises:
+            ConnectionClosed: the connection was closed (`aclose`).
+            PayloadTooLarge: it is over `max_message_size`.
+        """
         if self._closed:
             raise ConnectionClosed(f"the HTTP connection to {self.url} is closed", reason="closed")
         content_type = JSON
@@ -291,24 +312,32 @@ class HttpBackend(RpcBackend):
             # Plain JSON first: arguments without bytes (nearly all) cost what they did.
             body = orjson.dumps(call.args)
         except TypeError:
-            # bytes among them: raw beside the JSON, in a frame (JSON with
-            # base64 past the frame's limits).
-            packed = pack({"args": call.args})
+            packed = pack({"args": call.args}) if frame else None
             if type(packed) is BinaryMessage:
                 body = packed.frame()
                 content_type = FRAME
             else:
                 body = dumps(call.args)
         if len(body) > self.max_message_size:
-            raise PayloadTooLarge(
-                f"the call encodes to {len(body)} bytes, over this connection's limit of "
-                f"{self.max_message_size}: send less per call"
-            )
+            raise self.too_large(len(body))
+        return body, content_type
+
+    def too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the call encodes to {size} bytes, over this connection's limit of "
+            f"{self.max_message_size}: send less per call"
+        )
+
+    def call_headers(self, call: Call) -> tuple[list[tuple[bytes, bytes]], str]:
+        """The headers that carry a call's context (not its body's type nor its
+        deadline), and its ActivityId (a new one if the call has none).
+
+        Raises:
+            InvalidRequest: a value HTTP cannot carry in a header.
+        """
         ctx = call.ctx
         activity_id = ctx.activity_id or contexts.new_activity_id()
         headers = [
-            content_type,
-            ACCEPT,
             PROTOCOL,
             (b"x-correlation-id", _header_value("the ActivityId", activity_id)),
             (b"traceparent", contexts.traceparent_for(activity_id).encode()),
@@ -330,6 +359,30 @@ class HttpBackend(RpcBackend):
             headers.append(
                 (b"authorization", _header_value("authorization", ctx.authorization, secret=True))
             )
+        return headers, activity_id
+
+    def open_call(
+        self,
+        call: Call,
+        source: AsyncIterable[Any] | None,
+        encode_item: Callable[[Any], Any],
+    ) -> AbstractAsyncContextManager[Exchange]:
+        """Carry a stream call: one POST whose response (server stream) or request
+        body (client stream) is a stream of records (docs/http.md, "Streams").
+
+        Raises:
+            NotFound: a two-way stream, which HTTP does not carry (nothing is sent).
+            TransportError: the connection failed or was closed.
+        """
+        if self._closed:
+            raise ConnectionClosed(f"the HTTP connection to {self.url} is closed", reason="closed")
+        return open_http_call(self, call, source, encode_item)
+
+    async def request(self, call: Call) -> Result | Error:
+        body, content_type = self._encode_body(call)
+        headers, activity_id = self.call_headers(call)
+        headers.append(content_type)
+        headers.append(ACCEPT)
         timeout_ms = call.timeout_ms
         if timeout_ms is None:
             bound = self._bound
@@ -410,6 +463,7 @@ async def connect(
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
 ) -> AsyncIterator[HttpBackend]:
     """Connect to an HTTP backend for the block.
 
@@ -443,6 +497,10 @@ async def connect(
             the longest wait for describe. A call with a deadline (a Trio
             cancel scope) waits until that deadline instead. None: calls
             without a deadline wait forever.
+        stream_window: Taken for every transport's sake; over HTTP a stream's
+            window is TCP's (docs/http.md, "Streams"): the client reads a
+            stream's response only as its items are taken, so it holds at
+            most one read (64 KiB) and one item beyond them.
 
     Raises:
         ConnectError: the backend cannot be reached, or is not a tether backend.
@@ -459,6 +517,7 @@ async def connect(
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
+        stream_window=stream_window,
     )
     pool = ConnectionPool(
         host,

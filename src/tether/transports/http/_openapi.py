@@ -28,6 +28,12 @@ import orjson
 from ...runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
 from ...runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type, dumps
 from ...runtime._limits import MAX_DEPTH, MAX_INT, MIN_INT
+from ._openapi_streams import (
+    stream_kind,
+    stream_request_body,
+    stream_responses,
+    two_way_operation,
+)
 
 __all__ = ["json_schema", "openapi_document"]
 
@@ -426,6 +432,13 @@ _DESCRIBE_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "version": {"type": "string"},
                     "operations": {"type": "array", "items": {"type": "string"}},
+                    "streams": {
+                        "type": "object",
+                        "description": "The stream operations (others are unary): "
+                        "operation -> `server`, `client` or `two-way` (not carried over "
+                        "HTTP: 404).",
+                        "additionalProperties": {"enum": ["server", "client", "two-way"]},
+                    },
                 },
             },
         },
@@ -583,9 +596,11 @@ def openapi_document(
                 unique, n = f"{operation_id}-{n}", n + 1
             operation_ids.add(unique)
             path = f"{prefix}/{_segment(name)}/{_segment(info.version)}/{_segment(op_name)}"
-            paths[path] = {
-                "post": _operation(op, unique, name, schemas, correlation, error_responses)
-            }
+            if stream_kind(op) == "two-way":
+                post = two_way_operation(unique, name, error_responses["404"])
+            else:
+                post = _operation(op, unique, name, schemas, correlation, error_responses)
+            paths[path] = {"post": post}
 
     interfaces_example = {
         name: {"version": info.version, "operations": list(info.operations)}
@@ -693,7 +708,12 @@ def _operation(
 ) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     parameters = list(op.signature.parameters.values())[1:]  # drop self
-    for param, tp in zip(parameters, op.param_types, strict=True):
+    for index, (param, tp) in enumerate(zip(parameters, op.param_types, strict=True)):
+        if index == op.stream_param:
+            # Its items follow the arguments, which hold null in its place.
+            item = {"type": "null", "title": param.name}
+            items.append(item)
+            continue
         item = {**schemas.of(tp), "title": param.name}
         if param.default is not param.empty:
             encoded = _encoded(param.default, tp)
@@ -726,12 +746,14 @@ def _operation(
         "description": f"The arguments, in order: [{listed}]" if listed else "No arguments: []",
         "content": {"application/json": {"schema": body}},
     }
-    out["responses"] = {
-        "200": {
-            "description": f"The result: {describe_type(op.return_type)}.",
-            "headers": correlation,
-            "content": {"application/json": {"schema": schemas.of(op.return_type)}},
-        },
-        **error_responses,
+    if op.stream_param is not None:
+        out["requestBody"] = stream_request_body(op, body, schemas.of)
+    ok = {
+        "description": f"The result: {describe_type(op.return_type)}.",
+        "headers": correlation,
+        "content": {"application/json": {"schema": schemas.of(op.return_type)}},
     }
+    if op.stream_result:
+        ok = stream_responses(op, schemas.of, correlation)
+    out["responses"] = {"200": ok, **error_responses}
     return out

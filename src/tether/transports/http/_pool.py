@@ -468,10 +468,13 @@ class ConnectionPool:
     # The exchange
 
     def _build_request(
-        self, method: bytes, target: bytes, headers: Headers, body: bytes
+        self, method: bytes, target: bytes, headers: Headers, body: bytes | None
     ) -> h11.Request:
+        """The request, with Host and its body's framing; a `body` of None is sent chunked."""
         full_headers = [self._host_header]
-        if body or method not in _NO_BODY_METHODS:
+        if body is None:
+            full_headers.append((b"transfer-encoding", b"chunked"))
+        elif body or method not in _NO_BODY_METHODS:
             full_headers.append((b"content-length", b"%d" % len(body)))
         full_headers += headers
         try:

@@ -40,6 +40,7 @@ from ...runtime import (
     IncompatibleVersion,
     InvalidRequest,
     NotFound,
+    Operation,
     RpcManager,
     TetherError,
     Unavailable,
@@ -48,19 +49,15 @@ from ...runtime._codec import dumps, loads
 from ...runtime._dispatch import (
     PreparedCall,
     access_clock,
-    encode_reply,
     error_info,
-    too_large_reply,
 )
 from ...runtime._protocol import (
     MAX_LABEL_LENGTH,
-    BinaryMessage,
     Call,
     CallContext,
     Error,
     ErrorInfo,
     Result,
-    decode,
     is_label,
     unpack_frame,
 )
@@ -78,15 +75,17 @@ from ._asgi import (
     Refused,
     Scope,
     Send,
+    error_body,
     not_allowed,
     read_body,
     remote_address,
     require_json_or_frame,
+    require_stream_body,
     send_empty,
     send_error_info,
-    send_frame,
     takes_frame,
 )
+from ._framing import Splitter, media_form, two_way_refusal
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
     DEFAULT_IPC_PING_INTERVAL,
@@ -94,6 +93,16 @@ from ._ipc_server import (
     IpcRoutes,
 )
 from ._openapi import openapi_document
+from ._openapi_streams import stream_kinds
+from ._stream_server import (
+    BodyReader,
+    error_start,
+    read_arguments,
+    run_argument_stream,
+    send_drained,
+    send_reply,
+    serve_result_stream,
+)
 from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_CODES
 
 __all__ = ["HttpApp"]
@@ -485,8 +494,8 @@ class HttpApp:
         access: HttpAccess | None,
     ) -> None:
         activity_id = session_id = application_id = application_version = None
-        authorization = timeout = protocol = traceparent = None
-        content_length = content_type = accept = None
+        authorization = timeout = protocol = traceparent = accept = None
+        content_length = content_type = None
         for key, raw in headers:
             # One pass over the headers, and a decode only for those we use.
             if key == b"x-correlation-id":
@@ -538,8 +547,28 @@ class HttpApp:
             await self._send_error(send, exc, None, cors, activity_id)
             return
         echo = [*cors, (b"x-correlation-id", activity_id.encode())]
+        operation = self._operation(parts)
+        if operation is not None and operation.stream_result and operation.stream_param is not None:
+            refusal = NotFound(
+                two_way_refusal(operation.qualname, self.prefix),
+                details={
+                    "interface": parts[0],
+                    "operation": parts[2],
+                    "transports": ["memory", "websocket", "local"],
+                },
+            )
+            await self._send_error(send, refusal, None, echo, activity_id)
+            return
+        # A client stream: the body is the arguments, then the items.
+        splitter: Splitter | None = None
+        ended = True
         try:
-            framed = require_json_or_frame(content_type)
+            framed = False
+            if operation is not None and operation.stream_param is not None:
+                splitter = Splitter(require_stream_body(content_type), self.max_body_size)
+                ended = False
+            else:
+                framed = require_json_or_frame(content_type)
             if protocol is not None and protocol.strip() != b"%d" % PROTOCOL_VERSION:
                 raise IncompatibleVersion(
                     f"this backend speaks tether protocol {PROTOCOL_VERSION}, the request says "
@@ -560,7 +589,12 @@ class HttpApp:
                 # Beyond any real deadline, and too large to become a float: the
                 # most a client sends (the runtime's own bound).
                 timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
-            body = await read_body(receive, content_length, self.max_body_size, self.body_timeout)
+            if splitter is None:
+                body = await read_body(
+                    receive, content_length, self.max_body_size, self.body_timeout
+                )
+            else:
+                body, ended = await read_arguments(receive, splitter, self.body_timeout)
             args = unpack_frame(body).get("args") if framed else loads(body)
             if not isinstance(args, list):
                 raise InvalidRequest(
@@ -592,54 +626,56 @@ class HttpApp:
             )
             prepared = self._dispatcher.prepare(call)
         except TetherError as exc:
-            await self._send_error(send, exc, None, echo, activity_id)
+            drain = None if ended else receive
+            await self._send_error(send, exc, None, echo, activity_id, drain)
             return
         except Refused as refused:
             headers = [*echo, *refused.headers]
-            await self._send_error(send, refused.error, refused.status, headers, activity_id)
+            # A body that stalled (408) is not waited for again.
+            drain = None if ended or refused.status == 408 else receive
+            await self._send_error(send, refused.error, refused.status, headers, activity_id, drain)
             return
         if access is not None:
             access.dispatched = True  # the dispatcher writes the call's line
         self._in_flight += 1
+        manager = self.manager
+        # Counted as the other engines count them (RpcManager.statistics).
+        is_stream = splitter is not None or prepared.operation.stream_result
+        if is_stream:
+            manager.count_stream(1)
         try:
-            reply = await self._run_call(prepared, receive)
+            if prepared.operation.stream_result:
+                records = bool(media_form(accept))
+                await serve_result_stream(
+                    self._run_call, prepared, receive, send, echo, records, self.max_body_size
+                )
+                return
+            if splitter is not None:
+                reader = BodyReader(receive, splitter, ended)
+                window = self.manager.stream_window
+                reply = await run_argument_stream(self._dispatcher, window, prepared, reader)
+                ended = reader.ended
+            else:
+                reply = await self._run_call(prepared, receive)
         finally:
             self._in_flight -= 1
+            if is_stream:
+                manager.count_stream(-1)
         if reply is None:
             return  # the client left: nobody to answer
-        if type(reply) is Result and takes_frame(accept):
-            binary = encode_reply(reply, binary=True)
-            if type(binary) is BinaryMessage:
-                await send_frame(send, binary, echo, self.max_body_size)
-                return
-            data = binary
-        else:
-            data = encode_reply(reply)
-        assert type(data) is bytes
-        if type(reply) is Result and not data.startswith(b'{"t":"result"'):
-            # A result JSON cannot hold (or over the codec's limits): encode_reply
-            # answered the request with an error instead.
-            replaced = decode(data)
-            assert isinstance(replaced, Error)
-            reply = replaced
-        if len(data) > self.max_body_size:
-            data = too_large_reply(None, len(data), self.max_body_size)
-            reply = Error(None, ErrorInfo("payload-too-large", 413, "PayloadTooLarge", ""))
-        if type(reply) is Error:
-            info = reply.error
-            await send_error_info(send, info, echo, data)
-            return
-        # The encoded reply is {"t":"result","id":0,"value":...}: the body is
-        # the value alone, cut out of it without a second encode.
-        value = data[data.index(b'"value":') + 8 : -1]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [JSON, *echo],
-            }
+        await send_reply(
+            send,
+            reply,
+            echo,
+            self.max_body_size,
+            None if ended else receive,
+            frame=takes_frame(accept),
         )
-        await send({"type": "http.response.body", "body": value})
+
+    def _operation(self, parts: list[str]) -> Operation | None:
+        """The operation a call's path names, if this backend serves one by that name."""
+        registration = self.manager.lookup(parts[0])
+        return None if registration is None else registration.operations.get(parts[2])
 
     async def _run_call(self, prepared: PreparedCall, receive: Receive) -> Result | Error | None:
         """Run a prepared call here, under its context and deadline.
@@ -708,11 +744,18 @@ class HttpApp:
         await send({"type": "http.response.body", "body": b"" if head else data})
 
     def describe(self) -> dict[str, Any]:
-        """What `GET {prefix}/` answers: the protocol, interfaces and IPC channels."""
-        interfaces = {
-            name: {"version": info.version, "operations": list(info.operations)}
-            for name, info in self.manager.describe().items()
-        }
+        """What `GET {prefix}/` answers: the protocol, interfaces and IPC channels.
+
+        An interface with stream operations lists them under `streams`:
+        operation -> `server`, `client` or `two-way`.
+        """
+        interfaces: dict[str, Any] = {}
+        for name, info in self.manager.describe().items():
+            entry: dict[str, Any] = {"version": info.version, "operations": list(info.operations)}
+            registration = self.manager.lookup(name)
+            if registration is not None and (streams := stream_kinds(registration.operations)):
+                entry["streams"] = streams
+            interfaces[name] = entry
         described: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "interfaces": interfaces}
         if self.ipc is not None:
             described["ipc"] = {"channels": dict(self.ipc.channels)}
@@ -751,7 +794,9 @@ class HttpApp:
         status: int | None,
         headers: list[tuple[bytes, bytes]],
         activity_id: str | None = None,
+        drain: Receive | None = None,
     ) -> None:
+        """Answer with an error; `drain`: the receive of a body not read to its end."""
         info = error_info(exc, activity_id or exc.activity_id, development_mode=False)
         if status is not None:
             info = ErrorInfo(
@@ -762,4 +807,7 @@ class HttpApp:
                 info.details,
                 info.activity_id,
             )
-        await send_error_info(send, info, headers, None)
+        if drain is None:
+            await send_error_info(send, info, headers, None)
+            return
+        await send_drained(send, drain, error_start(info, headers), error_body(info, None))

@@ -1,0 +1,157 @@
+"""One HTTP/1.1 exchange on a pooled connection whose request body is sent while
+its response is read: what a stream call needs (`ConnectionPool.request` sends
+the whole request before it reads).
+
+The request body is either whole (`Content-Length`) or chunked, sent piece by
+piece as the caller's items come; the response is read as it arrives. Sending
+and reading may run in two tasks at once. The connection goes back to the pool
+only when both messages were complete; otherwise (the call was cancelled, the
+server answered before the body ended) it is closed, which tells the server
+the client has gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import h11
+import trio
+
+from ...runtime import ConnectionClosed
+from ._pool import _FAILURES, ConnectionPool, Headers, _Connection
+
+__all__ = ["Duplex", "open_duplex"]
+
+
+class Duplex:
+    """A request sent in pieces, and its response read as it comes (see the module).
+
+    Made by `open_duplex`; valid inside that block only.
+    """
+
+    __slots__ = ("_conn", "_pool", "_response_ended", "status")
+
+    def __init__(self, pool: ConnectionPool, conn: _Connection) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._response_ended = False
+        #: The response's status, once its head came.
+        self.status = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether both the request and the response were sent and read whole."""
+        state = self._conn.h11
+        return state.our_state is h11.DONE and state.their_state is h11.DONE
+
+    async def _write(self, event: h11.Request | h11.Data | h11.EndOfMessage, doing: str) -> None:
+        conn = self._conn
+        try:
+            data = conn.h11.send(event)
+            if data:
+                await conn.stream.send_all(data)
+        except _FAILURES as exc:
+            raise self._pool._translate(exc, doing, conn) from exc
+
+    async def send_head(self, request: h11.Request, body: bytes | None) -> None:
+        """Send the request's head, and its whole body unless it is chunked (None).
+
+        Raises:
+            ConnectionClosed: the connection broke.
+        """
+        await self._write(request, "while sending the request")
+        if body is not None:
+            if body:
+                await self._write(h11.Data(data=body), "while sending the request")
+            await self._write(h11.EndOfMessage(), "while sending the request")
+
+    async def send(self, data: bytes) -> None:
+        """Send the next piece of a chunked body (waits while the server does not read).
+
+        Raises:
+            ConnectionClosed: the connection broke (or the server closed it).
+        """
+        if data:
+            await self._write(h11.Data(data=data), "while sending the request body")
+
+    async def end(self) -> None:
+        """End a chunked body."""
+        await self._write(h11.EndOfMessage(), "while ending the request body")
+
+    async def receive_head(self) -> Headers:
+        """Wait for the response's head (as long as the server takes); sets `status`.
+
+        Returns:
+            Its headers, names lower-cased.
+
+        Raises:
+            ConnectionClosed: the connection broke first, or what came is not HTTP/1.1.
+        """
+        conn = self._conn
+        try:
+            while True:
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    await conn.read()
+                elif type(event) is h11.Response:
+                    self.status = event.status_code
+                    return list(event.headers)
+                elif type(event) is not h11.InformationalResponse:
+                    raise ConnectionClosed(
+                        f"{self._pool._origin} sent {event!r} instead of a response",
+                        reason="protocol error",
+                    )
+        except _FAILURES as exc:
+            raise self._pool._translate(exc, "while waiting for the response", conn) from exc
+
+    async def receive_some(self) -> bytes:
+        """The next piece of the response body, never empty; b"" once it has ended.
+
+        Raises:
+            ConnectionClosed: the connection broke before the body's end.
+        """
+        if self._response_ended:
+            return b""
+        conn = self._conn
+        try:
+            while True:
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    await conn.read()
+                elif type(event) is h11.Data:
+                    if event.data:
+                        return bytes(event.data)
+                elif type(event) is h11.EndOfMessage:
+                    self._response_ended = True
+                    return b""
+                else:
+                    raise ConnectionClosed(
+                        f"{self._pool._origin} sent {event!r} in the middle of a response body",
+                        reason="protocol error",
+                    )
+        except _FAILURES as exc:
+            raise self._pool._translate(exc, "while receiving the response", conn) from exc
+
+
+@asynccontextmanager
+async def open_duplex(pool: ConnectionPool) -> AsyncIterator[Duplex]:
+    """A connection of `pool` for one exchange, in a block (it counts against
+    `max_connections`). Leaving the block puts it back if the exchange was
+    complete, and closes it otherwise.
+
+    Raises:
+        ConnectError: the server could not be reached.
+        ConnectionClosed: the pool is closed.
+    """
+    async with pool._slots:
+        conn, _ = await pool._checkout()
+        duplex = Duplex(pool, conn)
+        try:
+            yield duplex
+        finally:
+            with trio.CancelScope(shield=True):
+                if duplex.complete:
+                    await pool._release(conn)
+                else:
+                    await pool._discard(conn)
