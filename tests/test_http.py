@@ -1041,7 +1041,8 @@ async def test_client_deadline_propagates_to_the_server() -> None:
 
 async def test_describe_lists_protocol_interfaces_operations_and_channels() -> None:
     with trio.fail_after(TIMEOUT):
-        async with raw_client(conformance_manager(), ipc=editor_backend()) as client:
+        manager = RpcConformance().streams_manager()
+        async with raw_client(manager, ipc=editor_backend()) as client:
             slash = await client.get("/")
             bare = await client.get("")
     assert slash.status_code == 200

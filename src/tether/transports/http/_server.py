@@ -32,12 +32,10 @@ from typing import Any, NamedTuple
 
 import trio
 
-from ... import contexts
 from ...runtime import (
     PROTOCOL_VERSION,
     BackendIpc,
     Dispatcher,
-    IncompatibleVersion,
     InvalidRequest,
     NotFound,
     Operation,
@@ -58,10 +56,9 @@ from ...runtime._protocol import (
     Error,
     ErrorInfo,
     Result,
-    is_label,
     unpack_frame,
 )
-from ...runtime._util import MAX_TIMEOUT_MS, check_seconds
+from ...runtime._util import check_seconds
 from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
@@ -85,6 +82,7 @@ from ._asgi import (
     send_error_info,
     takes_frame,
 )
+from ._call_headers import read_call_headers
 from ._framing import Splitter, media_form, two_way_refusal
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
@@ -493,56 +491,15 @@ class HttpApp:
         cors: list[tuple[bytes, bytes]],
         access: HttpAccess | None,
     ) -> None:
-        activity_id = session_id = application_id = application_version = None
-        authorization = timeout = protocol = traceparent = accept = None
-        content_length = content_type = None
-        for key, raw in headers:
-            # One pass over the headers, and a decode only for those we use.
-            if key == b"x-correlation-id":
-                activity_id = raw.decode("utf-8", "replace")
-            elif key == b"content-length":
-                content_length = raw
-            elif key == b"content-type":
-                # Sent twice: both, which is not JSON's type.
-                content_type = raw if content_type is None else content_type + b", " + raw
-            elif key == b"x-session-id":
-                session_id = raw.decode("utf-8", "replace")
-            elif key == b"x-application-id":
-                application_id = raw.decode("utf-8", "replace")
-            elif key == b"x-application-version":
-                application_version = raw.decode("utf-8", "replace")
-            elif key == b"authorization":
-                authorization = raw.decode("utf-8", "replace")
-            elif key == b"x-timeout-ms":
-                timeout = raw
-            elif key == b"x-protocol-version":
-                protocol = raw
-            elif key == b"traceparent":
-                traceparent = raw.decode("utf-8", "replace")
-            elif key == b"accept":
-                accept = raw if accept is None else accept + b", " + raw
-        bad_label = None
-        if not activity_id:
-            if traceparent is not None:
-                activity_id = contexts.activity_id_from_traceparent(traceparent)
-            if not activity_id:
-                activity_id = contexts.new_activity_id()
-        elif not is_label(activity_id):
-            activity_id = contexts.new_activity_id()
-            bad_label = "X-Correlation-ID"
+        request = read_call_headers(headers)
+        activity_id = request.activity_id
         if access is not None:
             access.activity_id = activity_id
-        # What ends up in every log line of the request: short, printable text.
-        if session_id is not None and not is_label(session_id):
-            bad_label = "X-Session-Id"
-        elif application_id is not None and not is_label(application_id):
-            bad_label = "X-Application-Id"
-        elif application_version is not None and not is_label(application_version):
-            bad_label = "X-Application-Version"
-        if bad_label is not None:
+        if request.bad_label is not None:
             exc: TetherError = InvalidRequest(
-                f"{bad_label} must be printable text of at most {MAX_LABEL_LENGTH} characters",
-                details={"field": bad_label},
+                f"{request.bad_label} must be printable text of at most {MAX_LABEL_LENGTH} "
+                "characters",
+                details={"field": request.bad_label},
             )
             await self._send_error(send, exc, None, cors, activity_id)
             return
@@ -565,33 +522,14 @@ class HttpApp:
         try:
             framed = False
             if operation is not None and operation.stream_param is not None:
-                splitter = Splitter(require_stream_body(content_type), self.max_body_size)
+                splitter = Splitter(require_stream_body(request.content_type), self.max_body_size)
                 ended = False
             else:
-                framed = require_json_or_frame(content_type)
-            if protocol is not None and protocol.strip() != b"%d" % PROTOCOL_VERSION:
-                raise IncompatibleVersion(
-                    f"this backend speaks tether protocol {PROTOCOL_VERSION}, the request says "
-                    f"X-Protocol-Version: {protocol.decode('latin-1')}: upgrade the older side"
-                )
-            timeout_ms = None
-            if timeout is not None:
-                try:
-                    timeout_ms = int(timeout)
-                except ValueError:
-                    timeout_ms = -1
-                if timeout_ms < 0:
-                    raise InvalidRequest(
-                        f"X-Timeout-Ms must be a whole number of milliseconds >= 0, got "
-                        f"{timeout.decode('latin-1')!r}",
-                        details={"field": "X-Timeout-Ms"},
-                    )
-                # Beyond any real deadline, and too large to become a float: the
-                # most a client sends (the runtime's own bound).
-                timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
+                framed = require_json_or_frame(request.content_type)
+            timeout_ms = request.checked_timeout_ms()
             if splitter is None:
                 body = await read_body(
-                    receive, content_length, self.max_body_size, self.body_timeout
+                    receive, request.content_length, self.max_body_size, self.body_timeout
                 )
             else:
                 body, ended = await read_arguments(receive, splitter, self.body_timeout)
@@ -620,7 +558,11 @@ class HttpApp:
                 parts[2],
                 args,
                 CallContext(
-                    activity_id, session_id, application_id, application_version, authorization
+                    activity_id,
+                    request.session_id,
+                    request.application_id,
+                    request.application_version,
+                    request.authorization,
                 ),
                 timeout_ms,
             )
@@ -645,7 +587,7 @@ class HttpApp:
             manager.count_stream(1)
         try:
             if prepared.operation.stream_result:
-                records = bool(media_form(accept))
+                records = bool(media_form(request.accept))
                 await serve_result_stream(
                     self._run_call, prepared, receive, send, echo, records, self.max_body_size
                 )
@@ -669,7 +611,7 @@ class HttpApp:
             echo,
             self.max_body_size,
             None if ended else receive,
-            frame=takes_frame(accept),
+            frame=takes_frame(request.accept),
         )
 
     def _operation(self, parts: list[str]) -> Operation | None:
