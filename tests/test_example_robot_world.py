@@ -18,7 +18,9 @@ from examples.robot_world.backend import IModel, RobotWorldEngine, make_backend,
 from examples.robot_world.interface import (
     IModelNotFound,
     IModelProps,
+    Position,
     RobotNotFound,
+    RobotTelemetry,
     RobotWorldRead,
 )
 from tether.contexts import ContextFilter
@@ -30,7 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LINE = re.compile(r"^\[(?P<tier>frontend|backend) *\] (?P<activity>\S+)  (?P<message>.*)$")
 ACTIVITY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ACTION = re.compile(r"^action (\d+): ")
-ACCESS = re.compile(r"^RobotWorldReadRpcInterface\.(\w+) (\S+) [\d.]+ms$")
+ACCESS = re.compile(r"^Robot(?:WorldRead|Telemetry)RpcInterface\.(\w+) (\S+) [\d.]+ms$")
+STOPPED = re.compile(r"^stopped streaming robot-1 after (\d+) positions$")
 
 
 # -- the demo, run as `make demo` runs it -------------------------------------
@@ -65,9 +68,9 @@ def test_demo_correlates_each_action_across_tiers(args: tuple[str, ...]) -> None
         if tier == "frontend" and action:
             actions.append((int(action.group(1)), activity))
 
-    assert [number for number, _ in actions] == [1, 2, 3], output
+    assert [number for number, _ in actions] == [1, 2, 3, 4, 5], output
     activities = [activity for _, activity in actions]
-    assert len(set(activities)) == 3, "each user action has its own ActivityId"
+    assert len(set(activities)) == 5, "each user action has its own ActivityId"
     # Every log line of either tier belongs to one of the actions.
     assert set(lines) == set(activities), output
     for activity in activities:
@@ -84,7 +87,7 @@ def test_demo_correlates_each_action_across_tiers(args: tuple[str, ...]) -> None
             if tier == "backend" and (access := ACCESS.match(message))
         ]
 
-    one, two, three = activities
+    one, two, three, four, five = activities
     robots = len(seed_world().imodel("warehouse").robots)
     assert calls(one) == [("count_robots", "ok")]
     assert ("frontend", f"warehouse holds {robots} robots") in lines[one]
@@ -98,6 +101,19 @@ def test_demo_correlates_each_action_across_tiers(args: tuple[str, ...]) -> None
         "caught RobotNotFound(imodel_key='warehouse', robot_id='robot-9'), raised by the backend"
     )
     assert ("frontend", caught) in lines[three]
+    # Action 4: a live stream, ended by leaving the block; the backend's
+    # generator saw it, in the same activity, as every position it made.
+    assert calls(four) == [("watch", "cancelled")]
+    seen = [m for tier, m in lines[four] if tier == "frontend" and m.startswith("robot-1 at")]
+    assert [m.rsplit(" ", 1)[1] for m in seen] == ["0", "1", "2", "3"], lines[four]
+    [stopped] = [
+        int(m[1]) for t, msg in lines[four] if t == "backend" and (m := STOPPED.match(msg))
+    ]
+    assert stopped >= 4
+    # Action 5: a binary result.
+    assert calls(five) == [("snapshot", "ok")]
+    size = 256 * 256 + len(b"P5 256 256 255\n")
+    assert ("frontend", f"snapshot of {size} bytes (P5 256 256 255)") in lines[five]
 
 
 # -- the engine and the impl ----------------------------------------------------
@@ -191,6 +207,38 @@ async def test_backend_logs_carry_the_frontends_activity_id(
         ("counting robots in lab", second.activity_id),
     ]
     assert first.activity_id != second.activity_id
+
+
+async def test_telemetry_streams_and_snapshots_over_memory(thread: bool) -> None:
+    engine = seed_world()
+    robot = engine.imodel("warehouse").robots["robot-2"]
+    with trio.fail_after(10):
+        async with memory.connect(
+            make_backend(engine), interfaces=[RobotTelemetry], thread=thread
+        ) as backend:
+            telemetry = backend.get_client(RobotTelemetry)
+            got = []
+            async with tether.open_stream(
+                telemetry.watch(IModelProps("warehouse"), "robot-2", 0)
+            ) as positions:
+                async for position in positions:
+                    got.append(position)
+                    if len(got) == 20:
+                        break
+            assert got == [
+                Position("robot-2", step, *engine.position(robot, step)) for step in range(20)
+            ]
+            with pytest.raises(RobotNotFound):
+                async with tether.open_stream(
+                    telemetry.watch(IModelProps("warehouse"), "robot-9", 0)
+                ) as positions:
+                    await anext(positions)
+            image = await telemetry.snapshot(IModelProps("warehouse"))
+    assert image == engine.snapshot("warehouse")
+    header, pixels = image.split(b"\n", 1)
+    assert header == b"P5 256 256 255"
+    assert len(pixels) == 256 * 256
+    assert set(pixels) == {0, 128, 255}  # floor, obstacles, robots
 
 
 def test_robot_world_engine_is_plain_code() -> None:

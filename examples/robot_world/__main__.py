@@ -28,7 +28,7 @@ from tether.transports import memory
 
 from .backend import make_backend
 from .frontend import run_actions
-from .interface import RobotWorldRead
+from .interface import RobotTelemetry, RobotWorldRead
 
 #: Loggers of the backend tier; every other record comes from the frontend.
 BACKEND_LOGGERS = ("examples.robot_world.backend", "tether.access", "tether.server")
@@ -57,12 +57,12 @@ async def serve_and_run(*, thread: bool) -> None:
     """Serve the backend in-process, connect to it, and run the frontend's actions."""
     async with memory.connect(
         make_backend(),
-        interfaces=[RobotWorldRead],
+        interfaces=[RobotWorldRead, RobotTelemetry],
         thread=thread,
         application_id="robot-world-demo",
         application_version="1.0.0",
     ) as backend:
-        await run_actions(backend.get_client(RobotWorldRead))
+        await run_actions(backend.get_client(RobotWorldRead), backend.get_client(RobotTelemetry))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

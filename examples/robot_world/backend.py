@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import attrs
+import trio
 
 import tether
 
-from .interface import IModelNotFound, IModelProps, RobotNotFound, RobotWorldRead
+from .interface import (
+    IModelNotFound,
+    IModelProps,
+    Position,
+    RobotNotFound,
+    RobotTelemetry,
+    RobotWorldRead,
+)
 
 __all__ = [
     "Circle",
     "IModel",
+    "RobotTelemetryImpl",
     "RobotWorldEngine",
     "RobotWorldReadImpl",
     "make_backend",
@@ -32,6 +41,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The side of a snapshot, in pixels.
+SNAPSHOT_SIZE = 256
 
 
 @attrs.frozen
@@ -92,6 +104,34 @@ class RobotWorldEngine:
             raise RobotNotFound(key, robot_id)
         return sorted(o.id for o in imodel.obstacles.values() if robot.overlaps(o))
 
+    def robot(self, key: str, robot_id: str) -> Circle:
+        robot = self.imodel(key).robots.get(robot_id)
+        if robot is None:
+            log.warning("%s has no robot %s", key, robot_id)
+            raise RobotNotFound(key, robot_id)
+        return robot
+
+    def position(self, robot: Circle, step: int) -> tuple[float, float]:
+        """Where a robot is at `step` of its patrol: a circle of radius 1 around its start."""
+        angle = step * math.pi / 8
+        return round(robot.x + math.cos(angle) - 1, 3), round(robot.y + math.sin(angle), 3)
+
+    def snapshot(self, key: str, size: int = SNAPSHOT_SIZE) -> bytes:
+        """The floor plan as a binary PGM image, `size` pixels square, 10 cm a pixel."""
+        imodel = self.imodel(key)
+        pixels = bytearray(size * size)
+        shapes = [(o, 128) for o in imodel.obstacles.values()]
+        shapes += [(r, 255) for r in imodel.robots.values()]
+        for shape, shade in shapes:
+            cx, cy = size // 2 + shape.x * 10, size // 2 - shape.y * 10
+            reach = int(shape.radius * 10)
+            for row in range(max(0, int(cy) - reach), min(size, int(cy) + reach + 1)):
+                for col in range(max(0, int(cx) - reach), min(size, int(cx) + reach + 1)):
+                    if (col - cx) ** 2 + (row - cy) ** 2 <= reach**2:
+                        pixels[row * size + col] = shade
+        log.info("rendered a %dx%d snapshot of %s", size, size, key)
+        return b"P5 %d %d 255\n" % (size, size) + bytes(pixels)
+
 
 def seed_world() -> RobotWorldEngine:
     """A small deterministic world: a warehouse with robots among crates, and an empty lab."""
@@ -130,8 +170,41 @@ class RobotWorldReadImpl(RobotWorldRead):
         return self.engine.query_obstacles_hit_by_robot(imodel.key, robot_id)
 
 
+class RobotTelemetryImpl(RobotTelemetry):
+    """Serves `RobotTelemetry` from a `RobotWorldEngine`."""
+
+    def __init__(self, engine: RobotWorldEngine) -> None:
+        self.engine = engine
+
+    async def watch(
+        self, imodel: IModelProps, robot_id: str, every: float
+    ) -> AsyncIterator[Position]:
+        # An async generator: each `yield` waits while the frontend has a
+        # window's worth of positions unread, and leaving the frontend's block
+        # cancels it here, so `finally` says how far it got.
+        robot = self.engine.robot(imodel.key, robot_id)
+        log.info("streaming the positions of %s", robot_id)
+        step = 0
+        try:
+            while True:
+                x, y = self.engine.position(robot, step)
+                yield Position(robot_id, step, x, y)
+                step += 1
+                await trio.sleep(every)
+        finally:
+            log.info("stopped streaming %s after %d positions", robot_id, step)
+
+    async def snapshot(self, imodel: IModelProps) -> bytes:
+        return self.engine.snapshot(imodel.key)
+
+
 def make_backend(engine: RobotWorldEngine | None = None) -> tether.RpcManager:
-    """The backend's RpcManager, serving RobotWorldRead (from the seeded world by default)."""
+    """The backend's RpcManager, serving RobotWorldRead and RobotTelemetry.
+
+    From the seeded world by default.
+    """
+    engine = engine or seed_world()
     manager = tether.RpcManager()
-    manager.register_impl(RobotWorldRead, RobotWorldReadImpl(engine or seed_world()))
+    manager.register_impl(RobotWorldRead, RobotWorldReadImpl(engine))
+    manager.register_impl(RobotTelemetry, RobotTelemetryImpl(engine))
     return manager

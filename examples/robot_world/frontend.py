@@ -1,4 +1,4 @@
-"""The frontend: three user actions against the RobotWorld read interface.
+"""The frontend: five user actions against the RobotWorld interfaces.
 
 It imports only the shared interface, never the backend: it is handed a
 client typed as `RobotWorldRead` and cannot tell which transport is behind it.
@@ -15,14 +15,16 @@ import logging
 
 import tether
 
-from .interface import IModelProps, RobotNotFound, RobotWorldRead
+from .interface import IModelProps, RobotNotFound, RobotTelemetry, RobotWorldRead
 
 __all__ = [
     "WAREHOUSE",
     "check_missing_robot",
+    "follow_robot",
     "inspect_selection",
     "open_warehouse",
     "run_actions",
+    "take_snapshot",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,35 @@ async def check_missing_robot(robots: RobotWorldRead) -> None:
             log.info("caught %r, raised by the backend", exc)
 
 
-async def run_actions(robots: RobotWorldRead) -> None:
-    """Perform the user actions, one after the other."""
+async def follow_robot(telemetry: RobotTelemetry, positions: int = 4) -> None:
+    """Action 4: follow robot-1 live for a few positions, then stop.
+
+    A server stream: leaving the `open_stream` block stops the backend's
+    generator (its log line says how far it got).
+    """
+    with tether.activity():
+        log.info("action 4: follow robot-1 for %d positions", positions)
+        async with tether.open_stream(telemetry.watch(WAREHOUSE, "robot-1", 0.01)) as live:
+            async for position in live:
+                log.info("robot-1 at (%.2f, %.2f), step %d", position.x, position.y, position.step)
+                if position.step + 1 == positions:
+                    break
+
+
+async def take_snapshot(telemetry: RobotTelemetry) -> None:
+    """Action 5: download a picture of the warehouse (bytes, without text encoding)."""
+    with tether.activity():
+        log.info("action 5: take a snapshot of %s", WAREHOUSE.key)
+        image = await telemetry.snapshot(WAREHOUSE)
+        header = image.split(b"\n", 1)[0].decode()
+        log.info("snapshot of %d bytes (%s)", len(image), header)
+
+
+async def run_actions(robots: RobotWorldRead, telemetry: RobotTelemetry | None = None) -> None:
+    """Perform the user actions, one after the other (4 and 5 need `telemetry`)."""
     await open_warehouse(robots)
     await inspect_selection(robots)
     await check_missing_robot(robots)
+    if telemetry is not None:
+        await follow_robot(telemetry)
+        await take_snapshot(telemetry)

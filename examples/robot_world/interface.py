@@ -18,7 +18,14 @@ import attrs
 
 import tether
 
-__all__ = ["IModelNotFound", "IModelProps", "RobotNotFound", "RobotWorldRead"]
+__all__ = [
+    "IModelNotFound",
+    "IModelProps",
+    "Position",
+    "RobotNotFound",
+    "RobotTelemetry",
+    "RobotWorldRead",
+]
 
 
 @attrs.frozen
@@ -83,5 +90,44 @@ class RobotWorldRead(tether.RpcInterface):
         Raises:
             IModelNotFound: no such iModel.
             RobotNotFound: the iModel has no robot `robot_id`.
+        """
+        ...
+
+
+@attrs.frozen
+class Position:
+    """Where a robot is at one step of its patrol."""
+
+    robot_id: str
+    step: int
+    x: float
+    y: float
+
+
+class RobotTelemetry(tether.RpcInterface):
+    """Live data about the robots: a stream of positions, and a binary snapshot."""
+
+    interface_name = "RobotTelemetryRpcInterface"
+    interface_version = "1.0.0"
+
+    def watch(self, imodel: IModelProps, robot_id: str, every: float) -> tether.Stream[Position]:
+        """The robot's position every `every` seconds, for as long as the caller reads.
+
+        A server stream: the caller opens it with `tether.open_stream` and ends
+        it by leaving the block, which stops the backend's generator.
+
+        Raises:
+            IModelNotFound: no such iModel.
+            RobotNotFound: the iModel has no robot `robot_id`.
+        """
+        ...
+
+    async def snapshot(self, imodel: IModelProps) -> bytes:
+        """A picture of the floor plan: a binary PGM image (robots bright, obstacles grey).
+
+        Bytes travel without text encoding where the transport allows it.
+
+        Raises:
+            IModelNotFound: no such iModel.
         """
         ...
