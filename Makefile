@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.ipc_vs_rpc
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.binary
+	$(BIN)/python -m bench.streams
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
