@@ -156,6 +156,7 @@ class StreamBench(tether.RpcInterface):
         ...
 
 
+@functools.cache
 def _chunk(size: int) -> bytes:
     """The bytes every bulk case moves: the same object item after item, on every side."""
     return bytes(range(256)) * (size // 256) + bytes(size % 256)
