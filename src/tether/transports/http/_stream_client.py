@@ -26,6 +26,7 @@ from ...runtime import (
     TetherError,
     TransportError,
 )
+from ...runtime._binary import unpack_frame
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import Call, Error, ErrorInfo, Item, Result
 from ...runtime._streams import aclose_if_possible, iterate_source
@@ -124,7 +125,8 @@ class HttpExchange:
     def _message(self, text: bytes) -> Item | Result | Error:
         call = self._call
         try:
-            message = loads(text)
+            # A record is JSON (its first byte `{`) or a binary frame (its first byte 0).
+            message = unpack_frame(text) if text[:1] == b"\x00" else loads(text)
             tag = message["t"]
             if tag == "item":
                 return Item(call.id, message["value"])

@@ -21,12 +21,14 @@ with its own status and JSON body, as a unary call's.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from ...runtime import ConnectionClosed, InvalidRequest, PayloadTooLarge, TetherError
+from ...runtime._binary import BinaryMessage, message_size, pack
 from ...runtime._codec import dumps, loads
 from ...runtime._dispatch import (
     Dispatcher,
@@ -72,6 +74,7 @@ __all__ = [
     "serve_result_stream",
 ]
 
+_U32 = struct.Struct(">I")
 #: The credit a server stream is granted: unbounded, as TCP is its window.
 _UNLIMITED = 1 << 62
 #: What is read of a request body the impl did not finish, before answering:
@@ -81,19 +84,29 @@ _DRAIN_BYTES = 1024 * 1024
 _DRAIN_SECONDS = 1.0
 
 
-def item_payload(value: Any, limit: int) -> bytes:
+def item_payload(value: Any, limit: int, binary: bool = False) -> bytes | BinaryMessage:
     """The message `{"t":"item","value":...}` of one result item.
+
+    `binary`: for the records form, whose records may be binary frames (bytes
+    values raw beside the JSON envelope, STREAMS.md section 4).
 
     Raises:
         PayloadTooLarge: it is over `limit` bytes.
         TypeError: the value is not JSON (the operation's checks rule that out).
     """
-    payload = b'{"t":"item","value":' + dumps(value) + b"}"
-    if len(payload) > limit:
+    payload: bytes | BinaryMessage | None = None
+    if binary and type(value) is not str:
+        packed = pack({"t": "item", "value": value})
+        if type(packed) is BinaryMessage:
+            payload = packed
+    if payload is None:
+        payload = b'{"t":"item","value":' + dumps(value) + b"}"
+    size = message_size(payload)
+    if size > limit:
         raise PayloadTooLarge(
-            f"a stream item encodes to {len(payload)} bytes, over this backend's limit of "
+            f"a stream item encodes to {size} bytes, over this backend's limit of "
             f"{limit} per item (max_body_size): yield smaller items",
-            details={"size": len(payload), "limit": limit},
+            details={"size": size, "limit": limit},
         )
     return payload
 
@@ -122,8 +135,11 @@ class ResultWriter:
         #: The 200 and its headers went out.
         self.started = False
 
-    def _frame(self, payload: bytes) -> bytes:
-        return record(payload) if self._records else line(payload)
+    def _frame(self, payload: bytes | BinaryMessage) -> bytes:
+        if type(payload) is BinaryMessage:
+            # The record of a binary frame, its attachments copied once.
+            return b"".join([_U32.pack(payload.size), *payload.chunks()])
+        return record(payload) if self._records else line(payload)  # type: ignore[arg-type]
 
     async def _start(self) -> None:
         self.started = True
@@ -146,13 +162,13 @@ class ResultWriter:
         """`CalleeStream`'s send: an item goes out at once; returns its size."""
         if type(message) is not Item:
             return 0  # no other message of a result stream has a place on HTTP
-        payload = item_payload(message.value, self._limit)
+        payload = item_payload(message.value, self._limit, self._records)
         if not self.started:
             await self._start()
         await self._send(
             {"type": "http.response.body", "body": self._frame(payload), "more_body": True}
         )
-        return len(payload)
+        return message_size(payload)
 
     async def finish(self, reply: Result | Error) -> None:
         """End the response with the call's reply (its own status if nothing went yet)."""

@@ -38,7 +38,9 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
-__all__ = ["FastFrames", "binary_frame", "frame"]
+from ...runtime._binary import BinaryMessage
+
+__all__ = ["FastFrames", "binary_frame", "frame", "message_frame"]
 
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
@@ -96,6 +98,14 @@ def frame(data: bytes, mask: bool, first: int = _TEXT) -> bytes:
 def binary_frame(data: bytes, mask: bool) -> bytes:
     """One whole binary frame carrying `data` (masked as `frame` says)."""
     return frame(data, mask, _BINARY)
+
+
+def message_frame(message: BinaryMessage, mask: bool) -> bytes:
+    """One whole binary frame carrying `message`'s frame; unmasked, its attachments are
+    copied once (into the frame), not twice (into `message.frame()`, then the frame)."""
+    if mask:
+        return binary_frame(message.frame(), True)
+    return b"".join([_header(_BINARY, message.size, 0), *message.chunks()])
 
 
 class _Handshaken:

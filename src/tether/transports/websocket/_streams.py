@@ -32,7 +32,7 @@ from ._endpoint import (
     too_large,
     too_large_reason,
 )
-from ._frames import FastFrames, binary_frame
+from ._frames import FastFrames, message_frame
 from ._frames import frame as text_frame
 from ._reading import SocketReader
 
@@ -88,7 +88,7 @@ def _frame(data: bytes | BinaryMessage, mask: bool) -> bytes:
     """The WebSocket frame of a message: JSON as a text frame, a BinaryMessage as a binary one."""
     if type(data) is bytes:
         return text_frame(data, mask)
-    return binary_frame(data.frame(), mask)  # type: ignore[union-attr]
+    return message_frame(data, mask)  # type: ignore[arg-type]
 
 
 class WebSocketStream(MessageStream):
