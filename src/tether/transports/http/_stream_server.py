@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from ...runtime import ConnectionClosed, InvalidRequest, PayloadTooLarge, TetherError
-from ...runtime._binary import BinaryMessage, message_size, pack
+from ...runtime._binary import message_size, pack
 from ...runtime._codec import dumps, loads
 from ...runtime._dispatch import (
     Dispatcher,
