@@ -107,9 +107,7 @@ async def test_another_client_drives_streams_from_the_docs_alone() -> None:
     ]
     with trio.fail_after(TIMEOUT):
         async with open_service_nursery() as nursery:
-            url = await nursery.start(
-                functools.partial(websocket.serve, manager, "127.0.0.1", 0)
-            )
+            url = await nursery.start(functools.partial(websocket.serve, manager, "127.0.0.1", 0))
             got = await trio.to_thread.run_sync(exchange, url, script)
             await impl.closed.wait()  # the cancel closed the generator
             nursery.cancel_scope.cancel()
