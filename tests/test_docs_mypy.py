@@ -174,8 +174,13 @@ def run_mypy(tmp_path: Path, modules: dict[str, str]) -> dict[str, list[tuple[in
 
 def test_the_typing_advice_is_clean_and_its_opposite_is_not(tmp_path: Path) -> None:
     readme = python_blocks(ROOT / "README.md")
-    [quickstart] = [b for b in readme if "memory.connect(" in b.code and b.marker is None]
+    [quickstart] = [
+        b
+        for b in readme
+        if "memory.connect(" in b.code and b.marker is None and "tether.Stream[" not in b.code
+    ]
     [ipc_sample] = [b for b in readme if "memory.connect_ipc(backend_ipc" in b.code]
+    [streams_sample] = [b for b in readme if "tether.open_stream(" in b.code]
     abstract = abstract_variant(USER_MODULE)
     errors = run_mypy(
         tmp_path,
@@ -183,6 +188,7 @@ def test_the_typing_advice_is_clean_and_its_opposite_is_not(tmp_path: Path) -> N
             "user": USER_MODULE,
             "readme_quickstart": quickstart.code,
             "readme_ipc": ipc_sample.code,
+            "readme_streams": streams_sample.code,
             "abstract": abstract,
             "mistyped": mistyped_variant(USER_MODULE),
         },
@@ -191,6 +197,7 @@ def test_the_typing_advice_is_clean_and_its_opposite_is_not(tmp_path: Path) -> N
     assert errors["user"] == []
     assert errors["readme_quickstart"] == []
     assert errors["readme_ipc"] == []
+    assert errors["readme_streams"] == []
     # The old advice: every class handed where a type[T] is expected is refused.
     lines = abstract.splitlines()
     refused = {line for line, code, _ in errors["abstract"] if code == "type-abstract"}
