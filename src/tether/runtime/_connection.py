@@ -320,6 +320,7 @@ class RpcConnection(RpcBackend):
                 raise self._closed_error(call)
         state = CallerStream(self, call, window)
         self._pending[call.id] = state
+        sent = False
         try:
             data = encode_binary(call) if self._stream.binary else encode(call)
             try:
@@ -331,25 +332,31 @@ class RpcConnection(RpcBackend):
                     "send less per call",
                     activity_id=call.ctx.activity_id,
                 ) from None
+            sent = True
             items, size = state.inflow.initial_grant()
             await self._stream.send_message(encode(Credit(call.id, items, size)))
         except ConnectionClosed:
             await self._end_stream(state)
             raise self._closed_error(call) from None
         except BaseException:
-            await self._end_stream(state)
+            # A call not sent (refused, or its send cancelled: a cancelled
+            # send sends nothing) gets no `cancel` either.
+            await self._end_stream(state, sent=sent)
             raise
         return state
 
-    async def _end_stream(self, state: CallerStream) -> None:
-        """Drop a stream call's state; cancel it on the backend unless its final reply came."""
+    async def _end_stream(self, state: CallerStream, *, sent: bool = True) -> None:
+        """Drop a stream call's state; cancel it on the backend unless its final reply came.
+
+        `sent`: False for a call whose message was not sent (nothing to cancel).
+        """
         call_id = state.call.id
         if self._pending.get(call_id) is not state:
             return
         del self._pending[call_id]
         if self._room:
             self._room.unpark()
-        if state.reply is None and self._closed is None:
+        if sent and state.reply is None and self._closed is None:
             await self._send_cancel(call_id)
 
     def statistics(self) -> RpcConnectionStatistics:
