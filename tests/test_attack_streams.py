@@ -26,6 +26,7 @@ from tether.runtime import (
     open_rpc_connection,
     serve_rpc_session,
 )
+from tether.runtime._dispatch import error_info
 from tether.runtime._protocol import (
     PROTOCOL_VERSION,
     Call,
@@ -417,6 +418,12 @@ async def test_a_stream_opened_in_a_cancelled_scope_sends_nothing() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def _collect(stream: tether.Stream[int], into: list[int]) -> None:
+    async with tether.open_stream(stream) as items:
+        async for item in items:
+            into.append(item)
+
+
 async def _numbers(n: int) -> AsyncIterator[int]:
     for i in range(n):
         yield i
@@ -480,3 +487,232 @@ async def test_a_stream_call_over_the_size_limit_sends_nothing_not_even_cancel()
             assert type(message) is Call, message
             assert message.op == "add"
             nursery.cancel_scope.cancel()
+
+
+# -- deadlines ----------------------------------------------------------------------
+
+
+class Slow(NumbersImpl):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = trio.Event()
+
+    async def count(self, n: int) -> AsyncIterator[int]:
+        try:
+            for i in range(n):
+                yield i
+                await trio.sleep(1)
+        finally:
+            self.closed.set()
+
+    async def total(self, values: tether.Stream[int]) -> int:
+        try:
+            return sum([value async for value in values])
+        finally:
+            self.closed.set()
+
+
+async def _forever_slowly() -> AsyncIterator[int]:
+    i = 0
+    while True:
+        yield i
+        i += 1
+        await trio.sleep(1)
+
+
+async def test_the_callers_own_deadline_mid_stream_is_a_clean_trio_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    impl = Slow()
+    async with memory.connect(_manager(impl), interfaces=[Numbers]) as backend:
+        client = backend.get_client(Numbers)
+        got: list[int] = []
+        with pytest.raises(trio.TooSlowError), trio.fail_after(5.5):
+            await _collect(client.count(100), got)
+        assert got == [0, 1, 2, 3, 4, 5]
+        with trio.fail_after(1):
+            await impl.closed.wait()
+        # A client stream the same way: its own deadline, a clean timeout.
+        impl.closed = trio.Event()
+        with trio.move_on_after(3.5) as scope:
+            await client.total(_forever_slowly())
+        assert scope.cancelled_caught
+        with trio.fail_after(1):
+            await impl.closed.wait()
+        assert backend.statistics().open_streams == 0
+
+
+async def test_the_backends_shorter_deadline_mid_stream_is_deadline_exceeded(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    impl = Slow()
+    manager = _manager(impl)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            peer = await _serving(nursery, manager)
+            # A frontend whose call says 2.5 s: the generator is cancelled then.
+            await peer.send(_call(1, "count", [100], timeout_ms=2500))
+            await peer.send(Credit(1, 100, 1 << 20))
+            replies = [await peer.receive() for _ in range(4)]
+            assert replies[:3] == [Item(1, 0), Item(1, 1), Item(1, 2)]
+            error = replies[3]
+            assert type(error) is Error
+            assert error.error.code == "deadline-exceeded"
+            await impl.closed.wait()
+            await peer.still_answers(2)
+            nursery.cancel_scope.cancel()
+
+
+async def test_deadline_exceeded_from_the_backend_before_the_callers_deadline_is_raised() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            peer, connection = await _connected(nursery)
+            client = connection.get_client(Numbers)
+            got: list[int] = []
+
+            async def backend_gives_up() -> None:
+                call = await peer.receive()
+                assert type(await peer.receive()) is Credit
+                await peer.send(Item(call.id, 0))
+                exc = tether.DeadlineExceeded("too slow", activity_id="a")
+                await peer.send(Error(call.id, error_info(exc, "a", development_mode=False)))
+
+            nursery.start_soon(backend_gives_up)
+            with pytest.raises(tether.DeadlineExceeded), trio.move_on_after(1000):
+                await _collect(client.count(10), got)
+            assert got == [0]
+            nursery.cancel_scope.cancel()
+
+
+# -- cancellation and teardown ---------------------------------------------------------
+
+
+async def test_leaving_the_block_while_the_pump_waits_in_the_source() -> None:
+    closed = trio.Event()
+    waiting = trio.Event()
+
+    async def stuck() -> AsyncIterator[int]:
+        try:
+            yield 1
+            waiting.set()
+            await trio.sleep_forever()
+            yield 2  # pragma: no cover
+        finally:
+            closed.set()
+
+    impl = NumbersImpl()
+    with trio.fail_after(5):
+        async with memory.connect(_manager(impl), interfaces=[Numbers]) as backend:
+            client = backend.get_client(Numbers)
+            async with tether.open_stream(client.scale(3, stuck())) as items:
+                assert await anext(items) == 3
+                await waiting.wait()
+            assert closed.is_set()
+            assert backend.statistics().open_streams == 0
+            await trio.testing.wait_all_tasks_blocked()
+            assert await client.add(1, 1) == 2
+
+
+class SourceBroke(Exception):
+    pass
+
+
+async def test_a_source_that_raises_raises_from_the_call_as_itself() -> None:
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise SourceBroke("the disk went away")
+
+    impl = Slow()
+    with trio.fail_after(5):
+        async with memory.connect(_manager(impl), interfaces=[Numbers]) as backend:
+            client = backend.get_client(Numbers)
+            with pytest.raises(SourceBroke, match="disk"):
+                await client.total(broken())
+            await impl.closed.wait()
+            with pytest.raises(SourceBroke, match="disk"):
+                await _collect(client.scale(2, broken()), [])
+            await trio.testing.wait_all_tasks_blocked()
+            assert backend.statistics().open_streams == 0
+            assert await client.add(1, 1) == 2
+
+
+class Refuses(NumbersImpl):
+    async def total(self, values: tether.Stream[int]) -> int:
+        async for value in values:
+            if value == 3:
+                raise tether.InvalidRequest("three is not a number I take")
+        return 0  # pragma: no cover
+
+
+async def test_an_impl_that_raises_while_the_caller_still_sends() -> None:
+    closed = trio.Event()
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    with trio.fail_after(5):
+        async with memory.connect(_manager(Refuses()), interfaces=[Numbers]) as backend:
+            client = backend.get_client(Numbers)
+            with pytest.raises(tether.InvalidRequest, match="three"):
+                await client.total(endless())
+            assert closed.is_set()
+            assert backend.statistics().open_streams == 0
+            assert await client.add(1, 1) == 2
+
+
+@pytest.mark.parametrize("phase", ["consumer", "pump", "upload"])
+async def test_the_connection_dropping_in_each_phase_ends_the_stream(phase: str) -> None:
+    impl = Slow()
+    manager = _manager(impl)
+    client_end, server_end = stream_pair()
+
+    async def silent() -> AsyncIterator[int]:
+        yield 1
+        await trio.sleep_forever()
+        yield 2  # pragma: no cover
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            server = trio.CancelScope()
+
+            async def serve() -> None:
+                with server:
+                    await serve_rpc_session(manager, server_end)
+
+            nursery.start_soon(serve)
+            async with open_rpc_connection(client_end, interfaces=[Numbers]) as connection:
+                client = connection.get_client(Numbers)
+                if phase == "upload":
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(_cancel_when_blocked, server)
+                        with pytest.raises(tether.ConnectionClosed):
+                            await client.total(silent())
+                if phase != "upload":
+                    source = silent() if phase == "pump" else None
+                    call = client.scale(1, source) if source is not None else client.count(100)
+                    with pytest.raises(tether.ConnectionClosed):
+                        await _drop_mid_stream(call, server)
+                with pytest.raises(tether.ConnectionClosed):
+                    await client.add(1, 1)
+                assert connection.statistics().open_streams == 0
+            await impl.closed.wait() if phase != "pump" else None
+
+
+async def _drop_mid_stream(call: tether.Stream[int], server: trio.CancelScope) -> None:
+    async with tether.open_stream(call) as items:
+        await anext(items)
+        await trio.testing.wait_all_tasks_blocked()
+        server.cancel()
+        async for _ in items:
+            pass
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()

@@ -447,10 +447,10 @@ class _Session(Workers[PreparedCall]):
     A stream call also has its `CalleeStream` in `streams` while it runs; the
     reader feeds it the caller's `send`, `end` and `credit` messages (without
     waiting), and a stream the caller breaks the rules of (an item past its
-    credit) is failed with InvalidRequest through `failed`.
+    credit) is failed with InvalidRequest (`CalleeStream.fail`).
     """
 
-    __slots__ = ("dispatcher", "failed", "session_id", "stream", "streams")
+    __slots__ = ("dispatcher", "session_id", "stream", "streams")
 
     def __init__(
         self,
@@ -464,8 +464,6 @@ class _Session(Workers[PreparedCall]):
         self.stream = stream
         self.session_id = session_id
         self.streams: dict[int, CalleeStream] = {}
-        #: Stream calls failed by the reader, for `interrupted` to answer.
-        self.failed: dict[int, TetherError] = {}
         self.init_workers(nursery, max_in_flight)
 
     async def send_reply(self, reply: Result | Error) -> None:
@@ -543,19 +541,16 @@ class _Session(Workers[PreparedCall]):
         self.streams[call.id] = stream
         manager.count_stream(1)
         try:
-            reply = await self.dispatcher.run_in(call, scope, on_yield, *args)
+            return await self.dispatcher.run_in(call, scope, on_yield, *args)
         finally:
             del self.streams[call.id]
             manager.count_stream(-1)
-        # It ended by itself before a failure the reader found could stop it.
-        self.failed.pop(call.id, None)
-        return reply
 
     def interrupted(self, call: PreparedCall) -> Error | None:
-        if self.failed:
-            failure = self.failed.pop(call.id, None)
-            if failure is not None:
-                return self.dispatcher.error_reply(call.id, failure, call.context.activity_id)
+        stream = call.stream
+        if stream is not None and stream.failure is not None:
+            # The reader failed it (the caller broke the stream's rules).
+            return self.dispatcher.error_reply(call.id, stream.failure, call.context.activity_id)
         return self.dispatcher.interrupted(call)
 
     def on_stream_message(
@@ -575,7 +570,7 @@ class _Session(Workers[PreparedCall]):
                 stream.on_credit(message.items, message.bytes)
         except InvalidRequest as exc:
             # The caller broke the stream's rules: that call fails, the session goes on.
-            self.failed[message.id] = exc
+            stream.fail(exc)
             scope = self.calls.get(message.id)
             if scope is not None:
                 scope.cancel()
