@@ -693,8 +693,13 @@ def decode(data: bytes | bytearray | memoryview | str | BinaryMessage) -> Messag
         id_ = obj.get("id")
         if type(id_) is int and id_ >= 0:
             details["id"] = id_
+        # Quoted briefly: a peer's tag may be megabytes (a binary frame can
+        # even put an attachment there), and refusals are sent and logged.
+        shown = (
+            f"{tag!r:.60}" if tag is None or type(tag) is str else f"of type {type(tag).__name__}"
+        )
         raise InvalidRequest(
-            f"unknown message type {tag!r}: expected one of {', '.join(sorted(_DECODERS))}",
+            f"unknown message type {shown}: expected one of {', '.join(sorted(_DECODERS))}",
             details=details,
         )
     return decoder(_Fields(obj, tag))
