@@ -132,9 +132,9 @@ class Exchange(Protocol):
         ...
 
 
-#: An engine's way to carry a stream call: the call message is built by the
-#: caller of this function; `source` is the argument stream (None without one),
-#: `encode_item` unstructures each of its items.
+#: What a stub's `StreamCall` holds to make its call: the arguments are bound
+#: already (a `functools.partial` of the stub's opener); calling it opens the
+#: engine's block (`RpcBackend.open_call`, `Streams.open_invoke`).
 ExchangeOpener = Callable[[], AbstractAsyncContextManager[Exchange]]
 
 
