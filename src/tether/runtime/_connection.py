@@ -320,6 +320,7 @@ class RpcConnection(RpcBackend):
                 raise self._closed_error(call)
         state = CallerStream(self, call, window)
         self._pending[call.id] = state
+        sent = False
         try:
             data = encode_binary(call) if self._stream.binary else encode(call)
             try:
@@ -331,25 +332,31 @@ class RpcConnection(RpcBackend):
                     "send less per call",
                     activity_id=call.ctx.activity_id,
                 ) from None
+            sent = True
             items, size = state.inflow.initial_grant()
             await self._stream.send_message(encode(Credit(call.id, items, size)))
         except ConnectionClosed:
             await self._end_stream(state)
             raise self._closed_error(call) from None
         except BaseException:
-            await self._end_stream(state)
+            # A call not sent (refused, or its send cancelled: a cancelled
+            # send sends nothing) gets no `cancel` either.
+            await self._end_stream(state, sent=sent)
             raise
         return state
 
-    async def _end_stream(self, state: CallerStream) -> None:
-        """Drop a stream call's state; cancel it on the backend unless its final reply came."""
+    async def _end_stream(self, state: CallerStream, *, sent: bool = True) -> None:
+        """Drop a stream call's state; cancel it on the backend unless its final reply came.
+
+        `sent`: False for a call whose message was not sent (nothing to cancel).
+        """
         call_id = state.call.id
         if self._pending.get(call_id) is not state:
             return
         del self._pending[call_id]
         if self._room:
             self._room.unpark()
-        if state.reply is None and self._closed is None:
+        if sent and state.reply is None and self._closed is None:
             await self._send_cancel(call_id)
 
     def statistics(self) -> RpcConnectionStatistics:
@@ -440,10 +447,10 @@ class _Session(Workers[PreparedCall]):
     A stream call also has its `CalleeStream` in `streams` while it runs; the
     reader feeds it the caller's `send`, `end` and `credit` messages (without
     waiting), and a stream the caller breaks the rules of (an item past its
-    credit) is failed with InvalidRequest through `failed`.
+    credit) is failed with InvalidRequest (`CalleeStream.fail`).
     """
 
-    __slots__ = ("dispatcher", "failed", "session_id", "stream", "streams")
+    __slots__ = ("dispatcher", "session_id", "stream", "streams")
 
     def __init__(
         self,
@@ -457,8 +464,6 @@ class _Session(Workers[PreparedCall]):
         self.stream = stream
         self.session_id = session_id
         self.streams: dict[int, CalleeStream] = {}
-        #: Stream calls failed by the reader, for `interrupted` to answer.
-        self.failed: dict[int, TetherError] = {}
         self.init_workers(nursery, max_in_flight)
 
     async def send_reply(self, reply: Result | Error) -> None:
@@ -536,19 +541,16 @@ class _Session(Workers[PreparedCall]):
         self.streams[call.id] = stream
         manager.count_stream(1)
         try:
-            reply = await self.dispatcher.run_in(call, scope, on_yield, *args)
+            return await self.dispatcher.run_in(call, scope, on_yield, *args)
         finally:
             del self.streams[call.id]
             manager.count_stream(-1)
-        # It ended by itself before a failure the reader found could stop it.
-        self.failed.pop(call.id, None)
-        return reply
 
     def interrupted(self, call: PreparedCall) -> Error | None:
-        if self.failed:
-            failure = self.failed.pop(call.id, None)
-            if failure is not None:
-                return self.dispatcher.error_reply(call.id, failure, call.context.activity_id)
+        stream = call.stream
+        if stream is not None and stream.failure is not None:
+            # The reader failed it (the caller broke the stream's rules).
+            return self.dispatcher.error_reply(call.id, stream.failure, call.context.activity_id)
         return self.dispatcher.interrupted(call)
 
     def on_stream_message(
@@ -568,7 +570,7 @@ class _Session(Workers[PreparedCall]):
                 stream.on_credit(message.items, message.bytes)
         except InvalidRequest as exc:
             # The caller broke the stream's rules: that call fails, the session goes on.
-            self.failed[message.id] = exc
+            stream.fail(exc)
             scope = self.calls.get(message.id)
             if scope is not None:
                 scope.cancel()

@@ -420,6 +420,14 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                     f"channel {invoke.channel!r} has no method {invoke.method!r}",
                     details={"channel": invoke.channel, "method": invoke.method},
                 )
+            if invoke.stream is False and (op.stream_result or op.stream_param is not None):
+                raise InvalidRequest(
+                    f"{op.qualname} is a stream method, and this invoke takes one value "
+                    "(call_backend and call_frontend carry one value each way): call it "
+                    f"through the typed proxy, `proxy({served.channel.__name__})`, opening "
+                    "a stream result with `async with tether.open_stream(...)`",
+                    details={"channel": invoke.channel, "method": invoke.method},
+                )
             if invoke.id in self.calls or (
                 self.callee_streams and invoke.id in self.callee_streams
             ):
@@ -505,7 +513,13 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                 del self.callee_streams[call.id]
 
     def interrupted(self, call: PreparedCall) -> Error | None:
-        # The scope stopped it: the caller cancelled, or the deadline passed.
+        # The scope stopped it: the caller cancelled, or the deadline passed,
+        # or the reader failed its stream (the caller broke the stream's rules).
+        stream = call.stream
+        if stream is not None and stream.failure is not None:
+            activity_id = call.context.activity_id
+            info = error_info(stream.failure, activity_id, development_mode=self.development_mode)
+            return Error(call.id, info)
         return interrupted_reply(call.id, call.context, call.started)
 
     async def send_reply(self, reply: Result | Error) -> None:
@@ -551,8 +565,18 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
         if self.closed_reason is not None:
             raise self.closed_error(activity_id)
         call_id = next(self.ids)
+        # An untyped invoke (no `names`) says it takes one value: a stream
+        # method refuses it at once rather than wait for credit forever.
         data = encode_arguments(
-            Invoke(call_id, channel, method, args, activity_id, timeout_ms_left()),
+            Invoke(
+                call_id,
+                channel,
+                method,
+                args,
+                activity_id,
+                timeout_ms_left(),
+                False if names is None else None,
+            ),
             names,
             binary=self.stream.binary,
         )

@@ -531,10 +531,10 @@ class Streams(abc.ABC):
                 credit: Credit = message  # type: ignore[assignment]
                 callee.on_credit(credit.items, credit.bytes)
         except InvalidRequest as exc:
-            # The caller broke the protocol: that invoke fails, the session stays.
+            # The caller broke the protocol: that invoke fails (its one answer
+            # is `exc`, see `CalleeStream.fail`), the session stays.
             del self.callee_streams[message.id]
-            callee.close(exc)
-            self._refuse(message.id, exc, None)
+            callee.fail(exc)
             scope = self.calls.get(message.id)
             if scope is not None:
                 scope.cancel()

@@ -108,6 +108,9 @@ class Invoke(NamedTuple):
     args: list[Any]
     activity_id: str | None = None
     timeout_ms: int | None = None
+    #: False: the caller takes one value and sends no stream (an untyped
+    #: call), so a stream method refuses it at once. None: not said.
+    stream: bool | None = None
 
 
 class Result(NamedTuple):
@@ -357,6 +360,8 @@ def _encode_invoke(m: Invoke) -> dict[str, Any]:
         obj["activity_id"] = m.activity_id
     if m.timeout_ms is not None:
         obj["timeout_ms"] = m.timeout_ms
+    if m.stream is not None:
+        obj["stream"] = m.stream
     return obj
 
 
@@ -474,6 +479,7 @@ def _decode_invoke_fast(obj: dict[str, Any]) -> Invoke | None:
     args = obj.get("args")
     activity_id = obj.get("activity_id")
     timeout = obj.get("timeout_ms")
+    stream = obj.get("stream")
     if (
         type(id_) is int
         and id_ >= 0
@@ -482,8 +488,9 @@ def _decode_invoke_fast(obj: dict[str, Any]) -> Invoke | None:
         and type(args) is list
         and (timeout is None or (type(timeout) is int and timeout >= 0))
         and _is_label_or_none(activity_id)
+        and (stream is None or type(stream) is bool)
     ):
-        return Invoke(id_, channel, method, args, activity_id, timeout)
+        return Invoke(id_, channel, method, args, activity_id, timeout, stream)
     return None
 
 
@@ -531,6 +538,7 @@ def _decode_invoke(f: _Fields) -> Invoke:
         args=f.get_list("args"),
         activity_id=f.get_label("activity_id", optional=True),
         timeout_ms=f.get_int("timeout_ms", optional=True),
+        stream=f.get_bool("stream") if f.obj.get("stream") is not None else None,
     )
 
 
@@ -685,8 +693,13 @@ def decode(data: bytes | bytearray | memoryview | str | BinaryMessage) -> Messag
         id_ = obj.get("id")
         if type(id_) is int and id_ >= 0:
             details["id"] = id_
+        # Quoted briefly: a peer's tag may be megabytes (a binary frame can
+        # even put an attachment there), and refusals are sent and logged.
+        shown = (
+            f"{tag!r:.60}" if tag is None or type(tag) is str else f"of type {type(tag).__name__}"
+        )
         raise InvalidRequest(
-            f"unknown message type {tag!r}: expected one of {', '.join(sorted(_DECODERS))}",
+            f"unknown message type {shown}: expected one of {', '.join(sorted(_DECODERS))}",
             details=details,
         )
     return decoder(_Fields(obj, tag))

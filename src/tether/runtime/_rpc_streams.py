@@ -153,6 +153,9 @@ class CallerStream:
 
     async def receive(self) -> Item | Result | Error:
         """The next item of the result stream, or the call's final reply (`Exchange`)."""
+        # A cancelled consumer stops here even while items are buffered (the
+        # buffer is bounded by the window, so it yields at least once a window).
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             inflow = self.inflow
             if inflow.buffered:
@@ -277,6 +280,8 @@ async def open_exchange(
     """`RpcConnection.open_call`: carry one stream call for the block."""
     iterator = iterate_source(source) if source is not None else None
     try:
+        # A stream opened from a cancelled scope sends nothing at all.
+        await trio.lowlevel.checkpoint_if_cancelled()
         state = await connection._start_stream(call, window)
         try:
             async with open_service_nursery() as nursery:
@@ -296,4 +301,6 @@ async def open_exchange(
             await connection._end_stream(state)
     finally:
         if iterator is not None:
-            await aclose_if_possible(iterator)
+            # Never pumped (nothing was sent): the call owns it all the same.
+            with trio.CancelScope(shield=True):
+                await aclose_if_possible(iterator)

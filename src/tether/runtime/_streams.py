@@ -132,9 +132,9 @@ class Exchange(Protocol):
         ...
 
 
-#: An engine's way to carry a stream call: the call message is built by the
-#: caller of this function; `source` is the argument stream (None without one),
-#: `encode_item` unstructures each of its items.
+#: What a stub's `StreamCall` holds to make its call: the arguments are bound
+#: already (a `functools.partial` of the stub's opener); calling it opens the
+#: engine's block (`RpcBackend.open_call`, `Streams.open_invoke`).
 ExchangeOpener = Callable[[], AbstractAsyncContextManager[Exchange]]
 
 
@@ -351,7 +351,7 @@ class CalleeStream:
     the generator yields is produced under the call's ActivityId.
     """
 
-    __slots__ = ("_lot", "call_id", "inflow", "operation", "outflow", "send")
+    __slots__ = ("_lot", "call_id", "failure", "inflow", "operation", "outflow", "send")
 
     def __init__(
         self, call_id: int, operation: Operation, window: StreamWindow, send: SendMessage
@@ -361,6 +361,9 @@ class CalleeStream:
         self.send = send
         self.inflow = Inflow(window) if operation.stream_param is not None else None
         self.outflow = Outflow()
+        #: Why the reader failed this stream (the caller broke its rules): the
+        #: call's answer when its scope stops it (`fail`).
+        self.failure: InvalidRequest | None = None
         self._lot = trio.lowlevel.ParkingLot()
 
     # -- from the engine's reader (never waits) -------------------------------------
@@ -392,6 +395,18 @@ class CalleeStream:
         """A `credit` for this call: it may send more result items."""
         self.outflow.grant(items, size)
         self._lot.unpark_all()
+
+    def fail(self, failure: InvalidRequest) -> None:
+        """The caller broke the stream's rules: the call's answer is `failure`.
+
+        The engine cancels the call's scope, and answers with `failure` when
+        that scope stops it (an impl reading its stream argument gets
+        `failure` raised there, and its own error answers). Either way the
+        call gets one answer.
+        """
+        if self.failure is None:
+            self.failure = failure
+        self.close(failure)
 
     def close(self, error: BaseException) -> None:
         """The connection ended: a wait for items or credit raises `error`."""
