@@ -32,7 +32,8 @@ from ._endpoint import (
     too_large,
     too_large_reason,
 )
-from ._frames import FastFrames, message_frame
+from ._frames import FastFrames, message_parts
+from ._frames import Parts as _Parts
 from ._frames import frame as text_frame
 from ._reading import SocketReader
 
@@ -82,13 +83,39 @@ _REFUSAL_CODES = {
 }
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
+#: The most pieces one `sendmsg` is given (the kernel's IOV_MAX is 1024).
+_MAX_PARTS = 1024
 
 
-def _frame(data: bytes | BinaryMessage, mask: bool) -> bytes:
-    """The WebSocket frame of a message: JSON as a text frame, a BinaryMessage as a binary one."""
-    if type(data) is bytes:
-        return text_frame(data, mask)
-    return message_frame(data, mask)  # type: ignore[arg-type]
+def _parts(batch: list[bytes | BinaryMessage], mask: bool) -> _Parts:
+    """The frames of `batch` as pieces for `sendmsg`: a binary message's attachments
+    as they are (not copied into a frame), the rest joined."""
+    parts: _Parts = []
+    joined: list[bytes] = []
+    for data in batch:
+        if type(data) is bytes:
+            joined.append(text_frame(data, mask))
+            continue
+        if joined:
+            parts.append(b"".join(joined))
+            joined = []
+        parts += message_parts(data, mask)  # type: ignore[arg-type]
+    if joined:
+        parts.append(b"".join(joined))
+    return parts
+
+
+def _after(parts: _Parts, sent: int) -> _Parts:
+    """What is left of `parts` once their first `sent` bytes went out."""
+    for index, part in enumerate(parts):
+        size = len(part)
+        if sent < size:
+            rest = parts[index:]
+            if sent:
+                rest[0] = memoryview(part)[sent:]
+            return rest
+        sent -= size
+    return []
 
 
 class WebSocketStream(MessageStream):
@@ -145,7 +172,7 @@ class WebSocketStream(MessageStream):
         self.binary = False  # until the peer says it reads binary frames
         self._expect_welcome = False
         self._endpoint = endpoint  # the server's, on a server's stream
-        self._first: bytes | str | None = None
+        self._first: bytes | str | BinaryMessage | None = None
         self._prefix = prefix
         # A list, not a deque: an idle connection's empty list costs 56 bytes,
         # a deque over 600, and the writer takes the outbox whole.
@@ -160,11 +187,11 @@ class WebSocketStream(MessageStream):
         self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
         self._send_error: ConnectionClosed | None = None
 
-    def push_back(self, data: bytes | str) -> None:
+    def push_back(self, data: bytes | str | BinaryMessage) -> None:
         """Make `data` the next message received (the peeked hello)."""
         self._first = data
 
-    def peer_said(self, hello: bytes | str) -> None:
+    def peer_said(self, hello: bytes | str | BinaryMessage) -> None:
         """Server side: send binary frames if the peer's `hello` says it reads them."""
         self.binary = says_binary(hello)
 
@@ -173,7 +200,7 @@ class WebSocketStream(MessageStream):
         server's `welcome`, says it reads them."""
         self._expect_welcome = True
 
-    async def receive_message(self) -> bytes | str:
+    async def receive_message(self) -> bytes | str | BinaryMessage:
         first = self._first
         if first is not None:
             self._first = None
@@ -187,7 +214,7 @@ class WebSocketStream(MessageStream):
         return data
 
     @abc.abstractmethod
-    async def _receive_next(self) -> bytes | str:
+    async def _receive_next(self) -> bytes | str | BinaryMessage:
         """The next message off the socket (what `receive_message` returns)."""
 
     def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
@@ -436,32 +463,60 @@ class TrioWebSocketStream(WebSocketStream):
         lock = ws._stream_lock
         if raw is None or lock.locked():
             return _NOT_SENT
-        frame = _frame(data, self._mask)
+        if type(data) is bytes:
+            frame = text_frame(data, self._mask)
+            parts: _Parts | None = None
+            size = len(frame)
+        else:
+            # A binary message goes in pieces, its attachments not copied.
+            parts = message_parts(data, self._mask)  # type: ignore[arg-type]
+            size = sum([len(part) for part in parts])
         lock.acquire_nowait()
         try:
-            sent = raw.send(frame)
+            sent = raw.send(frame) if parts is None else raw.sendmsg(parts)
         except BlockingIOError:
             sent = 0
         except OSError:
-            sent = 0  # broken: trio's send, in _finish_send, reports it
-        if sent == len(frame):
+            sent = 0  # broken: the send in _finish_send reports it
+        if sent == size:
             lock.release()
             return None
-        return memoryview(frame)[sent:]
+        return _after([frame] if parts is None else parts, sent)
 
     async def _finish_send(self, rest: Any) -> None:
         # The frame is on the wire in part: it must be finished before any
         # other, even if the caller is cancelled meanwhile, or the peer would
         # read garbage. So it is shielded; what ends it early is the socket
         # closing (keepalive closes a peer that stopped reading).
-        ws = self._ws
         try:
             with trio.CancelScope(shield=True):
-                await ws._stream.send_all(rest)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise await self._broken() from None
+                await self._write(rest)
         finally:
-            ws._stream_lock.release()
+            self._ws._stream_lock.release()
+
+    async def _write(self, parts: _Parts) -> None:
+        """Write `parts` in order, waiting for room (the stream lock held). Raises ConnectionClosed.
+
+        On a plain socket with `sendmsg` (no joining of the pieces), else
+        through the trio stream, joined.
+        """
+        ws = self._ws
+        raw = self._raw
+        try:
+            if raw is None:
+                await ws._stream.send_all(b"".join(parts))
+                return
+            while True:
+                try:
+                    sent = raw.sendmsg(parts[:_MAX_PARTS])
+                except BlockingIOError:
+                    sent = 0
+                parts = _after(parts, sent)
+                if not parts:
+                    return
+                await trio.lowlevel.wait_writable(raw)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise await self._broken() from None
 
     async def _send_batch(self, batch: list[bytes | BinaryMessage]) -> None:
         ws = self._ws
@@ -470,15 +525,11 @@ class TrioWebSocketStream(WebSocketStream):
         # All the frames queued, framed and written in one send: what
         # `send_message` does for one, minus a lock round and a socket write
         # per frame.
-        mask = self._mask
-        data = b"".join([_frame(item, mask) for item in batch])
+        parts = _parts(batch, self._mask)
         async with ws._stream_lock:
-            try:
-                await ws._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise await self._broken() from None
+            await self._write(parts)
 
-    async def _receive_next(self) -> bytes | str:
+    async def _receive_next(self) -> bytes | str | BinaryMessage:
         self._reading = True
         try:
             return await self._receive()
@@ -543,7 +594,7 @@ class TrioWebSocketStream(WebSocketStream):
                 if not await reader.read_while_idle():
                     break
 
-    async def _receive(self) -> bytes | str:
+    async def _receive(self) -> bytes | str | BinaryMessage:
         ws = self._ws
         get_message = ws.get_message if self._reader is None else self._reader.get_message
         while True:
@@ -553,7 +604,7 @@ class TrioWebSocketStream(WebSocketStream):
                 closed = self._closed(exc.reason)
                 self._fail_sends(closed)
                 raise closed from None
-            if data[:7] == '{"t":"p' and type(data) is str and await self._answer_ping(data):
+            if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
                 continue
             return data
 
