@@ -23,6 +23,25 @@ from ._pool import _FAILURES, ConnectionPool, Headers, _Connection
 
 __all__ = ["Duplex", "open_duplex"]
 
+#: Bytes asked of the socket per read of a response body: a stream's items
+#: may be a MiB each, and every read costs a round through trio and h11.
+_BODY_READ_SIZE = 1024 * 1024
+#: The most pieces one `sendmsg` is given (the kernel's IOV_MAX is 1024).
+_MAX_PARTS = 1024
+
+
+def _after(parts: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of `parts` once their first `sent` bytes went out."""
+    for index, part in enumerate(parts):
+        size = len(part)
+        if sent < size:
+            rest = parts[index:]
+            if sent:
+                rest[0] = memoryview(part)[sent:]
+            return rest
+        sent -= size
+    return []
+
 
 class Duplex:
     """A request sent in pieces, and its response read as it comes (see the module).
@@ -75,6 +94,32 @@ class Duplex:
         if data:
             await self._write(h11.Data(data=data), "while sending the request body")
 
+    async def send_pieces(self, pieces: list[bytes]) -> None:
+        """Send pieces of a chunked body, in order, one chunk each, without joining them.
+
+        On a plain socket with `sendmsg` (h11 frames each piece without
+        copying it); otherwise joined, through the stream.
+
+        Raises:
+            ConnectionClosed: the connection broke (or the server closed it).
+        """
+        conn = self._conn
+        try:
+            parts: list[bytes | memoryview] = []
+            for piece in pieces:
+                if piece:
+                    parts += conn.h11.send_with_data_passthrough(h11.Data(data=piece)) or []
+            stream = conn.stream
+            if type(stream) is not trio.SocketStream or len(parts) > _MAX_PARTS:
+                await stream.send_all(b"".join(parts))
+                return
+            sock = stream.socket
+            while parts:
+                sent = await sock.sendmsg(parts)
+                parts = _after(parts, sent)
+        except _FAILURES as exc:
+            raise self._pool._translate(exc, "while sending the request body", conn) from exc
+
     async def end(self) -> None:
         """End a chunked body."""
         await self._write(h11.EndOfMessage(), "while ending the request body")
@@ -105,8 +150,10 @@ class Duplex:
         except _FAILURES as exc:
             raise self._pool._translate(exc, "while waiting for the response", conn) from exc
 
-    async def receive_some(self) -> bytes:
+    async def receive_some(self) -> bytes | bytearray:
         """The next piece of the response body, never empty; b"" once it has ended.
+
+        The piece may be a bytearray (h11's own, not copied again).
 
         Raises:
             ConnectionClosed: the connection broke before the body's end.
@@ -118,10 +165,11 @@ class Duplex:
             while True:
                 event = conn.h11.next_event()
                 if event is h11.NEED_DATA:
-                    await conn.read()
+                    await conn.read(_BODY_READ_SIZE)
                 elif type(event) is h11.Data:
                     if event.data:
-                        return bytes(event.data)
+                        data: bytes | bytearray = event.data
+                        return data
                 elif type(event) is h11.EndOfMessage:
                     self._response_ended = True
                     return b""
