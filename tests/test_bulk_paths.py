@@ -35,6 +35,7 @@ from tether.runtime._util import open_service_nursery
 from tether.transports import http
 from tether.transports.http._duplex import _BodyBuffer, _use_body_buffer
 from tether.transports.http._framing import Splitter, item_value
+from tether.transports.websocket import _frames
 from tether.transports.websocket._frames import (
     BIG_FRAME,
     FastFrames,
@@ -291,3 +292,19 @@ async def test_tether_client_stream_over_http_still_sends_json_items() -> None:
             async with http.connect(url, interfaces=[Telemetry]) as connection:
                 assert await connection.get_client(Telemetry).total(numbers()) == sum(range(100))
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("size", [1025, 70_000, 1 << 20])
+def test_masking_without_websockets_is_the_same_xor(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pure-Python way (translate on each fourth byte), used when the
+    # `websockets` package's C function is not installed.
+    data, key = os.urandom(size), os.urandom(4)
+    expected = (
+        int.from_bytes(data, "big")
+        ^ int.from_bytes(key * (size // 4 + 1), "big") >> (8 * (4 - size % 4) if size % 4 else 0)
+    ).to_bytes(size, "big")
+    monkeypatch.setattr(_frames, "_apply_mask", None)
+    assert bytes(_frames._xor(data, key)) == expected
+    assert bytes(_frames._xor(bytearray(data), key)) == expected
