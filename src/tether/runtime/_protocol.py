@@ -653,7 +653,9 @@ def decode(data: bytes | bytearray | memoryview | str | BinaryMessage) -> Messag
             missing or of the wrong type, or a malformed binary message. `details`
             names the field, and holds the request `id` when it could be read.
     """
-    if isinstance(data, BinaryMessage):
+    if isinstance(data, BinaryMessage) or (type(data) is not str and data[:1] == b"\x00"):
+        # A frame is not handed to orjson first: it would check a MiB of
+        # attachments as UTF-8 only to refuse them.
         obj = unpack(data, None)
     else:
         try:

@@ -109,9 +109,9 @@ class _Connection:
         # the connection was lost, not that the server broke the protocol.
         self.eof = False
 
-    async def read(self) -> None:
-        """Give h11 the next bytes from the server (an end of stream at EOF)."""
-        data = await self.stream.receive_some(_RECEIVE_SIZE)
+    async def read(self, size: int = _RECEIVE_SIZE) -> None:
+        """Give h11 the next bytes from the server, at most `size` (an end of stream at EOF)."""
+        data = await self.stream.receive_some(size)
         if not data:
             self.eof = True
         self.h11.receive_data(data)

@@ -527,12 +527,15 @@ class HttpApp:
             else:
                 framed = require_json_or_frame(request.content_type)
             timeout_ms = request.checked_timeout_ms()
+            body: bytes | bytearray
             if splitter is None:
                 body = await read_body(
                     receive, request.content_length, self.max_body_size, self.body_timeout
                 )
             else:
                 body, ended = await read_arguments(receive, splitter, self.body_timeout)
+                # A records body's arguments may be a frame (bytes among them).
+                framed = body[:1] == b"\x00"
             args = unpack_frame(body).get("args") if framed else loads(body)
             if not isinstance(args, list):
                 raise InvalidRequest(

@@ -27,12 +27,18 @@ from ...runtime import (
     TransportError,
 )
 from ...runtime._binary import unpack_frame
-from ...runtime._codec import dumps, loads
+from ...runtime._codec import loads
 from ...runtime._protocol import Call, Error, ErrorInfo, Item, Result
 from ...runtime._streams import aclose_if_possible, iterate_source
 from ...runtime._util import open_service_nursery
 from ._duplex import Duplex, open_duplex
-from ._framing import RECORDS_TYPE, Splitter, media_form, record, two_way_refusal
+from ._framing import (
+    RECORDS_TYPE,
+    Splitter,
+    item_record,
+    media_form,
+    two_way_refusal,
+)
 from ._pool import Response
 from ._wire import JSON
 
@@ -106,7 +112,7 @@ class HttpExchange:
         from ._client import error_info_from_response
 
         self._done = True
-        chunks: list[bytes] = []
+        chunks: list[bytes | bytearray] = []
         size = 0
         while chunk := await self._duplex.receive_some():
             size += len(chunk)
@@ -122,7 +128,7 @@ class HttpExchange:
             return Result(self._call.id, loads(response.body))
         return Error(self._call.id, error_info_from_response(response, self._call.ctx.activity_id))
 
-    def _message(self, text: bytes) -> Item | Result | Error:
+    def _message(self, text: bytes | bytearray) -> Item | Result | Error:
         call = self._call
         try:
             # A record is JSON (its first byte `{`) or a binary frame (its first byte 0).
@@ -177,14 +183,15 @@ class _Pump:
         iterator = iterate_source(source)
         try:
             async for item in iterator:
-                data = dumps(encode_item(item))
-                if len(data) > limit:
+                # JSON, or a binary frame when it holds bytes (carried raw).
+                pieces, size = item_record(encode_item(item))
+                if size > limit:
                     raise PayloadTooLarge(
-                        f"a stream item encodes to {len(data)} bytes, over this connection's "
+                        f"a stream item encodes to {size} bytes, over this connection's "
                         f"limit of {limit} per item (max_message_size): send smaller items",
-                        details={"size": len(data), "limit": limit},
+                        details={"size": size, "limit": limit},
                     )
-                await duplex.send(record(data))
+                await duplex.send_pieces(pieces)
             await duplex.end()
         except TransportError:
             # The server answered (or went away) before taking the whole body:
@@ -229,9 +236,10 @@ async def open_http_call(
         body = backend.encode_args(call)
         headers += [JSON, _ACCEPT_RECORDS]
     else:
-        args = dumps(call.args)
-        if len(args) > limit:
-            raise backend.too_large(len(args))
+        # JSON, or a frame {"args": [...]} when they hold bytes.
+        arg_pieces, size = item_record(call.args, "args")
+        if size > limit:
+            raise backend.too_large(size)
         headers += [(b"content-type", RECORDS_TYPE), _ACCEPT_JSON]
     if call.timeout_ms is not None:
         headers.append((b"x-timeout-ms", b"%d" % call.timeout_ms))
@@ -246,7 +254,7 @@ async def open_http_call(
         if source is None:
             yield exchange
             return
-        await duplex.send(record(args))
+        await duplex.send_pieces(arg_pieces)
         # A service nursery: the block's own error comes out as itself.
         async with open_service_nursery() as nursery:
             nursery.start_soon(pump.run, duplex, source, encode_item, limit, nursery.cancel_scope)

@@ -29,7 +29,7 @@ import trio
 
 from ...runtime import ConnectionClosed, InvalidRequest, PayloadTooLarge, TetherError
 from ...runtime._binary import message_size, pack
-from ...runtime._codec import dumps, loads
+from ...runtime._codec import dumps
 from ...runtime._dispatch import (
     Dispatcher,
     PreparedCall,
@@ -58,7 +58,7 @@ from ._asgi import (
     send_error_info,
     send_frame,
 )
-from ._framing import NDJSON_TYPE, RECORDS_TYPE, Splitter, line, record
+from ._framing import NDJSON_TYPE, RECORDS_TYPE, Splitter, binary_pieces, item_value, line, record
 from ._wire import JSON
 
 __all__ = [
@@ -137,8 +137,7 @@ class ResultWriter:
 
     def _frame(self, payload: bytes | BinaryMessage) -> bytes:
         if type(payload) is BinaryMessage:
-            # The record of a binary frame, its attachments copied once.
-            return b"".join([_U32.pack(payload.size), *payload.chunks()])
+            return b"".join(binary_pieces(payload))
         return record(payload) if self._records else line(payload)  # type: ignore[arg-type]
 
     async def _start(self) -> None:
@@ -165,9 +164,16 @@ class ResultWriter:
         payload = item_payload(message.value, self._limit, self._records)
         if not self.started:
             await self._start()
-        await self._send(
-            {"type": "http.response.body", "body": self._frame(payload), "more_body": True}
-        )
+        if type(payload) is BinaryMessage:
+            # Its record in pieces, one send each: a large attachment is not
+            # copied into a record here (hypercorn copies it once, into its
+            # chunk).
+            for piece in binary_pieces(payload):
+                await self._send({"type": "http.response.body", "body": piece, "more_body": True})
+        else:
+            await self._send(
+                {"type": "http.response.body", "body": self._frame(payload), "more_body": True}
+            )
         return message_size(payload)
 
     async def finish(self, reply: Result | Error) -> None:
@@ -185,7 +191,7 @@ class ResultWriter:
 
 async def read_first_text(
     receive: Receive, splitter: Splitter, time_limit: float
-) -> tuple[bytes, bool]:
+) -> tuple[bytes | bytearray, bool]:
     """The first text of a stream body (its arguments), within `time_limit` seconds.
 
     Returns:
@@ -275,7 +281,7 @@ class BodyReader:
                     if text is None:
                         stream.on_end()
                         break
-                value = loads(text)
+                value = item_value(text)
                 while inflow.allowed_items <= 0 or inflow.allowed_bytes <= 0:
                     # The impl's window is full: read no more of the body.
                     self._credit = trio.Event()
@@ -416,7 +422,7 @@ def error_start(info: ErrorInfo, headers: list[tuple[bytes, bytes]]) -> dict[str
 
 async def read_arguments(
     receive: Receive, splitter: Splitter, body_timeout: float
-) -> tuple[bytes, bool]:
+) -> tuple[bytes | bytearray, bool]:
     """A client stream's first text, its arguments, within `body_timeout`.
 
     Returns:

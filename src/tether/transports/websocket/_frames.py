@@ -22,6 +22,12 @@ leaves everything else to wsproto:
 - Once a close is under way, a pong (or ping) trio-websocket asks for is not
   sent: wsproto would raise, and the error would end the connection's reader
   task and the server around it.
+- A large binary frame (a MiB item of a stream) is read into a buffer of its
+  own size once its header has come: `FastFrames.wanting` is where the reader
+  receives the rest straight from the socket (`recv_into`), so its payload is
+  never copied out of a growing buffer, and it is handed over as that
+  bytearray. `message_parts` writes a binary message's frame as pieces (for
+  `sendmsg`): its attachments are not copied at all.
 
 Whether wsproto is between frames is read from its private state. If a future
 wsproto moves that state, `FastFrames` never takes the fast path, and frames
@@ -31,7 +37,7 @@ are read exactly as before (tests/test_wsframes.py fails loudly first).
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from wsproto import WSConnection
@@ -40,24 +46,41 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 
 from ...runtime._binary import BinaryMessage
 
-__all__ = ["FastFrames", "binary_frame", "frame", "message_frame"]
+__all__ = ["BIG_FRAME", "FastFrames", "binary_frame", "frame", "message_frame", "message_parts"]
 
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
 _MASKED = 0x80
 
 
+#: A binary frame larger than this whose header has come is read into a buffer
+#: of its own (`FastFrames.wanting`) rather than through the parsing buffer.
+BIG_FRAME = 64 * 1024
+
 # For each byte value k, the 256 bytes b ^ k: one `translate` masks every
 # fourth byte of a large payload.
 _XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
 
+_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None
+try:
+    # The `websockets` package's C masking, when it is installed: about 25
+    # times faster than `translate` on a MiB (0.04 ms against 0.9), which is
+    # what a client stream's upload costs on each side. Optional: without it,
+    # the pure-Python way below.
+    from websockets.speedups import (  # type: ignore[import-not-found,unused-ignore]
+        apply_mask as _apply_mask,
+    )
+except ImportError:  # pragma: no cover - depends on what is installed
+    _apply_mask = None
 
-def _xor(data: bytes | bytearray, key: bytes) -> bytes | bytearray:
+
+def _xor(data: bytes | bytearray | memoryview, key: bytes) -> bytes | bytearray:
     """`data` XORed with the repeated 4-byte `key` (masking and unmasking are the same).
 
-    Small payloads as one big integer, large ones by `translate` on each
+    Small payloads as one big integer, large ones by the `websockets`
+    package's C function if it is installed, else by `translate` on each
     fourth of the bytes: each the faster on its side of about 1 KiB. A
-    bytearray is masked in place.
+    bytearray may be masked in place.
     """
     size = len(data)
     if size <= 1024:
@@ -66,6 +89,9 @@ def _xor(data: bytes | bytearray, key: bytes) -> bytes | bytearray:
         keys = (key * (size // 4 + 1))[:size]
         value = int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")
         return value.to_bytes(size, "little")
+    if _apply_mask is not None:
+        masked: bytes = _apply_mask(data, key)
+        return masked
     out = data if type(data) is bytearray else bytearray(data)
     for i in range(4):
         out[i::4] = out[i::4].translate(_XOR_TABLES[key[i]])
@@ -103,9 +129,31 @@ def binary_frame(data: bytes, mask: bool) -> bytes:
 def message_frame(message: BinaryMessage, mask: bool) -> bytes:
     """One whole binary frame carrying `message`'s frame; unmasked, its attachments are
     copied once (into the frame), not twice (into `message.frame()`, then the frame)."""
-    if mask:
-        return binary_frame(message.frame(), True)
-    return b"".join([_header(_BINARY, message.size, 0), *message.chunks()])
+    return b"".join(message_parts(message, mask))
+
+
+#: A frame in pieces, to be written one after the other.
+Parts = list[bytes | bytearray | memoryview]
+
+
+def message_parts(message: BinaryMessage, mask: bool) -> Parts:
+    """`message_frame` as pieces to write one after the other (`sendmsg`).
+
+    Unmasked, the attachments are pieces as they are (no copy); masked, each
+    piece is masked on its own, the key turned to where the piece begins (one
+    copy: the masking's, and no joining).
+    """
+    chunks = message.chunks()
+    if not mask:
+        return [_header(_BINARY, message.size, 0), *chunks]
+    key = os.urandom(4)
+    parts: Parts = [_header(_BINARY, message.size, _MASKED) + key]
+    at = 0
+    for chunk in chunks:
+        turn = at % 4
+        parts.append(_xor(chunk, key[turn:] + key[:turn]))
+        at += len(chunk)
+    return parts
 
 
 class _Handshaken:
@@ -144,6 +192,9 @@ class FastFrames:
     """
 
     __slots__ = (
+        "_big",
+        "_big_at",
+        "_big_key",
         "_buffer",
         "_closing",
         "_failing",
@@ -163,6 +214,11 @@ class FastFrames:
         self._mask_bit = 0 if inner.client else _MASKED
         self._limit = max_message_size
         self._buffer = bytearray()
+        # A large binary frame being read into a buffer of its own: its
+        # payload (`_big`), how much of it came, its masking key if any.
+        self._big: bytearray | None = None
+        self._big_at = 0
+        self._big_key: bytes | None = None
         self._fast = False
         # Whether wsproto is between messages, not only between the frames of one.
         self._whole = False
@@ -196,10 +252,35 @@ class FastFrames:
 
     def receive_data(self, data: bytes | None) -> None:
         if data is not None and (self._fast or self._resume()):
+            big = self._big
+            if big is not None:
+                # The rest of a large frame first, straight into its buffer.
+                at = self._big_at
+                take = min(len(big) - at, len(data))
+                big[at : at + take] = data[:take]
+                self._big_at = at + take
+                if take == len(data):
+                    return
+                data = data[take:]
             self._buffer += data
             return
         self._to_wsproto()
         self._inner.receive_data(data)
+
+    def wanting(self) -> memoryview | None:
+        """Where the rest of a large binary frame goes, if one is being read.
+
+        The reader receives into it (`socket.recv_into`) and says how much
+        came with `filled`: the payload is read once, into its own buffer.
+        """
+        big = self._big
+        if big is None:
+            return None
+        return memoryview(big)[self._big_at :]
+
+    def filled(self, count: int) -> None:
+        """`count` more bytes of the large frame came, into `wanting()`."""
+        self._big_at += count
 
     def events(self) -> Generator[Event, None, None]:
         inner = self._inner
@@ -271,6 +352,8 @@ class FastFrames:
         goes on right after it), or at once with everything after it when
         waiting is not right (a frame over the limit, a bad length form).
         """
+        if self._big is not None:
+            return self._big_done()
         buffer = self._buffer
         have = len(buffer)
         if have < 2:
@@ -301,6 +384,14 @@ class FastFrames:
             self._to_wsproto()
             return _HANDED
         if have < end:
+            if (
+                first == _BINARY
+                and size > BIG_FRAME
+                and masked == self._mask_bit
+                and self._whole
+                and end - have > BIG_FRAME
+            ):
+                self._big_begin(start, size, bool(masked))
             return None
         if (
             (first != _TEXT and first != _BINARY)  # control, fragment, RSV bits, bad opcode
@@ -318,6 +409,28 @@ class FastFrames:
             del buffer[:end]
             return TextMessage(data=text, frame_finished=True, message_finished=True)
         del buffer[:end]
+        return BytesMessage(data=payload, frame_finished=True, message_finished=True)
+
+    def _big_begin(self, start: int, size: int, masked: bool) -> None:
+        """Read the large binary frame whose payload begins at `start` into its own buffer."""
+        buffer = self._buffer
+        big = bytearray(size)
+        got = len(buffer) - start
+        big[:got] = buffer[start:]
+        self._big_key = bytes(buffer[start - 4 : start]) if masked else None
+        self._big = big
+        self._big_at = got
+        buffer.clear()
+
+    def _big_done(self) -> Any:
+        """The large frame's message once all of it came, else None."""
+        big = self._big
+        assert big is not None
+        if self._big_at < len(big):
+            return None
+        self._big = None
+        key = self._big_key
+        payload = big if key is None else _xor(big, key)
         return BytesMessage(data=payload, frame_finished=True, message_finished=True)
 
 

@@ -37,7 +37,14 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
+from ...runtime import InvalidRequest
+from ...runtime._binary import BinaryMessage
+from ._frames import FastFrames
+
 __all__ = ["IDLE_KEEP_MESSAGES", "SocketReader"]
+
+#: What `_read_and_act` read when it received into a large frame's buffer.
+_SOME = b"\x00"
 
 #: Bytes asked of the socket in one read (trio-websocket's receive_buffer_size).
 _READ_SIZE = 64 * 1024
@@ -75,7 +82,7 @@ class SocketReader:
         self._ws = ws
         self._sock = sock
         # Messages read and not yet taken: _pending[_taken:], in order.
-        self._pending: list[str | bytes] = []
+        self._pending: list[str | bytes | BinaryMessage] = []
         self._taken = 0
         # The read under way (a token of its own), if any: one at a time.
         self._reading: object | None = None
@@ -94,7 +101,7 @@ class SocketReader:
         ws = self._ws
         return self._discarding or not ws._reader_running or ws._close_handshake.is_set()
 
-    def take_nowait(self) -> str | bytes | None:
+    def take_nowait(self) -> str | bytes | BinaryMessage | None:
         """The next message already read, if any."""
         pending = self._pending
         if not pending or self._discarding:
@@ -108,7 +115,7 @@ class SocketReader:
         self._taken = taken
         return data
 
-    async def get_message(self) -> str | bytes:
+    async def get_message(self) -> str | bytes | BinaryMessage:
         """The next message, as `WebSocketConnection.get_message` returns it.
 
         Raises:
@@ -194,9 +201,17 @@ class SocketReader:
         ws = self._ws
         sock = self._sock
         data = b""
+        into: memoryview | None = None
         while True:
+            frames: Any = ws._wsproto
+            into = frames.wanting() if type(frames) is FastFrames else None
             try:
-                data = sock.recv(_READ_SIZE)
+                if into is None:
+                    data = sock.recv(_READ_SIZE)
+                else:
+                    # The rest of a large frame, straight into its buffer.
+                    count = sock.recv_into(into)
+                    data = b"" if not count else _SOME
             except BlockingIOError:
                 self._unyielded = 0
                 self._idle = idle
@@ -221,6 +236,10 @@ class SocketReader:
             ws._reader_running = False
             return
         if ws._wsproto.state is ConnectionState.CLOSED:
+            return
+        if into is not None:
+            frames.filled(count)
+            await self._act()
             return
         try:
             ws._wsproto.receive_data(data)
@@ -248,8 +267,10 @@ class SocketReader:
                 if event.message_finished and not ws._message_parts and len(event.data) <= limit:
                     if not self._discarding:
                         data = event.data
-                        # a binary payload may come as a bytearray (as one message, bytes)
-                        pending.append(data if type(data) is not bytearray else bytes(data))
+                        # A binary payload may come as a bytearray: a large
+                        # frame's own buffer is parsed where it is, its
+                        # attachments copied out once (`_binary_message`).
+                        pending.append(data if type(data) is not bytearray else _message(data))
                     continue
                 if self._part(event):
                     others.append(event)  # too big: the 1009 close, and nothing after it
@@ -368,3 +389,15 @@ class SocketReader:
             pass
         finally:
             await ws._close_stream()
+
+
+def _message(data: bytearray) -> bytes | BinaryMessage:
+    """A binary message received as a bytearray: a BinaryMessage if it is a
+    well-formed frame (its attachments copied out of `data` once), else its bytes
+    (for `decode` to refuse, as it would have)."""
+    if data[:1] == b"\x00":
+        try:
+            return BinaryMessage.parse(data)
+        except InvalidRequest:
+            pass
+    return bytes(data)

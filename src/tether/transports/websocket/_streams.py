@@ -1,15 +1,15 @@
 """MessageStreams over one WebSocket: trio-websocket's connection (the client,
-and `serve`'s server) and an ASGI connection (hypercorn's `{prefix}/ws`).
+and `serve`'s server) and an ASGI connection (hypercorn's `{prefix}/ws`, in
+`_asgi_stream`, re-exported here).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import itertools
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -17,22 +17,21 @@ import trio_websocket
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
 from ...runtime._protocol import BinaryMessage, message_size, says_binary
-from .._web import heartbeat, ping_message, pong_message
+from .._web import heartbeat, pong_message
 from ._endpoint import (
     ABNORMAL,
     CONNECTION_LOST,
     GOING_AWAY,
     INTERNAL_ERROR,
-    MESSAGE_TOO_BIG,
     NORMAL,
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
     Endpoint,
     closed_error,
     too_large,
-    too_large_reason,
 )
-from ._frames import FastFrames, message_frame
+from ._frames import FastFrames, message_parts
+from ._frames import Parts as _Parts
 from ._frames import frame as text_frame
 from ._reading import SocketReader
 
@@ -82,13 +81,39 @@ _REFUSAL_CODES = {
 }
 #: What `_try_send_now` returns when the message must be queued.
 _NOT_SENT: Any = object()
+#: The most pieces one `sendmsg` is given (the kernel's IOV_MAX is 1024).
+_MAX_PARTS = 1024
 
 
-def _frame(data: bytes | BinaryMessage, mask: bool) -> bytes:
-    """The WebSocket frame of a message: JSON as a text frame, a BinaryMessage as a binary one."""
-    if type(data) is bytes:
-        return text_frame(data, mask)
-    return message_frame(data, mask)  # type: ignore[arg-type]
+def _parts(batch: list[bytes | BinaryMessage], mask: bool) -> _Parts:
+    """The frames of `batch` as pieces for `sendmsg`: a binary message's attachments
+    as they are (not copied into a frame), the rest joined."""
+    parts: _Parts = []
+    joined: list[bytes] = []
+    for data in batch:
+        if type(data) is bytes:
+            joined.append(text_frame(data, mask))
+            continue
+        if joined:
+            parts.append(b"".join(joined))
+            joined = []
+        parts += message_parts(data, mask)  # type: ignore[arg-type]
+    if joined:
+        parts.append(b"".join(joined))
+    return parts
+
+
+def _after(parts: _Parts, sent: int) -> _Parts:
+    """What is left of `parts` once their first `sent` bytes went out."""
+    for index, part in enumerate(parts):
+        size = len(part)
+        if sent < size:
+            rest = parts[index:]
+            if sent:
+                rest[0] = memoryview(part)[sent:]
+            return rest
+        sent -= size
+    return []
 
 
 class WebSocketStream(MessageStream):
@@ -145,7 +170,7 @@ class WebSocketStream(MessageStream):
         self.binary = False  # until the peer says it reads binary frames
         self._expect_welcome = False
         self._endpoint = endpoint  # the server's, on a server's stream
-        self._first: bytes | str | None = None
+        self._first: bytes | str | BinaryMessage | None = None
         self._prefix = prefix
         # A list, not a deque: an idle connection's empty list costs 56 bytes,
         # a deque over 600, and the writer takes the outbox whole.
@@ -160,11 +185,11 @@ class WebSocketStream(MessageStream):
         self._drained = trio.lowlevel.ParkingLot()  # closers waiting for the outbox
         self._send_error: ConnectionClosed | None = None
 
-    def push_back(self, data: bytes | str) -> None:
+    def push_back(self, data: bytes | str | BinaryMessage) -> None:
         """Make `data` the next message received (the peeked hello)."""
         self._first = data
 
-    def peer_said(self, hello: bytes | str) -> None:
+    def peer_said(self, hello: bytes | str | BinaryMessage) -> None:
         """Server side: send binary frames if the peer's `hello` says it reads them."""
         self.binary = says_binary(hello)
 
@@ -173,7 +198,7 @@ class WebSocketStream(MessageStream):
         server's `welcome`, says it reads them."""
         self._expect_welcome = True
 
-    async def receive_message(self) -> bytes | str:
+    async def receive_message(self) -> bytes | str | BinaryMessage:
         first = self._first
         if first is not None:
             self._first = None
@@ -187,7 +212,7 @@ class WebSocketStream(MessageStream):
         return data
 
     @abc.abstractmethod
-    async def _receive_next(self) -> bytes | str:
+    async def _receive_next(self) -> bytes | str | BinaryMessage:
         """The next message off the socket (what `receive_message` returns)."""
 
     def _close_as(self, reason: str | None, code: int) -> tuple[str | None, int]:
@@ -436,32 +461,60 @@ class TrioWebSocketStream(WebSocketStream):
         lock = ws._stream_lock
         if raw is None or lock.locked():
             return _NOT_SENT
-        frame = _frame(data, self._mask)
+        if type(data) is bytes:
+            frame = text_frame(data, self._mask)
+            parts: _Parts | None = None
+            size = len(frame)
+        else:
+            # A binary message goes in pieces, its attachments not copied.
+            parts = message_parts(data, self._mask)  # type: ignore[arg-type]
+            size = sum([len(part) for part in parts])
         lock.acquire_nowait()
         try:
-            sent = raw.send(frame)
+            sent = raw.send(frame) if parts is None else raw.sendmsg(parts)
         except BlockingIOError:
             sent = 0
         except OSError:
-            sent = 0  # broken: trio's send, in _finish_send, reports it
-        if sent == len(frame):
+            sent = 0  # broken: the send in _finish_send reports it
+        if sent == size:
             lock.release()
             return None
-        return memoryview(frame)[sent:]
+        return _after([frame] if parts is None else parts, sent)
 
     async def _finish_send(self, rest: Any) -> None:
         # The frame is on the wire in part: it must be finished before any
         # other, even if the caller is cancelled meanwhile, or the peer would
         # read garbage. So it is shielded; what ends it early is the socket
         # closing (keepalive closes a peer that stopped reading).
-        ws = self._ws
         try:
             with trio.CancelScope(shield=True):
-                await ws._stream.send_all(rest)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise await self._broken() from None
+                await self._write(rest)
         finally:
-            ws._stream_lock.release()
+            self._ws._stream_lock.release()
+
+    async def _write(self, parts: _Parts) -> None:
+        """Write `parts` in order, waiting for room (the stream lock held). Raises ConnectionClosed.
+
+        On a plain socket with `sendmsg` (no joining of the pieces), else
+        through the trio stream, joined.
+        """
+        ws = self._ws
+        raw = self._raw
+        try:
+            if raw is None:
+                await ws._stream.send_all(b"".join(parts))
+                return
+            while True:
+                try:
+                    sent = raw.sendmsg(parts[:_MAX_PARTS])
+                except BlockingIOError:
+                    sent = 0
+                parts = _after(parts, sent)
+                if not parts:
+                    return
+                await trio.lowlevel.wait_writable(raw)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise await self._broken() from None
 
     async def _send_batch(self, batch: list[bytes | BinaryMessage]) -> None:
         ws = self._ws
@@ -470,15 +523,11 @@ class TrioWebSocketStream(WebSocketStream):
         # All the frames queued, framed and written in one send: what
         # `send_message` does for one, minus a lock round and a socket write
         # per frame.
-        mask = self._mask
-        data = b"".join([_frame(item, mask) for item in batch])
+        parts = _parts(batch, self._mask)
         async with ws._stream_lock:
-            try:
-                await ws._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise await self._broken() from None
+            await self._write(parts)
 
-    async def _receive_next(self) -> bytes | str:
+    async def _receive_next(self) -> bytes | str | BinaryMessage:
         self._reading = True
         try:
             return await self._receive()
@@ -543,7 +592,7 @@ class TrioWebSocketStream(WebSocketStream):
                 if not await reader.read_while_idle():
                     break
 
-    async def _receive(self) -> bytes | str:
+    async def _receive(self) -> bytes | str | BinaryMessage:
         ws = self._ws
         get_message = ws.get_message if self._reader is None else self._reader.get_message
         while True:
@@ -553,7 +602,7 @@ class TrioWebSocketStream(WebSocketStream):
                 closed = self._closed(exc.reason)
                 self._fail_sends(closed)
                 raise closed from None
-            if data[:7] == '{"t":"p' and type(data) is str and await self._answer_ping(data):
+            if type(data) is str and data[:7] == '{"t":"p' and await self._answer_ping(data):
                 continue
             return data
 
@@ -659,138 +708,5 @@ def _fit_reason(reason: str | None) -> str | None:
     return data[:120].decode("utf-8", "ignore") + "..."
 
 
-class AsgiWebSocketStream(WebSocketStream):
-    """A MessageStream over an ASGI WebSocket connection (hypercorn), server side."""
-
-    __slots__ = (
-        "_close_sent",
-        "_closing",
-        "_ping_ids",
-        "_pong",
-        "_receive",
-        "_receiving",
-        "_send",
-    )
-
-    def __init__(
-        self,
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
-        max_message_size: int,
-        endpoint: Endpoint | None = None,
-    ) -> None:
-        super().__init__(max_message_size, "WebSocket", endpoint)
-        self._receive = receive
-        # Cancelled by a close from this side: hypercorn then waits for the
-        # peer's close frame, which a dead peer never sends.
-        self._receiving: trio.CancelScope | None = None
-        self._send = send
-        self._ping_ids = itertools.count(1)
-        self._pong = trio.Event()
-        self._closing = False  # aclose has begun: it drains once
-        self._close_sent = False  # the close is handed to hypercorn once
-
-    async def _send_batch(self, batch: list[bytes | BinaryMessage]) -> None:
-        for data in batch:
-            if self._send_error is not None:
-                raise self._send_error
-            # hypercorn drops a send on a closed socket silently; the receive
-            # side sees the close and reports it.
-            if type(data) is bytes:
-                await self._send({"type": "websocket.send", "text": data.decode()})
-            else:
-                await self._send({"type": "websocket.send", "bytes": data.frame()})  # type: ignore[union-attr]
-
-    async def _receive_next(self) -> bytes | str:
-        while True:
-            if self._send_error is not None:
-                await trio.lowlevel.checkpoint()
-                raise self._send_error
-            with trio.CancelScope() as self._receiving:
-                event = await self._receive()
-            self._receiving = None
-            if self._send_error is not None:
-                raise self._send_error
-            kind = event["type"]
-            if kind == "websocket.receive":
-                text = event.get("text")
-                data: bytes | str = text if text is not None else event.get("bytes") or b""
-                if len(data) > self.max_message_size:
-                    reason = too_large_reason(len(data), self.max_message_size)
-                    await self.aclose(reason, MESSAGE_TOO_BIG)
-                    raise self._send_error or closed_error(
-                        MESSAGE_TOO_BIG, reason, prefix="WebSocket"
-                    )
-                if len(data) < 64 and self._is_pong(data):
-                    continue
-                return data
-            if kind == "websocket.disconnect":
-                self._close_sent = True  # gone: nothing more may be sent, a close neither
-                code = event.get("code", 1005)
-                closed = closed_error(code, event.get("reason"), prefix="WebSocket")
-                self._fail_sends(closed)
-                raise closed
-
-    def _fail_sends(self, exc: ConnectionClosed) -> None:
-        # Closed: a keepalive waiting for a pong stops waiting.
-        super()._fail_sends(exc)
-        self._pong.set()
-
-    def _is_pong(self, data: bytes | str) -> bool:
-        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-        if '"pong"' not in text:
-            return False
-        beat = heartbeat(data)
-        if beat is None or beat[0] != "pong":
-            return False
-        self._pong.set()
-        return True
-
-    async def aclose(self, reason: str | None = None, code: int = NORMAL) -> None:
-        reason, code = self._close_as(reason, code)
-        if self._close_sent:
-            await trio.lowlevel.checkpoint()
-            return
-        with trio.CancelScope(shield=True):
-            if not self._closing:
-                self._closing = True
-                if self._send_error is None:
-                    with trio.move_on_after(CLOSE_TIMEOUT):
-                        await self._drain()
-                # What the peer did not take in time is dropped; the writer
-                # stops after the message it is sending.
-                self._fail_sends(closed_error(code, reason, prefix="WebSocket"))
-                if self._receiving is not None:
-                    self._receiving.cancel()
-            if self._writing:
-                # hypercorn writes each frame shielded, so a peer that reads
-                # nothing holds the writer in that frame, and the close would
-                # wait behind it for as long: a close that gave up waiting
-                # would be lost (hypercorn then closes with 1011 and no
-                # reason). So the close is left to the connection's last
-                # aclose, after the writer is done (`HttpApp._websocket`),
-                # and the session ends now.
-                await trio.lowlevel.checkpoint()
-                return
-            self._close_sent = True
-            await self._send(
-                {"type": "websocket.close", "code": code, "reason": _fit_reason(reason)}
-            )
-
-    async def ping_once(self, answer_within: float) -> bool:
-        # ASGI hides WebSocket pings from the app: ping inside the envelope.
-        if self._send_error is not None:
-            await trio.lowlevel.checkpoint()
-            return False
-        self._pong = trio.Event()
-        try:
-            await self.send_message(ping_message(next(self._ping_ids)))
-        except ConnectionClosed:
-            return False
-        with trio.move_on_after(answer_within):
-            await self._pong.wait()
-            # Set by a pong, or by the close (which also ends the waiting).
-            return self._send_error is None
-        _log.info("closing a WebSocket: no pong within %s s", answer_within)
-        await self.aclose(f"no answer to a ping within {answer_within:g} s", INTERNAL_ERROR)
-        return False
+# The ASGI side (hypercorn's `{prefix}/ws`) is in `_asgi_stream`; re-exported here.
+from ._asgi_stream import AsgiWebSocketStream as AsgiWebSocketStream  # noqa: E402
