@@ -25,6 +25,7 @@ import trio
 from h11._receivebuffer import ReceiveBuffer
 
 from ...runtime import ConnectionClosed
+from .._gather import Parts, remaining_after
 from ._pool import _FAILURES, ConnectionPool, Headers, _Connection
 
 __all__ = ["Duplex", "open_duplex"]
@@ -34,19 +35,6 @@ __all__ = ["Duplex", "open_duplex"]
 _BODY_READ_SIZE = 256 * 1024
 #: The most pieces one `sendmsg` is given (the kernel's IOV_MAX is 1024).
 _MAX_PARTS = 1024
-
-
-def _after(parts: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
-    """What is left of `parts` once their first `sent` bytes went out."""
-    for index, part in enumerate(parts):
-        size = len(part)
-        if sent < size:
-            rest = parts[index:]
-            if sent:
-                rest[0] = memoryview(part)[sent:]
-            return rest
-        sent -= size
-    return []
 
 
 class _BodyBuffer(ReceiveBuffer):
@@ -156,7 +144,7 @@ class Duplex:
         """
         conn = self._conn
         try:
-            parts: list[bytes | memoryview] = []
+            parts: Parts = []
             for piece in pieces:
                 if piece:
                     parts += conn.h11.send_with_data_passthrough(h11.Data(data=piece)) or []
@@ -167,7 +155,7 @@ class Duplex:
             sock = stream.socket
             while parts:
                 sent = await sock.sendmsg(parts)
-                parts = _after(parts, sent)
+                parts = remaining_after(parts, sent)
         except _FAILURES as exc:
             raise self._pool._translate(exc, "while sending the request body", conn) from exc
 

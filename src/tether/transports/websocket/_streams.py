@@ -17,6 +17,7 @@ import trio_websocket
 
 from ...runtime import ConnectionClosed, MessageStream, PayloadTooLarge
 from ...runtime._protocol import BinaryMessage, message_size, says_binary
+from .._gather import remaining_after
 from .._web import heartbeat, pong_message
 from ._endpoint import (
     ABNORMAL,
@@ -101,19 +102,6 @@ def _parts(batch: list[bytes | BinaryMessage], mask: bool) -> _Parts:
     if joined:
         parts.append(b"".join(joined))
     return parts
-
-
-def _after(parts: _Parts, sent: int) -> _Parts:
-    """What is left of `parts` once their first `sent` bytes went out."""
-    for index, part in enumerate(parts):
-        size = len(part)
-        if sent < size:
-            rest = parts[index:]
-            if sent:
-                rest[0] = memoryview(part)[sent:]
-            return rest
-        sent -= size
-    return []
 
 
 class WebSocketStream(MessageStream):
@@ -479,7 +467,7 @@ class TrioWebSocketStream(WebSocketStream):
         if sent == size:
             lock.release()
             return None
-        return _after([frame] if parts is None else parts, sent)
+        return remaining_after([frame] if parts is None else parts, sent)
 
     async def _finish_send(self, rest: Any) -> None:
         # The frame is on the wire in part: it must be finished before any
@@ -509,7 +497,7 @@ class TrioWebSocketStream(WebSocketStream):
                     sent = raw.sendmsg(parts[:_MAX_PARTS])
                 except BlockingIOError:
                     sent = 0
-                parts = _after(parts, sent)
+                parts = remaining_after(parts, sent)
                 if not parts:
                     return
                 await trio.lowlevel.wait_writable(raw)
