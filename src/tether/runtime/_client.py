@@ -7,7 +7,7 @@ import functools
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, cast
 
@@ -113,13 +113,13 @@ class RpcBackend(abc.ABC):
     def open_call(
         self,
         call: Call,
+        operation: Operation,
         source: AsyncIterable[Any] | None,
-        encode_item: Callable[[Any], Any],
     ) -> AbstractAsyncContextManager[Exchange]:
         """Carry a stream call for the block (STREAMS.md, docs/wire.md).
 
         Sends `call` and the credit of the caller's window; pumps `source` (the
-        argument stream, unstructured item by item with `encode_item`) as the
+        argument stream, unstructured item by item with `operation.encode_input`) as the
         callee grants credit, then says it ended; and on leaving the block,
         unless the final reply came, cancels the call on the other side. The
         source is `aclose()`d when the call is done with it. If the source
@@ -341,7 +341,7 @@ async def _call_with_stream(
     source = op.stream_source(args, kwargs)
     call = _make_call(backend, interface, op, args, kwargs)
     try:
-        async with backend.open_call(call, source, op.encode_input) as exchange:
+        async with backend.open_call(call, op, source) as exchange:
             reply = await exchange.receive()
             while type(reply) is Item:
                 # Not a stream result: an item is the backend's mistake; skip it.
@@ -367,7 +367,7 @@ def _open_rpc_stream(
 ) -> AbstractAsyncContextManager[Exchange]:
     source = op.stream_source(args, kwargs) if op.stream_param is not None else None
     call = _make_call(backend, interface, op, args, kwargs)
-    return backend.open_call(call, source, op.encode_input)
+    return backend.open_call(call, op, source)
 
 
 def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:

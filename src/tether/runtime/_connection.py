@@ -300,13 +300,14 @@ class RpcConnection(RpcBackend):
     def open_call(
         self,
         call: Call,
+        operation: Operation,
         source: AsyncIterable[Any] | None,
-        encode_item: Callable[[Any], Any],
     ) -> AbstractAsyncContextManager[Exchange]:
-        return open_exchange(self, call, source, encode_item, self._options.stream_window)
+        return open_exchange(self, call, operation, source, self._options.stream_window)
 
-    async def _start_stream(self, call: Call, window: StreamWindow) -> CallerStream:
-        """Send a stream call and the credit of the caller's window; register it."""
+    async def _start_stream(self, call: Call, window: StreamWindow, *, grant: bool) -> CallerStream:
+        """Send a stream call and, when it returns a stream (`grant`), the credit of the
+        caller's window; register it."""
         if trio.lowlevel.current_trio_token() is not self._token:
             raise RuntimeError(
                 "this connection belongs to another Trio run (another thread): open the "
@@ -333,8 +334,9 @@ class RpcConnection(RpcBackend):
                     activity_id=call.ctx.activity_id,
                 ) from None
             sent = True
-            items, size = state.inflow.initial_grant()
-            await self._stream.send_message(encode(Credit(call.id, items, size)))
+            if grant:
+                items, size = state.inflow.initial_grant()
+                await self._stream.send_message(encode(Credit(call.id, items, size)))
         except ConnectionClosed:
             await self._end_stream(state)
             raise self._closed_error(call) from None

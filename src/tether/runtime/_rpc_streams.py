@@ -42,6 +42,7 @@ from ._util import open_service_nursery
 
 if TYPE_CHECKING:
     from ._connection import RpcConnection
+    from ._interfaces import Operation
 
 __all__ = ["WOKEN", "CallerStream", "Pending", "abort_park", "open_exchange"]
 
@@ -273,8 +274,8 @@ def _nudge(waiter: Pending | None) -> None:
 async def open_exchange(
     connection: RpcConnection,
     call: Call,
+    operation: Operation,
     source: AsyncIterable[Any] | None,
-    encode_item: Callable[[Any], Any],
     window: StreamWindow,
 ) -> AsyncIterator[CallerStream]:
     """`RpcConnection.open_call`: carry one stream call for the block."""
@@ -282,13 +283,13 @@ async def open_exchange(
     try:
         # A stream opened from a cancelled scope sends nothing at all.
         await trio.lowlevel.checkpoint_if_cancelled()
-        state = await connection._start_stream(call, window)
+        state = await connection._start_stream(call, window, grant=operation.stream_result)
         try:
             async with open_service_nursery() as nursery:
                 state.body_scope = nursery.cancel_scope
                 if iterator is not None:
                     state.pump_scope = trio.CancelScope()
-                    nursery.start_soon(state.pump_source, iterator, encode_item)
+                    nursery.start_soon(state.pump_source, iterator, operation.encode_input)
                     iterator = None  # the pump closes it
                 try:
                     yield state

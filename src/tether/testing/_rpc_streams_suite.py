@@ -384,7 +384,9 @@ class RpcStreamCases:
                     CallContext("raw-stream-activity"),
                     200,
                 )
-                async with backend.open_call(call, None, lambda value: value) as exchange:
+                async with backend.open_call(
+                    call, ConformanceStreams.__tether_operations__["seconds_left"], None
+                ) as exchange:
                     first = await exchange.receive()
                     assert type(first) is Item
                     assert 0 < first.value <= 0.2

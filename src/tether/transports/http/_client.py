@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ from ...runtime import (
     ConnectionClosed,
     IncompatibleVersion,
     InvalidRequest,
+    Operation,
     PayloadTooLarge,
     RpcBackend,
     RpcInterface,
@@ -364,8 +365,8 @@ class HttpBackend(RpcBackend):
     def open_call(
         self,
         call: Call,
+        operation: Operation,
         source: AsyncIterable[Any] | None,
-        encode_item: Callable[[Any], Any],
     ) -> AbstractAsyncContextManager[Exchange]:
         """Carry a stream call: one POST whose response (server stream) or request
         body (client stream) is a stream of records (docs/http.md, "Streams").
@@ -376,7 +377,7 @@ class HttpBackend(RpcBackend):
         """
         if self._closed:
             raise ConnectionClosed(f"the HTTP connection to {self.url} is closed", reason="closed")
-        return open_http_call(self, call, source, encode_item)
+        return open_http_call(self, call, operation, source)
 
     async def request(self, call: Call) -> Result | Error:
         body, content_type = self._encode_body(call)

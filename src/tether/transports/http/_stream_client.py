@@ -211,14 +211,13 @@ class _Pump:
 async def open_http_call(
     backend: HttpBackend,
     call: Call,
+    operation: Operation,
     source: AsyncIterable[Any] | None,
-    encode_item: Callable[[Any], Any],
 ) -> AsyncIterator[HttpExchange]:
     """Carry a stream call over HTTP for the block (`RpcBackend.open_call`)."""
-    # The stub passes its operation's own `encode_input`: a two-way stream is
-    # refused here, before anything is sent, as the server would refuse it.
-    operation = getattr(encode_item, "__self__", None)
-    if source is not None and isinstance(operation, Operation) and operation.stream_result:
+    # A two-way stream is refused here, before anything is sent, as the server
+    # would refuse it.
+    if source is not None and operation.stream_result:
         await aclose_if_possible(source)
         raise NotFound(
             two_way_refusal(operation.qualname, backend._prefix),
@@ -257,7 +256,9 @@ async def open_http_call(
         await duplex.send_pieces(arg_pieces)
         # A service nursery: the block's own error comes out as itself.
         async with open_service_nursery() as nursery:
-            nursery.start_soon(pump.run, duplex, source, encode_item, limit, nursery.cancel_scope)
+            nursery.start_soon(
+                pump.run, duplex, source, operation.encode_input, limit, nursery.cancel_scope
+            )
             try:
                 yield exchange
             finally:
