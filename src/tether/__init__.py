@@ -4,8 +4,11 @@ from .contexts import RequestContext as RequestContext
 from .contexts import activity as activity
 from .contexts import current as current_context
 from .runtime import BackendIpc as BackendIpc
+from .runtime import CallMayHaveRun as CallMayHaveRun
+from .runtime import CallNotSent as CallNotSent
 from .runtime import ConnectError as ConnectError
 from .runtime import ConnectionClosed as ConnectionClosed
+from .runtime import ConnectionState as ConnectionState
 from .runtime import DeadlineExceeded as DeadlineExceeded
 from .runtime import Forbidden as Forbidden
 from .runtime import FrontendIpc as FrontendIpc
@@ -20,6 +23,7 @@ from .runtime import NotificationHandler as NotificationHandler
 from .runtime import NotificationInterface as NotificationInterface
 from .runtime import PayloadTooLarge as PayloadTooLarge
 from .runtime import RemoteError as RemoteError
+from .runtime import RetryPolicy as RetryPolicy
 from .runtime import RpcInterface as RpcInterface
 from .runtime import RpcManager as RpcManager
 from .runtime import Stream as Stream
@@ -28,8 +32,11 @@ from .runtime import TetherError as TetherError
 from .runtime import TransportError as TransportError
 from .runtime import Unauthorized as Unauthorized
 from .runtime import Unavailable as Unavailable
+from .runtime import cacheable as cacheable
 from .runtime import current_session as current_session
+from .runtime import idempotent as idempotent
 from .runtime import is_version_compatible as is_version_compatible
+from .runtime import long_running as long_running
 from .runtime import open_stream as open_stream
 from .runtime import remote_error as remote_error
 
@@ -37,8 +44,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendIpc",
+    "CallMayHaveRun",
+    "CallNotSent",
     "ConnectError",
     "ConnectionClosed",
+    "ConnectionState",
     "DeadlineExceeded",
     "Forbidden",
     "FrontendIpc",
@@ -54,6 +64,7 @@ __all__ = [
     "PayloadTooLarge",
     "RemoteError",
     "RequestContext",
+    "RetryPolicy",
     "RpcInterface",
     "RpcManager",
     "Stream",
@@ -63,9 +74,12 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "activity",
+    "cacheable",
     "current_context",
     "current_session",
+    "idempotent",
     "is_version_compatible",
+    "long_running",
     "open_stream",
     "remote_error",
 ]

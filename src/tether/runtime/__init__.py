@@ -19,6 +19,8 @@ from ._connection import RpcConnectionStatistics as RpcConnectionStatistics
 from ._connection import open_rpc_connection as open_rpc_connection
 from ._connection import serve_rpc_session as serve_rpc_session
 from ._dispatch import Dispatcher as Dispatcher
+from ._errors import CallMayHaveRun as CallMayHaveRun
+from ._errors import CallNotSent as CallNotSent
 from ._errors import ConnectError as ConnectError
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import DeadlineExceeded as DeadlineExceeded
@@ -49,7 +51,18 @@ from ._ipc_handshake import DEFAULT_MAX_SESSIONS_PER_CLIENT as DEFAULT_MAX_SESSI
 from ._ipc_handshake import IpcHandshake as IpcHandshake
 from ._manager import RpcManager as RpcManager
 from ._manager import RpcManagerStatistics as RpcManagerStatistics
+from ._policies import CachePolicy as CachePolicy
+from ._policies import LongRunningPolicy as LongRunningPolicy
+from ._policies import OperationPolicy as OperationPolicy
+from ._policies import cacheable as cacheable
+from ._policies import idempotent as idempotent
+from ._policies import long_running as long_running
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._retry import DEFAULT_RETRY as DEFAULT_RETRY
+from ._retry import NO_RETRY as NO_RETRY
+from ._retry import RetryPolicy as RetryPolicy
+from ._state import ConnectionState as ConnectionState
+from ._state import StateWatch as StateWatch
 from ._stream import MessageStream as MessageStream
 from ._streams import DEFAULT_STREAM_WINDOW as DEFAULT_STREAM_WINDOW
 from ._streams import Stream as Stream
@@ -62,14 +75,20 @@ __all__ = [
     "DEFAULT_MAX_PENDING_BYTES",
     "DEFAULT_MAX_PENDING_NOTIFICATIONS",
     "DEFAULT_MAX_SESSIONS_PER_CLIENT",
+    "DEFAULT_RETRY",
     "DEFAULT_SLOW_FRONTEND_TIMEOUT",
     "DEFAULT_STREAM_WINDOW",
+    "NO_RETRY",
     "PROTOCOL_VERSION",
     "BackendIpc",
     "BinaryMessage",
+    "CachePolicy",
+    "CallMayHaveRun",
+    "CallNotSent",
     "ClientOptions",
     "ConnectError",
     "ConnectionClosed",
+    "ConnectionState",
     "DeadlineExceeded",
     "Dispatcher",
     "Forbidden",
@@ -81,27 +100,34 @@ __all__ = [
     "IpcInterface",
     "IpcSession",
     "Listener",
+    "LongRunningPolicy",
     "MessageStream",
     "NotFound",
     "NotificationHandler",
     "NotificationInterface",
     "Operation",
+    "OperationPolicy",
     "PayloadTooLarge",
     "RemoteError",
+    "RetryPolicy",
     "RpcBackend",
     "RpcConnection",
     "RpcConnectionStatistics",
     "RpcInterface",
     "RpcManager",
     "RpcManagerStatistics",
+    "StateWatch",
     "Stream",
     "StreamWindow",
     "TetherError",
     "TransportError",
     "Unauthorized",
     "Unavailable",
+    "cacheable",
     "current_session",
+    "idempotent",
     "is_version_compatible",
+    "long_running",
     "make_converter",
     "open_ipc_connection",
     "open_rpc_connection",

@@ -29,6 +29,8 @@ from ._errors import (
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
+from ._retry import DEFAULT_RETRY, RetryPolicy, check_retry, retry_delay
+from ._state import ConnectionState, StateWatch
 from ._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamCall, StreamWindow, check_stream_window
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
@@ -46,6 +48,7 @@ T = TypeVar("T", bound=RpcInterface)
 
 _log = logging.getLogger("tether.client")
 _ids = itertools.count(1)
+_ALWAYS_CONNECTED = StateWatch()
 
 
 def _session_id(value: str | None) -> str:
@@ -66,6 +69,8 @@ class ClientOptions:
             current context has one; a fresh UUID by default (or when None).
         stream_window: What this frontend takes of a stream's results before
             the backend must wait (`DEFAULT_STREAM_WINDOW`: 256 items, 4 MiB).
+        retry: How calls are retried after a fault, and how a connection that
+            can reconnect does (`RetryPolicy()` by default; None for none).
     """
 
     application_id: str | None = None
@@ -75,6 +80,7 @@ class ClientOptions:
     stream_window: StreamWindow = attrs.field(
         default=DEFAULT_STREAM_WINDOW, validator=lambda _, __, value: check_stream_window(value)
     )
+    retry: RetryPolicy = attrs.field(default=DEFAULT_RETRY, converter=check_retry)
 
 
 class RpcBackend(abc.ABC):
@@ -133,6 +139,24 @@ class RpcBackend(abc.ABC):
             f"this connection ({type(self).__name__}) does not carry streams: use the "
             "memory, WebSocket or local transport"
         )
+
+    @property
+    def state_watch(self) -> StateWatch:
+        """This connection's state. A backend without one is always connected."""
+        return _ALWAYS_CONNECTED
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection is: connected, reconnecting, or closed."""
+        return self.state_watch.state
+
+    async def wait_state_change(self, seen: ConnectionState | None = None) -> ConnectionState:
+        """Wait until the state is not `seen` (the current one when None), and return it.
+
+        For UIs that show "reconnecting...": pass back what you last saw, and
+        no change is missed.
+        """
+        return await self.state_watch.wait_change(seen)
 
     def get_client(self, interface: type[T]) -> T:
         """Return a client stub of `interface` whose calls go to this backend.
@@ -294,7 +318,7 @@ def _make_call(
         timeout_ms_left(),
     )
     if _log.isEnabledFor(logging.DEBUG):
-        _log.debug("calling %s", op.qualname, extra={"activity_id": activity_id})
+        _log.debug("calling %s (attempt 1)", op.qualname, extra={"activity_id": activity_id})
     return call
 
 
@@ -317,16 +341,57 @@ async def _call(
     # A call from a scope that is already cancelled is not sent at all.
     await trio.lowlevel.checkpoint_if_cancelled()
     call = _make_call(backend, interface, op, args, kwargs)
-    try:
-        reply = await backend.request(call)
-    except TypeError:
-        refused = _refused(call, op)
-        if refused is None:
-            raise
-        raise refused from None
-    if isinstance(reply, Result):
-        return op.decode_result(reply.value)
-    raise await error_for_reply(reply.error, call.ctx.activity_id)
+    attempt = 1
+    while True:
+        try:
+            reply = await backend.request(call)
+        except TypeError:
+            refused = _refused(call, op)
+            if refused is None:
+                raise
+            raise refused from None
+        except TetherError as exc:
+            wait = retry_delay(exc, backend.options.retry, op.policy, attempt)
+            if wait is None:
+                raise
+            failure: TetherError = exc
+        else:
+            if isinstance(reply, Result):
+                return op.decode_result(reply.value)
+            error = await error_for_reply(reply.error, call.ctx.activity_id)
+            if not isinstance(error, Unavailable):
+                raise error
+            wait = retry_delay(error, backend.options.retry, op.policy, attempt)
+            if wait is None:
+                raise error
+            failure = error
+        attempt += 1
+        call = await _retry(call, op, attempt, wait, failure)
+
+
+async def _retry(
+    call: Call, op: Operation, attempt: int, wait: float, failure: TetherError
+) -> Call:
+    """Wait out the backoff, and return the call to send as attempt `attempt`.
+
+    The same context (ActivityId included) under a new id, with the time
+    left now.
+    """
+    activity_id = call.ctx.activity_id
+    _log.info(
+        "retrying %s in %.3f s (attempt %d): %s",
+        op.qualname,
+        wait,
+        attempt,
+        failure.message,
+        extra={"activity_id": activity_id},
+    )
+    await trio.sleep(wait)
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug(
+            "calling %s (attempt %d)", op.qualname, attempt, extra={"activity_id": activity_id}
+        )
+    return call._replace(id=next(_ids), timeout_ms=timeout_ms_left())
 
 
 async def _call_with_stream(

@@ -34,6 +34,7 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
+from ._faults import wrap_client_stream
 from ._interfaces import Operation, RpcInterface
 from ._manager import RpcManager
 from ._protocol import (
@@ -430,7 +431,9 @@ async def open_rpc_connection(
         ConnectError: the backend did not complete the handshake.
     """
     connection = RpcConnection(
-        stream, options if options is not None else ClientOptions(), max_in_flight
+        wrap_client_stream(stream),
+        options if options is not None else ClientOptions(),
+        max_in_flight,
     )
     try:
         await connection._handshake(list(interfaces))

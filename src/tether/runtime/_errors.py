@@ -15,6 +15,8 @@ The tree::
     └── TransportError               the connection failed; never crosses the wire
         ├── ConnectError             could not connect, or the handshake failed
         └── ConnectionClosed         the connection closed while in use
+            ├── CallNotSent          ...before the call was sent: it certainly did not run
+            └── CallMayHaveRun       ...after the call was sent: it may have run
 
 Every error carries `activity_id` (the user action it belongs to, when known) and
 `remote`: True when the other side reported it, False when it was raised here.
@@ -28,6 +30,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, overload
 
 __all__ = [
+    "CallMayHaveRun",
+    "CallNotSent",
     "ConnectError",
     "ConnectionClosed",
     "DeadlineExceeded",
@@ -255,6 +259,23 @@ class ConnectionClosed(TransportError):
     """The connection closed while a call was using it, or was used after closing.
 
     `reason` says why, when known; `close_code` is the WebSocket close code.
+    """
+
+
+class CallNotSent(ConnectionClosed):
+    """The connection was lost before the call was sent: it certainly did not run.
+
+    Every operation is retried after it (`RetryPolicy`); it reaches the caller
+    when the retries are spent or the deadline is near.
+    """
+
+
+class CallMayHaveRun(ConnectionClosed):
+    """The connection was lost after the call was sent and before its answer came.
+
+    The backend may have run it, in part or in full, or not at all; nobody can
+    tell. An operation declared `@tether.idempotent` (or cacheable) is retried
+    after this; any other reaches the caller with it, and never runs twice.
     """
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from ._codec import CONVERTER, Hook, check_carriable, describe_type, structure_error_messages
 from ._errors import InvalidRequest
 from ._limits import Check, too_deep, unsendable, value_check, why_unsendable, within_limits
+from ._policies import check_policy, policy_of
 from ._streams import Stream
 from ._versions import parse_version
 
@@ -57,6 +58,7 @@ class Operation:
         "name",
         "param_names",
         "param_types",
+        "policy",
         "qualname",
         "required",
         "return_type",
@@ -151,6 +153,9 @@ class Operation:
         self.interface_name = interface_name
         self.name = name
         self.qualname = where
+        #: What a client and a proxy may do with it (`@tether.idempotent`...).
+        self.policy = policy_of(function)
+        check_policy(self.policy, where, stream=self.stream_result or self.stream_param is not None)
         self.function = function
         self.signature = signature
         self.param_names = tuple(names)

@@ -92,6 +92,7 @@ from ._protocol import (
     encode,
     message_size,
 )
+from ._state import ConnectionState, StateWatch
 from ._stream import MessageStream
 from ._streams import DEFAULT_STREAM_WINDOW, CalleeStream, StreamWindow
 from ._util import run_until_it_yields, timeout_ms_left
@@ -166,6 +167,8 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
         self.reading_over = False
         self.init_handover()
         self.closed_reason: str | None = None
+        #: Connected / reconnecting / closed, for a frontend's UI (`FrontendIpc.state`).
+        self.state_watch = StateWatch()
         #: The WebSocket close code the session ended with, when it had one.
         self.close_code: int | None = None
         self.closed = trio.Event()
@@ -239,6 +242,7 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
             return
         self.closed_reason = reason
         self.close_code = close_code
+        self.state_watch.set(ConnectionState.CLOSED, reason)
         for waiter in self.pending.values():
             if waiter.reply is None:
                 waiter.reply = ConnectionClosed(reason, reason=reason, close_code=close_code)

@@ -18,6 +18,7 @@ from ._channels import (
     require_channel,
 )
 from ._connection import exchange_hello
+from ._faults import wrap_client_stream
 from ._ipc_engine import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
@@ -35,6 +36,7 @@ from ._ipc_proxy import (
     plain_args,
 )
 from ._protocol import PROTOCOL_VERSION, Hello
+from ._state import ConnectionState
 from ._stream import MessageStream
 from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ._util import check_positive_int, check_seconds, open_service_nursery
@@ -84,6 +86,20 @@ class FrontendIpc:
     def closed_reason(self) -> str | None:
         """Why the session ended (`"frontend too slow"`, ...), or None while open."""
         return self._peer.closed_reason
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the session is: connected, reconnecting (a transport that
+        resumes sessions is getting its connection back), or closed."""
+        return self._peer.state_watch.state
+
+    async def wait_state_change(self, seen: ConnectionState | None = None) -> ConnectionState:
+        """Wait until the state is not `seen` (the current one when None), and return it.
+
+        For UIs that show "reconnecting...": pass back what you last saw, and
+        no change is missed. `closed_reason` says why once it is CLOSED.
+        """
+        return await self._peer.state_watch.wait_change(seen)
 
     def proxy(self, channel: type[C]) -> C:
         """A typed caller of `channel` on the backend (mypy checks the calls).
@@ -245,6 +261,7 @@ async def open_ipc_connection(
         raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
     check_seconds("slow_listener_timeout", slow_listener_timeout, finite=False)
     check_stream_window(stream_window)
+    stream = wrap_client_stream(stream)
     hello = Hello(
         PROTOCOL_VERSION,
         None,

@@ -12,6 +12,7 @@ from ..contexts import RequestContext
 from ._client import RpcBackend, check_backend_interfaces, make_client
 from ._errors import NotFound
 from ._interfaces import Operation, RpcInterface, require_interface, unimplemented
+from ._policies import NO_POLICY
 from ._protocol import InterfaceInfo
 from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 
@@ -38,7 +39,11 @@ class Registration:
         self.handlers: dict[str, Callable[..., Awaitable[Any]]] = {
             name: getattr(impl, name) for name in self.operations
         }
-        self.info = InterfaceInfo(interface.interface_version, tuple(self.operations))
+        self.info = InterfaceInfo(
+            interface.interface_version,
+            tuple(self.operations),
+            {name: op.policy for name, op in self.operations.items() if op.policy != NO_POLICY},
+        )
 
 
 @attrs.frozen(slots=True)

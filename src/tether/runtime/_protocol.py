@@ -16,6 +16,7 @@ receiver can fail that one request instead of the connection.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
@@ -28,6 +29,7 @@ from ._errors import IncompatibleVersion, InvalidRequest, TetherError
 from ._fields import MAX_LABEL_LENGTH as MAX_LABEL_LENGTH
 from ._fields import Fields as _Fields
 from ._fields import is_label as is_label
+from ._policies import OperationPolicy
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -231,10 +233,53 @@ class Hello:
 
 @attrs.frozen(slots=True)
 class InterfaceInfo:
-    """What a backend says about one interface it serves."""
+    """What a backend says about one interface it serves.
+
+    `policies`: the operations that declare a policy (idempotent, cacheable,
+    long-running), by name; described as `"policies": {op: {...}}`, absent
+    when none does.
+    """
 
     version: str
     operations: tuple[str, ...]
+    policies: dict[str, OperationPolicy] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The interface as `welcome` and `GET {prefix}/` describe it."""
+        obj: dict[str, Any] = {"version": self.version, "operations": list(self.operations)}
+        if self.policies:
+            obj["policies"] = {name: p.to_json() for name, p in self.policies.items()}
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: Any) -> InterfaceInfo:
+        """Read a described interface; policies this version cannot read are dropped.
+
+        Raises:
+            ValueError: it is not an object with a version and a list of
+                operation names.
+        """
+        if type(obj) is not dict:
+            raise ValueError(f"an interface is described by an object, got {obj!r}")
+        version = obj.get("version")
+        operations = obj.get("operations")
+        if (
+            type(version) is not str
+            or type(operations) is not list
+            or not all(type(op) is str for op in operations)
+        ):
+            raise ValueError(
+                "an interface is described by a version (a string) and operations (an array "
+                f"of strings), got {obj!r}"
+            )
+        policies: dict[str, OperationPolicy] = {}
+        described = obj.get("policies")
+        if type(described) is dict:
+            for name, raw in described.items():
+                if type(raw) is dict:
+                    with contextlib.suppress(ValueError):
+                        policies[str(name)] = OperationPolicy.from_json(raw)
+        return cls(version, tuple(operations), policies)
 
 
 @attrs.frozen(slots=True)
@@ -326,10 +371,7 @@ def _encode_welcome(m: Welcome) -> dict[str, Any]:
         "protocol": m.protocol,
         "session_id": m.session_id,
         "channels": m.channels,
-        "interfaces": {
-            name: {"version": info.version, "operations": list(info.operations)}
-            for name, info in m.interfaces.items()
-        },
+        "interfaces": {name: info.to_json() for name, info in m.interfaces.items()},
     }
     if m.binary:
         obj["binary"] = True
@@ -602,15 +644,12 @@ def _decode_hello(f: _Fields) -> Hello:
 def _decode_welcome(f: _Fields) -> Welcome:
     interfaces: dict[str, InterfaceInfo] = {}
     for name, raw in f.get_dict("interfaces", optional=True).items():
-        if type(raw) is not dict:
-            raise f._fail(f"interfaces.{name}", "an object", raw)
-        info = _Fields(raw, f"welcome.interfaces.{name}")
-        operations = info.get_list("operations")
-        if not all(type(op) is str for op in operations):
-            raise info._fail("operations", "an array of strings", operations)
-        interfaces[name] = InterfaceInfo(
-            version=info.get_str("version"), operations=tuple(operations)
-        )
+        try:
+            interfaces[name] = InterfaceInfo.from_json(raw)
+        except ValueError:
+            raise f._fail(
+                f"interfaces.{name}", "a version and an array of operations", raw
+            ) from None
     return Welcome(
         protocol=f.get_int("protocol"),
         session_id=f.get_label("session_id"),

@@ -3,6 +3,9 @@
 Needs pytest (the `test` extra): `pip install tether[test]`.
 """
 
+from ._faults import FaultyStream as FaultyStream
+from ._faults import FaultyStreams as FaultyStreams
+from ._faults import faulty_streams as faulty_streams
 from ._ipc_suite import ConformanceFrontendIpc as ConformanceFrontendIpc
 from ._ipc_suite import ConformanceIpc as ConformanceIpc
 from ._ipc_suite import ConformanceIpcEvents as ConformanceIpcEvents
@@ -25,8 +28,11 @@ __all__ = [
     "ConformanceIpcEvents",
     "ContextInfo",
     "Everything",
+    "FaultyStream",
+    "FaultyStreams",
     "IpcConformance",
     "IpcContextInfo",
     "Probe",
     "RpcConformance",
+    "faulty_streams",
 ]

@@ -262,11 +262,11 @@ class HttpBackend(RpcBackend):
         try:
             described = loads(response.body)
             interfaces = {
-                name: InterfaceInfo(str(entry["version"]), tuple(entry["operations"]))
+                name: InterfaceInfo.from_json(entry)
                 for name, entry in described["interfaces"].items()
             }
             protocol = described["protocol"]
-        except (TetherError, KeyError, TypeError, AttributeError):
+        except (TetherError, KeyError, TypeError, AttributeError, ValueError):
             raise ConnectError(f"{self.url} did not describe itself as a tether backend") from None
         if protocol != PROTOCOL_VERSION:
             raise IncompatibleVersion(

@@ -696,7 +696,7 @@ class HttpApp:
         """
         interfaces: dict[str, Any] = {}
         for name, info in self.manager.describe().items():
-            entry: dict[str, Any] = {"version": info.version, "operations": list(info.operations)}
+            entry = info.to_json()
             registration = self.manager.lookup(name)
             if registration is not None and (streams := stream_kinds(registration.operations)):
                 entry["streams"] = streams
