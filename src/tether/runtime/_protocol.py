@@ -644,12 +644,14 @@ def _decode_hello(f: _Fields) -> Hello:
 def _decode_welcome(f: _Fields) -> Welcome:
     interfaces: dict[str, InterfaceInfo] = {}
     for name, raw in f.get_dict("interfaces", optional=True).items():
-        try:
-            interfaces[name] = InterfaceInfo.from_json(raw)
-        except ValueError:
-            raise f._fail(
-                f"interfaces.{name}", "a version and an array of operations", raw
-            ) from None
+        if type(raw) is not dict:
+            raise f._fail(f"interfaces.{name}", "an object", raw)
+        info = _Fields(raw, f"welcome.interfaces.{name}")
+        operations = info.get_list("operations")
+        if not all(type(op) is str for op in operations):
+            raise info._fail("operations", "an array of strings", operations)
+        info.get_str("version")
+        interfaces[name] = InterfaceInfo.from_json(raw)
     return Welcome(
         protocol=f.get_int("protocol"),
         session_id=f.get_label("session_id"),
