@@ -16,11 +16,9 @@ receiver can fail that one request instead of the connection.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-import attrs
 import orjson
 
 from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
@@ -80,7 +78,15 @@ from ._messages import (
 from ._messages import (
     decode_notify_fast as _decode_notify_fast,
 )
-from ._policies import OperationPolicy
+from ._protocol_hello import (
+    Hello,
+    InterfaceInfo,
+    Welcome,
+    decode_hello,
+    decode_welcome,
+    encode_hello,
+    encode_welcome,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -116,93 +122,6 @@ __all__ = [
 PROTOCOL_VERSION = 1
 
 
-@attrs.frozen(slots=True)
-class Hello:
-    """Opens a session: the client's protocol version, application and channels.
-
-    `mode` says what the session is for: `"rpc"` (loosely coupled calls, each
-    with its full context) or `"ipc"` (a paired session over the `channels`).
-    `authorization` is the credential an IPC frontend presents to the backend's
-    `authorize` hook; it is never shown in the repr. `binary`: the client
-    reads binary frames (`"binary": true` on the wire; absent means false).
-    """
-
-    protocol: int
-    session_id: str | None = None
-    application_id: str | None = None
-    application_version: str | None = None
-    channels: dict[str, str] = attrs.field(factory=dict)
-    mode: str = "rpc"
-    authorization: str | None = attrs.field(default=None, repr=False)
-    binary: bool = False
-
-
-@attrs.frozen(slots=True)
-class InterfaceInfo:
-    """What a backend says about one interface it serves.
-
-    `policies`: the operations that declare a policy (idempotent, cacheable,
-    long-running), by name; described as `"policies": {op: {...}}`, absent
-    when none does.
-    """
-
-    version: str
-    operations: tuple[str, ...]
-    policies: dict[str, OperationPolicy] = attrs.field(factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The interface as `welcome` and `GET {prefix}/` describe it."""
-        obj: dict[str, Any] = {"version": self.version, "operations": list(self.operations)}
-        if self.policies:
-            obj["policies"] = {name: p.to_json() for name, p in self.policies.items()}
-        return obj
-
-    @classmethod
-    def from_json(cls, obj: Any) -> InterfaceInfo:
-        """Read a described interface; policies this version cannot read are dropped.
-
-        Raises:
-            ValueError: it is not an object with a version and a list of
-                operation names.
-        """
-        if type(obj) is not dict:
-            raise ValueError(f"an interface is described by an object, got {obj!r}")
-        version = obj.get("version")
-        operations = obj.get("operations")
-        if (
-            type(version) is not str
-            or type(operations) is not list
-            or not all(type(op) is str for op in operations)
-        ):
-            raise ValueError(
-                "an interface is described by a version (a string) and operations (an array "
-                f"of strings), got {obj!r}"
-            )
-        policies: dict[str, OperationPolicy] = {}
-        described = obj.get("policies")
-        if type(described) is dict:
-            for name, raw in described.items():
-                if type(raw) is dict:
-                    with contextlib.suppress(ValueError):
-                        policies[str(name)] = OperationPolicy.from_json(raw)
-        return cls(version, tuple(operations), policies)
-
-
-@attrs.frozen(slots=True)
-class Welcome:
-    """Accepts a session: the server's protocol version, channels and interfaces.
-
-    `binary`: the server reads binary frames, and will send them (`"binary":
-    true` on the wire; absent means false).
-    """
-
-    protocol: int
-    session_id: str
-    channels: dict[str, str] = attrs.field(factory=dict)
-    interfaces: dict[str, InterfaceInfo] = attrs.field(factory=dict)
-    binary: bool = False
-
-
 Message: TypeAlias = (
     Call
     | Invoke
@@ -222,10 +141,6 @@ Message: TypeAlias = (
 
 # ---------------------------------------------------------------------------
 # Encoding
-
-
-def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in obj.items() if value is not None}
 
 
 def _encode_call(m: Call) -> dict[str, Any]:
@@ -252,35 +167,6 @@ def _encode_call(m: Call) -> dict[str, Any]:
     }
     if m.timeout_ms is not None:
         obj["timeout_ms"] = m.timeout_ms
-    return obj
-
-
-def _encode_hello(m: Hello) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "t": "hello",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "application": _drop_none({"id": m.application_id, "version": m.application_version}),
-        "channels": m.channels,
-        "mode": m.mode,
-    }
-    if m.authorization is not None:
-        obj["authorization"] = m.authorization
-    if m.binary:
-        obj["binary"] = True
-    return obj
-
-
-def _encode_welcome(m: Welcome) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "t": "welcome",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "channels": m.channels,
-        "interfaces": {name: info.to_json() for name, info in m.interfaces.items()},
-    }
-    if m.binary:
-        obj["binary"] = True
     return obj
 
 
@@ -332,8 +218,8 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Send: lambda m: {"t": "send", "id": m.id, "value": m.value},
     End: lambda m: {"t": "end", "id": m.id},
     Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
-    Hello: _encode_hello,
-    Welcome: _encode_welcome,
+    Hello: encode_hello,
+    Welcome: encode_welcome,
 }
 
 
@@ -440,49 +326,6 @@ def _decode_error(f: _Fields) -> Error:
     return Error(id=f.id, error=decode_error_info(f.sub("error")))
 
 
-#: The session kinds a `hello` may ask for.
-MODES = ("rpc", "ipc")
-
-
-def _decode_hello(f: _Fields) -> Hello:
-    app = f.sub("application", optional=True)
-    mode = f.get_str("mode", optional=True)
-    if mode is None:
-        mode = "rpc"
-    elif mode not in MODES:
-        raise f._fail("mode", "'rpc' or 'ipc'", mode)
-    return Hello(
-        protocol=f.get_int("protocol"),
-        session_id=f.get_label("session_id", optional=True),
-        application_id=app.get_label("id", optional=True),
-        application_version=app.get_label("version", optional=True),
-        channels=f.get_str_map("channels"),
-        mode=mode,
-        authorization=f.get_str("authorization", optional=True),
-        binary=f.get_bool("binary"),
-    )
-
-
-def _decode_welcome(f: _Fields) -> Welcome:
-    interfaces: dict[str, InterfaceInfo] = {}
-    for name, raw in f.get_dict("interfaces", optional=True).items():
-        if type(raw) is not dict:
-            raise f._fail(f"interfaces.{name}", "an object", raw)
-        info = _Fields(raw, f"welcome.interfaces.{name}")
-        operations = info.get_list("operations")
-        if not all(type(op) is str for op in operations):
-            raise info._fail("operations", "an array of strings", operations)
-        info.get_str("version")
-        interfaces[name] = InterfaceInfo.from_json(raw)
-    return Welcome(
-        protocol=f.get_int("protocol"),
-        session_id=f.get_label("session_id"),
-        channels=f.get_str_map("channels"),
-        interfaces=interfaces,
-        binary=f.get_bool("binary"),
-    )
-
-
 _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "call": _decode_call,
     "invoke": _decode_invoke,
@@ -495,8 +338,8 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
         args=f.get_list("args"),
         activity_id=f.get_label("activity_id", optional=True),
     ),
-    "hello": _decode_hello,
-    "welcome": _decode_welcome,
+    "hello": decode_hello,
+    "welcome": decode_welcome,
     "item": lambda f: Item(id=f.required_id(), value=_value(f)),
     "credit": lambda f: Credit(f.required_id(), f.get_int("items"), f.get_int("bytes")),
     "send": lambda f: Send(id=f.required_id(), value=_value(f)),

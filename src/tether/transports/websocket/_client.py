@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,12 +26,14 @@ from ...runtime import (
     ConnectError,
     FrontendIpc,
     IpcInterface,
+    RetryPolicy,
     RpcConnection,
     RpcInterface,
     StreamWindow,
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
 from ._endpoint import (
@@ -378,6 +380,7 @@ async def connect_ipc(
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with a backend over WebSocket, for the block.
 
@@ -387,8 +390,13 @@ async def connect_ipc(
             editor = frontend_ipc.proxy(EditorIpc)
             placement = await editor.move_element("0x20", 1.5)
 
-    The socket is the session: when it closes, for any reason, the session
-    ends on both sides, and `FrontendIpc.closed_reason` says why.
+    The session survives a dropped socket: the frontend connects again by
+    itself (with `retry`'s backoff) and resumes it, nothing lost or delivered
+    twice either way, while the backend keeps it (`resume_grace`, 20 s by
+    default); meanwhile `FrontendIpc.state` is RECONNECTING, and calls wait.
+    When either side closes the session on purpose, or the backend refuses to
+    resume it (expired), or the tries are spent, it ends on both sides, and
+    `FrontendIpc.closed_reason` says why (docs/ipc.md, "Resuming a session").
 
     Args:
         url: As for `connect`.
@@ -412,6 +420,9 @@ async def connect_ipc(
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
+        retry: The reconnect backoff, and tries per outage (`attempts`; about
+            11 s by default); None: no resuming, the session ends with its
+            first socket.
 
     Raises:
         ConnectError: the server could not be reached, or refused the handshake.
@@ -423,8 +434,11 @@ async def connect_ipc(
         ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     check_stream_window(stream_window)  # before connecting, not after
-    async with (
-        _open_stream(
+    if retry is not None:
+        retry = check_retry(retry)
+
+    def open_socket() -> AbstractAsyncContextManager[TrioWebSocketStream]:
+        return _open_stream(
             url,
             headers=_header_list(headers, authorization),
             max_message_size=max_message_size,
@@ -432,7 +446,10 @@ async def connect_ipc(
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             ssl_context=ssl_context,
-        ) as stream,
+        )
+
+    async with (
+        open_socket() as stream,
         open_ipc_connection(
             stream,
             channels=channels,
@@ -443,6 +460,9 @@ async def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            reconnect=open_socket if retry is not None else None,
+            retry=retry,
+            handshake_timeout=connect_timeout,
         ) as frontend,
     ):
         yield frontend
