@@ -41,6 +41,9 @@ class Catalog(RpcInterface):
     @tether.cacheable(max_age=1)
     async def tick(self) -> int: ...
 
+    @tether.cacheable(max_age=1)
+    async def motd(self) -> str: ...
+
     @tether.cacheable(max_age=60)
     async def whoami(self) -> str | None: ...
 
@@ -70,6 +73,10 @@ class CatalogImpl(Catalog):
     async def tick(self) -> int:
         self.calls["tick"] += 1
         return self.calls["tick"]
+
+    async def motd(self) -> str:
+        self.calls["motd"] += 1
+        return "the same every time"
 
     async def whoami(self) -> str | None:
         self.calls["whoami"] += 1

@@ -28,7 +28,7 @@ YEAR = 31_536_000
 
 def args_query(*args: Any) -> str:
     """`?args=` as a curl user would write it: the JSON array, percent-encoded."""
-    return "args=" + urllib.parse.quote(json.dumps(list(args)), safe="")
+    return "args=" + urllib.parse.quote(json.dumps(list(args), separators=(",", ":")), safe="")
 
 
 async def test_a_get_with_args_in_the_query_runs_the_call_and_says_how_long_to_cache() -> None:
