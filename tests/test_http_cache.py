@@ -240,6 +240,15 @@ async def test_a_listed_origin_gets_cors_headers_and_vary_on_a_get() -> None:
             assert response.status_code == 200
             assert response.headers["access-control-allow-origin"] == page
             assert response.headers.get_list("vary") == ["origin", "authorization"]
+            # A page's script may read the ETag and send it back.
+            assert "etag" in response.headers["access-control-expose-headers"].split(", ")
+            preflight = await client.options(
+                f"{origin}{PATH}/price",
+                headers={"origin": page, "access-control-request-method": "GET"},
+            )
+            assert preflight.headers["access-control-allow-methods"] == "GET, HEAD, POST, OPTIONS"
+            allowed = preflight.headers["access-control-allow-headers"].split(", ")
+            assert "if-none-match" in allowed
 
 
 async def test_the_python_client_sends_a_cacheable_call_as_a_get() -> None:

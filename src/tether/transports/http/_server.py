@@ -111,9 +111,9 @@ _log = logging.getLogger("tether.http")
 _CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
     b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, x-session-token, "
-    b"last-event-id"
+    b"last-event-id, if-none-match"
 )
-_EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token"
+_EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token, etag"
 #: Accepted (Host, local address) pairs remembered, so that a client's
 #: requests are not judged again one by one.
 _HOSTS_REMEMBERED = 256
