@@ -7,7 +7,13 @@ STAMP  := $(VENV)/.installed
 # `make bench` also needs the `bench` extra (grpcio, for bench.websocket).
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest bench clean
+# tests/test_http_cache_nginx.py runs a real caching proxy: Debian's nginx
+# (proxy_cache is in its core package; /usr/sbin is not on every user's PATH).
+# Installed once when missing, with sudo unless root; found at once otherwise.
+NGINX_FOUND = command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest bench clean nginx
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +45,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-pytest: $(STAMP)
+nginx:
+	@$(NGINX_FOUND) || { \
+	  echo "installing nginx for the proxy_cache test (apt-get)"; \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends nginx >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq --no-install-recommends nginx >/dev/null; }; }
+	@$(NGINX_FOUND) || { echo "nginx is still missing: install Debian's nginx" >&2; exit 1; }
+
+# The nginx test fails, rather than skips, when nginx is missing here.
+pytest: $(STAMP) nginx
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest
+	TETHER_REQUIRE_NGINX=1 $(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='src/tether/runtime/*,src/tether/contexts/*' --fail-under=90
 	$(BIN)/coverage report
 

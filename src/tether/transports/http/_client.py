@@ -47,6 +47,7 @@ from ...runtime._protocol import (
 )
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamWindow
 from ...runtime._util import check_seconds
+from ._cache import get_target
 from ._pool import ConnectionPool, Response
 from ._stream_client import open_http_call
 from ._wire import DEFAULT_MAX_BODY_SIZE, FRAME, JSON, PROTOCOL, STATUS_CODES
@@ -176,7 +177,8 @@ class HttpBackend(RpcBackend):
     """An HTTP backend's RPC endpoints, as the frontend calls them.
 
     Made by `connect`; each call is one `POST {prefix}/{interface}/{version}/
-    {operation}` on a pooled keep-alive connection. Cancelling a call closes
+    {operation}` on a pooled keep-alive connection (a `GET` with the arguments
+    in the query for an operation the backend describes as cacheable). Cancelling a call closes
     its connection, which the server sees as a disconnect and cancels the impl.
 
     A call waits for its answer until its caller's deadline; a call without
@@ -380,20 +382,29 @@ class HttpBackend(RpcBackend):
         return open_http_call(self, call, operation, source)
 
     async def request(self, call: Call) -> Result | Error:
-        body, content_type = self._encode_body(call)
-        headers, activity_id = self.call_headers(call)
-        headers.append(content_type)
-        headers.append(ACCEPT)
+        method, target = b"POST", self._target(call.iface, call.ver, call.op)
+        # A cacheable operation (as the backend describes it) goes as a GET
+        # that caches keep, unless its arguments make too long a URL.
+        info = self._interfaces.get(call.iface)
+        policy = None if info is None else info.policies.get(call.op)
+        get = None
+        if policy is not None and policy.cache is not None and not self._closed:
+            get = get_target(target, call.args)
+        if get is None:
+            body, content_type = self._encode_body(call)
+            headers, activity_id = self.call_headers(call)
+            headers += (content_type, ACCEPT)
+        else:
+            method, target, body = b"GET", get, b""
+            headers, activity_id = self.call_headers(call)
         timeout_ms = call.timeout_ms
         if timeout_ms is None:
             bound = self._bound
             if bound is not None:
-                return await self._bounded(call, headers, body, activity_id, bound)
+                return await self._bounded(call, method, target, headers, body, activity_id, bound)
         else:
             headers.append((b"x-timeout-ms", b"%d" % timeout_ms))
-        response = await self._pool.request(
-            b"POST", self._target(call.iface, call.ver, call.op), headers, body
-        )
+        response = await self._pool.request(method, target, headers, body)
         if response.status == 200:
             return Result(call.id, _result_value(response.body))
         return Error(call.id, error_info_from_response(response, activity_id))
@@ -401,6 +412,8 @@ class HttpBackend(RpcBackend):
     async def _bounded(
         self,
         call: Call,
+        method: bytes,
+        target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         activity_id: str,
@@ -417,9 +430,7 @@ class HttpBackend(RpcBackend):
         header, wait = bound
         headers.append(header)
         with trio.CancelScope(deadline=trio.current_time() + wait) as waited:
-            response = await self._pool.request(
-                b"POST", self._target(call.iface, call.ver, call.op), headers, body
-            )
+            response = await self._pool.request(method, target, headers, body)
         if waited.cancelled_caught:
             read_timeout = self.read_timeout
             raise ConnectionClosed(

@@ -3,7 +3,8 @@
 Routes under `prefix` (DESIGN.md section 4):
 
 * `POST {prefix}/{interface}/{version}/{operation}`: one RPC call; the body is
-  the JSON array of its arguments, the headers carry its context;
+  the JSON array of its arguments, the headers carry its context; a cacheable
+  operation also takes `GET` with the arguments in the query (`_cache`);
 * `GET {prefix}/`: what this backend serves; `GET {prefix}/health`: liveness;
   `GET {prefix}/openapi.json`: the OpenAPI 3.1 document of the interfaces;
 * `POST {prefix}/ipc`: open an IPC session (hello -> welcome, session id and
@@ -82,6 +83,7 @@ from ._asgi import (
     send_error_info,
     takes_frame,
 )
+from ._cache import NO_STORE, CachedAnswer, get_args
 from ._call_headers import read_call_headers
 from ._framing import Splitter, media_form, two_way_refusal
 from ._ipc_server import (
@@ -109,9 +111,9 @@ _log = logging.getLogger("tether.http")
 _CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
     b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, x-session-token, "
-    b"last-event-id"
+    b"last-event-id, if-none-match"
 )
-_EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token"
+_EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token, etag"
 #: Accepted (Host, local address) pairs remembered, so that a client's
 #: requests are not judged again one by one.
 _HOSTS_REMEMBERED = 256
@@ -144,6 +146,7 @@ def _taking(kind: str, *methods: str) -> _Route:
 
 
 _RPC = _taking("rpc", "POST")
+_RPC_CACHEABLE = _taking("rpc", "GET", "HEAD", "POST")
 _GET = _taking("get", "GET", "HEAD")
 _IPC_OPEN = _taking("ipc", "POST")
 _IPC_SESSION = _taking("ipc", "POST", "DELETE")
@@ -378,8 +381,16 @@ class HttpApp:
                 origin = value if origin is None else origin + b", " + value
         parts = self._parts(path)
         route = None if parts is None else self._route(parts)
-        if access is not None and route is _RPC:
-            access.rpc_path = parts
+        operation = None
+        if route is _RPC:
+            assert parts is not None
+            operation = self._operation(parts)
+            cacheable = operation is not None and operation.policy.cache is not None
+            # A GET of an unknown operation is answered 404 by the call, as a POST.
+            if cacheable or (operation is None and method in ("GET", "HEAD")):
+                route = _RPC_CACHEABLE
+            if access is not None:
+                access.rpc_path = parts
         cors: list[tuple[bytes, bytes]] = []
         try:
             # The site first: a request from a page or a name this backend does
@@ -398,8 +409,9 @@ class HttpApp:
                 raise not_allowed(method, route.allow)
             if method == "OPTIONS":
                 await self._options(send, route, cors)
-            elif route is _RPC:
-                await self._rpc(receive, send, headers, parts, cors, access)
+            elif route.kind == "rpc":
+                get = None if method == "POST" else (scope["query_string"], method == "HEAD")
+                await self._rpc(receive, send, headers, parts, cors, access, operation, get)
             elif route.kind == "ipc":
                 assert self._ipc is not None
                 if access is not None and len(parts) > 1:
@@ -423,7 +435,10 @@ class HttpApp:
             # From reading an IPC route's body (413): _rpc answers its own.
             await self._send_error(send, exc, None, cors)
         except Refused as refused:
-            await self._send_error(send, refused.error, refused.status, [*cors, *refused.headers])
+            headers = [*cors, *refused.headers]
+            if method in ("GET", "HEAD"):
+                headers.append(NO_STORE)  # a 404 or 405 may be cached by default
+            await self._send_error(send, refused.error, refused.status, headers)
 
     def _check_host(self, host: bytes | None, scope: Scope) -> str | None:
         """The request's `Host`, once the site policy has accepted it.
@@ -490,8 +505,15 @@ class HttpApp:
         parts: list[str],
         cors: list[tuple[bytes, bytes]],
         access: HttpAccess | None,
+        operation: Operation | None,
+        get: tuple[bytes, bool] | None,
     ) -> None:
+        """One call: a POST, or (`get`: its query and whether it is a HEAD) a
+        GET of a cacheable operation."""
         request = read_call_headers(headers)
+        if get is not None:
+            policy = None if operation is None else operation.policy.cache
+            send = CachedAnswer(send, headers, policy, head=get[1]).send
         activity_id = request.activity_id
         if access is not None:
             access.activity_id = activity_id
@@ -504,7 +526,6 @@ class HttpApp:
             await self._send_error(send, exc, None, cors, activity_id)
             return
         echo = [*cors, (b"x-correlation-id", activity_id.encode())]
-        operation = self._operation(parts)
         if operation is not None and operation.stream_result and operation.stream_param is not None:
             refusal = NotFound(
                 two_way_refusal(operation.qualname, self.prefix),
@@ -521,22 +542,25 @@ class HttpApp:
         ended = True
         try:
             framed = False
-            if operation is not None and operation.stream_param is not None:
+            if get is not None:
+                args: Any = [] if operation is None else get_args(get[0], headers, operation)
+            elif operation is not None and operation.stream_param is not None:
                 splitter = Splitter(require_stream_body(request.content_type), self.max_body_size)
                 ended = False
             else:
                 framed = require_json_or_frame(request.content_type)
             timeout_ms = request.checked_timeout_ms()
             body: bytes | bytearray
-            if splitter is None:
-                body = await read_body(
-                    receive, request.content_length, self.max_body_size, self.body_timeout
-                )
-            else:
+            if splitter is not None:
                 body, ended = await read_arguments(receive, splitter, self.body_timeout)
                 # A records body's arguments may be a frame (bytes among them).
                 framed = body[:1] == b"\x00"
-            args = unpack_frame(body).get("args") if framed else loads(body)
+            elif get is None:
+                body = await read_body(
+                    receive, request.content_length, self.max_body_size, self.body_timeout
+                )
+            if get is None:
+                args = unpack_frame(body).get("args") if framed else loads(body)
             if not isinstance(args, list):
                 raise InvalidRequest(
                     f"the body must be a JSON array of the operation's arguments, got "
@@ -614,7 +638,7 @@ class HttpApp:
             echo,
             self.max_body_size,
             None if ended else receive,
-            frame=takes_frame(request.accept),
+            frame=get is None and takes_frame(request.accept),  # a GET answers JSON
         )
 
     def _operation(self, parts: list[str]) -> Operation | None:
