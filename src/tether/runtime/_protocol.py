@@ -16,7 +16,6 @@ receiver can fail that one request instead of the connection.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
@@ -25,11 +24,12 @@ import orjson
 
 from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
 from ._codec import dumps
+from ._described import InterfaceInfo as InterfaceInfo
 from ._errors import IncompatibleVersion, InvalidRequest, TetherError
 from ._fields import MAX_LABEL_LENGTH as MAX_LABEL_LENGTH
 from ._fields import Fields as _Fields
 from ._fields import is_label as is_label
-from ._policies import OperationPolicy
+from ._progress import Progress
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -47,6 +47,7 @@ __all__ = [
     "Item",
     "Message",
     "Notify",
+    "ProgressReport",
     "Ready",
     "Result",
     "Send",
@@ -192,6 +193,13 @@ class Ready(NamedTuple):
     bytes: int
 
 
+class ProgressReport(NamedTuple):
+    """Callee -> caller: how far the impl of call `id` got (`tether.report_progress`)."""
+
+    id: int
+    progress: Progress
+
+
 #: The messages of a stream, after the `call` or `invoke` that opens it.
 STREAM_MESSAGES = (Item, Credit, Send, End, Ready)
 
@@ -204,7 +212,17 @@ def _not_equal(self: tuple[Any, ...], other: object) -> bool:
     return not _equal(self, other)
 
 
-for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify, *STREAM_MESSAGES):
+for _message in (
+    CallContext,
+    Call,
+    Invoke,
+    Result,
+    Error,
+    Cancel,
+    Notify,
+    ProgressReport,
+    *STREAM_MESSAGES,
+):
     _message.__eq__ = _equal  # type: ignore[method-assign]
     _message.__ne__ = _not_equal  # type: ignore[assignment,method-assign]
     _message.__hash__ = tuple.__hash__  # type: ignore[method-assign]
@@ -232,57 +250,6 @@ class Hello:
 
 
 @attrs.frozen(slots=True)
-class InterfaceInfo:
-    """What a backend says about one interface it serves.
-
-    `policies`: the operations that declare a policy (idempotent, cacheable,
-    long-running), by name; described as `"policies": {op: {...}}`, absent
-    when none does.
-    """
-
-    version: str
-    operations: tuple[str, ...]
-    policies: dict[str, OperationPolicy] = attrs.field(factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The interface as `welcome` and `GET {prefix}/` describe it."""
-        obj: dict[str, Any] = {"version": self.version, "operations": list(self.operations)}
-        if self.policies:
-            obj["policies"] = {name: p.to_json() for name, p in self.policies.items()}
-        return obj
-
-    @classmethod
-    def from_json(cls, obj: Any) -> InterfaceInfo:
-        """Read a described interface; policies this version cannot read are dropped.
-
-        Raises:
-            ValueError: it is not an object with a version and a list of
-                operation names.
-        """
-        if type(obj) is not dict:
-            raise ValueError(f"an interface is described by an object, got {obj!r}")
-        version = obj.get("version")
-        operations = obj.get("operations")
-        if (
-            type(version) is not str
-            or type(operations) is not list
-            or not all(type(op) is str for op in operations)
-        ):
-            raise ValueError(
-                "an interface is described by a version (a string) and operations (an array "
-                f"of strings), got {obj!r}"
-            )
-        policies: dict[str, OperationPolicy] = {}
-        described = obj.get("policies")
-        if type(described) is dict:
-            for name, raw in described.items():
-                if type(raw) is dict:
-                    with contextlib.suppress(ValueError):
-                        policies[str(name)] = OperationPolicy.from_json(raw)
-        return cls(version, tuple(operations), policies)
-
-
-@attrs.frozen(slots=True)
 class Welcome:
     """Accepts a session: the server's protocol version, channels and interfaces.
 
@@ -306,6 +273,7 @@ Message: TypeAlias = (
     | Notify
     | Hello
     | Welcome
+    | ProgressReport
     | Item
     | Credit
     | Send
@@ -426,6 +394,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Send: lambda m: {"t": "send", "id": m.id, "value": m.value},
     End: lambda m: {"t": "end", "id": m.id},
     Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
+    ProgressReport: lambda m: {"t": "progress", "id": m.id, **m.progress.to_json()},
     Hello: _encode_hello,
     Welcome: _encode_welcome,
 }
@@ -618,6 +587,14 @@ def _decode_error(f: _Fields) -> Error:
     return Error(id=f.id, error=decode_error_info(f.sub("error")))
 
 
+def _decode_progress(f: _Fields) -> ProgressReport:
+    f.with_id()
+    try:
+        return ProgressReport(f.id, Progress.from_json(f.obj))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise f._fail("done", f"a report ({exc})", f.obj.get("done")) from None
+
+
 #: The session kinds a `hello` may ask for.
 MODES = ("rpc", "ipc")
 
@@ -678,6 +655,7 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "send": lambda f: Send(id=f.required_id(), value=_value(f)),
     "end": lambda f: End(id=f.get_int("id")),
     "ready": lambda f: Ready(f.required_id(), f.get_int("items"), f.get_int("bytes")),
+    "progress": _decode_progress,
 }
 
 

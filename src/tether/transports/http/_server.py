@@ -90,6 +90,7 @@ from ._ipc_server import (
     DEFAULT_IPC_PING_TIMEOUT,
     IpcRoutes,
 )
+from ._long_running import DEFAULT_MAX_OPERATIONS, DEFAULT_READY_WITHIN, LongRunningOperations
 from ._openapi import openapi_document
 from ._openapi_streams import stream_kinds
 from ._stream_server import (
@@ -148,6 +149,7 @@ _GET = _taking("get", "GET", "HEAD")
 _IPC_OPEN = _taking("ipc", "POST")
 _IPC_SESSION = _taking("ipc", "POST", "DELETE")
 _IPC_EVENTS = _taking("ipc", "GET")
+_OPERATION = _taking("operation", "GET", "DELETE")
 
 
 class HttpApp:
@@ -186,6 +188,12 @@ class HttpApp:
             to a loopback address, any name otherwise. Others get 400.
         body_timeout: Seconds a request's whole body may take to arrive once
             its headers have; a slower one gets 408 and its connection closes.
+        ready_within: Seconds a call of a long-running operation may take
+            before the answer is `202 Accepted` and a status location to poll
+            (docs/http.md), unless its `@tether.long_running(ready_within=)`
+            says otherwise.
+        max_operations: Long-running operations held at once (running, or
+            done and not yet collected); more are refused with 503.
 
     Raises:
         ValueError: `prefix` does not start with "/", a limit, timeout or ping
@@ -207,12 +215,15 @@ class HttpApp:
         websocket: WebSocketSettings | None = None,
         allowed_hosts: Collection[str] | None = None,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        ready_within: float = DEFAULT_READY_WITHIN,
+        max_operations: int = DEFAULT_MAX_OPERATIONS,
     ) -> None:
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"prefix must start with '/', got {prefix!r}")
-        if max_body_size < 1 or max_in_flight < 1:
-            raise ValueError("max_body_size and max_in_flight must be at least 1")
+        if max_body_size < 1 or max_in_flight < 1 or max_operations < 1:
+            raise ValueError("max_body_size, max_in_flight and max_operations must be at least 1")
+        check_seconds("ready_within", ready_within)
         check_seconds("body_timeout", body_timeout, finite=False)
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
@@ -254,6 +265,11 @@ class HttpApp:
         # Watcher tasks are spawned from this empty context, not the request's.
         self._clean = contextvars.Context()
         self._hosts: dict[tuple[bytes | None, str | None], str | None] = {}
+        self.ready_within = float(ready_within)
+        self.max_operations = max_operations
+        self._operations = LongRunningOperations(
+            self._dispatcher, prefix, self.ready_within, max_operations, self._clean
+        )
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -400,6 +416,10 @@ class HttpApp:
                 await self._options(send, route, cors)
             elif route is _RPC:
                 await self._rpc(receive, send, headers, parts, cors, access)
+            elif route is _OPERATION:
+                await self._operations.route(
+                    send, headers, method, parts[1], cors, self.max_body_size
+                )
             elif route.kind == "ipc":
                 assert self._ipc is not None
                 if access is not None and len(parts) > 1:
@@ -466,6 +486,8 @@ class HttpApp:
                     return _IPC_EVENTS
         elif len(parts) == 3:
             return _RPC
+        elif len(parts) == 2 and parts[0] == "operations":
+            return _OPERATION
         elif len(parts) == 1 and parts[0] in ("", "health", "openapi.json"):
             return _GET
         return None
@@ -595,7 +617,12 @@ class HttpApp:
                     self._run_call, prepared, receive, send, echo, records, self.max_body_size
                 )
                 return
-            if splitter is not None:
+            if prepared.operation.policy.long_running is not None and self._nursery is not None:
+                # Served with the lifespan (hypercorn, serve): it may outlive the request.
+                reply = await self._operations.call(
+                    prepared, request.authorization, receive, send, echo, self._nursery
+                )
+            elif splitter is not None:
                 reader = BodyReader(receive, splitter, ended)
                 window = self.manager.stream_window
                 reply = await run_argument_stream(self._dispatcher, window, prepared, reader)
