@@ -44,6 +44,9 @@ class Builds(tether.RpcInterface):
 
     async def plain(self) -> str: ...
 
+    @tether.long_running(poll_interval=0.02, ready_within=0.05)
+    async def has_deadline(self) -> bool: ...
+
 
 class BuildsImpl(Builds):
     def __init__(self) -> None:
@@ -78,6 +81,11 @@ class BuildsImpl(Builds):
     async def plain(self) -> str:
         await tether.report_progress(1, 2)
         return "plain"
+
+    async def has_deadline(self) -> bool:
+        context = tether.current_context()
+        assert context is not None
+        return context.deadline is not None
 
 
 Connect = Callable[[tether.RpcManager], AbstractAsyncContextManager[Any]]
@@ -174,6 +182,29 @@ async def test_an_ordinary_http_call_reports_nowhere() -> None:
             with tether.on_progress(seen.append):
                 assert await backend.get_client(Builds).plain() == "plain"
     assert seen == []
+
+
+async def test_http_a_long_running_call_runs_under_the_callers_deadline_only() -> None:
+    """Not under the client's read_timeout: it may take minutes (each poll is bounded).
+
+    The call without a deadline cannot sit inside `fail_after` (that would be
+    its deadline): a watchdog task caps the test instead.
+    """
+    answers: list[bool] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watchdog() -> None:
+            await trio.sleep(TIMEOUT)
+            raise trio.TooSlowError
+
+        nursery.start_soon(watchdog)
+        async with _http(_manager(BuildsImpl())) as backend:
+            client = backend.get_client(Builds)
+            answers.append(await client.has_deadline())
+            with trio.fail_after(TIMEOUT):
+                answers.append(await client.has_deadline())
+        nursery.cancel_scope.cancel()
+    assert answers == [False, True]
 
 
 async def test_report_progress_outside_a_call_is_an_error() -> None:
@@ -343,6 +374,7 @@ async def test_http_bounds_the_operations_it_holds() -> None:
             full = await pool.request(b"POST", b"/rpc/test.Builds/1.0.0/hang", _headers(), b"[]")
             assert full.status == 503
             assert full.header(b"retry-after") == b"1"
+            assert full.header(b"x-correlation-id") == b"lro-activity"
             assert json.loads(full.body)["error"]["code"] == "unavailable"
 
 

@@ -619,9 +619,13 @@ class HttpApp:
                 return
             if prepared.operation.policy.long_running is not None and self._nursery is not None:
                 # Served with the lifespan (hypercorn, serve): it may outlive the request.
-                reply = await self._operations.call(
-                    prepared, request.authorization, receive, send, echo, self._nursery
-                )
+                try:
+                    reply = await self._operations.call(
+                        prepared, request.authorization, receive, send, echo, self._nursery
+                    )
+                except Unavailable as full:  # before anything ran
+                    await self._send_error(send, full, None, echo, activity_id)
+                    return
             elif splitter is not None:
                 reader = BodyReader(receive, splitter, ended)
                 window = self.manager.stream_window
