@@ -84,6 +84,7 @@ def test_top_level_all_is_exactly_this() -> None:
         "NotificationHandler",
         "NotificationInterface",
         "PayloadTooLarge",
+        "Progress",
         "RemoteError",
         "RequestContext",
         "RetryPolicy",
@@ -102,8 +103,10 @@ def test_top_level_all_is_exactly_this() -> None:
         "idempotent",
         "is_version_compatible",
         "long_running",
+        "on_progress",
         "open_stream",
         "remote_error",
+        "report_progress",
     ]
 
 
@@ -198,6 +201,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "Operation",
         "OperationPolicy",
         "PayloadTooLarge",
+        "Progress",
         "RemoteError",
         "RetryPolicy",
         "RpcBackend",
@@ -219,10 +223,12 @@ def test_runtime_surface_is_exactly_this() -> None:
         "is_version_compatible",
         "long_running",
         "make_converter",
+        "on_progress",
         "open_ipc_connection",
         "open_rpc_connection",
         "open_stream",
         "remote_error",
+        "report_progress",
         "serve_ipc_session",
         "serve_rpc_session",
     ]

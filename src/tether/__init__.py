@@ -22,6 +22,7 @@ from .runtime import NotFound as NotFound
 from .runtime import NotificationHandler as NotificationHandler
 from .runtime import NotificationInterface as NotificationInterface
 from .runtime import PayloadTooLarge as PayloadTooLarge
+from .runtime import Progress as Progress
 from .runtime import RemoteError as RemoteError
 from .runtime import RetryPolicy as RetryPolicy
 from .runtime import RpcInterface as RpcInterface
@@ -37,8 +38,10 @@ from .runtime import current_session as current_session
 from .runtime import idempotent as idempotent
 from .runtime import is_version_compatible as is_version_compatible
 from .runtime import long_running as long_running
+from .runtime import on_progress as on_progress
 from .runtime import open_stream as open_stream
 from .runtime import remote_error as remote_error
+from .runtime import report_progress as report_progress
 
 __version__ = "0.1.0"
 
@@ -62,6 +65,7 @@ __all__ = [
     "NotificationHandler",
     "NotificationInterface",
     "PayloadTooLarge",
+    "Progress",
     "RemoteError",
     "RequestContext",
     "RetryPolicy",
@@ -80,6 +84,8 @@ __all__ = [
     "idempotent",
     "is_version_compatible",
     "long_running",
+    "on_progress",
     "open_stream",
     "remote_error",
+    "report_progress",
 ]

@@ -57,6 +57,9 @@ from ._policies import OperationPolicy as OperationPolicy
 from ._policies import cacheable as cacheable
 from ._policies import idempotent as idempotent
 from ._policies import long_running as long_running
+from ._progress import Progress as Progress
+from ._progress import on_progress as on_progress
+from ._progress import report_progress as report_progress
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._retry import DEFAULT_RETRY as DEFAULT_RETRY
 from ._retry import NO_RETRY as NO_RETRY
@@ -108,6 +111,7 @@ __all__ = [
     "Operation",
     "OperationPolicy",
     "PayloadTooLarge",
+    "Progress",
     "RemoteError",
     "RetryPolicy",
     "RpcBackend",
@@ -129,10 +133,12 @@ __all__ = [
     "is_version_compatible",
     "long_running",
     "make_converter",
+    "on_progress",
     "open_ipc_connection",
     "open_rpc_connection",
     "open_stream",
     "remote_error",
+    "report_progress",
     "serve_ipc_session",
     "serve_rpc_session",
 ]

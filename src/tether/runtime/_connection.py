@@ -37,6 +37,7 @@ from ._errors import (
 from ._faults import wrap_client_stream
 from ._interfaces import Operation, RpcInterface
 from ._manager import RpcManager
+from ._progress import Progress, ProgressListener, SessionProgress, current_listener, deliver
 from ._protocol import (
     PROTOCOL_VERSION,
     Call,
@@ -48,6 +49,7 @@ from ._protocol import (
     InterfaceInfo,
     Item,
     Message,
+    ProgressReport,
     Ready,
     Result,
     Send,
@@ -111,6 +113,7 @@ class RpcConnection(RpcBackend):
     __slots__ = (
         "_closed",
         "_interfaces",
+        "_listeners",
         "_max_in_flight",
         "_options",
         "_pending",
@@ -134,6 +137,8 @@ class RpcConnection(RpcBackend):
         self._options = options
         self._interfaces: dict[str, InterfaceInfo] = {}
         self._pending: dict[int, Pending | CallerStream] = {}
+        # The `on_progress` callbacks of the calls waiting here that have one.
+        self._listeners: dict[int, ProgressListener] = {}
         self._reading = False
         self._closed: ConnectionClosed | None = None
         self.session_id = options.session_id
@@ -181,6 +186,9 @@ class RpcConnection(RpcBackend):
         data = encode_binary(call) if self._stream.binary else encode(call)
         pending = Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
+        listener = current_listener()
+        if listener is not None:
+            self._listeners[call.id] = listener
         try:
             await self._stream.send_message(data)
             await self._wait(pending)
@@ -199,6 +207,8 @@ class RpcConnection(RpcBackend):
             raise self._closed_error(call) from None
         finally:
             del self._pending[call.id]
+            if listener is not None:
+                del self._listeners[call.id]
             if self._room:
                 self._room.unpark()
         reply = pending.reply
@@ -267,6 +277,10 @@ class RpcConnection(RpcBackend):
                         owner.on_item(message.value, message_size(data))
                     else:
                         owner.on_ready(message.items, message.bytes)
+            elif type(message) is ProgressReport:
+                listener = self._listeners.get(message.id)
+                if listener is not None:
+                    deliver(listener, message.progress)
             elif isinstance(message, Error):
                 _client_log.warning(
                     "the backend reported a connection error: %.300r", message.error.message
@@ -455,7 +469,7 @@ class _Session(Workers[PreparedCall]):
     credit) is failed with InvalidRequest (`CalleeStream.fail`).
     """
 
-    __slots__ = ("dispatcher", "session_id", "stream", "streams")
+    __slots__ = ("dispatcher", "progress", "session_id", "stream", "streams")
 
     def __init__(
         self,
@@ -469,6 +483,7 @@ class _Session(Workers[PreparedCall]):
         self.stream = stream
         self.session_id = session_id
         self.streams: dict[int, CalleeStream] = {}
+        self.progress = SessionProgress(stream.send_message, _encode_progress)
         self.init_workers(nursery, max_in_flight)
 
     async def send_reply(self, reply: Result | Error) -> None:
@@ -496,6 +511,7 @@ class _Session(Workers[PreparedCall]):
             prepared = self.dispatcher.prepare(call, session_id=self.session_id)
         except TetherError as exc:
             return self.dispatcher.error_reply(call.id, exc, exc.activity_id)
+        prepared.progress = self.progress
         operation = prepared.operation
         if operation.stream_result or operation.stream_param is not None:
             prepared.stream = CalleeStream(
@@ -623,6 +639,10 @@ class _Session(Workers[PreparedCall]):
                 f"a backend does not accept {type(message).__name__!r} messages on an RPC session"
             )
             return self.dispatcher.error_reply(None, unexpected, None)
+
+
+def _encode_progress(call_id: int, progress: Progress) -> bytes:
+    return encode(ProgressReport(call_id, progress))
 
 
 async def serve_rpc_session(

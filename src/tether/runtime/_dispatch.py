@@ -37,6 +37,7 @@ from ._errors import (
 from ._interfaces import Operation
 from ._limits import why_unsendable, within_limits
 from ._manager import RpcManager
+from ._progress import ProgressSink, reporting_call
 from ._protocol import (
     BinaryMessage,
     Call,
@@ -75,7 +76,7 @@ class PreparedCall:
     """A call that passed the checks: ready to run under its context."""
 
     # A plain slotted class: made once per call, on the hot path.
-    __slots__ = ("args", "context", "handler", "id", "operation", "started", "stream")
+    __slots__ = ("args", "context", "handler", "id", "operation", "progress", "started", "stream")
 
     def __init__(
         self,
@@ -95,6 +96,9 @@ class PreparedCall:
         #: The callee's half of a stream call (set by the engine that prepares
         #: one); None for a unary call.
         self.stream: CalleeStream | None = None
+        #: Where `tether.report_progress` in the impl sends its reports (set by
+        #: the transport that runs the call); None: they go nowhere.
+        self.progress: ProgressSink | None = None
 
 
 def error_info(exc: BaseException, activity_id: str | None, *, development_mode: bool) -> ErrorInfo:
@@ -359,6 +363,8 @@ class Dispatcher:
         context = prepared.context
         started = prepared.started = access_clock()
         reply: Result | Error
+        # `report_progress` in the impl (and the tasks it starts) finds its call here.
+        reporting = reporting_call.set(prepared)
         try:
             authorize = self.manager.authorize
             if authorize is not None and not await authorize(context):
@@ -379,6 +385,8 @@ class Dispatcher:
             if failed is None:
                 raise  # trio.Cancelled, KeyboardInterrupt: not the impl's answer
             reply = failed
+        finally:
+            reporting_call.reset(reporting)
         if started:
             access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
         return reply

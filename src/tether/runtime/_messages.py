@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from ._fields import MAX_LABEL_LENGTH
+from ._progress import Progress
 
 __all__ = [
     "STREAM_MESSAGES",
@@ -24,6 +25,7 @@ __all__ = [
     "Invoke",
     "Item",
     "Notify",
+    "ProgressReport",
     "Ready",
     "Result",
     "Send",
@@ -164,6 +166,13 @@ class Ready(NamedTuple):
 STREAM_MESSAGES = (Item, Credit, Send, End, Ready)
 
 
+class ProgressReport(NamedTuple):
+    """Callee -> caller: how far the impl of call `id` got (`tether.report_progress`)."""
+
+    id: int
+    progress: Progress
+
+
 def _equal(self: tuple[Any, ...], other: object) -> bool:
     return type(self) is type(other) and tuple.__eq__(self, other)
 
@@ -172,7 +181,17 @@ def _not_equal(self: tuple[Any, ...], other: object) -> bool:
     return not _equal(self, other)
 
 
-for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify, *STREAM_MESSAGES):
+for _message in (
+    CallContext,
+    Call,
+    Invoke,
+    Result,
+    Error,
+    Cancel,
+    Notify,
+    ProgressReport,
+    *STREAM_MESSAGES,
+):
     _message.__eq__ = _equal  # type: ignore[method-assign]
     _message.__ne__ = _not_equal  # type: ignore[assignment,method-assign]
     _message.__hash__ = tuple.__hash__  # type: ignore[method-assign]

@@ -28,46 +28,20 @@ from ._fields import MAX_LABEL_LENGTH as MAX_LABEL_LENGTH
 from ._fields import Fields as _Fields
 from ._fields import is_label as is_label
 from ._messages import (
-    STREAM_MESSAGES as STREAM_MESSAGES,
-)
-from ._messages import (
-    Call as Call,
-)
-from ._messages import (
-    CallContext as CallContext,
-)
-from ._messages import (
-    Cancel as Cancel,
-)
-from ._messages import (
-    Credit as Credit,
-)
-from ._messages import (
-    End as End,
-)
-from ._messages import (
-    Error as Error,
-)
-from ._messages import (
-    ErrorInfo as ErrorInfo,
-)
-from ._messages import (
-    Invoke as Invoke,
-)
-from ._messages import (
-    Item as Item,
-)
-from ._messages import (
-    Notify as Notify,
-)
-from ._messages import (
-    Ready as Ready,
-)
-from ._messages import (
-    Result as Result,
-)
-from ._messages import (
-    Send as Send,
+    Call,
+    CallContext,
+    Cancel,
+    Credit,
+    End,
+    Error,
+    ErrorInfo,
+    Invoke,
+    Item,
+    Notify,
+    ProgressReport,
+    Ready,
+    Result,
+    Send,
 )
 from ._messages import (
     decode_call_fast as _decode_call_fast,
@@ -78,6 +52,7 @@ from ._messages import (
 from ._messages import (
     decode_notify_fast as _decode_notify_fast,
 )
+from ._progress import Progress
 from ._protocol_hello import (
     Hello,
     InterfaceInfo,
@@ -104,6 +79,7 @@ __all__ = [
     "Item",
     "Message",
     "Notify",
+    "ProgressReport",
     "Ready",
     "Result",
     "Send",
@@ -136,6 +112,7 @@ Message: TypeAlias = (
     | Send
     | End
     | Ready
+    | ProgressReport
 )
 
 
@@ -220,6 +197,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
     Hello: encode_hello,
     Welcome: encode_welcome,
+    ProgressReport: lambda m: {"t": "progress", "id": m.id, **m.progress.to_json()},
 }
 
 
@@ -326,6 +304,14 @@ def _decode_error(f: _Fields) -> Error:
     return Error(id=f.id, error=decode_error_info(f.sub("error")))
 
 
+def _decode_progress(f: _Fields) -> ProgressReport:
+    f.with_id()
+    try:
+        return ProgressReport(f.id, Progress.from_json(f.obj))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise f._fail("done", f"a report ({exc})", f.obj.get("done")) from None
+
+
 _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "call": _decode_call,
     "invoke": _decode_invoke,
@@ -345,6 +331,7 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "send": lambda f: Send(id=f.required_id(), value=_value(f)),
     "end": lambda f: End(id=f.get_int("id")),
     "ready": lambda f: Ready(f.required_id(), f.get_int("items"), f.get_int("bytes")),
+    "progress": _decode_progress,
 }
 
 

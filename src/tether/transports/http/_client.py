@@ -48,6 +48,7 @@ from ...runtime._protocol import (
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamWindow
 from ...runtime._util import check_seconds
 from ._cache import get_target
+from ._polling import follow_operation
 from ._pool import ConnectionPool, Response
 from ._stream_client import open_http_call
 from ._wire import DEFAULT_MAX_BODY_SIZE, FRAME, JSON, PROTOCOL, STATUS_CODES
@@ -400,14 +401,29 @@ class HttpBackend(RpcBackend):
         timeout_ms = call.timeout_ms
         if timeout_ms is None:
             bound = self._bound
-            if bound is not None:
+            # A long-running call's POST is answered soon (202); its impl may
+            # run for minutes, bounded by the caller's deadline alone.
+            if bound is not None and not self._long_running(call):
                 return await self._bounded(call, method, target, headers, body, activity_id, bound)
         else:
             headers.append((b"x-timeout-ms", b"%d" % timeout_ms))
         response = await self._pool.request(method, target, headers, body)
+        if response.status == 202:
+            return await follow_operation(
+                self, call, response, headers, activity_id, lambda r: self._reply(call, r)
+            )
+        return self._reply(call, response)
+
+    def _reply(self, call: Call, response: Response) -> Result | Error:
         if response.status == 200:
             return Result(call.id, _result_value(response.body))
-        return Error(call.id, error_info_from_response(response, activity_id))
+        return Error(call.id, error_info_from_response(response, call.ctx.activity_id))
+
+    def _long_running(self, call: Call) -> bool:
+        """Whether the backend described the call's operation as long-running."""
+        described = self._interfaces.get(call.iface)
+        policy = None if described is None else described.policies.get(call.op)
+        return policy is not None and policy.long_running is not None
 
     async def _bounded(
         self,

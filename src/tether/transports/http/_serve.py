@@ -15,6 +15,7 @@ from ._ipc_server import (
     DEFAULT_IPC_PING_INTERVAL,
     DEFAULT_IPC_PING_TIMEOUT,
 )
+from ._long_running import DEFAULT_MAX_OPERATIONS, DEFAULT_READY_WITHIN
 from ._server import HttpApp
 from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 from ._worker import run_worker
@@ -52,6 +53,8 @@ async def serve(
     websocket: WebSocketSettings | None = None,
     allowed_hosts: Collection[str] | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    ready_within: float = DEFAULT_READY_WITHIN,
+    max_operations: int = DEFAULT_MAX_OPERATIONS,
     max_connections: int | None = None,
     send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
@@ -92,6 +95,10 @@ async def serve(
             names on a loopback `host`, any name otherwise.
         body_timeout: Seconds a request's whole body may take to arrive
             (408 and the connection closed past it).
+        ready_within: Seconds a long-running operation's call may take before
+            it is answered `202 Accepted` and a status location to poll
+            (unless its policy says `ready_within`); 2 by default.
+        max_operations: Long-running operations held at once (503 past it).
         max_connections: Connections open at once (None: no cap); past it, a
             new connection is answered 503 with `Retry-After` and closed.
         send_timeout: Seconds a client may take nothing of an answer (an RPC
@@ -128,6 +135,8 @@ async def serve(
         websocket=websocket,
         allowed_hosts=allowed_hosts,
         body_timeout=body_timeout,
+        ready_within=ready_within,
+        max_operations=max_operations,
     )
     config = Config()
     # The app refuses a message over its limit with 1009 and a reason; hypercorn

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Collection
-from typing import Any, NamedTuple
+from typing import Any
 
 import trio
 
@@ -92,8 +92,17 @@ from ._ipc_server import (
     DEFAULT_IPC_PING_TIMEOUT,
     IpcRoutes,
 )
+from ._long_running import DEFAULT_MAX_OPERATIONS, DEFAULT_READY_WITHIN, LongRunningOperations
 from ._openapi import openapi_document
 from ._openapi_streams import stream_kinds
+from ._routes import (
+    OPERATION,
+    RPC,
+    RPC_CACHEABLE,
+    Route,
+    not_found,
+    route_for,
+)
 from ._stream_server import (
     BodyReader,
     error_start,
@@ -129,28 +138,6 @@ def _on_trio() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-class _Route(NamedTuple):
-    """A kind of route, and the methods it takes: its `Allow` header."""
-
-    kind: str
-    allow: str
-    methods: frozenset[str]
-
-
-def _taking(kind: str, *methods: str) -> _Route:
-    # OPTIONS is answered on every route (with CORS headers for a listed origin).
-    methods = (*methods, "OPTIONS")
-    return _Route(kind, ", ".join(methods), frozenset(methods))
-
-
-_RPC = _taking("rpc", "POST")
-_RPC_CACHEABLE = _taking("rpc", "GET", "HEAD", "POST")
-_GET = _taking("get", "GET", "HEAD")
-_IPC_OPEN = _taking("ipc", "POST")
-_IPC_SESSION = _taking("ipc", "POST", "DELETE")
-_IPC_EVENTS = _taking("ipc", "GET")
 
 
 class HttpApp:
@@ -189,6 +176,12 @@ class HttpApp:
             to a loopback address, any name otherwise. Others get 400.
         body_timeout: Seconds a request's whole body may take to arrive once
             its headers have; a slower one gets 408 and its connection closes.
+        ready_within: Seconds a call of a long-running operation may take
+            before the answer is `202 Accepted` and a status location to poll
+            (docs/http.md), unless its `@tether.long_running(ready_within=)`
+            says otherwise.
+        max_operations: Long-running operations held at once (running, or
+            done and not yet collected); more are refused with 503.
 
     Raises:
         ValueError: `prefix` does not start with "/", a limit, timeout or ping
@@ -210,12 +203,15 @@ class HttpApp:
         websocket: WebSocketSettings | None = None,
         allowed_hosts: Collection[str] | None = None,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        ready_within: float = DEFAULT_READY_WITHIN,
+        max_operations: int = DEFAULT_MAX_OPERATIONS,
     ) -> None:
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"prefix must start with '/', got {prefix!r}")
-        if max_body_size < 1 or max_in_flight < 1:
-            raise ValueError("max_body_size and max_in_flight must be at least 1")
+        if max_body_size < 1 or max_in_flight < 1 or max_operations < 1:
+            raise ValueError("max_body_size, max_in_flight and max_operations must be at least 1")
+        check_seconds("ready_within", ready_within)
         check_seconds("body_timeout", body_timeout, finite=False)
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc must be a tether.BackendIpc, got {ipc!r}")
@@ -257,6 +253,11 @@ class HttpApp:
         # Watcher tasks are spawned from this empty context, not the request's.
         self._clean = contextvars.Context()
         self._hosts: dict[tuple[bytes | None, str | None], str | None] = {}
+        self.ready_within = float(ready_within)
+        self.max_operations = max_operations
+        self._operations = LongRunningOperations(
+            self._dispatcher, prefix, self.ready_within, max_operations, self._clean
+        )
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -382,13 +383,13 @@ class HttpApp:
         parts = self._parts(path)
         route = None if parts is None else self._route(parts)
         operation = None
-        if route is _RPC:
+        if route is RPC:
             assert parts is not None
             operation = self._operation(parts)
             cacheable = operation is not None and operation.policy.cache is not None
             # A GET of an unknown operation is answered 404 by the call, as a POST.
             if cacheable or (operation is None and method in ("GET", "HEAD")):
-                route = _RPC_CACHEABLE
+                route = RPC_CACHEABLE
             if access is not None:
                 access.rpc_path = parts
         cors: list[tuple[bytes, bytes]] = []
@@ -412,6 +413,10 @@ class HttpApp:
             elif route.kind == "rpc":
                 get = None if method == "POST" else (scope["query_string"], method == "HEAD")
                 await self._rpc(receive, send, headers, parts, cors, access, operation, get)
+            elif route is OPERATION:
+                await self._operations.route(
+                    send, headers, method, parts[1], cors, self.max_body_size
+                )
             elif route.kind == "ipc":
                 assert self._ipc is not None
                 if access is not None and len(parts) > 1:
@@ -469,31 +474,12 @@ class HttpApp:
             return None
         return path[len(prefix) + 1 :].split("/")
 
-    def _route(self, parts: list[str]) -> _Route | None:
+    def _route(self, parts: list[str]) -> Route | None:
         """Which route `parts` names, if any."""
-        if parts[0] == "ipc":
-            if self._ipc is not None:
-                if len(parts) == 1:
-                    return _IPC_OPEN
-                if len(parts) == 2:
-                    return _IPC_SESSION
-                if len(parts) == 3 and parts[2] == "events":
-                    return _IPC_EVENTS
-        elif len(parts) == 3:
-            return _RPC
-        elif len(parts) == 1 and parts[0] in ("", "health", "openapi.json"):
-            return _GET
-        return None
+        return route_for(parts, ipc=self._ipc is not None)
 
     def _not_found(self, path: str, parts: list[str] | None) -> NotFound:
-        if parts is None:
-            return NotFound(f"nothing is served at {path}")
-        if parts[0] == "ipc" and self._ipc is None:
-            return NotFound("this backend serves no IPC")
-        return NotFound(
-            f"nothing is served at {path}: RPC calls are POST "
-            f"{self.prefix}/<interface>/<version>/<operation>"
-        )
+        return not_found(path, parts, self.prefix, ipc=self._ipc is not None)
 
     # -- RPC -------------------------------------------------------------------
 
@@ -619,7 +605,16 @@ class HttpApp:
                     self._run_call, prepared, receive, send, echo, records, self.max_body_size
                 )
                 return
-            if splitter is not None:
+            if prepared.operation.policy.long_running is not None and self._nursery is not None:
+                # Served with the lifespan (hypercorn, serve): it may outlive the request.
+                try:
+                    reply = await self._operations.call(
+                        prepared, request.authorization, receive, send, echo, self._nursery
+                    )
+                except Unavailable as full:  # before anything ran
+                    await self._send_error(send, full, None, echo, activity_id)
+                    return
+            elif splitter is not None:
                 reader = BodyReader(receive, splitter, ended)
                 window = self.manager.stream_window
                 reply = await run_argument_stream(self._dispatcher, window, prepared, reader)
@@ -742,7 +737,7 @@ class HttpApp:
             (b"vary", b"origin"),
         ]
 
-    async def _options(self, send: Send, route: _Route, cors: list[tuple[bytes, bytes]]) -> None:
+    async def _options(self, send: Send, route: Route, cors: list[tuple[bytes, bytes]]) -> None:
         """What a route takes; to a listed origin's preflight, the CORS answer too."""
         allow = route.allow.encode()
         headers = [(b"allow", allow), *cors]
