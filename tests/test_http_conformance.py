@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -13,9 +14,11 @@ from tether import BackendIpc, FrontendIpc, RpcInterface, RpcManager
 from tether.runtime import RpcBackend
 from tether.runtime._streams import open_stream
 from tether.runtime._util import open_service_nursery
-from tether.testing import IpcConformance, Probe, RpcConformance
+from tether.testing import FaultyProxy, IpcConformance, Probe, RpcConformance
+from tether.testing._rpc_faults_suite import Faults, ProxyFaults
 from tether.testing._rpc_streams_suite import ConformanceStreams
 from tether.transports import http
+from tether.transports.http._client import split_url
 
 
 @asynccontextmanager
@@ -65,6 +68,20 @@ class TestHttpRpc(RpcConformance):
     # Two-way streams are not carried over HTTP (docs/http.md, "Streams"): the
     # suite checks that they are refused with NotFound.
     stream_kinds = frozenset({"server", "client"})
+
+    @asynccontextmanager
+    async def open_faulty(
+        self, manager: RpcManager, *, interfaces: Sequence[type[RpcInterface]], **options: Any
+    ) -> AsyncIterator[tuple[RpcBackend, Faults]]:
+        """The fault cases over HTTP: a `FaultyProxy` between the client and hypercorn."""
+        async with open_service_nursery() as nursery:
+            url = await nursery.start(functools.partial(http.serve, manager, "127.0.0.1", 0))
+            host, port, prefix = split_url(url)
+            async with FaultyProxy(host, port) as proxy:
+                proxied = f"http://127.0.0.1:{proxy.port}{prefix}"
+                async with http.connect(proxied, interfaces=interfaces, **options) as backend:
+                    yield backend, ProxyFaults(proxy)
+            nursery.cancel_scope.cancel()
 
     def connect(
         self, manager: RpcManager, *, interfaces: Sequence[type[RpcInterface]], **options: Any

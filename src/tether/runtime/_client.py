@@ -7,8 +7,8 @@ import functools
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -18,6 +18,7 @@ from .. import contexts
 from ..contexts import current as current_context
 from ._codec import CONVERTER
 from ._errors import (
+    CallMayHaveRun,
     IncompatibleVersion,
     NotFound,
     RemoteError,
@@ -31,7 +32,15 @@ from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
 from ._retry import DEFAULT_RETRY, RetryPolicy, check_retry, retry_delay
 from ._state import ConnectionState, StateWatch
-from ._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamCall, StreamWindow, check_stream_window
+from ._streams import (
+    DEFAULT_STREAM_WINDOW,
+    Exchange,
+    StreamCall,
+    StreamWindow,
+    aclose_if_possible,
+    check_stream_window,
+    iterate_source,
+)
 from ._util import timeout_ms_left
 from ._versions import compatibility_advice, is_version_compatible
 
@@ -331,6 +340,40 @@ def _refused(call: Call, op: Operation) -> TetherError | None:
     return unsendable(call.args, op.param_names, op.qualname, call.ctx.activity_id)
 
 
+def _retry_wait(backend: RpcBackend, exc: TetherError, op: Operation, attempt: int) -> float | None:
+    """Seconds before the next attempt after `exc`, or None when `exc` is final.
+
+    A connection closed for good (CLOSED: closed here, or lost and not
+    reconnecting) is not tried again: another attempt could only fail.
+    """
+    if backend.state is ConnectionState.CLOSED:
+        return None
+    return retry_delay(exc, backend.options.retry, op.policy, attempt)
+
+
+def _final(exc: TetherError, backend: RpcBackend, op: Operation, attempt: int) -> TetherError:
+    """The failure the caller sees: a `CallMayHaveRun` says why it was not retried."""
+    if type(exc) is not CallMayHaveRun:
+        if attempt > 1:
+            exc.add_note(f"{op.qualname} was tried {attempt} times")
+        return exc
+    if not op.policy.idempotent:
+        why = "it is not idempotent (@tether.idempotent), so it was not retried"
+    elif backend.state is ConnectionState.CLOSED:
+        why = "the connection is closed for good, so it was not retried"
+    elif attempt >= backend.options.retry.attempts:
+        why = f"it was tried {attempt} times (retry.attempts)"
+    else:
+        why = "another try would end past the caller's deadline"
+    return CallMayHaveRun(
+        f"{exc.message}: {op.qualname} may have run on the backend; {why}",
+        reason=exc.reason,
+        close_code=exc.close_code,
+        details=exc.details,
+        activity_id=exc.activity_id,
+    )
+
+
 async def _call(
     backend: RpcBackend,
     interface: type[RpcInterface],
@@ -351,9 +394,12 @@ async def _call(
                 raise
             raise refused from None
         except TetherError as exc:
-            wait = retry_delay(exc, backend.options.retry, op.policy, attempt)
+            wait = _retry_wait(backend, exc, op, attempt)
             if wait is None:
-                raise
+                final = _final(exc, backend, op, attempt)
+                if final is exc:
+                    raise
+                raise final from exc
             failure: TetherError = exc
         else:
             if isinstance(reply, Result):
@@ -361,9 +407,9 @@ async def _call(
             error = await error_for_reply(reply.error, call.ctx.activity_id)
             if not isinstance(error, Unavailable):
                 raise error
-            wait = retry_delay(error, backend.options.retry, op.policy, attempt)
+            wait = _retry_wait(backend, error, op, attempt)
             if wait is None:
-                raise error
+                raise _final(error, backend, op, attempt)
             failure = error
         attempt += 1
         call = await _retry(call, op, attempt, wait, failure)
@@ -394,6 +440,97 @@ async def _retry(
     return call._replace(id=next(_ids), timeout_ms=timeout_ms_left())
 
 
+class _HeldSource:
+    """A client stream's argument stream, held open across the tries to open the call.
+
+    The transport `aclose()`s what it was given when an opening fails; this
+    one only notes it, so that the next try can still send the whole stream.
+    The call closes the caller's source itself, once (`release`). `read`
+    says whether any item was asked for: from then on the call is not tried
+    again, as the items taken cannot be sent twice.
+    """
+
+    __slots__ = ("_iterator", "read")
+
+    def __init__(self, source: AsyncIterable[Any]) -> None:
+        self._iterator = iterate_source(source)
+        self.read = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.read = True
+        return await anext(self._iterator)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def release(self) -> None:
+        await aclose_if_possible(self._iterator)
+
+
+@asynccontextmanager
+async def _open_with_retries(
+    backend: RpcBackend, op: Operation, call: Call, source: AsyncIterable[Any] | None
+) -> AsyncIterator[Exchange]:
+    """Open a stream call for the block, trying again while opening fails.
+
+    The rule: only the opening is retried (a `ConnectError` or `CallNotSent`
+    for every operation, a `CallMayHaveRun` for an idempotent one), and only
+    while no argument item was read; once the block is entered, no failure
+    is retried, since items have come or gone. Every try carries the same
+    ActivityId.
+    """
+    held = _HeldSource(source) if source is not None else None
+    attempt = 1
+    try:
+        while True:
+            opener = backend.open_call(call, op, held)
+            try:
+                exchange = await opener.__aenter__()
+            except TypeError:
+                refused = _refused(call, op)
+                if refused is None:
+                    raise
+                raise refused from None
+            except TetherError as exc:
+                wait = (
+                    None
+                    if held is not None and held.read
+                    else _retry_wait(backend, exc, op, attempt)
+                )
+                if wait is None:
+                    final = _final(exc, backend, op, attempt)
+                    if final is exc:
+                        raise
+                    raise final from exc
+                attempt += 1
+                call = await _retry(call, op, attempt, wait, exc)
+                continue
+            break
+        async with _entered(opener, exchange) as entered:
+            yield entered
+    finally:
+        if held is not None:
+            with trio.CancelScope(shield=True):
+                await held.release()
+
+
+@asynccontextmanager
+async def _entered(
+    opener: AbstractAsyncContextManager[Exchange], exchange: Exchange
+) -> AsyncIterator[Exchange]:
+    """The block of an opener already entered: its exit sees how the block ended."""
+    try:
+        yield exchange
+    except BaseException as exc:
+        if not await opener.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await opener.__aexit__(None, None, None)
+
+
 async def _call_with_stream(
     backend: RpcBackend,
     interface: type[RpcInterface],
@@ -405,18 +542,12 @@ async def _call_with_stream(
     await trio.lowlevel.checkpoint_if_cancelled()
     source = op.stream_source(args, kwargs)
     call = _make_call(backend, interface, op, args, kwargs)
-    try:
-        async with backend.open_call(call, op, source) as exchange:
+    async with _open_with_retries(backend, op, call, source) as exchange:
+        reply = await exchange.receive()
+        while type(reply) is Item:
+            # Not a stream result: an item is the backend's mistake; skip it.
+            _log.warning("ignoring a stream item for %s, which returns one value", op.qualname)
             reply = await exchange.receive()
-            while type(reply) is Item:
-                # Not a stream result: an item is the backend's mistake; skip it.
-                _log.warning("ignoring a stream item for %s, which returns one value", op.qualname)
-                reply = await exchange.receive()
-    except TypeError:
-        refused = _refused(call, op)
-        if refused is None:
-            raise
-        raise refused from None
     if type(reply) is Result:
         return op.decode_result(reply.value)
     assert type(reply) is Error
@@ -432,7 +563,7 @@ def _open_rpc_stream(
 ) -> AbstractAsyncContextManager[Exchange]:
     source = op.stream_source(args, kwargs) if op.stream_param is not None else None
     call = _make_call(backend, interface, op, args, kwargs)
-    return backend.open_call(call, op, source)
+    return _open_with_retries(backend, op, call, source)
 
 
 def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:

@@ -26,6 +26,8 @@ from ._binary import BinaryMessage
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
 from ._dispatch import Dispatcher, PreparedCall, send_reply
 from ._errors import (
+    CallMayHaveRun,
+    CallNotSent,
     ConnectError,
     ConnectionClosed,
     IncompatibleVersion,
@@ -61,6 +63,7 @@ from ._protocol import (
     message_size,
 )
 from ._rpc_streams import CallerStream, Pending, abort_park, open_exchange
+from ._state import ConnectionState, StateWatch
 from ._stream import MessageStream
 from ._streams import CalleeStream, Exchange, StreamWindow
 from ._util import check_positive_int
@@ -112,6 +115,7 @@ class RpcConnection(RpcBackend):
 
     __slots__ = (
         "_closed",
+        "_closed_here",
         "_interfaces",
         "_listeners",
         "_max_in_flight",
@@ -119,6 +123,7 @@ class RpcConnection(RpcBackend):
         "_pending",
         "_reading",
         "_room",
+        "_state",
         "_stream",
         "_token",
         "session_id",
@@ -141,6 +146,11 @@ class RpcConnection(RpcBackend):
         self._listeners: dict[int, ProgressListener] = {}
         self._reading = False
         self._closed: ConnectionClosed | None = None
+        # Closed by `aclose`: calls then fail with plain ConnectionClosed,
+        # which is never retried; a lost connection classifies them.
+        self._closed_here = False
+        # CLOSED once the stream is gone (this connection does not reconnect).
+        self._state = StateWatch()
         self.session_id = options.session_id
 
     @property
@@ -150,6 +160,10 @@ class RpcConnection(RpcBackend):
     @property
     def interfaces(self) -> Mapping[str, InterfaceInfo]:
         return self._interfaces
+
+    @property
+    def state_watch(self) -> StateWatch:
+        return self._state
 
     @property
     def is_closed(self) -> bool:
@@ -177,12 +191,12 @@ class RpcConnection(RpcBackend):
                 "own loop when the backend runs with thread=True"
             )
         if self._closed is not None:
-            raise self._closed_error(call)
+            raise self._closed_error(call, sent=False)
         while len(self._pending) >= self._max_in_flight:
             # Back-pressure: wait for a place rather than have the backend refuse.
             await self._room.park()
             if self._closed is not None:
-                raise self._closed_error(call)
+                raise self._closed_error(call, sent=False)
         data = encode_binary(call) if self._stream.binary else encode(call)
         pending = Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
@@ -190,7 +204,14 @@ class RpcConnection(RpcBackend):
         if listener is not None:
             self._listeners[call.id] = listener
         try:
-            await self._stream.send_message(data)
+            try:
+                await self._stream.send_message(data)
+            except ConnectionClosed as exc:
+                # A send that fails has not handed the whole message over (a
+                # stream raises before or while writing it, never after), so
+                # the backend cannot have read it.
+                self._lost(exc)
+                raise self._closed_error(call, sent=False) from None
             await self._wait(pending)
         except PayloadTooLarge:
             # The stream refused it before sending anything; it stays usable.
@@ -203,8 +224,6 @@ class RpcConnection(RpcBackend):
             if self._closed is None and pending.reply is None:
                 await self._send_cancel(call.id)
             raise
-        except ConnectionClosed:
-            raise self._closed_error(call) from None
         finally:
             del self._pending[call.id]
             if listener is not None:
@@ -213,7 +232,7 @@ class RpcConnection(RpcBackend):
                 self._room.unpark()
         reply = pending.reply
         if isinstance(reply, ConnectionClosed):
-            raise self._closed_error(call)
+            raise self._closed_error(call, sent=True)
         assert reply is not None
         return reply
 
@@ -225,12 +244,32 @@ class RpcConnection(RpcBackend):
             with contextlib.suppress(TetherError):
                 await self._stream.send_message(encode(Cancel(call_id)))
 
-    def _closed_error(self, call: Call) -> ConnectionClosed:
+    def _lost(self, exc: ConnectionClosed) -> None:
+        """The stream failed under a send: the connection is lost for every call."""
+        self._fail_pending(exc.reason or "the connection was lost", exc.close_code)
+
+    def _closed_error(self, call: Call, *, sent: bool) -> ConnectionClosed:
+        """The error of `call` on a closed connection, classified for retries.
+
+        Closed by `aclose`: plain `ConnectionClosed`. Lost: `CallNotSent` if
+        the call's message was not handed to the stream (`sent` False), else
+        `CallMayHaveRun`.
+        """
         closed = self._closed
         if closed is None:  # pragma: no cover - only reached after a close
             closed = ConnectionClosed("connection to the backend closed")
-        return ConnectionClosed(
-            closed.message,
+        what = f"{call.iface}.{call.op}"
+        error: type[ConnectionClosed]
+        if self._closed_here:
+            error, message = ConnectionClosed, f"{closed.message}, so {what} was not sent"
+        elif sent:
+            error = CallMayHaveRun
+            message = f"{closed.message} after {what} was sent, before its answer came"
+        else:
+            error = CallNotSent
+            message = f"{closed.message} before {what} was sent: it did not run"
+        return error(
+            message,
             reason=closed.reason,
             close_code=closed.close_code,
             activity_id=call.ctx.activity_id,
@@ -299,11 +338,13 @@ class RpcConnection(RpcBackend):
 
     def _fail_pending(self, reason: str, close_code: int | None = None) -> None:
         if self._closed is None:
+            verb = "closed" if self._closed_here else "lost"
             self._closed = ConnectionClosed(
-                f"connection to the backend closed: {reason}",
+                f"the connection to the backend was {verb} ({reason})",
                 reason=reason,
                 close_code=close_code,
             )
+            self._state.set(ConnectionState.CLOSED, self._closed.message)
         for waiter in self._pending.values():
             if waiter.reply is None:
                 waiter.reply = self._closed
@@ -329,11 +370,11 @@ class RpcConnection(RpcBackend):
                 "stream in the run that opened the connection"
             )
         if self._closed is not None:
-            raise self._closed_error(call)
+            raise self._closed_error(call, sent=False)
         while len(self._pending) >= self._max_in_flight:
             await self._room.park()
             if self._closed is not None:
-                raise self._closed_error(call)
+                raise self._closed_error(call, sent=False)
         state = CallerStream(self, call, window)
         self._pending[call.id] = state
         sent = False
@@ -352,9 +393,10 @@ class RpcConnection(RpcBackend):
             if grant:
                 items, size = state.inflow.initial_grant()
                 await self._stream.send_message(encode(Credit(call.id, items, size)))
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
+            self._lost(exc)
             await self._end_stream(state)
-            raise self._closed_error(call) from None
+            raise self._closed_error(call, sent=sent) from None
         except BaseException:
             # A call not sent (refused, or its send cancelled: a cancelled
             # send sends nothing) gets no `cancel` either.
@@ -385,6 +427,8 @@ class RpcConnection(RpcBackend):
 
     async def aclose(self) -> None:
         """Close the connection; calls still waiting fail with ConnectionClosed."""
+        if self._closed is None:
+            self._closed_here = True
         self._fail_pending("closed by this client")
         await self._stream.aclose()
 

@@ -166,7 +166,7 @@ class CallerStream:
             reply = self.reply
             if reply is not None:
                 if isinstance(reply, ConnectionClosed):
-                    raise self.connection._closed_error(self.call)
+                    raise self.connection._closed_error(self.call, sent=True)
                 return reply
             waiter = self.consumer = Pending(trio.lowlevel.current_task())
             try:

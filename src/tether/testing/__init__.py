@@ -12,6 +12,7 @@ from ._ipc_suite import ConformanceIpcEvents as ConformanceIpcEvents
 from ._ipc_suite import IpcConformance as IpcConformance
 from ._ipc_suite import IpcContextInfo as IpcContextInfo
 from ._probe import Probe as Probe
+from ._proxy import FaultyProxy as FaultyProxy
 from ._rpc_suite import ConformanceDownstream as ConformanceDownstream
 from ._rpc_suite import ConformanceError as ConformanceError
 from ._rpc_suite import ConformanceInterface as ConformanceInterface
@@ -28,6 +29,7 @@ __all__ = [
     "ConformanceIpcEvents",
     "ContextInfo",
     "Everything",
+    "FaultyProxy",
     "FaultyStream",
     "FaultyStreams",
     "IpcConformance",

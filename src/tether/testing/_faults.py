@@ -67,7 +67,8 @@ class FaultyStream(MessageStream):
     - `cut(reason)`: break the connection now, as a reset would: the inner
       stream is closed, and both directions raise `ConnectionClosed`.
     - `cut_after(count, direction=, match=)`: pass `count` more messages
-      (matching `match`) that way, then cut.
+      (matching `match`) that way, then cut. A send that passed its message
+      returns normally (the message left whole); what follows fails.
 
     Attributes:
         sent: Messages this side sent (passed on, dropped excluded).
@@ -174,8 +175,11 @@ class FaultyStream(MessageStream):
         await self.inner.send_message(data)
         self.sent += 1
         if self._cuts_after("send", data):
+            # The message went out whole, so this send succeeds, as a real one
+            # does when the connection breaks just after: the loss shows on
+            # the next operation (the reader's, usually).
             self.cut(f"cut by FaultyStream after sending message {self.sent}")
-            await self._close_if_cut()
+            await self.inner.aclose(self._cut)
 
     async def receive_message(self) -> bytes | str | BinaryMessage:
         while True:

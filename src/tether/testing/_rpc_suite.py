@@ -46,6 +46,7 @@ from ..runtime import (
 )
 from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
+from ._rpc_faults_suite import RpcFaultCases
 from ._rpc_streams_suite import RpcStreamCases
 
 __all__ = [
@@ -362,7 +363,7 @@ def _raw_call(interface: type[RpcInterface], op: str, args: list[Any], **kw: Any
     )
 
 
-class RpcConformance(RpcStreamCases):
+class RpcConformance(RpcStreamCases, RpcFaultCases):
     """Tests every RPC transport must pass. Subclass it and implement `connect`.
 
     `connect(manager, interfaces=..., **options)` returns an async context
@@ -375,6 +376,10 @@ class RpcConformance(RpcStreamCases):
     The stream cases (`RpcStreamCases`) run every kind of stream the
     transport carries: set `stream_kinds` to the kinds it carries (all three
     by default); for a kind left out, the case checks it is refused.
+
+    The fault cases (`RpcFaultCases`) break connections through
+    `faulty_streams()`; a transport without a MessageStream overrides
+    `open_faulty` (HTTP's test puts a `FaultyProxy` in front of its server).
     """
 
     def connect(

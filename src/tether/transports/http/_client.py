@@ -22,6 +22,8 @@ import trio
 from ... import contexts
 from ...runtime import (
     PROTOCOL_VERSION,
+    CallMayHaveRun,
+    CallNotSent,
     ClientOptions,
     ConnectError,
     ConnectionClosed,
@@ -45,6 +47,8 @@ from ...runtime._protocol import (
     Result,
     decode,
 )
+from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
+from ...runtime._state import ConnectionState, StateWatch
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamWindow
 from ...runtime._util import check_seconds
 from ._cache import get_target
@@ -195,6 +199,7 @@ class HttpBackend(RpcBackend):
         "_options",
         "_pool",
         "_prefix",
+        "_state",
         "_targets",
         "max_message_size",
         "read_timeout",
@@ -227,6 +232,7 @@ class HttpBackend(RpcBackend):
         self._interfaces: dict[str, InterfaceInfo] = {}
         self._targets: dict[tuple[str, str, str], bytes] = {}
         self._closed = False
+        self._state = StateWatch()
 
     @property
     def options(self) -> ClientOptions:
@@ -235,6 +241,13 @@ class HttpBackend(RpcBackend):
     @property
     def interfaces(self) -> Mapping[str, InterfaceInfo]:
         return self._interfaces
+
+    @property
+    def state_watch(self) -> StateWatch:
+        """CONNECTED; RECONNECTING from a call's failure to reach the backend (it
+        could not connect, or the connection was lost) until a request is
+        answered; CLOSED after `aclose`."""
+        return self._state
 
     async def describe(self) -> dict[str, Any]:
         """Ask the backend what it serves (`GET {prefix}/`).
@@ -383,6 +396,16 @@ class HttpBackend(RpcBackend):
         return open_http_call(self, call, operation, source)
 
     async def request(self, call: Call) -> Result | Error:
+        try:
+            reply = await self._request(call)
+        except (ConnectError, CallNotSent, CallMayHaveRun) as exc:
+            if not self._closed:
+                self._state.set(ConnectionState.RECONNECTING, exc.message)
+            raise
+        self._state.set(ConnectionState.CONNECTED)
+        return reply
+
+    async def _request(self, call: Call) -> Result | Error:
         method, target = b"POST", self._target(call.iface, call.ver, call.op)
         # A cacheable operation (as the backend describes it) goes as a GET
         # that caches keep, unless its arguments make too long a URL.
@@ -449,7 +472,7 @@ class HttpBackend(RpcBackend):
             response = await self._pool.request(method, target, headers, body)
         if waited.cancelled_caught:
             read_timeout = self.read_timeout
-            raise ConnectionClosed(
+            raise CallMayHaveRun(
                 f"no answer from {self.url} to {call.iface}.{call.op} within {wait:g} s: the "
                 f"call ran under the connection's read_timeout of {read_timeout:g} s (it had no "
                 "deadline of its own), and not even the server's 504 came back: the connection "
@@ -476,6 +499,7 @@ class HttpBackend(RpcBackend):
     async def aclose(self) -> None:
         """Close every connection; calls still running fail with ConnectionClosed."""
         self._closed = True
+        self._state.set(ConnectionState.CLOSED, "closed by this client")
         await self._pool.aclose()
 
 
@@ -492,6 +516,7 @@ async def connect(
     max_connections: int = 100,
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[HttpBackend]:
     """Connect to an HTTP backend for the block.
 
@@ -529,6 +554,14 @@ async def connect(
             window is TCP's (docs/http.md, "Streams"): the client reads a
             stream's response only as its items are taken, so it holds at
             most one read (64 KiB) and one item beyond them.
+        retry: How calls are retried (`tether.RetryPolicy`; by default 10
+            tries over about 11 s, backing off from 0.1 s to 2 s). Retried:
+            a call that could not connect, or whose connection broke before
+            it was written, and a 503 or 429 (waiting at least its
+            `Retry-After`), for every operation; one whose connection was
+            lost after it was sent, or that got no answer within
+            `read_timeout` (`CallMayHaveRun`), only for an idempotent
+            operation. Never past the caller's deadline. None: no retries.
 
     Raises:
         ConnectError: the backend cannot be reached, or is not a tether backend.
@@ -546,6 +579,7 @@ async def connect(
         authorization=authorization,
         session_id=session_id,
         stream_window=stream_window,
+        retry=retry,
     )
     pool = ConnectionPool(
         host,

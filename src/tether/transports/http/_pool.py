@@ -10,9 +10,11 @@ h11 state machine, and why its failure modes are tether's:
   never sends a request on a connection the server is closing at that moment;
 * should the server close a reused connection anyway, an idempotent request
   (GET, HEAD, DELETE...) is sent again, once, on a fresh connection, but only
-  if no byte of the response came back. A POST is never sent twice: the server
-  may have started it before it went away (a crash, a restart's grace period
-  running out), and an RPC call is not known to be safe to repeat;
+  if no byte of the response came back; so is any request the connection
+  broke under before it was written whole. A POST that went out is never
+  sent twice here: the server may have started it before it went away (a
+  crash, a restart's grace period running out); that failure is a
+  `CallMayHaveRun`, and the runtime retries it only for idempotent operations;
 * a cancelled request closes its connection, so the server sees a disconnect and
   cancels the work it started for it;
 * every failure is one of tether's errors (`ConnectError`, `ConnectionClosed`,
@@ -29,7 +31,13 @@ import attrs
 import h11
 import trio
 
-from ...runtime import ConnectError, ConnectionClosed, PayloadTooLarge
+from ...runtime import (
+    CallMayHaveRun,
+    CallNotSent,
+    ConnectError,
+    ConnectionClosed,
+    PayloadTooLarge,
+)
 from ...runtime._util import check_seconds
 
 __all__ = ["ConnectionPool", "PoolStatistics", "Response", "StreamingResponse"]
@@ -130,7 +138,15 @@ class _NoResponse(Exception):
 
     On a reused connection that means the server had closed it: the request is
     worth sending again on a fresh one.
+
+    Attributes:
+        sent: Whether the whole request was written. When not, the server
+            cannot have read it whole, so it did not run.
     """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class StreamingResponse:
@@ -519,10 +535,21 @@ class ConnectionPool:
                 return conn, await self._send_request(conn, h11_request, body)
             except _NoResponse as exc:
                 await self._discard(conn)
-                if not reused or self._closed or h11_request.method not in _IDEMPOTENT:
-                    raise ConnectionClosed(
-                        f"the connection to {self._origin} was lost: the server {exc}; did it "
-                        "stop or crash? Check its logs",
+                if self._closed:
+                    raise self._closed_error() from exc.__cause__
+                # Sent again, once, on a fresh connection: a request the
+                # server cannot have read whole, or an idempotent one, when the
+                # connection was a reused one the server had closed.
+                if not reused or (exc.sent and h11_request.method not in _IDEMPOTENT):
+                    if not exc.sent:
+                        raise CallNotSent(
+                            f"the connection to {self._origin} was lost before the request was "
+                            f"sent: the server {exc}; it did not run",
+                            reason="connection lost",
+                        ) from exc.__cause__
+                    raise CallMayHaveRun(
+                        f"the connection to {self._origin} was lost after the request was sent: "
+                        f"the server {exc}; did it stop or crash? Check its logs",
                         reason="connection lost",
                     ) from exc.__cause__
             except (*_FAILURES, _Silent) as exc:
@@ -557,7 +584,8 @@ class ConnectionPool:
                     await stream.send_all(end)
         except (trio.BrokenResourceError, OSError) as exc:
             raise _NoResponse(
-                f"broke the connection while the request was sent ({exc.__cause__ or exc})"
+                f"broke the connection while the request was sent ({exc.__cause__ or exc})",
+                sent=False,
             ) from exc
 
         received = False
@@ -635,6 +663,9 @@ class ConnectionPool:
     def _translate(self, exc: Exception, doing: str, conn: _Connection) -> ConnectionClosed:
         """The tether error for a trio, OS or h11 exception met `doing` something on `conn`.
 
+        A connection lost, or silent, once the request was out is a
+        `CallMayHaveRun`: the server may have started on it.
+
         Reasons: "closed" (closed on this side), "pool closed", "connection
         lost" (the server closed or reset the connection before the response
         was complete: it stopped, crashed, or the network failed), "no data"
@@ -648,7 +679,7 @@ class ConnectionPool:
                 f"the connection to {self._origin} was closed {doing}", reason="closed"
             )
         if isinstance(exc, _Silent):
-            return ConnectionClosed(
+            return CallMayHaveRun(
                 f"{self._origin} sent nothing for {self._read_timeout:g} s {doing}, in the middle "
                 "of the response: the connection is taken as lost (raise read_timeout if the "
                 "server is only slow)",
@@ -663,7 +694,7 @@ class ConnectionPool:
         # A reset, or an end of stream where h11 needed more (an incomplete
         # body or head): the server went away mid-response.
         cause = "the server closed it" if conn.eof else str(exc.__cause__ or exc)
-        return ConnectionClosed(
+        return CallMayHaveRun(
             f"the connection to {self._origin} was lost {doing} ({cause}) before the response "
             "was complete: did the server stop or crash? Check its logs",
             reason="connection lost",

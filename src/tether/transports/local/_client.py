@@ -24,6 +24,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds
 from ._paths import check_platform, check_socket_path
@@ -118,6 +119,7 @@ async def connect(
     max_in_flight: int = 1024,
     connect_timeout: float = 10.0,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[RpcConnection]:
     """Connect to a tether backend over its local socket, for the block.
 
@@ -146,6 +148,12 @@ async def connect(
         connect_timeout: Seconds to get through a full backlog.
         stream_window: What this frontend takes of a stream's results before
             the backend must wait, per stream (256 items, 4 MiB by default).
+        retry: How calls are retried (`tether.RetryPolicy`; by default 10
+            tries over about 11 s, backing off from 0.1 s to 2 s, never past
+            the caller's deadline): a 503 or 429 refusal is retried for every
+            operation, waiting at least its `Retry-After`. A lost connection is not made
+            again: calls then fail at once, `CallNotSent` if they were not
+            sent yet, `CallMayHaveRun` if they were. None: no retries.
 
     Raises:
         ConnectError: nothing serves at `path`, or it is not this user's.
@@ -162,6 +170,7 @@ async def connect(
         session_id=session_id,
         max_in_flight=max_in_flight,
         stream_window=stream_window,
+        retry=retry,
     ) as connection:
         yield connection
 
@@ -244,14 +253,19 @@ async def rpc_session(
     session_id: str | None,
     max_in_flight: int,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[RpcConnection]:
-    """An RPC connection over the stream `streams` opens (`connect`, and `spawn`'s)."""
+    """An RPC connection over the stream `streams` opens (`connect`, and `spawn`'s).
+
+    `retry` is `connect`'s (`tether.RetryPolicy`, None for no retries).
+    """
     options = ClientOptions(
         application_id=application_id,
         application_version=application_version,
         authorization=authorization,
         session_id=session_id,
         stream_window=stream_window,
+        retry=retry,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (

@@ -27,6 +27,7 @@ from ...runtime import (
     RpcInterface,
     StreamWindow,
 )
+from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._util import check_seconds, open_service_nursery
 from ._client import ipc_session, open_stream, rpc_session
 from ._lifeline import (
@@ -187,6 +188,7 @@ class PairedBackend:
         max_in_flight: int = 1024,
         connect_timeout: float = 10.0,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> AsyncIterator[RpcConnection]:
         """Connect to the backend for RPC, for the block; as `local.connect`.
 
@@ -194,7 +196,9 @@ class PairedBackend:
         backend dies, calls waiting and later ones fail with
         `ConnectionClosed` whose reason is its exit status ("the backend
         process exited with status -9 (SIGKILL)"). Leaving `spawn`'s block
-        closes the connection.
+        closes the connection. `retry` is as `local.connect`'s (a call sent
+        before the backend died fails with `CallMayHaveRun`, one not sent yet
+        with `CallNotSent`; the connection is not made again).
 
         Raises:
             ConnectError: the backend has exited (the reason says how), or the
@@ -211,6 +215,7 @@ class PairedBackend:
             session_id=session_id,
             max_in_flight=max_in_flight,
             stream_window=stream_window,
+            retry=retry,
         ) as connection:
             yield connection
 

@@ -40,6 +40,7 @@ from ...runtime import (
     serve_ipc_session,
     serve_rpc_session,
 )
+from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import open_service_nursery
 from ._streams import (
@@ -111,6 +112,7 @@ async def connect(
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
     max_in_flight: int = 1024,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[RpcConnection]:
     """Serve `manager` in-process and connect to it, for the block.
 
@@ -137,6 +139,12 @@ async def connect(
         max_in_flight: Calls the backend runs at once for this connection.
         stream_window: What this frontend takes of a stream's results before
             the backend must wait, per stream (256 items, 4 MiB by default).
+        retry: How calls are retried (`tether.RetryPolicy`; by default 10
+            tries over about 11 s, backing off from 0.1 s to 2 s, never past
+            the caller's deadline): a 503 or 429 refusal is retried for every
+            operation, waiting at least its `Retry-After`. This connection ends
+            only with its backend, and is not made again: its calls then
+            fail at once, with `CallMayHaveRun` if they were sent. None: no retries.
 
     Raises:
         ValueError: `stream_window` is not a `tether.StreamWindow`.
@@ -149,6 +157,7 @@ async def connect(
         authorization=authorization,
         session_id=session_id,
         stream_window=stream_window,
+        retry=retry,
     )
     serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
     async with (

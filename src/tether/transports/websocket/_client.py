@@ -294,6 +294,7 @@ async def connect(
     connect_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[RpcConnection]:
     """Connect to a tether backend over WebSocket, for the block.
 
@@ -329,6 +330,12 @@ async def connect(
         ssl_context: For `wss://` URLs; the system's default when None.
         stream_window: What this frontend takes of a stream's results before
             the backend must wait, per stream (256 items, 4 MiB by default).
+        retry: How calls are retried (`tether.RetryPolicy`; by default 10
+            tries over about 11 s, backing off from 0.1 s to 2 s, never past
+            the caller's deadline): a 503 or 429 refusal is retried for every
+            operation, waiting at least its `Retry-After`. A lost connection is not made
+            again: calls then fail at once, `CallNotSent` if they were not
+            sent yet, `CallMayHaveRun` if they were. None: no retries.
 
     Raises:
         ConnectError: the server could not be reached, or refused the
@@ -343,6 +350,7 @@ async def connect(
         authorization=authorization,
         session_id=session_id,
         stream_window=stream_window,
+        retry=retry,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (
