@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast, overload
 
 from .. import contexts
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
+from ._drain import Drain
 from ._errors import ConnectionClosed, Unavailable
 from ._ipc_engine import (
     DEFAULT_MAX_PENDING_BYTES,
@@ -419,6 +420,7 @@ async def serve_ipc_session(
     transport: str = "unknown",
     remote: str | None = None,
     headers: Mapping[str, str] | None = None,
+    drain: Drain | None = None,
 ) -> None:
     """Serve one frontend's IPC session over `stream` until either side ends it.
 
@@ -438,12 +440,15 @@ async def serve_ipc_session(
         headers: The headers of the request that opened the connection, names
             in lower case; the `authorization` one is the credential when the
             hello carries none.
+        drain: The server's shutdown: once it begins, invokes read are refused
+            with `Unavailable`, and the session closes ("the server is shutting
+            down") as soon as the invokes running have answered.
     """
     # A session starts with no request context: in-process, this task (or the
     # backend's thread) was spawned from the frontend's, and the frontend's
     # ActivityId and credential must not reach the backend that way.
     with contexts.using(None):
-        await _serve_ipc_session(backend, stream, transport, remote, headers)
+        await _serve_ipc_session(backend, stream, transport, remote, headers, drain)
 
 
 async def _serve_ipc_session(
@@ -452,6 +457,7 @@ async def _serve_ipc_session(
     transport: str,
     remote: str | None,
     headers: Mapping[str, str] | None,
+    drain: Drain | None,
 ) -> None:
     try:
         accepted = await accept(
@@ -498,7 +504,13 @@ async def _serve_ipc_session(
                     return
                 peer._call_on_close("the backend stopped before the session opened")
                 raise
-            await peer.run()
+            if drain is not None:
+                drain.join(peer)
+            try:
+                await peer.run()
+            finally:
+                if drain is not None:
+                    drain.leave(peer)
         finally:
             _current_session.reset(token)
             backend._remove(session)
