@@ -25,6 +25,7 @@ from .. import contexts
 from ._binary import BinaryMessage
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
 from ._dispatch import Dispatcher, PreparedCall, send_reply
+from ._drain import Drain, shutting_down_error
 from ._errors import (
     CallMayHaveRun,
     CallNotSent,
@@ -537,9 +538,13 @@ class _Session(Workers[PreparedCall]):
             await send_reply(stream.send_message, reply, stream.max_message_size, stream.binary)
         finally:
             self.sending -= 1
+            if self.draining:
+                self.check_drained()
 
     def prepare(self, call: Call) -> PreparedCall | Error:
         """Check a call; return it ready to run, or the reply that refuses it."""
+        if self.draining:
+            return self.dispatcher.error_reply(call.id, shutting_down_error(), call.ctx.activity_id)
         if call.id in self.calls:
             exc: TetherError = InvalidRequest(f"call id {call.id} is already in flight")
             return self.dispatcher.error_reply(call.id, exc, call.ctx.activity_id)
@@ -694,6 +699,7 @@ async def serve_rpc_session(
     stream: MessageStream,
     *,
     max_in_flight: int = 1024,
+    drain: Drain | None = None,
 ) -> None:
     """Serve RPC to one frontend over `stream` until it closes.
 
@@ -706,25 +712,35 @@ async def serve_rpc_session(
         stream: The connection.
         max_in_flight: Calls one session may have running at once; more are
             refused with `Unavailable` (too-many-requests).
+        drain: The server's shutdown: once it begins, calls read are refused
+            with `Unavailable` (unavailable, 503), and the session ends (its
+            stream closed) as soon as the calls running have answered.
     """
     dispatcher = manager if isinstance(manager, Dispatcher) else Dispatcher(manager)
     # A session starts with no request context: in-process, this task (or the
     # backend's thread) was spawned from the frontend's, and the frontend's
     # ActivityId and credential must not reach the backend that way.
     with contexts.using(None):
-        await _serve_rpc_session(dispatcher, stream, max_in_flight)
+        await _serve_rpc_session(dispatcher, stream, max_in_flight, drain)
 
 
 async def _serve_rpc_session(
-    dispatcher: Dispatcher, stream: MessageStream, max_in_flight: int
+    dispatcher: Dispatcher, stream: MessageStream, max_in_flight: int, drain: Drain | None
 ) -> None:
     try:
         session_id = await _accept(dispatcher, stream)
         if session_id is None:
             return
-        async with trio.open_nursery() as nursery:
-            session = _Session(dispatcher, stream, nursery, session_id, max_in_flight)
-            session.start_reading()
+        session: _Session | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                session = _Session(dispatcher, stream, nursery, session_id, max_in_flight)
+                session.start_reading()
+                if drain is not None:
+                    drain.join(session)
+        finally:
+            if drain is not None and session is not None:
+                drain.leave(session)
     finally:
         await stream.aclose()
 

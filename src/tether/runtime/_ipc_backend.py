@@ -16,6 +16,7 @@ import trio
 
 from .. import contexts
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
+from ._drain import Drain
 from ._errors import ConnectionClosed, Unavailable
 from ._ipc_engine import (
     DEFAULT_MAX_PENDING_BYTES,
@@ -424,6 +425,7 @@ async def serve_ipc_session(
     remote: str | None = None,
     headers: Mapping[str, str] | None = None,
     resumable: ResumableSessions | None = None,
+    drain: Drain | None = None,
 ) -> None:
     """Serve one frontend's IPC session over `stream` until either side ends it.
 
@@ -446,12 +448,15 @@ async def serve_ipc_session(
         resumable: Where this server keeps sessions that survive a dropped
             connection: given, a frontend whose hello says `"resumable": true`
             gets a resume token in its welcome (`_resume`).
+        drain: The server's shutdown: once it begins, invokes read are refused
+            with `Unavailable`, and the session closes ("the server is shutting
+            down") as soon as the invokes running have answered.
     """
     # A session starts with no request context: in-process, this task (or the
     # backend's thread) was spawned from the frontend's, and the frontend's
     # ActivityId and credential must not reach the backend that way.
     with contexts.using(None):
-        await _serve_ipc_session(backend, stream, transport, remote, headers, resumable)
+        await _serve_ipc_session(backend, stream, transport, remote, headers, resumable, drain)
 
 
 async def _serve_ipc_session(
@@ -461,6 +466,7 @@ async def _serve_ipc_session(
     remote: str | None,
     headers: Mapping[str, str] | None,
     resumable: ResumableSessions | None,
+    drain: Drain | None,
 ) -> None:
     try:
         accepted = await accept(
@@ -518,14 +524,20 @@ async def _serve_ipc_session(
                     return
                 peer._call_on_close("the backend stopped before the session opened")
                 raise
-            if resuming is None:
-                await peer.run()
-            else:
-                peer.stream = resuming
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(resuming.run)
+            if drain is not None:
+                drain.join(peer)
+            try:
+                if resuming is None:
                     await peer.run()
-                    nursery.cancel_scope.cancel()
+                else:
+                    peer.stream = resuming
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(resuming.run)
+                        await peer.run()
+                        nursery.cancel_scope.cancel()
+            finally:
+                if drain is not None:
+                    drain.leave(peer)
         finally:
             _current_session.reset(current)
             backend._remove(session)

@@ -64,6 +64,7 @@ from ._dispatch import (
     interrupted_reply,
     too_large_reply,
 )
+from ._drain import SHUTTING_DOWN, shutting_down_error
 from ._errors import (
     ConnectionClosed,
     InvalidRequest,
@@ -432,6 +433,8 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                     "a stream result with `async with tether.open_stream(...)`",
                     details={"channel": invoke.channel, "method": invoke.method},
                 )
+            if self.draining:
+                raise shutting_down_error()
             if invoke.id in self.calls or (
                 self.callee_streams and invoke.id in self.callee_streams
             ):
@@ -543,6 +546,12 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                 pass  # the session is ending: nobody waits for the reply
         finally:
             self.sending -= 1
+            if self.draining:
+                self.check_drained()
+
+    def end_drained(self) -> None:
+        # The server drained this session: it ends, telling the frontend why.
+        self.close(SHUTTING_DOWN)
 
     # -- calling the other side ------------------------------------------------
 

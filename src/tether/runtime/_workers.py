@@ -105,6 +105,7 @@ class Workers(abc.ABC, Generic[CallT]):
     __slots__ = (
         "calls",
         "clean_context",
+        "draining",
         "handed",
         "max_in_flight",
         "nursery",
@@ -132,6 +133,9 @@ class Workers(abc.ABC, Generic[CallT]):
     handed: deque[CallT]
     #: The context the session's workers start from (no request context).
     clean_context: contextvars.Context | None
+    #: The server is shutting down gracefully (`begin_drain`): new calls are
+    #: refused, and the session ends once the calls running have answered.
+    draining: bool
 
     def init_workers(self, nursery: trio.Nursery | None, max_in_flight: int) -> None:
         self.nursery = nursery
@@ -142,6 +146,7 @@ class Workers(abc.ABC, Generic[CallT]):
         self.vacant = True
         self.handed = deque()
         self.clean_context = None
+        self.draining = False
 
     # -- what a session provides ---------------------------------------------------
 
@@ -174,7 +179,36 @@ class Workers(abc.ABC, Generic[CallT]):
 
     @abc.abstractmethod
     async def send_reply(self, reply: Result | Error) -> None:
-        """Send a reply (counted in `sending` while it is sent)."""
+        """Send a reply (counted in `sending` while it is sent).
+
+        While `draining`, it calls `check_drained` once the reply is sent.
+        """
+
+    def end_drained(self) -> None:
+        """End the session: it drained (no call runs, no reply is being sent)."""
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
+
+    # -- draining ------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """The server is shutting down: refuse new calls, end once the running ones answered.
+
+        The session's `read_next`/`prepare` refuse every call read from now on
+        (`Unavailable`, so that callers retry elsewhere or later); each reply
+        sent, and each call its caller cancels, looks again whether the session
+        is idle, and `end_drained` ends it then. Whoever drains it bounds the
+        wait (a call may run for ever) by ending the session itself.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        self.check_drained()
+
+    def check_drained(self) -> None:
+        """While draining: end the session if no call runs and no reply is being sent."""
+        if not self.calls and not self.sending:
+            self.end_drained()
 
     # -- the workers -------------------------------------------------------------
 
@@ -238,6 +272,9 @@ class Workers(abc.ABC, Generic[CallT]):
                 await run_until_it_yields(
                     self.send_reply(reply), self.hand_over_to_send, clean, role
                 )
+            elif self.draining:
+                # Cancelled by its caller: no reply to wait for.
+                self.check_drained()
             if role.reading and not same_context(clean):
                 self.hand_over_reading(clean, role)
                 return

@@ -66,7 +66,12 @@ async def serve(
 
     Runs until cancelled, or until `shutdown_trigger` returns: then it stops
     accepting, closes IPC sessions ("the server is shutting down"), and lets
-    requests in flight finish for up to `graceful_timeout` seconds.
+    requests in flight finish for up to `graceful_timeout` seconds. Sessions
+    on `{prefix}/ws` drain the same way: each call or invoke read from then on
+    is refused with `Unavailable` (503, which tether's clients retry), those
+    running finish, and each connection closes with 1001 ("the server is
+    shutting down") once it has nothing running, or when the grace is over
+    (what still runs is cancelled then). Cancelling `serve` stops at once.
 
     Example::
 
@@ -107,7 +112,8 @@ async def serve(
         keep_alive_timeout: Seconds an idle connection stays open; keep it
             longer than your clients keep idle connections. It also bounds
             the time a request's headers may take to arrive.
-        graceful_timeout: Seconds in-flight requests get at shutdown.
+        graceful_timeout: Seconds in-flight requests (and calls on `{prefix}/ws`)
+            get at a graceful shutdown.
         shutdown_trigger: Awaited in the background; when it returns, the
             server shuts down gracefully.
         task_status: `nursery.start` gets the URL to connect to:
@@ -158,7 +164,9 @@ async def serve(
             await trio.sleep_forever()
         else:
             await shutdown_trigger()
-        app.begin_shutdown()
+        # hypercorn cancels every connection once `graceful_timeout` is over:
+        # /ws sessions stop draining a moment before, to close properly (1001).
+        app.begin_shutdown(ws_grace=graceful_timeout - min(_WS_CLOSE_GRACE, graceful_timeout / 2))
 
     # hypercorn runs shielded from our cancellation: being cancelled first
     # tells the WebSocket and IPC clients why (1001, "the server is shutting

@@ -344,15 +344,24 @@ class HttpApp:
             self._nursery = None
         await send({"type": "lifespan.shutdown.complete"})
 
-    def begin_shutdown(self) -> None:
+    def begin_shutdown(self, ws_grace: float | None = None) -> None:
         """Stop taking new work: health answers 503, IPC sessions close.
 
         `serve` calls it when its shutdown trigger fires; the ASGI lifespan
         calls it at shutdown. RPC requests already running go on.
+
+        Args:
+            ws_grace: Seconds `{prefix}/ws` sessions get to drain (new calls
+                refused with 503, those running finish, then close 1001);
+                None: they close with 1001 now, their calls cancelled.
         """
         self._shutting_down = True
         # WebSocket sessions close with 1001 "the server is shutting down".
-        self._ws.begin_shutdown()
+        if ws_grace is not None and self._nursery is not None:
+            self._ws.begin_shutdown(graceful=True)
+            self._nursery.start_soon(self._ws.drain, ws_grace)
+        else:
+            self._ws.begin_shutdown()
         if self._ipc is not None:
             self._ipc.close_all("the server is shutting down")
 

@@ -27,6 +27,7 @@ from ...runtime import (
     serve_rpc_session,
 )
 from ...runtime._dispatch import error_info
+from ...runtime._drain import SHUTTING_DOWN, Drain, shutting_down_error
 from ...runtime._protocol import (
     BinaryMessage,
     Error,
@@ -354,6 +355,8 @@ class Endpoint:
 
     __slots__ = (
         "_closing",
+        "_cut",
+        "_drain",
         "_idle",
         "_pinger",
         "_sessions",
@@ -391,6 +394,9 @@ class Endpoint:
         self._sessions: set[trio.CancelScope] = set()
         self._idle = trio.Event()  # set when shutting down with no connection left
         self._closing = trio.Event()  # set by begin_shutdown
+        # The sessions, told when a graceful shutdown begins.
+        self._drain = Drain()
+        self._cut = trio.Event()  # set by cut: the sessions end now
         self._pinger: Pinger | None = None  # while `ping_connections` runs
         #: The IPC sessions a frontend may resume after a dropped connection.
         self.resumable: ResumableSessions | None = None
@@ -405,17 +411,52 @@ class Endpoint:
         close with 1001 "the server is shutting down", whatever their session says."""
         return self._closing.is_set()
 
-    def begin_shutdown(self) -> None:
-        """Refuse new connections and end every session with 1001."""
+    @property
+    def draining(self) -> bool:
+        """After `begin_shutdown(graceful=True)`, until every connection has closed."""
+        return self._drain.draining and not self._idle.is_set()
+
+    def begin_shutdown(self, *, graceful: bool = False) -> None:
+        """Refuse new connections (503), and end every session with 1001.
+
+        Args:
+            graceful: Drain: each session refuses new calls and invokes
+                (`Unavailable`) and ends once those running have answered;
+                `drain` bounds the wait. Otherwise every session ends now, its
+                calls cancelled. A shutdown that is not graceful after one that
+                is ends the sessions still draining.
+        """
         self._closing.set()
-        for scope in list(self._sessions):
-            scope.cancel()
+        if graceful:
+            self._drain.begin()
+        else:
+            self.cut()
         if self.connections == 0:
             self._idle.set()
 
-    async def wait_closing(self) -> None:
-        """Wait until `begin_shutdown` is called."""
-        await self._closing.wait()
+    def cut(self) -> None:
+        """End every session now, cancelling what still runs (after a drain's grace)."""
+        self._cut.set()
+        for scope in list(self._sessions):
+            scope.cancel()
+
+    async def drain(self, grace: float) -> None:
+        """After `begin_shutdown(graceful=True)`: wait up to `grace` s for every
+        connection to close, then end those left (`cut`)."""
+        with trio.move_on_after(grace):
+            await self._idle.wait()
+        if not self._idle.is_set():
+            _log.info(
+                "graceful shutdown: %d WebSocket connections still busy after %g s; "
+                "cancelling what they run",
+                self.connections,
+                grace,
+            )
+            self.cut()
+
+    async def wait_cut(self) -> None:
+        """Wait until the sessions are ended (`cut`), rather than drained."""
+        await self._cut.wait()
 
     async def wait_idle(self) -> None:
         """After `begin_shutdown`: wait until every connection has closed."""
@@ -588,6 +629,12 @@ class Endpoint:
                 f"no hello within {settings.handshake_timeout:g} s of opening", POLICY_VIOLATION
             )
             return
+        if self._drain.draining:
+            # Its hello came as the server began to shut down: the client's
+            # connect fails with Unavailable, which it retries.
+            info = error_info(shutting_down_error(), None, development_mode=False)
+            await stream.refuse(encode(Error(None, info)), "unavailable", SHUTTING_DOWN)
+            return
         stream.push_back(first)
         # Binary frames only to a client whose hello says it reads them.
         stream.peer_said(first)
@@ -606,10 +653,13 @@ class Endpoint:
                 remote=None if handshake is None else handshake.remote,
                 headers=None if handshake is None else handshake.headers,
                 resumable=self.resumable,
+                drain=self._drain,
             )
         else:
             assert self.manager is not None
-            await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)
+            await serve_rpc_session(
+                self.manager, stream, max_in_flight=settings.max_in_flight, drain=self._drain
+            )
 
     async def _resume(self, stream: WebSocketStream, hello: Hello) -> None:
         """A frontend takes its IPC session back over this connection (or is refused)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
 import trio
 import trio_websocket
@@ -19,6 +20,7 @@ from ...runtime._resume import (
     DEFAULT_REPLAY_MESSAGES,
     DEFAULT_RESUME_GRACE,
 )
+from ...runtime._util import check_seconds
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -59,6 +61,8 @@ async def serve(
     resume_grace: float | None = DEFAULT_RESUME_GRACE,
     replay_messages: int = DEFAULT_REPLAY_MESSAGES,
     replay_bytes: int = DEFAULT_REPLAY_BYTES,
+    graceful_timeout: float = 5.0,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve RPC (`manager`) and/or IPC (`ipc`) over WebSocket until cancelled.
@@ -71,8 +75,19 @@ async def serve(
         async with websocket.connect(url, interfaces=[RobotWorldRead]) as backend:
             ...
 
-    Cancelling it closes every connection with 1001 ("the server is shutting
-    down") and cancels every call still running.
+    A plain `GET /health` (not an upgrade) is answered `200` with
+    `{"status": "ok"}`, and `503` with `{"status": "shutting-down"}` while
+    the server shuts down, for load balancers and orchestrators.
+
+    When `shutdown_trigger` returns, the server shuts down gracefully, and
+    returns once done: it refuses new connections (`503` and `Retry-After`
+    at the handshake), answers each call or IPC invoke read from then on with
+    `Unavailable` (503, which tether's clients retry), lets the calls and
+    invokes already running finish for up to `graceful_timeout` seconds,
+    closing each connection with 1001 ("the server is shutting down") as soon
+    as it has nothing running, then cancels what still runs and closes the
+    rest the same way. Cancelling it shuts down at once: every connection is
+    closed with 1001 and every call still running is cancelled.
 
     Args:
         manager: The RPC impls to serve, or None to serve IPC only.
@@ -86,6 +101,11 @@ async def serve(
             of the server's own origin (and programs, which send no
             `Origin`) may connect, and on a loopback address only loopback
             `Host` names are answered.
+        graceful_timeout: Seconds the calls and invokes running get to finish
+            at a graceful shutdown.
+        shutdown_trigger: Awaited in the background; when it returns, the
+            server shuts down gracefully (`event.wait`, or a function that
+            waits for SIGTERM).
         task_status: Reports the URL, `ws://host:port/`, once listening.
 
     Raises:
@@ -95,6 +115,7 @@ async def serve(
             name is malformed.
         OSError: the address cannot be bound.
     """
+    check_seconds("graceful_timeout", graceful_timeout)
     settings = WebSocketSettings(
         max_message_size=max_message_size,
         max_in_flight=max_in_flight,
@@ -117,6 +138,7 @@ async def serve(
         await nursery.start(endpoint.ping_connections)
         listeners = await trio.open_tcp_listeners(port, host=host)
         server = _Server(
+            endpoint,
             handler,
             listeners,
             handler_nursery=handlers,
@@ -130,10 +152,22 @@ async def serve(
         shown = f"[{host}]" if ":" in host else host
         task_status.started(f"ws://{shown}:{server.port}/")
         try:
-            await trio.sleep_forever()
+            if shutdown_trigger is None:
+                await trio.sleep_forever()
+            await shutdown_trigger()
+            _log.info(
+                "shutting down gracefully: %d WebSocket connections get up to %g s to finish",
+                endpoint.connections,
+                graceful_timeout,
+            )
+            # The listener stays open while the sessions drain: handshakes are
+            # refused (503) and /health says so, rather than connects refused.
+            endpoint.begin_shutdown(graceful=True)
+            await endpoint.drain(graceful_timeout)
+            nursery.cancel_scope.cancel()
         finally:
-            # Cancelled: the listeners close with this nursery; the sessions
-            # end now, each telling its client why (1001).
+            # Cancelled (or drained): the listeners close with this nursery;
+            # the sessions left end now, each telling its client why (1001).
             endpoint.begin_shutdown()
 
 
@@ -151,6 +185,10 @@ class _Server(trio_websocket.WebSocketServer):
     socket itself (`TrioWebSocketStream(own_reading=True)`, `SocketReader`).
     """
 
+    def __init__(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._endpoint = endpoint
+
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
         # trio-websocket's, less the reader task: its reading of the request
         # is `_read_request`, in this task.
@@ -163,7 +201,7 @@ class _Server(trio_websocket.WebSocketServer):
         )
         request = None
         with trio.move_on_after(self._connect_timeout):
-            request = await _read_request(connection, stream)
+            request = await _read_request(connection, stream, self._endpoint)
         if request is None:
             await stream.aclose()
             return
@@ -175,10 +213,14 @@ class _Server(trio_websocket.WebSocketServer):
 
 
 async def _read_request(
-    connection: trio_websocket.WebSocketConnection, stream: trio.abc.Stream
+    connection: trio_websocket.WebSocketConnection, stream: trio.abc.Stream, endpoint: Endpoint
 ) -> trio_websocket.WebSocketRequest | None:
-    """Read the upgrade request, as trio-websocket's reader task would; None if none came."""
+    """Read the upgrade request, as trio-websocket's reader task would; None if none came.
+
+    A plain `GET /health` is answered here (`_answer_health`), and None returned.
+    """
     wsproto = connection._wsproto
+    head = b""  # the first bytes that came, for the request line of a plain GET /health
     while True:
         for event in wsproto.events():
             if type(event) is Request:
@@ -189,14 +231,53 @@ async def _read_request(
             return None
         if not data:
             return None
+        if len(head) < _MAX_HEAD:
+            head += data
         try:
             wsproto.receive_data(bytes(data))
         except RemoteProtocolError as err:
+            # wsproto refuses any request that is not an upgrade before a
+            # handler could see it: a health check is recognised here, by
+            # the request line of what it refused.
+            if _is_health_check(head):
+                await _answer_health(stream, endpoint)
+                return None
             # A malformed request: wsproto's 400, as trio-websocket answers it.
             if err.event_hint:
                 with contextlib.suppress(trio_websocket.ConnectionClosed):
                     await connection._send(err.event_hint)
             return None
+
+
+#: Bytes of a request kept to read its request line.
+_MAX_HEAD = 8 * 1024
+#: Seconds a health check's client gets to take its answer.
+_HEALTH_SEND_TIMEOUT = 5.0
+
+
+def _is_health_check(head: bytes) -> bool:
+    """Whether `head` starts with the request line `GET /health[?...] HTTP/1.x`."""
+    line, _, _ = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or not parts[2].startswith(b"HTTP/1."):
+        return False
+    return parts[1].partition(b"?")[0] == b"/health"
+
+
+async def _answer_health(stream: trio.abc.Stream, endpoint: Endpoint) -> None:
+    """Answer a health check: 200 `{"status":"ok"}`, or 503 while shutting down."""
+    if endpoint.shutting_down:
+        status, body = b"503 Service Unavailable", b'{"status":"shutting-down"}'
+        extra = b"retry-after: 1\r\n"
+    else:
+        status, body, extra = b"200 OK", b'{"status":"ok"}', b""
+    answer = (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"cache-control: no-store\r\nconnection: close\r\n%s\r\n%s"
+    ) % (status, len(body), extra, body)
+    with trio.move_on_after(_HEALTH_SEND_TIMEOUT):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(answer)
 
 
 async def _own_connections(
@@ -212,7 +293,9 @@ async def _own_connections(
     with trio.CancelScope(shield=True):
         async with trio.open_nursery() as handlers:
             task_status.started(handlers)
-            await endpoint.wait_closing()
+            # Not at the start of a graceful shutdown: once its sessions have
+            # drained, or its grace is over.
+            await endpoint.wait_cut()
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await endpoint.wait_idle()
             handlers.cancel_scope.cancel()
