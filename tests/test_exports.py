@@ -198,6 +198,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "Operation",
         "OperationPolicy",
         "PayloadTooLarge",
+        "ReconnectingBackend",
         "RemoteError",
         "RetryPolicy",
         "RpcBackend",

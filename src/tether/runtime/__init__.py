@@ -58,6 +58,7 @@ from ._policies import cacheable as cacheable
 from ._policies import idempotent as idempotent
 from ._policies import long_running as long_running
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._reconnect import ReconnectingBackend as ReconnectingBackend
 from ._retry import DEFAULT_RETRY as DEFAULT_RETRY
 from ._retry import NO_RETRY as NO_RETRY
 from ._retry import RetryPolicy as RetryPolicy
@@ -108,6 +109,7 @@ __all__ = [
     "Operation",
     "OperationPolicy",
     "PayloadTooLarge",
+    "ReconnectingBackend",
     "RemoteError",
     "RetryPolicy",
     "RpcBackend",

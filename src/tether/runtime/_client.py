@@ -352,7 +352,8 @@ async def _call(
             raise refused from None
         except TetherError as exc:
             wait = retry_delay(exc, backend.options.retry, op.policy, attempt)
-            if wait is None:
+            if wait is None or backend.state is ConnectionState.CLOSED:
+                # A connection closed for good (given up, or incompatible) fails every try.
                 raise
             failure: TetherError = exc
         else:

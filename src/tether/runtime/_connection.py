@@ -26,6 +26,7 @@ from ._binary import BinaryMessage
 from ._client import ClientOptions, RpcBackend, check_backend_interfaces, error_from_info
 from ._dispatch import Dispatcher, PreparedCall, send_reply
 from ._errors import (
+    CallNotSent,
     ConnectError,
     ConnectionClosed,
     IncompatibleVersion,
@@ -59,6 +60,7 @@ from ._protocol import (
     message_size,
 )
 from ._rpc_streams import CallerStream, Pending, abort_park, open_exchange
+from ._state import ConnectionState, StateWatch
 from ._stream import MessageStream
 from ._streams import CalleeStream, Exchange, StreamWindow
 from ._util import check_positive_int
@@ -76,6 +78,9 @@ _client_log = logging.getLogger("tether.client")
 
 #: How long a cancelled call (or IPC invoke) may spend telling the other side to stop.
 _CANCEL_SEND_TIMEOUT = 1.0
+
+#: How often `RpcConnection.watch` looks whether nobody reads (a call just ended).
+WATCH_EVERY = 0.25
 
 # The IPC engine waits on its connection the same way.
 _Pending = Pending
@@ -116,8 +121,10 @@ class RpcConnection(RpcBackend):
         "_pending",
         "_reading",
         "_room",
+        "_state",
         "_stream",
         "_token",
+        "_watching",
         "session_id",
     )
 
@@ -136,6 +143,9 @@ class RpcConnection(RpcBackend):
         self._pending: dict[int, Pending | CallerStream] = {}
         self._reading = False
         self._closed: ConnectionClosed | None = None
+        self._state = StateWatch()
+        # The read of `watch`, while it reads for nobody: a caller cancels it to read.
+        self._watching: trio.CancelScope | None = None
         self.session_id = options.session_id
 
     @property
@@ -150,6 +160,11 @@ class RpcConnection(RpcBackend):
     def is_closed(self) -> bool:
         """True once the connection closed, from either side."""
         return self._closed is not None
+
+    @property
+    def state_watch(self) -> StateWatch:
+        """CONNECTED, then CLOSED once closed either way (`reason` says why)."""
+        return self._state
 
     async def _handshake(self, wanted: list[type[RpcInterface]]) -> None:
         options = self._options
@@ -172,12 +187,12 @@ class RpcConnection(RpcBackend):
                 "own loop when the backend runs with thread=True"
             )
         if self._closed is not None:
-            raise self._closed_error(call)
+            raise self._closed_error(call, sent=False)
         while len(self._pending) >= self._max_in_flight:
             # Back-pressure: wait for a place rather than have the backend refuse.
             await self._room.park()
             if self._closed is not None:
-                raise self._closed_error(call)
+                raise self._closed_error(call, sent=False)
         data = encode_binary(call) if self._stream.binary else encode(call)
         pending = Pending(trio.lowlevel.current_task())
         self._pending[call.id] = pending
@@ -195,8 +210,11 @@ class RpcConnection(RpcBackend):
             if self._closed is None and pending.reply is None:
                 await self._send_cancel(call.id)
             raise
-        except ConnectionClosed:
-            raise self._closed_error(call) from None
+        except ConnectionClosed as exc:
+            # Only the send raises it (a reader hands the close over as a reply):
+            # the call did not reach the socket whole, so it cannot have run.
+            self._lost(exc)
+            raise self._closed_error(call, sent=False) from None
         finally:
             del self._pending[call.id]
             if self._room:
@@ -215,11 +233,14 @@ class RpcConnection(RpcBackend):
             with contextlib.suppress(TetherError):
                 await self._stream.send_message(encode(Cancel(call_id)))
 
-    def _closed_error(self, call: Call) -> ConnectionClosed:
+    def _closed_error(self, call: Call, *, sent: bool | None = None) -> ConnectionClosed:
+        """The error for `call` on this closed connection; `sent=False`: it was never sent."""
         closed = self._closed
         if closed is None:  # pragma: no cover - only reached after a close
             closed = ConnectionClosed("connection to the backend closed")
-        return ConnectionClosed(
+        # Closed by this side (aclose): plain ConnectionClosed, never retried.
+        cls = CallNotSent if sent is False and not self._closed_here else ConnectionClosed
+        return cls(
             closed.message,
             reason=closed.reason,
             close_code=closed.close_code,
@@ -229,6 +250,9 @@ class RpcConnection(RpcBackend):
     async def _wait(self, pending: Pending) -> None:
         while pending.reply is None:
             if self._reading:
+                watching = self._watching
+                if watching is not None:
+                    watching.cancel()  # `watch` reads for nobody: it gives way
                 pending.parked = True
                 await trio.lowlevel.wait_task_rescheduled(lambda _: abort_park(pending))
                 continue
@@ -283,6 +307,14 @@ class RpcConnection(RpcBackend):
                 waiter.wake()
                 return
 
+    @property
+    def _closed_here(self) -> bool:
+        return self._closed is not None and self._closed.reason == _CLOSED_HERE
+
+    def _lost(self, exc: ConnectionClosed) -> None:
+        """The stream failed under a send: the connection is over."""
+        self._fail_pending(exc.reason or "the connection was lost", exc.close_code)
+
     def _fail_pending(self, reason: str, close_code: int | None = None) -> None:
         if self._closed is None:
             self._closed = ConnectionClosed(
@@ -290,6 +322,9 @@ class RpcConnection(RpcBackend):
                 reason=reason,
                 close_code=close_code,
             )
+            self._state.set(ConnectionState.CLOSED, reason)
+            if self._watching is not None:
+                self._watching.cancel()  # its read may wait on a stream that never says so
         for waiter in self._pending.values():
             if waiter.reply is None:
                 waiter.reply = self._closed
@@ -315,11 +350,11 @@ class RpcConnection(RpcBackend):
                 "stream in the run that opened the connection"
             )
         if self._closed is not None:
-            raise self._closed_error(call)
+            raise self._closed_error(call, sent=False)
         while len(self._pending) >= self._max_in_flight:
             await self._room.park()
             if self._closed is not None:
-                raise self._closed_error(call)
+                raise self._closed_error(call, sent=False)
         state = CallerStream(self, call, window)
         self._pending[call.id] = state
         sent = False
@@ -338,7 +373,8 @@ class RpcConnection(RpcBackend):
             if grant:
                 items, size = state.inflow.initial_grant()
                 await self._stream.send_message(encode(Credit(call.id, items, size)))
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
+            self._lost(exc)
             await self._end_stream(state)
             raise self._closed_error(call) from None
         except BaseException:
@@ -369,10 +405,41 @@ class RpcConnection(RpcBackend):
             calls_in_flight=len(self._pending) - streams, open_streams=streams
         )
 
+    async def watch(self, every: float = WATCH_EVERY) -> None:
+        """Return once the connection is closed, noticing a loss while no call reads.
+
+        The connection is read by the calls that wait on it; with none, a
+        backend that went away would be noticed only at the next call. This
+        reads meanwhile (replies come to nobody, a close is seen at once), and
+        gives way to a call that needs to read: the call cancels this read
+        (`_wait`), and this looks again `every` seconds later. Run by a
+        connection that reconnects (`ReconnectingBackend`), in a task of its own.
+        """
+        watcher = Pending(trio.lowlevel.current_task())
+        while self._closed is None:
+            if not self._reading:
+                self._reading = True
+                try:
+                    with trio.CancelScope() as scope:
+                        self._watching = scope
+                        await self._read_until(watcher)  # returns once closed
+                finally:
+                    self._watching = None
+                    self._reading = False
+                    self._promote_reader()
+                if not scope.cancelled_caught:
+                    continue
+            # A call reads (or just took over): look again later, or once closed.
+            with trio.move_on_after(every):
+                await self._state.wait_change(ConnectionState.CONNECTED)
+
     async def aclose(self) -> None:
         """Close the connection; calls still waiting fail with ConnectionClosed."""
-        self._fail_pending("closed by this client")
+        self._fail_pending(_CLOSED_HERE)
         await self._stream.aclose()
+
+
+_CLOSED_HERE = "closed by this client"
 
 
 async def exchange_hello(stream: MessageStream, hello: Hello) -> Welcome:
