@@ -38,7 +38,7 @@ from tether.runtime import (
     ReconnectingBackend,
 )
 from tether.testing import faulty_streams
-from tether.transports import http, websocket
+from tether.transports import http, memory, websocket
 
 TIMEOUT = 15.0
 VARIANTS = ["trio-websocket", "hypercorn"]
@@ -442,3 +442,29 @@ async def test_the_backend_is_still_an_rpc_backend(variant: str) -> None:
             with pytest.raises(NotFound, match="interfaces="):
                 backend.get_client(Other)
     assert backend.is_closed
+
+
+# ---------------------------------------------------------------------------
+# RpcConnection's own state (one connection, no reconnects: memory transport)
+
+
+async def test_an_rpc_connection_is_connected_then_closed_with_a_reason() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with memory.connect(serving(SumsImpl(), Sums), interfaces=[Sums]) as connection:
+            assert connection.state is CONNECTED
+            assert await connection.get_client(Sums).add(1, 1) == 2
+        assert connection.state is CLOSED
+        assert connection.state_watch.reason == "closed by this client"
+
+
+async def test_an_rpc_connection_lost_under_a_call_is_closed_and_later_calls_are_not_sent() -> None:
+    with trio.fail_after(TIMEOUT), faulty_streams() as faults:
+        async with memory.connect(serving(SumsImpl(), Sums), interfaces=[Sums]) as connection:
+            sums = connection.get_client(Sums)
+            faults.latest.cut("gone")
+            with pytest.raises(CallNotSent, match="gone"):  # the send found it cut
+                await sums.add(1, 1)
+            assert await connection.wait_state_change(CONNECTED) is CLOSED
+            assert connection.state_watch.reason == "gone"
+            with pytest.raises(CallNotSent, match="gone"):  # closed before it was sent
+                await sums.add(1, 1)
