@@ -308,7 +308,7 @@ async def test_spent_tries_close_the_connection_with_connect_error(
         ):
             sums = backend.get_client(Sums)
             await server.stop()
-            with pytest.raises(ConnectError, match=r"3 tries over \d+\.\d s") as waiting:
+            with pytest.raises(ConnectError, match=r"4 tries over \d+\.\d s") as waiting:
                 await sums.add(1, 1)  # made while reconnecting: waits, then fails
             assert backend.state is CLOSED
             assert "refused" in str(waiting.value) or "could not connect" in str(waiting.value)

@@ -11,6 +11,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast, overload
 
+import attrs
+import trio
+
 from .. import contexts
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
 from ._errors import ConnectionClosed, Unavailable
@@ -29,6 +32,7 @@ from ._ipc_handshake import (
 )
 from ._ipc_proxy import add_to_table, check_listener, handler_channel, make_proxy, plain_args
 from ._protocol import PROTOCOL_VERSION, Welcome, encode
+from ._resume import ResumableSessions, ResumableStream
 from ._stream import MessageStream
 from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ._util import check_positive_int, check_seconds
@@ -419,6 +423,7 @@ async def serve_ipc_session(
     transport: str = "unknown",
     remote: str | None = None,
     headers: Mapping[str, str] | None = None,
+    resumable: ResumableSessions | None = None,
 ) -> None:
     """Serve one frontend's IPC session over `stream` until either side ends it.
 
@@ -438,12 +443,15 @@ async def serve_ipc_session(
         headers: The headers of the request that opened the connection, names
             in lower case; the `authorization` one is the credential when the
             hello carries none.
+        resumable: Where this server keeps sessions that survive a dropped
+            connection: given, a frontend whose hello says `"resumable": true`
+            gets a resume token in its welcome (`_resume`).
     """
     # A session starts with no request context: in-process, this task (or the
     # backend's thread) was spawned from the frontend's, and the frontend's
     # ActivityId and credential must not reach the backend that way.
     with contexts.using(None):
-        await _serve_ipc_session(backend, stream, transport, remote, headers)
+        await _serve_ipc_session(backend, stream, transport, remote, headers, resumable)
 
 
 async def _serve_ipc_session(
@@ -452,6 +460,7 @@ async def _serve_ipc_session(
     transport: str,
     remote: str | None,
     headers: Mapping[str, str] | None,
+    resumable: ResumableSessions | None,
 ) -> None:
     try:
         accepted = await accept(
@@ -480,7 +489,7 @@ async def _serve_ipc_session(
         # Listed before the frontend hears `welcome`, so that it is there the
         # moment the frontend can act.
         backend._add(session)
-        token = _current_session.set(session)
+        current = _current_session.set(session)
         try:
             # What was checked and made for this session, even if the backend's
             # registrations changed since.
@@ -488,6 +497,17 @@ async def _serve_ipc_session(
             # "binary": true only to a frontend that said it (as every tether one does).
             binary = stream.binary and hello.binary
             welcome = Welcome(PROTOCOL_VERSION, peer.session_id, channels, binary=binary)
+            resuming: ResumableStream | None = None
+            if resumable is not None and hello.resumable:
+                resuming = resumable.new_stream(stream, backend.slow_frontend_timeout)
+                resuming.state = peer.state_watch
+                token = resumable.add(
+                    peer.session_id,
+                    resuming,
+                    lambda received: encode(attrs.evolve(welcome, received=received)),
+                )
+                grace_ms = round(resumable.grace * 1000)
+                welcome = attrs.evolve(welcome, resume_token=token, grace_ms=grace_ms)
             try:
                 await stream.send_message(encode(welcome))
             except BaseException as exc:
@@ -498,9 +518,18 @@ async def _serve_ipc_session(
                     return
                 peer._call_on_close("the backend stopped before the session opened")
                 raise
-            await peer.run()
+            if resuming is None:
+                await peer.run()
+            else:
+                peer.stream = resuming
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(resuming.run)
+                    await peer.run()
+                    nursery.cancel_scope.cancel()
         finally:
-            _current_session.reset(token)
+            _current_session.reset(current)
             backend._remove(session)
+            if resumable is not None:
+                resumable.remove(peer.session_id, peer.closed_reason or "closed")
     finally:
         await stream.aclose()

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar, cast
 
+import attrs
 import trio
 
 from ._channels import (
@@ -36,6 +37,13 @@ from ._ipc_proxy import (
     plain_args,
 )
 from ._protocol import PROTOCOL_VERSION, Hello
+from ._resume import (
+    DEFAULT_REPLAY_BYTES,
+    DEFAULT_REPLAY_MESSAGES,
+    ResumableStream,
+    keep_connected,
+)
+from ._retry import RetryPolicy
 from ._state import ConnectionState
 from ._stream import MessageStream
 from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
@@ -217,6 +225,9 @@ async def open_ipc_connection(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    reconnect: Callable[[], AbstractAsyncContextManager[MessageStream]] | None = None,
+    retry: RetryPolicy | None = None,
+    handshake_timeout: float = 10.0,
 ) -> AsyncIterator[FrontendIpc]:
     """Run the IPC protocol as the frontend over `stream` for the block.
 
@@ -241,6 +252,12 @@ async def open_ipc_connection(
             sender must wait: the result items of its stream calls to the
             backend, and the argument items of the backend's stream calls to
             channels it serves. 256 items and 4 MiB by default.
+        reconnect: Opens a new connection to the same backend. Given (with
+            `retry`), the session is resumable: after a dropped connection the
+            frontend connects again with `retry`'s backoff and resumes it
+            (`_resume`), if the backend offers that (its welcome holds a token).
+        retry: The reconnect backoff, and tries per outage.
+        handshake_timeout: Seconds a resuming handshake may take.
 
     Raises:
         Unauthorized: the backend's `authorize` hook refused the session.
@@ -271,6 +288,7 @@ async def open_ipc_connection(
         mode="ipc",
         authorization=authorization,
         binary=True,  # every stream of ours reads binary frames
+        resumable=reconnect is not None and retry is not None,
     )
     try:
         reply = await exchange_hello(stream, hello)
@@ -297,7 +315,32 @@ async def open_ipc_connection(
     )
     frontend = FrontendIpc(peer, reply.channels)
     async with open_service_nursery() as nursery:
-        await nursery.start(peer.run)
+        if reply.resume_token is not None and reconnect is not None and retry is not None:
+            resuming = ResumableStream(
+                stream,
+                side="frontend",
+                max_messages=DEFAULT_REPLAY_MESSAGES,
+                max_bytes=DEFAULT_REPLAY_BYTES,
+                full_timeout=slow_listener_timeout,
+            )
+            resuming.state = peer.state_watch
+            peer.stream = resuming
+            hello = attrs.evolve(hello, session_id=reply.session_id)
+            token = reply.resume_token
+
+            async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                # The stream's tasks live as long as the session's engine.
+                async with trio.open_nursery() as tasks:
+                    tasks.start_soon(resuming.run)
+                    tasks.start_soon(
+                        keep_connected, resuming, reconnect, hello, token, retry, handshake_timeout
+                    )
+                    await peer.run(task_status=task_status)
+                    tasks.cancel_scope.cancel()
+
+            await nursery.start(run)
+        else:
+            await nursery.start(peer.run)
         try:
             yield frontend
         finally:

@@ -16,11 +16,9 @@ receiver can fail that one request instead of the connection.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
-import attrs
 import orjson
 
 from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
@@ -29,7 +27,66 @@ from ._errors import IncompatibleVersion, InvalidRequest, TetherError
 from ._fields import MAX_LABEL_LENGTH as MAX_LABEL_LENGTH
 from ._fields import Fields as _Fields
 from ._fields import is_label as is_label
-from ._policies import OperationPolicy
+from ._messages import (
+    STREAM_MESSAGES as STREAM_MESSAGES,
+)
+from ._messages import (
+    Call as Call,
+)
+from ._messages import (
+    CallContext as CallContext,
+)
+from ._messages import (
+    Cancel as Cancel,
+)
+from ._messages import (
+    Credit as Credit,
+)
+from ._messages import (
+    End as End,
+)
+from ._messages import (
+    Error as Error,
+)
+from ._messages import (
+    ErrorInfo as ErrorInfo,
+)
+from ._messages import (
+    Invoke as Invoke,
+)
+from ._messages import (
+    Item as Item,
+)
+from ._messages import (
+    Notify as Notify,
+)
+from ._messages import (
+    Ready as Ready,
+)
+from ._messages import (
+    Result as Result,
+)
+from ._messages import (
+    Send as Send,
+)
+from ._messages import (
+    decode_call_fast as _decode_call_fast,
+)
+from ._messages import (
+    decode_invoke_fast as _decode_invoke_fast,
+)
+from ._messages import (
+    decode_notify_fast as _decode_notify_fast,
+)
+from ._protocol_hello import (
+    Hello,
+    InterfaceInfo,
+    Welcome,
+    decode_hello,
+    decode_welcome,
+    encode_hello,
+    encode_welcome,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -64,238 +121,6 @@ __all__ = [
 #: The protocol version exchanged in `hello`/`welcome`; bumped on breaking changes.
 PROTOCOL_VERSION = 1
 
-# The per-request messages are NamedTuples, the session-level ones frozen attrs
-# classes. Both are immutable; NamedTuples are built in a third of the time,
-# and a call builds four of them on its way, which measured as a tenth of an
-# in-process call (docs/performance.md). `_message` gives them equality by type
-# as well as by value, so that `Cancel(1)` never equals another 1-tuple.
-
-
-class CallContext(NamedTuple):
-    """The request context an RPC `call` carries (all optional on the wire)."""
-
-    activity_id: str | None = None
-    session_id: str | None = None
-    application_id: str | None = None
-    application_version: str | None = None
-    authorization: str | None = None
-
-    def __repr__(self) -> str:
-        # The authorization is never shown: reprs end up in logs.
-        return (
-            f"CallContext(activity_id={self.activity_id!r}, session_id={self.session_id!r}, "
-            f"application_id={self.application_id!r}, "
-            f"application_version={self.application_version!r})"
-        )
-
-
-class Call(NamedTuple):
-    """RPC request, client -> server."""
-
-    id: int
-    iface: str
-    ver: str
-    op: str
-    args: list[Any]
-    ctx: CallContext
-    timeout_ms: int | None = None
-
-
-class Invoke(NamedTuple):
-    """IPC request, frontend -> backend (or backend -> frontend)."""
-
-    id: int
-    channel: str
-    method: str
-    args: list[Any]
-    activity_id: str | None = None
-    timeout_ms: int | None = None
-    #: False: the caller takes one value and sends no stream (an untyped
-    #: call), so a stream method refuses it at once. None: not said.
-    stream: bool | None = None
-
-
-class Result(NamedTuple):
-    """Successful reply: the unstructured return value."""
-
-    id: int
-    value: Any
-
-
-@attrs.frozen(slots=True)
-class ErrorInfo:
-    """What an `error` reply says; maps to the exception raised on the caller."""
-
-    code: str
-    status: int
-    name: str
-    message: str
-    details: dict[str, Any] = attrs.field(factory=dict)
-    activity_id: str | None = None
-
-
-class Error(NamedTuple):
-    """Failed reply. `id` is None for an error about the connection, not a request."""
-
-    id: int | None
-    error: ErrorInfo
-
-
-class Cancel(NamedTuple):
-    """Caller -> callee: stop working on request `id`; no reply is expected."""
-
-    id: int
-
-
-class Notify(NamedTuple):
-    """One-way message, either direction."""
-
-    channel: str
-    method: str
-    args: list[Any]
-    activity_id: str | None = None
-
-
-class Item(NamedTuple):
-    """Callee -> caller: the next item of a call's result stream (STREAMS.md)."""
-
-    id: int
-    value: Any
-
-
-class Credit(NamedTuple):
-    """Caller -> callee: it may send `items` more result items, `bytes` more bytes of them."""
-
-    id: int
-    items: int
-    bytes: int
-
-
-class Send(NamedTuple):
-    """Caller -> callee: the next item of a call's argument stream."""
-
-    id: int
-    value: Any
-
-
-class End(NamedTuple):
-    """Caller -> callee: the call's argument stream is complete."""
-
-    id: int
-
-
-class Ready(NamedTuple):
-    """Callee -> caller: it may send `items` more argument items, `bytes` more bytes of them."""
-
-    id: int
-    items: int
-    bytes: int
-
-
-#: The messages of a stream, after the `call` or `invoke` that opens it.
-STREAM_MESSAGES = (Item, Credit, Send, End, Ready)
-
-
-def _equal(self: tuple[Any, ...], other: object) -> bool:
-    return type(self) is type(other) and tuple.__eq__(self, other)
-
-
-def _not_equal(self: tuple[Any, ...], other: object) -> bool:
-    return not _equal(self, other)
-
-
-for _message in (CallContext, Call, Invoke, Result, Error, Cancel, Notify, *STREAM_MESSAGES):
-    _message.__eq__ = _equal  # type: ignore[method-assign]
-    _message.__ne__ = _not_equal  # type: ignore[assignment,method-assign]
-    _message.__hash__ = tuple.__hash__  # type: ignore[method-assign]
-
-
-@attrs.frozen(slots=True)
-class Hello:
-    """Opens a session: the client's protocol version, application and channels.
-
-    `mode` says what the session is for: `"rpc"` (loosely coupled calls, each
-    with its full context) or `"ipc"` (a paired session over the `channels`).
-    `authorization` is the credential an IPC frontend presents to the backend's
-    `authorize` hook; it is never shown in the repr. `binary`: the client
-    reads binary frames (`"binary": true` on the wire; absent means false).
-    """
-
-    protocol: int
-    session_id: str | None = None
-    application_id: str | None = None
-    application_version: str | None = None
-    channels: dict[str, str] = attrs.field(factory=dict)
-    mode: str = "rpc"
-    authorization: str | None = attrs.field(default=None, repr=False)
-    binary: bool = False
-
-
-@attrs.frozen(slots=True)
-class InterfaceInfo:
-    """What a backend says about one interface it serves.
-
-    `policies`: the operations that declare a policy (idempotent, cacheable,
-    long-running), by name; described as `"policies": {op: {...}}`, absent
-    when none does.
-    """
-
-    version: str
-    operations: tuple[str, ...]
-    policies: dict[str, OperationPolicy] = attrs.field(factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The interface as `welcome` and `GET {prefix}/` describe it."""
-        obj: dict[str, Any] = {"version": self.version, "operations": list(self.operations)}
-        if self.policies:
-            obj["policies"] = {name: p.to_json() for name, p in self.policies.items()}
-        return obj
-
-    @classmethod
-    def from_json(cls, obj: Any) -> InterfaceInfo:
-        """Read a described interface; policies this version cannot read are dropped.
-
-        Raises:
-            ValueError: it is not an object with a version and a list of
-                operation names.
-        """
-        if type(obj) is not dict:
-            raise ValueError(f"an interface is described by an object, got {obj!r}")
-        version = obj.get("version")
-        operations = obj.get("operations")
-        if (
-            type(version) is not str
-            or type(operations) is not list
-            or not all(type(op) is str for op in operations)
-        ):
-            raise ValueError(
-                "an interface is described by a version (a string) and operations (an array "
-                f"of strings), got {obj!r}"
-            )
-        policies: dict[str, OperationPolicy] = {}
-        described = obj.get("policies")
-        if type(described) is dict:
-            for name, raw in described.items():
-                if type(raw) is dict:
-                    with contextlib.suppress(ValueError):
-                        policies[str(name)] = OperationPolicy.from_json(raw)
-        return cls(version, tuple(operations), policies)
-
-
-@attrs.frozen(slots=True)
-class Welcome:
-    """Accepts a session: the server's protocol version, channels and interfaces.
-
-    `binary`: the server reads binary frames, and will send them (`"binary":
-    true` on the wire; absent means false).
-    """
-
-    protocol: int
-    session_id: str
-    channels: dict[str, str] = attrs.field(factory=dict)
-    interfaces: dict[str, InterfaceInfo] = attrs.field(factory=dict)
-    binary: bool = False
-
 
 Message: TypeAlias = (
     Call
@@ -316,10 +141,6 @@ Message: TypeAlias = (
 
 # ---------------------------------------------------------------------------
 # Encoding
-
-
-def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in obj.items() if value is not None}
 
 
 def _encode_call(m: Call) -> dict[str, Any]:
@@ -346,35 +167,6 @@ def _encode_call(m: Call) -> dict[str, Any]:
     }
     if m.timeout_ms is not None:
         obj["timeout_ms"] = m.timeout_ms
-    return obj
-
-
-def _encode_hello(m: Hello) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "t": "hello",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "application": _drop_none({"id": m.application_id, "version": m.application_version}),
-        "channels": m.channels,
-        "mode": m.mode,
-    }
-    if m.authorization is not None:
-        obj["authorization"] = m.authorization
-    if m.binary:
-        obj["binary"] = True
-    return obj
-
-
-def _encode_welcome(m: Welcome) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "t": "welcome",
-        "protocol": m.protocol,
-        "session_id": m.session_id,
-        "channels": m.channels,
-        "interfaces": {name: info.to_json() for name, info in m.interfaces.items()},
-    }
-    if m.binary:
-        obj["binary"] = True
     return obj
 
 
@@ -426,8 +218,8 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Send: lambda m: {"t": "send", "id": m.id, "value": m.value},
     End: lambda m: {"t": "end", "id": m.id},
     Ready: lambda m: {"t": "ready", "id": m.id, "items": m.items, "bytes": m.bytes},
-    Hello: _encode_hello,
-    Welcome: _encode_welcome,
+    Hello: encode_hello,
+    Welcome: encode_welcome,
 }
 
 
@@ -465,90 +257,6 @@ def encode_binary(message: Message) -> bytes | BinaryMessage:
 
 # ---------------------------------------------------------------------------
 # Decoding
-
-
-def _decode_call_fast(obj: dict[str, Any]) -> Call | None:
-    # Fast path for the well-formed case; anything odd goes through the
-    # checked path below, which names the field that is wrong.
-    id_ = obj.get("id")
-    iface = obj.get("iface")
-    ver = obj.get("ver")
-    op = obj.get("op")
-    args = obj.get("args")
-    ctx_obj = obj.get("ctx")
-    timeout = obj.get("timeout_ms")
-    if (
-        type(id_) is int
-        and id_ >= 0
-        and type(iface) is str
-        and type(ver) is str
-        and type(op) is str
-        and type(args) is list
-        and type(ctx_obj) is dict
-        and (timeout is None or (type(timeout) is int and timeout >= 0))
-    ):
-        get = ctx_obj.get
-        a, s, i, v, z = (
-            get("activity_id"),
-            get("session_id"),
-            get("application_id"),
-            get("application_version"),
-            get("authorization"),
-        )
-        if (
-            (a is None or (type(a) is str and len(a) <= MAX_LABEL_LENGTH and a.isprintable()))
-            and (s is None or (type(s) is str and len(s) <= MAX_LABEL_LENGTH and s.isprintable()))
-            and (i is None or (type(i) is str and len(i) <= MAX_LABEL_LENGTH and i.isprintable()))
-            and (v is None or (type(v) is str and len(v) <= MAX_LABEL_LENGTH and v.isprintable()))
-            and (z is None or type(z) is str)
-        ):
-            return Call(id_, iface, ver, op, args, CallContext(a, s, i, v, z), timeout)
-    return None
-
-
-def _is_label_or_none(value: Any) -> bool:
-    return value is None or (
-        type(value) is str and len(value) <= MAX_LABEL_LENGTH and value.isprintable()
-    )
-
-
-def _decode_invoke_fast(obj: dict[str, Any]) -> Invoke | None:
-    # As `_decode_call_fast`: the well-formed case only; None sends it through
-    # the checked decoder.
-    id_ = obj.get("id")
-    channel = obj.get("channel")
-    method = obj.get("method")
-    args = obj.get("args")
-    activity_id = obj.get("activity_id")
-    timeout = obj.get("timeout_ms")
-    stream = obj.get("stream")
-    if (
-        type(id_) is int
-        and id_ >= 0
-        and type(channel) is str
-        and type(method) is str
-        and type(args) is list
-        and (timeout is None or (type(timeout) is int and timeout >= 0))
-        and _is_label_or_none(activity_id)
-        and (stream is None or type(stream) is bool)
-    ):
-        return Invoke(id_, channel, method, args, activity_id, timeout, stream)
-    return None
-
-
-def _decode_notify_fast(obj: dict[str, Any]) -> Notify | None:
-    channel = obj.get("channel")
-    method = obj.get("method")
-    args = obj.get("args")
-    activity_id = obj.get("activity_id")
-    if (
-        type(channel) is str
-        and type(method) is str
-        and type(args) is list
-        and _is_label_or_none(activity_id)
-    ):
-        return Notify(channel, method, args, activity_id)
-    return None
 
 
 def _decode_call(f: _Fields) -> Call:
@@ -618,47 +326,6 @@ def _decode_error(f: _Fields) -> Error:
     return Error(id=f.id, error=decode_error_info(f.sub("error")))
 
 
-#: The session kinds a `hello` may ask for.
-MODES = ("rpc", "ipc")
-
-
-def _decode_hello(f: _Fields) -> Hello:
-    app = f.sub("application", optional=True)
-    mode = f.get_str("mode", optional=True)
-    if mode is None:
-        mode = "rpc"
-    elif mode not in MODES:
-        raise f._fail("mode", "'rpc' or 'ipc'", mode)
-    return Hello(
-        protocol=f.get_int("protocol"),
-        session_id=f.get_label("session_id", optional=True),
-        application_id=app.get_label("id", optional=True),
-        application_version=app.get_label("version", optional=True),
-        channels=f.get_str_map("channels"),
-        mode=mode,
-        authorization=f.get_str("authorization", optional=True),
-        binary=f.get_bool("binary"),
-    )
-
-
-def _decode_welcome(f: _Fields) -> Welcome:
-    interfaces: dict[str, InterfaceInfo] = {}
-    for name, raw in f.get_dict("interfaces", optional=True).items():
-        try:
-            interfaces[name] = InterfaceInfo.from_json(raw)
-        except ValueError:
-            raise f._fail(
-                f"interfaces.{name}", "a version and an array of operations", raw
-            ) from None
-    return Welcome(
-        protocol=f.get_int("protocol"),
-        session_id=f.get_label("session_id"),
-        channels=f.get_str_map("channels"),
-        interfaces=interfaces,
-        binary=f.get_bool("binary"),
-    )
-
-
 _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "call": _decode_call,
     "invoke": _decode_invoke,
@@ -671,8 +338,8 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
         args=f.get_list("args"),
         activity_id=f.get_label("activity_id", optional=True),
     ),
-    "hello": _decode_hello,
-    "welcome": _decode_welcome,
+    "hello": decode_hello,
+    "welcome": decode_welcome,
     "item": lambda f: Item(id=f.required_id(), value=_value(f)),
     "credit": lambda f: Credit(f.required_id(), f.get_int("items"), f.get_int("bytes")),
     "send": lambda f: Send(id=f.required_id(), value=_value(f)),

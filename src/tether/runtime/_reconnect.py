@@ -110,6 +110,7 @@ class ReconnectingBackend(RpcBackend):
         "_ended",
         "_interfaces",
         "_options",
+        "_reconnect",
         "_run_scope",
         "_stopping",
         "_target",
@@ -118,8 +119,11 @@ class ReconnectingBackend(RpcBackend):
         "session_id",
     )
 
-    def __init__(self, dial: Dial, options: ClientOptions, target: str) -> None:
+    def __init__(
+        self, dial: Dial, options: ClientOptions, target: str, *, reconnect: bool = True
+    ) -> None:
         self._dial = dial
+        self._reconnect = reconnect
         self._options = options
         self._target = target
         self._connection: RpcConnection | None = None
@@ -225,7 +229,7 @@ class ReconnectingBackend(RpcBackend):
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         policy = self._options.retry
-        tries = policy.attempts - 1  # per outage: the lost connection was the first attempt
+        tries = policy.attempts if self._reconnect else 0  # per outage
         first = True
         failures = 0
         lost_at = trio.current_time()
@@ -302,7 +306,7 @@ class ReconnectingBackend(RpcBackend):
     def _give_up(self, failures: int, lost_at: float, last: TetherError | str) -> None:
         took = trio.current_time() - lost_at
         detail = last.message if isinstance(last, TetherError) else last
-        if failures == 0:  # retry=None: no reconnects at all
+        if not self._reconnect:  # retry=None
             self._end(
                 ConnectionClosed(f"connection to the backend closed: {detail}", reason=detail),
                 f"connection to {self._target} lost ({detail}); reconnects are off (retry=None)",
@@ -347,15 +351,17 @@ class ReconnectingBackend(RpcBackend):
 
 @asynccontextmanager
 async def open_reconnecting_backend(
-    dial: Dial, options: ClientOptions, target: str
+    dial: Dial, options: ClientOptions, target: str, *, reconnect: bool = True
 ) -> AsyncIterator[ReconnectingBackend]:
     """Connect with `dial` and keep connected for the block; leaving it closes (CLOSED).
+
+    `reconnect=False`: a lost connection is not made again (CLOSED).
 
     Raises:
         TetherError: the first dial's failure (ConnectError, IncompatibleVersion,
             NotFound...).
     """
-    backend = ReconnectingBackend(dial, options, target)
+    backend = ReconnectingBackend(dial, options, target, reconnect=reconnect)
     async with open_service_nursery() as nursery:
         await nursery.start(backend.run)
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +35,7 @@ from ...runtime import (
     open_rpc_connection,
 )
 from ...runtime._reconnect import open_reconnecting_backend
+from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
 from ._endpoint import (
@@ -295,7 +296,7 @@ async def connect(
     connect_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
-    retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[ReconnectingBackend]:
     """Connect to a tether backend over WebSocket, for the block.
 
@@ -344,9 +345,9 @@ async def connect(
         stream_window: What this frontend takes of a stream's results before
             the backend must wait, per stream (256 items, 4 MiB by default).
         retry: How failed calls are retried, and how a lost socket is made
-            again: `attempts - 1` tries per outage, the n-th after
-            `backoff(n)` (by default 9 tries over about 11 s). None: neither
-            (a lost socket ends the connection).
+            again: `attempts` tries per outage, the n-th after `backoff(n)`
+            (by default 10 tries over about 11 s). None: neither (a lost
+            socket ends the connection).
 
     Returns:
         The backend (`ReconnectingBackend`): `get_client`, `state`,
@@ -391,7 +392,9 @@ async def connect(
         ):
             yield connection
 
-    async with open_reconnecting_backend(dial, options, url) as backend:
+    async with open_reconnecting_backend(
+        dial, options, url, reconnect=retry is not None
+    ) as backend:
         yield backend
 
 
@@ -413,6 +416,7 @@ async def connect_ipc(
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with a backend over WebSocket, for the block.
 
@@ -422,8 +426,13 @@ async def connect_ipc(
             editor = frontend_ipc.proxy(EditorIpc)
             placement = await editor.move_element("0x20", 1.5)
 
-    The socket is the session: when it closes, for any reason, the session
-    ends on both sides, and `FrontendIpc.closed_reason` says why.
+    The session survives a dropped socket: the frontend connects again by
+    itself (with `retry`'s backoff) and resumes it, nothing lost or delivered
+    twice either way, while the backend keeps it (`resume_grace`, 20 s by
+    default); meanwhile `FrontendIpc.state` is RECONNECTING, and calls wait.
+    When either side closes the session on purpose, or the backend refuses to
+    resume it (expired), or the tries are spent, it ends on both sides, and
+    `FrontendIpc.closed_reason` says why (docs/ipc.md, "Resuming a session").
 
     Args:
         url: As for `connect`.
@@ -447,6 +456,9 @@ async def connect_ipc(
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
+        retry: The reconnect backoff, and tries per outage (`attempts`; about
+            11 s by default); None: no resuming, the session ends with its
+            first socket.
 
     Raises:
         ConnectError: the server could not be reached, or refused the handshake.
@@ -458,8 +470,11 @@ async def connect_ipc(
         ValueError: `stream_window` is not a `tether.StreamWindow`.
     """
     check_stream_window(stream_window)  # before connecting, not after
-    async with (
-        _open_stream(
+    if retry is not None:
+        retry = check_retry(retry)
+
+    def open_socket() -> AbstractAsyncContextManager[TrioWebSocketStream]:
+        return _open_stream(
             url,
             headers=_header_list(headers, authorization),
             max_message_size=max_message_size,
@@ -467,7 +482,10 @@ async def connect_ipc(
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             ssl_context=ssl_context,
-        ) as stream,
+        )
+
+    async with (
+        open_socket() as stream,
         open_ipc_connection(
             stream,
             channels=channels,
@@ -478,6 +496,9 @@ async def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            reconnect=open_socket if retry is not None else None,
+            retry=retry,
+            handshake_timeout=connect_timeout,
         ) as frontend,
     ):
         yield frontend

@@ -16,6 +16,7 @@ import trio
 from ...runtime import (
     BackendIpc,
     ConnectionClosed,
+    NotFound,
     PayloadTooLarge,
     RemoteError,
     RpcManager,
@@ -26,7 +27,21 @@ from ...runtime import (
     serve_rpc_session,
 )
 from ...runtime._dispatch import error_info
-from ...runtime._protocol import asks_for_ipc, error_info_to_json
+from ...runtime._protocol import (
+    BinaryMessage,
+    Error,
+    Hello,
+    asks_for_ipc,
+    decode,
+    encode,
+    error_info_to_json,
+)
+from ...runtime._resume import (
+    DEFAULT_REPLAY_BYTES,
+    DEFAULT_REPLAY_MESSAGES,
+    DEFAULT_RESUME_GRACE,
+    ResumableSessions,
+)
 from ...runtime._util import check_positive_int, check_seconds
 from .._web import SitePolicy, header_map, origin_list
 from ._keepalive import Pinger
@@ -228,6 +243,14 @@ class WebSocketSettings:
             answering within `handshake_timeout` refuses it with 503.
         handshake_timeout: Seconds a client has to send its `hello` after the
             socket opens, and the `authorize` hook has to answer.
+        resume_grace: Seconds an IPC session whose frontend asked for a
+            resumable session (`connect_ipc`'s default) outlives a dropped
+            connection, waiting for the frontend to resume it (docs/ipc.md,
+            "Resuming a session"); None: sessions end with their connection.
+        replay_messages, replay_bytes: Each resumable session's replay buffer:
+            what it sent and the frontend has not acknowledged. Once it stays
+            full (the frontend away, or not reading) for the IPC backend's
+            `slow_frontend_timeout`, the session ends.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -239,10 +262,20 @@ class WebSocketSettings:
     allowed_hosts: frozenset[str] | None = attrs.field(default=None, converter=_hosts)
     authorize: Authorize | None = None
     handshake_timeout: float = 10.0
+    resume_grace: float | None = DEFAULT_RESUME_GRACE
+    replay_messages: int = DEFAULT_REPLAY_MESSAGES
+    replay_bytes: int = DEFAULT_REPLAY_BYTES
 
     def __attrs_post_init__(self) -> None:
-        for name in ("max_message_size", "max_in_flight", "max_connections"):
+        for name in (
+            "max_message_size",
+            "max_in_flight",
+            "max_connections",
+            "replay_messages",
+            "replay_bytes",
+        ):
             check_positive_int(name, getattr(self, name))
+        check_seconds("resume_grace", self.resume_grace, optional=True)
         check_seconds("ping_interval", self.ping_interval, optional=True)
         check_seconds("ping_timeout", self.ping_timeout)
         check_seconds("handshake_timeout", self.handshake_timeout)
@@ -327,6 +360,7 @@ class Endpoint:
         "connections",
         "ipc",
         "manager",
+        "resumable",
         "settings",
         "site",
     )
@@ -358,6 +392,12 @@ class Endpoint:
         self._idle = trio.Event()  # set when shutting down with no connection left
         self._closing = trio.Event()  # set by begin_shutdown
         self._pinger: Pinger | None = None  # while `ping_connections` runs
+        #: The IPC sessions a frontend may resume after a dropped connection.
+        self.resumable: ResumableSessions | None = None
+        if ipc is not None and settings.resume_grace is not None:
+            self.resumable = ResumableSessions(
+                settings.resume_grace, settings.replay_messages, settings.replay_bytes
+            )
 
     @property
     def shutting_down(self) -> bool:
@@ -555,13 +595,39 @@ class Endpoint:
         # An endpoint serving one kind hands any hello to it, which refuses the
         # other kind with a clear error.
         if self.ipc is not None and (self.manager is None or asks_for_ipc(first)):
+            hello = _resuming_hello(first)
+            if hello is not None:
+                await self._resume(stream, hello)
+                return
             await serve_ipc_session(
                 self.ipc,
                 stream,
                 transport="websocket",
                 remote=None if handshake is None else handshake.remote,
                 headers=None if handshake is None else handshake.headers,
+                resumable=self.resumable,
             )
         else:
             assert self.manager is not None
             await serve_rpc_session(self.manager, stream, max_in_flight=settings.max_in_flight)
+
+    async def _resume(self, stream: WebSocketStream, hello: Hello) -> None:
+        """A frontend takes its IPC session back over this connection (or is refused)."""
+        await stream.receive_message()  # the hello, pushed back
+        if self.resumable is None:
+            error = NotFound(
+                "this server does not resume IPC sessions (resume_grace=None): open a new session"
+            )
+            info = error_info(error, None, development_mode=False)
+            await stream.refuse(encode(Error(None, info)), info.code, info.message)
+            return
+        await self.resumable.resume(stream, hello)
+
+
+def _resuming_hello(first: bytes | str | BinaryMessage) -> Hello | None:
+    """The first message, when it is a `hello` that resumes a session."""
+    try:
+        message = decode(first)
+    except TetherError:
+        return None
+    return message if isinstance(message, Hello) and message.resume is not None else None

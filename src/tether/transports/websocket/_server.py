@@ -14,6 +14,11 @@ from wsproto.events import Request
 from wsproto.utilities import RemoteProtocolError
 
 from ...runtime import BackendIpc, RpcManager, TetherError
+from ...runtime._resume import (
+    DEFAULT_REPLAY_BYTES,
+    DEFAULT_REPLAY_MESSAGES,
+    DEFAULT_RESUME_GRACE,
+)
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -51,6 +56,9 @@ async def serve(
     allowed_hosts: Collection[str] | None = None,
     authorize: Authorize | None = None,
     handshake_timeout: float = 10.0,
+    resume_grace: float | None = DEFAULT_RESUME_GRACE,
+    replay_messages: int = DEFAULT_REPLAY_MESSAGES,
+    replay_bytes: int = DEFAULT_REPLAY_BYTES,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve RPC (`manager`) and/or IPC (`ipc`) over WebSocket until cancelled.
@@ -73,7 +81,8 @@ async def serve(
         ipc: The IPC backend to serve, if any.
         max_message_size, max_in_flight, max_connections, ping_interval,
         ping_timeout, allowed_origins, allowed_hosts, authorize,
-        handshake_timeout: See `WebSocketSettings`. By default, only pages
+        handshake_timeout, resume_grace, replay_messages, replay_bytes: See
+            `WebSocketSettings`. By default, only pages
             of the server's own origin (and programs, which send no
             `Origin`) may connect, and on a loopback address only loopback
             `Host` names are answered.
@@ -96,6 +105,9 @@ async def serve(
         allowed_hosts=allowed_hosts,
         authorize=authorize,
         handshake_timeout=handshake_timeout,
+        resume_grace=resume_grace,
+        replay_messages=replay_messages,
+        replay_bytes=replay_bytes,
     )
     endpoint = Endpoint(manager, ipc, settings)
     handler = functools.partial(_handle_request, endpoint)
