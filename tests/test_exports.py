@@ -202,6 +202,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "OperationPolicy",
         "PayloadTooLarge",
         "Progress",
+        "ReconnectingBackend",
         "RemoteError",
         "RetryPolicy",
         "RpcBackend",

@@ -74,7 +74,7 @@ async def test_a_wss_client_calls_through_tls_and_keeps_trio_websockets_reader()
                 interfaces=[Echo],
                 ssl_context=client_context,
             ) as connection:
-                stream = connection._stream
+                stream = connection.connection._stream
                 assert stream._reader is None  # trio-websocket reads the SSL stream
                 echo = connection.get_client(Echo)
                 for text in ("one", "two", "x" * 100_000):

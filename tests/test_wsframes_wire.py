@@ -916,13 +916,16 @@ async def finish(peer: Peer, seen: list[Any]) -> None:
 
 def client_frames(connection: Any) -> FastFrames:
     """The FastFrames under a `websocket.connect` connection."""
-    frames = connection._stream._ws._wsproto
+    frames = connection.connection._stream._ws._wsproto
     assert isinstance(frames, FastFrames)
     return frames
 
 
 def connect(url: str) -> Any:
-    return websocket.connect(url, interfaces=[Adder], ping_interval=None, connect_timeout=5)
+    # One socket's frames: a lost one is not made again (the script would run anew).
+    return websocket.connect(
+        url, interfaces=[Adder], ping_interval=None, connect_timeout=5, retry=None
+    )
 
 
 def one_byte_writes(data: bytes) -> list[bytes]:
@@ -1088,6 +1091,7 @@ async def test_a_masked_reply_fails_the_call_with_connection_closed_1002(made: M
     with trio.fail_after(TIMEOUT):
         async with raw_server(script) as url, connect(url) as connection:
             adder = connection.get_client(Adder)
+            frames = client_frames(connection)
             with pytest.raises(ConnectionClosed) as caught:
                 await adder.add(0, 1)
             assert (caught.value.close_code, caught.value.reason) == (
@@ -1096,7 +1100,7 @@ async def test_a_masked_reply_fails_the_call_with_connection_closed_1002(made: M
             )
             with pytest.raises(ConnectionClosed):  # the connection stays closed
                 await adder.add(0, 2)
-            assert client_frames(connection).fast_frames == 1  # the welcome
+            assert frames.fast_frames == 1  # the welcome
     assert seen == [(1002, "client received unexpected masked frame")]
 
 
@@ -1117,14 +1121,19 @@ async def test_the_client_reads_its_socket_with_no_reader_task(made: Made) -> No
             assert await connection.get_client(Adder).add(2, 40) == 42
             await trio.testing.wait_all_tasks_blocked()
             assert "_reader_task" not in running_coroutines()
-            assert connection._stream._reader is not None
+            assert connection.connection._stream._reader is not None
     assert seen == [(1000, "")]
 
 
 async def idle_reading(connection: Any) -> None:
-    """Until the client's idle task waits for the socket, with no call running."""
+    """Until the client reads its socket with no call running.
+
+    The connection's own watch (`RpcConnection.watch`) reads for nobody, or,
+    while it has given way, the stream's idle task.
+    """
     for _ in range(1000):  # bounded: IDLE_CHECK is made 0.01 s
-        if connection._stream._reader._idle is not None:
+        current = connection.connection
+        if current._watching is not None or current._stream._reader._idle is not None:
             return
         await trio.sleep(0.01)
     raise AssertionError("the client never read while idle")

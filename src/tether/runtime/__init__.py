@@ -17,7 +17,6 @@ from ._codec import make_converter as make_converter
 from ._connection import RpcConnection as RpcConnection
 from ._connection import RpcConnectionStatistics as RpcConnectionStatistics
 from ._connection import open_rpc_connection as open_rpc_connection
-from ._connection import serve_rpc_session as serve_rpc_session
 from ._dispatch import Dispatcher as Dispatcher
 from ._errors import CallMayHaveRun as CallMayHaveRun
 from ._errors import CallNotSent as CallNotSent
@@ -61,9 +60,11 @@ from ._progress import Progress as Progress
 from ._progress import on_progress as on_progress
 from ._progress import report_progress as report_progress
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._reconnect import ReconnectingBackend as ReconnectingBackend
 from ._retry import DEFAULT_RETRY as DEFAULT_RETRY
 from ._retry import NO_RETRY as NO_RETRY
 from ._retry import RetryPolicy as RetryPolicy
+from ._rpc_session import serve_rpc_session as serve_rpc_session
 from ._state import ConnectionState as ConnectionState
 from ._state import StateWatch as StateWatch
 from ._stream import MessageStream as MessageStream
@@ -112,6 +113,7 @@ __all__ = [
     "OperationPolicy",
     "PayloadTooLarge",
     "Progress",
+    "ReconnectingBackend",
     "RemoteError",
     "RetryPolicy",
     "RpcBackend",

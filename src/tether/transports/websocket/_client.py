@@ -26,6 +26,7 @@ from ...runtime import (
     ConnectError,
     FrontendIpc,
     IpcInterface,
+    ReconnectingBackend,
     RetryPolicy,
     RpcConnection,
     RpcInterface,
@@ -33,6 +34,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._reconnect import open_reconnecting_backend
 from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
@@ -295,7 +297,7 @@ async def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
-) -> AsyncIterator[RpcConnection]:
+) -> AsyncIterator[ReconnectingBackend]:
     """Connect to a tether backend over WebSocket, for the block.
 
     Example::
@@ -308,6 +310,18 @@ async def connect(
     Every call carries its full context, as over any transport; many calls
     share the one socket. Leaving the block closes it; calls still waiting
     fail with ConnectionClosed.
+
+    A socket lost from the other side (a backend restart, a network blip) is
+    made again by itself, with the backoff of `retry`: `state` goes
+    RECONNECTING, calls made meanwhile wait for the new socket (within their
+    deadline), the handshake and version check run again, and `state` is
+    CONNECTED once more. Calls that were on the lost socket fail from it
+    (`CallNotSent`, `CallMayHaveRun`) and are retried as `retry` says. The
+    connection ends (CLOSED) when a reconnect finds an incompatible backend
+    (calls raise `IncompatibleVersion`), one no longer serving an interface
+    (`NotFound`), one that refuses this frontend (401, 403...), or when the
+    tries of one outage are spent (`ConnectError`, saying how many over how
+    long and the last failure).
 
     Args:
         url: The backend's WebSocket URL: `websocket.serve`'s, or
@@ -330,16 +344,19 @@ async def connect(
         ssl_context: For `wss://` URLs; the system's default when None.
         stream_window: What this frontend takes of a stream's results before
             the backend must wait, per stream (256 items, 4 MiB by default).
-        retry: How calls are retried (`tether.RetryPolicy`; by default 10
-            tries over about 11 s, backing off from 0.1 s to 2 s, never past
-            the caller's deadline): a 503 or 429 refusal is retried for every
-            operation, waiting at least its `Retry-After`. A lost connection is not made
-            again: calls then fail at once, `CallNotSent` if they were not
-            sent yet, `CallMayHaveRun` if they were. None: no retries.
+        retry: How failed calls are retried, and how a lost socket is made
+            again: `attempts` tries per outage, the n-th after `backoff(n)`
+            (by default 10 tries over about 11 s). None: neither (a lost
+            socket ends the connection).
+
+    Returns:
+        The backend (`ReconnectingBackend`): `get_client`, `state`,
+        `wait_state_change`.
 
     Raises:
         ConnectError: the server could not be reached, or refused the
-            handshake (`status_code` says how: 401, 403, 503...).
+            handshake (`status_code` says how: 401, 403, 503...). The first
+            connection is not tried again: it fails at once.
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
         ValueError: `stream_window` is not a `tether.StreamWindow`.
@@ -353,21 +370,32 @@ async def connect(
         retry=retry,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
-    async with (
-        _open_stream(
-            url,
-            headers=_header_list(headers, authorization),
-            max_message_size=max_message_size,
-            connect_timeout=connect_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            ssl_context=ssl_context,
-        ) as stream,
-        open_rpc_connection(
-            stream, interfaces=interfaces, options=options, max_in_flight=max_in_flight
-        ) as connection,
-    ):
-        yield connection
+    header_list = _header_list(headers, authorization)
+    _parse_url(url)  # a bad URL is refused here, not by the first dial
+    wanted = list(interfaces)
+
+    @asynccontextmanager
+    async def dial() -> AsyncIterator[RpcConnection]:
+        async with (
+            _open_stream(
+                url,
+                headers=header_list,
+                max_message_size=max_message_size,
+                connect_timeout=connect_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                ssl_context=ssl_context,
+            ) as stream,
+            open_rpc_connection(
+                stream, interfaces=wanted, options=options, max_in_flight=max_in_flight
+            ) as connection,
+        ):
+            yield connection
+
+    async with open_reconnecting_backend(
+        dial, options, url, reconnect=retry is not None
+    ) as backend:
+        yield backend
 
 
 @asynccontextmanager
