@@ -12,7 +12,6 @@ reason. `websocket.serve` answers a plain `GET /health`, 503 while it drains.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,11 +40,8 @@ from tether.transports import http, websocket
 TIMEOUT = 10.0
 VARIANTS = ["trio-websocket", "hypercorn"]
 SHUTTING_DOWN = "the server is shutting down"
-#: These tests look at each refusal itself: no retries. (`retry=` comes to
-#: `websocket.connect` with issue 15's retries; until it has come, none are made.)
-NO_RETRY: dict[str, Any] = (
-    {"retry": None} if "retry" in inspect.signature(websocket.connect).parameters else {}
-)
+#: These tests look at each refusal itself: no retries, no reconnects.
+NO_RETRY: dict[str, Any] = {"retry": None}
 
 
 @pytest.fixture(params=VARIANTS)

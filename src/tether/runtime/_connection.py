@@ -341,7 +341,7 @@ class RpcConnection(RpcBackend):
                 reason=reason,
                 close_code=close_code,
             )
-            self._state.set(ConnectionState.CLOSED, self._closed.message)
+            self._state.set(ConnectionState.CLOSED, reason)
             if self._watching is not None:
                 self._watching.cancel()  # its read may wait on a stream that never says so
         for waiter in self._pending.values():
