@@ -177,7 +177,10 @@ def test_the_typing_advice_is_clean_and_its_opposite_is_not(tmp_path: Path) -> N
     [quickstart] = [
         b
         for b in readme
-        if "memory.connect(" in b.code and b.marker is None and "tether.Stream[" not in b.code
+        if "memory.connect(" in b.code
+        and b.marker is None
+        and "tether.Stream[" not in b.code
+        and "RetryPolicy" not in b.code
     ]
     [ipc_sample] = [b for b in readme if "memory.connect_ipc(backend_ipc" in b.code]
     [streams_sample] = [b for b in readme if "tether.open_stream(" in b.code]
