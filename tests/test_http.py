@@ -1587,10 +1587,11 @@ async def test_ipc_open_answers_session_id_token_events_path_and_welcome() -> No
     assert response.status_code == 200
     opened = response.json()
     session_id = opened["session_id"]
-    assert set(opened) == {"session_id", "token", "events", "welcome", "ping", "grace_ms"}
+    assert set(opened) == {"session_id", "token", "events", "welcome", "ping", "grace_ms", "replay"}
     assert opened["events"] == f"/rpc/ipc/{session_id}/events"
     assert opened["ping"] == {"interval_ms": 20000, "timeout_ms": 20000}
     assert opened["grace_ms"] == 5000
+    assert opened["replay"] == {"messages": 1024, "bytes": 4 * 1024 * 1024}
     assert len(opened["token"]) >= 32
     assert opened["welcome"]["t"] == "welcome"
     assert opened["welcome"]["session_id"] == session_id
