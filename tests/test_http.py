@@ -1587,9 +1587,11 @@ async def test_ipc_open_answers_session_id_token_events_path_and_welcome() -> No
     assert response.status_code == 200
     opened = response.json()
     session_id = opened["session_id"]
-    assert set(opened) == {"session_id", "token", "events", "welcome", "ping"}
+    assert set(opened) == {"session_id", "token", "events", "welcome", "ping", "grace_ms", "replay"}
     assert opened["events"] == f"/rpc/ipc/{session_id}/events"
     assert opened["ping"] == {"interval_ms": 20000, "timeout_ms": 20000}
+    assert opened["grace_ms"] == 5000
+    assert opened["replay"] == {"messages": 1024, "bytes": 4 * 1024 * 1024}
     assert len(opened["token"]) >= 32
     assert opened["welcome"]["t"] == "welcome"
     assert opened["welcome"]["session_id"] == session_id
@@ -1783,7 +1785,9 @@ async def test_ipc_session_whose_events_stream_never_opens_ends_after_the_grace(
                 headers={"X-Session-Token": opened["token"]},
             )
     assert waited >= 0.1
-    assert log.reasons == ["the frontend's event stream did not come back"]
+    assert log.reasons == [
+        "the frontend's event stream did not come back within the grace period of 0.2 s"
+    ]
     assert len(backend.sessions) == 0
     assert events.status_code == 404
 
@@ -1809,7 +1813,9 @@ async def test_ipc_session_ends_after_the_grace_once_its_events_stream_closes() 
             await log.closed.wait()
     assert posted.status_code == 202
     assert {data["t"] for _, _, data in received} == {"notify", "result"}
-    assert log.reasons == ["the frontend's event stream did not come back"]
+    assert log.reasons == [
+        "the frontend's event stream did not come back within the grace period of 0.1 s"
+    ]
     assert len(backend.sessions) == 0
 
 

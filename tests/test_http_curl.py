@@ -232,4 +232,6 @@ async def test_curl_follows_an_ipc_session_and_its_server_sent_events() -> None:
     assert notify["method"] == "moved"
     assert notify["args"] == ["e1", {"x": 2.5, "y": 0.0}]
     assert by_type["result"] == {"t": "result", "id": 1, "value": {"x": 2.5, "y": 0.0}}
-    assert ended.reasons == ["the frontend's event stream did not come back"]
+    assert ended.reasons == [
+        "the frontend's event stream did not come back within the grace period of 1 s"
+    ]

@@ -20,20 +20,24 @@ from ...runtime import (
     DEFAULT_SLOW_FRONTEND_TIMEOUT,
     ConnectError,
     ConnectionClosed,
+    ConnectionState,
     FrontendIpc,
     IpcInterface,
     MessageStream,
     PayloadTooLarge,
+    RetryPolicy,
+    StateWatch,
     TetherError,
     open_ipc_connection,
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import BinaryMessage, Error, encode
+from ...runtime._retry import DEFAULT_RETRY, NO_RETRY, check_retry
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ...runtime._util import open_service_nursery
 from .._web import heartbeat, pong_message
 from ._client import error_info_from_response, split_url
-from ._pool import ConnectionPool, StreamingResponse
+from ._pool import ConnectionPool, Response, StreamingResponse
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL
 
 __all__ = ["connect_ipc"]
@@ -45,6 +49,9 @@ _GOODBYE_TIMEOUT = 1.0
 #: Seconds the frontend waits for the answer to `POST {prefix}/ipc`: the
 #: backend's own handshake timeout (10 s), and some.
 _OPEN_TIMEOUT = 15.0
+#: Seconds a session outlives its event stream on a backend that does not
+#: say (`grace_ms` in the open response): the server's default.
+_DEFAULT_GRACE = 5.0
 #: A session's close reason for each way its HTTP connection can fail (the
 #: pool's `ConnectionClosed.reason`).
 _LOST = "the connection to the backend was lost"
@@ -63,6 +70,16 @@ def _session_reason(exc: TetherError) -> str:
     return _SESSION_REASONS.get(reason or "", reason or "the event stream broke")
 
 
+class _Broken(Exception):
+    """The event stream broke (or a POST's connection did) in a way a resume may mend."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: What failed, in full (the error's message), for the final reason.
+        self.detail = detail or reason
+
+
 class _ClientStream(MessageStream):
     """The frontend's end of an IPC session over HTTP.
 
@@ -72,9 +89,39 @@ class _ClientStream(MessageStream):
     from the session's event stream, opened after the handshake.
     """
 
-    def __init__(self, pool: ConnectionPool, url: str, prefix: str, max_message_size: int) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        url: str,
+        prefix: str,
+        max_message_size: int,
+        retry: RetryPolicy = NO_RETRY,
+    ) -> None:
         self.max_message_size = max_message_size
         self._pool = pool
+        self._retry = retry
+        #: The session's state, once `connect_ipc` has its FrontendIpc.
+        self.state_watch: StateWatch | None = None
+        # What is being resumed now ("events", "send"): RECONNECTING while any.
+        self._troubles: set[str] = set()
+        # How long the backend keeps the session without an event stream.
+        self._grace = _DEFAULT_GRACE
+        # The id of the last event handed to the engine: a resumed event
+        # stream starts after it (Last-Event-ID).
+        self._last_event_id: bytes | None = None
+        # The number of the last message POSTed (X-Tether-Seq): a POST sent
+        # again after its answer was lost is taken once by the backend.
+        self._sent_seq = 0
+        self._events_exit: AsyncExitStack | None = None
+        # Acknowledging events (when the backend keeps a replay buffer and
+        # says how large): an ack goes out once a quarter of either bound
+        # was taken since the last, so the backend never sends more than it
+        # could replay, and never waits for an ack long.
+        self._ack_every: tuple[int, int] | None = None
+        self._unacked = 0
+        self._unacked_bytes = 0
+        self._ack_due: bytes | None = None
+        self._ack_lot = trio.lowlevel.ParkingLot()
         self._url = url
         self._prefix = prefix
         self._session: str | None = None
@@ -83,7 +130,6 @@ class _ClientStream(MessageStream):
         self._target = b""
         self._received: deque[bytes] = deque()
         self._events: StreamingResponse | None = None
-        self._exit = AsyncExitStack()
         self._buffer = b""
         self._reason: str | None = None
         self._told_backend = False
@@ -119,12 +165,9 @@ class _ClientStream(MessageStream):
         if self._session is None:
             await self._open(data)
             return
-        try:
-            response = await self._pool.request(b"POST", self._target, self._post_headers, data)
-        except (ConnectionClosed, ConnectError) as exc:
-            if self._reason is None:
-                self._reason = _session_reason(exc)
-            raise self._closed() from None
+        self._sent_seq += 1
+        headers = [*self._post_headers, (b"x-tether-seq", b"%d" % self._sent_seq)]
+        response = await self._post(data, headers)
         if response.status == 202:
             return
         if response.status == 413:
@@ -132,6 +175,63 @@ class _ClientStream(MessageStream):
         # 404: the session ended (its reason comes on the event stream).
         self._reason = self._reason or "the backend ended the session"
         raise self._closed()
+
+    async def _post(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> Response:
+        """POST one message, sent again while its connection fails, within the grace period.
+
+        Safe to send again: the backend takes each `X-Tether-Seq` once, so a
+        POST whose answer was lost (it may have been taken) is not taken twice.
+        """
+        tries = 0
+        started = trio.current_time()
+        while True:
+            try:
+                response = await self._pool.request(b"POST", self._target, headers, body)
+            except (ConnectionClosed, ConnectError) as exc:
+                if self._reason is not None or self._pool.closed:
+                    raise self._closed() from None
+                tries += 1
+                reason = _session_reason(exc)
+                delay = self._retry.backoff(tries)
+                if tries >= self._retry.attempts or (
+                    trio.current_time() + delay > started + self._grace
+                ):
+                    self._reason = self._reason or self._gave_up(reason, tries, started, str(exc))
+                    self._untroubled("send")
+                    raise self._closed() from None
+                self._troubled("send", reason)
+                _log.info(
+                    "IPC session %s: sending again in %.2f s (attempt %d): %s",
+                    self._session,
+                    delay,
+                    tries + 1,
+                    reason,
+                )
+                await trio.sleep(delay)
+                continue
+            if tries:
+                self._untroubled("send")
+            return response
+
+    def _gave_up(self, reason: str, tries: int, started: float, last: str) -> str:
+        """The close reason when the connection could not be made again."""
+        if tries <= 1:
+            return reason  # retries off: as it failed
+        elapsed = trio.current_time() - started
+        return (
+            f"{reason}, and could not be made again within the backend's grace period of "
+            f"{self._grace:g} s ({tries} tries in {elapsed:.1f} s; the last: {last})"
+        )
+
+    def _troubled(self, what: str, reason: str) -> None:
+        self._troubles.add(what)
+        if self.state_watch is not None and self._reason is None:
+            self.state_watch.set(ConnectionState.RECONNECTING, reason)
+
+    def _untroubled(self, what: str) -> None:
+        self._troubles.discard(what)
+        if self.state_watch is not None and self._reason is None and not self._troubles:
+            self.state_watch.set(ConnectionState.CONNECTED)
 
     async def _open(self, hello: bytes) -> None:
         with trio.move_on_after(_OPEN_TIMEOUT) as waited:
@@ -165,6 +265,17 @@ class _ClientStream(MessageStream):
                 if not (0 < interval < math.inf and 0 < timeout < math.inf):
                     raise ValueError(ping)
                 self._ping_interval, self._ping_timeout = interval, timeout
+            replay = opened.get("replay")
+            if replay is not None:
+                messages, size = int(replay["messages"]), int(replay["bytes"])
+                if messages < 1 or size < 1:
+                    raise ValueError(replay)
+                self._ack_every = (max(1, messages // 4), max(1, size // 4))
+            grace = opened.get("grace_ms")
+            if grace is not None:
+                if type(grace) is not int or grace < 0:
+                    raise ValueError(grace)
+                self._grace = grace / 1000
         except (TetherError, KeyError, TypeError, ValueError):
             raise ConnectError(f"{self._url} did not open an IPC session as tether does") from None
         quoted = urllib.parse.quote(self._session, safe="")
@@ -193,26 +304,120 @@ class _ClientStream(MessageStream):
             raise self._closed()
         return data
 
-    def _silent(self) -> ConnectionClosed:
-        self._reason = self._reason or (
-            f"nothing came from the backend for {self._silence:g} s (no event, no ping)"
-        )
-        return self._closed()
-
     async def _next_event(self) -> bytes:
-        if self._events is None:
-            if self._session is None:
-                raise ConnectionClosed("no IPC session is open", reason="not open")
+        while True:
+            try:
+                return await self._read_event()
+            except _Broken as broken:
+                await self._resume(broken.reason)
+
+    async def _open_events(self, *, resuming: bool = False) -> StreamingResponse:
+        """Open the session's event stream; when `resuming`, after the last event seen.
+
+        Raises:
+            _Broken: the connection failed, or nothing came in time.
+            ConnectionClosed: the backend no longer has the session.
+        """
+        if self._session is None:
+            raise ConnectionClosed("no IPC session is open", reason="not open")
+        headers = self._headers
+        if self._ack_every is not None:
+            headers = [*headers, (b"x-tether-acks", b"1")]
+        if resuming:
+            # "0" before any event came: every event is wanted. With it, the
+            # backend also takes over a stream it still thinks open.
+            headers = [*headers, (b"last-event-id", self._last_event_id or b"0")]
+        await self._drop_events()
+        self._events_exit = exit_stack = AsyncExitStack()
+        try:
             with trio.move_on_after(self._silence) as waited:
-                self._events = await self._exit.enter_async_context(
-                    self._pool.stream(b"GET", self._target + b"/events", self._headers)
+                events = await exit_stack.enter_async_context(
+                    self._pool.stream(b"GET", self._target + b"/events", headers)
                 )
+        except (ConnectionClosed, ConnectError) as exc:
+            if self._reason is not None or self._pool.closed:
+                raise self._closed() from None
+            raise _Broken(_session_reason(exc), str(exc)) from None
+        if waited.cancelled_caught:
+            raise _Broken(self._silent_reason())
+        if events.status == 404:
+            await self._drop_events()
+            self._reason = self._reason or (
+                "the backend ended the session"
+                if self._last_event_id is None
+                else "the backend no longer has the session: it ended it, or the event stream "
+                f"was away longer than its grace period of {self._grace:g} s"
+            )
+            raise self._closed()
+        if events.status != 200:
+            await self._drop_events()
+            raise _Broken(f"the backend answered {events.status} to the event stream")
+        self._events = events
+        return events
+
+    async def _drop_events(self) -> None:
+        """Close the event stream's connection, and forget what came of a partial event."""
+        exit_stack, self._events_exit = self._events_exit, None
+        self._events = None
+        self._buffer = b""
+        if exit_stack is not None:
+            with trio.CancelScope(shield=True):
+                await exit_stack.aclose()
+
+    async def _resume(self, reason: str) -> None:
+        """Reopen the broken event stream after the last event seen, within the grace period.
+
+        Tries `retry.attempts - 1` times: at once, then after the policy's
+        backoff, as long as the next try starts within the backend's grace
+        period (counted from now: the backend may have seen the break later,
+        never earlier).
+
+        Raises:
+            ConnectionClosed: the stream could not be reopened (the session is
+                over, with a reason that says why).
+        """
+        if self._reason is not None or self._pool.closed:
+            raise self._closed()
+        started = trio.current_time()
+        last = reason
+        tries = 1  # the stream that broke
+        if self._retry.attempts > 1:
+            self._troubled("events", reason)
+            _log.info(
+                "IPC session %s: the event stream broke (%s): resuming", self._session, reason
+            )
+        while tries < self._retry.attempts:
+            delay = self._retry.backoff(tries - 1) if tries > 1 else 0.0
+            if trio.current_time() + delay > started + self._grace:
+                break
+            await trio.sleep(delay)
+            tries += 1
+            try:
+                with trio.move_on_at(started + self._grace) as waited:
+                    await self._open_events(resuming=True)
+            except _Broken as exc:
+                last = exc.detail
+                continue
+            except ConnectionClosed:
+                self._untroubled("events")
+                raise
             if waited.cancelled_caught:
-                raise self._silent()
-            assert self._events is not None
-            if self._events.status != 200:
-                self._reason = "the backend ended the session"
-                raise self._closed()
+                last = "no answer"
+                break
+            self._untroubled("events")
+            return
+        await self._drop_events()
+        self._reason = self._reason or self._gave_up(reason, tries, started, last)
+        self._untroubled("events")
+        raise self._closed()
+
+    def _silent_reason(self) -> str:
+        return f"nothing came from the backend for {self._silence:g} s (no event, no ping)"
+
+    async def _read_event(self) -> bytes:
+        events = self._events
+        if events is None:
+            events = await self._open_events()
         buffered = True
         while True:
             end = self._buffer.find(b"\n\n")
@@ -220,12 +425,16 @@ class _ClientStream(MessageStream):
                 buffered = False
                 # Each wait is bounded: the backend pings every `ping_interval`.
                 with trio.move_on_after(self._silence) as waited:
-                    chunk = await self._events.receive_some()
+                    try:
+                        chunk = await events.receive_some()
+                    except ConnectionClosed as exc:
+                        if self._reason is not None or self._pool.closed:
+                            raise self._closed() from None
+                        raise _Broken(_session_reason(exc), str(exc)) from None
                 if waited.cancelled_caught:
-                    raise self._silent()
+                    raise _Broken(self._silent_reason())
                 if not chunk:
-                    self._reason = self._reason or "the backend closed the event stream"
-                    raise self._closed()
+                    raise _Broken("the backend closed the event stream")
                 self._buffer += chunk.replace(b"\r\n", b"\n")
                 if len(self._buffer) > self.max_message_size + 1024:
                     self._reason = "an event from the backend is over the size limit"
@@ -233,12 +442,15 @@ class _ClientStream(MessageStream):
                 continue
             block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             event = b"message"
+            event_id: bytes | None = None
             data: list[bytes] = []
             for line in block.split(b"\n"):
                 field, _, value = line.partition(b":")
                 value = value.removeprefix(b" ")
                 if field == b"data":
                     data.append(value)
+                elif field == b"id":
+                    event_id = value
                 elif field == b"event":
                     event = value
             if not data:
@@ -254,6 +466,16 @@ class _ClientStream(MessageStream):
                     self._reason = "the backend closed the session"
                 self._told_backend = True
                 raise self._closed()
+            if event_id is not None:
+                self._last_event_id = event_id
+                every = self._ack_every
+                if every is not None:
+                    self._unacked += 1
+                    self._unacked_bytes += len(payload)
+                    if self._unacked >= every[0] or self._unacked_bytes >= every[1]:
+                        self._unacked = self._unacked_bytes = 0
+                        self._ack_due = event_id
+                        self._ack_lot.unpark_all()
             if buffered:
                 # A checkpoint, as every receive is: the listeners of the
                 # events before this one get to run first.
@@ -285,18 +507,36 @@ class _ClientStream(MessageStream):
             with trio.move_on_after(self._ping_timeout), contextlib.suppress(TetherError):
                 await self._pool.request(b"POST", self._target, self._post_headers, pong)
 
+    async def send_acks(self) -> None:
+        """Acknowledge the events taken, for the session's lifetime (see `_ack_every`).
+
+        A task of its own, one ack in flight at a time, each for the newest
+        event taken: reading never waits for one.
+        """
+        while True:
+            while self._ack_due is None and self._reason is None:
+                await self._ack_lot.park()
+            if self._reason is not None or self._ack_due is None:
+                return
+            ack, self._ack_due = b'{"t":"ack","id":%s}' % self._ack_due, None
+            # A lost ack is made good by the next one; a resumed stream
+            # does not need it (Last-Event-ID says as much).
+            with contextlib.suppress(TetherError):
+                await self._pool.request(b"POST", self._target, self._post_headers, ack)
+
     async def aclose(self, reason: str | None = None) -> None:
         if self._reason is None:
             self._reason = reason or "closed"
         if self._receive_scope is not None:
             self._receive_scope.cancel()
         self._ping_lot.unpark_all()
+        self._ack_lot.unpark_all()
         with trio.CancelScope(shield=True):
             if self._session is not None and not self._told_backend and not self._pool.closed:
                 self._told_backend = True
                 with contextlib.suppress(TetherError), trio.move_on_after(_GOODBYE_TIMEOUT):
                     await self._pool.request(b"DELETE", self._target, self._headers)
-            await self._exit.aclose()
+            await self._drop_events()
             await self._pool.aclose()
 
 
@@ -313,6 +553,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with an HTTP backend for the block.
 
@@ -326,6 +567,18 @@ async def connect_ipc(
     (40 s by default), the session ends with the reason "nothing came from the
     backend for N s (no event, no ping)". A backend that sends no pings is
     not watched.
+
+    Resume: when the event stream breaks (its connection is lost or cut,
+    the backend closes it without ending the session, or it goes silent as
+    above), the client reopens it by itself with `Last-Event-ID` (the id of
+    the last event it took), and the backend sends what followed: nothing is
+    lost or delivered twice. A POST whose connection fails is sent again with
+    the same `X-Tether-Seq`, which the backend takes once. Meanwhile
+    `FrontendIpc.state` is RECONNECTING (CONNECTED again after). Tries follow
+    `retry` (the first at once, then its backoff) for as long as the backend
+    keeps the session without an event stream (its `ipc_grace_period`, 5 s
+    by default, which it tells the client); past that, or with the tries
+    spent, the session ends with a reason that says so.
 
     Args:
         url: The backend's URL, prefix included (what `serve` reports).
@@ -346,6 +599,10 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        retry: How the event stream and failed POSTs are retried
+            (`tether.RetryPolicy`; up to 10 tries from 0.1 s to 2 s apart by
+            default, within the backend's grace period); None: never, a
+            broken connection ends the session.
 
     Raises:
         ConnectError: the backend cannot be reached.
@@ -357,11 +614,13 @@ async def connect_ipc(
         IncompatibleVersion: a channel's version is incompatible.
         ValueError: `url` is not an http:// URL, or `stream_window` not a
             `tether.StreamWindow`.
+        TypeError: `retry` is not a `tether.RetryPolicy` or None.
     """
     host, port, prefix = split_url(url)
     check_stream_window(stream_window)
+    policy = check_retry(retry)
     pool = ConnectionPool(host, port, max_connections=8, max_response_size=max_message_size)
-    stream = _ClientStream(pool, url, prefix, max_message_size)
+    stream = _ClientStream(pool, url, prefix, max_message_size, policy)
     try:
         async with (
             open_ipc_connection(
@@ -377,7 +636,11 @@ async def connect_ipc(
             ) as frontend,
             open_service_nursery() as nursery,
         ):
+            # The session's state is the engine's; this stream says when it
+            # is resuming (the engine sets CLOSED).
+            stream.state_watch = frontend._peer.state_watch
             nursery.start_soon(stream.answer_pings)
+            nursery.start_soon(stream.send_acks)
             try:
                 yield frontend
             finally:

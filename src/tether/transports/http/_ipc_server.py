@@ -163,13 +163,18 @@ class IpcRoutes:
                     self.max_body_size,
                     self.body_timeout,
                 )
-                await session.stream.from_frontend(body)
+                sequence = _sequence(header_text(headers, b"x-tether-seq"))
+                await session.stream.from_frontend(body, sequence)
                 await send_empty(send, 202, cors)
             else:  # DELETE
                 session.stream.close_from_frontend("the frontend left")
                 await send_empty(send, 204, cors)
         else:  # GET .../events
             last = header_text(headers, b"last-event-id")
+            if raw_header(headers, b"x-tether-acks") == b"1":
+                # The client acknowledges the events it took (POSTed `ack`s):
+                # no more go unacknowledged than the replay buffer keeps.
+                session.stream.acks = True
             await session.stream.stream_events(receive, send, last, cors)
 
     def _authorized_session(
@@ -288,6 +293,12 @@ class IpcRoutes:
                 "events": f"{self.prefix}/ipc/{session_id}/events",
                 "welcome": reply,
                 "ping": ping,
+                # How long the session waits for a broken event stream to be
+                # reopened: the client's budget for resuming it.
+                "grace_ms": math.ceil(self.ipc_grace_period * 1000),
+                # What the replay buffer keeps: a client that acknowledges
+                # events does so well before either bound.
+                "replay": {"messages": REPLAY_MESSAGES, "bytes": REPLAY_BYTES},
             }
         )
         await send(
@@ -368,6 +379,19 @@ class ServerStream(MessageStream):
         self.ping_due: int | None = None
         self.pong_id = 0
         self.pong_lot = trio.lowlevel.ParkingLot()
+        # The highest `X-Tether-Seq` taken from the frontend: a POST retried
+        # after its answer was lost carries the same number and is not
+        # taken twice.
+        self.received_upto = 0
+        # Whether the frontend acknowledges events (`{"t":"ack","id":n}`), and
+        # the last it did: then the replay buffer keeps exactly the events
+        # not acknowledged, and none is sent past its bounds, so a resumed
+        # stream never finds one gone.
+        self.acks = False
+        self.acked = 0
+        # The open event stream's scope, so that a client resuming with
+        # Last-Event-ID can take over a stream whose connection died unseen.
+        self.events_scope: trio.CancelScope | None = None
         self.session_id: str | None = None
         self.on_first: Callable[[bytes], object] | None = None
 
@@ -444,10 +468,16 @@ class ServerStream(MessageStream):
         self.events_changed.unpark_all()
         self.pong_lot.unpark_all()
 
-    async def from_frontend(self, data: bytes) -> None:
+    async def from_frontend(self, data: bytes, sequence: int | None = None) -> None:
+        """Take a message POSTed by the frontend.
+
+        `sequence` is the POST's `X-Tether-Seq` (None without one): a message
+        whose number was taken already is a retry of a POST whose answer was
+        lost, and is answered as taken without being taken again.
+        """
         if self.closed_reason is not None:
             raise Refused(NotFound("no IPC session with that id and token"))
-        if len(data) <= 64 and b"pong" in data and self._take_pong(data):
+        if len(data) <= 64 and (b"pong" in data or b"ack" in data) and self._take_beat(data):
             # Taken at once, even while the engine is not reading: a busy
             # backend must not mistake its own delay for a dead frontend.
             return
@@ -458,12 +488,20 @@ class ServerStream(MessageStream):
             await self.room_lot.park()
             if self.closed_reason is not None:
                 raise Refused(NotFound("no IPC session with that id and token"))
+        if sequence is not None:
+            # Checked after any wait: the first try may have been waiting
+            # for room too, and taken first.
+            if sequence <= self.received_upto:
+                return
+            self.received_upto = sequence
         self.inbound.append(data)
         self.inbound_bytes += size
         self.inbound_lot.unpark_all()
 
-    def _take_pong(self, data: bytes) -> bool:
-        """Note a `pong` envelope; False if `data` is not one."""
+    def _take_beat(self, data: bytes) -> bool:
+        """Note a `pong` or `ack` envelope; False if `data` is neither."""
+        if b'"ack"' in data:
+            return self._take_ack(data)
         beat = heartbeat(data)
         if beat is None or beat[0] != "pong":
             return False
@@ -472,6 +510,24 @@ class ServerStream(MessageStream):
             # Never past the last ping sent: a pong cannot answer pings to come.
             self.pong_id = max(self.pong_id, min(answered, self.ping_id))
             self.pong_lot.unpark_all()
+        return True
+
+    def _take_ack(self, data: bytes) -> bool:
+        """Note an `ack` envelope: the frontend took every event up to its id."""
+        try:
+            message = loads(data)
+        except InvalidRequest:
+            return False
+        if type(message) is not dict or message.get("t") != "ack":
+            return False
+        acked = message.get("id")
+        if type(acked) is int and acked > self.acked:
+            # Never past the last event sent.
+            self.acked = min(acked, self.sent_upto)
+            replay = self.replay
+            while replay and replay[0][0] <= self.acked:
+                self.replay_bytes -= len(replay.popleft()[1])
+            self.outbound_lot.unpark_all()  # the pump may be waiting for room
         return True
 
     async def heartbeat(self) -> None:
@@ -527,7 +583,10 @@ class ServerStream(MessageStream):
                     while not self.events_open:
                         await self.events_changed.park()
                 if not self.events_open:
-                    self.close_from_frontend("the frontend's event stream did not come back")
+                    self.close_from_frontend(
+                        "the frontend's event stream did not come back within the grace "
+                        f"period of {self.grace:g} s"
+                    )
                     return
             await self.events_changed.park()
 
@@ -567,21 +626,38 @@ class ServerStream(MessageStream):
         last_event_id: str | None,
         cors: list[tuple[bytes, bytes]],
     ) -> None:
-        if self.events_open:
-            raise Refused(InvalidRequest("this session's event stream is already open"), status=409)
-        replay: list[tuple[int, bytes]] = []
+        seen: int | None = None
         if last_event_id is not None:
             try:
                 seen = int(last_event_id)
             except ValueError:
                 raise Refused(InvalidRequest("Last-Event-ID must be an event id")) from None
+        if self.events_open:
+            if seen is None or self.events_scope is None:
+                raise Refused(
+                    InvalidRequest("this session's event stream is already open"), status=409
+                )
+            # A client resuming: its old stream's connection is dead although
+            # this side has not seen it yet (a cut without FIN or RST, or not
+            # noticed yet). The new stream takes over at once: the old one
+            # may be stuck in a send that only the send watchdog ends, but
+            # what it holds is in the replay buffer, and it sends no more.
+            self.events_scope.cancel()
+        replay: list[tuple[int, bytes]] = []
+        if seen is not None:
             replay = [item for item in self.replay if item[0] > seen]
             if seen < self.sent_upto and (not replay or replay[0][0] != seen + 1):
                 # Sent on the stream that broke and no longer kept: the
                 # frontend would miss them, so the session cannot go on.
-                self.close_from_backend("events were lost while the frontend was away")
+                kept = f"from event {replay[0][0]}" if replay else "none"
+                self.close_from_backend(
+                    f"events were lost while the frontend was away: it had event {seen}, the "
+                    f"backend had sent up to {self.sent_upto} and keeps only the last "
+                    f"{REPLAY_MESSAGES} events or {REPLAY_BYTES // 1024 // 1024} MiB ({kept})"
+                )
         self.events_open = True
         self.events_generation += 1
+        generation = self.events_generation
         self.events_changed.unpark_all()
         try:
             await send(
@@ -603,25 +679,30 @@ class ServerStream(MessageStream):
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             del opening
             async with trio.open_nursery() as nursery:
+                self.events_scope = nursery.cancel_scope
                 watch = DisconnectWatch(receive)
                 watch.call_scope = nursery.cancel_scope
                 nursery.start_soon(watch.run)
-                await self._pump(send)
+                await self._pump(send, generation)
                 nursery.cancel_scope.cancel()
         finally:
-            self.events_open = False
-            self.events_changed.unpark_all()
-            self.drained_lot.unpark_all()
+            if generation == self.events_generation:  # not taken over
+                self.events_scope = None
+                self.events_open = False
+                self.send_started = None
+                self.events_changed.unpark_all()
+                self.drained_lot.unpark_all()
 
-    async def _pump(self, send: Send) -> None:
-        while True:
+    async def _pump(self, send: Send, generation: int) -> None:
+        while generation == self.events_generation:
             body = self._next_batch()
             if body:
                 self.send_started = trio.current_time()
                 try:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                 finally:
-                    self.send_started = None
+                    if generation == self.events_generation:
+                        self.send_started = None
                 # Dropped before waiting again, so that a stuck send holds one batch at most.
                 del body
                 continue
@@ -649,8 +730,22 @@ class ServerStream(MessageStream):
             parts.append(b"event: ping\ndata: %s\n\n" % ping_message(self.ping_due))
             self.ping_due = None
         outbound = self.outbound
+        replay = self.replay
         size = 0
-        while outbound and size < _BATCH_BYTES:
+        while (
+            outbound
+            and size < _BATCH_BYTES
+            # With acks, no more go unacknowledged than the replay buffer
+            # keeps (one larger message goes alone).
+            and not (
+                self.acks
+                and replay
+                and (
+                    len(replay) >= REPLAY_MESSAGES
+                    or self.replay_bytes + len(outbound[0][1]) > REPLAY_BYTES
+                )
+            )
+        ):
             sequence, data = outbound.popleft()
             self.outbound_bytes -= len(data)
             size += len(data)
@@ -665,8 +760,23 @@ class ServerStream(MessageStream):
         replay = self.replay
         replay.append((sequence, data))
         self.replay_bytes += len(data)
+        if self.acks:
+            return  # bounded by `_next_batch`; only acks remove events
         while replay and (len(replay) > REPLAY_MESSAGES or self.replay_bytes > REPLAY_BYTES):
             self.replay_bytes -= len(replay.popleft()[1])
+
+
+def _sequence(value: str | None) -> int | None:
+    """A POST's `X-Tether-Seq`: its message's number in the session (None: not numbered)."""
+    if value is None:
+        return None
+    try:
+        sequence = int(value)
+    except ValueError:
+        sequence = 0
+    if sequence < 1:
+        raise Refused(InvalidRequest(f"X-Tether-Seq must be a positive integer, got {value!r}"))
+    return sequence
 
 
 def _event(sequence: int, data: bytes) -> bytes:
