@@ -8,13 +8,15 @@ a real TCP relay that answers chosen requests itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 import tether
-from tether.transports import http
+from tether.transports import http, websocket
 
 TIMEOUT = 10
 #: Fast retries, so a test does not wait out the default backoff.
@@ -196,3 +198,114 @@ async def test_polls_that_cannot_reach_the_backend_end_in_call_may_have_run() ->
             assert isinstance(failure[0], tether.CallMayHaveRun), repr(failure[0])
             assert "may have run" in str(failure[0])
             assert impl.runs == 1
+
+
+# ---------------------------------------------------------------------------
+# Retry-After: honoured as a minimum, never as a reason to hang
+
+
+class Busy(tether.RpcInterface):
+    interface_name = "attack.Busy"
+    interface_version = "1.0.0"
+
+    async def work(self) -> str: ...
+
+
+class BusyImpl(Busy):
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.calls = 0
+
+    async def work(self) -> str:
+        self.calls += 1
+        raise tether.Unavailable("down for maintenance", retry_after=self.retry_after)
+
+
+@asynccontextmanager
+async def _served_busy(transport: str, impl: BusyImpl) -> AsyncIterator[str]:
+    manager = tether.RpcManager()
+    manager.register_impl(Busy, impl)
+    serve = http.serve if transport == "http" else websocket.serve
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(serve, manager, "127.0.0.1", 0)
+        nursery.cancel_scope.cancel()
+
+
+async def _without_deadline(call: Callable[[], Awaitable[object]]) -> object:
+    """Await `call()` as a caller with no deadline does (the test's own cap is
+    hidden by a shield), stopped by a watchdog after TIMEOUT: a hang then
+    fails the test rather than sleeping on."""
+    outcome: list[object] = []
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope(shield=True) as shielded:
+
+            async def watchdog() -> None:
+                await trio.sleep(TIMEOUT)
+                shielded.cancel()
+
+            nursery.start_soon(watchdog)
+            assert trio.current_effective_deadline() == math.inf
+            try:
+                outcome.append(await call())
+            except tether.TetherError as exc:
+                outcome.append(exc)
+        nursery.cancel_scope.cancel()
+    assert outcome, f"still waiting after {TIMEOUT} s: the call hangs"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+async def test_a_retry_after_of_an_hour_is_not_waited_by_a_call_without_deadline(
+    transport: str,
+) -> None:
+    """A backend that says "come back in an hour" (Retry-After: 3600, forever)
+    must not hold a call with no deadline for hours of retries: the wait is over
+    the policy's `max_retry_after`, so the refusal is the answer, at once."""
+    impl = BusyImpl(3600)
+    connect = http.connect if transport == "http" else websocket.connect
+    with trio.fail_after(TIMEOUT + 5):
+        async with _served_busy(transport, impl) as url, connect(url, interfaces=[Busy]) as backend:
+            failure = await _without_deadline(backend.get_client(Busy).work)
+    assert isinstance(failure, tether.Unavailable), repr(failure)
+    assert failure.retry_after == 3600
+    assert impl.calls == 1
+    assert "max_retry_after" in " ".join(getattr(failure, "__notes__", []))
+
+
+async def test_a_retry_after_within_the_bound_is_still_honoured() -> None:
+    """The bound does not turn retries off: a short Retry-After is waited, then
+    the call is tried again (all tries refused here: attempts calls in all)."""
+    impl = BusyImpl(0.01)
+    policy = tether.RetryPolicy(attempts=3, initial_backoff=0.001, jitter=0)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            _served_busy("websocket", impl) as url,
+            websocket.connect(url, interfaces=[Busy], retry=policy) as backend,
+        ):
+            with pytest.raises(tether.Unavailable):
+                await backend.get_client(Busy).work()
+    assert impl.calls == 3
+
+
+@pytest.mark.parametrize(
+    "value", [-1.0, float("nan"), float("inf"), 0.0, 1e300], ids=["neg", "nan", "inf", "0", "huge"]
+)
+def test_retry_delay_never_sleeps_a_garbage_retry_after(value: float) -> None:
+    """A Retry-After from a hostile or broken server: negative or NaN is ignored
+    (the backoff stands), infinite or huge ends the retries; never a NaN wait."""
+    from tether.runtime._policies import OperationPolicy
+    from tether.runtime._retry import retry_delay
+
+    async def main() -> float | None:
+        return retry_delay(
+            tether.Unavailable("busy", retry_after=value, remote=True),
+            tether.RetryPolicy(jitter=0),
+            OperationPolicy(),
+            1,
+        )
+
+    wait = trio.run(main)
+    if value in (float("inf"), 1e300):
+        assert wait is None
+    else:
+        assert wait == pytest.approx(0.1)
