@@ -30,7 +30,7 @@ from ._errors import (
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
-from ._retry import DEFAULT_RETRY, RetryPolicy, check_retry, retry_delay
+from ._retry import DEFAULT_RETRY, RetryPolicy, check_retry, retry_after_too_long, retry_delay
 from ._state import ConnectionState, StateWatch
 from ._streams import (
     DEFAULT_STREAM_WINDOW,
@@ -356,6 +356,9 @@ def _final(exc: TetherError, backend: RpcBackend, op: Operation, attempt: int) -
     if type(exc) is not CallMayHaveRun:
         if attempt > 1:
             exc.add_note(f"{op.qualname} was tried {attempt} times")
+        too_long = retry_after_too_long(exc, backend.options.retry)
+        if too_long is not None and attempt < backend.options.retry.attempts:
+            exc.add_note(too_long)
         return exc
     if not op.policy.idempotent:
         why = "it is not idempotent (@tether.idempotent), so it was not retried"

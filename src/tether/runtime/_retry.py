@@ -18,7 +18,15 @@ import trio
 from ._errors import CallMayHaveRun, CallNotSent, ConnectError, TetherError, Unavailable
 from ._policies import OperationPolicy
 
-__all__ = ["DEFAULT_RETRY", "NO_RETRY", "RetryPolicy", "check_retry", "retry_delay"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "NO_RETRY",
+    "RetryPolicy",
+    "asked_wait",
+    "check_retry",
+    "retry_after_too_long",
+    "retry_delay",
+]
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -44,7 +52,10 @@ class RetryPolicy:
     `max_backoff`, give or take `jitter` of it at random (so that clients a
     restart dropped together do not come back together), and at least the
     `Retry-After` the server sent. A wait that would end past the caller's
-    deadline is not taken: the last failure is raised instead.
+    deadline is not taken: the last failure is raised instead. Nor is one
+    that a server asks for over `max_retry_after` (a maintenance window, or a
+    hostile `Retry-After: 3600`): a call without a deadline would hang for
+    it, so the refusal (`Unavailable`, its `retry_after` said) is the answer.
 
     The default (about 11 s of tries in all) rides through a backend restart
     of a few seconds; `NO_RETRY` turns retries and reconnects off.
@@ -55,6 +66,8 @@ class RetryPolicy:
         max_backoff: The longest wait between two tries, in seconds.
         multiplier: How much each wait grows over the one before.
         jitter: The share of each wait that is random (0 to 1).
+        max_retry_after: The longest `Retry-After` waited for, in seconds
+            (30); a server asking for longer is not retried.
     """
 
     attempts: int = attrs.field(default=10, validator=_attempts)
@@ -62,6 +75,7 @@ class RetryPolicy:
     max_backoff: float = attrs.field(default=2.0, validator=_positive)
     multiplier: float = attrs.field(default=2.0, validator=_positive)
     jitter: float = attrs.field(default=0.2, validator=_positive)
+    max_retry_after: float = attrs.field(default=30.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.jitter > 1:
@@ -104,6 +118,30 @@ def certainly_not_run(exc: BaseException) -> bool:
     return isinstance(exc, Unavailable) and exc.remote
 
 
+def asked_wait(exc: TetherError) -> float | None:
+    """The wait a refusal asks for, in seconds: None when it asks none, or
+    nonsense (negative, NaN, not a number); infinity stays (never retried)."""
+    if not isinstance(exc, Unavailable):
+        return None
+    value = exc.retry_after
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if math.isnan(value) or value < 0:
+        return None
+    return float(value)
+
+
+def retry_after_too_long(exc: TetherError, policy: RetryPolicy) -> str | None:
+    """Why `exc` is not retried when its Retry-After is over the policy's bound, else None."""
+    asked = asked_wait(exc)
+    if asked is None or asked <= policy.max_retry_after:
+        return None
+    return (
+        f"the server asked to wait {asked:g} s before another try, over retry.max_retry_after "
+        f"({policy.max_retry_after:g} s), so it was not retried"
+    )
+
+
 def retry_delay(
     exc: TetherError, policy: RetryPolicy, operation: OperationPolicy, attempt: int
 ) -> float | None:
@@ -119,7 +157,9 @@ def retry_delay(
         operation.idempotent and isinstance(exc, CallMayHaveRun)
     ):
         return None
-    retry_after = exc.retry_after if isinstance(exc, Unavailable) else None
+    retry_after = asked_wait(exc)
+    if retry_after is not None and retry_after > policy.max_retry_after:
+        return None
     wait = policy.backoff(attempt, retry_after)
     if trio.current_time() + wait >= trio.current_effective_deadline():
         return None

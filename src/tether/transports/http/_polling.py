@@ -7,6 +7,14 @@ when it asks for longer), hands each new progress report to the caller's
 `tether.on_progress` callback, and returns the reply once the server has it.
 A caller that stops waiting (cancelled, its deadline passed) sends `DELETE`,
 shielded and bounded, so that the server cancels the impl.
+
+Once the server has accepted the call, nothing that happens to a poll may
+read as "the call did not run": a poll that cannot reach the server, or that
+something on the way answers 429 or 503 (a load balancer whose targets
+restart), is tried again as the read it is, and when the tries are spent the
+caller gets `CallMayHaveRun`, which is never retried for a non-idempotent
+operation. Passing the poll's own failure on (a `ConnectError`, an
+`Unavailable`) would make the retry loop send the call again, and run it twice.
 """
 
 from __future__ import annotations
@@ -18,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...runtime import CallMayHaveRun, InvalidRequest, TetherError
+from ...runtime import (
+    CallMayHaveRun,
+    ConnectError,
+    ConnectionClosed,
+    InvalidRequest,
+    TetherError,
+    Unavailable,
+)
 from ...runtime._codec import loads
 from ...runtime._policies import OperationPolicy
 from ...runtime._progress import Progress, current_listener, deliver
@@ -76,7 +91,7 @@ async def follow_operation(
         CallMayHaveRun: the server no longer holds the operation (404: it was
             dropped, or the server restarted), or the polls failed: it may
             have run, and its reply is lost.
-        TransportError: the connection failed otherwise.
+        ConnectionClosed: the connection was closed on this side.
     """
     location = accepted.header(b"location")
     if location is None or not location.startswith(b"/"):
@@ -122,26 +137,67 @@ async def follow_operation(
             if asked is not None and asked > math.ceil(interval):
                 wait = asked  # the server asks for fewer polls
             await trio.sleep(wait)
-            response = await _poll(backend, location, poll_headers)
+            response = await _poll(backend, location, poll_headers, call, activity_id)
     finally:
         if not finished:
             await _delete(backend, location, poll_headers)
 
 
 async def _poll(
-    backend: HttpBackend, location: bytes, headers: list[tuple[bytes, bytes]]
+    backend: HttpBackend,
+    location: bytes,
+    headers: list[tuple[bytes, bytes]],
+    call: Call,
+    activity_id: str,
 ) -> Response:
+    """One poll's response, tried again (as a read) after a fault or a 429/503 on the way.
+
+    Raises:
+        CallMayHaveRun: the tries are spent (the operation runs, or ran).
+        ConnectionClosed: the connection was closed on this side.
+    """
     attempt = 1
     while True:
+        failure: TetherError
         try:
-            return await backend._pool.request(b"GET", location, headers)
-        except TetherError as exc:
-            wait = retry_delay(exc, backend.options.retry, _POLL, attempt)
-            if wait is None:
-                raise
-            _log.info("polling %s again in %.3f s: %s", "the operation", wait, exc.message)
+            response = await backend._pool.request(b"GET", location, headers)
+        except (ConnectError, ConnectionClosed) as exc:
+            if type(exc) is ConnectionClosed and exc.reason in ("closed", "pool closed"):
+                raise  # closed here: nothing to wait for
+            failure = exc
+        else:
+            if response.status not in (429, 503) or _is_reply(response):
+                return response
+            failure = Unavailable(
+                f"a poll was answered {response.status} by something other than the backend",
+                retry_after=_retry_after(response),
+                remote=True,
+            )
+        wait = retry_delay(failure, backend.options.retry, _POLL, attempt)
+        if wait is None:
+            raise CallMayHaveRun(
+                f"the backend accepted the long-running {call.iface}.{call.op} (202), then its "
+                f"status could not be read ({failure.message}): it may have run, and its reply "
+                "is lost",
+                reason="operation lost",
+                activity_id=activity_id,
+            ) from failure
+        _log.info("polling %s again in %.3f s: %s", "the operation", wait, failure.message)
         attempt += 1
         await trio.sleep(wait)
+
+
+def _is_reply(response: Response) -> bool:
+    """Whether a 429/503 to a poll is the operation's own reply (tether's error body).
+
+    tether never refuses a poll so: such an answer with tether's body is the
+    impl's `Unavailable`; any other is a proxy's, about the poll only.
+    """
+    try:
+        error = loads(response.body)["error"]
+        return isinstance(error["code"], str)
+    except (TetherError, ValueError, KeyError, TypeError):
+        return False
 
 
 async def _delete(
