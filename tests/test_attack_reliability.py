@@ -309,3 +309,85 @@ def test_retry_delay_never_sleeps_a_garbage_retry_after(value: float) -> None:
         assert wait is None
     else:
         assert wait == pytest.approx(0.1)
+
+
+class Flapping(tether.RpcInterface):
+    interface_name = "AttackFlapping"
+    interface_version = "1.0.0"
+
+    async def ping(self) -> int: ...
+
+
+async def test_a_backend_that_drops_every_connection_at_once_is_given_up() -> None:
+    """A server that completes the handshake and drops the socket at once, every
+    time, ends the connection once the tries of the outage are spent: it is not
+    redialled every 0.1 s for ever."""
+    import trio_websocket
+
+    from tether.runtime._protocol import PROTOCOL_VERSION, InterfaceInfo, Welcome, encode
+
+    accepted = 0
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        nonlocal accepted
+        accepted += 1
+        ws = await request.accept()
+        await ws.get_message()  # the hello
+        welcome = Welcome(
+            PROTOCOL_VERSION,
+            f"s{accepted}",
+            interfaces={"AttackFlapping": InterfaceInfo("1.0.0", ("ping",))},
+        )
+        await ws.send_message(encode(welcome).decode())
+        await ws.aclose()
+
+    retry = tether.RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.02)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None
+            )
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with websocket.connect(url, interfaces=[Flapping], retry=retry) as backend:
+                state = backend.state
+                while state is not tether.ConnectionState.CLOSED:
+                    state = await backend.wait_state_change(state)
+                with pytest.raises(tether.ConnectError, match="could not reconnect"):
+                    await backend.get_client(Flapping).ping()
+            nursery.cancel_scope.cancel()
+    # Each connection lost as soon as made is a failed try of the one outage:
+    # the first connection, then redials until 4 tries have failed.
+    assert accepted == 4
+
+
+async def test_a_poll_answer_asking_to_wait_an_hour_is_waited_no_longer_than_max_retry_after() -> (
+    None
+):
+    """A 202 to a poll whose `Retry-After` asks for an hour (a proxy, or a
+    hostile server) holds the next poll at most `retry.max_retry_after`, not an
+    hour: a call without a deadline must not hang on it."""
+    impl = JobsImpl()
+    accepted = _plain_answer(
+        b"202 Accepted", b'{"status":"running"}', b"retry-after: 3600", b"cache-control: no-store"
+    )
+    retry = tether.RetryPolicy(attempts=3, initial_backoff=0.01, max_retry_after=0.2)
+    with trio.fail_after(TIMEOUT):
+        async with _behind_balancer(_jobs(impl)) as (url, balancer):
+            balancer.answer_match = b"/operations/"
+            balancer.answer = accepted
+            balancer.answers_left = 1
+            async with http.connect(url, interfaces=[Jobs], retry=retry) as backend:
+                async with trio.open_nursery() as nursery:
+                    result: list[int] = []
+                    done = trio.Event()
+
+                    async def call() -> None:
+                        result.append(await backend.get_client(Jobs).launch())
+                        done.set()
+
+                    nursery.start_soon(call)
+                    await balancer.answered.wait()
+                    impl.release.set()
+                    with trio.fail_after(3):  # not 3600 s
+                        await done.wait()
+            assert result == [1]

@@ -56,6 +56,10 @@ _FINAL = (IncompatibleVersion, NotFound, Unauthorized, Forbidden)
 #: HTTP statuses of a refused WebSocket handshake that may pass on a later try.
 _PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
+#: Seconds a reconnected connection must last to end its outage: one lost
+#: sooner counts as a failed try of the same outage, so a backend that accepts
+#: and drops at once is not redialled every 0.1 s for ever.
+STABLE_AFTER = 2.0
 _CLOSED_HERE = "closed by this client"
 
 
@@ -248,11 +252,18 @@ class ReconnectingBackend(RpcBackend):
                     if first:
                         first = False
                         task_status.started()
-                    failures = 0
+                    connected_at = trio.current_time()
                     if not await self._hold(connection):
                         return
-                    lost_at = trio.current_time()
                     last = connection.state_watch.reason or "connection lost"
+                    if trio.current_time() - connected_at >= STABLE_AFTER:
+                        # A new outage: its own tries.
+                        failures = 0
+                        lost_at = trio.current_time()
+                    else:
+                        # Lost as soon as made (a backend that accepts and drops):
+                        # the same outage, a try spent, so it backs off and ends.
+                        failures += 1
                     self._watch.set(
                         ConnectionState.RECONNECTING,
                         f"connection to {self._target} lost ({last}): reconnecting",

@@ -135,7 +135,9 @@ async def follow_operation(
             wait = interval
             asked = _retry_after(response)
             if asked is not None and asked > math.ceil(interval):
-                wait = asked  # the server asks for fewer polls
+                # The server asks for fewer polls; never for longer than the
+                # client waits on any Retry-After (a call may have no deadline).
+                wait = min(asked, max(interval, backend.options.retry.max_retry_after))
             await trio.sleep(wait)
             response = await _poll(backend, location, poll_headers, call, activity_id)
     finally:
