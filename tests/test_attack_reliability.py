@@ -376,18 +376,18 @@ async def test_a_poll_answer_asking_to_wait_an_hour_is_waited_no_longer_than_max
             balancer.answer_match = b"/operations/"
             balancer.answer = accepted
             balancer.answers_left = 1
-            async with http.connect(url, interfaces=[Jobs], retry=retry) as backend:
-                async with trio.open_nursery() as nursery:
-                    result: list[int] = []
-                    done = trio.Event()
+            connect = http.connect(url, interfaces=[Jobs], retry=retry)
+            async with connect as backend, trio.open_nursery() as nursery:
+                result: list[int] = []
+                done = trio.Event()
 
-                    async def call() -> None:
-                        result.append(await backend.get_client(Jobs).launch())
-                        done.set()
+                async def call() -> None:
+                    result.append(await backend.get_client(Jobs).launch())
+                    done.set()
 
-                    nursery.start_soon(call)
-                    await balancer.answered.wait()
-                    impl.release.set()
-                    with trio.fail_after(3):  # not 3600 s
-                        await done.wait()
+                nursery.start_soon(call)
+                await balancer.answered.wait()
+                impl.release.set()
+                with trio.fail_after(3):  # not 3600 s
+                    await done.wait()
             assert result == [1]
