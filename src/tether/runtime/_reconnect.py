@@ -39,6 +39,7 @@ from ._errors import (
 )
 from ._interfaces import Operation
 from ._protocol import Call, Error, InterfaceInfo, Result
+from ._retry import STABLE_AFTER
 from ._state import ConnectionState, StateWatch
 from ._streams import Exchange, aclose_if_possible
 from ._util import open_service_nursery
@@ -56,10 +57,6 @@ _FINAL = (IncompatibleVersion, NotFound, Unauthorized, Forbidden)
 #: HTTP statuses of a refused WebSocket handshake that may pass on a later try.
 _PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-#: Seconds a reconnected connection must last to end its outage: one lost
-#: sooner counts as a failed try of the same outage, so a backend that accepts
-#: and drops at once is not redialled every 0.1 s for ever.
-STABLE_AFTER = 2.0
 _CLOSED_HERE = "closed by this client"
 
 

@@ -46,7 +46,7 @@ from ._errors import ConnectError, ConnectionClosed, NotFound, PayloadTooLarge, 
 from ._faults import wrap_client_stream
 from ._protocol import Error, Hello, encode
 from ._protocol_hello import Resume
-from ._retry import RetryPolicy
+from ._retry import STABLE_AFTER, RetryPolicy
 from ._state import ConnectionState, StateWatch
 from ._stream import MessageStream
 
@@ -502,13 +502,16 @@ async def keep_connected(
                     with trio.fail_after(handshake_timeout):
                         count = await _exchange(socket, again)
                     await stream.attach(socket, count)
+                    attached = trio.current_time()
                     await stream.wait_detached(socket)
                     if stream.ended:
                         return
-                    # Dropped again: a new outage, with tries of its own.
-                    began = trio.current_time()
-                    tries = 0
                     last = stream.last_loss or last
+                    if trio.current_time() - attached >= STABLE_AFTER:
+                        # Dropped again later: a new outage, with tries of its own.
+                        began = trio.current_time()
+                        tries = 0
+                    # Dropped as soon as made: a try of the same outage.
             except (ConnectError, ConnectionClosed, trio.TooSlowError) as exc:
                 last = str(exc) or type(exc).__name__
             except TetherError as exc:

@@ -21,12 +21,20 @@ from ._policies import OperationPolicy
 __all__ = [
     "DEFAULT_RETRY",
     "NO_RETRY",
+    "STABLE_AFTER",
     "RetryPolicy",
     "asked_wait",
     "check_retry",
     "retry_after_too_long",
     "retry_delay",
 ]
+
+
+#: Seconds a connection made again must last to end its outage: one lost
+#: sooner counts as a failed try of the same outage, so a backend that accepts
+#: and drops at once is not redialled every 0.1 s for ever (RPC reconnects,
+#: IPC resumes).
+STABLE_AFTER = 2.0
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
