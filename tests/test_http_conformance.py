@@ -148,6 +148,11 @@ class TestHttpRpc(RpcConformance):
 
 
 class TestHttpIpc(IpcConformance):
+    # Not yet: IPC-over-HTTP resume (Last-Event-ID) is being built in
+    # wt-httpresume. Until it merges, a cut ends the session, which the resume
+    # case checks; set `resumes = True` once it is in.
+    resumes = False
+
     def connect_ipc(
         self, backend: BackendIpc, **options: Any
     ) -> AbstractAsyncContextManager[FrontendIpc]:

@@ -107,6 +107,8 @@ class TestTrioWebSocketRpc(RpcConformance):
 
 
 class TestTrioWebSocketIpc(IpcConformance):
+    resumes = True  # a session survives a dropped socket
+
     def connect_ipc(
         self, backend: BackendIpc, **options: Any
     ) -> AbstractAsyncContextManager[FrontendIpc]:
@@ -134,6 +136,8 @@ class TestHypercornWebSocketRpc(RpcConformance):
 
 
 class TestHypercornWebSocketIpc(IpcConformance):
+    resumes = True  # a session survives a dropped socket
+
     def connect_ipc(
         self, backend: BackendIpc, **options: Any
     ) -> AbstractAsyncContextManager[FrontendIpc]:

@@ -239,15 +239,17 @@ class RpcLifecycleCases:
                 [closed] = outcome
                 assert isinstance(closed, ConnectionClosed)
                 return
-            async with self._stoppable(probe, retry=None) as (client, impl, stop):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(call, client)
-                    await probe.wait("started:k")
-                    stop.set()
-                    await trio.testing.wait_all_tasks_blocked()
-                    if self.server_stop == "drains":
-                        assert outcome == []  # still running: the server waits for it
-                    impl.release.set()
+            async with (
+                self._stoppable(probe, retry=None) as (client, impl, stop),
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(call, client)
+                await probe.wait("started:k")
+                stop.set()
+                await trio.testing.wait_all_tasks_blocked()
+                if self.server_stop == "drains":
+                    assert outcome == []  # still running: the server waits for it
+                impl.release.set()
         if self.server_stop == "drains":
             assert outcome == ["k"]
             assert not probe.is_set("cancelled:k")
