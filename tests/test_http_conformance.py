@@ -16,6 +16,7 @@ from tether.runtime._streams import open_stream
 from tether.runtime._util import open_service_nursery
 from tether.testing import FaultyProxy, IpcConformance, Probe, RpcConformance
 from tether.testing._rpc_faults_suite import Faults, ProxyFaults
+from tether.testing._rpc_lifecycle_suite import Stop
 from tether.testing._rpc_streams_suite import ConformanceStreams
 from tether.transports import http
 from tether.transports.http._client import split_url
@@ -23,12 +24,29 @@ from tether.transports.http._client import split_url
 
 @asynccontextmanager
 async def _served_rpc(
-    manager: RpcManager, interfaces: Sequence[type[RpcInterface]], options: dict[str, Any]
+    manager: RpcManager,
+    interfaces: Sequence[type[RpcInterface]],
+    options: dict[str, Any],
+    stop: Stop | None = None,
 ) -> AsyncIterator[RpcBackend]:
+    """Serve `manager`, connect; the server stops gracefully once `stop()` returns
+    (or the block is left)."""
     server_options = {}
     if "max_message_size" in options:
         server_options["max_body_size"] = options["max_message_size"]
-    stop = trio.Event()
+    left = trio.Event()
+
+    async def trigger() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def first(wait: Stop) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, left.wait)
+            if stop is not None:
+                nursery.start_soon(first, stop)
+
     async with open_service_nursery() as nursery:
         url = await nursery.start(
             lambda task_status: http.serve(
@@ -36,7 +54,7 @@ async def _served_rpc(
                 "127.0.0.1",
                 0,
                 task_status=task_status,
-                shutdown_trigger=stop.wait,
+                shutdown_trigger=trigger,
                 **server_options,
             )
         )
@@ -45,7 +63,7 @@ async def _served_rpc(
         # A graceful stop, as a deployment's: calls the client left end as a
         # client leaving ends them (a stream's impl hears ConnectionClosed),
         # not cancelled by the server stopping in the same instant.
-        stop.set()
+        left.set()
 
 
 @asynccontextmanager
@@ -65,6 +83,10 @@ async def _served_ipc(backend: BackendIpc, options: dict[str, Any]) -> AsyncIter
 
 
 class TestHttpRpc(RpcConformance):
+    # Every request may go on a connection of its own; hypercorn drains.
+    reconnects = "request"
+    server_stop = "drains"
+
     # Two-way streams are not carried over HTTP (docs/http.md, "Streams"): the
     # suite checks that they are refused with NotFound.
     stream_kinds = frozenset({"server", "client"})
@@ -87,6 +109,16 @@ class TestHttpRpc(RpcConformance):
         self, manager: RpcManager, *, interfaces: Sequence[type[RpcInterface]], **options: Any
     ) -> AbstractAsyncContextManager[RpcBackend]:
         return _served_rpc(manager, interfaces, options)
+
+    def connect_stoppable(
+        self,
+        manager: RpcManager,
+        stop: Stop,
+        *,
+        interfaces: Sequence[type[RpcInterface]],
+        **options: Any,
+    ) -> AbstractAsyncContextManager[RpcBackend]:
+        return _served_rpc(manager, interfaces, options, stop)
 
     async def test_slow_consumer_stops_the_producer_at_the_window(self) -> None:
         """Over HTTP a stream's window is TCP's (docs/http.md, "Streams"), not a
@@ -116,6 +148,11 @@ class TestHttpRpc(RpcConformance):
 
 
 class TestHttpIpc(IpcConformance):
+    # Not yet: IPC-over-HTTP resume (Last-Event-ID) is being built in
+    # wt-httpresume. Until it merges, a cut ends the session, which the resume
+    # case checks; set `resumes = True` once it is in.
+    resumes = False
+
     def connect_ipc(
         self, backend: BackendIpc, **options: Any
     ) -> AbstractAsyncContextManager[FrontendIpc]:

@@ -13,6 +13,11 @@ from tether.transports import memory
 
 
 class TestSameLoop(RpcConformance):
+    # The backend lives as long as the connection: nothing to reconnect to,
+    # no server to stop apart from leaving the connect block.
+    reconnects = None
+    server_stop = None
+
     def connect(
         self, manager: RpcManager, *, interfaces: Sequence[type[RpcInterface]], **options: Any
     ) -> AbstractAsyncContextManager[RpcBackend]:
@@ -20,6 +25,9 @@ class TestSameLoop(RpcConformance):
 
 
 class TestBackendThread(RpcConformance):
+    reconnects = None
+    server_stop = None
+
     def connect(
         self, manager: RpcManager, *, interfaces: Sequence[type[RpcInterface]], **options: Any
     ) -> AbstractAsyncContextManager[RpcBackend]:

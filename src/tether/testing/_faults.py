@@ -65,7 +65,10 @@ class FaultyStream(MessageStream):
     - `delay(seconds, direction=)`: hold every message going that way for
       `seconds` (0 stops delaying).
     - `cut(reason)`: break the connection now, as a reset would: the inner
-      stream is closed, and both directions raise `ConnectionClosed`.
+      stream is closed, and both directions raise `ConnectionClosed`; a
+      receive waiting for a message wakes to the loss at once, so an idle
+      connection is seen lost (and made again, where the transport does) with
+      no call to notice it.
     - `cut_after(count, direction=, match=)`: pass `count` more messages
       (matching `match`) that way, then cut. A send that passed its message
       returns normally (the message left whole); what follows fails.
@@ -82,6 +85,7 @@ class FaultyStream(MessageStream):
         "_cut_after",
         "_delays",
         "_drops",
+        "_receiving",
         "cuts",
         "dropped",
         "inner",
@@ -99,6 +103,8 @@ class FaultyStream(MessageStream):
         self._drops: dict[str, list[_Rule]] = {"send": [], "receive": []}
         self._cut_after: dict[str, list[_Rule]] = {"send": [], "receive": []}
         self._delays: dict[str, float] = {"send": 0.0, "receive": 0.0}
+        # The scope of a receive waiting for a message, which `cut` wakes.
+        self._receiving: trio.CancelScope | None = None
 
     # MessageStream's attributes, read through to the inner stream.
     @property
@@ -132,12 +138,15 @@ class FaultyStream(MessageStream):
     def cut(self, reason: str = "cut by FaultyStream") -> None:
         """Break the connection now; both directions fail with `ConnectionClosed`.
 
-        The inner stream is closed in the background of the next operation
-        on this one; a peer sees the connection lost, as after a reset.
+        A receive waiting for a message wakes at once, closes the inner
+        stream and raises; otherwise the inner stream is closed by the next
+        operation on this one. A peer sees the connection lost, as after a reset.
         """
         if self._cut is None:
             self._cut = reason
             self.cuts += 1
+            if self._receiving is not None:
+                self._receiving.cancel()
 
     @property
     def is_cut(self) -> bool:
@@ -184,7 +193,12 @@ class FaultyStream(MessageStream):
     async def receive_message(self) -> bytes | str | BinaryMessage:
         while True:
             await self._close_if_cut()
-            data = await self.inner.receive_message()
+            # Cancelled by `cut` only: what the inner stream held is lost with it.
+            try:
+                with trio.CancelScope() as self._receiving:
+                    data = await self.inner.receive_message()
+            finally:
+                self._receiving = None
             await self._close_if_cut()
             if self._delays["receive"]:
                 await trio.sleep(self._delays["receive"])

@@ -29,6 +29,7 @@ from ._ipc_fixtures import (
     IpcContextInfo,
 )
 from ._ipc_notifications import IpcNotificationTests
+from ._ipc_resume import IpcResumeTests
 from ._ipc_sessions import IpcSessionTests
 from ._ipc_streams import IpcStreamTests
 
@@ -42,7 +43,12 @@ __all__ = [
 
 
 class IpcConformance(
-    IpcCallTests, IpcNotificationTests, IpcSessionTests, IpcAuthorizationTests, IpcStreamTests
+    IpcCallTests,
+    IpcNotificationTests,
+    IpcSessionTests,
+    IpcAuthorizationTests,
+    IpcStreamTests,
+    IpcResumeTests,
 ):
     """Tests every IPC transport must pass. Subclass it and implement `connect_ipc`.
 
@@ -57,4 +63,8 @@ class IpcConformance(
     (how many of the backend's notifications may wait for the frontend's
     listeners), `stream_window` (the frontend's `StreamWindow`) and
     `max_message_size` (the largest message the frontend sends).
+
+    The resume cases (`IpcResumeTests`) cut the session's connection: set
+    `resumes = True` where a session survives it (the suite then passes
+    `retry`, the reconnect backoff, to `connect_ipc`).
     """

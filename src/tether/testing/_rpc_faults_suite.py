@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import pytest
 import trio
@@ -43,7 +43,7 @@ from ..runtime import (
 from ._faults import FaultyStreams, faulty_streams
 from ._proxy import FaultyProxy
 
-__all__ = ["ConformanceFaults", "Faults", "ProxyFaults", "RpcFaultCases"]
+__all__ = ["ConformanceFaults", "Faults", "ProxyFaults", "RpcFaultCases", "client_log"]
 
 #: Seconds every fault case may take.
 FAULT_TIMEOUT = 20.0
@@ -101,11 +101,17 @@ class Faults:
 
     Attributes:
         recovers: Whether a call after a lost connection can go over a new
-            one (HTTP: every request may open a connection). False: the
-            connection is lost for good, and later calls fail at once.
+            one (HTTP: every request may open a connection; WebSocket: the
+            client reconnects). False: the connection is lost for good, and
+            later calls fail at once.
     """
 
     recovers = False
+
+    @property
+    def connections(self) -> int:
+        """Connections the client has opened so far."""
+        raise NotImplementedError
 
     def cut_when_sent(self, operation: str) -> None:
         """Lose the connection once the call to `operation` was sent, before its answer."""
@@ -117,8 +123,13 @@ class Faults:
 
 
 class StreamFaults(Faults):
-    def __init__(self, streams: FaultyStreams) -> None:
+    def __init__(self, streams: FaultyStreams, *, recovers: bool = False) -> None:
         self.streams = streams
+        self.recovers = recovers
+
+    @property
+    def connections(self) -> int:
+        return len(self.streams.streams)
 
     def cut_when_sent(self, operation: str) -> None:
         self.streams.latest.cut_after(1, match=f'"op":"{operation}"'.encode())
@@ -136,6 +147,10 @@ class ProxyFaults(Faults):
     def __init__(self, proxy: FaultyProxy, markers: Mapping[str, bytes] | None = None) -> None:
         self.proxy = proxy
         self.markers = markers or {}
+
+    @property
+    def connections(self) -> int:
+        return self.proxy.connections
 
     def cut_when_sent(self, operation: str) -> None:
         self.proxy.cut_when(self.markers.get(operation, f"/{operation} ".encode()))
@@ -161,7 +176,7 @@ class _Retries(logging.Handler):
 
 
 @asynccontextmanager
-async def _client_log() -> AsyncIterator[_Retries]:
+async def client_log() -> AsyncIterator[_Retries]:
     handler = _Retries()
     logger = logging.getLogger("tether.client")
     level = logger.level
@@ -179,8 +194,11 @@ class RpcFaultCases:
 
     A transport without a MessageStream overrides `open_faulty` to serve
     `manager`, connect through something that breaks connections on command,
-    and yield the backend with its `Faults`.
+    and yield the backend with its `Faults`. A transport whose client makes a
+    lost connection again (`reconnects`, of `RpcLifecycleCases`) recovers.
     """
+
+    reconnects: ClassVar[Literal["connection", "request"] | None] = None
 
     def connect(
         self, manager: RpcManager, *, interfaces: Sequence[type[RpcInterface]], **options: Any
@@ -193,7 +211,7 @@ class RpcFaultCases:
     ) -> AsyncIterator[tuple[RpcBackend, Faults]]:
         with faulty_streams() as streams:
             async with self.connect(manager, interfaces=interfaces, **options) as backend:
-                yield backend, StreamFaults(streams)
+                yield backend, StreamFaults(streams, recovers=self.reconnects is not None)
 
     def faults_manager(self) -> tuple[RpcManager, FaultsImpl]:
         manager = RpcManager()
@@ -231,7 +249,7 @@ class RpcFaultCases:
                     backend,
                     faults,
                 ),
-                _client_log() as log,
+                client_log() as log,
             ):
                 client = backend.get_client(ConformanceFaults)
                 await client.increment()
@@ -269,7 +287,7 @@ class RpcFaultCases:
         with trio.fail_after(FAULT_TIMEOUT):
             async with (
                 self.connect(manager, interfaces=[ConformanceFaults]) as backend,
-                _client_log() as log,
+                client_log() as log,
             ):
                 client = backend.get_client(ConformanceFaults)
                 began = trio.current_time()

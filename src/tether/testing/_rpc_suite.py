@@ -47,6 +47,7 @@ from ..runtime import (
 from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
 from ._rpc_faults_suite import RpcFaultCases
+from ._rpc_lifecycle_suite import RpcLifecycleCases
 from ._rpc_streams_suite import RpcStreamCases
 
 __all__ = [
@@ -363,7 +364,7 @@ def _raw_call(interface: type[RpcInterface], op: str, args: list[Any], **kw: Any
     )
 
 
-class RpcConformance(RpcStreamCases, RpcFaultCases):
+class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases):
     """Tests every RPC transport must pass. Subclass it and implement `connect`.
 
     `connect(manager, interfaces=..., **options)` returns an async context
@@ -380,6 +381,11 @@ class RpcConformance(RpcStreamCases, RpcFaultCases):
     The fault cases (`RpcFaultCases`) break connections through
     `faulty_streams()`; a transport without a MessageStream overrides
     `open_faulty` (HTTP's test puts a `FaultyProxy` in front of its server).
+
+    The lifecycle cases (`RpcLifecycleCases`) check what the transport
+    promises when a connection is lost (`reconnects`: "connection",
+    "request" or None) and when its server stops (`server_stop`: "drains",
+    "closes" or None; a server that stops implements `connect_stoppable`).
     """
 
     def connect(
