@@ -10,11 +10,18 @@ from typing import Any
 import trio
 import trio.testing
 
-from tether import BackendIpc, FrontendIpc, RpcInterface, RpcManager
+from tether import BackendIpc, ConnectionState, FrontendIpc, RpcInterface, RpcManager
 from tether.runtime import RpcBackend
 from tether.runtime._streams import open_stream
 from tether.runtime._util import open_service_nursery
-from tether.testing import FaultyProxy, IpcConformance, Probe, RpcConformance
+from tether.testing import (
+    ConformanceIpc,
+    FaultyProxy,
+    FaultyStreams,
+    IpcConformance,
+    Probe,
+    RpcConformance,
+)
 from tether.testing._rpc_faults_suite import Faults, ProxyFaults
 from tether.testing._rpc_lifecycle_suite import Stop
 from tether.testing._rpc_streams_suite import ConformanceStreams
@@ -148,10 +155,38 @@ class TestHttpRpc(RpcConformance):
 
 
 class TestHttpIpc(IpcConformance):
-    # Not yet: IPC-over-HTTP resume (Last-Event-ID) is being built in
-    # wt-httpresume. Until it merges, a cut ends the session, which the resume
-    # case checks; set `resumes = True` once it is in.
-    resumes = False
+    # A cut event stream is resumed with Last-Event-ID, POSTs deduplicated.
+    resumes = True
+
+    @asynccontextmanager
+    async def open_resumable(
+        self, backend: BackendIpc, **options: Any
+    ) -> AsyncIterator[FrontendIpc]:
+        """The resume case over HTTP: a `FaultyProxy` between the client and
+        hypercorn (the client's resuming sits under the stream the engine sees)."""
+        options.setdefault("channels", [ConformanceIpc])
+        async with open_service_nursery() as nursery:
+            url = await nursery.start(
+                lambda task_status: http.serve(
+                    None, "127.0.0.1", 0, ipc=backend, task_status=task_status
+                )
+            )
+            host, port, prefix = split_url(url)
+            async with FaultyProxy(host, port) as proxy:
+                self._proxy = proxy
+                proxied = f"http://127.0.0.1:{proxy.port}{prefix}"
+                async with http.connect_ipc(proxied, **options) as frontend:
+                    yield frontend
+            nursery.cancel_scope.cancel()
+
+    async def cut_connection(self, faults: FaultyStreams, frontend: FrontendIpc, cut: int) -> None:
+        # Every TCP connection of the session at once (its event stream and POSTs).
+        self._proxy.cut_all()
+        state = frontend.state
+        while state is not ConnectionState.RECONNECTING:
+            state = await frontend.wait_state_change(state)
+        while state is not ConnectionState.CONNECTED:
+            state = await frontend.wait_state_change(state)
 
     def connect_ipc(
         self, backend: BackendIpc, **options: Any

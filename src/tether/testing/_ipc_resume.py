@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
 import pytest
 import trio
 
-from ..runtime import ConnectionClosed, ConnectionState, FrontendIpc, RetryPolicy
-from ._faults import faulty_streams
+from ..runtime import BackendIpc, ConnectionClosed, ConnectionState, FrontendIpc, RetryPolicy
+from ._faults import FaultyStreams, faulty_streams
 from ._ipc_fixtures import ConformanceIpc, EventsHandler, FrontendHandler, IpcSuiteBase
 from ._probe import Probe
 from ._rpc_suite import TEST_TIMEOUT
@@ -47,6 +48,20 @@ class IpcResumeTests(IpcSuiteBase):
     #: Whether a session survives its connection's loss (see the module docstring).
     resumes: ClassVar[bool] = False
 
+    def open_resumable(
+        self, backend: BackendIpc, **options: Any
+    ) -> AbstractAsyncContextManager[FrontendIpc]:
+        """The session these cases cut; a transport whose connection is not a
+        `FaultyStream` at the bottom (HTTP: its resuming sits under the
+        stream the engine sees) opens it through a fault injector of its own."""
+        return self.open(backend, **options)
+
+    async def cut_connection(self, faults: FaultyStreams, frontend: FrontendIpc, cut: int) -> None:
+        """Break the session's connection, and (where it resumes) wait until it is back."""
+        faults.latest.cut(f"cut {cut} by the conformance suite")
+        if self.resumes:
+            await faults.wait_opened(cut + 1)
+
     def resume_options(self) -> dict[str, Any]:
         """What `connect_ipc` is given for these cases: quick reconnects where it resumes."""
         return {"retry": QUICK} if self.resumes else {}
@@ -57,7 +72,7 @@ class IpcResumeTests(IpcSuiteBase):
         cuts = 3 if self.resumes else 1
         marks = [NOTIFICATIONS * cut // (cuts + 1) for cut in range(1, cuts + 1)]
         with trio.fail_after(TEST_TIMEOUT), faulty_streams() as faults:
-            async with self.open(backend, **self.resume_options()) as frontend:
+            async with self.open_resumable(backend, **self.resume_options()) as frontend:
                 events = EventsHandler()
                 frontend.add_notification_handler(events)
                 doubler = FrontendHandler()
@@ -67,6 +82,7 @@ class IpcResumeTests(IpcSuiteBase):
                 states: list[ConnectionState] = []
                 outcomes: dict[str, list[Any]] = {"ticks": [], "adds": [], "asks": []}
                 cut_done = trio.Event()
+                cuts_made: list[int] = []
 
                 async def watch() -> None:
                     state = frontend.state
@@ -77,9 +93,8 @@ class IpcResumeTests(IpcSuiteBase):
                 async def cutter() -> None:
                     for cut, mark in enumerate(marks, 1):
                         await events.received.wait_for(mark)
-                        faults.latest.cut(f"cut {cut} by the conformance suite")
-                        if self.resumes:
-                            await faults.wait_opened(cut + 1)
+                        await self.cut_connection(faults, frontend, cut)
+                        cuts_made.append(cut)
                     cut_done.set()
 
                 async def burst(name: str, invoke: Callable[[int], Awaitable[Any]]) -> None:
@@ -111,16 +126,19 @@ class IpcResumeTests(IpcSuiteBase):
                         await frontend.wait_closed()
                     nursery.cancel_scope.cancel()
                 if self.resumes:
-                    assert sum(stream.cuts for stream in faults.streams) == cuts
+                    assert cuts_made == list(range(1, cuts + 1))
                     assert events.received.items == [("tick", n) for n in range(NOTIFICATIONS)]
                     assert outcomes["ticks"] == [NOTIFICATIONS]
                     adds, asks = outcomes["adds"], outcomes["asks"]
                     assert adds == [n + 1 for n in range(len(adds))]
                     assert asks == [f"ok:{2 * n}" for n in range(len(asks))]
                     assert len(doubler.activities) == len(asks)  # each ran once
-                    assert (
-                        states == [ConnectionState.RECONNECTING, ConnectionState.CONNECTED] * cuts
-                    )
+                    # Each cut is seen as at least one RECONNECTING, CONNECTED (a
+                    # transport with several connections, HTTP, may see more).
+                    assert states[::2] == [ConnectionState.RECONNECTING] * (len(states) // 2)
+                    assert states[1::2] == [ConnectionState.CONNECTED] * (len(states) // 2)
+                    assert len(states) % 2 == 0
+                    assert len(states) >= 2 * cuts
                     assert frontend.state is ConnectionState.CONNECTED
                 else:
                     await self._check_ended(probe, handler, frontend, events, outcomes, states)
