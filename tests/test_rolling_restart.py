@@ -11,29 +11,21 @@ no backend answers are retried until the new one does (the client's default
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import trio
 
-import tether
+from tests.child_processes import child_process
 from tests.rolling_backend_process import Echo
 from tether.runtime import RpcBackend
-from tether.runtime._util import open_service_nursery
 from tether.transports import http, websocket
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "rolling_backend_process.py"
-#: The child must import this tree's tether, not an installed one.
-SOURCES = Path(tether.__file__).resolve().parents[1]
+SCRIPT = "rolling_backend_process.py"
 #: The whole test: two Python processes start (about 1 s each), 2 s down.
 TIMEOUT = 15.0
 #: How long the backend stays down between the stop and the new start.
@@ -42,51 +34,6 @@ DOWN = 2.0
 CALLS_AROUND = 20
 #: Seconds between two calls of the loop (it is a client, not a benchmark).
 PACE = 0.005
-
-
-class Backend:
-    """A backend process: its URL once it listens."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.url = ""
-
-    async def read_lines(self, task_status: trio.TaskStatus[None]) -> None:
-        assert self.process.stdout is not None
-        pending = b""
-        while chunk := await self.process.stdout.receive_some():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                kind, _, value = line.decode().partition(" ")
-                if kind == "url":
-                    self.url = value
-                    task_status.started()
-        assert self.url, "the backend process exited before serving"
-
-    async def stop(self) -> int:
-        """SIGTERM (a graceful stop); wait for the process to exit; its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def backend_process(kind: str, port: int) -> AsyncIterator[Backend]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCES), str(HERE.parent)])}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(SCRIPT), kind, str(port)], env=env, stdout=subprocess.PIPE
-    )
-    backend = Backend(process)
-    try:
-        async with open_service_nursery() as nursery:
-            await nursery.start(backend.read_lines)
-            yield backend
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
 
 
 class Loop:
@@ -133,9 +80,8 @@ async def test_a_client_calling_in_a_loop_sees_no_failure_across_a_rolling_resta
     kind: str,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with backend_process(kind, 0) as first:
-            port = urlsplit(first.url).port
-            assert port is not None
+        async with child_process(SCRIPT, kind, "0", path=(HERE.parent,)) as first:
+            port = first.port
             async with _connect(kind)(first.url) as backend, trio.open_nursery() as nursery:
                 loop = Loop(backend)
                 nursery.start_soon(loop.run, 100_000)
@@ -144,8 +90,8 @@ async def test_a_client_calling_in_a_loop_sees_no_failure_across_a_rolling_resta
                 stopped_at = loop.succeeded
                 # Down for about two seconds: the loop's calls wait meanwhile.
                 await trio.sleep(DOWN)
-                async with backend_process(kind, port) as second:
-                    assert urlsplit(second.url).port == port
+                async with child_process(SCRIPT, kind, str(port), path=(HERE.parent,)) as second:
+                    assert second.port == port
                     await loop.wait_for(stopped_at + CALLS_AROUND)
                     loop.stop = True
                     assert await second.stop() == 0
