@@ -4,7 +4,8 @@ Run it under `farm-bench`, once with this checkout and once with another, so
 the ratio holds on a noisy machine (docs/performance.md, "The cost of
 reliability"):
 
-    farm-bench -n 7 --vs "env PYTHONPATH=<other>/src:. .venv/bin/python -m bench.call_loop ws 8000" \\
+    farm-bench -n 7 \\
+        --vs "env PYTHONPATH=<other>/src:. .venv/bin/python -m bench.call_loop ws 8000" \\
         -- env PYTHONPATH=src:. .venv/bin/python -m bench.call_loop ws 8000
 
 Arguments: the transport (`memory`, `ws` or `http`; the server runs in the same
