@@ -1222,7 +1222,8 @@ async def test_shutdown_trigger_ends_serve_and_closes_ipc_sessions_with_a_reason
     with trio.fail_after(TIMEOUT):
         async with open_service_nursery() as nursery:
             url = await nursery.start(run)
-            async with http.connect_ipc(url, channels=[EditorIpc]) as frontend:
+            # No resume: the session ends with its connection.
+            async with http.connect_ipc(url, channels=[EditorIpc], retry=None) as frontend:
                 placement = await frontend.proxy(EditorIpc).move("e1", 2.0)
                 trigger.set()
                 reason = await frontend.wait_closed()
@@ -1410,7 +1411,9 @@ async def test_server_gone_mid_call_is_a_transport_error_never_a_foreign_one() -
     with trio.fail_after(TIMEOUT):
         async with open_service_nursery() as nursery:
             url = await nursery.start(run)
-            async with http.connect(url, interfaces=[ConformanceInterface]) as backend:
+            # One try: what a lost call raises, not how it is retried.
+            connect = http.connect(url, interfaces=[ConformanceInterface], retry=None)
+            async with connect as backend:
                 client = backend.get_client(ConformanceInterface)
 
                 async def call(key: str) -> None:

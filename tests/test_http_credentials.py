@@ -41,6 +41,8 @@ from tether.transports.http._client import _header_value
 from tether.transports.http._pool import ConnectionPool
 
 TIMEOUT = 10.0
+#: Quick retries: their log lines are searched too, without waiting out the default backoff.
+QUICK = tether.RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02)
 SECRET = "s3cr3t-Zq9-credential"
 
 #: Credentials HTTP cannot carry: each must be refused without being repeated.
@@ -190,7 +192,7 @@ async def test_a_valid_credential_is_repeated_nowhere_on_any_outcome(
         async with open_service_nursery() as nursery:
             url = await nursery.start(run)
             async with http.connect(
-                url, interfaces=[ConformanceInterface], authorization=credential
+                url, interfaces=[ConformanceInterface], authorization=credential, retry=QUICK
             ) as backend:
                 client = backend.get_client(ConformanceInterface)
                 assert await client.add(1, 2) == 3
@@ -229,7 +231,8 @@ async def test_an_ipc_session_token_is_repeated_nowhere_when_the_session_fails(
     with trio.fail_after(TIMEOUT):
         async with open_service_nursery() as nursery:
             [origin] = await nursery.start(run)
-            async with http.connect_ipc(f"{origin}/rpc", channels=[ConformanceIpc]) as frontend:
+            connect = http.connect_ipc(f"{origin}/rpc", channels=[ConformanceIpc], retry=QUICK)
+            async with connect as frontend:
                 proxy = frontend.proxy(ConformanceIpc)
                 assert await proxy.add(1, 2) == 3
                 assert app._ipc is not None

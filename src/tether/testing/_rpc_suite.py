@@ -524,7 +524,8 @@ class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases):
         self, kind: str, error: type[TetherError]
     ) -> None:
         with trio.fail_after(TEST_TIMEOUT):
-            async with self.open() as backend:
+            # One try: an Unavailable is retried by default (the fault cases check that).
+            async with self.open(retry=None) as backend:
                 client = backend.get_client(ConformanceInterface)
                 with contexts.activity() as act, pytest.raises(error) as caught:
                     await client.fail(kind, f"{kind} on purpose")
