@@ -2,6 +2,9 @@
 
 tether --version
 tether check-version BACKEND_VERSION FRONTEND_VERSION
+tether describe URL [--json]
+tether call URL Interface.operation [ARG ...]
+tether openapi module:attr [-o FILE] [--prefix /rpc]
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .cli import _call, _describe, _openapi
+from .cli._common import CliError
 from .runtime import PROTOCOL_VERSION, is_version_compatible
 from .runtime._versions import compatibility_advice
 
@@ -30,15 +35,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("backend", help="the version the backend serves, e.g. 1.2.0")
     check.add_argument("frontend", help="the version the frontend was built against")
+    check.set_defaults(run=_check_version)
+    _describe.register(commands)
+    _call.register(commands)
+    _openapi.register(commands)
     args = parser.parse_args(argv)
-    if args.command != "check-version":
+    if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
     try:
+        status: int = args.run(args)
+    except CliError as exc:
+        return _fail(exc)
+    except BaseExceptionGroup as group:  # a CliError raised inside a Trio nursery
+        matched, _ = group.split(CliError)
+        if matched is None:
+            raise
+        first = matched.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, CliError)
+        return _fail(first)
+    except KeyboardInterrupt:
+        print("tether: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+def _fail(exc: CliError) -> int:
+    print(f"tether: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _check_version(args: argparse.Namespace) -> int:
+    try:
         compatible = is_version_compatible(args.backend, args.frontend)
     except ValueError as exc:
-        print(f"tether: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(str(exc)) from None
     if compatible:
         print(f"compatible: backend {args.backend} serves frontend {args.frontend}")
         return 0
