@@ -2,6 +2,7 @@
 
 tether --version
 tether check-version BACKEND_VERSION FRONTEND_VERSION
+tether serve MODULE:ATTR --http HOST:PORT [--ws HOST:PORT] ...
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .cli import _serve
+from .cli._common import UsageError
 from .runtime import PROTOCOL_VERSION, is_version_compatible
 from .runtime._versions import compatibility_advice
 
@@ -30,7 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("backend", help="the version the backend serves, e.g. 1.2.0")
     check.add_argument("frontend", help="the version the frontend was built against")
+    _serve.register(commands)
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        try:
+            code: int = args.run(args)
+        except UsageError as exc:
+            print(f"tether: {exc}", file=sys.stderr)
+            return 2
+        return code
     if args.command != "check-version":
         parser.print_help()
         return 2
