@@ -32,6 +32,13 @@ def load_target(spec: str) -> Any:
         raise CliError(f"expected module:attr (e.g. myapp.backend:manager), got {spec!r}")
     try:
         target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise CliError(
+                f"no module named {exc.name!r}: check the spec and that its directory "
+                "is on PYTHONPATH (or the current directory)"
+            ) from None
+        raise CliError(f"importing {module_name!r} failed: {exc}") from None
     except ImportError as exc:
         raise CliError(
             f"cannot import module {module_name!r} ({exc}): check the name and PYTHONPATH"

@@ -136,7 +136,12 @@ async def serve(
         handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
         # One task pings every connection (none per connection).
         await nursery.start(endpoint.ping_connections)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except BaseException:
+            # Lets `_own_connections` (shielded) end: it waits for a shutdown.
+            endpoint.begin_shutdown()
+            raise
         server = _Server(
             endpoint,
             handler,

@@ -1,0 +1,327 @@
+"""`tether serve module:attr`: serve an app over HTTP and/or WebSocket until SIGINT/SIGTERM.
+
+    tether serve myapp.backend:manager --http 127.0.0.1:8000 --ws 127.0.0.1:8001
+
+The target (`attr`) is an `RpcManager`, a `BackendIpc`, a `(manager, ipc)`
+tuple (either may be None), an object with a `manager` (or `rpc`) and/or an
+`ipc` attribute, or a zero-argument callable returning any of those. Each
+bound URL is printed on stdout, one line each, once the servers listen; logs
+go to stderr. The first SIGINT or SIGTERM stops gracefully (within
+`--graceful-timeout` seconds), a second one at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import functools
+import inspect
+import json
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..contexts import ContextFilter
+from ..contexts._logging import CONTEXT_FIELDS
+from ..runtime import BackendIpc, RpcManager
+from ._common import CliError as UsageError
+from ._common import load_target
+
+__all__ = ["register", "resolve_app", "run"]
+
+#: Extra fields an access line carries (see `runtime._dispatch.access_line`).
+_ACCESS_FIELDS = ("outcome", "duration_ms")
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `serve` subcommand to the `tether` parser."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve an RpcManager and/or BackendIpc over HTTP and WebSocket",
+        description=__doc__.split("\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "target",
+        help="module:attr naming an RpcManager, a BackendIpc, an object with "
+        "`manager`/`rpc` and/or `ipc`, a (manager, ipc) tuple, or a zero-argument "
+        "factory of one",
+    )
+    parser.add_argument("--http", metavar="HOST:PORT", help="serve HTTP (and {prefix}/ws) here")
+    parser.add_argument("--ws", metavar="HOST:PORT", help="serve WebSocket (trio-websocket) here")
+    parser.add_argument(
+        "--prefix", default="/rpc", help="the HTTP routes' path prefix (default: /rpc)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="HTTP worker processes (only 1 today)"
+    )
+    parser.add_argument("--certfile", help="PEM certificate chain, to serve https:// and wss://")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile (if not in it)")
+    parser.add_argument("--log-level", choices=_LEVELS, default="info", help="default: info")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="default: text"
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one line per request on the tether.access logger (default: on)",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds requests in flight get to finish at SIGINT/SIGTERM (default: 5)",
+    )
+    parser.set_defaults(run=run)
+
+
+def resolve_app(
+    target: object, spec: str = "the target"
+) -> tuple[RpcManager | None, BackendIpc | None]:
+    """The (manager, ipc) pair `target` holds (see the module's docstring).
+
+    Raises:
+        UsageError: It holds neither, or something of the wrong type.
+    """
+    if callable(target) and not isinstance(target, (RpcManager, BackendIpc, type)):
+        try:
+            target = target()
+        except Exception as exc:
+            raise UsageError(
+                f"calling {spec} (a factory, called with no arguments) failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+    if isinstance(target, RpcManager):
+        return target, None
+    if isinstance(target, BackendIpc):
+        return None, target
+    if isinstance(target, tuple) and len(target) == 2:
+        manager, ipc = target
+    else:
+        manager = getattr(target, "manager", None) or getattr(target, "rpc", None)
+        ipc = getattr(target, "ipc", None)
+    if (manager is None and ipc is None) or not (
+        isinstance(manager, RpcManager | None) and isinstance(ipc, BackendIpc | None)
+    ):
+        raise UsageError(
+            f"{spec} is a {type(target).__name__}: expected an RpcManager, a BackendIpc, "
+            "a (manager, ipc) tuple, an object with `manager`/`rpc` and/or `ipc`, "
+            "or a zero-argument factory of one"
+        )
+    return manager, ipc
+
+
+def parse_address(option: str, value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[IPv6]:PORT`) as (host, port).
+
+    Raises:
+        UsageError: It is not one.
+    """
+    host, sep, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise UsageError(f"{option} expects HOST:PORT (e.g. 127.0.0.1:8000), got {value!r}")
+    return host, int(port_text)
+
+
+def load_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context from PEM files; None without `certfile`.
+
+    Raises:
+        UsageError: `keyfile` without `certfile`, or a file cannot be read or used.
+    """
+    if certfile is None:
+        if keyfile is not None:
+            raise UsageError("--keyfile needs --certfile (the certificate it belongs to)")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        files = certfile if keyfile is None else f"{certfile} and {keyfile}"
+        raise UsageError(
+            f"cannot use the certificate {files}: {exc.strerror or exc} "
+            "(give a readable PEM certificate chain and its private key)"
+        ) from None
+    return context
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and the request's context.
+
+    `activity_id`, `session_id`, `application_id` and `operation` are those
+    `ContextFilter` puts on the record (null outside a request); access lines
+    add `outcome` and `duration_ms`.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            doc[field] = None if value in (None, "-") else value
+        for field in _ACCESS_FIELDS:
+            if hasattr(record, field):
+                doc[field] = getattr(record, field)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: str, log_format: str, access_log: bool) -> None:
+    """Log to stderr (stdout carries the URLs), with the request context on every record."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(activity_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The access log is its own switch: on at any --log-level, or off.
+    logging.getLogger("tether.access").setLevel(
+        logging.INFO if access_log else logging.CRITICAL + 1
+    )
+
+
+class _BindError(Exception):
+    """A server could not listen: `main` says where and why."""
+
+
+async def _start(nursery: trio.Nursery, name: str, address: str, serve: Callable[..., Any]) -> str:
+    try:
+        url: str = await nursery.start(serve)
+    except OSError as exc:
+        raise _BindError(_bind_message(name, address, exc)) from None
+    except BaseExceptionGroup as group:
+        matched, _ = group.split(OSError)
+        if matched is None:
+            raise
+        raise _BindError(_bind_message(name, address, _first(matched))) from None
+    return url
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _bind_message(name: str, address: str, exc: BaseException) -> str:
+    why = "the address is in use" if getattr(exc, "errno", None) == errno.EADDRINUSE else str(exc)
+    return f"cannot listen on {name} {address}: {why} (pick another HOST:PORT, or 0 for any port)"
+
+
+async def _serve(
+    args: argparse.Namespace,
+    manager: RpcManager | None,
+    ipc: BackendIpc | None,
+    tls: ssl.SSLContext | None,
+) -> int:
+    from ..transports import http, websocket
+
+    stop = trio.Event()
+    stopped_at_once = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as outer:
+
+            async def watch_signals() -> None:
+                nonlocal stopped_at_once
+                async for signum in signals:
+                    if stop.is_set():
+                        stopped_at_once = True
+                        outer.cancel_scope.cancel()
+                        return
+                    logging.getLogger("tether.serve").info(
+                        "%s: stopping gracefully (up to %ss; again to stop at once)",
+                        signal.Signals(signum).name,
+                        args.graceful_timeout,
+                    )
+                    stop.set()
+
+            outer.start_soon(watch_signals)
+            common: dict[str, Any] = {
+                "ipc": ipc,
+                "graceful_timeout": args.graceful_timeout,
+                "shutdown_trigger": stop.wait,
+            }
+            if tls is not None:
+                common["ssl_context"] = tls
+            async with trio.open_nursery() as servers:
+                urls = []
+                if args.http:
+                    host, port = parse_address("--http", args.http)
+                    serve = functools.partial(
+                        http.serve, manager, host, port, prefix=args.prefix, **common
+                    )
+                    urls.append(await _start(servers, "--http", args.http, serve))
+                if args.ws:
+                    host, port = parse_address("--ws", args.ws)
+                    serve = functools.partial(websocket.serve, manager, host, port, **common)
+                    urls.append(await _start(servers, "--ws", args.ws, serve))
+                for url in urls:
+                    print(url, flush=True)
+            outer.cancel_scope.cancel()
+    return 1 if stopped_at_once else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve `args.target` until SIGINT/SIGTERM; the exit code.
+
+    Raises:
+        UsageError: Bad input (see `main`).
+    """
+    if not args.http and not args.ws:
+        raise UsageError("give --http HOST:PORT and/or --ws HOST:PORT to serve on")
+    if args.workers < 1:
+        raise UsageError(f"--workers expects a count of 1 or more, got {args.workers}")
+    if args.workers > 1:
+        raise UsageError(
+            "--workers above 1 is not supported yet: run one `tether serve` process "
+            "per worker behind a reverse proxy, or use --workers 1"
+        )
+    if not args.graceful_timeout > 0:
+        raise UsageError(f"--graceful-timeout expects seconds > 0, got {args.graceful_timeout}")
+    for option in ("--http", "--ws"):
+        value = getattr(args, option[2:])
+        if value:
+            parse_address(option, value)
+    tls = load_tls(args.certfile, args.keyfile)
+    if tls is not None:
+        from ..transports import http, websocket
+
+        for name, serve in (("--http", http.serve), ("--ws", websocket.serve)):
+            if getattr(args, name[2:]) and "ssl_context" not in inspect.signature(serve).parameters:
+                raise UsageError(
+                    f"{name} cannot serve TLS in this version of tether: "
+                    "drop --certfile/--keyfile, or terminate TLS in a reverse proxy"
+                )
+    manager, ipc = resolve_app(load_target(args.target), args.target)
+    configure_logging(args.log_level, args.log_format, args.access_log)
+    try:
+        return trio.run(_serve, args, manager, ipc, tls)
+    except _BindError as exc:
+        raise UsageError(str(exc)) from None
+    except BaseExceptionGroup as group:
+        matched, _ = group.split(_BindError)
+        if matched is None:
+            raise
+        raise UsageError(str(_first(matched))) from None

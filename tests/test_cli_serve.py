@@ -1,0 +1,262 @@
+"""`tether serve module:attr` (issue 16, point 1): a real child process, real sockets.
+
+Each test runs `python -m tether serve ...` with this tree on PYTHONPATH, reads
+the URLs it prints, calls through them with tether's clients, and stops it
+(SIGTERM, or a kill when the block ends whatever happened).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+import tether
+from examples.robot_world.interface import IModelProps, RobotWorldRead
+from tether.cli._common import UsageError
+from tether.cli._serve import resolve_app
+from tether.runtime._util import open_service_nursery
+from tether.transports import http, websocket
+
+SOURCES = Path(tether.__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = "examples.robot_world.service:manager"
+#: A Python process starts in about a second; a loaded machine takes longer.
+TIMEOUT = 20.0
+WAREHOUSE = IModelProps("warehouse")
+
+
+class Serving:
+    """One `tether serve` process: its URLs, and its stderr lines."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.urls: list[str] = []
+        self.errors: list[str] = []
+        self._changed = trio.Event()
+
+    async def read_urls(self, count: int, *, task_status: trio.TaskStatus[None]) -> None:
+        assert self.process.stdout is not None
+        pending = b""
+        while chunk := await self.process.stdout.receive_some():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            self.urls += [line.decode() for line in lines]
+            if len(self.urls) >= count:
+                task_status.started()
+        assert len(self.urls) >= count, "tether serve exited before printing its URLs"
+
+    async def read_errors(self) -> None:
+        assert self.process.stderr is not None
+        pending = b""
+        while chunk := await self.process.stderr.receive_some():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            self.errors += [line.decode() for line in lines]
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_error(self, *texts: str) -> str:
+        """The first stderr line holding every one of `texts` (awaited)."""
+        while True:
+            for line in self.errors:
+                if all(text in line for text in texts):
+                    return line
+            await self._changed.wait()
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return await self.process.wait()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCES), str(ROOT)])}
+
+
+@asynccontextmanager
+async def serving(*args: str, urls: int) -> AsyncIterator[Serving]:
+    """`tether serve TARGET args` for the block, once it printed `urls` URLs."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tether", "serve", TARGET, *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    run = Serving(process)
+    try:
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(run.read_errors)
+            await nursery.start(run.read_urls, urls)
+            yield run
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+
+
+async def test_serves_http_and_websocket_and_stops_gracefully_on_sigterm() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving("--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", urls=2) as run:
+            http_url, ws_url = run.urls
+            assert http_url.startswith("http://127.0.0.1:")
+            assert http_url.endswith("/rpc")
+            assert ws_url.startswith("ws://127.0.0.1:")
+            async with http.connect(http_url, interfaces=[RobotWorldRead]) as backend:
+                assert await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE) == 3
+            async with websocket.connect(ws_url, interfaces=[RobotWorldRead]) as backend:
+                assert await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE) == 3
+            # HTTP serves /ws under its prefix too.
+            async with websocket.connect(
+                http_url.replace("http://", "ws://") + "/ws", interfaces=[RobotWorldRead]
+            ) as backend:
+                assert await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE) == 3
+            with trio.fail_after(10):
+                assert await run.stop() == 0
+            await run.wait_error("SIGTERM: stopping gracefully")
+
+
+async def test_json_log_lines_carry_the_activity_id_of_a_call() -> None:
+    activity = str(uuid.uuid4())
+    with trio.fail_after(TIMEOUT):
+        async with serving("--http", "127.0.0.1:0", "--log-format", "json", urls=1) as run:
+            async with http.connect(run.urls[0], interfaces=[RobotWorldRead]) as backend:
+                with tether.activity(activity):
+                    await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE)
+            line = await run.wait_error(activity, '"tether.access"')
+            assert await run.stop() == 0
+    record = json.loads(line)
+    assert record["activity_id"] == activity
+    assert record["logger"] == "tether.access"
+    assert record["operation"].endswith("count_robots")
+    assert record["outcome"] == "ok"
+    # Every line the process wrote is one JSON object.
+    assert all(json.loads(text)["level"] for text in run.errors if text)
+
+
+async def test_no_access_log_writes_no_access_line() -> None:
+    activity = str(uuid.uuid4())
+    with trio.fail_after(TIMEOUT):
+        async with serving(
+            "--http", "127.0.0.1:0", "--log-format", "json", "--no-access-log", urls=1
+        ) as run:
+            async with http.connect(run.urls[0], interfaces=[RobotWorldRead]) as backend:
+                with tether.activity(activity):
+                    await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE)
+            assert await run.stop() == 0
+    # The process has exited: everything it wrote has been read.
+    loggers = [json.loads(text)["logger"] for text in run.errors if text]
+    assert "tether.serve" in loggers
+    assert "tether.access" not in loggers
+
+
+def _refusal(*args: str, target: str = TARGET) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", "serve", target, *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "says"),
+    [
+        ("no_such_module:app", ["--http", "127.0.0.1:0"], "no module named 'no_such_module'"),
+        (f"{TARGET}x", ["--http", "127.0.0.1:0"], "has no attribute 'managerx'"),
+        (
+            "examples.robot_world.interface:RobotWorldRead",
+            ["--http", "127.0.0.1:0"],
+            "expected an RpcManager, a BackendIpc",
+        ),
+        ("examples.robot_world.service", ["--http", "127.0.0.1:0"], "expected module:attr"),
+        (TARGET, ["--http", "127.0.0.1"], "--http expects HOST:PORT"),
+        (TARGET, ["--ws", "localhost:99999"], "--ws expects HOST:PORT"),
+        (TARGET, [], "give --http HOST:PORT and/or --ws HOST:PORT"),
+        (TARGET, ["--http", "127.0.0.1:0", "--workers", "2"], "--workers above 1"),
+        (TARGET, ["--http", "127.0.0.1:0", "--certfile", "/no/such.pem"], "cannot use the"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(target: str, args: list[str], says: str) -> None:
+    done = _refusal(*args, target=target)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("tether: ")
+    assert says in done.stderr
+
+
+def test_unreadable_certificate_is_exit_2(tmp_path: Path) -> None:
+    bogus = tmp_path / "cert.pem"
+    bogus.write_text("not a certificate\n")
+    done = _refusal("--http", "127.0.0.1:0", "--certfile", str(bogus))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "cannot use the certificate" in done.stderr
+
+
+@pytest.mark.parametrize("option", ["--http", "--ws"])
+def test_a_port_in_use_is_exit_2(option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _refusal(option, f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert f"cannot listen on {option} 127.0.0.1:{port}: the address is in use" in done.stderr
+
+
+async def test_websocket_serve_on_a_busy_port_raises() -> None:
+    """Regression: it hung (its connections' task waited for a shutdown never begun)."""
+    from examples.robot_world.service import manager
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        refused: list[BaseExceptionGroup[OSError]] = []
+        with trio.fail_after(5):
+            try:
+                async with trio.open_nursery() as nursery:
+                    port = taken.getsockname()[1]
+                    await nursery.start(websocket.serve, manager, "127.0.0.1", port)
+            except* OSError as group:
+                refused.append(group)
+    assert refused, "websocket.serve did not raise OSError for a port in use"
+
+
+class Both:
+    def __init__(self) -> None:
+        self.manager = tether.RpcManager()
+        self.ipc = tether.BackendIpc()
+
+
+def test_resolve_app_takes_each_documented_shape() -> None:
+    manager, ipc = tether.RpcManager(), tether.BackendIpc()
+    assert resolve_app(manager) == (manager, None)
+    assert resolve_app(ipc) == (None, ipc)
+    assert resolve_app((manager, ipc)) == (manager, ipc)
+    assert resolve_app(lambda: (None, ipc)) == (None, ipc)
+    both = Both()
+    assert resolve_app(both) == (both.manager, both.ipc)
+
+
+def test_resolve_app_refuses_other_shapes() -> None:
+    for wrong in (42, ("a", "b"), object(), lambda: 42):
+        with pytest.raises(UsageError, match="expected an RpcManager"):
+            resolve_app(wrong)
+    with pytest.raises(UsageError, match="factory, called with no arguments"):
+        resolve_app(lambda needed: needed)
