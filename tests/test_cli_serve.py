@@ -23,7 +23,7 @@ import trio
 
 import tether
 from examples.robot_world.interface import IModelProps, RobotWorldRead
-from tether.cli._common import UsageError
+from tether.cli._common import CliError as UsageError
 from tether.cli._serve import resolve_app
 from tether.runtime._util import open_service_nursery
 from tether.transports import http, websocket
