@@ -209,6 +209,21 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_mutual_tls_refuses_a_client_certificate_from_another_ca(
+    kind: str, authority: trustme.CA
+) -> None:
+    context = client_context(authority)
+    trustme.CA().issue_cert("stranger@example.com").configure_cert(context)
+    with trio.fail_after(TIMEOUT):
+        async with serving(kind, server_context(authority, mutual=True)) as url:
+            with pytest.raises(ConnectError) as caught:
+                async with echo_client(url, context):
+                    pytest.fail("a client certificate from another CA got through mutual TLS")
+    assert "refused this client's TLS certificate" in str(caught.value)
+    assert caught.value.reason == "client certificate refused"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_mutual_tls_accepts_a_client_with_a_certificate(
     kind: str, authority: trustme.CA
 ) -> None:

@@ -26,6 +26,11 @@ __all__ = [
 ]
 
 
+#: What the alert of a server that refused this client's certificate names
+#: (OpenSSL's reasons: TLSV13_ALERT_CERTIFICATE_REQUIRED, TLSV1_ALERT_UNKNOWN_CA...).
+_REFUSALS = ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED")
+
+
 def check_ssl_context(ssl_context: object) -> None:
     """Raise TypeError unless `ssl_context` is an `ssl.SSLContext` or None."""
     if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
@@ -73,7 +78,8 @@ def tls_connect_error(exc: BaseException, where: str) -> ConnectError | None:
             reason="certificate not trusted",
         )
     text = cause.reason or str(cause)
-    if "CERTIFICATE" in text.upper() and "ALERT" in text.upper():
+    upper = text.upper()
+    if "ALERT" in upper and any(word in upper for word in _REFUSALS):
         # The server's alert: it refused the certificate this client sent, or
         # wanted one and got none (mutual TLS).
         return ConnectError(
