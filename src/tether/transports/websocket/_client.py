@@ -202,7 +202,7 @@ async def _handshake(
     resource: str,
     headers: list[tuple[bytes, bytes]],
     max_message_size: int,
-    url: str,
+    url: str | None = None,
 ) -> trio_websocket.WebSocketConnection:
     """The opening handshake, read in this task: a connection with no reader task.
 
@@ -248,7 +248,7 @@ async def _handshake(
         try:
             data = await tcp.receive_some(_READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            refused = tls_connect_error(exc, url)
+            refused = tls_connect_error(exc, url or host)
             if refused is not None:
                 raise refused from None
             data = b""
