@@ -1478,7 +1478,7 @@ async def test_ipc_server_gone_mid_call_is_connection_closed() -> None:
     assert reason
 
 
-@pytest.mark.parametrize("url", ["https://127.0.0.1:1/rpc", "ws://127.0.0.1:1/rpc", "127.0.0.1"])
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:1/rpc", "ws://127.0.0.1:1/rpc", "127.0.0.1"])
 async def test_connect_to_a_url_that_is_not_http_is_value_error(url: str) -> None:
     with pytest.raises(ValueError, match="http://"):
         async with http.connect(url, interfaces=[ConformanceInterface]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -51,6 +52,7 @@ from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._state import ConnectionState, StateWatch
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, Exchange, StreamWindow
 from ...runtime._util import check_seconds
+from .._tls import client_context
 from ._cache import get_target
 from ._polling import follow_operation
 from ._pool import ConnectionPool, Response
@@ -64,6 +66,7 @@ __all__ = [
     "connect",
     "error_info_from_response",
     "split_url",
+    "url_context",
 ]
 
 _log = logging.getLogger("tether.client")
@@ -85,16 +88,20 @@ def answer_grace(read_timeout: float) -> float:
 
 
 def split_url(url: str) -> tuple[str, int, str]:
-    """Host, port and path prefix of a backend URL."""
+    """Host, port and path prefix of a backend URL (`http://` or `https://`)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(
-            f"tether's HTTP transport speaks http:// URLs, got {url!r}: for TLS, put a "
-            "terminating proxy in front of the backend"
-        )
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"tether's HTTP transport speaks http:// and https:// URLs, got {url!r}")
     if not parts.hostname:
         raise ValueError(f"the URL {url!r} names no host")
-    return parts.hostname, parts.port or 80, parts.path.rstrip("/")
+    default = 443 if parts.scheme == "https" else 80
+    return parts.hostname, parts.port or default, parts.path.rstrip("/")
+
+
+def url_context(url: str, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The TLS context a client of `url` connects with: `ssl_context`, or the
+    system's default for an `https://` URL; None for an `http://` one."""
+    return client_context(urllib.parse.urlsplit(url).scheme == "https", ssl_context)
 
 
 #: What an HTTP header value cannot hold (RFC 9110 section 5.5): control
@@ -517,6 +524,7 @@ async def connect(
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HttpBackend]:
     """Connect to an HTTP backend for the block.
 
@@ -562,16 +570,24 @@ async def connect(
             lost after it was sent, or that got no answer within
             `read_timeout` (`CallMayHaveRun`), only for an idempotent
             operation. Never past the caller's deadline. None: no retries.
+        ssl_context: The TLS settings of an `https://` URL: the CAs trusted,
+            and a client certificate for mutual TLS (`load_cert_chain`). By
+            default `ssl.create_default_context()`: the system's trust store,
+            no client certificate. Not used for an `http://` URL.
 
     Raises:
-        ConnectError: the backend cannot be reached, or is not a tether backend.
+        ConnectError: the backend cannot be reached, or is not a tether backend,
+            or the TLS handshake failed (its certificate was not trusted, or
+            it refused this client's), saying which.
         IncompatibleVersion: an interface's version is incompatible.
         NotFound: the backend does not serve one of `interfaces`.
-        ValueError: `url` is not an http:// URL, or `read_timeout` is not a
-            positive number or None.
+        ValueError: `url` is not an http:// or https:// URL, or
+            `read_timeout` is not a positive number or None.
+        TypeError: `ssl_context` is not an `ssl.SSLContext` or None.
     """
     check_seconds("read_timeout", read_timeout, optional=True)
     host, port, prefix = split_url(url)
+    context = url_context(url, ssl_context)
     wanted = list(interfaces)
     options = ClientOptions(
         application_id=application_id,
@@ -587,6 +603,7 @@ async def connect(
         max_connections=max_connections,
         max_response_size=max_message_size,
         read_timeout=read_timeout,
+        ssl_context=context,
     )
     backend = HttpBackend(pool, url, prefix, options, max_message_size, read_timeout)
     try:

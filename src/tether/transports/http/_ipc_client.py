@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import ssl
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -36,7 +37,7 @@ from ...runtime._retry import DEFAULT_RETRY, NO_RETRY, check_retry
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ...runtime._util import open_service_nursery
 from .._web import heartbeat, pong_message
-from ._client import error_info_from_response, split_url
+from ._client import error_info_from_response, split_url, url_context
 from ._pool import ConnectionPool, Response, StreamingResponse
 from ._wire import DEFAULT_MAX_BODY_SIZE, JSON, PROTOCOL
 
@@ -554,6 +555,7 @@ async def connect_ipc(
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with an HTTP backend for the block.
 
@@ -603,6 +605,8 @@ async def connect_ipc(
             (`tether.RetryPolicy`; up to 10 tries from 0.1 s to 2 s apart by
             default, within the backend's grace period); None: never, a
             broken connection ends the session.
+        ssl_context: The TLS settings of an `https://` URL (as for `connect`);
+            `ssl.create_default_context()` by default.
 
     Raises:
         ConnectError: the backend cannot be reached.
@@ -612,14 +616,18 @@ async def connect_ipc(
         NotFound: the backend serves no IPC (or is not a tether backend), or
             does not serve one of `channels`.
         IncompatibleVersion: a channel's version is incompatible.
-        ValueError: `url` is not an http:// URL, or `stream_window` not a
-            `tether.StreamWindow`.
-        TypeError: `retry` is not a `tether.RetryPolicy` or None.
+        ValueError: `url` is not an http:// or https:// URL, or
+            `stream_window` not a `tether.StreamWindow`.
+        TypeError: `retry` is not a `tether.RetryPolicy` or None, or
+            `ssl_context` not an `ssl.SSLContext` or None.
     """
     host, port, prefix = split_url(url)
     check_stream_window(stream_window)
     policy = check_retry(retry)
-    pool = ConnectionPool(host, port, max_connections=8, max_response_size=max_message_size)
+    context = url_context(url, ssl_context)
+    pool = ConnectionPool(
+        host, port, max_connections=8, max_response_size=max_message_size, ssl_context=context
+    )
     stream = _ClientStream(pool, url, prefix, max_message_size, policy)
     try:
         async with (

@@ -23,6 +23,7 @@ h11 state machine, and why its failure modes are tether's:
 
 from __future__ import annotations
 
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -39,6 +40,7 @@ from ...runtime import (
     PayloadTooLarge,
 )
 from ...runtime._util import check_seconds
+from .._tls import open_tls_stream, tls_connect_error
 
 __all__ = ["ConnectionPool", "PoolStatistics", "Response", "StreamingResponse"]
 
@@ -105,12 +107,16 @@ class PoolStatistics:
 
 
 class _Connection:
-    """One TCP connection and its h11 state machine."""
+    """One TCP connection (or TLS over one) and its h11 state machine."""
 
-    __slots__ = ("eof", "h11", "idle_since", "stream")
+    __slots__ = ("eof", "h11", "idle_since", "socket", "stream")
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         self.stream = stream
+        #: The TCP socket under the stream (under TLS, the transport's).
+        self.socket = (
+            stream.socket if type(stream) is trio.SocketStream else stream.transport_stream.socket
+        )
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         # The server closed its side: h11's "incomplete" errors after this mean
@@ -122,7 +128,8 @@ class _Connection:
         data = await self.stream.receive_some(size)
         if not data:
             self.eof = True
-        self.h11.receive_data(data)
+        # bytes() of bytes is the same object: no copy on a plain socket.
+        self.h11.receive_data(bytes(data))
 
 
 class _Silent(Exception):
@@ -255,6 +262,8 @@ class ConnectionPool:
             body) before it gives the connection up as lost; None waits
             forever. The wait for the first byte is the caller's to bound:
             the server may take its time to answer. `stream` has none.
+        ssl_context: Speak TLS with this context (`https://`); None: plain TCP.
+            A handshake that fails is a `ConnectError` saying why.
 
     Raises:
         ValueError: `max_connections` is below 1, or a size or time is negative.
@@ -274,6 +283,7 @@ class ConnectionPool:
         "_port",
         "_read_timeout",
         "_slots",
+        "_ssl_context",
     )
 
     def __init__(
@@ -285,6 +295,7 @@ class ConnectionPool:
         idle_expiry: float = 4.0,
         max_response_size: int = 16 * 1024 * 1024,
         read_timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
@@ -296,7 +307,8 @@ class ConnectionPool:
         self._port = port
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         # The server, as error messages name it.
-        self._origin = f"http://{netloc}"
+        self._origin = f"{'https' if ssl_context is not None else 'http'}://{netloc}"
+        self._ssl_context = ssl_context
         self._host_header = (b"host", netloc.encode("ascii"))
         self._idle_expiry = idle_expiry
         self._max_response_size = max_response_size
@@ -433,7 +445,7 @@ class ConnectionPool:
                 conn = idle.pop()
                 # Readable while idle: the server closed it (EOF) or sent bytes
                 # nobody asked for. Either way it cannot carry a request.
-                if conn.stream.socket.is_readable():
+                if conn.socket.is_readable():
                     await trio.aclose_forcefully(conn.stream)
                     continue
                 self._in_use.add(conn)
@@ -445,7 +457,13 @@ class ConnectionPool:
             # Registered so that `aclose` can stop a connect in progress.
             self._connecting.add(scope)
             try:
-                stream = await trio.open_tcp_stream(self._host, self._port)
+                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+                if self._ssl_context is not None:
+                    stream = await open_tls_stream(
+                        self._host, self._port, self._ssl_context, self._origin
+                    )
+                else:
+                    stream = await trio.open_tcp_stream(self._host, self._port)
             except OSError as exc:
                 raise ConnectError(
                     f"could not connect to {self._origin}: {exc}: "
@@ -537,6 +555,13 @@ class ConnectionPool:
                 await self._discard(conn)
                 if self._closed:
                     raise self._closed_error() from exc.__cause__
+                if not reused:
+                    # Under TLS 1.3 the server judges this client's certificate
+                    # after the client's handshake is over: its refusal comes
+                    # as the first read of a fresh connection fails.
+                    refused = tls_connect_error(exc, self._origin)
+                    if refused is not None:
+                        raise refused from None
                 # Sent again, once, on a fresh connection: a request the
                 # server cannot have read whole, or an idempotent one, when the
                 # connection was a reused one the server had closed.
@@ -598,7 +623,7 @@ class ConnectionPool:
                 # The first byte takes as long as the server takes to answer:
                 # bounding that is the caller's business (a call's deadline).
                 try:
-                    data = await stream.receive_some(_RECEIVE_SIZE)
+                    data = bytes(await stream.receive_some(_RECEIVE_SIZE))
                 except (trio.BrokenResourceError, OSError) as exc:
                     raise _NoResponse(
                         f"broke the connection before answering ({exc.__cause__ or exc})"
@@ -617,7 +642,7 @@ class ConnectionPool:
     async def _read_more(self, conn: _Connection) -> None:
         """Read more of a response that has begun, within `read_timeout`."""
         timeout = self._read_timeout
-        if timeout is None or conn.stream.socket.is_readable():
+        if timeout is None or conn.socket.is_readable():
             # Bytes are waiting (the usual case: the body right behind the
             # head), so the read cannot stall: no timer for it, which would
             # cost a cancel scope on nearly every request.

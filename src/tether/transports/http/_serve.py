@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Collection
 
 import trio
 
 from ...runtime import BackendIpc, RpcManager
 from ...runtime._util import check_positive_int, check_seconds
+from .._tls import check_ssl_context
 from ..websocket._endpoint import WebSocketSettings
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
@@ -60,6 +62,7 @@ async def serve(
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `manager` (and `ipc`) over HTTP with hypercorn's Trio worker.
@@ -116,18 +119,26 @@ async def serve(
             get at a graceful shutdown.
         shutdown_trigger: Awaited in the background; when it returns, the
             server shuts down gracefully.
+        ssl_context: Serve HTTPS (and `wss://` on `{prefix}/ws`) with this
+            server-side context: `ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`
+            with `load_cert_chain(certfile, keyfile)`; for mutual TLS also
+            `verify_mode = ssl.CERT_REQUIRED` and `load_verify_locations(cafile)`.
+            None (the default): plain HTTP. A client that fails the handshake
+            (within 60 s) is closed; it costs no other connection anything.
         task_status: `nursery.start` gets the URL to connect to:
-            `http://127.0.0.1:<port>{prefix}`.
+            `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`).
 
     Raises:
         ValueError: A limit or timeout is not positive, or an origin or host
             name is malformed.
+        TypeError: `ssl_context` is not an `ssl.SSLContext` or None.
     """
     from hypercorn.config import Config
 
     if max_connections is not None:
         check_positive_int("max_connections", max_connections)
     check_seconds("send_timeout", send_timeout, optional=True)
+    check_ssl_context(ssl_context)
     app = HttpApp(
         manager,
         ipc=ipc,
@@ -184,6 +195,7 @@ async def serve(
                     send_timeout=send_timeout,
                     shutdown_trigger=trigger,
                     started=started,
+                    ssl_context=ssl_context,
                 )
         finally:
             ended.set()

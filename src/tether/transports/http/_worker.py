@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr
 
 from ...runtime import Unavailable
 from ...runtime._dispatch import access_clock, access_line, error_info
+from .._tls import server_handshake
 from ._asgi import error_body, error_headers
 from ._wire import JSON
 
@@ -106,7 +108,9 @@ class _TCPServer(TCPServer):
 
     def abort(self) -> None:
         """Close the socket now: the send waiting on it fails, and the connection ends."""
-        self.stream.socket.close()
+        stream: Any = self.stream
+        # Under TLS, the socket is the transport's.
+        getattr(stream, "transport_stream", stream).socket.close()
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -140,8 +144,10 @@ class _Connections:
         nursery: trio.Nursery,
         limit: int | None,
         send_timeout: float | None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
+        self.ssl_context = ssl_context
         self.send_timeout = send_timeout
         self.config = config
         self.context = context
@@ -177,6 +183,7 @@ class _Connections:
     async def serve(self, listener: trio.SocketListener) -> None:
         async with listener:
             while True:
+                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
@@ -189,6 +196,11 @@ class _Connections:
                     )
                     await trio.sleep(_ACCEPT_RETRY)
                     continue
+                if self.ssl_context is not None:
+                    # The handshake is the connection's own (hypercorn's
+                    # TCPServer does it, within config.ssl_handshake_timeout),
+                    # not the accept loop's: a slow client holds up no other.
+                    stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
                 if self.limit is not None and self.open >= self.limit:
                     self.nursery.start_soon(self._refuse, stream)
                 else:
@@ -216,8 +228,16 @@ class _Connections:
                 )
                 server.abort()
 
-    async def _run(self, stream: trio.SocketStream) -> None:
-        # hypercorn annotates the stream as TLS; a plain one is what it takes here.
+    async def _run(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+        if isinstance(stream, trio.SSLStream) and not await server_handshake(
+            stream, self.config.ssl_handshake_timeout
+        ):
+            # Done here, not by hypercorn (which would not tell the client
+            # why): a refused client certificate is answered with its alert.
+            self.open -= 1
+            await trio.aclose_forcefully(stream)
+            return
+        # hypercorn annotates the stream as TLS; it takes a plain one as well.
         server = _TCPServer(self.app, self.config, self.context, self.state, stream)  # type: ignore[arg-type]
         self.servers.add(server)
         try:
@@ -233,7 +253,7 @@ class _Connections:
             self.open -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _refuse(self, stream: trio.SocketStream) -> None:
+    async def _refuse(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         started = access_clock()
         try:
             if self.refusing < _MAX_REFUSING:
@@ -241,11 +261,12 @@ class _Connections:
                 try:
                     with trio.move_on_after(_REFUSAL_TIME):
                         await stream.send_all(self.refusal)
-                        await stream.send_eof()
+                        if isinstance(stream, trio.SocketStream):  # TLS has no half-close
+                            await stream.send_eof()
                         while await stream.receive_some():
                             pass
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                    pass  # the client has gone (or failed the TLS handshake)
                 finally:
                     self.refusing -= 1
         finally:
@@ -269,6 +290,7 @@ async def run_worker(
     send_timeout: float | None,
     shutdown_trigger: Callable[[], Awaitable[object]],
     started: Callable[[list[str]], object],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve `app` on `config.bind` until `shutdown_trigger` returns, then shut down.
 
@@ -284,7 +306,9 @@ async def run_worker(
             connection is closed; None: no bound.
         shutdown_trigger: Awaited in the background; when it returns, the
             worker shuts down.
-        started: Called with the URLs served (`http://host:port`) once they are.
+        started: Called with the URLs served (`http://host:port`, or
+            `https://` under TLS) once they are.
+        ssl_context: Serve TLS with this server-side context; None: plain TCP.
     """
     config.set_statsd_logger_class(StatsdLogger)
     wrapped = ASGIWrapper(app)
@@ -300,7 +324,8 @@ async def run_worker(
             for sock in config.create_sockets().insecure_sockets:
                 sock.listen(config.backlog)
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-                bind = f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
+                scheme = "https" if ssl_context is not None else "http"
+                bind = f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}"
                 binds.append(bind)
                 await config.log.info(f"Running on {bind} (CTRL + C to quit)")
             connections = _Connections(
@@ -311,6 +336,7 @@ async def run_worker(
                 server_nursery,
                 max_connections,
                 send_timeout,
+                ssl_context,
             )
             started(binds)
             try:

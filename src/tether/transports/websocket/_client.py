@@ -38,6 +38,7 @@ from ...runtime._reconnect import open_reconnecting_backend
 from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
+from .._tls import client_context, open_tls_stream, tls_connect_error
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -125,8 +126,7 @@ async def _open_stream(
     check_seconds("connect_timeout", connect_timeout)
     check_seconds("ping_interval", ping_interval, optional=True)
     check_seconds("ping_timeout", ping_timeout)
-    if secure and ssl_context is None:
-        ssl_context = ssl.create_default_context()
+    ssl_context = client_context(secure, ssl_context)
     host_header = host if port in (80, 443) else f"{host}:{port}"
     try:
         async with open_service_nursery() as nursery:
@@ -137,28 +137,18 @@ async def _open_stream(
                     with trio.fail_after(connect_timeout):
                         if secure:
                             assert ssl_context is not None
-                            tcp = await trio.open_ssl_over_tcp_stream(
-                                host, port, ssl_context=ssl_context, https_compatible=True
-                            )
+                            # The TLS handshake done here, so that its failure
+                            # says why (ConnectError), not the upgrade's.
+                            tcp = await open_tls_stream(host, port, ssl_context, url)
                         else:
                             tcp = await trio.open_tcp_stream(host, port)
+                        ws = await _handshake(
+                            tcp, host_header, resource, headers, max_message_size, url
+                        )
                         if secure:
                             # The SSL stream does its own reading: trio-websocket's
-                            # reader task reads it.
-                            ws = await trio_websocket.wrap_client_stream(
-                                tasks,
-                                tcp,
-                                host_header,
-                                resource,
-                                extra_headers=headers,
-                                message_queue_size=4,
-                                max_message_size=max_message_size,
-                                receive_buffer_size=_READ_SIZE,
-                            )
-                        else:
-                            ws = await _handshake(
-                                tcp, host_header, resource, headers, max_message_size
-                            )
+                            # reader task reads it from here on.
+                            tasks.start_soon(ws._reader_task)
                 except BaseException as exc:
                     if tcp is not None:
                         await trio.aclose_forcefully(tcp)
@@ -212,6 +202,7 @@ async def _handshake(
     resource: str,
     headers: list[tuple[bytes, bytes]],
     max_message_size: int,
+    url: str | None = None,
 ) -> trio_websocket.WebSocketConnection:
     """The opening handshake, read in this task: a connection with no reader task.
 
@@ -223,6 +214,8 @@ async def _handshake(
         trio_websocket.ConnectionRejected: the server refused the upgrade.
         trio_websocket.HandshakeError: the server hung up or answered with
             something other than a WebSocket handshake.
+        ConnectError: a TLS server refused this client's certificate (under
+            TLS 1.3 that comes after the client's side of the TLS handshake).
     """
     ws = trio_websocket.WebSocketConnection(
         tcp,
@@ -254,7 +247,10 @@ async def _handshake(
                 await ws._handle_reject_data_event(event)  # type: ignore[arg-type]
         try:
             data = await tcp.receive_some(_READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            refused = tls_connect_error(exc, url or host)
+            if refused is not None:
+                raise refused from None
             data = b""
         if not data:
             raise trio_websocket.HandshakeError("the server hung up during the handshake")

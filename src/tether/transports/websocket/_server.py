@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -21,6 +22,7 @@ from ...runtime._resume import (
     DEFAULT_RESUME_GRACE,
 )
 from ...runtime._util import check_seconds
+from .._tls import check_ssl_context, server_handshake
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -63,6 +65,7 @@ async def serve(
     replay_bytes: int = DEFAULT_REPLAY_BYTES,
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve RPC (`manager`) and/or IPC (`ipc`) over WebSocket until cancelled.
@@ -106,7 +109,14 @@ async def serve(
         shutdown_trigger: Awaited in the background; when it returns, the
             server shuts down gracefully (`event.wait`, or a function that
             waits for SIGTERM).
-        task_status: Reports the URL, `ws://host:port/`, once listening.
+        ssl_context: Serve `wss://` with this server-side context
+            (`ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)` with
+            `load_cert_chain(certfile, keyfile)`; for mutual TLS also
+            `verify_mode = ssl.CERT_REQUIRED` and `load_verify_locations(cafile)`).
+            The TLS handshake counts against `handshake_timeout`. None (the
+            default): plain `ws://`.
+        task_status: Reports the URL, `ws://host:port/` (`wss://` with
+            `ssl_context`), once listening.
 
     Raises:
         TypeError: neither `manager` nor `ipc` is given, or `allowed_origins`
@@ -116,6 +126,7 @@ async def serve(
         OSError: the address cannot be bound.
     """
     check_seconds("graceful_timeout", graceful_timeout)
+    check_ssl_context(ssl_context)
     settings = WebSocketSettings(
         max_message_size=max_message_size,
         max_in_flight=max_in_flight,
@@ -137,11 +148,19 @@ async def serve(
         # One task pings every connection (none per connection).
         await nursery.start(endpoint.ping_connections)
         try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            tcp_listeners = await trio.open_tcp_listeners(port, host=host)
         except BaseException:
             # Lets `_own_connections` (shielded) end: it waits for a shutdown.
             endpoint.begin_shutdown()
             raise
+        listeners: list[trio.SocketListener | trio.SSLListener[trio.SocketStream]] = list(
+            tcp_listeners
+        )
+        if ssl_context is not None:
+            listeners = [
+                trio.SSLListener(listener, ssl_context, https_compatible=True)
+                for listener in tcp_listeners
+            ]
         server = _Server(
             endpoint,
             handler,
@@ -155,7 +174,8 @@ async def serve(
         )
         await nursery.start(server.run)
         shown = f"[{host}]" if ":" in host else host
-        task_status.started(f"ws://{shown}:{server.port}/")
+        scheme = "ws" if ssl_context is None else "wss"
+        task_status.started(f"{scheme}://{shown}:{server.port}/")
         try:
             if shutdown_trigger is None:
                 await trio.sleep_forever()
@@ -195,6 +215,16 @@ class _Server(trio_websocket.WebSocketServer):
         self._endpoint = endpoint
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        if isinstance(stream, trio.SSLStream):
+            # The TLS handshake first, so that a refused client certificate is
+            # answered with its alert. Then the SSL stream does its own
+            # reading: trio-websocket's reader task reads it, as on the client
+            # (and a plain GET /health gets wsproto's 400 there).
+            if await server_handshake(stream, self._connect_timeout):
+                await super()._handle_connection(stream)
+            else:
+                await trio.aclose_forcefully(stream)
+            return
         # trio-websocket's, less the reader task: its reading of the request
         # is `_read_request`, in this task.
         connection = trio_websocket.WebSocketConnection(
@@ -347,7 +377,11 @@ async def _serve_request(endpoint: Endpoint, request: trio_websocket.WebSocketRe
     try:
         ws = await request.accept()
         stream = TrioWebSocketStream(
-            ws, endpoint.settings.max_message_size, "WebSocket", endpoint, own_reading=True
+            ws,
+            endpoint.settings.max_message_size,
+            "WebSocket",
+            endpoint,
+            own_reading=type(ws._stream) is trio.SocketStream,
         )
         try:
             await endpoint.run(stream, handshake)
