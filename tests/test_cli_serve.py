@@ -260,3 +260,34 @@ def test_resolve_app_refuses_other_shapes() -> None:
             resolve_app(wrong)
     with pytest.raises(UsageError, match="factory, called with no arguments"):
         resolve_app(lambda needed: needed)
+
+
+async def test_serves_https_and_wss_with_a_certificate_and_key(tmp_path: Path) -> None:
+    """`--certfile/--keyfile`: the URLs printed are https:// and wss://, and a
+    client that trusts the certificate's CA calls through both."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    options = ("--certfile", str(certfile), "--keyfile", str(keyfile))
+    with trio.fail_after(TIMEOUT):
+        async with serving("--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", *options, urls=2) as run:
+            https_url, wss_url = run.urls
+            assert https_url.startswith("https://127.0.0.1:")
+            assert wss_url.startswith("wss://127.0.0.1:")
+            connect = http.connect(https_url, interfaces=[RobotWorldRead], ssl_context=trusting)
+            async with connect as backend:
+                assert await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE) == 3
+            connect_ws = websocket.connect(
+                wss_url, interfaces=[RobotWorldRead], ssl_context=trusting
+            )
+            async with connect_ws as backend:
+                assert await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE) == 3
+            assert await run.stop() == 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import inspect
 import json
 import logging
 import signal
@@ -305,15 +304,6 @@ def run(args: argparse.Namespace) -> int:
         if value:
             parse_address(option, value)
     tls = load_tls(args.certfile, args.keyfile)
-    if tls is not None:
-        from ..transports import http, websocket
-
-        for name, serve in (("--http", http.serve), ("--ws", websocket.serve)):
-            if getattr(args, name[2:]) and "ssl_context" not in inspect.signature(serve).parameters:
-                raise UsageError(
-                    f"{name} cannot serve TLS in this version of tether: "
-                    "drop --certfile/--keyfile, or terminate TLS in a reverse proxy"
-                )
     manager, ipc = resolve_app(load_target(args.target), args.target)
     configure_logging(args.log_level, args.log_format, args.access_log)
     try:
