@@ -35,6 +35,9 @@ class Where(tether.RpcInterface):
     @tether.idempotent
     async def first_hangs_idempotent(self) -> str: ...
 
+    def names(self, count: int) -> tether.Stream[str]:
+        """The backend's name `count` times."""
+
 
 class Shared:
     """What the in-process backends of one test share: who took a call first."""
@@ -67,6 +70,11 @@ class WhereImpl(Where):
 
     async def first_hangs_idempotent(self) -> str:
         return await self._first_hangs()
+
+    async def names(self, count: int) -> AsyncIterator[str]:
+        self.shared.calls[self.name] += 1
+        for _ in range(count):
+            yield self.name
 
 
 class Backend:
@@ -265,6 +273,21 @@ async def test_the_group_state_follows_its_members() -> None:
             state = await group.wait_state_change(state)
             assert state is ConnectionState.CONNECTED
         assert group.state is ConnectionState.CLOSED
+
+
+async def test_a_stream_stays_on_one_backend() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            backends("websocket") as (servers, shared),
+            connect("websocket", [s.url for s in servers]) as group,
+        ):
+            client = group.get_client(Where)
+            for _ in range(4):
+                async with tether.open_stream(client.names(5)) as names:
+                    items = [name async for name in names]
+                assert len(items) == 5
+                assert len(set(items)) == 1  # every item from the one backend
+            assert shared.calls == {"b0": 2, "b1": 2}  # and the streams were spread
 
 
 async def test_balance_needs_a_list_and_a_known_name() -> None:
