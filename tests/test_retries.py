@@ -33,7 +33,7 @@ from tether.runtime._streams import open_stream
 from tether.runtime._util import open_service_nursery
 from tether.testing import FaultyProxy, faulty_streams
 from tether.testing._probe import Probe
-from tether.testing._rpc_faults_suite import ConformanceFaults, FaultsImpl
+from tether.testing._rpc_faults_suite import ConformanceFaults, FaultsImpl, client_log
 from tether.testing._rpc_streams_suite import ConformanceStreams, StreamsImpl
 from tether.transports import http, memory
 from tether.transports.http._client import HttpBackend, split_url
@@ -162,30 +162,6 @@ async def proxied(manager: RpcManager, **options: Any) -> AsyncIterator[tuple[Ht
         nursery.cancel_scope.cancel()
 
 
-class _Retrying(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.event = trio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("retrying"):
-            self.event.set()
-
-
-@asynccontextmanager
-async def retrying_log() -> AsyncIterator[_Retrying]:
-    handler = _Retrying()
-    logger = logging.getLogger("tether.client")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 async def test_http_call_while_the_backend_refuses_connections_is_retried_and_runs_once() -> None:
     manager = RpcManager()
     impl = FaultsImpl()
@@ -194,7 +170,7 @@ async def test_http_call_while_the_backend_refuses_connections_is_retried_and_ru
     with trio.fail_after(TIMEOUT):
         async with (
             proxied(manager, interfaces=[ConformanceFaults], retry=quick) as (backend, proxy),
-            retrying_log() as log,
+            client_log() as log,
         ):
             client = backend.get_client(ConformanceFaults)
             assert backend.state is ConnectionState.CONNECTED
@@ -203,7 +179,7 @@ async def test_http_call_while_the_backend_refuses_connections_is_retried_and_ru
             result: list[int] = []
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lambda: _append(result, client.increment()))
-                await log.event.wait()
+                await log.retrying.wait()
                 # Backing off: a UI would show "reconnecting...".
                 assert backend.state is ConnectionState.RECONNECTING
                 await proxy.accept()
@@ -224,7 +200,7 @@ async def test_http_server_stream_whose_opening_fails_is_retried() -> None:
     with trio.fail_after(TIMEOUT):
         async with (
             proxied(manager, interfaces=[ConformanceStreams], retry=quick) as (backend, proxy),
-            retrying_log() as log,
+            client_log() as log,
         ):
             client = backend.get_client(ConformanceStreams)
             await proxy.refuse()  # a stopped backend: no connects...
@@ -237,7 +213,7 @@ async def test_http_server_stream_whose_opening_fails_is_retried() -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(consume)
-                await log.event.wait()
+                await log.retrying.wait()
                 await proxy.accept()
     assert got == [0, 1, 2]
 

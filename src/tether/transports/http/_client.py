@@ -433,7 +433,7 @@ class HttpBackend(RpcBackend):
             bound = self._bound
             # A long-running call's POST is answered soon (202); its impl may
             # run for minutes, bounded by the caller's deadline alone.
-            if bound is not None and not self._long_running(call):
+            if bound is not None and (policy is None or policy.long_running is None):
                 return await self._bounded(call, method, target, headers, body, activity_id, bound)
         else:
             headers.append((b"x-timeout-ms", b"%d" % timeout_ms))
@@ -448,12 +448,6 @@ class HttpBackend(RpcBackend):
         if response.status == 200:
             return Result(call.id, _result_value(response.body))
         return Error(call.id, error_info_from_response(response, call.ctx.activity_id))
-
-    def _long_running(self, call: Call) -> bool:
-        """Whether the backend described the call's operation as long-running."""
-        described = self._interfaces.get(call.iface)
-        policy = None if described is None else described.policies.get(call.op)
-        return policy is not None and policy.long_running is not None
 
     async def _bounded(
         self,
