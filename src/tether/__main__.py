@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .cli import _call, _describe, _openapi, _serve
-from .cli._common import CliError
+from .cli._common import CliError, printable
 from .runtime import PROTOCOL_VERSION, is_version_compatible
 from .runtime._versions import compatibility_advice
 
@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(exc: CliError) -> int:
-    print(f"tether: {exc}", file=sys.stderr)
+    # The message may quote what a server or a module said: one line, no raw escapes.
+    print(f"tether: {printable(str(exc))}", file=sys.stderr)
     return exc.exit_code
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import trio
 
-from ._common import CliError, check_url
+from ._common import CliError, check_url, json_text, printable
 from ._describe import add_connection_options, describe_endpoint, parse_headers
 from ._wire import DEADLINE_EXIT, TRANSPORT_EXIT, http_request, ws_next, ws_session
 
@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
             args.url, headers, interface, operation, values, activity_id, args.timeout
         )
     if ok:
-        print(json.dumps(value, ensure_ascii=False))
+        print(json_text(value))
         return 0
     return _print_error(value, activity_id)
 
@@ -102,7 +102,8 @@ def _version(interfaces: dict[str, Any], interface: str, operation: str) -> str:
     if not isinstance(info, dict):
         known = ", ".join(sorted(interfaces)) or "none"
         raise CliError(f"the backend serves no interface {interface!r} (it serves: {known})")
-    operations = info.get("operations", [])
+    operations = info.get("operations")
+    operations = [str(op) for op in operations] if isinstance(operations, list | dict) else []
     if operation not in operations:
         known = ", ".join(operations) or "none"
         raise CliError(f"{interface} has no operation {operation!r} (it has: {known})")
@@ -196,14 +197,16 @@ async def _call_ws(
 
 
 def _print_error(error: dict[str, Any], activity_id: str) -> int:
+    # Every field is the server's text: escaped, so that it cannot drive the terminal.
     code = error.get("code")
-    print(
-        f"error: {code or 'unknown'} (status {error.get('status')}"
-        f"{', ' + str(error['name']) if error.get('name') else ''})",
-        file=sys.stderr,
-    )
-    print(f"message: {error.get('message')}", file=sys.stderr)
+    name = f", {error['name']}" if error.get("name") else ""
+    lines = [
+        f"error: {code or 'unknown'} (status {error.get('status')}{name})",
+        f"message: {error.get('message')}",
+    ]
     if error.get("details"):
-        print(f"details: {json.dumps(error['details'], ensure_ascii=False)}", file=sys.stderr)
-    print(f"activity id: {error.get('activity_id') or activity_id}", file=sys.stderr)
+        lines.append(f"details: {json_text(error['details'])}")
+    lines.append(f"activity id: {error.get('activity_id') or activity_id}")
+    for line in lines:
+        print(printable(line), file=sys.stderr)
     return exit_code_of(code)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["CliError", "check_url", "load_target"]
+__all__ = ["CliError", "check_url", "json_text", "load_target", "printable"]
 
 
 class CliError(Exception):
@@ -70,3 +72,24 @@ def check_url(url: str, schemes: tuple[str, ...] = ("http", "https", "ws", "wss"
             f"and naming a host, got {url!r}"
         )
     return parts.scheme
+
+
+#: What a server's text must not put raw on a terminal: C0 controls (ESC starts
+#: an escape sequence, a newline forges a line), DEL, C1 controls (0x9b is a CSI
+#: on some terminals), and the bidirectional overrides and line separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its Python escape (`\\x1b`, `\\n`).
+
+    Everything the command prints that a server (or a module) wrote goes
+    through this or `json_text`: raw, it could drive the user's terminal.
+    """
+    return _UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def json_text(value: Any) -> str:
+    """`value` as one line of JSON with no raw control character (escaped as `\\uXXXX`)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from ._common import CliError, check_url
+from ._common import CliError, check_url, printable
 from ._wire import TRANSPORT_EXIT, http_request, ws_session
 
 __all__ = ["describe_endpoint", "register"]
@@ -86,9 +86,18 @@ def describe_endpoint(url: str, headers: list[tuple[str, str]], timeout: float) 
     unavailable (then `params` and `returns` are null).
     """
     scheme = check_url(url)
-    if scheme in ("ws", "wss"):
-        return _from_welcome(url, headers, timeout)
-    return _from_http(url, headers, timeout)
+    try:
+        if scheme in ("ws", "wss"):
+            return _from_welcome(url, headers, timeout)
+        return _from_http(url, headers, timeout)
+    except (AttributeError, KeyError, TypeError, RecursionError) as exc:
+        # The reading assumes the documented shapes; a server that answers JSON of
+        # another shape (a list for a dict, a number for a list) is not one we can read.
+        raise CliError(
+            f"{url} answered a description of an unexpected shape ({type(exc).__name__}: "
+            f"{exc}): is it a tether endpoint of wire protocol 1?",
+            TRANSPORT_EXIT,
+        ) from None
 
 
 def _from_http(url: str, headers: list[tuple[str, str]], timeout: float) -> dict[str, Any]:
@@ -111,7 +120,7 @@ def _from_http(url: str, headers: list[tuple[str, str]], timeout: float) -> dict
         openapi = parsed
     else:
         types_note = f"unavailable: GET {base}/openapi.json answered HTTP {doc.status}"
-    channels = body.get("ipc", {}).get("channels", {}) if isinstance(body.get("ipc"), dict) else {}
+    channels = _object(_object(body.get("ipc")).get("channels"))
     return _machine_form(url, "http", body, channels, openapi, types_note)
 
 
@@ -294,4 +303,5 @@ def render(described: dict[str, Any]) -> str:
         lines.extend(f"  {name}  {version}" for name, version in channels.items())
     else:
         lines.append("IPC channels: none")
-    return "\n".join(lines)
+    # Names and versions are the server's text: escaped, so they cannot drive the terminal.
+    return "\n".join(printable(line) for line in lines)

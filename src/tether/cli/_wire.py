@@ -8,23 +8,37 @@ WebSocket, so that what it shows is exactly what the server answers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
 import ssl
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import trio
 import trio_websocket
 
 from ._common import CliError
 
-__all__ = ["DEADLINE_EXIT", "TRANSPORT_EXIT", "HttpAnswer", "http_request", "ws_next", "ws_session"]
+__all__ = [
+    "DEADLINE_EXIT",
+    "MAX_ANSWER_BYTES",
+    "TRANSPORT_EXIT",
+    "HttpAnswer",
+    "http_request",
+    "ws_next",
+    "ws_session",
+]
 
 #: The exit code of a transport failure (cannot connect, closed).
 TRANSPORT_EXIT = 9
 #: The exit code of a wait past `--timeout`.
 DEADLINE_EXIT = 8
+#: The most the command reads of one HTTP answer (a description, a result):
+#: a server that sends more, or never stops, is refused rather than filling memory.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class HttpAnswer:
@@ -38,7 +52,7 @@ class HttpAnswer:
     def json(self, what: str) -> Any:
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             raise CliError(
                 f"{what} answered HTTP {self.status} with a body that is not JSON: "
                 "is this a tether endpoint?",
@@ -56,23 +70,64 @@ def http_request(
 ) -> HttpAnswer:
     """Send one request; an HTTP error status is an answer, not an exception.
 
+    `timeout` bounds the whole exchange (connect, TLS handshake, and an answer
+    that trickles in), not each read; redirects are not followed.
+
     Raises:
-        CliError: the server cannot be reached (exit 9) or did not answer
-            within `timeout` seconds (exit 8).
+        CliError: the server cannot be reached, redirects, or answers more
+            than `MAX_ANSWER_BYTES` (exit 9), or did not answer within
+            `timeout` seconds (exit 8).
     """
+    exchange = functools.partial(_exchange, method, url, headers, body, timeout)
+
+    async def bounded() -> HttpAnswer:
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            # urllib's timeout is per read; the thread is abandoned past the deadline
+            # (trio's worker threads are daemons: it cannot keep the command alive).
+            return await trio.to_thread.run_sync(exchange, abandon_on_cancel=True)
+        raise CliError(f"no answer from {url} within {timeout} s", DEADLINE_EXIT)
+
+    return trio.run(bounded)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect: following one would send the call and its
+    headers (an `Authorization`) to wherever the server says."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _exchange(
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes | None,
+    timeout: float | None,
+) -> HttpAnswer:
     request = urllib.request.Request(url, data=body, method=method)
     for name, value in headers:
         request.add_header(name, value)
     context = ssl.create_default_context() if url.startswith("https:") else None
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+        with opener.open(request, timeout=timeout) as response:
             return HttpAnswer(
                 response.status,
                 {k.lower(): v for k, v in response.headers.items()},
-                response.read(),
+                _read_capped(response, url),
             )
     except urllib.error.HTTPError as exc:
-        return HttpAnswer(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
+        if 300 <= exc.code < 400:
+            raise CliError(
+                f"{url} answered HTTP {exc.code}, a redirect to "
+                f"{exc.headers.get('location', 'nowhere')}: tether does not follow redirects "
+                "(they could carry your headers elsewhere); give that URL if you trust it",
+                TRANSPORT_EXIT,
+            ) from None
+        return HttpAnswer(
+            exc.code, {k.lower(): v for k, v in exc.headers.items()}, _read_capped(exc, url)
+        )
     except TimeoutError:
         raise CliError(f"no answer from {url} within {timeout} s", DEADLINE_EXIT) from None
     except urllib.error.URLError as exc:
@@ -81,6 +136,17 @@ def http_request(
         raise CliError(f"cannot reach {url}: {exc.reason}", TRANSPORT_EXIT) from None
     except (OSError, ValueError) as exc:  # a reset connection, a malformed answer
         raise CliError(f"cannot reach {url}: {exc}", TRANSPORT_EXIT) from None
+
+
+def _read_capped(response: Any, url: str) -> bytes:
+    data: bytes = response.read(MAX_ANSWER_BYTES + 1)
+    if len(data) > MAX_ANSWER_BYTES:
+        raise CliError(
+            f"{url} answered more than {MAX_ANSWER_BYTES} bytes: tether reads at most that; "
+            "is it a tether endpoint?",
+            TRANSPORT_EXIT,
+        )
+    return data
 
 
 @contextlib.asynccontextmanager
