@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -227,3 +228,44 @@ async def test_ipc_channels_of_the_wrong_shape_read_as_none(nursery: trio.Nurser
     ran = await run_tether("describe", f"http://127.0.0.1:{port}/rpc")
     assert (ran.code, ran.err) == (0, ""), ran
     assert "IPC channels: none" in ran.out
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+async def test_bad_headers_and_activity_ids_are_refused_without_echoing_them(scheme: str) -> None:
+    url = f"{scheme}://127.0.0.1:{closed_port()}/rpc"
+    cases = [
+        (["-H", f"Authorization: Bearer {SECRET}\r\nX-Other: 1"], "-H 'Authorization: ...'"),
+        (["-H", f"Authorization: Bearer {SECRET}\x1b[2J"], "-H 'Authorization: ...'"),
+        (["--activity-id", "act\nforged log line"], "--activity-id"),
+        (["--activity-id", "x" * 201], "--activity-id"),
+        (["--activity-id", "caf\u20ac"], "--activity-id"),
+    ]
+    for extra, words in cases:
+        ran = await run_tether("call", url, "I.op", *extra, "-H", f"X-Key: {SECRET}")
+        assert ran.code == 2, (extra, ran)
+        one_clean_line(ran)
+        assert words in ran.err, ran.err
+
+
+@pytest.mark.parametrize("value", ["inf", "-1", "0", "nan"])
+async def test_describe_refuses_a_timeout_that_is_not_positive_and_finite(value: str) -> None:
+    ran = await run_tether("describe", f"http://127.0.0.1:{closed_port()}/rpc", "--timeout", value)
+    assert ran.code == 2, ran
+    one_clean_line(ran)
+    assert "--timeout" in ran.err
+
+
+@pytest.mark.parametrize("command", ["call", "describe"])
+async def test_a_url_with_a_password_is_refused_without_echoing_it(command: str) -> None:
+    url = f"http://user:{SECRET}@127.0.0.1:{closed_port()}/rpc"
+    ran = await run_tether(command, url, *(["I.op"] if command == "call" else []))
+    assert ran.code == 2, ran
+    one_clean_line(ran)
+    assert "-H 'Authorization: ...'" in ran.err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import uuid
 from typing import Any
@@ -12,8 +11,9 @@ from urllib.parse import quote
 
 import trio
 
+from ..runtime._fields import MAX_LABEL_LENGTH, is_label
 from ._common import CliError, check_url, json_text, printable
-from ._describe import add_connection_options, describe_endpoint, parse_headers
+from ._describe import add_connection_options, check_timeout, describe_endpoint, parse_headers
 from ._wire import DEADLINE_EXIT, TRANSPORT_EXIT, http_request, ws_next, ws_session
 
 __all__ = ["EXIT_CODES", "exit_code_of", "register"]
@@ -79,10 +79,15 @@ def _run(args: argparse.Namespace) -> int:
                 f"argument {index} is not a JSON value ({exc}): a string needs its quotes, "
                 f"e.g. '\"{text[:20]}\"'"
             ) from None
-    if not args.timeout > 0 or math.isinf(args.timeout):
-        raise CliError(f"--timeout wants a positive number of seconds, got {args.timeout}")
+    check_timeout(args.timeout)
     headers = parse_headers(args.header)
     activity_id = args.activity_id or str(uuid.uuid4())
+    if not (is_label(activity_id) and activity_id.isascii()):
+        raise CliError(
+            f"--activity-id wants printable ASCII text of at most {MAX_LABEL_LENGTH} "
+            f"characters (e.g. a UUID), got {printable(activity_id[:40])!r}"
+            f"{'...' if len(activity_id) > 40 else ''}"
+        )
     if scheme in ("ws", "wss"):
         ok, value = trio.run(
             _call_ws, args.url, headers, interface, operation, values, activity_id, args.timeout

@@ -61,6 +61,12 @@ def load_target(spec: str) -> Any:
 
 def check_url(url: str, schemes: tuple[str, ...] = ("http", "https", "ws", "wss")) -> str:
     """Return the URL's scheme, or raise `CliError` when it is not one of `schemes`."""
+    if "@" in url.partition("//")[2].partition("/")[0]:
+        # user:password@host: a credential, so the message does not repeat the URL.
+        raise CliError(
+            "the URL carries a user name or password (user:password@host), which tether "
+            "does not send: remove it and give -H 'Authorization: ...' instead"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError on a bad port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -63,11 +64,24 @@ def parse_headers(raw: list[str]) -> list[tuple[str, str]]:
             # Echo only the first word: the rest may be a credential.
             first = (item.split() or [""])[0].split(":")[0][:40]
             raise CliError(f"expected -H 'Name: value' (a colon after the name), got {first!r}...")
+        if not (name + value.strip()).isprintable():
+            # A line break would end the header early; name only the header, not its value.
+            raise CliError(
+                f"-H '{printable(name.strip()[:40])}: ...' has a control character (a line "
+                "break?) in it: give each header on one line"
+            )
         headers.append((name.strip(), value.strip()))
     return headers
 
 
+def check_timeout(seconds: float) -> None:
+    """Raise `CliError` unless `--timeout` is a positive, finite number of seconds."""
+    if not 0 < seconds < math.inf:
+        raise CliError(f"--timeout wants a positive number of seconds, got {seconds}")
+
+
 def _run(args: argparse.Namespace) -> int:
+    check_timeout(args.timeout)
     described = describe_endpoint(args.url, parse_headers(args.header), args.timeout)
     if args.json:
         print(json.dumps(described, indent=2))
