@@ -31,6 +31,17 @@ __all__ = [
 _REFUSALS = ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED")
 
 
+#: What to do about a certificate from a trusted CA that is still refused,
+#: by OpenSSL's verify code (X509_V_ERR_CERT_HAS_EXPIRED, _CERT_NOT_YET_VALID,
+#: _HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH).
+_VERIFY_ADVICE = {
+    10: "renew the server's certificate (or check this machine's clock)",
+    9: "check this machine's clock, or wait until the certificate is valid",
+    62: "connect with the name the certificate was issued for, or issue one for this name",
+    64: "connect with the name the certificate was issued for, or issue one for this address",
+}
+
+
 def check_ssl_context(ssl_context: object) -> None:
     """Raise TypeError unless `ssl_context` is an `ssl.SSLContext` or None."""
     if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
@@ -71,6 +82,12 @@ def tls_connect_error(exc: BaseException, where: str) -> ConnectError | None:
         return None
     if isinstance(cause, ssl.SSLCertVerificationError):
         why = cause.verify_message or str(cause)
+        advice = _VERIFY_ADVICE.get(cause.verify_code)
+        if advice is not None:  # the CA is trusted: the certificate itself is wrong
+            return ConnectError(
+                f"the TLS certificate of {where} was refused ({why}): {advice}",
+                reason="certificate not trusted",
+            )
         return ConnectError(
             f"the TLS certificate of {where} was not trusted ({why}): give ssl_context= a "
             "context that trusts the CA that signed it, e.g. "
@@ -79,6 +96,13 @@ def tls_connect_error(exc: BaseException, where: str) -> ConnectError | None:
         )
     text = cause.reason or str(cause)
     upper = text.upper()
+    if upper == "WRONG_VERSION_NUMBER":  # what came back was not a TLS record
+        plain = where.replace("https://", "http://", 1).replace("wss://", "ws://", 1)
+        return ConnectError(
+            f"the server at {where} does not speak TLS (it answered plain text: "
+            f"{text}): use {plain} if it serves without TLS, or give it a certificate",
+            reason="TLS handshake failed",
+        )
     if "ALERT" in upper and any(word in upper for word in _REFUSALS):
         # The server's alert: it refused the certificate this client sent, or
         # wanted one and got none (mutual TLS).
