@@ -71,6 +71,8 @@ async def read_request(stream: trio.SocketStream) -> bytes:
             if not chunk:
                 break
             data += chunk
+            if data.startswith(b"\x16"):  # a TLS ClientHello: answer it at once
+                break
     return data
 
 
@@ -269,3 +271,18 @@ async def test_a_url_with_a_password_is_refused_without_echoing_it(command: str)
     assert ran.code == 2, ran
     one_clean_line(ran)
     assert "-H 'Authorization: ...'" in ran.err
+
+
+@pytest.mark.parametrize("scheme", ["https", "wss"])
+async def test_a_tls_url_of_a_plain_server_says_it_does_not_speak_tls(
+    nursery: trio.Nursery, scheme: str
+) -> None:
+    async def plain(stream: trio.SocketStream, request: bytes) -> None:
+        await stream.send_all(response("400 Bad Request", b"not TLS"))
+
+    port = await start_server(nursery, plain, [])
+    ran = await run_tether("call", f"{scheme}://127.0.0.1:{port}/rpc", "I.op", "--timeout", "20")
+    assert ran.code == 9, ran
+    one_clean_line(ran)
+    assert "does not speak TLS" in ran.err
+    assert ran.seconds < 8  # said at once, not after --timeout

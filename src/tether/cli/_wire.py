@@ -16,10 +16,12 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
+from ..transports._tls import tls_connect_error
 from ._common import CliError
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "TRANSPORT_EXIT",
     "HttpAnswer",
     "http_request",
+    "tls_failure",
     "ws_next",
     "ws_session",
 ]
@@ -133,9 +136,47 @@ def _exchange(
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
             raise CliError(f"no answer from {url} within {timeout} s", DEADLINE_EXIT) from None
+        if isinstance(exc.reason, ssl.SSLError):
+            raise tls_failure(exc.reason, url) from None
         raise CliError(f"cannot reach {url}: {exc.reason}", TRANSPORT_EXIT) from None
+    except ssl.SSLError as exc:
+        raise tls_failure(exc, url) from None
     except (OSError, ValueError) as exc:  # a reset connection, a malformed answer
         raise CliError(f"cannot reach {url}: {exc}", TRANSPORT_EXIT) from None
+
+
+def tls_failure(exc: BaseException, url: str) -> CliError:
+    """What a failed TLS handshake with `url` says, with the command's remedies (exit 9)."""
+    refused = tls_connect_error(exc, url)
+    if refused is None:
+        return CliError(f"the TLS handshake with {url} failed: {exc}", TRANSPORT_EXIT)
+    text = str(refused)
+    if "ssl_context=" in text:  # the library's advice; the command's is the environment
+        text = text.partition(": give ssl_context=")[0] + (
+            ": to trust a private CA, run the command with SSL_CERT_FILE=ca.pem"
+        )
+    elif refused.reason == "client certificate refused":
+        text = f"{url} wants a client certificate (mutual TLS), which tether call cannot send"
+    return CliError(text, TRANSPORT_EXIT)
+
+
+async def _check_tls(url: str, context: ssl.SSLContext) -> None:
+    """Do one TLS handshake with `url`'s server, so that its failure says why:
+    through trio-websocket, a server that does not speak TLS leaves the command
+    waiting for the whole --timeout."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        tcp = await trio.open_tcp_stream(host, parts.port or 443)
+    except OSError as exc:
+        raise CliError(f"cannot reach {url}: {exc}", TRANSPORT_EXIT) from None
+    stream = trio.SSLStream(tcp, context, server_hostname=host)
+    try:
+        await stream.do_handshake()
+    except (trio.BrokenResourceError, OSError) as exc:
+        raise tls_failure(exc, url) from None
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 def _read_capped(response: Any, url: str) -> bytes:
@@ -161,6 +202,8 @@ async def ws_session(
     """
     extra = [(name.encode(), value.encode()) for name, value in headers]
     context = ssl.create_default_context() if url.startswith("wss:") else None
+    if context is not None:
+        await _check_tls(url, context)
     try:
         async with trio_websocket.open_websocket_url(
             url, ssl_context=context, extra_headers=extra
