@@ -37,9 +37,11 @@ class Ran:
     seconds: float
 
 
-async def run_tether(*argv: str, cap: float = 60) -> Ran:
-    """Run `python -m tether ARGV` as a child process, this worktree's sources first."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+async def run_tether(*argv: str, cap: float = 60, path: Path | None = None) -> Ran:
+    """Run `python -m tether ARGV` as a child process, this worktree's sources first
+    (and `path`, if given, on PYTHONPATH too)."""
+    paths = [str(ROOT / "src"), str(ROOT), *([str(path)] if path else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     started = time.monotonic()
     with trio.fail_after(cap):
         done = await trio.run_process(
@@ -286,3 +288,13 @@ async def test_a_tls_url_of_a_plain_server_says_it_does_not_speak_tls(
     one_clean_line(ran)
     assert "does not speak TLS" in ran.err
     assert ran.seconds < 8  # said at once, not after --timeout
+
+
+async def test_a_module_that_prints_at_import_does_not_corrupt_stdout(tmp_path: Path) -> None:
+    (tmp_path / "noisy_app.py").write_text(
+        'print("hello from import")\nfrom examples.robot_world.service import manager\n'
+    )
+    ran = await run_tether("openapi", "noisy_app:manager", path=tmp_path)
+    assert ran.code == 0, ran
+    assert json.loads(ran.out)["openapi"].startswith("3.1")  # stdout is the document alone
+    assert "hello from import" in ran.err

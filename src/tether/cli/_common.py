@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import re
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +35,10 @@ def load_target(spec: str) -> Any:
     if not sep or not module_name or not attr:
         raise CliError(f"expected module:attr (e.g. myapp.backend:manager), got {spec!r}")
     try:
-        target: Any = importlib.import_module(module_name)
+        # stdout is the command's output (the served URLs, the OpenAPI document):
+        # what the module prints while importing goes to stderr with the logs.
+        with contextlib.redirect_stdout(sys.stderr):
+            target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
             raise CliError(
