@@ -247,6 +247,8 @@ async def test_bad_headers_and_activity_ids_are_refused_without_echoing_them(sch
     cases = [
         (["-H", f"Authorization: Bearer {SECRET}\r\nX-Other: 1"], "-H 'Authorization: ...'"),
         (["-H", f"Authorization: Bearer {SECRET}\x1b[2J"], "-H 'Authorization: ...'"),
+        (["-H", SECRET], "-H 'Name: value'"),  # a bare token, no name
+        (["--timeout", "1e300"], "--timeout"),
         (["--activity-id", "act\nforged log line"], "--activity-id"),
         (["--activity-id", "x" * 201], "--activity-id"),
         (["--activity-id", "caf\u20ac"], "--activity-id"),
@@ -258,7 +260,7 @@ async def test_bad_headers_and_activity_ids_are_refused_without_echoing_them(sch
         assert words in ran.err, ran.err
 
 
-@pytest.mark.parametrize("value", ["inf", "-1", "0", "nan"])
+@pytest.mark.parametrize("value", ["inf", "-1", "0", "nan", "1e300"])
 async def test_describe_refuses_a_timeout_that_is_not_positive_and_finite(value: str) -> None:
     ran = await run_tether("describe", f"http://127.0.0.1:{closed_port()}/rpc", "--timeout", value)
     assert ran.code == 2, ran

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -61,9 +60,11 @@ def parse_headers(raw: list[str]) -> list[tuple[str, str]]:
     for item in raw:
         name, sep, value = item.partition(":")
         if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
-            # Echo only the first word: the rest may be a credential.
-            first = (item.split() or [""])[0].split(":")[0][:40]
-            raise CliError(f"expected -H 'Name: value' (a colon after the name), got {first!r}...")
+            # Not repeated: without a name, it may well be the credential itself.
+            raise CliError(
+                f"expected -H 'Name: value' (a colon after the name), got {len(item)} "
+                "characters without one (not shown: they may hold a credential)"
+            )
         if not (name + value.strip()).isprintable():
             # A line break would end the header early; name only the header, not its value.
             raise CliError(
@@ -74,10 +75,16 @@ def parse_headers(raw: list[str]) -> list[tuple[str, str]]:
     return headers
 
 
+#: The longest `--timeout` (a day): the socket layer refuses far larger ones.
+MAX_TIMEOUT = 86400.0
+
+
 def check_timeout(seconds: float) -> None:
-    """Raise `CliError` unless `--timeout` is a positive, finite number of seconds."""
-    if not 0 < seconds < math.inf:
-        raise CliError(f"--timeout wants a positive number of seconds, got {seconds}")
+    """Raise `CliError` unless `--timeout` is a positive number of seconds, at most a day."""
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise CliError(
+            f"--timeout wants a positive number of seconds up to {MAX_TIMEOUT:g}, got {seconds}"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
