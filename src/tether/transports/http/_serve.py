@@ -63,6 +63,7 @@ async def serve(
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    route: str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `manager` (and `ipc`) over HTTP with hypercorn's Trio worker.
@@ -125,12 +126,16 @@ async def serve(
             `verify_mode = ssl.CERT_REQUIRED` and `load_verify_locations(cafile)`.
             None (the default): plain HTTP. A client that fails the handshake
             (within 60 s) is closed; it costs no other connection anything.
+        route: This server's routing token (1-32 characters of `a-z`, `0-9`
+            and `-`): every IPC session id (over HTTP and on `{prefix}/ws`) is
+            then `"<route>.<uuid4>"`, for a reverse proxy to route a session's
+            requests to this server (docs/deployment.md). None: plain uuid4.
         task_status: `nursery.start` gets the URL to connect to:
             `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`).
 
     Raises:
-        ValueError: A limit or timeout is not positive, or an origin or host
-            name is malformed.
+        ValueError: A limit or timeout is not positive, an origin or host
+            name is malformed, or `route` is not a routing token.
         TypeError: `ssl_context` is not an `ssl.SSLContext` or None.
     """
     from hypercorn.config import Config
@@ -154,6 +159,7 @@ async def serve(
         body_timeout=body_timeout,
         ready_within=ready_within,
         max_operations=max_operations,
+        route=route,
     )
     config = Config()
     # The app refuses a message over its limit with 1009 and a reason; hypercorn
