@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import trio
 
@@ -64,6 +65,7 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     route: str | None = None,
+    sockets: Sequence[socket.socket] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `manager` (and `ipc`) over HTTP with hypercorn's Trio worker.
@@ -130,8 +132,14 @@ async def serve(
             and `-`): every IPC session id (over HTTP and on `{prefix}/ws`) is
             then `"<route>.<uuid4>"`, for a reverse proxy to route a session's
             requests to this server (docs/deployment.md). None: plain uuid4.
+        sockets: Already bound sockets (TCP or Unix) to serve on instead of
+            `host` and `port`: one inherited from a parent process (`tether
+            serve --workers`, socket activation). Each is put in listening
+            state and closed when `serve` ends.
         task_status: `nursery.start` gets the URL to connect to:
-            `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`).
+            `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`);
+            with `sockets`, the first one's (`http://unix:/path{prefix}` for
+            a Unix socket).
 
     Raises:
         ValueError: A limit or timeout is not positive, an origin or host
@@ -202,6 +210,7 @@ async def serve(
                     shutdown_trigger=trigger,
                     started=started,
                     ssl_context=ssl_context,
+                    sockets=sockets,
                 )
         finally:
             ended.set()
