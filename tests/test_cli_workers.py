@@ -94,6 +94,11 @@ class Serving:
                     return line
             await self._changed.wait()
 
+    async def wait_count(self, text: str, count: int) -> None:
+        """Until `count` stderr lines hold `text`."""
+        while sum(text in line for line in self.errors) < count:
+            await self._changed.wait()
+
     async def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return await self.process.wait()
@@ -265,8 +270,54 @@ async def test_sigterm_lets_a_call_in_flight_finish_then_exits_0() -> None:
             with trio.fail_after(15):
                 assert await run.process.wait() == 0
             # One line per worker: the parent forwarded the signal to both.
-            await run.wait_error("SIGTERM: stopping gracefully")
-            assert sum("SIGTERM: stopping gracefully" in line for line in run.errors) == 2
+            await run.wait_count("SIGTERM: stopping gracefully", 2)
+
+
+async def test_sigterm_to_every_process_as_systemd_sends_it_still_drains() -> None:
+    """systemd's default stop sends SIGTERM to each process of the unit: a worker
+    then gets it twice (from systemd and from the parent), and must still drain."""
+    with trio.fail_after(TIMEOUT):
+        async with serving("--http", "127.0.0.1:0", "--workers", "2", lines=3) as run:
+            workers = worker_pids(run.process.pid)
+            async with http.connect(run.url, interfaces=[Pid], retry=None) as backend:
+                answers: list[int] = []
+
+                async def nap() -> None:
+                    answers.append(await backend.get_client(Pid).nap(1.0))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(nap)
+                    pid = int((await run.wait_error("napping")).split()[-1])
+                    for each in workers:
+                        os.kill(each, signal.SIGTERM)
+                    # Both began draining (two signals at once would be one).
+                    await run.wait_count("SIGTERM: stopping gracefully", 2)
+                    run.process.send_signal(signal.SIGTERM)
+                assert answers == [pid]
+            with trio.fail_after(15):
+                assert await run.process.wait() == 0
+
+
+async def test_a_second_signal_stops_the_workers_at_once_with_exit_1() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving(
+            "--http", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "30", lines=3
+        ) as run:
+            async with http.connect(run.url, interfaces=[Pid], retry=None) as backend:
+
+                async def nap() -> None:
+                    with pytest.raises(tether.TransportError):
+                        await backend.get_client(Pid).nap(30.0)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(nap)
+                    await run.wait_error("napping")
+                    run.process.send_signal(signal.SIGINT)
+                    await run.wait_error("SIGTERM: stopping gracefully")
+                    run.process.send_signal(signal.SIGINT)
+            # Long before the 30 s of --graceful-timeout.
+            with trio.fail_after(10):
+                assert await run.process.wait() == 1
 
 
 async def test_a_worker_that_dies_stops_the_others_and_exits_1() -> None:

@@ -315,6 +315,7 @@ async def serve_app(
     route: str | None,
     sockets: Sequence[socket.socket] | None = None,
     stop_signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    at_once_signals: tuple[signal.Signals, ...] = (),
     announce: Callable[[list[str]], None] = print_urls,
     stop_when: Callable[[], Awaitable[object]] | None = None,
 ) -> int:
@@ -326,7 +327,12 @@ async def serve_app(
         route: The routing token of IPC session ids.
         sockets: Bound sockets to serve HTTP on instead of binding `--http`
             (a worker's, see `_workers`).
-        stop_signals: The signals that stop it.
+        stop_signals: The signals that stop it gracefully; without
+            `at_once_signals`, a second one stops it at once.
+        at_once_signals: The signals that stop it at once; given, a stop
+            signal repeated during the graceful stop changes nothing (a
+            worker gets SIGTERM from its parent and, under systemd, from the
+            control group too).
         announce: Told the URLs once every server listens.
         stop_when: Also stop gracefully when this returns.
     """
@@ -334,16 +340,18 @@ async def serve_app(
 
     stop = trio.Event()
     stopped_at_once = False
-    with trio.open_signal_receiver(*stop_signals) as signals:
+    with trio.open_signal_receiver(*stop_signals, *at_once_signals) as signals:
         async with trio.open_nursery() as outer:
 
             async def watch_signals() -> None:
                 nonlocal stopped_at_once
                 async for signum in signals:
-                    if stop.is_set():
+                    if signum in at_once_signals or (stop.is_set() and not at_once_signals):
                         stopped_at_once = True
                         outer.cancel_scope.cancel()
                         return
+                    if stop.is_set():
+                        continue  # already stopping
                     logging.getLogger("tether.serve").info(
                         "%s: stopping gracefully (up to %ss; again to stop at once)",
                         signal.Signals(signum).name,

@@ -14,7 +14,9 @@ what a single-process `tether serve` runs (`serve_app`), with:
 The parent prints the URLs once every worker serves (`--http`'s URL, `--ws`'s
 if given, then `worker <i>: unix:<path>` for each), forwards SIGINT and
 SIGTERM to the workers as SIGTERM (they ignore SIGINT, so a Ctrl-C sent to the
-whole process group counts once; a second signal stops them at once), and
+whole process group counts once, and a repeated SIGTERM, as systemd sends to
+every process of the unit besides the parent's, changes nothing); a second
+signal to the parent is forwarded as SIGQUIT, which stops them at once. It
 exits 0 once all have stopped cleanly. A worker that exits unasked is told on
 stderr in one line; the others are stopped, and the exit code is 1 (a
 supervisor restarts the command). `--ws` is served by worker 0 alone.
@@ -224,10 +226,12 @@ class _Supervisor:
         self._forward()
 
     def _forward(self) -> None:
+        # SIGTERM: drain (again: nothing more); SIGQUIT: stop at once.
+        signum = signal.SIGTERM if self.signals < 2 else signal.SIGQUIT
         for process in self.processes:
             if process.exitcode is None and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
+                    os.kill(process.pid, signum)
 
     def _stop(self, why: str, exit_code: int) -> None:
         if self.failure is None and not self.signals:
@@ -354,6 +358,7 @@ def _serve_worker(worker: _Worker) -> int:
             route=worker.route,
             sockets=worker.sockets,
             stop_signals=(signal.SIGTERM,),
+            at_once_signals=(signal.SIGQUIT,),
             announce=announce,
             stop_when=parent_gone,
         )
