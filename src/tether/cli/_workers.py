@@ -286,6 +286,8 @@ class _Supervisor:
     def _read(
         self, readers: dict[Connection, int], reader: Connection, urls: dict[int, list[str]]
     ) -> None:
+        if reader not in readers:
+            return  # read already, with its process's end
         index = readers[reader]
         try:
             message = reader.recv() if reader.poll() else None
