@@ -324,3 +324,35 @@ async def test_call_timeout_is_sent_and_past_it_exits_8(
     assert ran.code == 8, ran.err
     # The server's own deadline answered (it got X-Timeout-Ms / timeout_ms).
     assert "error: deadline-exceeded (status 504" in ran.err
+
+
+async def test_a_module_in_the_current_directory_is_found_without_pythonpath(
+    tmp_path: Path,
+) -> None:
+    """The installed `tether` script does not put the current directory on sys.path
+    (`python -P` does the same); `tether serve app:manager` in the app's folder must
+    still find it, as hypercorn and uvicorn do."""
+    (tmp_path / "cwd_app.py").write_text(
+        "import tether\n"
+        "class Ping(tether.RpcInterface):\n"
+        "    interface_name = 'Ping'\n"
+        "    interface_version = '1.0.0'\n"
+        "    async def ping(self) -> int: ...\n"
+        "class PingImpl(Ping):\n"
+        "    async def ping(self) -> int:\n"
+        "        return 1\n"
+        "manager = tether.RpcManager()\n"
+        "manager.register_impl(Ping, PingImpl)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-P", "-m", "tether", "openapi", "cwd_app:manager"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    assert "/rpc/Ping/1.0.0/ping" in json.loads(done.stdout)["paths"]

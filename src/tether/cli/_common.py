@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -34,6 +35,11 @@ def load_target(spec: str) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise CliError(f"expected module:attr (e.g. myapp.backend:manager), got {spec!r}")
+    # The installed `tether` script puts its own folder first on sys.path, not
+    # the current one: add it, so an app is found from its folder (as hypercorn
+    # and uvicorn do).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         # stdout is the command's output (the served URLs, the OpenAPI document):
         # what the module prints while importing goes to stderr with the logs.
