@@ -187,7 +187,7 @@ def _refusal(*args: str, target: str = TARGET) -> subprocess.CompletedProcess[st
         (TARGET, ["--ws", "localhost:99999"], "--ws expects HOST:PORT"),
         (TARGET, [], "give --http HOST:PORT and/or --ws HOST:PORT"),
         (TARGET, ["--http", "127.0.0.1:0", "--workers", "0"], "--workers expects a count"),
-        (TARGET, ["--http", "127.0.0.1:0", "--certfile", "/no/such.pem"], "cannot use the"),
+        (TARGET, ["--http", "127.0.0.1:0", "--certfile", "/no/such.pem"], "cannot read --certfile"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(target: str, args: list[str], says: str) -> None:
@@ -205,7 +205,7 @@ def test_unreadable_certificate_is_exit_2(tmp_path: Path) -> None:
     done = _refusal("--http", "127.0.0.1:0", "--certfile", str(bogus))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
-    assert "cannot use the certificate" in done.stderr
+    assert "is not a PEM certificate" in done.stderr
 
 
 @pytest.mark.parametrize("option", ["--http", "--ws"])
@@ -291,3 +291,42 @@ async def test_serves_https_and_wss_with_a_certificate_and_key(tmp_path: Path) -
             async with connect_ws as backend:
                 assert await backend.get_client(RobotWorldRead).count_robots(WAREHOUSE) == 3
             assert await run.stop() == 0
+
+
+def test_serve_rough_edges_are_clear_lines(tmp_path: Path) -> None:
+    """Found in review: each said less than it knew (a bare `[SSL] PEM lib`, which of
+    two files was missing, "is a int"), or none at all (a module calling sys.exit)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+
+    done = _refusal("--http", "127.0.0.1:0", "--certfile", str(certfile))
+    assert done.returncode == 2
+    assert "has no private key: give --keyfile" in done.stderr
+
+    missing = tmp_path / "missing-key.pem"
+    done = _refusal("--http", "127.0.0.1:0", "--certfile", str(certfile), "--keyfile", str(missing))
+    assert done.returncode == 2
+    assert f"cannot read --keyfile {missing}" in done.stderr
+
+    (tmp_path / "exits_app.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "int_app.py").write_text("manager = 5\n")
+    env = {**_env(), "PYTHONPATH": os.pathsep.join([_env()["PYTHONPATH"], str(tmp_path)])}
+    for target, says in [
+        ("exits_app:manager", "importing module 'exits_app' called sys.exit(3)"),
+        ("int_app:manager", "is an int:"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", "serve", target, "--http", "127.0.0.1:0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+        assert says in done.stderr

@@ -56,6 +56,11 @@ def load_target(spec: str) -> Any:
         raise CliError(
             f"cannot import module {module_name!r} ({exc}): check the name and PYTHONPATH"
         ) from None
+    except SystemExit as exc:  # the module ended the process itself
+        raise CliError(
+            f"importing module {module_name!r} called sys.exit({exc.code!r}): "
+            "a served module must not exit when imported"
+        ) from None
     except Exception as exc:  # the module's own code failed while importing
         raise CliError(
             f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"

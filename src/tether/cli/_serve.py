@@ -20,6 +20,7 @@ import errno
 import functools
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -155,11 +156,16 @@ def resolve_app(
         isinstance(manager, RpcManager | None) and isinstance(ipc, BackendIpc | None)
     ):
         raise UsageError(
-            f"{spec} is a {type(target).__name__}: expected an RpcManager, a BackendIpc, "
+            f"{spec} is {_a(type(target).__name__)}: expected an RpcManager, a BackendIpc, "
             "a (manager, ipc) tuple, an object with `manager`/`rpc` and/or `ipc`, "
             "or a zero-argument factory of one"
         )
     return manager, ipc
+
+
+def _a(noun: str) -> str:
+    """`noun` after its indefinite article: "an int", "a str"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def parse_address(option: str, value: str) -> tuple[str, int]:
@@ -204,10 +210,31 @@ def load_tls(
         if client_ca is not None:
             raise UsageError("--client-ca needs --certfile and --keyfile (mutual TLS is TLS)")
         return None
+    files = {"--certfile": certfile, "--keyfile": keyfile, "--client-ca": client_ca}
+    for option, path in files.items():
+        if path is not None and not os.access(path, os.R_OK):
+            raise UsageError(f"cannot read {option} {path}: no such file, or not readable")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
+        with open(certfile, "rb") as pem:
+            text = pem.read()
+        if b"-----BEGIN CERTIFICATE-----" not in text:
+            raise UsageError(
+                f"{certfile} is not a PEM certificate (no BEGIN CERTIFICATE line): give the "
+                "certificate chain as PEM"
+            ) from None
+        if keyfile is None and b"PRIVATE KEY-----" not in text:
+            raise UsageError(
+                f"the certificate {certfile} has no private key: give --keyfile KEY.pem "
+                "(or put the key in the same PEM file)"
+            ) from None
+        raise UsageError(
+            f"cannot use the certificate {certfile} with the key {keyfile}: {exc} "
+            "(give a readable PEM certificate chain and the private key that matches it)"
+        ) from None
+    except OSError as exc:
         files = certfile if keyfile is None else f"{certfile} and {keyfile}"
         raise UsageError(
             f"cannot use the certificate {files}: {exc.strerror or exc} "
