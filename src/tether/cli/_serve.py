@@ -210,8 +210,8 @@ def load_tls(
         if client_ca is not None:
             raise UsageError("--client-ca needs --certfile and --keyfile (mutual TLS is TLS)")
         return None
-    files = {"--certfile": certfile, "--keyfile": keyfile, "--client-ca": client_ca}
-    for option, path in files.items():
+    paths = {"--certfile": certfile, "--keyfile": keyfile, "--client-ca": client_ca}
+    for option, path in paths.items():
         if path is not None and not os.access(path, os.R_OK):
             raise UsageError(f"cannot read {option} {path}: no such file, or not readable")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
