@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast, overload
+from typing import cast, overload
 
-from ...runtime import RpcInterface
+from ...runtime import DEFAULT_STREAM_WINDOW, RetryPolicy, RpcInterface, StreamWindow
 from ...runtime._group import BackendGroup, Balance
 from ...runtime._group_connect import check_balance, connect_several, is_url_list
+from ...runtime._retry import DEFAULT_RETRY
 from . import _client
-from ._client import HttpBackend
+from ._client import DEFAULT_READ_TIMEOUT, HttpBackend
+from ._wire import DEFAULT_MAX_BODY_SIZE
 
 __all__ = ["connect"]
 
+# The keywords are spelled out three times (two overloads and the function):
+# with `**options: Any`, mypy would pass a misspelled one, and only the call
+# would find it. tests/test_group_signatures.py keeps them equal to
+# `_client.connect`'s. A str is a Sequence[str] too: the first overload that
+# matches wins, so one URL gives the one backend (mypy's overlap warning is moot).
+
 
 @overload
-def connect(
-    url: str, *, interfaces: Iterable[type[RpcInterface]], **options: Any
+def connect(  # type: ignore[overload-overlap]
+    url: str,
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    max_message_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_connections: int = 100,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractAsyncContextManager[HttpBackend]: ...
 
 
@@ -26,8 +47,17 @@ def connect(
     url: Sequence[str],
     *,
     interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    max_message_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_connections: int = 100,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
+    ssl_context: ssl.SSLContext | None = None,
     balance: Balance | None = None,
-    **options: Any,
 ) -> AbstractAsyncContextManager[BackendGroup]: ...
 
 
@@ -35,19 +65,29 @@ def connect(
     url: str | Sequence[str],
     *,
     interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    max_message_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_connections: int = 100,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
+    ssl_context: ssl.SSLContext | None = None,
     balance: Balance | None = None,
-    **options: Any,
 ) -> AbstractAsyncContextManager[HttpBackend] | AbstractAsyncContextManager[BackendGroup]:
     """Connect to an HTTP backend, or to several serving the same interfaces, for the block.
 
     With one URL (a `str`), this is the connection to one backend: an
     `HttpBackend` (docs/http.md). With a list of URLs, a
-    `tether.runtime.BackendGroup` over one connection per URL (docs/rpc.md,
+    `tether.BackendGroup` over one connection per URL (docs/rpc.md,
     "Several backends"): calls go to the member with the fewest calls in
     flight (`balance="round-robin"`: each in turn); one that cannot be
     reached is taken out and tried again after the `retry` backoff; a failed
     call fails over to another member when `retry` allows another try.
-    Every other argument is `HttpBackend`'s connect's, given to each member.
+    Every other argument is the one-URL connect's (`HttpBackend`'s; see
+    there), given to each member.
 
     Example::
 
@@ -62,9 +102,35 @@ def connect(
         IncompatibleVersion, NotFound: a reachable backend does not serve
             `interfaces` as asked.
         ValueError: a URL is not an http:// URL; `balance` with one URL.
+        TypeError: an argument this function does not take.
     """
     check_balance(url, balance)
     if not is_url_list(url):
         # One URL: the connect of old, which refuses a URL that is not a str itself.
-        return _client.connect(cast(str, url), interfaces=interfaces, **options)
+        return _client.connect(
+            cast(str, url),
+            interfaces=interfaces,
+            application_id=application_id,
+            application_version=application_version,
+            authorization=authorization,
+            session_id=session_id,
+            max_message_size=max_message_size,
+            max_connections=max_connections,
+            read_timeout=read_timeout,
+            stream_window=stream_window,
+            retry=retry,
+            ssl_context=ssl_context,
+        )
+    options = {
+        "application_id": application_id,
+        "application_version": application_version,
+        "authorization": authorization,
+        "session_id": session_id,
+        "max_message_size": max_message_size,
+        "max_connections": max_connections,
+        "read_timeout": read_timeout,
+        "stream_window": stream_window,
+        "retry": retry,
+        "ssl_context": ssl_context,
+    }
     return connect_several(_client.connect, url, interfaces, balance, options)

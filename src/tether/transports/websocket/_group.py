@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast, overload
+from typing import cast, overload
 
-from ...runtime import ReconnectingBackend, RpcInterface
+from ...runtime import (
+    DEFAULT_STREAM_WINDOW,
+    ReconnectingBackend,
+    RetryPolicy,
+    RpcInterface,
+    StreamWindow,
+)
 from ...runtime._group import BackendGroup, Balance
 from ...runtime._group_connect import check_balance, connect_several, is_url_list
+from ...runtime._retry import DEFAULT_RETRY
 from . import _client
+from ._endpoint import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
 
 __all__ = ["connect"]
 
+# The keywords are spelled out three times (two overloads and the function):
+# with `**options: Any`, mypy would pass a misspelled one, and only the call
+# would find it. tests/test_group_signatures.py keeps them equal to
+# `_client.connect`'s. A str is a Sequence[str] too: the first overload that
+# matches wins, so one URL gives the one backend (mypy's overlap warning is moot).
+
 
 @overload
-def connect(
-    url: str, *, interfaces: Iterable[type[RpcInterface]], **options: Any
+def connect(  # type: ignore[overload-overlap]
+    url: str,
+    *,
+    interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    connect_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
 ) -> AbstractAsyncContextManager[ReconnectingBackend]: ...
 
 
@@ -25,8 +55,20 @@ def connect(
     url: Sequence[str],
     *,
     interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    connect_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
     balance: Balance | None = None,
-    **options: Any,
 ) -> AbstractAsyncContextManager[BackendGroup]: ...
 
 
@@ -34,19 +76,31 @@ def connect(
     url: str | Sequence[str],
     *,
     interfaces: Iterable[type[RpcInterface]],
+    application_id: str | None = None,
+    application_version: str | None = None,
+    authorization: str | None = None,
+    session_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_in_flight: int = 1024,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    connect_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
     balance: Balance | None = None,
-    **options: Any,
 ) -> AbstractAsyncContextManager[ReconnectingBackend] | AbstractAsyncContextManager[BackendGroup]:
     """Connect to a WebSocket backend, or to several serving the same interfaces, for the block.
 
     With one URL (a `str`), the connection to one backend (docs/websocket.md).
-    With a list of URLs, a `tether.runtime.BackendGroup` over one connection
-    per URL (docs/rpc.md, "Several backends"): calls go to the member with
-    the fewest calls in flight (`balance="round-robin"`: each in turn); one
-    that cannot be reached is taken out and tried again after the `retry`
+    With a list of URLs, a `tether.BackendGroup` over one connection per URL
+    (docs/rpc.md, "Several backends"): calls go to the member with the
+    fewest calls in flight (`balance="round-robin"`: each in turn); one that
+    cannot be reached is taken out and tried again after the `retry`
     backoff; a failed call fails over to another member when `retry` allows
     another try; a stream call stays on one member. Every other argument is
-    the one-URL connect's, given to each member.
+    the one-URL connect's (see there), given to each member.
 
     Raises:
         ConnectError: the backend, or every backend of the list, cannot be
@@ -54,9 +108,41 @@ def connect(
         IncompatibleVersion, NotFound: a reachable backend does not serve
             `interfaces` as asked.
         ValueError: a URL is not a ws:// URL; `balance` with one URL.
+        TypeError: an argument this function does not take.
     """
     check_balance(url, balance)
     if not is_url_list(url):
         # One URL: the connect of old, which refuses a URL that is not a str itself.
-        return _client.connect(cast(str, url), interfaces=interfaces, **options)
+        return _client.connect(
+            cast(str, url),
+            interfaces=interfaces,
+            application_id=application_id,
+            application_version=application_version,
+            authorization=authorization,
+            session_id=session_id,
+            headers=headers,
+            max_message_size=max_message_size,
+            max_in_flight=max_in_flight,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            connect_timeout=connect_timeout,
+            ssl_context=ssl_context,
+            stream_window=stream_window,
+            retry=retry,
+        )
+    options = {
+        "application_id": application_id,
+        "application_version": application_version,
+        "authorization": authorization,
+        "session_id": session_id,
+        "headers": headers,
+        "max_message_size": max_message_size,
+        "max_in_flight": max_in_flight,
+        "ping_interval": ping_interval,
+        "ping_timeout": ping_timeout,
+        "connect_timeout": connect_timeout,
+        "ssl_context": ssl_context,
+        "stream_window": stream_window,
+        "retry": retry,
+    }
     return connect_several(_client.connect, url, interfaces, balance, options)
