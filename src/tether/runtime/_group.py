@@ -12,6 +12,7 @@ one that may have run, only for an idempotent operation.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
@@ -19,17 +20,19 @@ from typing import Any, Literal
 import trio
 
 from ._client import ClientOptions, RpcBackend
-from ._errors import CallNotSent, ConnectError, ConnectionClosed, TetherError
+from ._errors import CallNotSent, ConnectError, ConnectionClosed, TetherError, TransportError
 from ._interfaces import Operation
 from ._policies import OperationPolicy
 from ._protocol import Call, Error, InterfaceInfo, Result
 from ._reconnect import ReconnectingBackend
-from ._retry import retry_delay
+from ._retry import retry_delay, unfixable
 from ._state import ConnectionState, StateWatch
 from ._streams import Exchange
 from ._util import timeout_ms_left
 
 __all__ = ["BALANCES", "BackendGroup"]
+
+_log = logging.getLogger("tether.client")
 
 #: How a group spreads calls over its members.
 Balance = Literal["least-in-flight", "round-robin"]
@@ -43,7 +46,7 @@ _DEFAULT_POLICY = OperationPolicy()
 class _Member:
     """One backend of a group, with what the group knows about it."""
 
-    __slots__ = ("backend", "failures", "in_flight", "index", "out_until")
+    __slots__ = ("backend", "failures", "final", "in_flight", "index", "out_until")
 
     def __init__(self, backend: RpcBackend, index: int) -> None:
         self.backend = backend
@@ -53,6 +56,8 @@ class _Member:
         self.failures = 0
         #: Trio time before which it is not chosen while another member is up.
         self.out_until = -float("inf")
+        #: A failure no retry can fix (a TLS certificate refused): out for good.
+        self.final: ConnectError | None = None
 
     def name(self) -> str:
         return str(getattr(self.backend, "url", None) or f"backend {self.index}")
@@ -184,7 +189,9 @@ class BackendGroup(RpcBackend):
         open_ = [
             m
             for m in self._members
-            if m.index not in tried and m.backend.state is not ConnectionState.CLOSED
+            if m.index not in tried
+            and m.final is None
+            and m.backend.state is not ConnectionState.CLOSED
         ]
         if not open_:
             return None
@@ -201,6 +208,7 @@ class BackendGroup(RpcBackend):
         now = trio.current_time()
         return any(
             m.index not in tried
+            and m.final is None
             and m.out_until <= now
             and m.backend.state is not ConnectionState.CLOSED
             and _takes_calls(m.backend)
@@ -208,8 +216,11 @@ class BackendGroup(RpcBackend):
         )
 
     def _failed(self, member: _Member, exc: TetherError) -> None:
-        """Take `member` out when `exc` says it cannot be reached."""
-        if isinstance(exc, (ConnectError, CallNotSent)):
+        """Take `member` out when `exc` says it cannot be reached (for good: `unfixable`)."""
+        if isinstance(exc, ConnectError) and unfixable(exc):
+            member.final = exc
+            _log.warning("taking %s out of the group for good: %s", member.name(), exc.message)
+        elif isinstance(exc, (ConnectError, CallNotSent)):
             member.failures += 1
             member.out_until = trio.current_time() + self._options.retry.backoff(member.failures)
 
@@ -217,11 +228,23 @@ class BackendGroup(RpcBackend):
         member.failures = 0
         member.out_until = -float("inf")
 
-    def _closed(self) -> ConnectionClosed:
-        return ConnectionClosed(
-            "every backend of the group is closed: "
-            + ", ".join(member.name() for member in self._members)
-        )
+    def _closed(self) -> TransportError:
+        """The error of a call with no member left: each member and why it is out."""
+        whys = []
+        for member in self._members:
+            if member.final is not None:
+                whys.append(f"{member.name()}: {member.final.message}")
+            else:
+                why = member.backend.state_watch.reason
+                whys.append(f"{member.name()}: {why}" if why else member.name())
+        finals = [member.final for member in self._members if member.final is not None]
+        if finals:
+            # Not retried (`unfixable`): what it takes is a change of configuration.
+            return ConnectError(
+                "no backend of the group can be called: " + "; ".join(whys),
+                reason=finals[0].reason,
+            )
+        return ConnectionClosed("every backend of the group is closed: " + "; ".join(whys))
 
     def _policy(self, call: Call) -> OperationPolicy:
         info = self.interfaces.get(call.iface)
@@ -270,7 +293,11 @@ class BackendGroup(RpcBackend):
             return None
         if self._options.retry.attempts < 2:
             return None  # no retries: no failover either
-        if exc is not None and retry_delay(exc, self._options.retry, self._policy(call), 1) is None:
+        if (
+            exc is not None
+            and not unfixable(exc)  # that member is out; the call did not run
+            and retry_delay(exc, self._options.retry, self._policy(call), 1) is None
+        ):
             return None
         return self._choose(tried)
 

@@ -26,6 +26,7 @@ from ._group import BALANCES, BackendGroup, Balance
 from ._interfaces import Operation, RpcInterface
 from ._protocol import Call, Error, InterfaceInfo, Result
 from ._reconnect import ReconnectingBackend
+from ._retry import unfixable
 from ._state import ConnectionState, StateWatch
 from ._streams import Exchange
 from ._util import open_service_nursery
@@ -72,7 +73,12 @@ class _Slot(RpcBackend):
         return self.backend is None or isinstance(self.backend, ReconnectingBackend)
 
     def _down(self) -> ConnectError:
-        return ConnectError(f"{self.url} is not connected: {self.error or 'not dialled yet'}")
+        error = self.error
+        return ConnectError(
+            f"{self.url} is not connected: {error or 'not dialled yet'}",
+            # A certificate failure stays one (`unfixable`): the group takes it out.
+            reason=error.reason if isinstance(error, ConnectError) else None,
+        )
 
     async def request(self, call: Call) -> Result | Error:
         if self.backend is None:
@@ -98,6 +104,12 @@ class _Slot(RpcBackend):
                     await self._mirror(backend)
             except ConnectError as exc:
                 self.error = exc
+                if unfixable(exc):
+                    # A TLS certificate refused: dialling again meets it again.
+                    _log.warning("backend %s is out of the group for good: %s", self.url, exc)
+                    self._watch.set(ConnectionState.CLOSED, str(exc))
+                    self.first.set()
+                    return
             except TetherError as exc:
                 self.error = exc
                 if not self.first.is_set():
@@ -154,9 +166,15 @@ async def connect_group(
             if slot.fatal is not None:
                 raise slot.fatal
         if all(slot.backend is None for slot in slots):
+            reasons = {
+                slot.error.reason if isinstance(slot.error, ConnectError) else None
+                for slot in slots
+            }
             raise ConnectError(
                 "could not connect to any backend of the group: "
-                + "; ".join(f"{slot.url}: {slot.error}" for slot in slots)
+                + "; ".join(f"{slot.url}: {slot.error}" for slot in slots),
+                # One reason for all (a CA not trusted by this client...) is the group's.
+                reason=reasons.pop() if len(reasons) == 1 else None,
             )
         try:
             yield BackendGroup(slots, options=options, balance=balance)
