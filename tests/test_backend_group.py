@@ -16,6 +16,7 @@ import trio
 
 import tether
 from tether.runtime import BackendGroup, CallMayHaveRun, ConnectError, ConnectionState
+from tether.testing import faulty_streams
 from tether.transports import http, websocket
 
 TIMEOUT = 20.0
@@ -37,6 +38,25 @@ class Where(tether.RpcInterface):
 
     def names(self, count: int) -> tether.Stream[str]:
         """The backend's name `count` times."""
+
+
+class WhereIpc(tether.IpcInterface):
+    channel_name = "tests.where"
+    version = "1.0.0"
+
+    async def where(self) -> str: ...
+
+
+def where_ipc(name: str) -> tether.BackendIpc:
+    """A BackendIpc whose sessions answer `where` with the backend's name."""
+
+    class WhereHandler(tether.IpcHandler, WhereIpc):
+        async def where(self) -> str:
+            return name
+
+    backend_ipc = tether.BackendIpc()
+    backend_ipc.register(WhereHandler)
+    return backend_ipc
 
 
 class Shared:
@@ -85,6 +105,7 @@ class Backend:
         self.serve: Callable[..., Any] = http.serve if kind == "http" else websocket.serve
         self.manager = tether.RpcManager()
         self.manager.register_impl(Where, WhereImpl(name, shared))
+        self.ipc = where_ipc(name)
         self.port = 0
         self.url = ""
         self.scope = trio.CancelScope()
@@ -99,7 +120,9 @@ class Backend:
     async def _run(self, task_status: trio.TaskStatus[str]) -> None:
         try:
             with self.scope:
-                await self.serve(self.manager, "127.0.0.1", self.port, task_status=task_status)
+                await self.serve(
+                    self.manager, "127.0.0.1", self.port, ipc=self.ipc, task_status=task_status
+                )
         finally:
             self.stopped.set()
 
@@ -297,3 +320,65 @@ async def test_balance_needs_a_list_and_a_known_name() -> None:
         http.connect(["http://127.0.0.1:1/rpc"], interfaces=[Where], balance="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one backend"):
         BackendGroup([])
+
+
+def connect_ipc(kind: str, urls: list[str], **options: Any) -> Any:
+    return (http.connect_ipc if kind == "http" else websocket.connect_ipc)(
+        urls, channels=[WhereIpc], **options
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_ipc_sessions_spread_and_each_stays_on_the_backend_that_opened_it(kind: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            backends(kind) as (servers, _),
+            connect_ipc(kind, [s.url for s in servers]) as first,
+            connect_ipc(kind, [s.url for s in servers]) as second,
+        ):
+            # Each new session begins at the next URL: two sessions, two backends.
+            homes = [await first.proxy(WhereIpc).where(), await second.proxy(WhereIpc).where()]
+            assert sorted(homes) == ["b0", "b1"]
+            for _ in range(10):
+                assert await first.proxy(WhereIpc).where() == homes[0]
+                assert await second.proxy(WhereIpc).where() == homes[1]
+            # The other backend going away does not move a session.
+            by_name = {"b0": servers[0], "b1": servers[1]}
+            await by_name[homes[1]].stop()
+            for _ in range(5):
+                assert await first.proxy(WhereIpc).where() == homes[0]
+            assert first.state is ConnectionState.CONNECTED
+
+
+async def test_an_ipc_session_resumes_on_the_backend_that_opened_it() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with backends("websocket") as (servers, _):
+            with faulty_streams() as faults:
+                async with connect_ipc("websocket", [s.url for s in servers]) as frontend:
+                    home = await frontend.proxy(WhereIpc).where()
+                    session_id = frontend.session_id
+                    for round_ in range(1, 4):
+                        assert faults.latest is not None
+                        faults.latest.cut("a network blip")
+                        await faults.wait_opened(1 + round_)  # the resume's connection
+                        assert await frontend.proxy(WhereIpc).where() == home
+                        assert frontend.session_id == session_id
+                    assert frontend.state is ConnectionState.CONNECTED
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_ipc_session_opens_on_a_backend_that_is_up(kind: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with backends(kind) as (servers, _):
+            await servers[0].stop()
+            urls = [s.url for s in servers]
+            for _ in range(2):  # whichever URL a session begins at
+                async with connect_ipc(kind, urls) as frontend:
+                    assert await frontend.proxy(WhereIpc).where() == "b1"
+            await servers[1].stop()
+            with pytest.raises(ConnectError) as raised:
+                async with connect_ipc(kind, urls, retry=None):
+                    pytest.fail("opened a session with every backend down")  # pragma: no cover
+    assert str(raised.value).startswith("could not open the IPC session on any backend")
+    for url in urls:
+        assert url in str(raised.value)

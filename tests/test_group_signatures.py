@@ -19,6 +19,7 @@ from test_docs_mypy import run_mypy
 import tether
 from tether.transports import http, websocket
 from tether.transports.http import _client as http_client
+from tether.transports.http import _ipc_client as http_ipc_client
 from tether.transports.websocket import _client as websocket_client
 
 
@@ -116,3 +117,19 @@ def test_mypy_refuses_a_misspelled_keyword_and_passes_the_right_ones(tmp_path: P
         20: "call-overload",
         22: "call-overload",
     }
+
+
+IPC_WRAPPERS: list[tuple[Callable[..., Any], Callable[..., Any], str]] = [
+    (http.connect_ipc, http_ipc_client.connect_ipc, "http://127.0.0.1:1/rpc"),
+    (websocket.connect_ipc, websocket_client.connect_ipc, "ws://127.0.0.1:1/"),
+]
+
+
+@pytest.mark.parametrize(("wrapper", "one", "url"), IPC_WRAPPERS)
+def test_connect_ipc_takes_the_one_url_connect_ipcs_keywords(
+    wrapper: Callable[..., Any], one: Callable[..., Any], url: str
+) -> None:
+    assert _keywords(wrapper) == _keywords(one)
+    for urls in ([url, url], url):
+        with pytest.raises(TypeError, match="chanels"):
+            wrapper(urls, chanels=[])

@@ -12,11 +12,12 @@ choice until its backoff has passed.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
 
 import trio
 
@@ -31,9 +32,17 @@ from ._state import ConnectionState, StateWatch
 from ._streams import Exchange
 from ._util import open_service_nursery
 
-__all__ = ["check_balance", "connect_group", "connect_several", "is_url_list"]
+__all__ = [
+    "check_balance",
+    "connect_group",
+    "connect_several",
+    "is_url_list",
+    "open_session_on_one",
+]
 
 _log = logging.getLogger("tether.client")
+
+T = TypeVar("T")
 
 #: Opens one member's connection for a block (a transport's `connect(url, ...)`).
 Connector = Callable[[], AbstractAsyncContextManager[RpcBackend]]
@@ -245,3 +254,54 @@ async def connect_several(
     ]
     async with connect_group(targets, client, balance or "least-in-flight") as group:
         yield group
+
+
+#: Where the next IPC session given several URLs begins looking: each in turn.
+_session_turn = itertools.count()
+
+
+@asynccontextmanager
+async def open_session_on_one(
+    connect_one: Callable[..., AbstractAsyncContextManager[T]],
+    urls: Sequence[str],
+    options: dict[str, Any],
+) -> AsyncIterator[T]:
+    """An IPC session (`connect_one(url, **options)`) on one of `urls`, for the block.
+
+    A session is one backend's state: it is opened on one URL and stays on
+    it (its resumes go back there, as with one URL). Each session begins at
+    the next URL in turn, so sessions spread over the backends, and takes the
+    first that accepts; one that cannot be reached (`ConnectError`: down,
+    draining, a certificate refused) passes it to the next.
+
+    Raises:
+        ConnectError: no URL accepted the session; the message names each
+            and why.
+        TetherError: a reachable backend refused the session otherwise
+            (IncompatibleVersion, Unauthorized...): raised as it came.
+    """
+    urls = list(urls)
+    if not urls:
+        raise ValueError("connect_ipc needs at least one URL")
+    for url in urls:
+        if not isinstance(url, str):
+            raise TypeError(f"connect_ipc takes a URL or a list of URLs, got {url!r} in the list")
+    start = next(_session_turn) % len(urls)
+    failures: list[tuple[str, ConnectError]] = []
+    async with AsyncExitStack() as stack:
+        for url in urls[start:] + urls[:start]:
+            try:
+                session = await stack.enter_async_context(connect_one(url, **options))
+            except ConnectError as exc:
+                _log.info("IPC session not opened on %s, trying the next URL: %s", url, exc)
+                failures.append((url, exc))
+                continue
+            break
+        else:
+            reasons = {exc.reason for _, exc in failures}
+            raise ConnectError(
+                "could not open the IPC session on any backend: "
+                + "; ".join(f"{url}: {exc}" for url, exc in failures),
+                reason=reasons.pop() if len(reasons) == 1 else None,
+            )
+        yield session
