@@ -65,6 +65,7 @@ def test_every_public_attribute_is_in_all(modname: str) -> None:
 def test_top_level_all_is_exactly_this() -> None:
     """The exact top-level surface: adding or removing a name must be a deliberate change."""
     assert tether.__all__ == [
+        "BackendGroup",
         "BackendIpc",
         "CallMayHaveRun",
         "CallNotSent",
@@ -173,6 +174,7 @@ def test_runtime_surface_is_exactly_this() -> None:
         "DEFAULT_STREAM_WINDOW",
         "NO_RETRY",
         "PROTOCOL_VERSION",
+        "BackendGroup",
         "BackendIpc",
         "BinaryMessage",
         "CachePolicy",

@@ -3,6 +3,7 @@
 from .contexts import RequestContext as RequestContext
 from .contexts import activity as activity
 from .contexts import current as current_context
+from .runtime import BackendGroup as BackendGroup
 from .runtime import BackendIpc as BackendIpc
 from .runtime import CallMayHaveRun as CallMayHaveRun
 from .runtime import CallNotSent as CallNotSent
@@ -46,6 +47,7 @@ from .runtime import report_progress as report_progress
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendGroup",
     "BackendIpc",
     "CallMayHaveRun",
     "CallNotSent",

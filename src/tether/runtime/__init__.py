@@ -34,6 +34,7 @@ from ._errors import TransportError as TransportError
 from ._errors import Unauthorized as Unauthorized
 from ._errors import Unavailable as Unavailable
 from ._errors import remote_error as remote_error
+from ._group import BackendGroup as BackendGroup
 from ._interfaces import Operation as Operation
 from ._interfaces import RpcInterface as RpcInterface
 from ._ipc_backend import BackendIpc as BackendIpc
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_STREAM_WINDOW",
     "NO_RETRY",
     "PROTOCOL_VERSION",
+    "BackendGroup",
     "BackendIpc",
     "BinaryMessage",
     "CachePolicy",

@@ -39,7 +39,7 @@ from ._errors import (
 )
 from ._interfaces import Operation
 from ._protocol import Call, Error, InterfaceInfo, Result
-from ._retry import STABLE_AFTER
+from ._retry import STABLE_AFTER, unfixable
 from ._state import ConnectionState, StateWatch
 from ._streams import Exchange, aclose_if_possible
 from ._util import open_service_nursery
@@ -62,7 +62,7 @@ _CLOSED_HERE = "closed by this client"
 
 def _is_final(exc: TetherError) -> bool:
     """Whether a failed dial ends the connection rather than being tried again."""
-    if isinstance(exc, _FINAL):
+    if isinstance(exc, _FINAL) or unfixable(exc):
         return True
     status = exc.status_code if isinstance(exc, ConnectError) else None
     return status is not None and status not in _PASSING_STATUSES

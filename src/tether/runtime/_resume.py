@@ -46,7 +46,7 @@ from ._errors import ConnectError, ConnectionClosed, NotFound, PayloadTooLarge, 
 from ._faults import wrap_client_stream
 from ._protocol import Error, Hello, encode
 from ._protocol_hello import Resume
-from ._retry import STABLE_AFTER, RetryPolicy
+from ._retry import STABLE_AFTER, RetryPolicy, unfixable
 from ._state import ConnectionState, StateWatch
 from ._stream import MessageStream
 
@@ -516,6 +516,9 @@ async def keep_connected(
                         tries = 0
                     # Dropped as soon as made: a try of the same outage.
             except (ConnectError, ConnectionClosed, trio.TooSlowError) as exc:
+                if unfixable(exc):  # a TLS certificate refused: no retry can fix it
+                    stream.end(f"could not resume the session: {exc}")
+                    return
                 last = str(exc) or type(exc).__name__
             except TetherError as exc:
                 # The backend refused: the session is over (expired, unknown).

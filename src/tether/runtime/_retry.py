@@ -3,8 +3,10 @@
 A failure where the call certainly did not run (`ConnectError`,
 `CallNotSent`, a 429 or 503 from tether) is retried for every operation; one
 where it may have run (`CallMayHaveRun`) only for an idempotent operation.
-Nothing else is retried: an answer from the impl is the answer. Retries never
-go past the caller's deadline, and every attempt carries the same ActivityId.
+Nothing else is retried: an answer from the impl is the answer, and a TLS
+certificate failure (`unfixable`) is final at once, as no retry can fix it.
+Retries never go past the caller's deadline, and every attempt carries the
+same ActivityId.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from ._errors import CallMayHaveRun, CallNotSent, ConnectError, TetherError, Una
 from ._policies import OperationPolicy
 
 __all__ = [
+    "CERTIFICATE_NOT_TRUSTED",
+    "CLIENT_CERTIFICATE_REFUSED",
     "DEFAULT_RETRY",
     "NO_RETRY",
     "STABLE_AFTER",
@@ -27,6 +31,7 @@ __all__ = [
     "check_retry",
     "retry_after_too_long",
     "retry_delay",
+    "unfixable",
 ]
 
 
@@ -118,6 +123,25 @@ def check_retry(value: object) -> RetryPolicy:
     return value
 
 
+#: `ConnectError.reason` of a server certificate the client does not trust
+#: (unknown CA, expired, another host name): set by the transports' TLS code.
+CERTIFICATE_NOT_TRUSTED = "certificate not trusted"
+#: `ConnectError.reason` of a server that refused this client's certificate (mutual TLS).
+CLIENT_CERTIFICATE_REFUSED = "client certificate refused"
+_UNFIXABLE = frozenset({CERTIFICATE_NOT_TRUSTED, CLIENT_CERTIFICATE_REFUSED})
+
+
+def unfixable(exc: BaseException) -> bool:
+    """Whether a failure to connect is one that no retry can fix: a TLS certificate refused.
+
+    The same certificates meet again on the next try; it takes a change of
+    configuration (the CA trusted, the certificate presented). So such a
+    failure is raised at once: calls, reconnects and IPC resumes stop at it,
+    and a `BackendGroup` takes the member out (the message says why).
+    """
+    return isinstance(exc, ConnectError) and exc.reason in _UNFIXABLE
+
+
 def certainly_not_run(exc: BaseException) -> bool:
     """Whether a failure says the call never reached an impl."""
     if isinstance(exc, (ConnectError, CallNotSent)):
@@ -159,7 +183,7 @@ def retry_delay(
     this operation, the attempts are spent, or the wait would pass the
     caller's deadline (which then comes as the failure, not as a cancel).
     """
-    if attempt >= policy.attempts:
+    if attempt >= policy.attempts or unfixable(exc):
         return None
     if not certainly_not_run(exc) and not (
         operation.idempotent and isinstance(exc, CallMayHaveRun)

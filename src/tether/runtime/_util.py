@@ -20,6 +20,7 @@ __all__ = [
     "open_service_nursery",
     "resume",
     "run_until_it_yields",
+    "started_in_place",
     "timeout_ms_left",
 ]
 
@@ -120,6 +121,21 @@ async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
         if cause is group:
             raise
         raise cause from cause.__cause__
+
+
+def started_in_place(task_status: trio.TaskStatus[T], value: T) -> bool:
+    """`task_status.started(value)`; False when the task must end now instead.
+
+    trio's trap: when the caller of `nursery.start` is cancelled by the time
+    the task calls `started()`, the task is not moved to that nursery, and
+    `start()` waits for the task to *end* before it raises Cancelled. A task
+    that goes on to wait shielded (a nursery of connections that only its
+    owner ends) would then hold its caller for ever, beyond any deadline:
+    so when this returns False, the task returns at once. (Started with
+    `start_soon`, it always returns True.)
+    """
+    task_status.started(value)
+    return trio.lowlevel.current_task().eventual_parent_nursery is None
 
 
 #: The longest time left a call carries (285,000 years): an int any JSON

@@ -15,6 +15,7 @@ import ssl
 import trio
 
 from ..runtime import ConnectError
+from ..runtime._retry import CERTIFICATE_NOT_TRUSTED, CLIENT_CERTIFICATE_REFUSED
 
 __all__ = [
     "check_ssl_context",
@@ -92,7 +93,7 @@ def tls_connect_error(exc: BaseException, where: str) -> ConnectError | None:
             f"the TLS certificate of {where} was not trusted ({why}): give ssl_context= a "
             "context that trusts the CA that signed it, e.g. "
             "ssl.create_default_context(cafile='ca.pem')",
-            reason="certificate not trusted",
+            reason=CERTIFICATE_NOT_TRUSTED,
         )
     text = cause.reason or str(cause)
     upper = text.upper()
@@ -110,7 +111,7 @@ def tls_connect_error(exc: BaseException, where: str) -> ConnectError | None:
             f"{where} refused this client's TLS certificate ({text}): it asks for a client "
             "certificate it trusts; load one into the ssl_context "
             "(ssl_context.load_cert_chain(certfile, keyfile))",
-            reason="client certificate refused",
+            reason=CLIENT_CERTIFICATE_REFUSED,
         )
     return ConnectError(
         f"the TLS handshake with {where} failed ({text}): is it a TLS server, and do both "

@@ -8,8 +8,8 @@ docs/http.md.
 
 from ._client import DEFAULT_READ_TIMEOUT as DEFAULT_READ_TIMEOUT
 from ._client import HttpBackend as HttpBackend
-from ._client import connect as connect
-from ._ipc_client import connect_ipc as connect_ipc
+from ._group import connect as connect
+from ._group import connect_ipc as connect_ipc
 from ._ipc_server import DEFAULT_IPC_GRACE_PERIOD as DEFAULT_IPC_GRACE_PERIOD
 from ._ipc_server import DEFAULT_IPC_PING_INTERVAL as DEFAULT_IPC_PING_INTERVAL
 from ._ipc_server import DEFAULT_IPC_PING_TIMEOUT as DEFAULT_IPC_PING_TIMEOUT

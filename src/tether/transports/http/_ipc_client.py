@@ -33,7 +33,7 @@ from ...runtime import (
 )
 from ...runtime._codec import dumps, loads
 from ...runtime._protocol import BinaryMessage, Error, encode
-from ...runtime._retry import DEFAULT_RETRY, NO_RETRY, check_retry
+from ...runtime._retry import DEFAULT_RETRY, NO_RETRY, check_retry, unfixable
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
 from ...runtime._util import open_service_nursery
 from .._web import heartbeat, pong_message
@@ -191,6 +191,10 @@ class _ClientStream(MessageStream):
             except (ConnectionClosed, ConnectError) as exc:
                 if self._reason is not None or self._pool.closed:
                     raise self._closed() from None
+                if unfixable(exc):  # a TLS certificate refused: no retry can fix it
+                    self._reason = exc.message
+                    self._untroubled("send")
+                    raise self._closed() from None
                 tries += 1
                 reason = _session_reason(exc)
                 delay = self._retry.backoff(tries)
@@ -337,6 +341,9 @@ class _ClientStream(MessageStream):
                 )
         except (ConnectionClosed, ConnectError) as exc:
             if self._reason is not None or self._pool.closed:
+                raise self._closed() from None
+            if resuming and unfixable(exc):  # a TLS certificate refused: no retry can fix it
+                self._reason = exc.message
                 raise self._closed() from None
             raise _Broken(_session_reason(exc), str(exc)) from None
         if waited.cancelled_caught:

@@ -17,7 +17,7 @@ from ...runtime import (
     serve_rpc_session,
 )
 from ...runtime._protocol import asks_for_ipc
-from ...runtime._util import check_positive_int, check_seconds
+from ...runtime._util import check_positive_int, check_seconds, started_in_place
 from ._paths import bind_private, check_platform, check_socket_path
 from ._socket import CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME, SocketStream
 
@@ -138,7 +138,8 @@ class _Server:
         """
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as handlers:
-                task_status.started(handlers)
+                if not started_in_place(task_status, handlers):
+                    return  # `serve` was cancelled meanwhile: nothing to own
                 await self.closing.wait()
                 if self.streams:
                     with trio.move_on_after(CLOSE_TIMEOUT):

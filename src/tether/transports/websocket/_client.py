@@ -37,7 +37,12 @@ from ...runtime import (
 from ...runtime._reconnect import open_reconnecting_backend
 from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
-from ...runtime._util import check_positive_int, check_seconds, open_service_nursery
+from ...runtime._util import (
+    check_positive_int,
+    check_seconds,
+    open_service_nursery,
+    started_in_place,
+)
 from .._tls import client_context, open_tls_stream, tls_connect_error
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -284,7 +289,8 @@ async def _connection_tasks(
     """
     with trio.CancelScope(shield=True):
         async with trio.open_nursery() as tasks:
-            task_status.started(tasks)
+            if not started_in_place(task_status, tasks):
+                return  # the connect was cancelled meanwhile: nothing to own
             await trio.sleep_forever()
 
 

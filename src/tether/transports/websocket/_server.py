@@ -21,7 +21,7 @@ from ...runtime._resume import (
     DEFAULT_REPLAY_MESSAGES,
     DEFAULT_RESUME_GRACE,
 )
-from ...runtime._util import check_seconds
+from ...runtime._util import check_seconds, started_in_place
 from .._tls import check_ssl_context, server_handshake
 from ._endpoint import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -151,38 +151,10 @@ async def serve(
     handler = functools.partial(_handle_request, endpoint)
     async with trio.open_nursery() as nursery:
         handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
-        # One task pings every connection (none per connection).
-        await nursery.start(endpoint.ping_connections)
         try:
-            tcp_listeners = await trio.open_tcp_listeners(port, host=host)
-        except BaseException:
-            # Lets `_own_connections` (shielded) end: it waits for a shutdown.
-            endpoint.begin_shutdown()
-            raise
-        listeners: list[trio.SocketListener | trio.SSLListener[trio.SocketStream]] = list(
-            tcp_listeners
-        )
-        if ssl_context is not None:
-            listeners = [
-                trio.SSLListener(listener, ssl_context, https_compatible=True)
-                for listener in tcp_listeners
-            ]
-        server = _Server(
-            endpoint,
-            handler,
-            listeners,
-            handler_nursery=handlers,
-            message_queue_size=4,
-            max_message_size=settings.max_message_size,
-            receive_buffer_size=_READ_SIZE,
-            connect_timeout=settings.handshake_timeout,
-            disconnect_timeout=CLOSE_TIMEOUT,
-        )
-        await nursery.start(server.run)
-        shown = f"[{host}]" if ":" in host else host
-        scheme = "ws" if ssl_context is None else "wss"
-        task_status.started(f"{scheme}://{shown}:{server.port}/")
-        try:
+            await _listen(
+                endpoint, handler, handlers, nursery, host, port, ssl_context, task_status
+            )
             if shutdown_trigger is None:
                 await trio.sleep_forever()
             await shutdown_trigger()
@@ -197,9 +169,48 @@ async def serve(
             await endpoint.drain(graceful_timeout)
             nursery.cancel_scope.cancel()
         finally:
-            # Cancelled (or drained): the listeners close with this nursery;
-            # the sessions left end now, each telling its client why (1001).
+            # Cancelled (or drained, or failed to listen): the listeners close
+            # with this nursery; the sessions left end now, each telling its
+            # client why (1001). From the moment `_own_connections` runs: it
+            # waits, shielded, for this.
             endpoint.begin_shutdown()
+
+
+async def _listen(
+    endpoint: Endpoint,
+    handler: Callable[[trio_websocket.WebSocketRequest], Awaitable[None]],
+    handlers: trio.Nursery,
+    nursery: trio.Nursery,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    task_status: trio.TaskStatus[str],
+) -> None:
+    """Ping the connections, listen on `host`:`port` and report the URL (`serve`'s start)."""
+    # One task pings every connection (none per connection).
+    await nursery.start(endpoint.ping_connections)
+    tcp_listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners: list[trio.SocketListener | trio.SSLListener[trio.SocketStream]] = list(tcp_listeners)
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=True)
+            for listener in tcp_listeners
+        ]
+    server = _Server(
+        endpoint,
+        handler,
+        listeners,
+        handler_nursery=handlers,
+        message_queue_size=4,
+        max_message_size=endpoint.settings.max_message_size,
+        receive_buffer_size=_READ_SIZE,
+        connect_timeout=endpoint.settings.handshake_timeout,
+        disconnect_timeout=CLOSE_TIMEOUT,
+    )
+    await nursery.start(server.run)
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "ws" if ssl_context is None else "wss"
+    task_status.started(f"{scheme}://{shown}:{server.port}/")
 
 
 #: Bytes asked of the socket in one read while the handshake comes.
@@ -333,7 +344,8 @@ async def _own_connections(
     """
     with trio.CancelScope(shield=True):
         async with trio.open_nursery() as handlers:
-            task_status.started(handlers)
+            if not started_in_place(task_status, handlers):
+                return  # `serve` was cancelled meanwhile: nothing to own
             # Not at the start of a graceful shutdown: once its sessions have
             # drained, or its grace is over.
             await endpoint.wait_cut()
