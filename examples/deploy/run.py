@@ -1,0 +1,357 @@
+"""Several `tether serve` backends behind nginx, on this machine (docs/deployment.md).
+
+    python examples/deploy/run.py                      # 2 backends, nginx on 127.0.0.1:8000
+    python examples/deploy/run.py --backends 3 --listen 127.0.0.1:9000
+    python examples/deploy/run.py --app examples.robot_world.service:manager
+
+It starts the backends (`tether serve APP --http 127.0.0.1:PORT`, JSON logs in
+the run's directory), writes nginx.conf from nginx.conf.template into a fresh
+temporary directory, starts nginx (Debian's /usr/sbin/nginx) in the
+foreground, waits until every backend answers `GET {prefix}/health` through
+it, and prints the URL to call. Ctrl-C (or SIGTERM) stops nginx and the
+backends gracefully. SIGHUP makes a rolling restart: each backend in turn is
+taken out of nginx, stopped with SIGTERM, started again on its port and put
+back once healthy (see `Deployment.rolling_restart`).
+
+Tests import `Deployment` and `deployed` from here (tests/test_deploy_nginx.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "nginx.conf.template"
+#: The app served unless told otherwise: each answer names its backend process.
+DEFAULT_APP = "examples.deploy.app:app"
+#: Seconds a backend, or nginx, gets to start serving.
+START_TIMEOUT = 20.0
+#: Seconds a backend gets to finish its calls at SIGTERM (its --graceful-timeout).
+GRACE = 5.0
+#: How often a health check is repeated while waiting (a bounded number of times).
+POLL = 0.05
+
+
+def find_nginx() -> str | None:
+    """nginx's path: on PATH, or Debian's /usr/sbin (not on every user's PATH)."""
+    return shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
+
+
+@attrs.define
+class Backend:
+    """One `tether serve` process: its name (`DEPLOY_BACKEND`), port and log file."""
+
+    name: str
+    port: int
+    log: Path
+    process: trio.Process | None = None
+    #: Whether nginx sends it requests (False while it is being restarted).
+    up: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+async def http_get(host: str, port: int, target: str) -> int:
+    """The status of `GET target` on host:port (HTTP/1.1, one request); 0 if none came."""
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError:
+        return 0
+    async with stream:
+        request = f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        try:
+            await stream.send_all(request.encode())
+            head = b""
+            while b"\r\n" not in head:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return 0
+                head += chunk
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return 0
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+async def wait_healthy(host: str, port: int, prefix: str, what: str, process: trio.Process) -> None:
+    """Ask `GET {prefix}/health` every POLL seconds until it answers 200 (START_TIMEOUT).
+
+    Raises:
+        RuntimeError: `process` exited, or did not answer 200 in time.
+    """
+    with trio.move_on_after(START_TIMEOUT):
+        while await http_get(host, port, f"{prefix}/health") != 200:
+            if process.returncode is not None:
+                raise RuntimeError(f"{what} exited ({process.returncode}): see its log")
+            await trio.sleep(POLL)
+        return
+    raise RuntimeError(f"{what} did not answer {prefix}/health within {START_TIMEOUT} s")
+
+
+@attrs.define
+class Deployment:
+    """The backends and nginx of one run, in `directory`."""
+
+    app: str
+    directory: Path
+    backends: list[Backend]
+    prefix: str = "/rpc"
+    listen: str = "127.0.0.1:8000"
+    nginx: trio.Process | None = None
+    #: Source trees the backends import from (put first on their PYTHONPATH).
+    path: Sequence[Path] = ()
+
+    @property
+    def url(self) -> str:
+        """The URL clients call: nginx's address and the prefix."""
+        return f"http://{self.listen}{self.prefix}"
+
+    # -- backends -------------------------------------------------------------
+
+    async def start_backend(self, backend: Backend) -> None:
+        """Start `tether serve` for `backend` and wait until it answers its health check."""
+        env = {**os.environ, "DEPLOY_BACKEND": backend.name}
+        if self.path:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [*map(str, self.path), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+        with backend.log.open("ab") as log:
+            backend.process = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "tether",
+                    "serve",
+                    self.app,
+                    "--http",
+                    backend.address,
+                    "--prefix",
+                    self.prefix,
+                    "--log-format",
+                    "json",
+                    "--graceful-timeout",
+                    str(GRACE),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        await wait_healthy(
+            "127.0.0.1", backend.port, self.prefix, f"backend {backend.name}", backend.process
+        )
+
+    async def stop_backend(self, backend: Backend) -> int:
+        """SIGTERM (a graceful stop: calls running finish); wait for the exit; its code."""
+        process = backend.process
+        if process is None:
+            return 0
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(GRACE + 5):
+            return await process.wait()
+        process.kill()
+        return await process.wait()
+
+    # -- nginx ----------------------------------------------------------------
+
+    def write_config(self) -> Path:
+        """nginx.conf from the template, with the backends that are up."""
+        servers = "\n".join(
+            f"        server {b.address} max_fails=0;" for b in self.backends if b.up
+        )
+        user = "user root;" if os.geteuid() == 0 else ""
+        text = TEMPLATE.read_text()
+        for name, value in {
+            "@DIR@": str(self.directory),
+            "@LISTEN@": self.listen,
+            "@PREFIX@": self.prefix,
+            "@SERVERS@": servers,
+            "@USER@": user,
+        }.items():
+            text = text.replace(name, value)
+        conf = self.directory / "nginx.conf"
+        conf.write_text(text)
+        return conf
+
+    async def start_nginx(self, listener: socket.socket | None = None) -> None:
+        """Start nginx on `listen` (on `listener` when given: nginx inherits it)."""
+        binary = find_nginx()
+        if binary is None:
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx)")
+        conf = self.write_config()
+        env = dict(os.environ)
+        fds: list[int] = []
+        if listener is not None:
+            # nginx's own way of inheriting listening sockets (as on its binary upgrade).
+            env["NGINX"] = f"{listener.fileno()};"
+            fds.append(listener.fileno())
+        self.nginx = await trio.lowlevel.open_process(
+            [binary, "-c", str(conf), "-p", str(self.directory), "-e", "error.log"],
+            env=env,
+            pass_fds=fds,
+        )
+        host, _, port = self.listen.rpartition(":")
+        await wait_healthy(host, int(port), self.prefix, "nginx", self.nginx)
+
+    def nginx_workers(self) -> set[int]:
+        """The process ids of nginx's workers (the master's children, from /proc)."""
+        assert self.nginx is not None
+        pid = self.nginx.pid
+        try:
+            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        except OSError:
+            return set()
+        return {int(p) for p in text.split()}
+
+    async def reload_nginx(self) -> None:
+        """Rewrite the config and reload it; return once every old worker has exited.
+
+        nginx's reload is graceful: new workers take the new config, and old
+        ones finish the requests they hold, then exit.
+        """
+        assert self.nginx is not None
+        old = self.nginx_workers()
+        self.write_config()
+        self.nginx.send_signal(signal.SIGHUP)
+        # nginx's workers are its children, not ours: nothing to await but
+        # their absence from /proc, asked a bounded number of times.
+        for _ in range(int((GRACE + 5) / POLL)):
+            if not old & self.nginx_workers():
+                return
+            await trio.sleep(POLL)
+        raise RuntimeError("nginx's old workers did not exit after the reload")
+
+    async def stop_nginx(self) -> None:
+        """SIGQUIT (nginx's graceful stop); wait for it to exit."""
+        process = self.nginx
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGQUIT)
+        with trio.move_on_after(5):
+            await process.wait()
+            return
+        process.kill()
+        await process.wait()
+
+    # -- the rolling restart ---------------------------------------------------
+
+    async def restart(self, backend: Backend, *, drain: bool = True) -> None:
+        """Restart one backend: out of nginx (`drain`), SIGTERM, start, back in.
+
+        With `drain`, nginx stops sending it requests before it is stopped, so
+        nothing races its shutdown; without, only the backend's own graceful
+        stop and nginx's `proxy_next_upstream` stand between its stop and a
+        502 (see docs/deployment.md).
+        """
+        if drain:
+            backend.up = False
+            await self.reload_nginx()
+        await self.stop_backend(backend)
+        await self.start_backend(backend)
+        if drain:
+            backend.up = True
+            await self.reload_nginx()
+
+    async def rolling_restart(self, *, drain: bool = True) -> None:
+        """Restart every backend, one at a time (each serves again before the next)."""
+        for backend in self.backends:
+            await self.restart(backend, drain=drain)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the backends must keep theirs across restarts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def deployed(
+    directory: Path,
+    *,
+    app: str = DEFAULT_APP,
+    backends: int = 2,
+    listener: socket.socket | None = None,
+    listen: str = "127.0.0.1:8000",
+    prefix: str = "/rpc",
+    path: Sequence[Path] = (),
+) -> AsyncIterator[Deployment]:
+    """Run `backends` backends and nginx in `directory` for the block; stop them all after.
+
+    `listener`: a bound, listening socket nginx takes over (its address wins over `listen`).
+    """
+    if listener is not None:
+        host, port = listener.getsockname()[:2]
+        listen = f"{host}:{port}"
+    deployment = Deployment(
+        app,
+        directory,
+        [Backend(f"b{k}", free_port(), directory / f"b{k}.log") for k in range(1, backends + 1)],
+        prefix=prefix,
+        listen=listen,
+        path=path,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            for backend in deployment.backends:
+                nursery.start_soon(deployment.start_backend, backend)
+        await deployment.start_nginx(listener)
+        yield deployment
+    finally:
+        with trio.CancelScope(shield=True):
+            await deployment.stop_nginx()
+            async with trio.open_nursery() as nursery:
+                for backend in deployment.backends:
+                    nursery.start_soon(deployment.stop_backend, backend)
+            for process in [deployment.nginx, *(b.process for b in deployment.backends)]:
+                if process is not None and process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--app", default=DEFAULT_APP, help=f"module:attr (default {DEFAULT_APP})")
+    parser.add_argument("--backends", type=int, default=2, help="how many (default 2)")
+    parser.add_argument("--listen", default="127.0.0.1:8000", help="nginx's HOST:PORT")
+    parser.add_argument("--prefix", default="/rpc", help="the backends' --prefix (default /rpc)")
+    args = parser.parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix="tether-deploy-"))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with deployed(
+            directory,
+            app=args.app,
+            backends=args.backends,
+            listen=args.listen,
+            prefix=args.prefix,
+            path=[HERE.parents[1]],
+        ) as deployment:
+            print(f"serving {deployment.url} (nginx and logs in {directory})", flush=True)
+            print("Ctrl-C stops; `kill -HUP` this process for a rolling restart", flush=True)
+            async for signum in signals:
+                if signum != signal.SIGHUP:
+                    break
+                print("rolling restart...", flush=True)
+                await deployment.rolling_restart()
+                print("rolling restart done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(trio.run(main))
