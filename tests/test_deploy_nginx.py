@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from examples.deploy.app import Served, Where
+import tether
+from examples.deploy.app import Served, Tally, TallyEvents, Where
 from examples.deploy.run import Deployment, deployed, find_nginx
 from tests.child_processes import SOURCES
 from tether import contexts
-from tether.transports import http
+from tether.testing import faulty_streams
+from tether.transports import http, websocket
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Two backends start (about a second each, at once), then nginx.
@@ -35,6 +37,8 @@ CALLERS = 16
 RATE = 300.0
 #: The least rate the rolling restart must run under (issue 16: 200 calls/s).
 LEAST_RATE = 200.0
+#: Resumes retried quickly: the test waits for them.
+FAST = tether.RetryPolicy(attempts=30, initial_backoff=0.01, max_backoff=0.05)
 
 
 def require_nginx() -> None:
@@ -92,6 +96,22 @@ def access_lines(running: Deployment) -> list[str]:
     return (running.directory / "access.log").read_text().splitlines()
 
 
+async def access_line(running: Deployment, needle: str) -> str:
+    """nginx's one access line holding `needle`.
+
+    nginx writes a line once it has answered (a WebSocket's once it closed),
+    so the client may be done first: nothing to await but the file, read
+    every 10 ms at most 500 times.
+    """
+    for _ in range(500):
+        lines = [line for line in access_lines(running) if needle in line]
+        if lines:
+            [line] = lines
+            return line
+        await trio.sleep(0.01)
+    raise AssertionError(f"no access line holds {needle!r}")
+
+
 def backend_log(running: Deployment, name: str) -> list[dict[str, object]]:
     log = running.directory / f"{name}.log"
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
@@ -100,13 +120,13 @@ def backend_log(running: Deployment, name: str) -> list[dict[str, object]]:
 async def test_calls_are_spread_over_every_backend(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            deployment(tmp_path, backends=3) as running,
+            deployment(tmp_path) as running,
             http.connect(running.url, interfaces=[Where]) as backend,
         ):
             where = backend.get_client(Where)
             served = collections.Counter([(await where.where()).backend for _ in range(30)])
-            # nginx's round robin: each backend takes every third call.
-            assert served == {"b1": 10, "b2": 10, "b3": 10}
+            # nginx's round robin: each backend takes every other call.
+            assert served == {"b1": 15, "b2": 15}
             addresses = {line.split(" up=")[1].split()[0] for line in access_lines(running)}
             assert {b.address for b in running.backends} <= addresses
 
@@ -125,7 +145,7 @@ async def test_one_activity_id_is_in_the_frontend_nginx_and_backend_logs(tmp_pat
             assert [r.activity_id for r in frontend.records] == [activity_id]  # type: ignore[attr-defined]
             # ...nginx's access line (X-Correlation-ID as the client sent it, and
             # the traceparent of the same trace)...
-            [line] = [line for line in access_lines(running) if f"cid={activity_id} " in line]
+            line = await access_line(running, f"cid={activity_id} ")
             assert '"POST /rpc/deploy.Where/1.0.0/record HTTP/1.1" 200' in line
             trace_id = line.split(" tp=")[1].split("-")[1]
             assert trace_id == contexts.trace_id_of(activity_id)
@@ -183,17 +203,20 @@ async def test_a_rolling_restart_under_load_loses_no_call(tmp_path: Path) -> Non
             http.connect(running.url, interfaces=[Where]) as backend,
         ):
             load = Load(backend.get_client(Where))
-            before = {b.name: b.process.pid for b in running.backends if b.process}
             async with trio.open_nursery() as nursery:
                 for index in range(CALLERS):
                     nursery.start_soon(load.caller, index, int(RATE * TIMEOUT / CALLERS))
                 await load.started.wait()
+                # The worker processes that served each backend before the restart.
+                before = {name: set(pids) for name, pids in load.served.items()}
                 started_at, done_before = trio.current_time(), load.done
                 await running.rolling_restart()
                 seconds = trio.current_time() - started_at
                 calls = load.done - done_before
                 load.stop = True
             retries = [r for r in client_log.records if r.getMessage().startswith("retrying")]
+            for record in retries:
+                print(record.getMessage())
             print(
                 f"rolling restart of {len(running.backends)} backends: {seconds:.2f} s, "
                 f"{calls} calls ({calls / seconds:.0f}/s), {len(load.failures)} failed, "
@@ -201,8 +224,87 @@ async def test_a_rolling_restart_under_load_loses_no_call(tmp_path: Path) -> Non
             )
             assert load.failures == []
             assert calls / seconds >= LEAST_RATE
-            after = {b.name: b.process.pid for b in running.backends if b.process}
-            for name, pid in before.items():
-                # Each backend served before its restart, and its new process after it.
-                assert pid != after[name]
-                assert load.served[name] >= {pid, after[name]}
+            # Each backend served before its restart, and only new workers after it.
+            assert sorted(before) == [b.name for b in running.backends]
+            after = collections.defaultdict(set)
+            for _ in range(20):
+                served = await load.where.where()
+                after[served.backend].add(served.pid)
+            assert sorted(after) == sorted(before)
+            for name, pids in before.items():
+                assert after[name].isdisjoint(pids)
+
+
+class Counted(tether.NotificationHandler, TallyEvents):
+    """The frontend's side of `TallyEvents`: every total notified, and who sent it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, Served]] = []
+        self._changed = trio.Event()
+
+    async def counted(self, total: int, served: Served) -> None:
+        self.seen.append((total, served))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.seen) < count:
+            await self._changed.wait()
+
+
+def upstreams_of(running: Deployment, needle: str) -> set[str]:
+    """The `$upstream_addr` of every access line whose request line holds `needle`."""
+    return {
+        line.split(" up=")[1].split()[0]
+        for line in access_lines(running)
+        if needle in line.split('"')[1]
+    }
+
+
+async def test_ipc_sessions_stay_on_the_worker_that_opened_them(tmp_path: Path) -> None:
+    """Over HTTP (three sessions one after the other) and over WebSocket (one
+    session whose connection breaks and is resumed through nginx)."""
+    with trio.fail_after(TIMEOUT), faulty_streams() as faults:
+        async with deployment(tmp_path) as running:
+            for _ in range(3):
+                events = Counted()
+                async with http.connect_ipc(running.url, channels=[Tally]) as frontend:
+                    frontend.add_notification_handler(events)
+                    tally = frontend.proxy(Tally)
+                    served = {await tally.add(amount) for amount in (1, 2, 3)}
+                    await events.wait_for(3)
+                    route = frontend.session_id.split(".")[0]
+                # One process answered every call and sent every notification,
+                # a worker of the backend the session id names...
+                [worker] = served
+                assert [total for total, _ in events.seen] == [1, 3, 6]
+                assert {who for _, who in events.seen} == {worker}
+                assert route.rsplit("-", 1)[0] == worker.backend
+                # ...through its own socket, for every request of the session
+                # (the event stream included) but the one that opened it.
+                socket_path = f"unix:{running.socket(route)}"
+                assert upstreams_of(running, frontend.session_id) == {socket_path}
+
+            events = Counted()
+            url = running.url.replace("http://", "ws://", 1) + "/ws"
+            async with websocket.connect_ipc(url, channels=[Tally], retry=FAST) as frontend:
+                frontend.add_notification_handler(events)
+                tally = frontend.proxy(Tally)
+                first = await tally.add(5)
+                session_id = frontend.session_id
+                # The connection breaks: the frontend reconnects through nginx
+                # with ?tether_session=<id>, and nginx sends it to the worker.
+                faults.latest.cut("the test cuts the connection")
+                await faults.wait_opened(2)
+                again = await tally.add(7)
+                await events.wait_for(2)
+                assert frontend.session_id == session_id
+            # The same process, and the same session's total.
+            assert again == first
+            assert events.seen == [(5, first), (12, first)]
+            route = session_id.split(".")[0]
+            assert route.rsplit("-", 1)[0] == first.backend
+            resume = f"GET /rpc/ws?tether_session={session_id} HTTP/1.1"
+            line = await access_line(running, resume)
+            assert f'{resume}" 101 ' in line
+            assert f" up=unix:{running.socket(route)} " in line

@@ -1,17 +1,18 @@
 """Several `tether serve` backends behind nginx, on this machine (docs/deployment.md).
 
-    python examples/deploy/run.py                      # 2 backends, nginx on 127.0.0.1:8000
+    python examples/deploy/run.py                      # 2 backends of 2 workers, nginx on :8000
     python examples/deploy/run.py --backends 3 --listen 127.0.0.1:9000
     python examples/deploy/run.py --app examples.robot_world.service:manager
 
-It starts the backends (`tether serve APP --http 127.0.0.1:PORT`, JSON logs in
-the run's directory), writes nginx.conf from nginx.conf.template into a fresh
-temporary directory, starts nginx (Debian's /usr/sbin/nginx) in the
-foreground, waits until every backend answers `GET {prefix}/health` through
-it, and prints the URL to call. Ctrl-C (or SIGTERM) stops nginx and the
-backends gracefully. SIGHUP makes a rolling restart: each backend in turn is
-taken out of nginx, stopped with SIGTERM, started again on its port and put
-back once healthy (see `Deployment.rolling_restart`).
+It starts the backends (`tether serve APP --http 127.0.0.1:PORT --workers 2
+--route bK --socket-dir DIR`, JSON logs in the run's directory), writes
+nginx.conf from nginx.conf.template into a fresh temporary directory, starts
+nginx (Debian's /usr/sbin/nginx) in the foreground, waits until every worker
+answers `GET {prefix}/health` and nginx does, and prints the URL to call.
+Ctrl-C (or SIGTERM) stops nginx and the backends gracefully. SIGHUP makes a
+rolling restart: each backend in turn is taken out of nginx, stopped with
+SIGTERM, started again on its port and put back once healthy (see
+`Deployment.restart`).
 
 Tests import `Deployment` and `deployed` from here (tests/test_deploy_nginx.py).
 """
@@ -52,24 +53,38 @@ def find_nginx() -> str | None:
 
 @attrs.define
 class Backend:
-    """One `tether serve` process: its name (`DEPLOY_BACKEND`), port and log file."""
+    """One `tether serve` command: its name (`--route`, `DEPLOY_BACKEND`), port,
+    worker processes and log file."""
 
     name: str
     port: int
     log: Path
+    workers: int = 1
     process: trio.Process | None = None
-    #: Whether nginx sends it requests (False while it is being restarted).
+    #: Whether nginx sends it new requests (False while it is being restarted).
     up: bool = True
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def routes(self) -> list[str]:
+        """Its workers' routing tokens: `--route NAME` and `--workers N` make
+        `NAME-0` ... `NAME-<N-1>` (one worker: `NAME`)."""
+        if self.workers == 1:
+            return [self.name]
+        return [f"{self.name}-{index}" for index in range(self.workers)]
 
-async def http_get(host: str, port: int, target: str) -> int:
-    """The status of `GET target` on host:port (HTTP/1.1, one request); 0 if none came."""
+
+async def http_get(host: str, port: int | None, target: str) -> int:
+    """The status of `GET target` on host:port, or on the Unix socket `host` when
+    `port` is None (HTTP/1.1, one request); 0 if none came."""
     try:
-        stream = await trio.open_tcp_stream(host, port)
+        if port is None:
+            stream: trio.abc.Stream = await trio.open_unix_socket(host)
+        else:
+            stream = await trio.open_tcp_stream(host, port)
     except OSError:
         return 0
     async with stream:
@@ -88,7 +103,9 @@ async def http_get(host: str, port: int, target: str) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
-async def wait_healthy(host: str, port: int, prefix: str, what: str, process: trio.Process) -> None:
+async def wait_healthy(
+    host: str, port: int | None, prefix: str, what: str, process: trio.Process
+) -> None:
     """Ask `GET {prefix}/health` every POLL seconds until it answers 200 (START_TIMEOUT).
 
     Raises:
@@ -117,6 +134,14 @@ class Deployment:
     path: Sequence[Path] = ()
 
     @property
+    def socket_dir(self) -> Path:
+        """Where each worker listens on its own Unix socket, `<route>.sock`."""
+        return self.directory / "sockets"
+
+    def socket(self, route: str) -> Path:
+        return self.socket_dir / f"{route}.sock"
+
+    @property
     def url(self) -> str:
         """The URL clients call: nginx's address and the prefix."""
         return f"http://{self.listen}{self.prefix}"
@@ -142,6 +167,11 @@ class Deployment:
                     backend.address,
                     "--prefix",
                     self.prefix,
+                    "--workers",
+                    str(backend.workers),
+                    "--route",
+                    backend.name,
+                    *(["--socket-dir", str(self.socket_dir)] if backend.workers > 1 else []),
                     "--log-format",
                     "json",
                     "--graceful-timeout",
@@ -151,9 +181,15 @@ class Deployment:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        await wait_healthy(
-            "127.0.0.1", backend.port, self.prefix, f"backend {backend.name}", backend.process
-        )
+        what = f"backend {backend.name}"
+        if backend.workers == 1:
+            await wait_healthy("127.0.0.1", backend.port, self.prefix, what, backend.process)
+            return
+        # Every worker, each on its own socket: the shared port would answer
+        # as soon as one of them does.
+        for route in backend.routes:
+            path = str(self.socket(route))
+            await wait_healthy(path, None, self.prefix, f"{what} ({route})", backend.process)
 
     async def stop_backend(self, backend: Backend) -> int:
         """SIGTERM (a graceful stop: calls running finish); wait for the exit; its code."""
@@ -170,17 +206,27 @@ class Deployment:
     # -- nginx ----------------------------------------------------------------
 
     def write_config(self) -> Path:
-        """nginx.conf from the template, with the backends that are up."""
-        servers = "\n".join(
-            f"        server {b.address} max_fails=0;" for b in self.backends if b.up
-        )
+        """nginx.conf from the template: the backends that are up in the round
+        robin, and every worker's own upstream (its sessions go on while its
+        backend is out of the round robin, until it stops)."""
+        servers = [f"        server {b.address} max_fails=0;" for b in self.backends if b.up]
+        workers = []
+        routes = []
+        for backend in self.backends:
+            for route in backend.routes:
+                one = backend.workers == 1
+                address = backend.address if one else f"unix:{self.socket(route)}"
+                workers.append(f"    upstream {route} {{ server {address} max_fails=0; }}")
+                routes.append(f"        {route} {route};")
         user = "user root;" if os.geteuid() == 0 else ""
         text = TEMPLATE.read_text()
         for name, value in {
             "@DIR@": str(self.directory),
             "@LISTEN@": self.listen,
             "@PREFIX@": self.prefix,
-            "@SERVERS@": servers,
+            "@SERVERS@": "\n".join(servers),
+            "@WORKERS@": "\n".join(workers),
+            "@ROUTES@": "\n".join(routes),
             "@USER@": user,
         }.items():
             text = text.replace(name, value)
@@ -287,6 +333,7 @@ async def deployed(
     *,
     app: str = DEFAULT_APP,
     backends: int = 2,
+    workers: int = 2,
     listener: socket.socket | None = None,
     listen: str = "127.0.0.1:8000",
     prefix: str = "/rpc",
@@ -302,7 +349,10 @@ async def deployed(
     deployment = Deployment(
         app,
         directory,
-        [Backend(f"b{k}", free_port(), directory / f"b{k}.log") for k in range(1, backends + 1)],
+        [
+            Backend(f"b{k}", free_port(), directory / f"b{k}.log", workers)
+            for k in range(1, backends + 1)
+        ],
         prefix=prefix,
         listen=listen,
         path=path,
@@ -329,6 +379,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--app", default=DEFAULT_APP, help=f"module:attr (default {DEFAULT_APP})")
     parser.add_argument("--backends", type=int, default=2, help="how many (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes per backend (default 2)"
+    )
     parser.add_argument("--listen", default="127.0.0.1:8000", help="nginx's HOST:PORT")
     parser.add_argument("--prefix", default="/rpc", help="the backends' --prefix (default /rpc)")
     args = parser.parse_args(argv)
@@ -338,6 +391,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
             directory,
             app=args.app,
             backends=args.backends,
+            workers=args.workers,
             listen=args.listen,
             prefix=args.prefix,
             path=[HERE.parents[1]],
