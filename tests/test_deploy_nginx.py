@@ -13,7 +13,11 @@ import collections
 import json
 import logging
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,7 +27,14 @@ import trio
 
 import tether
 from examples.deploy.app import Served, Tally, TallyEvents, Where
-from examples.deploy.run import Deployment, deployed, find_nginx
+from examples.deploy.run import (
+    Backend,
+    Deployment,
+    deployed,
+    find_nginx,
+    free_port,
+    http_get,
+)
 from tests.child_processes import SOURCES
 from tether import contexts
 from tether.testing import faulty_streams
@@ -308,3 +319,82 @@ async def test_ipc_sessions_stay_on_the_worker_that_opened_them(tmp_path: Path) 
             line = await access_line(running, resume)
             assert f'{resume}" 101 ' in line
             assert f" up=unix:{running.socket(route)} " in line
+
+
+def test_the_nginx_configuration_in_the_docs_is_the_one_run_py_writes() -> None:
+    """docs/deployment.md shows the configuration piece by piece: each line of
+    its nginx blocks is a line of what run.py writes for the same deployment."""
+    directory = Path("/tmp/tether-deploy-k2v9x1ab")
+    running = Deployment(
+        "examples.deploy.app:app",
+        directory,
+        [Backend(f"b{k}", 8000 + k, directory / f"b{k}.log", workers=2) for k in (1, 2)],
+    )
+    # The template's lines, without their comments.
+    written = {re.sub(r"\s+#.*", "", line).strip() for line in running.config().splitlines()}
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    section = doc.split("## The nginx configuration, line by line")[1].split("\n## ")[0]
+    blocks = re.findall(r"^```nginx\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) >= 8
+    shown = [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    assert [line for line in shown if line not in written] == []
+
+
+async def test_run_py_serves_restarts_on_sighup_and_stops_everything_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    """The script as a user runs it (one worker per backend, to start faster)."""
+    require_nginx()
+    listen = f"127.0.0.1:{free_port()}"
+    script = ROOT / "examples" / "deploy" / "run.py"
+    command = [sys.executable, str(script), "--listen", listen, "--workers", "1"]
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            [*command, "--dir", str(tmp_path)],
+            env={**os.environ, "PYTHONPATH": str(SOURCES)},
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None
+            lines = LineReader(process.stdout)
+            assert (
+                await lines.next() == f"serving http://{listen}/rpc (nginx and logs in {tmp_path})"
+            )
+            await lines.next()
+            async with http.connect(f"http://{listen}/rpc", interfaces=[Where]) as backend:
+                where = backend.get_client(Where)
+                first = {(await where.where()).pid for _ in range(4)}
+                process.send_signal(signal.SIGHUP)
+                assert await lines.next() == "rolling restart..."
+                assert await lines.next() == "rolling restart done"
+                again = {(await where.where()).pid for _ in range(4)}
+            assert len(first) == len(again) == 2
+            assert first.isdisjoint(again)
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+    # nginx and every backend are gone: nothing answers on any of their addresses.
+    assert not (tmp_path / "nginx.pid").exists()
+    host, port = listen.split(":")
+    assert await http_get(host, int(port), "/rpc/health") == 0
+
+
+class LineReader:
+    """The lines a child process prints, one at a time."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.pending = b""
+
+    async def next(self) -> str:
+        while b"\n" not in self.pending:
+            chunk = await self.stream.receive_some()
+            if not chunk:
+                raise AssertionError(f"the process ended; it printed {self.pending!r}")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode()

@@ -206,6 +206,12 @@ class Deployment:
     # -- nginx ----------------------------------------------------------------
 
     def write_config(self) -> Path:
+        """Write nginx.conf (`config`) into the directory; its path."""
+        conf = self.directory / "nginx.conf"
+        conf.write_text(self.config())
+        return conf
+
+    def config(self) -> str:
         """nginx.conf from the template: the backends that are up in the round
         robin, and every worker's own upstream (its sessions go on while its
         backend is out of the round robin, until it stops)."""
@@ -230,9 +236,7 @@ class Deployment:
             "@USER@": user,
         }.items():
             text = text.replace(name, value)
-        conf = self.directory / "nginx.conf"
-        conf.write_text(text)
-        return conf
+        return text
 
     async def start_nginx(self, listener: socket.socket | None = None) -> None:
         """Start nginx on `listen` (on `listener` when given: nginx inherits it)."""
@@ -384,8 +388,24 @@ async def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--listen", default="127.0.0.1:8000", help="nginx's HOST:PORT")
     parser.add_argument("--prefix", default="/rpc", help="the backends' --prefix (default /rpc)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="nginx's files, the logs and the sockets go here, kept at exit "
+        "(default: a new temporary directory, removed at exit)",
+    )
     args = parser.parse_args(argv)
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        return await _run(args, args.dir.resolve())
     directory = Path(tempfile.mkdtemp(prefix="tether-deploy-"))
+    try:
+        return await _run(args, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _run(args: argparse.Namespace, directory: Path) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with deployed(
             directory,
@@ -408,4 +428,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(trio.run(main))
+    try:
+        sys.exit(trio.run(main))
+    except RuntimeError as exc:  # nginx missing, a backend that would not start...
+        sys.exit(f"run.py: {exc}")
