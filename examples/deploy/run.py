@@ -44,6 +44,9 @@ START_TIMEOUT = 20.0
 GRACE = 5.0
 #: How often a health check is repeated while waiting (a bounded number of times).
 POLL = 0.05
+#: nginx's `worker_shutdown_timeout` (the template's): how long, at most, old
+#: workers outlive a reload, holding WebSocket connections.
+NGINX_SHUTDOWN = 10.0
 
 
 def find_nginx() -> str | None:
@@ -268,19 +271,23 @@ class Deployment:
             return set()
         return {int(p) for p in text.split()}
 
-    async def reload_nginx(self) -> None:
-        """Rewrite the config and reload it; return once every old worker has exited.
+    async def reload_nginx(self, *, wait: bool = True) -> None:
+        """Rewrite the config and reload it; with `wait`, return once every old
+        worker has exited.
 
-        nginx's reload is graceful: new workers take the new config, and old
-        ones finish the requests they hold, then exit.
+        nginx's reload is graceful: new workers take the new config at once,
+        and old ones finish the requests they hold, then exit (WebSocket
+        connections they hold are closed after NGINX_SHUTDOWN seconds).
         """
         assert self.nginx is not None
         old = self.nginx_workers()
         self.write_config()
         self.nginx.send_signal(signal.SIGHUP)
+        if not wait:
+            return
         # nginx's workers are its children, not ours: nothing to await but
         # their absence from /proc, asked a bounded number of times.
-        for _ in range(int((GRACE + 5) / POLL)):
+        for _ in range(int((NGINX_SHUTDOWN + 5) / POLL)):
             if not old & self.nginx_workers():
                 return
             await trio.sleep(POLL)
@@ -315,7 +322,9 @@ class Deployment:
         await self.start_backend(backend)
         if drain:
             backend.up = True
-            await self.reload_nginx()
+            # No need to wait: the old workers would only finish requests that
+            # other backends serve (the next drain waits for them anyway).
+            await self.reload_nginx(wait=False)
 
     async def rolling_restart(self, *, drain: bool = True) -> None:
         """Restart every backend, one at a time (each serves again before the next)."""
