@@ -322,9 +322,7 @@ class Deployment:
         await self.start_backend(backend)
         if drain:
             backend.up = True
-            # No need to wait: the old workers would only finish requests that
-            # other backends serve (the next drain waits for them anyway).
-            await self.reload_nginx(wait=False)
+            await self.reload_nginx()
 
     async def rolling_restart(self, *, drain: bool = True) -> None:
         """Restart every backend, one at a time (each serves again before the next)."""
