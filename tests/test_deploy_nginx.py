@@ -10,6 +10,7 @@ The app's answers say which backend process served them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -349,10 +350,13 @@ async def test_run_py_serves_restarts_on_sighup_and_stops_everything_on_ctrl_c(
     script = ROOT / "examples" / "deploy" / "run.py"
     command = [sys.executable, str(script), "--listen", listen, "--workers", "1"]
     with trio.fail_after(TIMEOUT):
+        # A process group of its own: should the test fail, nginx and the
+        # backends it started are stopped with it (a SIGKILL leaves them).
         process = await trio.lowlevel.open_process(
             [*command, "--dir", str(tmp_path)],
             env={**os.environ, "PYTHONPATH": str(SOURCES)},
             stdout=subprocess.PIPE,
+            start_new_session=True,
         )
         try:
             assert process.stdout is not None
@@ -374,9 +378,14 @@ async def test_run_py_serves_restarts_on_sighup_and_stops_everything_on_ctrl_c(
             assert await process.wait() == 0
         finally:
             if process.returncode is None:
-                process.kill()
                 with trio.CancelScope(shield=True):
-                    await process.wait()
+                    process.send_signal(signal.SIGINT)
+                    with trio.move_on_after(15):
+                        await process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever is left of its group
+            with trio.CancelScope(shield=True):
+                await process.wait()
     # nginx and every backend are gone: nothing answers on any of their addresses.
     assert not (tmp_path / "nginx.pid").exists()
     host, port = listen.split(":")
