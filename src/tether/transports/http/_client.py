@@ -185,6 +185,37 @@ def error_info_from_response(response: Response, activity_id: str | None) -> Err
         )
 
 
+#: A reverse proxy's own answers when its backend could not be reached, failed
+#: mid-way or stayed silent (tether's own 504 carries its error body).
+_GATEWAY_STATUSES = frozenset({502, 504})
+
+
+def gateway_failure(
+    response: Response, call: Call, activity_id: str | None
+) -> CallMayHaveRun | None:
+    """A proxy's 502/504 (not tether's body) as the call that may have run it stands for.
+
+    The proxy may have passed the request on before its backend failed, so the
+    runtime retries it only for an idempotent operation.
+    """
+    if response.status not in _GATEWAY_STATUSES:
+        return None
+    try:
+        loads(response.body)["error"]["code"]
+    except (TetherError, KeyError, TypeError, ValueError, AttributeError):
+        pass
+    else:
+        return None  # tether's own answer (a deadline), not the proxy's
+    return CallMayHaveRun(
+        f"a proxy answered HTTP {response.status} to {call.iface}.{call.op}: its backend was "
+        "unreachable, failed or stayed silent, so the call may have run (tether retries it "
+        "only for an idempotent operation); check the proxy's error log",
+        reason=f"HTTP {response.status} from a proxy",
+        details={"http_status": response.status},
+        activity_id=activity_id,
+    )
+
+
 class HttpBackend(RpcBackend):
     """An HTTP backend's RPC endpoints, as the frontend calls them.
 
@@ -447,6 +478,9 @@ class HttpBackend(RpcBackend):
     def _reply(self, call: Call, response: Response) -> Result | Error:
         if response.status == 200:
             return Result(call.id, _result_value(response.body))
+        lost = gateway_failure(response, call, call.ctx.activity_id)
+        if lost is not None:
+            raise lost
         return Error(call.id, error_info_from_response(response, call.ctx.activity_id))
 
     async def _bounded(
@@ -483,6 +517,9 @@ class HttpBackend(RpcBackend):
             )
         if response.status == 200:
             return Result(call.id, _result_value(response.body))
+        lost = gateway_failure(response, call, activity_id)
+        if lost is not None:
+            raise lost
         info = error_info_from_response(response, activity_id)
         if info.code == "deadline-exceeded":
             read_timeout = self.read_timeout
