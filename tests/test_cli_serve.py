@@ -330,3 +330,32 @@ def test_serve_rough_edges_are_clear_lines(tmp_path: Path) -> None:
         )
         assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
         assert says in done.stderr
+
+
+async def test_cors_origins_and_allowed_hosts() -> None:
+    """Behind a proxy the backend sees the proxy's Host, and a browser page is
+    cross-origin to it: `--allowed-host` and `--cors-origin` say whom to serve."""
+    import httpx
+
+    args = ["--cors-origin", "https://app.example", "--allowed-host", "api.example"]
+    with trio.fail_after(TIMEOUT):
+        async with serving("--http", "127.0.0.1:0", *args, urls=1) as run:
+            (url,) = run.urls
+            async with httpx.AsyncClient() as client:
+
+                async def status(host: str, origin: str | None = None) -> httpx.Response:
+                    headers = {"host": host}
+                    if origin is not None:
+                        headers["origin"] = origin
+                    return await client.get(f"{url}/", headers=headers)
+
+                assert (await status("api.example")).status_code == 200
+                assert (await status("other.example")).status_code == 400
+                listed = await status("api.example", "https://app.example")
+                assert listed.status_code == 200
+                assert listed.headers["access-control-allow-origin"] == "https://app.example"
+                assert (await status("api.example", "https://evil.example")).status_code == 403
+            assert await run.stop() == 0
+    done = _refusal("--http", "127.0.0.1:0", "--cors-origin", "app.example")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1)
+    assert done.stderr.startswith("tether: --cors-origin/--allowed-host: ")

@@ -35,6 +35,7 @@ from ..contexts import ContextFilter
 from ..contexts._logging import CONTEXT_FIELDS
 from ..runtime import BackendIpc, RpcManager
 from ..runtime._util import check_route
+from ..transports._web import SitePolicy
 from ._common import CliError as UsageError
 from ._common import load_target
 
@@ -106,6 +107,21 @@ def register(subparsers: Any) -> None:
         "--require-client-cert",
         action="store_true",
         help="refuse clients without a certificate from --client-ca",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin (https://app.example) whose pages may call, besides the "
+        "server's own; '*' for any; repeat for several (default: none)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name served, without port ('*' for any); repeat for several (default: "
+        "loopback names on a loopback address, any name otherwise)",
     )
     parser.add_argument("--log-level", choices=_LEVELS, default="info", help="default: info")
     parser.add_argument(
@@ -402,6 +418,8 @@ async def serve_app(
             }
             if tls is not None:
                 common["ssl_context"] = tls
+            if args.allowed_host:
+                common["allowed_hosts"] = args.allowed_host
             async with trio.open_nursery() as servers:
                 urls = []
                 if args.http:
@@ -413,12 +431,16 @@ async def serve_app(
                         port,
                         prefix=args.prefix,
                         sockets=sockets,
+                        cors_origins=args.cors_origin,
                         **common,
                     )
                     urls.append(await _start(servers, "--http", args.http, serve))
                 if args.ws:
                     host, port = parse_address("--ws", args.ws)
-                    serve = functools.partial(websocket.serve, manager, host, port, **common)
+                    origins = args.cors_origin or None
+                    serve = functools.partial(
+                        websocket.serve, manager, host, port, allowed_origins=origins, **common
+                    )
                     urls.append(await _start(servers, "--ws", args.ws, serve))
                 announce(urls)
             outer.cancel_scope.cancel()
@@ -454,6 +476,10 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option[2:])
         if value:
             parse_address(option, value)
+    try:
+        SitePolicy(allowed_origins=args.cors_origin, allowed_hosts=args.allowed_host)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--cors-origin/--allowed-host: {exc}") from None
     tls = load_tls(args.certfile, args.keyfile, args.client_ca, args.require_client_cert)
     manager, ipc = resolve_app(load_target(args.target), args.target)
     if args.workers > 1:
