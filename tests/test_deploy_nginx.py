@@ -322,6 +322,35 @@ async def test_ipc_sessions_stay_on_the_worker_that_opened_them(tmp_path: Path) 
             assert f" up=unix:{running.socket(route)} " in line
 
 
+async def test_long_running_operations_are_polled_on_the_worker_that_holds_them(
+    tmp_path: Path,
+) -> None:
+    """An operation lives in the worker that accepted it; its id starts with that
+    worker's route, so nginx sends every poll there (round robin would find it on
+    one worker in four)."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            deployment(tmp_path) as running,
+            http.connect(running.url, interfaces=[Where], retry=None) as backend,
+        ):
+            where = backend.get_client(Where)
+            served: list[Served] = []
+
+            async def survey() -> None:
+                served.append(await where.survey(0.3))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(survey)
+        assert len(served) == 4
+        polls = [line for line in access_lines(running) if "/rpc/operations/" in line.split('"')[1]]
+        assert polls  # each was accepted (202) and polled
+        for line in polls:
+            route = line.split("/rpc/operations/")[1].split(".")[0]
+            assert f" up=unix:{running.socket(route)} " in line
+            assert '" 200 ' in line or '" 202 ' in line
+
+
 def test_the_nginx_configuration_in_the_docs_is_the_one_run_py_writes() -> None:
     """docs/deployment.md shows the configuration piece by piece: each line of
     its nginx blocks is a line of what run.py writes for the same deployment."""

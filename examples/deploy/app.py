@@ -5,9 +5,11 @@
 
 `Where` is an RPC interface: `where()` (idempotent) names the backend and the
 process that served the call, `record(note)` (not idempotent) counts the notes
-one process took. `Tally` is an IPC channel: each session counts what it is
-told, and notifies its own frontend of every new total on `TallyEvents`, so a
-test can see that a session stays on the process that opened it.
+one process took, and `survey(seconds)` is a long-running operation (over
+HTTP: `202 Accepted`, then polls of the worker that holds it). `Tally` is an
+IPC channel: each session counts what it is told, and notifies its own
+frontend of every new total on `TallyEvents`, so a test can see that a
+session stays on the process that opened it.
 
 The backend's name is the `DEPLOY_BACKEND` environment variable, which
 `examples/deploy/run.py` sets for each backend it starts ("b1", "b2"...).
@@ -19,6 +21,7 @@ import logging
 import os
 
 import attrs
+import trio
 
 import tether
 
@@ -54,6 +57,11 @@ class Where(tether.RpcInterface):
         """Take `note` down once (not idempotent: a retry would take it twice)."""
         ...
 
+    @tether.long_running(poll_interval=0.1, ready_within=0.05)
+    async def survey(self, seconds: float) -> Served:
+        """Work for `seconds`: over HTTP, answered `202 Accepted` and polled."""
+        ...
+
 
 class WhereImpl(Where):
     """Logs each call (with its ActivityId, through the request's context)."""
@@ -63,6 +71,10 @@ class WhereImpl(Where):
 
     async def where(self) -> Served:
         log.info("where: served here")
+        return _served()
+
+    async def survey(self, seconds: float) -> Served:
+        await trio.sleep(seconds)  # stands for work that takes a while
         return _served()
 
     async def record(self, note: str) -> Served:

@@ -92,8 +92,12 @@ class Operation:
         authorization: str | None,
         keep_result: float,
         poll_interval: float,
+        route: str | None = None,
     ) -> None:
-        self.id = secrets.token_urlsafe(24)
+        token = secrets.token_urlsafe(24)
+        # The server's routing token first, as in IPC session ids: a proxy sends
+        # the polls to the process that holds the operation.
+        self.id = token if route is None else f"{route}.{token}"
         self.prepared = prepared
         self.activity_id = prepared.context.activity_id
         self.credential = _fingerprint(authorization)
@@ -132,7 +136,15 @@ class Operation:
 class LongRunningOperations:
     """The long-running operations one HttpApp holds, and their routes."""
 
-    __slots__ = ("_clean", "_dispatcher", "_held", "max_operations", "prefix", "ready_within")
+    __slots__ = (
+        "_clean",
+        "_dispatcher",
+        "_held",
+        "max_operations",
+        "prefix",
+        "ready_within",
+        "routing_token",
+    )
 
     def __init__(
         self,
@@ -141,8 +153,10 @@ class LongRunningOperations:
         ready_within: float,
         max_operations: int,
         clean: contextvars.Context,
+        route: str | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self.routing_token = route
         self.prefix = prefix
         self.ready_within = ready_within
         self.max_operations = max_operations
@@ -178,7 +192,9 @@ class LongRunningOperations:
                 "retry shortly",
                 retry_after=1,
             )
-        operation = Operation(prepared, authorization, policy.keep_result, policy.poll_interval)
+        operation = Operation(
+            prepared, authorization, policy.keep_result, policy.poll_interval, self.routing_token
+        )
         prepared.progress = operation
         self._held[operation.id] = operation
         # Spawned from an empty context: the call's own is set by `run_in`.

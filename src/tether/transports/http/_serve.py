@@ -129,9 +129,10 @@ async def serve(
             None (the default): plain HTTP. A client that fails the handshake
             (within 60 s) is closed; it costs no other connection anything.
         route: This server's routing token (1-32 characters of `a-z`, `0-9`
-            and `-`): every IPC session id (over HTTP and on `{prefix}/ws`) is
-            then `"<route>.<uuid4>"`, for a reverse proxy to route a session's
-            requests to this server (docs/deployment.md). None: plain uuid4.
+            and `-`): every IPC session id (over HTTP and on `{prefix}/ws`),
+            and every long-running operation's id, starts `"<route>."`, for a
+            reverse proxy to route a session's requests and an operation's
+            polls to this server (docs/deployment.md). None: no prefix.
         sockets: Already bound sockets (TCP or Unix) to serve on instead of
             `host` and `port`: one inherited from a parent process (`tether
             serve --workers`, socket activation). Each is put in listening

@@ -183,10 +183,10 @@ class HttpApp:
         max_operations: Long-running operations held at once (running, or
             done and not yet collected); more are refused with 503.
         route: This server's routing token (1-32 characters of `a-z`, `0-9`
-            and `-`): every IPC session id, over HTTP and on `{prefix}/ws`,
-            is then `"<route>.<uuid4>"`, so that a reverse proxy can send a
-            session's later requests to the server that opened it
-            (docs/deployment.md). None (the default): plain uuid4 ids.
+            and `-`): every IPC session id (`"<route>.<uuid4>"`) and long-
+            running operation id starts with it, so that a reverse proxy can
+            send a session's or an operation's later requests to the server
+            that holds it (docs/deployment.md). None (the default): no prefix.
 
     Raises:
         ValueError: `prefix` does not start with "/", a limit, timeout or ping
@@ -266,7 +266,7 @@ class HttpApp:
         self.ready_within = float(ready_within)
         self.max_operations = max_operations
         self._operations = LongRunningOperations(
-            self._dispatcher, prefix, self.ready_within, max_operations, self._clean
+            self._dispatcher, prefix, self.ready_within, max_operations, self._clean, route
         )
 
     # -- ASGI ------------------------------------------------------------------
