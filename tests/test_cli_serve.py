@@ -186,7 +186,7 @@ def _refusal(*args: str, target: str = TARGET) -> subprocess.CompletedProcess[st
         (TARGET, ["--http", "127.0.0.1"], "--http expects HOST:PORT"),
         (TARGET, ["--ws", "localhost:99999"], "--ws expects HOST:PORT"),
         (TARGET, [], "give --http HOST:PORT and/or --ws HOST:PORT"),
-        (TARGET, ["--http", "127.0.0.1:0", "--workers", "2"], "--workers above 1"),
+        (TARGET, ["--http", "127.0.0.1:0", "--workers", "0"], "--workers expects a count"),
         (TARGET, ["--http", "127.0.0.1:0", "--certfile", "/no/such.pem"], "cannot use the"),
     ],
 )

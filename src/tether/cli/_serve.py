@@ -8,6 +8,9 @@ tuple (either may be None), an object with a `manager` (or `rpc`) and/or an
 bound URL is printed on stdout, one line each, once the servers listen; logs
 go to stderr. The first SIGINT or SIGTERM stops gracefully (within
 `--graceful-timeout` seconds), a second one at once.
+
+With `--workers N` (N > 1) the HTTP server runs in N processes sharing the
+`--http` socket (`_workers`); each also listens on a Unix socket of its own.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import functools
 import json
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -29,14 +33,28 @@ import trio
 from ..contexts import ContextFilter
 from ..contexts._logging import CONTEXT_FIELDS
 from ..runtime import BackendIpc, RpcManager
+from ..runtime._util import check_route
 from ._common import CliError as UsageError
 from ._common import load_target
 
-__all__ = ["register", "resolve_app", "run"]
+__all__ = [
+    "DEFAULT_ROUTE",
+    "bind_message",
+    "configure_logging",
+    "load_tls",
+    "parse_address",
+    "register",
+    "resolve_app",
+    "run",
+    "serve_app",
+    "serve_blocking",
+]
 
 #: Extra fields an access line carries (see `runtime._dispatch.access_line`).
 _ACCESS_FIELDS = ("outcome", "duration_ms")
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+#: The routing token of `--workers N` without `--route`: workers w-0, w-1, ...
+DEFAULT_ROUTE = "w"
 
 
 def register(subparsers: Any) -> None:
@@ -58,10 +76,36 @@ def register(subparsers: Any) -> None:
         "--prefix", default="/rpc", help="the HTTP routes' path prefix (default: /rpc)"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="HTTP worker processes (only 1 today)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="HTTP server processes sharing the --http socket (default: 1)",
+    )
+    parser.add_argument(
+        "--route",
+        metavar="NAME",
+        help="routing token starting every IPC session id (1-32 of a-z, 0-9, -); worker i "
+        f"of --workers N gets NAME-i (default with --workers > 1: {DEFAULT_ROUTE})",
+    )
+    parser.add_argument(
+        "--socket-dir",
+        metavar="DIR",
+        help="where --workers N > 1 puts each worker's Unix socket ROUTE-i.sock "
+        "(default: a new temporary directory, removed at exit)",
     )
     parser.add_argument("--certfile", help="PEM certificate chain, to serve https:// and wss://")
     parser.add_argument("--keyfile", help="PEM private key of --certfile (if not in it)")
+    parser.add_argument(
+        "--client-ca",
+        metavar="FILE",
+        help="PEM CA certificates: verify client certificates against them (mutual TLS)",
+    )
+    parser.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="refuse clients without a certificate from --client-ca",
+    )
     parser.add_argument("--log-level", choices=_LEVELS, default="info", help="default: info")
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="default: text"
@@ -132,15 +176,33 @@ def parse_address(option: str, value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def load_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+def load_tls(
+    certfile: str | None,
+    keyfile: str | None,
+    client_ca: str | None = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext | None:
     """The server's TLS context from PEM files; None without `certfile`.
 
+    With `client_ca`, a client certificate is asked for and verified against
+    it (optional unless `require_client_cert`: a client without one is then
+    refused in the handshake).
+
     Raises:
-        UsageError: `keyfile` without `certfile`, or a file cannot be read or used.
+        UsageError: `keyfile` or `client_ca` without `certfile`,
+            `require_client_cert` without `client_ca`, or a file cannot be
+            read or used.
     """
+    if require_client_cert and client_ca is None:
+        raise UsageError(
+            "--require-client-cert needs --client-ca FILE (the CA that client certificates "
+            "must come from)"
+        )
     if certfile is None:
         if keyfile is not None:
             raise UsageError("--keyfile needs --certfile (the certificate it belongs to)")
+        if client_ca is not None:
+            raise UsageError("--client-ca needs --certfile and --keyfile (mutual TLS is TLS)")
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
@@ -151,6 +213,15 @@ def load_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None
             f"cannot use the certificate {files}: {exc.strerror or exc} "
             "(give a readable PEM certificate chain and its private key)"
         ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"cannot use the client CA {client_ca}: {getattr(exc, 'strerror', None) or exc} "
+                "(give a readable PEM file of CA certificates)"
+            ) from None
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return context
 
 
@@ -208,12 +279,12 @@ async def _start(nursery: trio.Nursery, name: str, address: str, serve: Callable
     try:
         url: str = await nursery.start(serve)
     except OSError as exc:
-        raise _BindError(_bind_message(name, address, exc)) from None
+        raise _BindError(bind_message(name, address, exc)) from None
     except BaseExceptionGroup as group:
         matched, _ = group.split(OSError)
         if matched is None:
             raise
-        raise _BindError(_bind_message(name, address, _first(matched))) from None
+        raise _BindError(bind_message(name, address, _first(matched))) from None
     return url
 
 
@@ -224,22 +295,46 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     return exc
 
 
-def _bind_message(name: str, address: str, exc: BaseException) -> str:
+def bind_message(name: str, address: str, exc: BaseException) -> str:
     why = "the address is in use" if getattr(exc, "errno", None) == errno.EADDRINUSE else str(exc)
     return f"cannot listen on {name} {address}: {why} (pick another HOST:PORT, or 0 for any port)"
 
 
-async def _serve(
+def print_urls(urls: list[str]) -> None:
+    """Say where the servers listen: one URL a line on stdout."""
+    for url in urls:
+        print(url, flush=True)
+
+
+async def serve_app(
     args: argparse.Namespace,
     manager: RpcManager | None,
     ipc: BackendIpc | None,
     tls: ssl.SSLContext | None,
+    *,
+    route: str | None,
+    sockets: Sequence[socket.socket] | None = None,
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    announce: Callable[[list[str]], None] = print_urls,
+    stop_when: Callable[[], Awaitable[object]] | None = None,
 ) -> int:
+    """Serve until a stop signal (gracefully; a second one: at once); the exit code.
+
+    Args:
+        args: The command line (`--http`, `--ws`, `--prefix`, `--graceful-timeout`).
+        manager, ipc, tls: What to serve, and how.
+        route: The routing token of IPC session ids.
+        sockets: Bound sockets to serve HTTP on instead of binding `--http`
+            (a worker's, see `_workers`).
+        stop_signals: The signals that stop it.
+        announce: Told the URLs once every server listens.
+        stop_when: Also stop gracefully when this returns.
+    """
     from ..transports import http, websocket
 
     stop = trio.Event()
     stopped_at_once = False
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*stop_signals) as signals:
         async with trio.open_nursery() as outer:
 
             async def watch_signals() -> None:
@@ -257,10 +352,18 @@ async def _serve(
                     stop.set()
 
             outer.start_soon(watch_signals)
+            if stop_when is not None:
+
+                async def watch_other() -> None:
+                    await stop_when()
+                    stop.set()
+
+                outer.start_soon(watch_other)
             common: dict[str, Any] = {
                 "ipc": ipc,
                 "graceful_timeout": args.graceful_timeout,
                 "shutdown_trigger": stop.wait,
+                "route": route,
             }
             if tls is not None:
                 common["ssl_context"] = tls
@@ -269,15 +372,20 @@ async def _serve(
                 if args.http:
                     host, port = parse_address("--http", args.http)
                     serve = functools.partial(
-                        http.serve, manager, host, port, prefix=args.prefix, **common
+                        http.serve,
+                        manager,
+                        host,
+                        port,
+                        prefix=args.prefix,
+                        sockets=sockets,
+                        **common,
                     )
                     urls.append(await _start(servers, "--http", args.http, serve))
                 if args.ws:
                     host, port = parse_address("--ws", args.ws)
                     serve = functools.partial(websocket.serve, manager, host, port, **common)
                     urls.append(await _start(servers, "--ws", args.ws, serve))
-                for url in urls:
-                    print(url, flush=True)
+                announce(urls)
             outer.cancel_scope.cancel()
     return 1 if stopped_at_once else 0
 
@@ -292,22 +400,44 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --http HOST:PORT and/or --ws HOST:PORT to serve on")
     if args.workers < 1:
         raise UsageError(f"--workers expects a count of 1 or more, got {args.workers}")
-    if args.workers > 1:
+    if args.workers > 1 and not args.http:
+        raise UsageError("--workers N needs --http HOST:PORT (the socket the workers share)")
+    route = args.route
+    if route is None and args.workers > 1:
+        route = DEFAULT_ROUTE
+    longest = route if args.workers == 1 or route is None else f"{route}-{args.workers - 1}"
+    try:
+        check_route(longest)
+    except ValueError:
         raise UsageError(
-            "--workers above 1 is not supported yet: run one `tether serve` process "
-            "per worker behind a reverse proxy, or use --workers 1"
-        )
+            f"--route expects 1-32 characters of a-z, 0-9 and '-'"
+            f"{' (with -<worker index> added)' if args.workers > 1 else ''}, got {args.route!r}"
+        ) from None
     if not args.graceful_timeout > 0:
         raise UsageError(f"--graceful-timeout expects seconds > 0, got {args.graceful_timeout}")
     for option in ("--http", "--ws"):
         value = getattr(args, option[2:])
         if value:
             parse_address(option, value)
-    tls = load_tls(args.certfile, args.keyfile)
+    tls = load_tls(args.certfile, args.keyfile, args.client_ca, args.require_client_cert)
     manager, ipc = resolve_app(load_target(args.target), args.target)
+    if args.workers > 1:
+        from ._workers import run_workers
+
+        assert route is not None
+        return run_workers(args, route)
     configure_logging(args.log_level, args.log_format, args.access_log)
+    return serve_blocking(functools.partial(serve_app, args, manager, ipc, tls, route=route))
+
+
+def serve_blocking(serve: Callable[[], Awaitable[int]]) -> int:
+    """`trio.run(serve)`, a server that cannot listen told as a `UsageError`.
+
+    Raises:
+        UsageError: A server could not listen (port in use, ...).
+    """
     try:
-        return trio.run(_serve, args, manager, ipc, tls)
+        return trio.run(serve)
     except _BindError as exc:
         raise UsageError(str(exc)) from None
     except BaseExceptionGroup as group:

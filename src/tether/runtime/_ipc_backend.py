@@ -36,7 +36,7 @@ from ._protocol import PROTOCOL_VERSION, Welcome, encode
 from ._resume import ResumableSessions, ResumableStream
 from ._stream import MessageStream
 from ._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
-from ._util import check_positive_int, check_seconds
+from ._util import check_positive_int, check_route, check_seconds
 
 __all__ = ["BackendIpc", "IpcSession", "current_session", "serve_ipc_session"]
 
@@ -426,6 +426,7 @@ async def serve_ipc_session(
     headers: Mapping[str, str] | None = None,
     resumable: ResumableSessions | None = None,
     drain: Drain | None = None,
+    route: str | None = None,
 ) -> None:
     """Serve one frontend's IPC session over `stream` until either side ends it.
 
@@ -451,12 +452,21 @@ async def serve_ipc_session(
         drain: The server's shutdown: once it begins, invokes read are refused
             with `Unavailable`, and the session closes ("the server is shutting
             down") as soon as the invokes running have answered.
+        route: The server's routing token: the session id is
+            `"<route>.<uuid4>"`, so that a reverse proxy can send the
+            session's later requests to this server; None: a plain uuid4.
+
+    Raises:
+        ValueError: `route` is not 1-32 characters of `a-z`, `0-9` and `-`.
     """
+    check_route(route)
     # A session starts with no request context: in-process, this task (or the
     # backend's thread) was spawned from the frontend's, and the frontend's
     # ActivityId and credential must not reach the backend that way.
     with contexts.using(None):
-        await _serve_ipc_session(backend, stream, transport, remote, headers, resumable, drain)
+        await _serve_ipc_session(
+            backend, stream, transport, remote, headers, resumable, drain, route
+        )
 
 
 async def _serve_ipc_session(
@@ -467,6 +477,7 @@ async def _serve_ipc_session(
     headers: Mapping[str, str] | None,
     resumable: ResumableSessions | None,
     drain: Drain | None,
+    route: str | None,
 ) -> None:
     try:
         accepted = await accept(
@@ -478,7 +489,7 @@ async def _serve_ipc_session(
         peer = Peer(
             stream,
             side="backend",
-            session_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()) if route is None else f"{route}.{uuid.uuid4()}",
             application_id=hello.application_id,
             application_version=hello.application_version,
             served=served,

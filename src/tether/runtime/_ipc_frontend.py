@@ -225,7 +225,7 @@ async def open_ipc_connection(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
-    reconnect: Callable[[], AbstractAsyncContextManager[MessageStream]] | None = None,
+    reconnect: Callable[[str], AbstractAsyncContextManager[MessageStream]] | None = None,
     retry: RetryPolicy | None = None,
     handshake_timeout: float = 10.0,
 ) -> AsyncIterator[FrontendIpc]:
@@ -252,7 +252,8 @@ async def open_ipc_connection(
             sender must wait: the result items of its stream calls to the
             backend, and the argument items of the backend's stream calls to
             channels it serves. 256 items and 4 MiB by default.
-        reconnect: Opens a new connection to the same backend. Given (with
+        reconnect: Opens a new connection to the same backend, given the id
+            of the session it resumes (for a reverse proxy to route on). Given (with
             `retry`), the session is resumable: after a dropped connection the
             frontend connects again with `retry`'s backoff and resumes it
             (`_resume`), if the backend offers that (its welcome holds a token).

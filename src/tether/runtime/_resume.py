@@ -464,7 +464,7 @@ def _other(side: str) -> str:
 
 async def keep_connected(
     stream: ResumableStream,
-    connect: Callable[[], AbstractAsyncContextManager[MessageStream]],
+    connect: Callable[[str], AbstractAsyncContextManager[MessageStream]],
     hello: Hello,
     token: str,
     retry: RetryPolicy,
@@ -472,11 +472,14 @@ async def keep_connected(
 ) -> None:
     """The frontend's side: after each drop, connect again and resume, until the session ends.
 
-    `hello` is the session's opening hello (its `resume` is filled in each
-    time). Each outage gets `retry.attempts` tries, waiting `retry.backoff(n)`
-    before the n-th; when they are spent, or the backend refuses (the session
-    expired), the session ends with that reason.
+    `hello` is the session's opening hello, with the session's id (its
+    `resume` is filled in each time); `connect` is given that id. Each outage
+    gets `retry.attempts` tries, waiting `retry.backoff(n)` before the n-th;
+    when they are spent, or the backend refuses (the session expired), the
+    session ends with that reason.
     """
+    session_id = hello.session_id
+    assert session_id is not None, "the resuming hello names its session"
     while True:
         await stream.wait_detached()
         if stream.ended:
@@ -496,7 +499,7 @@ async def keep_connected(
             tries += 1
             await trio.sleep(retry.backoff(tries))
             try:
-                async with connect() as raw:
+                async with connect(session_id) as raw:
                     socket = wrap_client_stream(raw)
                     again = attrs.evolve(hello, channels={}, resume=Resume(token, stream.received))
                     with trio.fail_after(handshake_timeout):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import types
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ import trio
 __all__ = [
     "MAX_TIMEOUT_MS",
     "check_positive_int",
+    "check_route",
     "check_seconds",
     "collapse_exception_group",
     "open_service_nursery",
@@ -28,6 +30,26 @@ def check_positive_int(name: str, value: object) -> None:
     """Refuse a count, bound or limit that is not an int of at least 1 (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+#: What a routing token may hold: it goes in IPC session ids, URL paths and
+#: queries, and nginx `map` keys, so nothing that needs quoting in any of them.
+_ROUTE = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def check_route(route: object) -> None:
+    """Refuse a routing token that is not 1-32 characters of `a-z`, `0-9` and `-`; None passes.
+
+    Raises:
+        ValueError: `route` is not None and not such a str.
+    """
+    if route is None:
+        return
+    if not isinstance(route, str) or _ROUTE.fullmatch(route) is None:
+        raise ValueError(
+            "route must be 1 to 32 characters of a-z, 0-9 and '-' (e.g. 'b1'; it starts "
+            f"every IPC session id, for a proxy to route on), got {route!r}"
+        )
 
 
 def check_seconds(name: str, value: object, *, optional: bool = False, finite: bool = True) -> None:

@@ -107,8 +107,11 @@ class IpcRoutes:
         body_timeout: float,
         ping_interval: float | None = DEFAULT_IPC_PING_INTERVAL,
         ping_timeout: float = DEFAULT_IPC_PING_TIMEOUT,
+        session_route: str | None = None,
     ) -> None:
         self.ipc = ipc
+        #: The server's routing token, which starts every session id (`route=`).
+        self.session_route = session_route
         self.prefix = prefix
         self.max_body_size = max_body_size
         self.ipc_grace_period = grace
@@ -234,7 +237,12 @@ class IpcRoutes:
                         inner.start_soon(stream.expire_without_events)
                         inner.start_soon(stream.heartbeat)
                         await serve_ipc_session(
-                            ipc, stream, transport="http", remote=remote, headers=facts
+                            ipc,
+                            stream,
+                            transport="http",
+                            remote=remote,
+                            headers=facts,
+                            route=self.session_route,
                         )
                         inner.cancel_scope.cancel()
             except Exception:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import trio
 
@@ -63,6 +64,8 @@ async def serve(
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    route: str | None = None,
+    sockets: Sequence[socket.socket] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `manager` (and `ipc`) over HTTP with hypercorn's Trio worker.
@@ -125,12 +128,22 @@ async def serve(
             `verify_mode = ssl.CERT_REQUIRED` and `load_verify_locations(cafile)`.
             None (the default): plain HTTP. A client that fails the handshake
             (within 60 s) is closed; it costs no other connection anything.
+        route: This server's routing token (1-32 characters of `a-z`, `0-9`
+            and `-`): every IPC session id (over HTTP and on `{prefix}/ws`) is
+            then `"<route>.<uuid4>"`, for a reverse proxy to route a session's
+            requests to this server (docs/deployment.md). None: plain uuid4.
+        sockets: Already bound sockets (TCP or Unix) to serve on instead of
+            `host` and `port`: one inherited from a parent process (`tether
+            serve --workers`, socket activation). Each is put in listening
+            state and closed when `serve` ends.
         task_status: `nursery.start` gets the URL to connect to:
-            `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`).
+            `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`);
+            with `sockets`, the first one's (`http://unix:/path{prefix}` for
+            a Unix socket).
 
     Raises:
-        ValueError: A limit or timeout is not positive, or an origin or host
-            name is malformed.
+        ValueError: A limit or timeout is not positive, an origin or host
+            name is malformed, or `route` is not a routing token.
         TypeError: `ssl_context` is not an `ssl.SSLContext` or None.
     """
     from hypercorn.config import Config
@@ -154,6 +167,7 @@ async def serve(
         body_timeout=body_timeout,
         ready_within=ready_within,
         max_operations=max_operations,
+        route=route,
     )
     config = Config()
     # The app refuses a message over its limit with 1009 and a reason; hypercorn
@@ -196,6 +210,7 @@ async def serve(
                     shutdown_trigger=trigger,
                     started=started,
                     ssl_context=ssl_context,
+                    sockets=sockets,
                 )
         finally:
             ended.set()

@@ -59,7 +59,7 @@ from ...runtime._protocol import (
     Result,
     unpack_frame,
 )
-from ...runtime._util import check_seconds
+from ...runtime._util import check_route, check_seconds
 from .._web import SitePolicy, origin_list
 from ..websocket._endpoint import Endpoint as WsEndpoint
 from ..websocket._endpoint import Handshake, WebSocketSettings, log_refusal
@@ -182,10 +182,16 @@ class HttpApp:
             says otherwise.
         max_operations: Long-running operations held at once (running, or
             done and not yet collected); more are refused with 503.
+        route: This server's routing token (1-32 characters of `a-z`, `0-9`
+            and `-`): every IPC session id, over HTTP and on `{prefix}/ws`,
+            is then `"<route>.<uuid4>"`, so that a reverse proxy can send a
+            session's later requests to the server that opened it
+            (docs/deployment.md). None (the default): plain uuid4 ids.
 
     Raises:
         ValueError: `prefix` does not start with "/", a limit, timeout or ping
-            setting is not positive, or an origin or host name is malformed.
+            setting is not positive, an origin or host name is malformed, or
+            `route` is not a routing token.
     """
 
     def __init__(
@@ -205,7 +211,9 @@ class HttpApp:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         ready_within: float = DEFAULT_READY_WITHIN,
         max_operations: int = DEFAULT_MAX_OPERATIONS,
+        route: str | None = None,
     ) -> None:
+        check_route(route)
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"prefix must start with '/', got {prefix!r}")
@@ -240,13 +248,15 @@ class HttpApp:
                 self.body_timeout,
                 ipc_ping_interval,
                 ipc_ping_timeout,
+                session_route=route,
             )
         self._dispatcher = Dispatcher(self.manager)
         self.websocket = websocket if websocket is not None else WebSocketSettings()
         # An app given no manager serves IPC only on WebSocket too: an RPC
         # hello there is refused, not welcomed to an empty backend.
         ws_manager = self.manager if manager is not None or ipc is None else None
-        self._ws = WsEndpoint(ws_manager, ipc, self.websocket, self.site)
+        self.route = route
+        self._ws = WsEndpoint(ws_manager, ipc, self.websocket, self.site, route=route)
         self._in_flight = 0
         self._nursery: trio.Nursery | None = None
         self._shutting_down = False
@@ -334,7 +344,9 @@ class HttpApp:
                 self._nursery = nursery
                 self._shutting_down = False
                 if self._ws.shutting_down:  # served again after a shutdown
-                    self._ws = WsEndpoint(self._ws.manager, self._ws.ipc, self.websocket, self.site)
+                    self._ws = WsEndpoint(
+                        self._ws.manager, self._ws.ipc, self.websocket, self.site, route=self.route
+                    )
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.begin_shutdown()

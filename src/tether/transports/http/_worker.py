@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -291,8 +292,9 @@ async def run_worker(
     shutdown_trigger: Callable[[], Awaitable[object]],
     started: Callable[[list[str]], object],
     ssl_context: ssl.SSLContext | None = None,
+    sockets: Sequence[socket.socket] | None = None,
 ) -> None:
-    """Serve `app` on `config.bind` until `shutdown_trigger` returns, then shut down.
+    """Serve `app` on `config.bind` (or `sockets`) until `shutdown_trigger` returns, then shut down.
 
     At shutdown the listeners close, connections finish their current request
     (idle ones close at once) for up to `config.graceful_timeout` seconds, and
@@ -309,6 +311,9 @@ async def run_worker(
         started: Called with the URLs served (`http://host:port`, or
             `https://` under TLS) once they are.
         ssl_context: Serve TLS with this server-side context; None: plain TCP.
+        sockets: Bound sockets to listen on instead of `config.bind` (one
+            inherited from a parent process, a Unix socket); they are closed
+            when the worker ends.
     """
     config.set_statsd_logger_class(StatsdLogger)
     wrapped = ASGIWrapper(app)
@@ -321,7 +326,9 @@ async def run_worker(
         async with trio.open_nursery() as server_nursery:
             listeners = []
             binds = []
-            for sock in config.create_sockets().insecure_sockets:
+            if sockets is None:
+                sockets = config.create_sockets().insecure_sockets
+            for sock in sockets:
                 sock.listen(config.backlog)
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 scheme = "https" if ssl_context is not None else "http"

@@ -8,7 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
 import trio
@@ -69,6 +69,19 @@ def _parse_url(url: str) -> tuple[str, int, str, bool]:
     if parts.query:
         resource += "?" + parts.query
     return parts.hostname, port, resource, secure
+
+
+def _resume_url(url: str, session_id: str) -> str:
+    """`url` with `tether_session=<session_id>` added to its query.
+
+    A frontend resuming an IPC session connects to this URL, so that a reverse
+    proxy can send it to the server holding the session (whose routing token
+    starts the id): nginx reads it as `$arg_tether_session`.
+    """
+    parts = urlsplit(url)
+    added = urlencode({"tether_session": session_id})
+    query = f"{parts.query}&{added}" if parts.query else added
+    return urlunsplit(parts._replace(query=query))
 
 
 def _header_list(
@@ -469,9 +482,11 @@ async def connect_ipc(
     if retry is not None:
         retry = check_retry(retry)
 
-    def open_socket() -> AbstractAsyncContextManager[TrioWebSocketStream]:
+    def open_socket(
+        session_id: str | None = None,
+    ) -> AbstractAsyncContextManager[TrioWebSocketStream]:
         return _open_stream(
-            url,
+            url if session_id is None else _resume_url(url, session_id),
             headers=_header_list(headers, authorization),
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,

@@ -43,7 +43,7 @@ from ...runtime._resume import (
     DEFAULT_RESUME_GRACE,
     ResumableSessions,
 )
-from ...runtime._util import check_positive_int, check_seconds
+from ...runtime._util import check_positive_int, check_route, check_seconds
 from .._web import SitePolicy, header_map, origin_list
 from ._keepalive import Pinger
 
@@ -351,6 +351,7 @@ class Endpoint:
         settings: How it treats its clients.
         site: The Origin and Host policy where `settings` leave it None (an
             `HttpApp`'s own); same-origin and loopback names by default.
+        route: The server's routing token, which starts every IPC session id.
     """
 
     __slots__ = (
@@ -364,6 +365,7 @@ class Endpoint:
         "ipc",
         "manager",
         "resumable",
+        "route",
         "settings",
         "site",
     )
@@ -374,6 +376,8 @@ class Endpoint:
         ipc: BackendIpc | None,
         settings: WebSocketSettings,
         site: SitePolicy | None = None,
+        *,
+        route: str | None = None,
     ) -> None:
         if manager is None and ipc is None:
             raise TypeError(
@@ -383,8 +387,10 @@ class Endpoint:
             raise TypeError(f"expected a tether.RpcManager, got {manager!r}")
         if ipc is not None and not isinstance(ipc, BackendIpc):
             raise TypeError(f"ipc= expects a tether.BackendIpc, got {ipc!r}")
+        check_route(route)
         self.manager = manager
         self.ipc = ipc
+        self.route = route
         self.settings = settings
         self.site = settings.site_policy(site)
         # Handshakes let in and not yet closed: each holds its place from
@@ -654,6 +660,7 @@ class Endpoint:
                 headers=None if handshake is None else handshake.headers,
                 resumable=self.resumable,
                 drain=self._drain,
+                route=self.route,
             )
         else:
             assert self.manager is not None

@@ -66,6 +66,7 @@ async def serve(
     graceful_timeout: float = 5.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    route: str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve RPC (`manager`) and/or IPC (`ipc`) over WebSocket until cancelled.
@@ -115,14 +116,19 @@ async def serve(
             `verify_mode = ssl.CERT_REQUIRED` and `load_verify_locations(cafile)`).
             The TLS handshake counts against `handshake_timeout`. None (the
             default): plain `ws://`.
+        route: This server's routing token (1-32 characters of `a-z`, `0-9`
+            and `-`): every IPC session id is then `"<route>.<uuid4>"`, and a
+            frontend's resuming reconnects carry it in `?tether_session=`, for
+            a reverse proxy to route them to this server (docs/deployment.md).
+            None (the default): plain uuid4 ids.
         task_status: Reports the URL, `ws://host:port/` (`wss://` with
             `ssl_context`), once listening.
 
     Raises:
         TypeError: neither `manager` nor `ipc` is given, or `allowed_origins`
             or `allowed_hosts` is one str instead of a collection of them.
-        ValueError: a limit or time is not positive, or an origin or host
-            name is malformed.
+        ValueError: a limit or time is not positive, an origin or host
+            name is malformed, or `route` is not a routing token.
         OSError: the address cannot be bound.
     """
     check_seconds("graceful_timeout", graceful_timeout)
@@ -141,7 +147,7 @@ async def serve(
         replay_messages=replay_messages,
         replay_bytes=replay_bytes,
     )
-    endpoint = Endpoint(manager, ipc, settings)
+    endpoint = Endpoint(manager, ipc, settings, route=route)
     handler = functools.partial(_handle_request, endpoint)
     async with trio.open_nursery() as nursery:
         handlers: trio.Nursery = await nursery.start(_own_connections, endpoint)
