@@ -107,6 +107,8 @@ class Sample:
     capacity: float
     p50_ms: float
     p99_ms: float
+    #: CPU seconds of each tether process that worked in the window (>2% of their sum), sorted.
+    tether_each: list[float] = attrs.Factory(list)
 
     @property
     def rate(self) -> float:
@@ -455,6 +457,8 @@ async def measure_once(
         for name in groups
     }
     cpu["others"] = max(0.0, busy - sum(cpu.values()))
+    each = [t - before["tether"].get(pid, 0.0) for pid, t in after["tether"].items()]
+    each = sorted((c for c in each if c > 0.02 * cpu["tether"]), reverse=True)
     return Sample(
         config=config.name,
         calls=sum(r["calls"] for r in results),
@@ -464,6 +468,7 @@ async def measure_once(
         capacity=settings.window * (os.cpu_count() or 1),
         p50_ms=1000 * statistics.median(r["p50"] for r in results),
         p99_ms=1000 * max(r["p99"] for r in results),
+        tether_each=each,
     )
 
 
@@ -553,6 +558,15 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def _balance(samples: Sequence[Sample]) -> str:
+    """Each busy tether process's share of their CPU, summed over `samples` (busiest first)."""
+    sizes = {len(s.tether_each) for s in samples}
+    if len(sizes) != 1 or sizes == {1}:
+        return ""
+    totals = [sum(column) for column in zip(*(s.tether_each for s in samples), strict=True)]
+    return "/".join(f"{t / sum(totals):.0%}" for t in totals)
+
+
 def summary(samples: Sequence[Sample]) -> list[dict[str, Any]]:
     """One row per configuration (in first-measured order): medians and ranges."""
     rows = []
@@ -570,6 +584,7 @@ def summary(samples: Sequence[Sample]) -> list[dict[str, Any]]:
                 "rate_max": max(rates),
                 "errors": sum(s.errors for s in mine),
                 "client_share": cpu["client"] / capacity,
+                "client_us": 1e6 * cpu["client"] / calls if calls else 0.0,
                 "others_share": cpu["others"] / capacity,
                 "tether_cores": cpu["tether"] / sum(s.seconds for s in mine),
                 "per_tether_core": calls / cpu["tether"] if cpu["tether"] else 0.0,
@@ -578,6 +593,7 @@ def summary(samples: Sequence[Sample]) -> list[dict[str, Any]]:
                 if cpu["tether"] + cpu["nginx"]
                 else 0.0,
                 "p50_ms": _median([s.p50_ms for s in mine]),
+                "balance": _balance(mine),
                 "p99_ms": _median([s.p99_ms for s in mine]),
             }
         )
@@ -591,11 +607,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         "configuration",
         "calls/s (median)",
         "range",
-        "client CPU",
-        "tether cores used",
         "calls/s per tether core",
+        "tether cores busy",
         "nginx µs/call",
         "calls/s per server core",
+        "client CPU",
+        "others' CPU",
         "p50 / p99 ms",
     ]
     body = [
@@ -603,11 +620,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             r["config"],
             f"{r['rate']:,.0f}",
             f"{r['rate_min']:,.0f}-{r['rate_max']:,.0f}",
-            f"{r['client_share']:.0%}",
-            f"{r['tether_cores']:.2f}",
             f"{r['per_tether_core']:,.0f}",
+            f"{r['tether_cores']:.2f}",
             f"{r['nginx_us']:.0f}" if r["nginx_us"] else "-",
             f"{r['per_server_core']:,.0f}",
+            f"{r['client_share']:.0%} ({r['client_us']:.0f} µs/call)",
+            f"{r['others_share']:.0%}",
             f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}",
         ]
         for r in rows
@@ -670,8 +688,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{time.monotonic() - began:.0f} s in all"
     )
     print(format_table(rows))
-    others = max(r["others_share"] for r in rows)
-    print(f"Other processes on the machine used at most {others:.0%} of it during a window.")
+    for row in rows:
+        if row["balance"]:
+            print(f"{row['config']}: each process's share of the tether CPU: {row['balance']}")
+    print(
+        "calls/s per tether core: calls per CPU-second of the tether processes; per server core:"
+        " of tether and nginx together; client CPU and others' CPU: shares of the machine"
+        f" ({os.cpu_count()} cores) in the windows."
+    )
     if any(r["errors"] for r in rows):
         print("ERRORS: " + ", ".join(f"{r['config']}: {r['errors']}" for r in rows))
     if args.json:
