@@ -3,7 +3,7 @@
 Run from the repository root, with nginx installed (Debian: `apt-get install nginx`)::
 
     .venv/bin/python -m bench.scale                 # about 2.5 minutes
-    .venv/bin/python -m bench.scale --quick         # about 20 seconds, a smoke test
+    .venv/bin/python -m bench.scale --quick         # about 25 seconds, a smoke test
     .venv/bin/python -m bench.scale --workers 1,2 --repeat 3 --window 2
     .venv/bin/python -m bench.scale --json out.json # also write every measurement
 
@@ -20,9 +20,12 @@ temporary directory, stopped at the end) in front of each, an `upstream` with
 
 plus the baseline without a proxy: the client straight to one worker.
 
-The load comes from `--clients` processes (default 2), each running
+The load comes from `--clients` processes (default 1), each running
 tether's own client (`http.connect` + `get_client`, what an application
-uses) with `--concurrency` tasks (default 16) calling `add(1, 2)` in a loop.
+uses) with `--concurrency` tasks (default 32) calling `add(1, 2)` in a loop.
+One process with 32 calls in flight was chosen by measurement (docs/performance.md,
+"Scaling out behind nginx"): it spent the least CPU per call of 1 to 4
+processes and used about half a core, so it is not what limits the rate.
 **The clients run on the same cores as the servers**: the bench reads every
 process's CPU time (`/proc/PID/stat`) over each timed window and reports the
 client's share, and the calls per CPU-second of the tether workers and of
@@ -72,8 +75,8 @@ class Settings:
     workers: tuple[int, ...] = (1, 2, 4)
     #: "workers" (one `--workers N` process), "procs" (N processes), or both.
     shapes: tuple[str, ...] = ("workers", "procs")
-    clients: int = 2
-    concurrency: int = 16
+    clients: int = 1
+    concurrency: int = 32
     warmup: float = 1.0
     window: float = 3.0
     repeat: int = 5
@@ -132,6 +135,14 @@ def _tree(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is still running (not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
@@ -209,7 +220,13 @@ async def stopping(process: trio.Process, sig: int = signal.SIGTERM) -> AsyncIte
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-            for pid in family:  # none should be left; if one is, it must not outlive the bench
+            # Its children (multiprocessing's resource tracker, nginx's workers) exit just
+            # after it; one still there after a second must not outlive the bench.
+            for _ in range(50):  # about a second
+                if not any(_alive(pid) for pid in family):
+                    break
+                await trio.sleep(0.02)
+            for pid in family:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -650,14 +667,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--shapes", default="workers,procs", help="workers and/or procs (default: both)"
     )
-    parser.add_argument("--clients", type=int, default=_DEFAULT.clients, help="default: 2")
-    parser.add_argument("--concurrency", type=int, default=_DEFAULT.concurrency, help="per client")
+    parser.add_argument("--clients", type=int, default=_DEFAULT.clients, help="default: 1")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=_DEFAULT.concurrency,
+        help="calls in flight per client process (default 32)",
+    )
     parser.add_argument("--warmup", type=float, default=_DEFAULT.warmup, help="seconds, default 1")
     parser.add_argument("--window", type=float, default=_DEFAULT.window, help="seconds, default 3")
     parser.add_argument("--repeat", type=int, default=_DEFAULT.repeat, help="default: 5")
     parser.add_argument("--nginx-workers", default="auto", help="worker_processes (default auto)")
     parser.add_argument("--no-direct", action="store_true", help="skip the no-proxy baseline")
-    parser.add_argument("--quick", action="store_true", help="1 repetition of 0.5 s + 1 s windows")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repetition, 0.5 s warm-up, 1 s window"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every sample here")
     args = parser.parse_args(argv)
     if args.client:
