@@ -81,6 +81,9 @@ class Settings:
     window: float = 3.0
     repeat: int = 5
     nginx_workers: str = "auto"
+    #: Idle connections nginx keeps to each upstream; 0: none, a connection per
+    #: request (examples/deploy's choice, for rolling restarts without loss).
+    upstream_keepalive: int = 64
     #: Include the client straight to one worker, without nginx.
     direct: bool = True
 
@@ -269,15 +272,13 @@ http {{
 {blocks}}}
 """
 _NGINX_BLOCK = """  upstream {name} {{
-{servers}    keepalive 64;
-  }}
+{servers}{keepalive}  }}
   server {{
     listen 127.0.0.1:{port};
     location / {{
       proxy_pass http://{name};
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
+{connection}      proxy_set_header Host $http_host;
     }}
   }}
 """
@@ -293,6 +294,7 @@ async def start_nginx(
     directory: Path,
     workers: str,
     started: list[trio.Process],
+    keepalive: int = 64,
 ) -> tuple[dict[str, str], int]:
     """One nginx with a port per upstream; their URLs (by upstream name) and its pid.
 
@@ -311,7 +313,16 @@ async def start_nginx(
             listener.listen(1024)
             port = listener.getsockname()[1]
             lines = "".join(f"    server {s.split('//')[1].split('/')[0]};\n" for s in servers)
-            blocks.append(_NGINX_BLOCK.format(name=name, servers=lines, port=port))
+            reuse = keepalive > 0
+            blocks.append(
+                _NGINX_BLOCK.format(
+                    name=name,
+                    servers=lines,
+                    port=port,
+                    keepalive=f"    keepalive {keepalive};\n" if reuse else "",
+                    connection='      proxy_set_header Connection "";\n' if reuse else "",
+                )
+            )
             urls[name] = f"http://127.0.0.1:{port}/rpc"
         conf = directory / "nginx.conf"
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -543,7 +554,12 @@ async def measure(settings: Settings, started: list[trio.Process] | None = None)
                     nursery.start_soon(client)
             upstreams = {f"{shape}{n}": [u for u, _ in s] for (shape, n), s in servers.items()}
             urls, nginx_pid = await start_nginx(
-                proxy_stack, upstreams, directory, settings.nginx_workers, started
+                proxy_stack,
+                upstreams,
+                directory,
+                settings.nginx_workers,
+                started,
+                settings.upstream_keepalive,
             )
             configs = []
             if settings.direct and ("procs", 1) in servers:
@@ -678,6 +694,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=_DEFAULT.window, help="seconds, default 3")
     parser.add_argument("--repeat", type=int, default=_DEFAULT.repeat, help="default: 5")
     parser.add_argument("--nginx-workers", default="auto", help="worker_processes (default auto)")
+    parser.add_argument(
+        "--upstream-keepalive",
+        type=int,
+        default=_DEFAULT.upstream_keepalive,
+        metavar="N",
+        help="idle connections nginx keeps per upstream; 0: none, as examples/deploy (default 64)",
+    )
     parser.add_argument("--no-direct", action="store_true", help="skip the no-proxy baseline")
     parser.add_argument(
         "--quick", action="store_true", help="1 repetition, 0.5 s warm-up, 1 s window"
@@ -696,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         window=1.0 if args.quick else args.window,
         repeat=1 if args.quick else args.repeat,
         nginx_workers=args.nginx_workers,
+        upstream_keepalive=args.upstream_keepalive,
         direct=not args.no_direct,
     )
     from bench.inprocess import format_machine, machine_info
@@ -708,7 +732,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{settings.clients} client processes x {settings.concurrency} concurrent calls, "
         f"{settings.warmup:g} s warm-up + {settings.window:g} s window, "
-        f"{settings.repeat} repetitions, nginx worker_processes {settings.nginx_workers}; "
+        f"{settings.repeat} repetitions, nginx worker_processes {settings.nginx_workers}, "
+        f"upstream keepalive {settings.upstream_keepalive}; "
         f"{time.monotonic() - began:.0f} s in all"
     )
     print(format_table(rows))

@@ -225,7 +225,9 @@ class Deployment:
             for route in backend.routes:
                 one = backend.workers == 1
                 address = backend.address if one else f"unix:{self.socket(route)}"
-                workers.append(f"    upstream {route} {{ server {address} max_fails=0; }}")
+                workers.append(
+                    f"    upstream {route} {{ server {address} max_fails=0; keepalive 8; }}"
+                )
                 routes.append(f"        {route} {route};")
         user = "user root;" if os.geteuid() == 0 else ""
         text = TEMPLATE.read_text()
