@@ -359,3 +359,42 @@ async def test_cors_origins_and_allowed_hosts() -> None:
     done = _refusal("--http", "127.0.0.1:0", "--cors-origin", "app.example")
     assert (done.returncode, done.stderr.count("\n")) == (2, 1)
     assert done.stderr.startswith("tether: --cors-origin/--allowed-host: ")
+
+
+async def test_the_readme_first_screen_commands_run(tmp_path: Path) -> None:
+    """The `tether` lines of the README's first screen, run as written (port 0
+    instead of 8000, a temporary file for the OpenAPI document)."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("The `tether` command serves", 1)[1].split("```\n", 2)[1]
+    lines = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    commands = [shlex.split(line) for line in lines]
+    assert [c[:2] for c in commands] == [
+        ["tether", "serve"],
+        ["tether", "describe"],
+        ["tether", "call"],
+        ["tether", "openapi"],
+    ]
+    serve = [arg.replace(":8000", ":0") for arg in commands[0][2:]]
+    assert serve[0] == TARGET
+    with trio.fail_after(TIMEOUT * 2):
+        async with serving(*serve[1:], urls=1) as run:
+            (url,) = run.urls[:1]
+            outputs = []
+            for command in commands[1:]:
+                argv = [url if arg == "http://127.0.0.1:8000/rpc" else arg for arg in command[1:]]
+                argv = [str(tmp_path / arg) if arg.endswith(".json") else arg for arg in argv]
+                done = await trio.run_process(
+                    [sys.executable, "-m", "tether", *argv],
+                    env=_env(),
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+                assert done.returncode == 0, (argv, done.stderr.decode())
+                outputs.append(done.stdout.decode())
+            assert await run.stop() == 0
+    assert "RobotWorldReadRpcInterface" in outputs[0]
+    assert json.loads(outputs[1]) == 3
+    assert "/rpc/RobotWorldReadRpcInterface/" in (tmp_path / "openapi.json").read_text()
