@@ -95,3 +95,86 @@ async def child_process(
             process.kill()
             with trio.CancelScope(shield=True):
                 await process.wait()
+
+
+class Serving:
+    """One `tether serve` process: the lines it printed (its URLs, then worker
+    sockets), and its stderr lines."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._changed = trio.Event()
+
+    @property
+    def urls(self) -> list[str]:
+        """What it printed to stdout: the served URLs first."""
+        return self.lines
+
+    async def read_lines(self, count: int, *, task_status: trio.TaskStatus[None]) -> None:
+        assert self.process.stdout is not None
+        pending = b""
+        started = False
+        while chunk := await self.process.stdout.receive_some():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            self.lines += [line.decode() for line in lines]
+            if len(self.lines) >= count and not started:
+                started = True
+                task_status.started()
+        assert started, f"tether serve exited before printing its URLs: {self.errors}"
+
+    async def read_errors(self) -> None:
+        assert self.process.stderr is not None
+        pending = b""
+        while chunk := await self.process.stderr.receive_some():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            self.errors += [line.decode() for line in lines]
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_error(self, *texts: str) -> str:
+        """The first stderr line holding every one of `texts` (awaited)."""
+        while True:
+            for line in self.errors:
+                if all(text in line for text in texts):
+                    return line
+            await self._changed.wait()
+
+    async def wait_count(self, text: str, count: int) -> None:
+        """Until `count` stderr lines hold `text`."""
+        while sum(text in line for line in self.errors) < count:
+            await self._changed.wait()
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return await self.process.wait()
+
+
+@asynccontextmanager
+async def serving(
+    target: str, *args: str, lines: int, env: dict[str, str], kind: type[Serving] = Serving
+) -> AsyncIterator[Serving]:
+    """`tether serve TARGET ARGS` for the block, once it printed `lines` lines;
+    killed when the block ends, whatever happened (its workers stop by
+    themselves once it is gone: they watch it)."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tether", "serve", target, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    run = kind(process)
+    try:
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(run.read_errors)
+            await nursery.start(run.read_lines, lines)
+            yield run
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()

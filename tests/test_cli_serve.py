@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,9 +22,10 @@ import trio
 
 import tether
 from examples.robot_world.interface import IModelProps, RobotWorldRead
+from tests import child_processes
+from tests.child_processes import Serving
 from tether.cli._common import CliError as UsageError
 from tether.cli._serve import resolve_app
-from tether.runtime._util import open_service_nursery
 from tether.transports import http, websocket
 
 SOURCES = Path(tether.__file__).resolve().parents[1]
@@ -36,49 +36,6 @@ TIMEOUT = 20.0
 WAREHOUSE = IModelProps("warehouse")
 
 
-class Serving:
-    """One `tether serve` process: its URLs, and its stderr lines."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.urls: list[str] = []
-        self.errors: list[str] = []
-        self._changed = trio.Event()
-
-    async def read_urls(self, count: int, *, task_status: trio.TaskStatus[None]) -> None:
-        assert self.process.stdout is not None
-        pending = b""
-        while chunk := await self.process.stdout.receive_some():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            self.urls += [line.decode() for line in lines]
-            if len(self.urls) >= count:
-                task_status.started()
-        assert len(self.urls) >= count, "tether serve exited before printing its URLs"
-
-    async def read_errors(self) -> None:
-        assert self.process.stderr is not None
-        pending = b""
-        while chunk := await self.process.stderr.receive_some():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            self.errors += [line.decode() for line in lines]
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_error(self, *texts: str) -> str:
-        """The first stderr line holding every one of `texts` (awaited)."""
-        while True:
-            for line in self.errors:
-                if all(text in line for text in texts):
-                    return line
-            await self._changed.wait()
-
-    async def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return await self.process.wait()
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCES), str(ROOT)])}
 
@@ -86,24 +43,8 @@ def _env() -> dict[str, str]:
 @asynccontextmanager
 async def serving(*args: str, urls: int) -> AsyncIterator[Serving]:
     """`tether serve TARGET args` for the block, once it printed `urls` URLs."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "tether", "serve", TARGET, *args],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    run = Serving(process)
-    try:
-        async with open_service_nursery() as nursery:
-            nursery.start_soon(run.read_errors)
-            await nursery.start(run.read_urls, urls)
-            yield run
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+    async with child_processes.serving(TARGET, *args, lines=urls, env=_env()) as run:
+        yield run
 
 
 async def test_serves_http_and_websocket_and_stops_gracefully_on_sigterm() -> None:

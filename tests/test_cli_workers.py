@@ -25,8 +25,8 @@ import trio
 import trustme
 
 import tether
+from tests import child_processes
 from tether import ConnectError
-from tether.runtime._util import open_service_nursery
 from tether.transports import http, websocket
 
 HERE = Path(__file__).resolve().parent
@@ -41,14 +41,8 @@ sys.path.insert(0, str(HERE))
 from workers_app import Pid, PidIpc  # noqa: E402
 
 
-class Serving:
-    """One `tether serve --workers` process: what it printed, and its stderr."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._changed = trio.Event()
+class Serving(child_processes.Serving):
+    """One `tether serve --workers` process: its URL and its workers' sockets."""
 
     @property
     def url(self) -> str:
@@ -64,45 +58,6 @@ class Serving:
             found.append(line.removeprefix(prefix))
         return found
 
-    async def read_lines(self, count: int, *, task_status: trio.TaskStatus[None]) -> None:
-        assert self.process.stdout is not None
-        pending = b""
-        started = False
-        while chunk := await self.process.stdout.receive_some():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            self.lines += [line.decode() for line in lines]
-            if len(self.lines) >= count and not started:
-                started = True
-                task_status.started()
-        assert started, f"tether serve exited before printing its URLs: {self.errors}"
-
-    async def read_errors(self) -> None:
-        assert self.process.stderr is not None
-        pending = b""
-        while chunk := await self.process.stderr.receive_some():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            self.errors += [line.decode() for line in lines]
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_error(self, *texts: str) -> str:
-        while True:
-            for line in self.errors:
-                if all(text in line for text in texts):
-                    return line
-            await self._changed.wait()
-
-    async def wait_count(self, text: str, count: int) -> None:
-        """Until `count` stderr lines hold `text`."""
-        while sum(text in line for line in self.errors) < count:
-            await self._changed.wait()
-
-    async def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return await self.process.wait()
-
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCES), str(HERE)])}
@@ -111,25 +66,9 @@ def _env() -> dict[str, str]:
 @asynccontextmanager
 async def serving(*args: str, lines: int) -> AsyncIterator[Serving]:
     """`tether serve TARGET args` for the block, once it printed `lines` lines."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "tether", "serve", TARGET, *args],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    run = Serving(process)
-    try:
-        async with open_service_nursery() as nursery:
-            nursery.start_soon(run.read_errors)
-            await nursery.start(run.read_lines, lines)
-            yield run
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            # Its workers stop by themselves once it is gone (they watch it).
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+    async with child_processes.serving(TARGET, *args, lines=lines, env=_env(), kind=Serving) as run:
+        assert isinstance(run, Serving)
+        yield run
 
 
 @asynccontextmanager
