@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -339,3 +340,37 @@ async def test_the_readme_first_screen_commands_run(tmp_path: Path) -> None:
     assert "RobotWorldReadRpcInterface" in outputs[0]
     assert json.loads(outputs[1]) == 3
     assert "/rpc/RobotWorldReadRpcInterface/" in (tmp_path / "openapi.json").read_text()
+
+
+async def test_sigterm_while_the_module_imports_is_one_line(tmp_path: Path) -> None:
+    """Before serving, trio's signal handling is not installed yet: SIGTERM killed the
+    process with no word (exit -15) while SIGINT said "interrupted"."""
+    (tmp_path / "slow_app.py").write_text(
+        "import sys\nprint('importing', file=sys.stderr, flush=True)\nsys.stdin.readline()\n"
+    )
+    env = {**_env(), "PYTHONPATH": os.pathsep.join([_env()["PYTHONPATH"], str(tmp_path)])}
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tether", "serve", "slow_app:app", "--http", "127.0.0.1:0"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            seen = b""
+            while b"importing\n" not in seen:
+                chunk = await process.stderr.receive_some()
+                assert chunk, seen
+                seen += chunk
+            process.send_signal(signal.SIGTERM)
+            while chunk := await process.stderr.receive_some():
+                seen += chunk
+            code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+    assert code == 130
+    assert seen.decode().splitlines() == ["importing", "tether: interrupted"]

@@ -447,12 +447,19 @@ async def serve_app(
     return 1 if stopped_at_once else 0
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve `args.target` until SIGINT/SIGTERM; the exit code.
 
     Raises:
         UsageError: Bad input (see `main`).
     """
+    # Until trio's own handling takes over (while the target imports, say), a
+    # SIGTERM stops the command as SIGINT does: "interrupted", not a silent death.
+    signal.signal(signal.SIGTERM, _interrupted)
     if not args.http and not args.ws:
         raise UsageError("give --http HOST:PORT and/or --ws HOST:PORT to serve on")
     if args.workers < 1:
