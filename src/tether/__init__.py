@@ -3,6 +3,7 @@
 from .contexts import RequestContext as RequestContext
 from .contexts import activity as activity
 from .contexts import current as current_context
+from .contexts import metadata as metadata
 from .runtime import BackendGroup as BackendGroup
 from .runtime import BackendIpc as BackendIpc
 from .runtime import CallMayHaveRun as CallMayHaveRun
@@ -86,6 +87,7 @@ __all__ = [
     "idempotent",
     "is_version_compatible",
     "long_running",
+    "metadata",
     "on_progress",
     "open_stream",
     "remote_error",
