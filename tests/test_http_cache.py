@@ -38,7 +38,7 @@ async def test_a_get_with_args_in_the_query_runs_the_call_and_says_how_long_to_c
             assert response.status_code == 200
             assert response.json() == {"key": "m1", "cents": 750}
             assert response.headers["cache-control"] == "public, max-age=60"
-            assert response.headers["vary"] == "authorization"
+            assert response.headers["vary"] == "authorization, baggage"
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["content-type"] == "application/json"
             assert response.headers["x-correlation-id"]
@@ -113,7 +113,7 @@ async def test_a_request_with_authorization_is_cached_privately_only() -> None:
             assert response.status_code == 200
             assert response.json() == "Bearer alice"
             assert response.headers["cache-control"] == "private, max-age=60"
-            assert response.headers["vary"] == "authorization"
+            assert response.headers["vary"] == "authorization, baggage"
             anonymous = await client.get(f"{origin}{PATH}/whoami")
             assert anonymous.json() is None
             assert anonymous.headers["cache-control"] == "public, max-age=60"
@@ -239,7 +239,7 @@ async def test_a_listed_origin_gets_cors_headers_and_vary_on_a_get() -> None:
             )
             assert response.status_code == 200
             assert response.headers["access-control-allow-origin"] == page
-            assert response.headers.get_list("vary") == ["origin", "authorization"]
+            assert response.headers.get_list("vary") == ["origin", "authorization, baggage"]
             # A page's script may read the ETag and send it back.
             assert "etag" in response.headers["access-control-expose-headers"].split(", ")
             preflight = await client.options(

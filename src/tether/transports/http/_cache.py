@@ -16,7 +16,7 @@ The answer to a GET is the POST's, plus:
   seconds), `public, max-age=31536000, immutable` for an immutable result,
   and `private` instead of `public` when the request carried `Authorization`
   (a shared cache must not hand one user's result to another); a strong
-  `ETag` (a hash of the body); `Vary: Authorization`;
+  `ETag` (a hash of the body); `Vary: Authorization, baggage`;
 * 304 and no body when `If-None-Match` names that ETag (the call still ran:
   the ETag is of its result);
 * any error: `Cache-Control: no-store`.
@@ -53,7 +53,9 @@ __all__ = [
 #: of nginx's default buffers and of common CDNs.
 MAX_GET_TARGET = 4096
 NO_STORE = (b"cache-control", b"no-store")
-_VARY = (b"vary", b"authorization")
+# An impl may read the caller's metadata (the `baggage` header): answers to
+# different metadata are different entries, as answers to different credentials.
+_VARY = (b"vary", b"authorization, baggage")
 # The JSON of a GET cannot be read by another site's page as a script or style.
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 # Query parameters parsed at most: `args` is the one there should be.

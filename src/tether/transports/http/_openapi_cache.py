@@ -48,7 +48,7 @@ _CACHE_HEADERS: dict[str, Any] = {
         "description": "A strong validator of the body: send it back in If-None-Match.",
         "schema": {"type": "string"},
     },
-    "Vary": {"description": "`Authorization`.", "schema": {"type": "string"}},
+    "Vary": {"description": "`Authorization, baggage`.", "schema": {"type": "string"}},
 }
 
 
