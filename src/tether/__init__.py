@@ -10,6 +10,7 @@ from .runtime import CallNotSent as CallNotSent
 from .runtime import ConnectError as ConnectError
 from .runtime import ConnectionClosed as ConnectionClosed
 from .runtime import ConnectionState as ConnectionState
+from .runtime import CredentialProvider as CredentialProvider
 from .runtime import DeadlineExceeded as DeadlineExceeded
 from .runtime import Forbidden as Forbidden
 from .runtime import FrontendIpc as FrontendIpc
@@ -54,6 +55,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "ConnectionState",
+    "CredentialProvider",
     "DeadlineExceeded",
     "Forbidden",
     "FrontendIpc",

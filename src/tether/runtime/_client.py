@@ -17,6 +17,13 @@ import trio
 from .. import contexts
 from ..contexts import current as current_context
 from ._codec import CONVERTER
+from ._credentials import (
+    Authorization,
+    CredentialProvider,
+    check_authorization,
+    credential,
+    refreshable,
+)
 from ._errors import (
     CallMayHaveRun,
     IncompatibleVersion,
@@ -72,8 +79,11 @@ class ClientOptions:
     Attributes:
         application_id: Sent with every call unless the current context has one.
         application_version: Likewise.
-        authorization: The credential this connection sends. When None, the
-            current context's authorization (the user's) is forwarded.
+        authorization: The credential this connection sends: a str, or a
+            `CredentialProvider` asked for each request (and once with
+            `refresh=True` after the server's authorization step refused one,
+            which is then sent again once). When None (or the provider gives
+            None), the current context's authorization (the user's) is forwarded.
         session_id: The session this connection's calls belong to unless the
             current context has one; a fresh UUID by default (or when None).
         stream_window: What this frontend takes of a stream's results before
@@ -84,7 +94,9 @@ class ClientOptions:
 
     application_id: str | None = None
     application_version: str | None = None
-    authorization: str | None = attrs.field(default=None, repr=False)
+    authorization: Authorization = attrs.field(
+        default=None, repr=False, validator=lambda _, __, value: check_authorization(value)
+    )
     session_id: str = attrs.field(default=None, converter=_session_id)
     stream_window: StreamWindow = attrs.field(
         default=DEFAULT_STREAM_WINDOW, validator=lambda _, __, value: check_stream_window(value)
@@ -297,6 +309,8 @@ def _make_call(
     """The `call` message for a call made now, in the current context."""
     values = op.encode_args(args, kwargs)
     options = backend.options
+    # A provider's credential is asked for by `_credentialed`, once the call is built.
+    own = options.authorization if type(options.authorization) is str else None
     ctx = current_context()
     if ctx is None:
         activity_id = contexts.new_activity_id()
@@ -305,7 +319,7 @@ def _make_call(
             options.session_id,
             options.application_id,
             options.application_version,
-            options.authorization,
+            own,
         )
     else:
         # Inside a request or an activity: propagate who the user action is for.
@@ -315,7 +329,7 @@ def _make_call(
             ctx.session_id or options.session_id,
             ctx.application_id or options.application_id,
             ctx.application_version or options.application_version,
-            options.authorization or ctx.authorization,
+            own or ctx.authorization,
         )
     call = Call(
         next(_ids),
@@ -329,6 +343,25 @@ def _make_call(
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("calling %s (attempt 1)", op.qualname, extra={"activity_id": activity_id})
     return call
+
+
+def _provider(backend: RpcBackend) -> CredentialProvider | None:
+    """The connection's credential provider, or None for a fixed credential (or none)."""
+    authorization = backend.options.authorization
+    return None if authorization is None or isinstance(authorization, str) else authorization
+
+
+async def _credentialed(provider: CredentialProvider, call: Call, *, refresh: bool = False) -> Call:
+    """`call` carrying the credential `provider` gives now (docs/observability.md).
+
+    A provider giving None forwards the current context's authorization, as a
+    connection without a credential of its own does.
+    """
+    value = await credential(provider, refresh=refresh)
+    if value is None:
+        ctx = current_context()
+        value = None if ctx is None else ctx.authorization
+    return call._replace(ctx=call.ctx._replace(authorization=value))
 
 
 def _refused(call: Call, op: Operation) -> TetherError | None:
@@ -387,7 +420,11 @@ async def _call(
     # A call from a scope that is already cancelled is not sent at all.
     await trio.lowlevel.checkpoint_if_cancelled()
     call = _make_call(backend, interface, op, args, kwargs)
+    provider = _provider(backend)
+    if provider is not None:
+        call = await _credentialed(provider, call)
     attempt = 1
+    refreshed = False
     while True:
         try:
             reply = await backend.request(call)
@@ -408,6 +445,11 @@ async def _call(
             if isinstance(reply, Result):
                 return op.decode_result(reply.value)
             error = await error_for_reply(reply.error, call.ctx.activity_id)
+            if provider is not None and not refreshed and refreshable(provider, error):
+                # Refused before it ran: once more, with a refreshed credential.
+                refreshed = True
+                call = await _credentialed(provider, call, refresh=True)
+                continue
             if not isinstance(error, Unavailable):
                 raise error
             wait = _retry_wait(backend, error, op, attempt)
@@ -416,6 +458,8 @@ async def _call(
             failure = error
         attempt += 1
         call = await _retry(call, op, attempt, wait, failure)
+        if provider is not None:
+            call = await _credentialed(provider, call)
 
 
 async def _retry(
@@ -487,7 +531,11 @@ async def _open_with_retries(
     """
     held = _HeldSource(source) if source is not None else None
     attempt = 1
+    provider = _provider(backend)
+    refreshed = False
     try:
+        if provider is not None:
+            call = await _credentialed(provider, call)
         while True:
             opener = backend.open_call(call, op, held)
             try:
@@ -498,11 +546,12 @@ async def _open_with_retries(
                     raise
                 raise refused from None
             except TetherError as exc:
-                wait = (
-                    None
-                    if held is not None and held.read
-                    else _retry_wait(backend, exc, op, attempt)
-                )
+                unread = held is None or not held.read
+                if provider is not None and not refreshed and unread and refreshable(provider, exc):
+                    refreshed = True  # refused before it ran: once more, refreshed
+                    call = await _credentialed(provider, call, refresh=True)
+                    continue
+                wait = _retry_wait(backend, exc, op, attempt) if unread else None
                 if wait is None:
                     final = _final(exc, backend, op, attempt)
                     if final is exc:
@@ -510,6 +559,8 @@ async def _open_with_retries(
                     raise final from exc
                 attempt += 1
                 call = await _retry(call, op, attempt, wait, exc)
+                if provider is not None:
+                    call = await _credentialed(provider, call)
                 continue
             break
         async with _entered(opener, exchange) as entered:
