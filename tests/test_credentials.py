@@ -40,6 +40,10 @@ class Vault(tether.RpcInterface):
 
     async def expired_inside(self) -> str: ...
 
+    def count(self, n: int) -> tether.Stream[int]: ...
+
+    async def total(self, values: tether.Stream[int]) -> int: ...
+
 
 class VaultImpl(Vault):
     runs: list[str]
@@ -56,6 +60,15 @@ class VaultImpl(Vault):
         VaultImpl.runs.append("inside")
         # An impl refusing mid-way: not the server's authorization step, so not retried.
         raise tether.Unauthorized("the impl's own check refused")
+
+    async def count(self, n: int) -> AsyncIterator[int]:  # type: ignore[override]
+        VaultImpl.runs.append(f"count {n}")
+        for i in range(n):
+            yield i
+
+    async def total(self, values: tether.Stream[int]) -> int:
+        VaultImpl.runs.append("total")
+        return sum([value async for value in values])
 
 
 class Editor(tether.IpcInterface):
@@ -249,6 +262,37 @@ async def test_a_refresh_that_still_fails_raises_unauthorized_once(transport: st
     assert server.seen == [FIRST, SECOND]  # one retry, no loop
     assert provider.refreshes == 1
     assert VaultImpl.runs == []
+
+
+@pytest.mark.parametrize("transport", RPC_TRANSPORTS)
+async def test_a_refused_stream_call_is_opened_again_once_refreshed(transport: str) -> None:
+    server = TokenServer(accepted=SECOND)
+    provider = CachingProvider([FIRST, SECOND], min_age=0.0)
+
+    async def source() -> AsyncIterator[int]:
+        for i in range(4):
+            yield i
+
+    with trio.fail_after(TIMEOUT):
+        async with rpc_backend(transport, server, provider) as backend:
+            vault = backend.get_client(Vault)
+            async with tether.open_stream(vault.count(3)) as items:
+                assert [item async for item in items] == [0, 1, 2]
+            assert server.seen == [FIRST, SECOND]
+            assert provider.refreshes == 1
+            server.accepted = f"Bearer third-{SECRET}"
+            provider._tokens = iter([server.accepted])
+            if transport == "http":
+                # The request body (the argument stream) went out with the call: the items
+                # read cannot be sent again, so the refusal is the caller's to see.
+                with pytest.raises(tether.Unauthorized):
+                    await vault.total(source())
+                assert provider.refreshes == 1
+                return
+            # Elsewhere the refusal comes before any argument item was read.
+            assert await vault.total(source()) == 6
+            assert provider.refreshes == 2
+    assert VaultImpl.runs == ["count 3", "total"]
 
 
 @pytest.mark.parametrize("transport", RPC_TRANSPORTS)

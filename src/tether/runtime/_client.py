@@ -532,7 +532,6 @@ async def _open_with_retries(
     held = _HeldSource(source) if source is not None else None
     attempt = 1
     provider = _provider(backend)
-    refreshed = False
     try:
         if provider is not None:
             call = await _credentialed(provider, call)
@@ -546,12 +545,11 @@ async def _open_with_retries(
                     raise
                 raise refused from None
             except TetherError as exc:
-                unread = held is None or not held.read
-                if provider is not None and not refreshed and unread and refreshable(provider, exc):
-                    refreshed = True  # refused before it ran: once more, refreshed
-                    call = await _credentialed(provider, call, refresh=True)
-                    continue
-                wait = _retry_wait(backend, exc, op, attempt) if unread else None
+                wait = (
+                    None
+                    if held is not None and held.read
+                    else _retry_wait(backend, exc, op, attempt)
+                )
                 if wait is None:
                     final = _final(exc, backend, op, attempt)
                     if final is exc:
@@ -563,12 +561,61 @@ async def _open_with_retries(
                     call = await _credentialed(provider, call)
                 continue
             break
+        if provider is not None:
+            opener = exchange = _Refreshing(backend, op, call, held, provider, opener, exchange)
         async with _entered(opener, exchange) as entered:
             yield entered
     finally:
         if held is not None:
             with trio.CancelScope(shield=True):
                 await held.release()
+
+
+class _Refreshing:
+    """A stream call's exchange (and exit) that opens the call once more, with
+    `provider(refresh=True)`'s credential, when its first reply is the server's
+    authorize step refusing it: nothing ran, and no argument item was read.
+    """
+
+    def __init__(
+        self,
+        backend: RpcBackend,
+        op: Operation,
+        call: Call,
+        held: _HeldSource | None,
+        provider: CredentialProvider,
+        opener: AbstractAsyncContextManager[Exchange],
+        exchange: Exchange,
+    ) -> None:
+        self._again: tuple[RpcBackend, Operation, Call, _HeldSource | None] | None
+        self._again = (backend, op, call, held)
+        self._provider = provider
+        self._opener: AbstractAsyncContextManager[Exchange] | None = opener
+        self._exchange = exchange
+
+    async def receive(self) -> Item | Result | Error:
+        message = await self._exchange.receive()
+        again, self._again = self._again, None
+        if again is None or type(message) is not Error or self._opener is None:
+            return message
+        backend, op, call, held = again
+        if (held is not None and held.read) or not refreshable(
+            self._provider, error_from_info(message.error, None)
+        ):
+            return message
+        opener, self._opener = self._opener, None
+        await opener.__aexit__(None, None, None)  # its final reply came: nothing to cancel
+        call = await _credentialed(self._provider, call._replace(id=next(_ids)), refresh=True)
+        opener = backend.open_call(call, op, held)
+        self._exchange = await opener.__aenter__()
+        self._opener = opener
+        return await self._exchange.receive()
+
+    async def __aenter__(self) -> Exchange:  # only `_entered` uses it, for its exit
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return None if self._opener is None else await self._opener.__aexit__(*exc_info)
 
 
 @asynccontextmanager
