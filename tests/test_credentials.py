@@ -21,6 +21,7 @@ import trio
 import tether
 from tether.runtime import ConnectError, TetherError
 from tether.runtime._util import open_service_nursery
+from tether.testing import faulty_streams
 from tether.transports import http, local, memory, websocket
 
 TIMEOUT = 10.0
@@ -328,6 +329,31 @@ async def test_a_websocket_handshake_refused_is_tried_once_more_refreshed() -> N
     assert provider.refreshes == 1
 
 
+@pytest.mark.parametrize("transport", ["websocket", "http-websocket"])
+async def test_a_websocket_reconnect_asks_the_provider_and_refreshes_a_refused_handshake(
+    transport: str,
+) -> None:
+    server = TokenServer(accepted=FIRST, check_handshakes=True)
+    provider = CachingProvider([FIRST, SECOND])
+    quick = tether.RetryPolicy(attempts=20, initial_backoff=0.01, max_backoff=0.05)
+    with trio.fail_after(TIMEOUT), faulty_streams() as faults:
+        async with rpc_backend(transport, server, provider, retry=quick) as backend:
+            vault = backend.get_client(Vault)
+            assert await vault.read("before") == "before"
+            asked = provider.calls
+            server.accepted = SECOND  # the token rotated while the socket was up
+            faults.latest.cut()
+            await faults.wait_opened(2)
+            while backend.state is not tether.ConnectionState.CONNECTED:
+                await backend.wait_state_change(backend.state)
+            assert await vault.read("after") == "after"
+    if transport == "websocket":  # websocket.serve's hook sees each handshake
+        assert server.handshakes == [FIRST, FIRST, SECOND]
+    assert provider.calls > asked  # asked again at the reconnect, not only per call
+    assert provider.refreshes == 1
+    assert server.seen[-1] == SECOND
+
+
 async def test_a_websocket_handshake_refused_after_the_refresh_fails_once() -> None:
     server = TokenServer(accepted="Bearer nobody has it", check_handshakes=True)
     provider = CachingProvider([FIRST, SECOND])
@@ -412,6 +438,38 @@ async def test_an_ipc_session_opens_with_the_providers_credential(transport: str
             assert await frontend.proxy(Editor).move(1.5) == 1.5
     assert seen == [FIRST]
     assert provider.refreshes == 0
+
+
+async def test_a_resumed_ipc_session_asks_the_provider_again() -> None:
+    seen: list[str | None] = []
+    server = TokenServer(accepted=FIRST, check_handshakes=True)
+    backend = make_ipc_backend(seen)
+    provider = CachingProvider([FIRST, SECOND])
+    quick = tether.RetryPolicy(attempts=20, initial_backoff=0.01, max_backoff=0.05)
+    with trio.fail_after(TIMEOUT), faulty_streams() as faults:
+        async with open_service_nursery() as nursery:
+            url = await nursery.start(
+                functools.partial(
+                    websocket.serve, None, ipc=backend, authorize=server.authorize_handshake
+                )
+            )
+            async with websocket.connect_ipc(
+                url, channels=[Editor], authorization=provider, retry=quick
+            ) as frontend:
+                editor = frontend.proxy(Editor)
+                assert await editor.move(1.0) == 1.0
+                asked = provider.calls
+                server.accepted = SECOND  # rotated: the resuming handshake must carry SECOND
+                faults.latest.cut()
+                await faults.wait_opened(2)  # resumed (after FIRST was refused, with SECOND)
+                assert await editor.move(2.0) == 2.0
+                sessions = list(backend.sessions)
+            nursery.cancel_scope.cancel()
+    assert len(sessions) == 1  # the same session, resumed
+    assert seen == [FIRST]  # the IPC hook ran once: a resume is not a new session
+    assert server.handshakes == [FIRST, FIRST, SECOND]
+    assert provider.calls > asked
+    assert provider.refreshes == 1
 
 
 # -- never leaked -------------------------------------------------------------------
