@@ -20,6 +20,7 @@ import trio
 
 import tether
 from tether.runtime import ConnectError, TetherError
+from tether.runtime._protocol import Call, CallContext
 from tether.runtime._util import open_service_nursery
 from tether.testing import faulty_streams
 from tether.transports import http, local, memory, websocket
@@ -227,6 +228,23 @@ async def test_a_refused_request_is_sent_again_once_with_a_refreshed_credential(
     assert VaultImpl.runs == ["k"]
 
 
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+async def test_a_group_of_backends_refreshes_once_too(transport: str) -> None:
+    server = TokenServer(accepted=SECOND, check_handshakes=False)
+    provider = CachingProvider([FIRST, SECOND])
+    manager = make_manager(server)
+    with trio.fail_after(TIMEOUT):
+        async with open_service_nursery() as nursery:
+            serve: Any = http.serve if transport == "http" else websocket.serve
+            urls = [await nursery.start(serve, manager) for _ in range(2)]
+            connect: Any = http.connect if transport == "http" else websocket.connect
+            async with connect(urls, interfaces=[Vault], authorization=provider) as group:
+                assert await group.get_client(Vault).read("k") == "k"
+            nursery.cancel_scope.cancel()
+    assert server.seen == [FIRST, SECOND]
+    assert provider.refreshes == 1
+
+
 @pytest.mark.parametrize("transport", RPC_TRANSPORTS)
 async def test_concurrent_refused_calls_refresh_once(transport: str) -> None:
     server = TokenServer(accepted=FIRST)
@@ -364,6 +382,7 @@ async def test_a_websocket_handshake_refused_after_the_refresh_fails_once() -> N
     assert caught.value.status_code == 401
     assert server.handshakes == [FIRST, SECOND]
     assert provider.refreshes == 1
+    assert [text for text in texts_of(caught.value) if SECRET in text] == []
 
 
 async def test_the_provider_must_give_a_str_or_none() -> None:
@@ -527,6 +546,9 @@ async def test_the_credential_is_never_shown(
             texts += texts_of(caught.value)
             with tether.activity(authorization=SECOND) as context:
                 texts += [repr(context), str(context)]
+            call_context = CallContext("activity", "session", None, None, SECOND)
+            texts += [repr(call_context), str(call_context)]
+            texts += [repr(Call(1, "i", "1.0.0", "op", [], call_context))]
     assert provider.refreshes == 2
     texts += texts_of_records(caplog.records)
     assert caplog.records  # something was logged: the capture worked
