@@ -11,6 +11,7 @@ from .runtime import CallNotSent as CallNotSent
 from .runtime import ConnectError as ConnectError
 from .runtime import ConnectionClosed as ConnectionClosed
 from .runtime import ConnectionState as ConnectionState
+from .runtime import CredentialProvider as CredentialProvider
 from .runtime import DeadlineExceeded as DeadlineExceeded
 from .runtime import Forbidden as Forbidden
 from .runtime import FrontendIpc as FrontendIpc
@@ -55,6 +56,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "ConnectionState",
+    "CredentialProvider",
     "DeadlineExceeded",
     "Forbidden",
     "FrontendIpc",

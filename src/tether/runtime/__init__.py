@@ -17,6 +17,7 @@ from ._codec import make_converter as make_converter
 from ._connection import RpcConnection as RpcConnection
 from ._connection import RpcConnectionStatistics as RpcConnectionStatistics
 from ._connection import open_rpc_connection as open_rpc_connection
+from ._credentials import CredentialProvider as CredentialProvider
 from ._dispatch import Dispatcher as Dispatcher
 from ._errors import CallMayHaveRun as CallMayHaveRun
 from ._errors import CallNotSent as CallNotSent
@@ -95,6 +96,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "ConnectionState",
+    "CredentialProvider",
     "DeadlineExceeded",
     "Dispatcher",
     "Forbidden",

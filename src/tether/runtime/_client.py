@@ -17,6 +17,13 @@ import trio
 from .. import contexts
 from ..contexts import current as current_context
 from ._codec import CONVERTER
+from ._credentials import (
+    Authorization,
+    CredentialProvider,
+    check_authorization,
+    credential,
+    refreshable,
+)
 from ._errors import (
     CallMayHaveRun,
     IncompatibleVersion,
@@ -72,8 +79,11 @@ class ClientOptions:
     Attributes:
         application_id: Sent with every call unless the current context has one.
         application_version: Likewise.
-        authorization: The credential this connection sends. When None, the
-            current context's authorization (the user's) is forwarded.
+        authorization: The credential this connection sends: a str, or a
+            `CredentialProvider` asked for each request (and once with
+            `refresh=True` after the server's authorization step refused one,
+            which is then sent again once). When None (or the provider gives
+            None), the current context's authorization (the user's) is forwarded.
         session_id: The session this connection's calls belong to unless the
             current context has one; a fresh UUID by default (or when None).
         stream_window: What this frontend takes of a stream's results before
@@ -84,7 +94,9 @@ class ClientOptions:
 
     application_id: str | None = None
     application_version: str | None = None
-    authorization: str | None = attrs.field(default=None, repr=False)
+    authorization: Authorization = attrs.field(
+        default=None, repr=False, validator=lambda _, __, value: check_authorization(value)
+    )
     session_id: str = attrs.field(default=None, converter=_session_id)
     stream_window: StreamWindow = attrs.field(
         default=DEFAULT_STREAM_WINDOW, validator=lambda _, __, value: check_stream_window(value)
@@ -297,6 +309,8 @@ def _make_call(
     """The `call` message for a call made now, in the current context."""
     values = op.encode_args(args, kwargs)
     options = backend.options
+    # A provider's credential is asked for by `_credentialed`, once the call is built.
+    own = options.authorization if type(options.authorization) is str else None
     ctx = current_context()
     if ctx is None:
         activity_id = contexts.new_activity_id()
@@ -305,7 +319,7 @@ def _make_call(
             options.session_id,
             options.application_id,
             options.application_version,
-            options.authorization,
+            own,
         )
     else:
         # Inside a request or an activity: propagate who the user action is for.
@@ -315,7 +329,7 @@ def _make_call(
             ctx.session_id or options.session_id,
             ctx.application_id or options.application_id,
             ctx.application_version or options.application_version,
-            options.authorization or ctx.authorization,
+            own or ctx.authorization,
             ctx.metadata,
             ctx.traceparent,
         )
@@ -331,6 +345,25 @@ def _make_call(
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("calling %s (attempt 1)", op.qualname, extra={"activity_id": activity_id})
     return call
+
+
+def _provider(backend: RpcBackend) -> CredentialProvider | None:
+    """The connection's credential provider, or None for a fixed credential (or none)."""
+    authorization = backend.options.authorization
+    return None if authorization is None or isinstance(authorization, str) else authorization
+
+
+async def _credentialed(provider: CredentialProvider, call: Call, *, refresh: bool = False) -> Call:
+    """`call` carrying the credential `provider` gives now (docs/observability.md).
+
+    A provider giving None forwards the current context's authorization, as a
+    connection without a credential of its own does.
+    """
+    value = await credential(provider, refresh=refresh)
+    if value is None:
+        ctx = current_context()
+        value = None if ctx is None else ctx.authorization
+    return call._replace(ctx=call.ctx._replace(authorization=value))
 
 
 def _refused(call: Call, op: Operation) -> TetherError | None:
@@ -389,7 +422,11 @@ async def _call(
     # A call from a scope that is already cancelled is not sent at all.
     await trio.lowlevel.checkpoint_if_cancelled()
     call = _make_call(backend, interface, op, args, kwargs)
+    provider = _provider(backend)
+    if provider is not None:
+        call = await _credentialed(provider, call)
     attempt = 1
+    refreshed = False
     while True:
         try:
             reply = await backend.request(call)
@@ -410,6 +447,11 @@ async def _call(
             if isinstance(reply, Result):
                 return op.decode_result(reply.value)
             error = await error_for_reply(reply.error, call.ctx.activity_id)
+            if provider is not None and not refreshed and refreshable(provider, error):
+                # Refused before it ran: once more, with a refreshed credential.
+                refreshed = True
+                call = await _credentialed(provider, call, refresh=True)
+                continue
             if not isinstance(error, Unavailable):
                 raise error
             wait = _retry_wait(backend, error, op, attempt)
@@ -418,6 +460,8 @@ async def _call(
             failure = error
         attempt += 1
         call = await _retry(call, op, attempt, wait, failure)
+        if provider is not None:
+            call = await _credentialed(provider, call)
 
 
 async def _retry(
@@ -489,7 +533,10 @@ async def _open_with_retries(
     """
     held = _HeldSource(source) if source is not None else None
     attempt = 1
+    provider = _provider(backend)
     try:
+        if provider is not None:
+            call = await _credentialed(provider, call)
         while True:
             opener = backend.open_call(call, op, held)
             try:
@@ -512,14 +559,65 @@ async def _open_with_retries(
                     raise final from exc
                 attempt += 1
                 call = await _retry(call, op, attempt, wait, exc)
+                if provider is not None:
+                    call = await _credentialed(provider, call)
                 continue
             break
+        if provider is not None:
+            opener = exchange = _Refreshing(backend, op, call, held, provider, opener, exchange)
         async with _entered(opener, exchange) as entered:
             yield entered
     finally:
         if held is not None:
             with trio.CancelScope(shield=True):
                 await held.release()
+
+
+class _Refreshing:
+    """A stream call's exchange (and exit) that opens the call once more, with
+    `provider(refresh=True)`'s credential, when its first reply is the server's
+    authorize step refusing it: nothing ran, and no argument item was read.
+    """
+
+    def __init__(
+        self,
+        backend: RpcBackend,
+        op: Operation,
+        call: Call,
+        held: _HeldSource | None,
+        provider: CredentialProvider,
+        opener: AbstractAsyncContextManager[Exchange],
+        exchange: Exchange,
+    ) -> None:
+        self._again: tuple[RpcBackend, Operation, Call, _HeldSource | None] | None
+        self._again = (backend, op, call, held)
+        self._provider = provider
+        self._opener: AbstractAsyncContextManager[Exchange] | None = opener
+        self._exchange = exchange
+
+    async def receive(self) -> Item | Result | Error:
+        message = await self._exchange.receive()
+        again, self._again = self._again, None
+        if again is None or type(message) is not Error or self._opener is None:
+            return message
+        backend, op, call, held = again
+        if (held is not None and held.read) or not refreshable(
+            self._provider, error_from_info(message.error, None)
+        ):
+            return message
+        opener, self._opener = self._opener, None
+        await opener.__aexit__(None, None, None)  # its final reply came: nothing to cancel
+        call = await _credentialed(self._provider, call._replace(id=next(_ids)), refresh=True)
+        opener = backend.open_call(call, op, held)
+        self._exchange = await opener.__aenter__()
+        self._opener = opener
+        return await self._exchange.receive()
+
+    async def __aenter__(self) -> Exchange:  # only `_entered` uses it, for its exit
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return None if self._opener is None else await self._opener.__aexit__(*exc_info)
 
 
 @asynccontextmanager

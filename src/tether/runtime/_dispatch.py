@@ -21,6 +21,7 @@ import trio
 
 from ..contexts import RequestContext, new_activity_id, using
 from ._codec import CONVERTER, dumps
+from ._credentials import AUTHORIZE_REFUSAL
 from ._errors import (
     ConnectionClosed,
     DeadlineExceeded,
@@ -368,9 +369,8 @@ class Dispatcher:
         # `report_progress` in the impl (and the tasks it starts) finds its call here.
         reporting = reporting_call.set(prepared)
         try:
-            authorize = self.manager.authorize
-            if authorize is not None and not await authorize(context):
-                raise Unauthorized(f"{context.operation} refused by the authorization hook")
+            if self.manager.authorize is not None:
+                await self._authorize(context)
             if prepared.stream is None:
                 value = await prepared.handler(*prepared.args)
             else:
@@ -417,6 +417,25 @@ class Dispatcher:
         finally:
             if deadline is not None and not scope.cancel_called:
                 scope.deadline = math.inf
+
+    async def _authorize(self, context: RequestContext) -> None:
+        """Run the manager's hook; a refusal is marked as this step's (`AUTHORIZE_REFUSAL`).
+
+        The mark tells a client that nothing ran, so that it may send the
+        request again with a refreshed credential (`_credentials`).
+        """
+        assert self.manager.authorize is not None
+        key, value = AUTHORIZE_REFUSAL
+        try:
+            allowed = await self.manager.authorize(context)
+        except Unauthorized as exc:
+            exc.details.setdefault(key, value)
+            raise
+        if not allowed:
+            raise Unauthorized(
+                f"{context.operation} refused by the authorization hook",
+                details={key: value},
+            )
 
     def interrupted(self, prepared: PreparedCall) -> Error | None:
         """The reply for a call whose cancel scope interrupted it.

@@ -19,6 +19,7 @@ from ._channels import (
     require_channel,
 )
 from ._connection import exchange_hello
+from ._credentials import Authorization, check_authorization, credential
 from ._faults import wrap_client_stream
 from ._ipc_engine import (
     DEFAULT_MAX_PENDING_BYTES,
@@ -220,7 +221,7 @@ async def open_ipc_connection(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
@@ -240,7 +241,9 @@ async def open_ipc_connection(
         application_id: Who the frontend is; the backend's contexts carry it.
         application_version: That application's version.
         authorization: The credential for the backend's `authorize` hook,
-            sent in the `hello` (never logged, never in a repr).
+            sent in the `hello` (never logged, never in a repr): a str, or a
+            `CredentialProvider` asked (`refresh=False`) at the opening and at
+            each resume.
         max_pending_notifications: Notifications that may wait for this
             frontend's listeners before it stops reading.
         max_pending_bytes: The same bound in encoded bytes (a single larger
@@ -275,8 +278,7 @@ async def open_ipc_connection(
         require_channel(channel, IpcInterface)
     check_positive_int("max_pending_notifications", max_pending_notifications)
     check_positive_int("max_pending_bytes", max_pending_bytes)
-    if authorization is not None and not isinstance(authorization, str):
-        raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
+    check_authorization(authorization)
     check_seconds("slow_listener_timeout", slow_listener_timeout, finite=False)
     check_stream_window(stream_window)
     stream = wrap_client_stream(stream)
@@ -287,7 +289,7 @@ async def open_ipc_connection(
         application_version,
         {channel.channel_name: channel.version for channel in wanted},
         mode="ipc",
-        authorization=authorization,
+        authorization=await credential(authorization),
         binary=True,  # every stream of ours reads binary frames
         resumable=reconnect is not None and retry is not None,
     )
@@ -334,7 +336,14 @@ async def open_ipc_connection(
                 async with trio.open_nursery() as tasks:
                     tasks.start_soon(resuming.run)
                     tasks.start_soon(
-                        keep_connected, resuming, reconnect, hello, token, retry, handshake_timeout
+                        keep_connected,
+                        resuming,
+                        reconnect,
+                        hello,
+                        token,
+                        retry,
+                        handshake_timeout,
+                        authorization,
                     )
                     await peer.run(task_status=task_status)
                     tasks.cancel_scope.cancel()

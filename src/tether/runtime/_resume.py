@@ -42,6 +42,7 @@ import orjson
 import trio
 
 from ._binary import BinaryMessage, message_size
+from ._credentials import Authorization, credential
 from ._errors import ConnectError, ConnectionClosed, NotFound, PayloadTooLarge, TetherError
 from ._faults import wrap_client_stream
 from ._protocol import Error, Hello, encode
@@ -469,6 +470,7 @@ async def keep_connected(
     token: str,
     retry: RetryPolicy,
     handshake_timeout: float,
+    authorization: Authorization = None,
 ) -> None:
     """The frontend's side: after each drop, connect again and resume, until the session ends.
 
@@ -476,7 +478,8 @@ async def keep_connected(
     `resume` is filled in each time); `connect` is given that id. Each outage
     gets `retry.attempts` tries, waiting `retry.backoff(n)` before the n-th;
     when they are spent, or the backend refuses (the session expired), the
-    session ends with that reason.
+    session ends with that reason. A credential provider (`authorization`) is
+    asked for the resuming hello's credential each time.
     """
     session_id = hello.session_id
     assert session_id is not None, "the resuming hello names its session"
@@ -501,7 +504,14 @@ async def keep_connected(
             try:
                 async with connect(session_id) as raw:
                     socket = wrap_client_stream(raw)
-                    again = attrs.evolve(hello, channels={}, resume=Resume(token, stream.received))
+                    again = attrs.evolve(
+                        hello,
+                        channels={},
+                        resume=Resume(token, stream.received),
+                        authorization=await credential(authorization)
+                        if authorization is not None
+                        else hello.authorization,
+                    )
                     with trio.fail_after(handshake_timeout):
                         count = await _exchange(socket, again)
                     await stream.attach(socket, count)

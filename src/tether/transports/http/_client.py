@@ -40,6 +40,7 @@ from ...runtime import (
 from ...runtime._binary import pack
 from ...runtime._client import check_backend_interfaces
 from ...runtime._codec import dumps, loads
+from ...runtime._credentials import Authorization
 from ...runtime._protocol import (
     BinaryMessage,
     Call,
@@ -557,7 +558,7 @@ async def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,

@@ -21,6 +21,7 @@ from ...runtime import (
     RpcInterface,
     StreamWindow,
 )
+from ...runtime._credentials import Authorization
 from ...runtime._group import BackendGroup, Balance
 from ...runtime._group_connect import (
     check_balance,
@@ -49,7 +50,7 @@ def connect(  # type: ignore[overload-overlap]
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,
@@ -67,7 +68,7 @@ def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,
@@ -85,7 +86,7 @@ def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_connections: int = 100,
@@ -160,7 +161,7 @@ def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,

@@ -32,6 +32,7 @@ from ...runtime import (
     open_ipc_connection,
 )
 from ...runtime._codec import dumps, loads
+from ...runtime._credentials import Authorization
 from ...runtime._protocol import BinaryMessage, Error, encode
 from ...runtime._retry import DEFAULT_RETRY, NO_RETRY, check_retry, unfixable
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
@@ -555,7 +556,7 @@ async def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     max_message_size: int = DEFAULT_MAX_BODY_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,

@@ -24,6 +24,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._credentials import Authorization
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds
@@ -113,7 +114,7 @@ async def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_in_flight: int = 1024,
@@ -182,7 +183,7 @@ async def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
@@ -249,7 +250,7 @@ async def rpc_session(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None,
     application_version: str | None,
-    authorization: str | None,
+    authorization: Authorization,
     session_id: str | None,
     max_in_flight: int,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
@@ -284,7 +285,7 @@ async def ipc_session(
     channels: Iterable[type[IpcInterface]],
     application_id: str | None,
     application_version: str | None,
-    authorization: str | None,
+    authorization: Authorization,
     max_pending_notifications: int,
     max_pending_bytes: int,
     slow_listener_timeout: float,

@@ -27,6 +27,7 @@ from ...runtime import (
     RpcInterface,
     StreamWindow,
 )
+from ...runtime._credentials import Authorization
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._util import check_seconds, open_service_nursery
 from ._client import ipc_session, open_stream, rpc_session
@@ -182,7 +183,7 @@ class PairedBackend:
         interfaces: Iterable[type[RpcInterface]],
         application_id: str | None = None,
         application_version: str | None = None,
-        authorization: str | None = None,
+        authorization: Authorization = None,
         session_id: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_in_flight: int = 1024,
@@ -226,7 +227,7 @@ class PairedBackend:
         channels: Iterable[type[IpcInterface]] = (),
         application_id: str | None = None,
         application_version: str | None = None,
-        authorization: str | None = None,
+        authorization: Authorization = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,

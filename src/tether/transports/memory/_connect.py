@@ -40,6 +40,7 @@ from ...runtime import (
     serve_ipc_session,
     serve_rpc_session,
 )
+from ...runtime._credentials import Authorization
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import open_service_nursery
@@ -106,7 +107,7 @@ async def connect(
     thread: bool = False,
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
@@ -196,7 +197,7 @@ async def connect_ipc(
     thread: bool = False,
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,

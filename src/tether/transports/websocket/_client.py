@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -34,6 +34,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._credentials import Authorization, credential
 from ...runtime._reconnect import open_reconnecting_backend
 from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
@@ -102,6 +103,32 @@ def _header_list(
             raise ValueError("authorization holds a line break or NUL")
         out.append((b"authorization", authorization.encode()))
     return out
+
+
+@asynccontextmanager
+async def _open_authorized(
+    url: str, headers: Mapping[str, str] | None, authorization: Authorization, **options: Any
+) -> AsyncIterator[TrioWebSocketStream]:
+    """`_open_stream` with the credential of now in the handshake's `Authorization`.
+
+    A provider is asked at each (re)connect; a handshake it gave a credential
+    for that the server refused with 401 is tried once more with
+    `refresh=True` (nothing ran: the server refuses before the upgrade).
+    """
+    value = await credential(authorization)
+    async with AsyncExitStack() as stack:
+        try:
+            stream = await stack.enter_async_context(
+                _open_stream(url, headers=_header_list(headers, value), **options)
+            )
+        except ConnectError as exc:
+            if isinstance(authorization, str) or authorization is None or exc.status_code != 401:
+                raise
+            value = await credential(authorization, refresh=True)
+            stream = await stack.enter_async_context(
+                _open_stream(url, headers=_header_list(headers, value), **options)
+            )
+        yield stream
 
 
 def _rejected(url: str, exc: trio_websocket.ConnectionRejected) -> ConnectError:
@@ -301,7 +328,7 @@ async def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -385,16 +412,18 @@ async def connect(
         retry=retry,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
-    header_list = _header_list(headers, authorization)
+    # A bad header is refused here, not by the first dial.
+    _header_list(headers, authorization if isinstance(authorization, str) else None)
     _parse_url(url)  # a bad URL is refused here, not by the first dial
     wanted = list(interfaces)
 
     @asynccontextmanager
     async def dial() -> AsyncIterator[RpcConnection]:
         async with (
-            _open_stream(
+            _open_authorized(
                 url,
-                headers=header_list,
+                headers,
+                authorization,
                 max_message_size=max_message_size,
                 connect_timeout=connect_timeout,
                 ping_interval=ping_interval,
@@ -420,7 +449,7 @@ async def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
@@ -491,9 +520,10 @@ async def connect_ipc(
     def open_socket(
         session_id: str | None = None,
     ) -> AbstractAsyncContextManager[TrioWebSocketStream]:
-        return _open_stream(
+        return _open_authorized(
             url if session_id is None else _resume_url(url, session_id),
-            headers=_header_list(headers, authorization),
+            headers,
+            authorization,
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
             ping_interval=ping_interval,

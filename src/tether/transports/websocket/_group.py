@@ -22,6 +22,7 @@ from ...runtime import (
     RpcInterface,
     StreamWindow,
 )
+from ...runtime._credentials import Authorization
 from ...runtime._group import BackendGroup, Balance
 from ...runtime._group_connect import (
     check_balance,
@@ -49,7 +50,7 @@ def connect(  # type: ignore[overload-overlap]
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -70,7 +71,7 @@ def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -91,7 +92,7 @@ def connect(
     interfaces: Iterable[type[RpcInterface]],
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     session_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -167,7 +168,7 @@ def connect_ipc(
     channels: Iterable[type[IpcInterface]] = (),
     application_id: str | None = None,
     application_version: str | None = None,
-    authorization: str | None = None,
+    authorization: Authorization = None,
     headers: Mapping[str, str] | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_pending_notifications: int = DEFAULT_MAX_PENDING_NOTIFICATIONS,
