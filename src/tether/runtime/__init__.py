@@ -35,6 +35,12 @@ from ._errors import Unauthorized as Unauthorized
 from ._errors import Unavailable as Unavailable
 from ._errors import remote_error as remote_error
 from ._group import BackendGroup as BackendGroup
+from ._interceptors import CallInfo as CallInfo
+from ._interceptors import Installed as Installed
+from ._interceptors import Interceptor as Interceptor
+from ._interceptors import Proceed as Proceed
+from ._interceptors import StreamMessages as StreamMessages
+from ._interceptors import install_interceptor as install_interceptor
 from ._interfaces import Operation as Operation
 from ._interfaces import RpcInterface as RpcInterface
 from ._ipc_backend import BackendIpc as BackendIpc
@@ -89,6 +95,7 @@ __all__ = [
     "BackendIpc",
     "BinaryMessage",
     "CachePolicy",
+    "CallInfo",
     "CallMayHaveRun",
     "CallNotSent",
     "ClientOptions",
@@ -100,6 +107,8 @@ __all__ = [
     "Forbidden",
     "FrontendIpc",
     "IncompatibleVersion",
+    "Installed",
+    "Interceptor",
     "InvalidRequest",
     "IpcHandler",
     "IpcHandshake",
@@ -114,6 +123,7 @@ __all__ = [
     "Operation",
     "OperationPolicy",
     "PayloadTooLarge",
+    "Proceed",
     "Progress",
     "ReconnectingBackend",
     "RemoteError",
@@ -126,6 +136,7 @@ __all__ = [
     "RpcManagerStatistics",
     "StateWatch",
     "Stream",
+    "StreamMessages",
     "StreamWindow",
     "TetherError",
     "TransportError",
@@ -134,6 +145,7 @@ __all__ = [
     "cacheable",
     "current_session",
     "idempotent",
+    "install_interceptor",
     "is_version_compatible",
     "long_running",
     "make_converter",

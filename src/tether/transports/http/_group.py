@@ -28,6 +28,7 @@ from ...runtime._group_connect import (
     is_url_list,
     open_session_on_one,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY
 from . import _client, _ipc_client
 from ._client import DEFAULT_READ_TIMEOUT, HttpBackend
@@ -56,6 +57,7 @@ def connect(  # type: ignore[overload-overlap]
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractAsyncContextManager[HttpBackend]: ...
 
@@ -74,6 +76,7 @@ def connect(
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[BackendGroup]: ...
@@ -92,6 +95,7 @@ def connect(
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[HttpBackend] | AbstractAsyncContextManager[BackendGroup]:
@@ -137,6 +141,7 @@ def connect(
             read_timeout=read_timeout,
             stream_window=stream_window,
             retry=retry,
+            interceptors=interceptors,
             ssl_context=ssl_context,
         )
     options = {

@@ -24,6 +24,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds
@@ -120,6 +121,7 @@ async def connect(
     connect_timeout: float = 10.0,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[RpcConnection]:
     """Connect to a tether backend over its local socket, for the block.
 
@@ -154,6 +156,9 @@ async def connect(
             operation, waiting at least its `Retry-After`. A lost connection is not made
             again: calls then fail at once, `CallNotSent` if they were not
             sent yet, `CallMayHaveRun` if they were. None: no retries.
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
 
     Raises:
         ConnectError: nothing serves at `path`, or it is not this user's.
@@ -171,6 +176,7 @@ async def connect(
         max_in_flight=max_in_flight,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
     ) as connection:
         yield connection
 
@@ -254,6 +260,7 @@ async def rpc_session(
     max_in_flight: int,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[RpcConnection]:
     """An RPC connection over the stream `streams` opens (`connect`, and `spawn`'s).
 
@@ -266,6 +273,7 @@ async def rpc_session(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (

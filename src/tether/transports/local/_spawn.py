@@ -27,6 +27,7 @@ from ...runtime import (
     RpcInterface,
     StreamWindow,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._util import check_seconds, open_service_nursery
 from ._client import ipc_session, open_stream, rpc_session
@@ -189,6 +190,7 @@ class PairedBackend:
         connect_timeout: float = 10.0,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        interceptors: Iterable[Interceptor] = (),
     ) -> AsyncIterator[RpcConnection]:
         """Connect to the backend for RPC, for the block; as `local.connect`.
 
@@ -216,6 +218,7 @@ class PairedBackend:
             max_in_flight=max_in_flight,
             stream_window=stream_window,
             retry=retry,
+            interceptors=interceptors,
         ) as connection:
             yield connection
 

@@ -40,6 +40,7 @@ from ...runtime import (
     serve_ipc_session,
     serve_rpc_session,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import open_service_nursery
@@ -113,6 +114,7 @@ async def connect(
     max_in_flight: int = 1024,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[RpcConnection]:
     """Serve `manager` in-process and connect to it, for the block.
 
@@ -145,6 +147,9 @@ async def connect(
             operation, waiting at least its `Retry-After`. This connection ends
             only with its backend, and is not made again: its calls then
             fail at once, with `CallMayHaveRun` if they were sent. None: no retries.
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
 
     Raises:
         ValueError: `stream_window` is not a `tether.StreamWindow`.
@@ -158,6 +163,7 @@ async def connect(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
     )
     serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
     async with (

@@ -34,6 +34,7 @@ from ...runtime import (
     open_ipc_connection,
     open_rpc_connection,
 )
+from ...runtime._interceptors import Interceptor, peer_of
 from ...runtime._reconnect import open_reconnecting_backend
 from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
@@ -312,6 +313,7 @@ async def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[ReconnectingBackend]:
     """Connect to a tether backend over WebSocket, for the block.
 
@@ -363,6 +365,9 @@ async def connect(
             again: `attempts` tries per outage, the n-th after `backoff(n)`
             (by default 10 tries over about 11 s). None: neither (a lost
             socket ends the connection).
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
 
     Returns:
         The backend (`ReconnectingBackend`): `get_client`, `state`,
@@ -383,6 +388,8 @@ async def connect(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
+        peer=peer_of(url),
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     header_list = _header_list(headers, authorization)

@@ -29,6 +29,7 @@ from ...runtime._group_connect import (
     is_url_list,
     open_session_on_one,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY
 from . import _client
 from ._endpoint import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
@@ -60,6 +61,7 @@ def connect(  # type: ignore[overload-overlap]
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AbstractAsyncContextManager[ReconnectingBackend]: ...
 
 
@@ -81,6 +83,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[BackendGroup]: ...
 
@@ -102,6 +105,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[ReconnectingBackend] | AbstractAsyncContextManager[BackendGroup]:
     """Connect to a WebSocket backend, or to several serving the same interfaces, for the block.
@@ -142,6 +146,7 @@ def connect(
             ssl_context=ssl_context,
             stream_window=stream_window,
             retry=retry,
+            interceptors=interceptors,
         )
     options = {
         "application_id": application_id,
