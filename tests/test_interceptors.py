@@ -185,6 +185,9 @@ def test_peer_shows_no_userinfo_and_no_query() -> None:
         "http://example.com:8080/rpc"
     )
     assert peer_of("wss://[::1]/ws") == "wss://[::1]/ws"
+    # Not a URL: the transport's own check reports it, not this.
+    assert peer_of("ws://127.0.0.1:99999/") is None
+    assert peer_of(b"ws://127.0.0.1:1/") is None
 
 
 async def test_call_info_repr_shows_no_credential() -> None:
