@@ -63,8 +63,9 @@ class IpcConformance(
     `application_version`, `authorization` (the credential the backend's
     `authorize` hook sees, sent in the `hello`), `max_pending_notifications`
     (how many of the backend's notifications may wait for the frontend's
-    listeners), `stream_window` (the frontend's `StreamWindow`) and
-    `max_message_size` (the largest message the frontend sends).
+    listeners), `stream_window` (the frontend's `StreamWindow`),
+    `max_message_size` (the largest message the frontend sends) and
+    `interceptors` (the frontend's, for `IpcInterceptorTests`).
 
     The resume cases (`IpcResumeTests`) cut the session's connection: set
     `resumes = True` where a session survives it (the suite then passes

@@ -372,7 +372,8 @@ class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases, RpcInterc
     manager that serves `manager` over the transport and yields a connected
     `RpcBackend`. The suite passes these options: `application_id`,
     `application_version`, `authorization`, `max_message_size` (the largest
-    message either way, in bytes) and, to a transport that carries streams,
+    message either way, in bytes), `interceptors` (the interceptor cases,
+    `RpcInterceptorCases`) and, to a transport that carries streams,
     `stream_window`; a transport must honour them.
 
     The stream cases (`RpcStreamCases`) run every kind of stream the
