@@ -16,11 +16,11 @@ import trio
 
 from .. import contexts
 from ..contexts import current as current_context
+from ._client_interceptors import intercepted_call, open_intercepted_stream
 from ._codec import CONVERTER
 from ._errors import (
     CallMayHaveRun,
     IncompatibleVersion,
-    InvalidRequest,
     NotFound,
     RemoteError,
     TetherError,
@@ -28,17 +28,7 @@ from ._errors import (
     error_class_for_code,
     registered_remote_error,
 )
-from ._interceptors import (
-    INSTALLED,
-    CallInfo,
-    Interceptor,
-    StreamMessages,
-    client_chain,
-    counted_source,
-    intercepted_stream,
-    run_chain,
-    to_interceptors,
-)
+from ._interceptors import INSTALLED, Interceptor, client_chain, to_interceptors
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
@@ -586,112 +576,6 @@ def _open_rpc_stream(
     return _open_with_retries(backend, op, call, source)
 
 
-def _bound_args(op: Operation, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A call's arguments bound to the operation's parameters, in order (defaults applied)."""
-    if not kwargs and len(args) == len(op.param_names):
-        return args
-    try:
-        bound = op.signature.bind(None, *args, **kwargs)
-    except TypeError as exc:
-        raise InvalidRequest(f"{op.qualname}: {exc}") from None
-    bound.apply_defaults()
-    return tuple(bound.arguments.values())[1:]
-
-
-def _call_info(
-    backend: RpcBackend,
-    interface: type[RpcInterface],
-    op: Operation,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-) -> CallInfo:
-    """What the client's interceptors see of a call made now, in the current context."""
-    options = backend.options
-    ctx = current_context()
-    if ctx is None:
-        context = contexts.RequestContext(
-            session_id=options.session_id,
-            application_id=options.application_id,
-            application_version=options.application_version,
-            operation=op.qualname,
-        )
-    else:
-        # What `_make_call` sends, but the connection's own credential: it is
-        # added after the interceptors, who need not see it.
-        context = attrs.evolve(
-            ctx,
-            session_id=ctx.session_id or options.session_id,
-            application_id=ctx.application_id or options.application_id,
-            application_version=ctx.application_version or options.application_version,
-            operation=op.qualname,
-        )
-    stream: Any = None
-    if op.stream_result:
-        stream = "bidi" if op.stream_param is not None else "server"
-    elif op.stream_param is not None:
-        stream = "client"
-    return CallInfo(
-        "client",
-        "rpc",
-        interface.interface_name,
-        interface.interface_version,
-        op.name,
-        _bound_args(op, args, kwargs),
-        context,
-        stream=stream,
-        peer=options.peer,
-        messages=StreamMessages() if stream is not None else None,
-    )
-
-
-def _with_counted_source(op: Operation, call: CallInfo) -> tuple[Any, ...]:
-    """The call's arguments, its argument stream reporting each item as sent."""
-    if op.stream_param is None or call.messages is None:
-        return call.args
-    args = list(call.args)
-    args[op.stream_param] = counted_source(args[op.stream_param], call.messages)
-    return tuple(args)
-
-
-async def _intercepted_call(
-    chain: tuple[Interceptor, ...],
-    backend: RpcBackend,
-    interface: type[RpcInterface],
-    op: Operation,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-) -> Any:
-    """A unary or client-stream call, through the connection's interceptors."""
-
-    async def innermost(call: CallInfo) -> Any:
-        with contexts.using(call.context):
-            if op.stream_param is None:
-                return await _call(backend, interface, op, call.args, {})
-            return await _call_with_stream(
-                backend, interface, op, _with_counted_source(op, call), {}
-            )
-
-    return await run_chain(chain, _call_info(backend, interface, op, args, kwargs), innermost)
-
-
-def _open_intercepted_stream(
-    chain: tuple[Interceptor, ...],
-    backend: RpcBackend,
-    interface: type[RpcInterface],
-    op: Operation,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-) -> AbstractAsyncContextManager[Exchange]:
-    """A result-stream call for the block, through the connection's interceptors."""
-
-    def open_inner(call: CallInfo) -> AbstractAsyncContextManager[Exchange]:
-        with contexts.using(call.context):
-            return _open_rpc_stream(backend, interface, op, _with_counted_source(op, call), {})
-
-    call = _call_info(backend, interface, op, args, kwargs)
-    return intercepted_stream(chain, call, open_inner, Item)
-
-
 def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
     # Each checks for interceptors first: with none (two empty tuples), the call
     # takes the path it took before they existed, building nothing more.
@@ -702,7 +586,8 @@ def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
             own = backend.options.interceptors
             if own or INSTALLED.client:
                 opener = functools.partial(
-                    _open_intercepted_stream,
+                    open_intercepted_stream,
+                    _open_rpc_stream,
                     client_chain(own),
                     backend,
                     interface,
@@ -721,8 +606,8 @@ def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
             backend = self._tether_backend
             own = backend.options.interceptors
             if own or INSTALLED.client:
-                return await _intercepted_call(
-                    client_chain(own), backend, interface, op, args, kwargs
+                return await intercepted_call(
+                    _call_with_stream, client_chain(own), backend, interface, op, args, kwargs
                 )
             return await _call_with_stream(backend, interface, op, args, kwargs)
 
@@ -733,8 +618,8 @@ def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
             backend = self._tether_backend
             own = backend.options.interceptors
             if own or INSTALLED.client:
-                return await _intercepted_call(
-                    client_chain(own), backend, interface, op, args, kwargs
+                return await intercepted_call(
+                    _call, client_chain(own), backend, interface, op, args, kwargs
                 )
             return await _call(backend, interface, op, args, kwargs)
 
