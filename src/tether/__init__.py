@@ -6,6 +6,7 @@ from .contexts import current as current_context
 from .contexts import metadata as metadata
 from .runtime import BackendGroup as BackendGroup
 from .runtime import BackendIpc as BackendIpc
+from .runtime import CallInfo as CallInfo
 from .runtime import CallMayHaveRun as CallMayHaveRun
 from .runtime import CallNotSent as CallNotSent
 from .runtime import ConnectError as ConnectError
@@ -16,6 +17,8 @@ from .runtime import DeadlineExceeded as DeadlineExceeded
 from .runtime import Forbidden as Forbidden
 from .runtime import FrontendIpc as FrontendIpc
 from .runtime import IncompatibleVersion as IncompatibleVersion
+from .runtime import Installed as Installed
+from .runtime import Interceptor as Interceptor
 from .runtime import InvalidRequest as InvalidRequest
 from .runtime import IpcHandler as IpcHandler
 from .runtime import IpcHandshake as IpcHandshake
@@ -25,12 +28,14 @@ from .runtime import NotFound as NotFound
 from .runtime import NotificationHandler as NotificationHandler
 from .runtime import NotificationInterface as NotificationInterface
 from .runtime import PayloadTooLarge as PayloadTooLarge
+from .runtime import Proceed as Proceed
 from .runtime import Progress as Progress
 from .runtime import RemoteError as RemoteError
 from .runtime import RetryPolicy as RetryPolicy
 from .runtime import RpcInterface as RpcInterface
 from .runtime import RpcManager as RpcManager
 from .runtime import Stream as Stream
+from .runtime import StreamMessages as StreamMessages
 from .runtime import StreamWindow as StreamWindow
 from .runtime import TetherError as TetherError
 from .runtime import TransportError as TransportError
@@ -39,6 +44,7 @@ from .runtime import Unavailable as Unavailable
 from .runtime import cacheable as cacheable
 from .runtime import current_session as current_session
 from .runtime import idempotent as idempotent
+from .runtime import install_interceptor as install_interceptor
 from .runtime import is_version_compatible as is_version_compatible
 from .runtime import long_running as long_running
 from .runtime import on_progress as on_progress
@@ -51,6 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendGroup",
     "BackendIpc",
+    "CallInfo",
     "CallMayHaveRun",
     "CallNotSent",
     "ConnectError",
@@ -61,6 +68,8 @@ __all__ = [
     "Forbidden",
     "FrontendIpc",
     "IncompatibleVersion",
+    "Installed",
+    "Interceptor",
     "InvalidRequest",
     "IpcHandler",
     "IpcHandshake",
@@ -70,6 +79,7 @@ __all__ = [
     "NotificationHandler",
     "NotificationInterface",
     "PayloadTooLarge",
+    "Proceed",
     "Progress",
     "RemoteError",
     "RequestContext",
@@ -77,6 +87,7 @@ __all__ = [
     "RpcInterface",
     "RpcManager",
     "Stream",
+    "StreamMessages",
     "StreamWindow",
     "TetherError",
     "TransportError",
@@ -87,6 +98,7 @@ __all__ = [
     "current_context",
     "current_session",
     "idempotent",
+    "install_interceptor",
     "is_version_compatible",
     "long_running",
     "metadata",

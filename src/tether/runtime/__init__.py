@@ -36,6 +36,12 @@ from ._errors import Unauthorized as Unauthorized
 from ._errors import Unavailable as Unavailable
 from ._errors import remote_error as remote_error
 from ._group import BackendGroup as BackendGroup
+from ._interceptors import CallInfo as CallInfo
+from ._interceptors import Installed as Installed
+from ._interceptors import Interceptor as Interceptor
+from ._interceptors import Proceed as Proceed
+from ._interceptors import StreamMessages as StreamMessages
+from ._interceptors import install_interceptor as install_interceptor
 from ._interfaces import Operation as Operation
 from ._interfaces import RpcInterface as RpcInterface
 from ._ipc_backend import BackendIpc as BackendIpc
@@ -90,6 +96,7 @@ __all__ = [
     "BackendIpc",
     "BinaryMessage",
     "CachePolicy",
+    "CallInfo",
     "CallMayHaveRun",
     "CallNotSent",
     "ClientOptions",
@@ -102,6 +109,8 @@ __all__ = [
     "Forbidden",
     "FrontendIpc",
     "IncompatibleVersion",
+    "Installed",
+    "Interceptor",
     "InvalidRequest",
     "IpcHandler",
     "IpcHandshake",
@@ -116,6 +125,7 @@ __all__ = [
     "Operation",
     "OperationPolicy",
     "PayloadTooLarge",
+    "Proceed",
     "Progress",
     "ReconnectingBackend",
     "RemoteError",
@@ -128,6 +138,7 @@ __all__ = [
     "RpcManagerStatistics",
     "StateWatch",
     "Stream",
+    "StreamMessages",
     "StreamWindow",
     "TetherError",
     "TransportError",
@@ -136,6 +147,7 @@ __all__ = [
     "cacheable",
     "current_session",
     "idempotent",
+    "install_interceptor",
     "is_version_compatible",
     "long_running",
     "make_converter",

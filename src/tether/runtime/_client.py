@@ -16,6 +16,7 @@ import trio
 
 from .. import contexts
 from ..contexts import current as current_context
+from ._client_interceptors import intercepted_call, open_intercepted_stream
 from ._codec import CONVERTER
 from ._credentials import (
     Authorization,
@@ -34,6 +35,7 @@ from ._errors import (
     error_class_for_code,
     registered_remote_error,
 )
+from ._interceptors import INSTALLED, Interceptor, client_chain, to_interceptors
 from ._interfaces import Operation, RpcInterface, require_interface
 from ._limits import unsendable
 from ._protocol import Call, CallContext, Error, ErrorInfo, InterfaceInfo, Item, Result
@@ -90,6 +92,9 @@ class ClientOptions:
             the backend must wait (`DEFAULT_STREAM_WINDOW`: 256 items, 4 MiB).
         retry: How calls are retried after a fault, and how a connection that
             can reconnect does (`RetryPolicy()` by default; None for none).
+        interceptors: Run around every call through this connection (first
+            outermost, inside the process-wide ones), retries included.
+        peer: Where the calls go (a URL), for `CallInfo.peer`; None if unknown.
     """
 
     application_id: str | None = None
@@ -102,6 +107,8 @@ class ClientOptions:
         default=DEFAULT_STREAM_WINDOW, validator=lambda _, __, value: check_stream_window(value)
     )
     retry: RetryPolicy = attrs.field(default=DEFAULT_RETRY, converter=check_retry)
+    interceptors: tuple[Interceptor, ...] = attrs.field(default=(), converter=to_interceptors)
+    peer: str | None = None
 
 
 class RpcBackend(abc.ABC):
@@ -670,25 +677,51 @@ def _open_rpc_stream(
 
 
 def _forwarder(interface: type[RpcInterface], op: Operation) -> Any:
+    # Each checks for interceptors first: with none (two empty tuples), the call
+    # takes the path it took before they existed, building nothing more.
     if op.stream_result:
 
         def open_(self: Any, *args: Any, **kwargs: Any) -> Any:
             backend = self._tether_backend
-            return StreamCall(
-                op, functools.partial(_open_rpc_stream, backend, interface, op, args, kwargs)
-            )
+            own = backend.options.interceptors
+            if own or INSTALLED.client:
+                opener = functools.partial(
+                    open_intercepted_stream,
+                    _open_rpc_stream,
+                    client_chain(own),
+                    backend,
+                    interface,
+                    op,
+                    args,
+                    kwargs,
+                )
+            else:
+                opener = functools.partial(_open_rpc_stream, backend, interface, op, args, kwargs)
+            return StreamCall(op, opener)
 
         forward: Any = open_
     elif op.stream_param is not None:
 
         async def call_with_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await _call_with_stream(self._tether_backend, interface, op, args, kwargs)
+            backend = self._tether_backend
+            own = backend.options.interceptors
+            if own or INSTALLED.client:
+                return await intercepted_call(
+                    _call_with_stream, client_chain(own), backend, interface, op, args, kwargs
+                )
+            return await _call_with_stream(backend, interface, op, args, kwargs)
 
         forward = call_with_stream
     else:
 
         async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await _call(self._tether_backend, interface, op, args, kwargs)
+            backend = self._tether_backend
+            own = backend.options.interceptors
+            if own or INSTALLED.client:
+                return await intercepted_call(
+                    _call, client_chain(own), backend, interface, op, args, kwargs
+                )
+            return await _call(backend, interface, op, args, kwargs)
 
         forward = call
 

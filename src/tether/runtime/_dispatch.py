@@ -35,6 +35,15 @@ from ._errors import (
     Unauthorized,
     remote_error_name,
 )
+from ._interceptors import (
+    INSTALLED,
+    CallInfo,
+    Interceptor,
+    StreamMessages,
+    run_chain,
+    run_in_context,
+    server_chain,
+)
 from ._interfaces import Operation
 from ._limits import why_unsendable, within_limits
 from ._manager import RpcManager
@@ -77,7 +86,17 @@ class PreparedCall:
     """A call that passed the checks: ready to run under its context."""
 
     # A plain slotted class: made once per call, on the hot path.
-    __slots__ = ("args", "context", "handler", "id", "operation", "progress", "started", "stream")
+    __slots__ = (
+        "args",
+        "context",
+        "handler",
+        "id",
+        "operation",
+        "peer",
+        "progress",
+        "started",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -100,6 +119,8 @@ class PreparedCall:
         #: Where `tether.report_progress` in the impl sends its reports (set by
         #: the transport that runs the call); None: they go nowhere.
         self.progress: ProgressSink | None = None
+        #: The caller's address when the transport knows it (`CallInfo.peer`).
+        self.peer: str | None = None
 
 
 def error_info(exc: BaseException, activity_id: str | None, *, development_mode: bool) -> ErrorInfo:
@@ -369,12 +390,16 @@ class Dispatcher:
         # `report_progress` in the impl (and the tasks it starts) finds its call here.
         reporting = reporting_call.set(prepared)
         try:
-            if self.manager.authorize is not None:
-                await self._authorize(context)
-            if prepared.stream is None:
-                value = await prepared.handler(*prepared.args)
+            own = self.manager.interceptors
+            if own or INSTALLED.server:
+                value = await self._intercepted(prepared, server_chain(own))
             else:
-                value = await prepared.stream.run(prepared.handler, prepared.args)
+                if self.manager.authorize is not None:
+                    await self._authorize(context)
+                if prepared.stream is None:
+                    value = await prepared.handler(*prepared.args)
+                else:
+                    value = await prepared.stream.run(prepared.handler, prepared.args)
             reply = Result(prepared.id, prepared.operation.encode_result(value))
         except BaseException as raised:
             failed = failure_reply(
@@ -392,6 +417,49 @@ class Dispatcher:
         if started:
             access_log(context, reply.error.code if isinstance(reply, Error) else "ok", started)
         return reply
+
+    async def _intercepted(self, prepared: PreparedCall, chain: tuple[Interceptor, ...]) -> Any:
+        """Run a prepared call's authorization and impl inside the interceptors.
+
+        What an interceptor changes takes effect: a context becomes the impl's
+        current one (so its downstream calls carry it), arguments are the impl's.
+        """
+        context = prepared.context
+        operation = prepared.operation
+        stream = prepared.stream
+        kind: Any = None
+        if stream is not None:
+            if operation.stream_result:
+                kind = "bidi" if operation.stream_param is not None else "server"
+            else:
+                kind = "client"
+            stream.messages = StreamMessages()
+        registration = self.manager.lookup(operation.interface_name)
+        call = CallInfo(
+            "server",
+            "rpc",
+            operation.interface_name,
+            registration.info.version if registration is not None else None,
+            operation.name,
+            tuple(prepared.args),
+            context,
+            stream=kind,
+            peer=prepared.peer,
+            messages=stream.messages if stream is not None else None,
+        )
+
+        async def innermost(call: CallInfo) -> Any:
+            return await run_in_context(call, context, lambda: self._authorized(prepared, call))
+
+        return await run_chain(chain, call, innermost)
+
+    async def _authorized(self, prepared: PreparedCall, call: CallInfo) -> Any:
+        if self.manager.authorize is not None:
+            await self._authorize(call.context)
+        args = list(call.args)
+        if prepared.stream is None:
+            return await prepared.handler(*args)
+        return await prepared.stream.run(prepared.handler, args)
 
     async def run_in(
         self,

@@ -206,6 +206,7 @@ _CLIENT_OPTIONS = (
     "session_id",
     "stream_window",
     "retry",
+    "interceptors",
 )
 
 

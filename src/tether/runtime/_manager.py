@@ -11,6 +11,7 @@ import attrs
 from ..contexts import RequestContext
 from ._client import RpcBackend, check_backend_interfaces, make_client
 from ._errors import NotFound
+from ._interceptors import Interceptor, to_interceptors
 from ._interfaces import Operation, RpcInterface, require_interface, unimplemented
 from ._policies import NO_POLICY
 from ._protocol import InterfaceInfo
@@ -74,9 +75,13 @@ class RpcManager:
         stream_window: What the impls take of a client's stream argument
             before the client must wait (`DEFAULT_STREAM_WINDOW`: 256 items,
             4 MiB), per stream.
+        interceptors: Run around every call served, on every transport
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones, outside `authorize`).
 
     Raises:
         ValueError: `stream_window` is not a `StreamWindow`.
+        TypeError: an interceptor is not callable.
     """
 
     def __init__(
@@ -85,8 +90,10 @@ class RpcManager:
         authorize: Authorize | None = None,
         development_mode: bool = False,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         check_stream_window(stream_window)
+        self.interceptors = to_interceptors(interceptors)
         self.authorize = authorize
         self.development_mode = development_mode
         self.stream_window = stream_window

@@ -34,6 +34,7 @@ from ._protocol import Error, Item, Message, Ready, Result
 from ._util import check_positive_int
 
 if TYPE_CHECKING:
+    from ._interceptors import StreamMessages
     from ._interfaces import Operation
 
 __all__ = [
@@ -351,7 +352,16 @@ class CalleeStream:
     the generator yields is produced under the call's ActivityId.
     """
 
-    __slots__ = ("_lot", "call_id", "failure", "inflow", "operation", "outflow", "send")
+    __slots__ = (
+        "_lot",
+        "call_id",
+        "failure",
+        "inflow",
+        "messages",
+        "operation",
+        "outflow",
+        "send",
+    )
 
     def __init__(
         self, call_id: int, operation: Operation, window: StreamWindow, send: SendMessage
@@ -364,6 +374,8 @@ class CalleeStream:
         #: Why the reader failed this stream (the caller broke its rules): the
         #: call's answer when its scope stops it (`fail`).
         self.failure: InvalidRequest | None = None
+        #: Where each item is reported when interceptors watch (`CallInfo.messages`).
+        self.messages: StreamMessages | None = None
         self._lot = trio.lowlevel.ParkingLot()
 
     # -- from the engine's reader (never waits) -------------------------------------
@@ -448,6 +460,8 @@ class CalleeStream:
             await self._lot.park()
         size = await self.send(Item(self.call_id, value))
         outflow.spend(size)
+        if self.messages is not None:
+            self.messages.note("sent")
 
     async def next_input(self) -> Any:
         """The next argument item, structured; StopAsyncIteration at its end."""
@@ -464,6 +478,8 @@ class CalleeStream:
         if due is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self.send(Ready(self.call_id, *due))
+        if self.messages is not None:
+            self.messages.note("received")
         return self.operation.decode_input(raw)
 
 

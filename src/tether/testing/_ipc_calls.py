@@ -31,7 +31,8 @@ from ._ipc_fixtures import (
     Unserved,
 )
 from ._probe import Probe
-from ._rpc_suite import TEST_TIMEOUT, ConformanceError, Everything, sample_everything
+from ._rpc_samples import Everything, sample_everything
+from ._rpc_suite import TEST_TIMEOUT, ConformanceError
 
 
 class IpcCallTests(IpcSuiteBase):

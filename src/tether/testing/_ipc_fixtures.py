@@ -41,7 +41,8 @@ from ..runtime import (
     current_session,
 )
 from ._probe import Probe
-from ._rpc_suite import Circle, ConformanceError, Everything, Point, Square
+from ._rpc_samples import Circle, Everything, Point, Square
+from ._rpc_suite import ConformanceError
 
 __all__ = [
     "HUNG_CALL",
@@ -512,9 +513,9 @@ class IpcSuiteBase:
     done). The suite passes these options, which a transport must honour:
     `channels` (the IpcInterface classes checked at connect), `application_id`,
     `application_version`, `authorization` (the credential the backend's
-    `authorize` hook sees, sent in the `hello`) and `max_pending_notifications`
+    `authorize` hook sees, sent in the `hello`), `max_pending_notifications`
     (how many of the backend's notifications may wait for the frontend's
-    listeners).
+    listeners) and `interceptors` (the frontend's, `IpcInterceptorTests`).
     """
 
     def connect_ipc(

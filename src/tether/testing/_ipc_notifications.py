@@ -27,7 +27,8 @@ from ._ipc_fixtures import (
     frontend_caller,
 )
 from ._probe import Probe
-from ._rpc_suite import TEST_TIMEOUT, Circle, Point, Square
+from ._rpc_samples import Circle, Point, Square
+from ._rpc_suite import TEST_TIMEOUT
 
 
 class IpcNotificationTests(IpcSuiteBase):

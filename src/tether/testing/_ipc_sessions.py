@@ -30,7 +30,8 @@ from ._ipc_fixtures import (
     Received,
 )
 from ._probe import Probe
-from ._rpc_suite import TEST_TIMEOUT, Point
+from ._rpc_samples import Point
+from ._rpc_suite import TEST_TIMEOUT
 
 
 class IpcSessionTests(IpcSuiteBase):

@@ -28,6 +28,7 @@ from ._ipc_fixtures import (
     ConformanceIpcEvents,
     IpcContextInfo,
 )
+from ._ipc_interceptors import IpcInterceptorTests
 from ._ipc_notifications import IpcNotificationTests
 from ._ipc_resume import IpcResumeTests
 from ._ipc_sessions import IpcSessionTests
@@ -49,6 +50,7 @@ class IpcConformance(
     IpcAuthorizationTests,
     IpcStreamTests,
     IpcResumeTests,
+    IpcInterceptorTests,
 ):
     """Tests every IPC transport must pass. Subclass it and implement `connect_ipc`.
 
@@ -61,8 +63,9 @@ class IpcConformance(
     `application_version`, `authorization` (the credential the backend's
     `authorize` hook sees, sent in the `hello`), `max_pending_notifications`
     (how many of the backend's notifications may wait for the frontend's
-    listeners), `stream_window` (the frontend's `StreamWindow`) and
-    `max_message_size` (the largest message the frontend sends).
+    listeners), `stream_window` (the frontend's `StreamWindow`),
+    `max_message_size` (the largest message the frontend sends) and
+    `interceptors` (the frontend's, for `IpcInterceptorTests`).
 
     The resume cases (`IpcResumeTests`) cut the session's connection: set
     `resumes = True` where a session survives it (the suite then passes

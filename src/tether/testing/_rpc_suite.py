@@ -15,13 +15,10 @@ Every test runs under pytest-trio and is bounded by `trio.fail_after`.
 
 from __future__ import annotations
 
-import datetime
-import enum
 import math
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import pytest
@@ -47,8 +44,10 @@ from ..runtime import (
 from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
 from ._rpc_faults_suite import RpcFaultCases
+from ._rpc_interceptors_suite import RpcInterceptorCases
 from ._rpc_lifecycle_suite import RpcLifecycleCases
 from ._rpc_metadata_suite import RpcMetadataCases
+from ._rpc_samples import Everything, sample_everything
 from ._rpc_streams_suite import RpcStreamCases
 
 __all__ = [
@@ -62,109 +61,6 @@ __all__ = [
 
 #: Seconds every conformance test may take.
 TEST_TIMEOUT = 10.0
-
-
-class Color(enum.Enum):
-    RED = "red"
-    GREEN = "green"
-
-
-class Level(enum.IntEnum):
-    LOW = 1
-    HIGH = 2
-
-
-@attrs.frozen
-class Point:
-    x: float
-    y: float
-
-
-@attrs.frozen
-class Circle:
-    kind: Literal["circle"]
-    center: Point
-    radius: float
-
-
-@attrs.frozen
-class Square:
-    kind: Literal["square"]
-    corner: Point
-    side: float
-
-
-@attrs.frozen
-class Everything:
-    """One value of every type the codec carries (DESIGN.md section 3)."""
-
-    flag: bool
-    count: int
-    ratio: float
-    name: str
-    raw: bytes
-    color: Color
-    level: Level
-    when: datetime.datetime
-    day: datetime.date
-    ident: uuid.UUID
-    nothing: None
-    maybe: int | None
-    either: int | str
-    shape: Circle | Square
-    points: list[Point]
-    pair: tuple[int, str]
-    rest: tuple[int, ...]
-    by_name: dict[str, Point]
-    by_id: dict[int, str]
-    tags: set[str]
-    frozen: frozenset[int]
-
-
-def sample_everything() -> list[Everything]:
-    """A few values of `Everything`, edge cases included."""
-    base = Everything(
-        flag=True,
-        count=-(2**53),
-        ratio=-1.5e-300,
-        name='héllo ✓ \u0000 "quoted"',
-        raw=bytes(range(256)),
-        color=Color.GREEN,
-        level=Level.HIGH,
-        when=datetime.datetime(2026, 11, 21, 12, 30, 5, 123456, tzinfo=datetime.UTC),
-        day=datetime.date(1999, 12, 31),
-        ident=uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        nothing=None,
-        maybe=None,
-        either="text",
-        shape=Square("square", Point(0.0, 1.0), 2.5),
-        points=[Point(1.0, 2.0), Point(-3.25, 4e10)],
-        pair=(7, "seven"),
-        rest=(1, 2, 3),
-        by_name={"origin": Point(0.0, 0.0), "": Point(1.0, 1.0)},
-        by_id={1: "one", -2: "minus two"},
-        tags={"a", "b"},
-        frozen=frozenset({3, 4}),
-    )
-    empty = attrs.evolve(
-        base,
-        flag=False,
-        count=0,
-        ratio=0.0,
-        name="",
-        raw=b"",
-        maybe=12,
-        either=5,
-        shape=Circle("circle", Point(0.5, 0.5), 1.0),
-        points=[],
-        rest=(),
-        by_name={},
-        by_id={},
-        tags=set(),
-        frozen=frozenset(),
-        when=datetime.datetime(2000, 1, 1),
-    )
-    return [base, empty]
 
 
 @attrs.frozen
@@ -365,14 +261,17 @@ def _raw_call(interface: type[RpcInterface], op: str, args: list[Any], **kw: Any
     )
 
 
-class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases, RpcMetadataCases):
+class RpcConformance(
+    RpcStreamCases, RpcFaultCases, RpcLifecycleCases, RpcMetadataCases, RpcInterceptorCases
+):
     """Tests every RPC transport must pass. Subclass it and implement `connect`.
 
     `connect(manager, interfaces=..., **options)` returns an async context
     manager that serves `manager` over the transport and yields a connected
     `RpcBackend`. The suite passes these options: `application_id`,
     `application_version`, `authorization`, `max_message_size` (the largest
-    message either way, in bytes) and, to a transport that carries streams,
+    message either way, in bytes), `interceptors` (the interceptor cases,
+    `RpcInterceptorCases`) and, to a transport that carries streams,
     `stream_window`; a transport must honour them.
 
     The stream cases (`RpcStreamCases`) run every kind of stream the

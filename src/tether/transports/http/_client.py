@@ -41,6 +41,7 @@ from ...runtime._binary import pack
 from ...runtime._client import check_backend_interfaces
 from ...runtime._codec import dumps, loads
 from ...runtime._credentials import Authorization
+from ...runtime._interceptors import Interceptor, peer_of
 from ...runtime._protocol import (
     BinaryMessage,
     Call,
@@ -565,6 +566,7 @@ async def connect(
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HttpBackend]:
     """Connect to an HTTP backend for the block.
@@ -611,6 +613,9 @@ async def connect(
             lost after it was sent, or that got no answer within
             `read_timeout` (`CallMayHaveRun`), only for an idempotent
             operation. Never past the caller's deadline. None: no retries.
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
         ssl_context: The TLS settings of an `https://` URL: the CAs trusted,
             and a client certificate for mutual TLS (`load_cert_chain`). By
             default `ssl.create_default_context()`: the system's trust store,
@@ -637,6 +642,8 @@ async def connect(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
+        peer=peer_of(url),
     )
     pool = ConnectionPool(
         host,

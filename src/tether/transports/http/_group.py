@@ -29,6 +29,7 @@ from ...runtime._group_connect import (
     is_url_list,
     open_session_on_one,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY
 from . import _client, _ipc_client
 from ._client import DEFAULT_READ_TIMEOUT, HttpBackend
@@ -57,6 +58,7 @@ def connect(  # type: ignore[overload-overlap]
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractAsyncContextManager[HttpBackend]: ...
 
@@ -75,6 +77,7 @@ def connect(
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[BackendGroup]: ...
@@ -93,6 +96,7 @@ def connect(
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     ssl_context: ssl.SSLContext | None = None,
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[HttpBackend] | AbstractAsyncContextManager[BackendGroup]:
@@ -138,6 +142,7 @@ def connect(
             read_timeout=read_timeout,
             stream_window=stream_window,
             retry=retry,
+            interceptors=interceptors,
             ssl_context=ssl_context,
         )
     options = {
@@ -149,6 +154,7 @@ def connect(
         "max_connections": max_connections,
         "read_timeout": read_timeout,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "retry": retry,
         "ssl_context": ssl_context,
     }
@@ -167,6 +173,7 @@ def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     retry: RetryPolicy | None = DEFAULT_RETRY,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractAsyncContextManager[FrontendIpc]:
@@ -197,6 +204,7 @@ def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
             retry=retry,
             ssl_context=ssl_context,
         )
@@ -210,6 +218,7 @@ def connect_ipc(
         "max_pending_bytes": max_pending_bytes,
         "slow_listener_timeout": slow_listener_timeout,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "retry": retry,
         "ssl_context": ssl_context,
     }

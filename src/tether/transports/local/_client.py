@@ -25,6 +25,7 @@ from ...runtime import (
     open_rpc_connection,
 )
 from ...runtime._credentials import Authorization
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import check_positive_int, check_seconds
@@ -121,6 +122,7 @@ async def connect(
     connect_timeout: float = 10.0,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[RpcConnection]:
     """Connect to a tether backend over its local socket, for the block.
 
@@ -155,6 +157,9 @@ async def connect(
             operation, waiting at least its `Retry-After`. A lost connection is not made
             again: calls then fail at once, `CallNotSent` if they were not
             sent yet, `CallMayHaveRun` if they were. None: no retries.
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
 
     Raises:
         ConnectError: nothing serves at `path`, or it is not this user's.
@@ -172,6 +177,7 @@ async def connect(
         max_in_flight=max_in_flight,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
     ) as connection:
         yield connection
 
@@ -189,6 +195,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with a backend over its local socket, for the block.
@@ -218,6 +225,9 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
         connect_timeout: Seconds to get through a full backlog.
 
     Raises:
@@ -239,6 +249,7 @@ async def connect_ipc(
         max_pending_bytes=max_pending_bytes,
         slow_listener_timeout=slow_listener_timeout,
         stream_window=stream_window,
+        interceptors=interceptors,
     ) as frontend:
         yield frontend
 
@@ -255,6 +266,7 @@ async def rpc_session(
     max_in_flight: int,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[RpcConnection]:
     """An RPC connection over the stream `streams` opens (`connect`, and `spawn`'s).
 
@@ -267,6 +279,7 @@ async def rpc_session(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     async with (
@@ -290,6 +303,7 @@ async def ipc_session(
     max_pending_bytes: int,
     slow_listener_timeout: float,
     stream_window: StreamWindow,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[FrontendIpc]:
     """An IPC session over the stream `streams` opens (`connect_ipc`, and `spawn`'s)."""
     check_stream_window(stream_window)  # before connecting, not after
@@ -305,6 +319,7 @@ async def ipc_session(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
         ) as frontend,
     ):
         yield frontend

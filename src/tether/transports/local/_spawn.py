@@ -28,6 +28,7 @@ from ...runtime import (
     StreamWindow,
 )
 from ...runtime._credentials import Authorization
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._util import check_seconds, open_service_nursery
 from ._client import ipc_session, open_stream, rpc_session
@@ -190,6 +191,7 @@ class PairedBackend:
         connect_timeout: float = 10.0,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        interceptors: Iterable[Interceptor] = (),
     ) -> AsyncIterator[RpcConnection]:
         """Connect to the backend for RPC, for the block; as `local.connect`.
 
@@ -217,6 +219,7 @@ class PairedBackend:
             max_in_flight=max_in_flight,
             stream_window=stream_window,
             retry=retry,
+            interceptors=interceptors,
         ) as connection:
             yield connection
 
@@ -233,6 +236,7 @@ class PairedBackend:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+        interceptors: Iterable[Interceptor] = (),
         connect_timeout: float = 10.0,
     ) -> AsyncIterator[FrontendIpc]:
         """Open an IPC session with the backend, for the block; as `local.connect_ipc`.
@@ -260,6 +264,7 @@ class PairedBackend:
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
         ) as frontend:
             yield frontend
 

@@ -41,6 +41,7 @@ from ...runtime import (
     serve_rpc_session,
 )
 from ...runtime._credentials import Authorization
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY, RetryPolicy
 from ...runtime._streams import check_stream_window
 from ...runtime._util import open_service_nursery
@@ -114,6 +115,7 @@ async def connect(
     max_in_flight: int = 1024,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[RpcConnection]:
     """Serve `manager` in-process and connect to it, for the block.
 
@@ -146,6 +148,9 @@ async def connect(
             operation, waiting at least its `Retry-After`. This connection ends
             only with its backend, and is not made again: its calls then
             fail at once, with `CallMayHaveRun` if they were sent. None: no retries.
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
 
     Raises:
         ValueError: `stream_window` is not a `tether.StreamWindow`.
@@ -159,6 +164,7 @@ async def connect(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
     )
     serve = functools.partial(serve_rpc_session, manager, max_in_flight=max_in_flight)
     async with (
@@ -204,6 +210,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[FrontendIpc]:
     """Serve `backend` in-process and open an IPC session with it, for the block.
 
@@ -238,6 +245,9 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
 
     Raises:
         Unauthorized: the backend's `authorize` hook refused the session.
@@ -262,6 +272,7 @@ async def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
         ) as frontend,
     ):
         yield frontend

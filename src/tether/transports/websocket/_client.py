@@ -35,6 +35,7 @@ from ...runtime import (
     open_rpc_connection,
 )
 from ...runtime._credentials import Authorization, credential
+from ...runtime._interceptors import Interceptor, peer_of
 from ...runtime._reconnect import open_reconnecting_backend
 from ...runtime._retry import DEFAULT_RETRY, check_retry
 from ...runtime._streams import check_stream_window
@@ -339,6 +340,7 @@ async def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[ReconnectingBackend]:
     """Connect to a tether backend over WebSocket, for the block.
 
@@ -390,6 +392,9 @@ async def connect(
             again: `attempts` tries per outage, the n-th after `backoff(n)`
             (by default 10 tries over about 11 s). None: neither (a lost
             socket ends the connection).
+        interceptors: Run around every call made through this connection
+            (`tether.Interceptor`; first outermost, inside the process-wide
+            ones), wrapping its retries: one outcome per call as the caller sees it.
 
     Returns:
         The backend (`ReconnectingBackend`): `get_client`, `state`,
@@ -410,6 +415,8 @@ async def connect(
         session_id=session_id,
         stream_window=stream_window,
         retry=retry,
+        interceptors=interceptors,
+        peer=peer_of(url),
     )
     check_positive_int("max_in_flight", max_in_flight)  # before connecting, not after
     # A bad header is refused here, not by the first dial.
@@ -456,6 +463,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
@@ -499,6 +507,9 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
         retry: The reconnect backoff, and tries per outage (`attempts`; about
             11 s by default); None: no resuming, the session ends with its
@@ -543,6 +554,7 @@ async def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
             reconnect=open_socket if retry is not None else None,
             retry=retry,
             handshake_timeout=connect_timeout,

@@ -30,6 +30,7 @@ from ...runtime._group_connect import (
     is_url_list,
     open_session_on_one,
 )
+from ...runtime._interceptors import Interceptor
 from ...runtime._retry import DEFAULT_RETRY
 from . import _client
 from ._endpoint import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
@@ -61,6 +62,7 @@ def connect(  # type: ignore[overload-overlap]
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AbstractAsyncContextManager[ReconnectingBackend]: ...
 
 
@@ -82,6 +84,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[BackendGroup]: ...
 
@@ -103,6 +106,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    interceptors: Iterable[Interceptor] = (),
     balance: Balance | None = None,
 ) -> AbstractAsyncContextManager[ReconnectingBackend] | AbstractAsyncContextManager[BackendGroup]:
     """Connect to a WebSocket backend, or to several serving the same interfaces, for the block.
@@ -143,6 +147,7 @@ def connect(
             ssl_context=ssl_context,
             stream_window=stream_window,
             retry=retry,
+            interceptors=interceptors,
         )
     options = {
         "application_id": application_id,
@@ -157,6 +162,7 @@ def connect(
         "connect_timeout": connect_timeout,
         "ssl_context": ssl_context,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "retry": retry,
     }
     return connect_several(_client.connect, url, interfaces, balance, options)
@@ -175,6 +181,7 @@ def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
@@ -209,6 +216,7 @@ def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             connect_timeout=connect_timeout,
@@ -226,6 +234,7 @@ def connect_ipc(
         "max_pending_bytes": max_pending_bytes,
         "slow_listener_timeout": slow_listener_timeout,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "ping_interval": ping_interval,
         "ping_timeout": ping_timeout,
         "connect_timeout": connect_timeout,
