@@ -110,6 +110,7 @@ def test_top_level_all_is_exactly_this() -> None:
         "install_interceptor",
         "is_version_compatible",
         "long_running",
+        "metadata",
         "on_progress",
         "open_stream",
         "remote_error",

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tether
+from tether.contexts._metadata import Metadata
 from tether.runtime._protocol import (
     PROTOCOL_VERSION,
     Call,
@@ -55,9 +56,31 @@ json_lists = st.lists(json_values, max_size=4)
 json_objects = st.dictionaries(st.text(max_size=5), json_values, max_size=4)
 str_maps = st.dictionaries(texts, texts, max_size=3)
 
-call_contexts = st.builds(CallContext, opt_labels, opt_labels, opt_labels, opt_labels, opt_texts)
+# Request metadata: W3C Baggage keys, any text values; a valid traceparent or none.
+metadata_keys = st.text("abcXYZ019-_.*|~!", min_size=1, max_size=8)
+metadatas = st.dictionaries(metadata_keys, texts, max_size=3).map(Metadata)
+traceparents = st.none() | st.builds(
+    "00-{}-{}-{}".format,
+    st.text("0123456789abcdef", min_size=32, max_size=32).filter(lambda t: t != "0" * 32),
+    st.text("0123456789abcdef", min_size=16, max_size=16).filter(lambda t: t != "0" * 16),
+    st.sampled_from(["00", "01"]),
+)
+call_contexts = st.builds(
+    CallContext, opt_labels, opt_labels, opt_labels, opt_labels, opt_texts, metadatas, traceparents
+)
 calls = st.builds(Call, ids, texts, texts, texts, json_lists, call_contexts, timeouts)
-invokes = st.builds(Invoke, ids, texts, texts, json_lists, opt_labels, timeouts)
+invokes = st.builds(
+    Invoke,
+    ids,
+    texts,
+    texts,
+    json_lists,
+    opt_labels,
+    timeouts,
+    st.none() | st.booleans(),
+    traceparents,
+    metadatas,
+)
 results = st.builds(Result, ids, json_values)
 error_infos = st.builds(
     ErrorInfo, texts, st.integers(0, 999), texts, texts, json_objects, opt_labels

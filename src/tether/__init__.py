@@ -3,6 +3,7 @@
 from .contexts import RequestContext as RequestContext
 from .contexts import activity as activity
 from .contexts import current as current_context
+from .contexts import metadata as metadata
 from .runtime import BackendGroup as BackendGroup
 from .runtime import BackendIpc as BackendIpc
 from .runtime import CallInfo as CallInfo
@@ -98,6 +99,7 @@ __all__ = [
     "install_interceptor",
     "is_version_compatible",
     "long_running",
+    "metadata",
     "on_progress",
     "open_stream",
     "remote_error",

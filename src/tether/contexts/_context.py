@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextvars
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import attrs
 
-__all__ = ["RequestContext", "activity", "current", "new_activity_id", "using"]
+from ._metadata import EMPTY_METADATA, check_metadata, freeze_metadata
+from ._trace import valid_traceparent
+
+__all__ = ["RequestContext", "activity", "current", "metadata", "new_activity_id", "using"]
 
 
 # ActivityIds are made on every call that has no activity, so they must be
@@ -64,6 +67,13 @@ class RequestContext:
         deadline: On a backend, the Trio clock time by which the request must finish,
             or None when it has none. Informational: the impl already runs under it.
         operation: On a backend, `InterfaceName.operation` of the request being served.
+        metadata: User key/value pairs (a frozen mapping; empty by default) that travel
+            with every call made in this context and reach the impl, whose own calls
+            carry them on (`tether.metadata`). Never the place for a credential. Its
+            `repr` shows the keys only.
+        traceparent: The W3C `traceparent` the request arrived with, or the one the
+            calls made in this context send; None: each call derives one from the
+            ActivityId.
     """
 
     activity_id: str = attrs.field(factory=new_activity_id)
@@ -73,6 +83,8 @@ class RequestContext:
     authorization: str | None = attrs.field(default=None, repr=False)
     deadline: float | None = None
     operation: str | None = None
+    metadata: Mapping[str, str] = attrs.field(default=EMPTY_METADATA, converter=freeze_metadata)
+    traceparent: str | None = None
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
@@ -117,6 +129,8 @@ def activity(
     application_id: str | None = None,
     application_version: str | None = None,
     authorization: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    traceparent: str | None = None,
 ) -> Iterator[RequestContext]:
     """Start a user action: a new ActivityId for every call made inside the block.
 
@@ -130,11 +144,25 @@ def activity(
         application_id: Overrides the application the calls carry.
         application_version: Overrides the application version the calls carry.
         authorization: The credential the calls carry.
+        metadata: Key/value pairs the calls carry, merged over the enclosing
+            context's (these win).
+        traceparent: A W3C `traceparent` (for example one received from an outside
+            system) the calls send instead of one derived from the ActivityId.
 
     Returns:
         A context manager whose value is the RequestContext now current.
+
+    Raises:
+        ValueError: `metadata` (merged) is over a limit (`MAX_METADATA_ENTRIES` and
+            friends), or `traceparent` is not a valid W3C value.
     """
     outer = _current.get()
+    if traceparent is not None and valid_traceparent(traceparent) is None:
+        raise ValueError(
+            f"traceparent must be a W3C Trace Context value like "
+            f"'00-<32 hex>-<16 hex>-<2 hex>', got {traceparent!r}"
+        )
+    merged = check_metadata({**outer.metadata, **(metadata or {})} if outer else metadata or {})
     if outer is not None:
         session_id = session_id if session_id is not None else outer.session_id
         application_id = application_id if application_id is not None else outer.application_id
@@ -147,6 +175,43 @@ def activity(
         application_id=application_id,
         application_version=application_version,
         authorization=authorization,
+        metadata=merged,
+        traceparent=traceparent,
     )
+    with using(context):
+        yield context
+
+
+@contextmanager
+def metadata(**pairs: str) -> Iterator[RequestContext]:
+    """Add key/value pairs to the current context for the block.
+
+    Every call made in the block carries them (over HTTP as the W3C `baggage`
+    header), the impl reads them as `tether.current_context().metadata`, and its
+    own downstream calls carry them on. Nested blocks merge; the inner one wins
+    for a key both set. Outside any activity or request, the block starts an
+    activity (`activity()`), so its calls share one ActivityId.
+
+    Metadata is not a place for credentials: it is forwarded to every downstream
+    backend, including ones the user never meant the credential for.
+
+    Args:
+        **pairs: The pairs to add. For a key that is not a Python name, unpack a
+            dict: `metadata(**{"x-tenant": "acme"})`.
+
+    Returns:
+        A context manager whose value is the RequestContext now current.
+
+    Raises:
+        ValueError: the merged metadata is over a limit: `MAX_METADATA_ENTRIES`,
+            `MAX_METADATA_KEY_LENGTH`, `MAX_METADATA_VALUE_BYTES` or
+            `MAX_METADATA_BYTES`; or a key is not a W3C Baggage key.
+    """
+    outer = _current.get()
+    if outer is None:
+        with activity(metadata=pairs) as context:
+            yield context
+        return
+    context = attrs.evolve(outer, metadata=check_metadata({**outer.metadata, **pairs}))
     with using(context):
         yield context

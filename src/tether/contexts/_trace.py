@@ -16,7 +16,12 @@ import hashlib
 import os
 import re
 
-__all__ = ["activity_id_from_traceparent", "trace_id_of", "traceparent_for"]
+__all__ = [
+    "activity_id_from_traceparent",
+    "trace_id_of",
+    "traceparent_for",
+    "valid_traceparent",
+]
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 # version-traceid-parentid-flags, lower-case hex (W3C Trace Context, level 1).
@@ -44,6 +49,30 @@ def traceparent_for(activity_id: str) -> str:
     return f"00-{trace_id_of(activity_id)}-{os.urandom(8).hex()}-01"
 
 
+def _parse(value: str) -> tuple[str, str] | None:
+    """The stripped value and its trace id, or None when it is not a valid traceparent."""
+    value = value.strip()
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None:
+        return None
+    version, trace, parent, _flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace == "0" * 32 or parent == "0" * 16:
+        return None
+    return value, trace
+
+
+def valid_traceparent(value: object) -> str | None:
+    """`value` as a traceparent to keep and forward, or None when it is not valid.
+
+    A valid value of a later version keeps its first 55 characters (the fields
+    this version knows), as W3C Trace Context says a receiver parses it.
+    """
+    if type(value) is not str or len(value) > 512:
+        return None
+    parsed = _parse(value)
+    return None if parsed is None else parsed[0][:55]
+
+
 def activity_id_from_traceparent(value: str) -> str | None:
     """The ActivityId a request carrying only `traceparent: value` belongs to.
 
@@ -51,10 +80,8 @@ def activity_id_from_traceparent(value: str) -> str | None:
         The trace id in UUID form (`8-4-4-4-12`); None when `value` is not a
         valid W3C traceparent (it is then ignored, as the standard says).
     """
-    match = _TRACEPARENT.fullmatch(value.strip())
-    if match is None:
+    parsed = _parse(value)
+    if parsed is None:
         return None
-    version, trace, parent, _flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest) or trace == "0" * 32 or parent == "0" * 16:
-        return None
+    trace = parsed[1]
     return f"{trace[:8]}-{trace[8:12]}-{trace[12:16]}-{trace[16:20]}-{trace[20:]}"

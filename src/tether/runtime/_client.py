@@ -333,6 +333,8 @@ def _make_call(
             ctx.application_id or options.application_id,
             ctx.application_version or options.application_version,
             options.authorization or ctx.authorization,
+            ctx.metadata,
+            ctx.traceparent,
         )
     call = Call(
         next(_ids),

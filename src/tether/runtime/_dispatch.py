@@ -357,6 +357,8 @@ class Dispatcher:
             authorization=ctx.authorization,
             deadline=deadline,
             operation=operation.qualname,
+            metadata=ctx.metadata,
+            traceparent=ctx.traceparent,
         )
         return PreparedCall(call.id, operation, registration.handlers[call.op], args, context)
 

@@ -51,6 +51,7 @@ import trio
 
 from .. import contexts
 from ..contexts import RequestContext, new_activity_id
+from ..contexts._metadata import EMPTY_METADATA
 from ._channels import NotificationHandler
 from ._client import error_for_reply
 from ._connection import _CANCEL_SEND_TIMEOUT, _abort_park, _Pending
@@ -462,6 +463,8 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
             application_version=self.application_version,
             deadline=deadline,
             operation=op.qualname,
+            metadata=invoke.metadata,
+            traceparent=invoke.traceparent,
         )
         call = PreparedCall(invoke.id, op, getattr(served.instance, op.name), args, context)
         if op.stream_result or op.stream_param is not None:
@@ -589,6 +592,8 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                 activity_id,
                 timeout_ms_left(),
                 False if names is None else None,
+                context.traceparent if context is not None else None,
+                context.metadata if context is not None else EMPTY_METADATA,
             ),
             names,
             binary=self.stream.binary,

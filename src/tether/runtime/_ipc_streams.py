@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import contexts
+from ..contexts._metadata import EMPTY_METADATA
 from ._connection import _CANCEL_SEND_TIMEOUT, _Pending
 from ._errors import ConnectionClosed, InvalidRequest, PayloadTooLarge, TetherError
 from ._limits import encode_arguments
@@ -302,7 +303,17 @@ class Streams(abc.ABC):
                 raise self.closed_error(activity_id)
             call_id = next(self.ids)
             data = encode_arguments(
-                Invoke(call_id, channel, operation.name, args, activity_id, timeout_ms_left()),
+                Invoke(
+                    call_id,
+                    channel,
+                    operation.name,
+                    args,
+                    activity_id,
+                    timeout_ms_left(),
+                    None,
+                    context.traceparent if context is not None else None,
+                    context.metadata if context is not None else EMPTY_METADATA,
+                ),
                 operation.param_names,
             )
             exchange = CallerStream(

@@ -6,10 +6,12 @@ and the checked encoders and decoders.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import attrs
 
+from ..contexts._metadata import EMPTY_METADATA
 from ._fields import MAX_LABEL_LENGTH
 from ._progress import Progress
 
@@ -49,13 +51,19 @@ class CallContext(NamedTuple):
     application_id: str | None = None
     application_version: str | None = None
     authorization: str | None = None
+    #: User key/value pairs (a frozen `Metadata`); empty: none sent.
+    metadata: Mapping[str, str] = EMPTY_METADATA
+    #: The W3C traceparent to send; None: derived from the ActivityId where needed.
+    traceparent: str | None = None
 
     def __repr__(self) -> str:
-        # The authorization is never shown: reprs end up in logs.
+        # The authorization is never shown: reprs end up in logs. Nor are the
+        # metadata's values (Metadata's repr shows the keys).
         return (
             f"CallContext(activity_id={self.activity_id!r}, session_id={self.session_id!r}, "
             f"application_id={self.application_id!r}, "
-            f"application_version={self.application_version!r})"
+            f"application_version={self.application_version!r}, "
+            f"metadata={self.metadata!r}, traceparent={self.traceparent!r})"
         )
 
 
@@ -83,6 +91,10 @@ class Invoke(NamedTuple):
     #: False: the caller takes one value and sends no stream (an untyped
     #: call), so a stream method refuses it at once. None: not said.
     stream: bool | None = None
+    #: The W3C traceparent of the caller (None: none sent).
+    traceparent: str | None = None
+    #: User key/value pairs (a frozen `Metadata`); empty: none sent.
+    metadata: Mapping[str, str] = EMPTY_METADATA
 
 
 class Result(NamedTuple):
@@ -222,6 +234,8 @@ def decode_call_fast(obj: dict[str, Any]) -> Call | None:
         and (timeout is None or (type(timeout) is int and timeout >= 0))
     ):
         get = ctx_obj.get
+        if get("metadata") is not None or get("traceparent") is not None:
+            return None  # checked (and frozen) by the checked decoder
         a, s, i, v, z = (
             get("activity_id"),
             get("session_id"),
@@ -265,6 +279,8 @@ def decode_invoke_fast(obj: dict[str, Any]) -> Invoke | None:
         and (timeout is None or (type(timeout) is int and timeout >= 0))
         and _is_label_or_none(activity_id)
         and (stream is None or type(stream) is bool)
+        and obj.get("traceparent") is None
+        and obj.get("metadata") is None
     ):
         return Invoke(id_, channel, method, args, activity_id, timeout, stream)
     return None

@@ -21,6 +21,8 @@ from typing import Any, TypeAlias
 
 import orjson
 
+from ..contexts._metadata import EMPTY_METADATA, Metadata, check_metadata
+from ..contexts._trace import valid_traceparent
 from ._binary import BinaryMessage, message_size, pack, unpack, unpack_frame
 from ._codec import dumps
 from ._errors import IncompatibleVersion, InvalidRequest, TetherError
@@ -133,6 +135,10 @@ def _encode_call(m: Call) -> dict[str, Any]:
         ctx["application_version"] = c.application_version
     if c.authorization is not None:
         ctx["authorization"] = c.authorization
+    if c.metadata:
+        ctx["metadata"] = dict(c.metadata)
+    if c.traceparent is not None:
+        ctx["traceparent"] = c.traceparent
     obj: dict[str, Any] = {
         "t": "call",
         "id": m.id,
@@ -173,6 +179,10 @@ def _encode_invoke(m: Invoke) -> dict[str, Any]:
         obj["timeout_ms"] = m.timeout_ms
     if m.stream is not None:
         obj["stream"] = m.stream
+    if m.traceparent is not None:
+        obj["traceparent"] = m.traceparent
+    if m.metadata:
+        obj["metadata"] = dict(m.metadata)
     return obj
 
 
@@ -252,9 +262,30 @@ def _decode_call(f: _Fields) -> Call:
             application_id=ctx.get_label("application_id", optional=True),
             application_version=ctx.get_label("application_version", optional=True),
             authorization=ctx.get_str("authorization", optional=True),
+            metadata=_metadata(ctx),
+            traceparent=_traceparent(ctx),
         ),
         timeout_ms=f.get_int("timeout_ms", optional=True),
     )
+
+
+def _metadata(f: _Fields) -> Metadata:
+    """The optional `metadata` member: an object of strings within the limits."""
+    if f.obj.get("metadata") is None:
+        return EMPTY_METADATA
+    try:
+        return check_metadata(f.get_str_map("metadata"))
+    except ValueError as exc:
+        details: dict[str, Any] = {"field": "metadata"}
+        if f.id is not None:
+            details["id"] = f.id
+        message = f"{f.tag!r} message field 'metadata': {exc}"
+        raise InvalidRequest(message, details=details) from None
+
+
+def _traceparent(f: _Fields) -> str | None:
+    """The optional `traceparent` member: a string; an invalid value is ignored (W3C)."""
+    return valid_traceparent(f.get_str("traceparent", optional=True))
 
 
 def _decode_invoke(f: _Fields) -> Invoke:
@@ -267,6 +298,8 @@ def _decode_invoke(f: _Fields) -> Invoke:
         activity_id=f.get_label("activity_id", optional=True),
         timeout_ms=f.get_int("timeout_ms", optional=True),
         stream=f.get_bool("stream") if f.obj.get("stream") is not None else None,
+        traceparent=_traceparent(f),
+        metadata=_metadata(f),
     )
 
 
