@@ -8,7 +8,7 @@ import contextvars
 import logging
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast, overload
 
 import attrs
@@ -18,6 +18,7 @@ from .. import contexts
 from ._channels import IpcHandler, IpcInterface, NotificationInterface, require_channel
 from ._drain import Drain
 from ._errors import ConnectionClosed, Unavailable
+from ._interceptors import Interceptor, to_interceptors
 from ._ipc_engine import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
@@ -246,9 +247,12 @@ class BackendIpc:
             handler's `Stream[T]` parameter), and the result items of the
             backend's own stream calls to a frontend (`IpcSession.proxy`).
             256 items and 4 MiB by default.
+        interceptors: Run around every invoke and notification a session
+            receives (`CallInfo.side` "server") and sends ("client"), inside
+            the process-wide ones; first outermost.
 
     Raises:
-        TypeError: `authorize` is not callable.
+        TypeError: `authorize` is not callable, or an interceptor is not.
         ValueError: a bound is not a positive int, a timeout not a positive
             number of seconds, or `stream_window` not a `StreamWindow`.
     """
@@ -266,6 +270,7 @@ class BackendIpc:
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         development_mode: bool = False,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         if authorize is not None and not callable(authorize):
             raise TypeError(f"authorize must be a function of an IpcHandshake, got {authorize!r}")
@@ -287,6 +292,7 @@ class BackendIpc:
         self.slow_frontend_timeout = float(slow_frontend_timeout)
         self.development_mode = development_mode
         self.stream_window = check_stream_window(stream_window)
+        self.interceptors = to_interceptors(interceptors)
         self._registrations: dict[str, _Registration] = {}
         self._listeners: dict[str, list[Listener]] = {}
         # Sessions may run in another thread (the in-process transport's
@@ -500,6 +506,7 @@ async def _serve_ipc_session(
             development_mode=backend.development_mode,
             slow_frontend_timeout=backend.slow_frontend_timeout,
             stream_window=backend.stream_window,
+            interceptors=backend.interceptors,
         )
         session = IpcSession(peer, handshake.remote, handshake.client)
         peer.session = session

@@ -74,8 +74,10 @@ from ._errors import (
     TetherError,
     Unavailable,
 )
+from ._interceptors import INSTALLED, Interceptor, client_chain, server_chain
 from ._ipc_handover import Handover
 from ._ipc_inbox import DEFAULT_MAX_PENDING_BYTES, Inbox, Listener, Served
+from ._ipc_interceptors import invoke_intercepted, notify_intercepted, serve_intercepted
 from ._ipc_outbox import Outbox
 from ._ipc_streams import Streams
 from ._limits import encode_arguments
@@ -144,8 +146,12 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
         slow_frontend_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+        interceptors: tuple[Interceptor, ...] = (),
     ) -> None:
         self.stream = stream
+        #: This end's own interceptors: around what it sends ("client") and
+        #: receives ("server"), inside the process-wide ones.
+        self.interceptors = interceptors
         self.slow_frontend_timeout = slow_frontend_timeout
         self.side = side  # "frontend" or "backend": whose end this is
         self.other = "backend" if side == "frontend" else "frontend"
@@ -493,10 +499,13 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
         started = call.started = access_clock()
         reply: Result | Error
         try:
-            if call.stream is None:
+            own = self.interceptors
+            if own or INSTALLED.server:
+                value = await serve_intercepted(self, server_chain(own), call)
+            elif call.stream is None:
                 value = await call.handler(*call.args)
             else:
-                value = await self._serve_stream(call, call.stream)
+                value = await self.serve_stream(call, call.stream)
             reply = Result(call.id, call.operation.encode_result(value))
         except BaseException as raised:
             # Once the session is closed, its end is the news, not this.
@@ -514,7 +523,7 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
             access_log(call.context, reply.error.code if type(reply) is Error else "ok", started)
         return reply
 
-    async def _serve_stream(self, call: PreparedCall, stream: CalleeStream) -> Any:
+    async def serve_stream(self, call: PreparedCall, stream: CalleeStream) -> Any:
         try:
             return await stream.run(call.handler, call.args)
         finally:
@@ -559,7 +568,13 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
     # -- calling the other side ------------------------------------------------
 
     async def invoke(
-        self, channel: str, method: str, args: list[Any], names: tuple[str, ...] | None = None
+        self,
+        channel: str,
+        method: str,
+        args: list[Any],
+        names: tuple[str, ...] | None = None,
+        *,
+        intercepted: bool = False,
     ) -> Any:
         """Invoke `channel.method` on the other side; return the reply's JSON value.
 
@@ -569,10 +584,17 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
             args: The unstructured arguments.
             names: The parameters' names when a typed proxy checked `args`;
                 None for untyped arguments, which are checked here.
+            intercepted: The interceptors have run (this is their innermost step).
 
         Raises:
             InvalidRequest: an argument cannot be sent; nothing was.
         """
+        if not intercepted:
+            own = self.interceptors
+            if own or INSTALLED.client:
+                return await invoke_intercepted(
+                    self, client_chain(own), channel, method, args, names
+                )
         await trio.lowlevel.checkpoint_if_cancelled()
         if trio.lowlevel.current_trio_token() is not self.token:
             self.check_run()
@@ -703,12 +725,23 @@ class Peer(Inbox, Outbox, Handover, Streams, Workers[PreparedCall]):
                 await self.send(encode(Cancel(call_id)))
 
     async def notify(
-        self, channel: str, method: str, args: list[Any], names: tuple[str, ...] | None = None
+        self,
+        channel: str,
+        method: str,
+        args: list[Any],
+        names: tuple[str, ...] | None = None,
+        *,
+        intercepted: bool = False,
     ) -> None:
         """Send a one-way message. A backend queues it; a frontend waits for room.
 
-        `names` as for `invoke`.
+        `names` and `intercepted` as for `invoke`.
         """
+        if not intercepted:
+            own = self.interceptors
+            if own or INSTALLED.client:
+                await notify_intercepted(self, client_chain(own), channel, method, args, names)
+                return
         self.check_run()
         context = contexts.current()
         activity_id = context.activity_id if context is not None else None

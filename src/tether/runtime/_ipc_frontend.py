@@ -20,6 +20,7 @@ from ._channels import (
 )
 from ._connection import exchange_hello
 from ._faults import wrap_client_stream
+from ._interceptors import Interceptor, to_interceptors
 from ._ipc_engine import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_MAX_PENDING_NOTIFICATIONS,
@@ -228,6 +229,7 @@ async def open_ipc_connection(
     reconnect: Callable[[str], AbstractAsyncContextManager[MessageStream]] | None = None,
     retry: RetryPolicy | None = None,
     handshake_timeout: float = 10.0,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[FrontendIpc]:
     """Run the IPC protocol as the frontend over `stream` for the block.
 
@@ -259,6 +261,9 @@ async def open_ipc_connection(
             (`_resume`), if the backend offers that (its welcome holds a token).
         retry: The reconnect backoff, and tries per outage.
         handshake_timeout: Seconds a resuming handshake may take.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
 
     Raises:
         Unauthorized: the backend's `authorize` hook refused the session.
@@ -279,6 +284,7 @@ async def open_ipc_connection(
         raise TypeError(f"authorization must be a str or None, got {type(authorization).__name__}")
     check_seconds("slow_listener_timeout", slow_listener_timeout, finite=False)
     check_stream_window(stream_window)
+    chain = to_interceptors(interceptors)
     stream = wrap_client_stream(stream)
     hello = Hello(
         PROTOCOL_VERSION,
@@ -313,6 +319,7 @@ async def open_ipc_connection(
         development_mode=False,
         slow_frontend_timeout=slow_listener_timeout,
         stream_window=stream_window,
+        interceptors=chain,
     )
     frontend = FrontendIpc(peer, reply.channels)
     async with open_service_nursery() as nursery:

@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -24,8 +24,13 @@ from ..contexts import RequestContext, new_activity_id
 from ._channels import IpcInterface, NotificationHandler, channel_operations
 from ._connection import _Pending
 from ._errors import TetherError
+from ._interceptors import INSTALLED, Interceptor, server_chain
 from ._interfaces import Operation
+from ._ipc_interceptors import deliver_intercepted
 from ._protocol import Notify
+
+if TYPE_CHECKING:
+    from ._ipc_engine import Peer
 
 __all__ = ["DEFAULT_MAX_PENDING_BYTES", "Inbox", "Listener", "Served"]
 
@@ -55,6 +60,7 @@ class Inbox(abc.ABC):
     # Set by Peer.
     side: str
     other: str
+    interceptors: tuple[Interceptor, ...]
     session_id: str
     application_id: str | None
     application_version: str | None
@@ -149,16 +155,28 @@ class Inbox(abc.ABC):
             if self.delivered_lot:
                 # Woken now, they run after this step, which calls the listeners.
                 self.delivered_lot.unpark_all()
-            await self._deliver(notify)
+            await self.deliver(notify)
 
-    async def _deliver(self, notify: Notify) -> None:
-        context = RequestContext(
-            activity_id=notify.activity_id or new_activity_id(),
-            session_id=self.session_id,
-            application_id=self.application_id,
-            application_version=self.application_version,
-            operation=f"{notify.channel}.{notify.method}",
-        )
+    async def deliver(
+        self, notify: Notify, context: RequestContext | None = None, *, intercepted: bool = False
+    ) -> None:
+        """Run the listeners of one notification, in its context.
+
+        `context` and `intercepted` are given by the interceptors' innermost step.
+        """
+        if context is None:
+            context = RequestContext(
+                activity_id=notify.activity_id or new_activity_id(),
+                session_id=self.session_id,
+                application_id=self.application_id,
+                application_version=self.application_version,
+                operation=f"{notify.channel}.{notify.method}",
+            )
+        if not intercepted:
+            own = self.interceptors
+            if own or INSTALLED.server:
+                await deliver_intercepted(cast("Peer", self), server_chain(own), notify, context)
+                return
         with contexts.using(context):
             handled = False
             served = self.served.get(notify.channel)

@@ -15,8 +15,10 @@ from ._channels import IpcHandler, IpcInterface, NotificationInterface, channel_
 from ._client import error_for_reply
 from ._codec import CONVERTER
 from ._errors import IncompatibleVersion, InvalidRequest, NotFound
+from ._interceptors import INSTALLED, client_chain
 from ._interfaces import Operation, unimplemented
 from ._ipc_engine import Peer
+from ._ipc_interceptors import open_invoke_intercepted
 from ._limits import too_deep
 from ._protocol import Item, Result
 from ._streams import Exchange, StreamCall
@@ -65,13 +67,20 @@ def _open_stream_invoke(
     """Make a stream invoke for an `open_stream` block (the arguments are taken now)."""
     values = op.encode_args(args, kwargs)
     source = op.stream_source(args, kwargs) if op.stream_param is not None else None
+    own = peer.interceptors
+    if own or INSTALLED.client:
+        return open_invoke_intercepted(peer, client_chain(own), channel, op, values, source)
     return peer.open_invoke(channel, op, values, source)
 
 
 async def _invoke_with_stream(
     peer: Peer, channel: str, op: Operation, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> Any:
-    """A client-stream invoke: its argument stream goes out, one result comes back."""
+    """A client-stream invoke: its argument stream goes out, one result comes back.
+
+    Through the interceptors, the stream's end is `proceed`'s outcome (None);
+    the result is decoded after.
+    """
     await trio.lowlevel.checkpoint_if_cancelled()
     async with _open_stream_invoke(peer, channel, op, args, kwargs) as exchange:
         reply = await exchange.receive()

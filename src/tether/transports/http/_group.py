@@ -153,6 +153,7 @@ def connect(
         "max_connections": max_connections,
         "read_timeout": read_timeout,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "retry": retry,
         "ssl_context": ssl_context,
     }
@@ -171,6 +172,7 @@ def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     retry: RetryPolicy | None = DEFAULT_RETRY,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractAsyncContextManager[FrontendIpc]:
@@ -201,6 +203,7 @@ def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
             retry=retry,
             ssl_context=ssl_context,
         )
@@ -214,6 +217,7 @@ def connect_ipc(
         "max_pending_bytes": max_pending_bytes,
         "slow_listener_timeout": slow_listener_timeout,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "retry": retry,
         "ssl_context": ssl_context,
     }

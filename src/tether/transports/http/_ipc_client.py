@@ -32,6 +32,7 @@ from ...runtime import (
     open_ipc_connection,
 )
 from ...runtime._codec import dumps, loads
+from ...runtime._interceptors import Interceptor
 from ...runtime._protocol import BinaryMessage, Error, encode
 from ...runtime._retry import DEFAULT_RETRY, NO_RETRY, check_retry, unfixable
 from ...runtime._streams import DEFAULT_STREAM_WINDOW, StreamWindow, check_stream_window
@@ -561,6 +562,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     retry: RetryPolicy | None = DEFAULT_RETRY,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[FrontendIpc]:
@@ -608,6 +610,9 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
         retry: How the event stream and failed POSTs are retried
             (`tether.RetryPolicy`; up to 10 tries from 0.1 s to 2 s apart by
             default, within the backend's grace period); None: never, a
@@ -648,6 +653,7 @@ async def connect_ipc(
                 max_pending_bytes=max_pending_bytes,
                 slow_listener_timeout=slow_listener_timeout,
                 stream_window=stream_window,
+                interceptors=interceptors,
             ) as frontend,
             open_service_nursery() as nursery,
         ):

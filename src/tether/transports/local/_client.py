@@ -194,6 +194,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[FrontendIpc]:
     """Open an IPC session with a backend over its local socket, for the block.
@@ -223,6 +224,9 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
         connect_timeout: Seconds to get through a full backlog.
 
     Raises:
@@ -244,6 +248,7 @@ async def connect_ipc(
         max_pending_bytes=max_pending_bytes,
         slow_listener_timeout=slow_listener_timeout,
         stream_window=stream_window,
+        interceptors=interceptors,
     ) as frontend:
         yield frontend
 
@@ -297,6 +302,7 @@ async def ipc_session(
     max_pending_bytes: int,
     slow_listener_timeout: float,
     stream_window: StreamWindow,
+    interceptors: Iterable[Interceptor] = (),
 ) -> AsyncIterator[FrontendIpc]:
     """An IPC session over the stream `streams` opens (`connect_ipc`, and `spawn`'s)."""
     check_stream_window(stream_window)  # before connecting, not after
@@ -312,6 +318,7 @@ async def ipc_session(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
         ) as frontend,
     ):
         yield frontend

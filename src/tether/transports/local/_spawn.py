@@ -235,6 +235,7 @@ class PairedBackend:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
         stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+        interceptors: Iterable[Interceptor] = (),
         connect_timeout: float = 10.0,
     ) -> AsyncIterator[FrontendIpc]:
         """Open an IPC session with the backend, for the block; as `local.connect_ipc`.
@@ -262,6 +263,7 @@ class PairedBackend:
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
         ) as frontend:
             yield frontend
 

@@ -434,6 +434,7 @@ async def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
@@ -477,6 +478,9 @@ async def connect_ipc(
             its sender must wait (`tether.StreamWindow`; 256 items, 4 MiB by
             default): the result items of its stream calls, and the argument
             items of the backend's stream calls to channels it serves.
+        interceptors: Run around every invoke and notification this frontend
+            sends (`CallInfo.side` "client") and receives ("server"), inside the
+            process-wide ones; first outermost.
         ping_interval, ping_timeout, connect_timeout, ssl_context: As for `connect`.
         retry: The reconnect backoff, and tries per outage (`attempts`; about
             11 s by default); None: no resuming, the session ends with its
@@ -520,6 +524,7 @@ async def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
             reconnect=open_socket if retry is not None else None,
             retry=retry,
             handshake_timeout=connect_timeout,

@@ -161,6 +161,7 @@ def connect(
         "connect_timeout": connect_timeout,
         "ssl_context": ssl_context,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "retry": retry,
     }
     return connect_several(_client.connect, url, interfaces, balance, options)
@@ -179,6 +180,7 @@ def connect_ipc(
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     slow_listener_timeout: float = DEFAULT_SLOW_FRONTEND_TIMEOUT,
     stream_window: StreamWindow = DEFAULT_STREAM_WINDOW,
+    interceptors: Iterable[Interceptor] = (),
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
     connect_timeout: float = 10.0,
@@ -213,6 +215,7 @@ def connect_ipc(
             max_pending_bytes=max_pending_bytes,
             slow_listener_timeout=slow_listener_timeout,
             stream_window=stream_window,
+            interceptors=interceptors,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             connect_timeout=connect_timeout,
@@ -230,6 +233,7 @@ def connect_ipc(
         "max_pending_bytes": max_pending_bytes,
         "slow_listener_timeout": slow_listener_timeout,
         "stream_window": stream_window,
+        "interceptors": interceptors,
         "ping_interval": ping_interval,
         "ping_timeout": ping_timeout,
         "connect_timeout": connect_timeout,
