@@ -217,6 +217,7 @@ def test_headers_errors_and_security_are_documented(doc: dict[str, Any]) -> None
             "X-Protocol-Version",
             "X-Timeout-Ms",
             "traceparent",
+            "baggage",
         ],
         "header",
     )

@@ -38,8 +38,9 @@ MAX_METADATA_BYTES = 8192
 
 # RFC 9110 token characters: what W3C Baggage allows in a key.
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Percent-encode everything outside baggage-octet, and `%` itself.
-_SAFE = "!#$&'()*+-./:;<=>?@[]^_`{|}~"
+# W3C baggage-octet (printable ASCII but space, `"`, `,`, `;` and `\`) stays
+# as it is; everything else, and `%` itself, is percent-encoded (as UTF-8).
+_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%,;\\' and not c.isalnum())
 
 
 class Metadata(Mapping[str, str]):

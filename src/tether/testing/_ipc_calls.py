@@ -308,6 +308,24 @@ class IpcCallTests(IpcSuiteBase):
             assert left is not None
             assert 0 < left <= 3
 
+    async def test_metadata_and_traceparent_reach_the_handler_and_its_calls(self) -> None:
+        traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        with trio.fail_after(TEST_TIMEOUT):
+            async with self.open() as frontend:
+                served = FrontendHandler()
+                frontend.register(served)
+                proxy = frontend.proxy(ConformanceIpc)
+                with contexts.activity(metadata={"tenant": "acme"}, traceparent=traceparent):
+                    info = await proxy.context()
+                    assert await proxy.ask_frontend("double", 21) == "ok:42"
+                plain = await proxy.context()
+        assert info.metadata == {"tenant": "acme"}
+        assert info.traceparent == traceparent
+        # The backend's call to the frontend carried the metadata of the call it serves.
+        assert served.metadata == [{"tenant": "acme"}]
+        assert plain.metadata == {}
+        assert plain.traceparent is None
+
     async def test_cancelling_a_call_cancels_the_backends_call_to_the_frontend(self) -> None:
         with trio.fail_after(TEST_TIMEOUT):
             async with self.open() as frontend:

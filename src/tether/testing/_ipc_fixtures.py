@@ -86,6 +86,9 @@ class IpcContextInfo:
     context_deadline_left: float | None
     #: Which handler instance served the call (a number, unique in the process).
     handler: int
+    #: `RequestContext.metadata` and `.traceparent`.
+    metadata: dict[str, str] = attrs.field(factory=dict)
+    traceparent: str | None = None
 
 
 class ConformanceIpc(IpcInterface):
@@ -282,6 +285,8 @@ class ConformanceIpcHandler(IpcHandler, ConformanceIpc):
             seconds_left=seconds_left(trio.current_effective_deadline()),
             context_deadline_left=seconds_left(ctx.deadline),
             handler=self.number,
+            metadata=dict(ctx.metadata),
+            traceparent=ctx.traceparent,
         )
 
     async def fail(self, kind: str, message: str) -> None:
@@ -471,6 +476,7 @@ class FrontendHandler(IpcHandler, ConformanceFrontendIpc):
     def __init__(self) -> None:
         self.activities: list[str | None] = []
         self.deadlines: list[float | None] = []
+        self.metadata: list[dict[str, str]] = []
         self.closed: list[str] = []
         self.started = trio.Event()
         self.finished = trio.Event()
@@ -478,6 +484,8 @@ class FrontendHandler(IpcHandler, ConformanceFrontendIpc):
     async def double(self, value: int) -> int:
         self.activities.append(activity_id())
         self.deadlines.append(seconds_left(trio.current_effective_deadline()))
+        ctx = contexts.current()
+        self.metadata.append(dict(ctx.metadata) if ctx is not None else {})
         return value * 2
 
     async def fail(self, value: int) -> int:

@@ -48,6 +48,7 @@ from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
 from ._rpc_faults_suite import RpcFaultCases
 from ._rpc_lifecycle_suite import RpcLifecycleCases
+from ._rpc_metadata_suite import RpcMetadataCases
 from ._rpc_streams_suite import RpcStreamCases
 
 __all__ = [
@@ -364,7 +365,7 @@ def _raw_call(interface: type[RpcInterface], op: str, args: list[Any], **kw: Any
     )
 
 
-class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases):
+class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases, RpcMetadataCases):
     """Tests every RPC transport must pass. Subclass it and implement `connect`.
 
     `connect(manager, interfaces=..., **options)` returns an async context
@@ -386,6 +387,10 @@ class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases):
     promises when a connection is lost (`reconnects`: "connection",
     "request" or None) and when its server stops (`server_stop`: "drains",
     "closes" or None; a server that stops implements `connect_stoppable`).
+
+    The metadata cases (`RpcMetadataCases`) check that metadata and the W3C
+    traceparent reach the impl and its downstream calls, and that the server
+    refuses metadata over the limits.
     """
 
     def connect(

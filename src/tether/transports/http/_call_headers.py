@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ... import contexts
+from ...contexts._metadata import EMPTY_METADATA, Metadata, decode_baggage
+from ...contexts._trace import valid_traceparent
 from ...runtime import IncompatibleVersion, InvalidRequest
-from ...runtime._protocol import PROTOCOL_VERSION, is_label
+from ...runtime._protocol import MAX_LABEL_LENGTH, PROTOCOL_VERSION, is_label
 from ...runtime._util import MAX_TIMEOUT_MS
 
 __all__ = ["CallHeaders", "read_call_headers"]
@@ -20,11 +22,14 @@ class CallHeaders:
         "application_version",
         "authorization",
         "bad_label",
+        "bad_metadata",
         "content_length",
         "content_type",
+        "metadata",
         "protocol",
         "session_id",
         "timeout",
+        "traceparent",
     )
 
     def __init__(self) -> None:
@@ -40,6 +45,26 @@ class CallHeaders:
         self.content_type: bytes | None = None
         #: The first header that must be a label (`is_label`) and is not.
         self.bad_label: str | None = None
+        #: The `baggage` header's members as metadata (malformed ones skipped).
+        self.metadata: Metadata = EMPTY_METADATA
+        #: Why the `baggage` header was refused (over a limit), or None.
+        self.bad_metadata: str | None = None
+        #: The `traceparent` header when it is a valid W3C value, else None.
+        self.traceparent: str | None = None
+
+    def refusal(self) -> InvalidRequest | None:
+        """The error for a context header the request cannot carry, or None."""
+        if self.bad_label is not None:
+            return InvalidRequest(
+                f"{self.bad_label} must be printable text of at most {MAX_LABEL_LENGTH} characters",
+                details={"field": self.bad_label},
+            )
+        if self.bad_metadata is not None:
+            return InvalidRequest(
+                f"the baggage header (the request's metadata): {self.bad_metadata}",
+                details={"field": "baggage"},
+            )
+        return None
 
     def checked_timeout_ms(self) -> int | None:
         """The `X-Timeout-Ms` deadline (None without one), once the protocol is checked.
@@ -77,10 +102,13 @@ def read_call_headers(headers: list[tuple[bytes, bytes]]) -> CallHeaders:
 
     The ActivityId is the `X-Correlation-ID`, else the trace id of a
     `traceparent`, else a new one; one that is not a label is replaced, and
-    `bad_label` names the first header that must be one and is not.
+    `bad_label` names the first header that must be one and is not. The
+    `baggage` header (one line or several) becomes the metadata; one over a
+    limit sets `bad_metadata`.
     """
     out = CallHeaders()
     activity_id = traceparent = None
+    baggage: list[str] | None = None
     for key, raw in headers:
         if key == b"x-correlation-id":
             activity_id = raw.decode("utf-8", "replace")
@@ -105,6 +133,16 @@ def read_call_headers(headers: list[tuple[bytes, bytes]]) -> CallHeaders:
             traceparent = raw.decode("utf-8", "replace")
         elif key == b"accept":
             out.accept = raw if out.accept is None else out.accept + b", " + raw
+        elif key == b"baggage":
+            line = raw.decode("latin-1")
+            baggage = [line] if baggage is None else [*baggage, line]
+    if baggage is not None:
+        try:
+            out.metadata = decode_baggage(baggage)
+        except ValueError as exc:
+            out.bad_metadata = str(exc)
+    if traceparent is not None:
+        out.traceparent = valid_traceparent(traceparent)
     if not activity_id:
         if traceparent is not None:
             activity_id = contexts.activity_id_from_traceparent(traceparent)

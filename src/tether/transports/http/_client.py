@@ -21,6 +21,7 @@ import orjson
 import trio
 
 from ... import contexts
+from ...contexts._metadata import encode_baggage
 from ...runtime import (
     PROTOCOL_VERSION,
     CallMayHaveRun,
@@ -396,8 +397,16 @@ class HttpBackend(RpcBackend):
         headers = [
             PROTOCOL,
             (b"x-correlation-id", _header_value("the ActivityId", activity_id)),
-            (b"traceparent", contexts.traceparent_for(activity_id).encode()),
+            (
+                b"traceparent",
+                _header_value("traceparent", ctx.traceparent)
+                if ctx.traceparent is not None
+                else contexts.traceparent_for(activity_id).encode(),
+            ),
         ]
+        if ctx.metadata:
+            # W3C Baggage: `k=v,k2=v2`, the values percent-encoded.
+            headers.append((b"baggage", _header_value("metadata", encode_baggage(ctx.metadata))))
         if ctx.session_id is not None:
             headers.append((b"x-session-id", _header_value("session_id", ctx.session_id)))
         if ctx.application_id is not None:

@@ -414,7 +414,17 @@ _HEADERS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
         "Traceparent",
         "traceparent",
         {"type": "string"},
-        "W3C Trace Context, so that an OpenTelemetry trace and the ActivityId line up.",
+        "W3C Trace Context, so that an OpenTelemetry trace and the ActivityId line up. "
+        "The impl reads it as `current_context().traceparent`; an invalid value is ignored.",
+    ),
+    (
+        "Baggage",
+        "baggage",
+        {"type": "string", "maxLength": 8192},
+        "W3C Baggage: the request's metadata as `key=value` members separated by commas, "
+        "values percent-encoded; the impl reads them as `current_context().metadata`. A "
+        "malformed member is skipped; more than 64 entries, a value over 1024 bytes or a "
+        "header over 8192 bytes is a 400.",
     ),
 )
 

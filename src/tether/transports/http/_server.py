@@ -51,7 +51,6 @@ from ...runtime._dispatch import (
     error_info,
 )
 from ...runtime._protocol import (
-    MAX_LABEL_LENGTH,
     Call,
     CallContext,
     Error,
@@ -119,8 +118,8 @@ __all__ = ["HttpApp"]
 _log = logging.getLogger("tether.http")
 _CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
-    b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, x-session-token, "
-    b"last-event-id, if-none-match"
+    b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, baggage, "
+    b"x-session-token, last-event-id, if-none-match"
 )
 _EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token, etag"
 #: Accepted (Host, local address) pairs remembered, so that a client's
@@ -524,13 +523,9 @@ class HttpApp:
         activity_id = request.activity_id
         if access is not None:
             access.activity_id = activity_id
-        if request.bad_label is not None:
-            exc: TetherError = InvalidRequest(
-                f"{request.bad_label} must be printable text of at most {MAX_LABEL_LENGTH} "
-                "characters",
-                details={"field": request.bad_label},
-            )
-            await self._send_error(send, exc, None, cors, activity_id)
+        bad_header = request.refusal()
+        if bad_header is not None:
+            await self._send_error(send, bad_header, None, cors, activity_id)
             return
         echo = [*cors, (b"x-correlation-id", activity_id.encode())]
         if operation is not None and operation.stream_result and operation.stream_param is not None:
@@ -597,6 +592,8 @@ class HttpApp:
                     request.application_id,
                     request.application_version,
                     request.authorization,
+                    request.metadata,
+                    request.traceparent,
                 ),
                 timeout_ms,
             )
