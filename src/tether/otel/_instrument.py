@@ -76,15 +76,15 @@ def instrument(
         RuntimeError: the process is already instrumented (uninstall that first).
     """
     global _current
-    tracer = trace.get_tracer(_SCOPE, _version(), tracer_provider)
-    meter = metrics.get_meter(_SCOPE, _version(), meter_provider)
-    interceptor = OtelInterceptor(tracer, meter)
     with _lock:
         if _current is not None:
             raise RuntimeError(
                 "tether.otel is already instrumenting this process; calls would be traced "
                 "twice: uninstall() the handle instrument() returned first"
             )
+        tracer = trace.get_tracer(_SCOPE, _version(), tracer_provider)
+        meter = metrics.get_meter(_SCOPE, _version(), meter_provider)
+        interceptor = OtelInterceptor(tracer, meter)
         handle = _Instrumentation(interceptor, install_interceptor(interceptor))
         _current = handle
         _context._activity_id_source = _active_trace_id
