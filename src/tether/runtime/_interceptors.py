@@ -139,13 +139,21 @@ class Interceptor(Protocol):
     async def __call__(self, call: CallInfo, proceed: Proceed) -> Any: ...
 
 
-def peer_of(url: str) -> str:
-    """A URL as `CallInfo.peer` shows it: scheme, host, port and path (no userinfo, no query)."""
-    parts = urllib.parse.urlsplit(url)
+def peer_of(url: object) -> str | None:
+    """A URL as `CallInfo.peer` shows it: scheme, host, port and path (no userinfo, no query).
+
+    None for what is not a URL: the transport's own check says what is wrong with it.
+    """
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return None
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 

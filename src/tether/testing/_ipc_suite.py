@@ -28,6 +28,7 @@ from ._ipc_fixtures import (
     ConformanceIpcEvents,
     IpcContextInfo,
 )
+from ._ipc_interceptors import IpcInterceptorTests
 from ._ipc_notifications import IpcNotificationTests
 from ._ipc_resume import IpcResumeTests
 from ._ipc_sessions import IpcSessionTests
@@ -49,6 +50,7 @@ class IpcConformance(
     IpcAuthorizationTests,
     IpcStreamTests,
     IpcResumeTests,
+    IpcInterceptorTests,
 ):
     """Tests every IPC transport must pass. Subclass it and implement `connect_ipc`.
 

@@ -47,6 +47,7 @@ from ..runtime import (
 from ..runtime._protocol import Call, CallContext, Error, Result
 from ._probe import Probe
 from ._rpc_faults_suite import RpcFaultCases
+from ._rpc_interceptors_suite import RpcInterceptorCases
 from ._rpc_lifecycle_suite import RpcLifecycleCases
 from ._rpc_metadata_suite import RpcMetadataCases
 from ._rpc_streams_suite import RpcStreamCases
@@ -365,7 +366,9 @@ def _raw_call(interface: type[RpcInterface], op: str, args: list[Any], **kw: Any
     )
 
 
-class RpcConformance(RpcStreamCases, RpcFaultCases, RpcLifecycleCases, RpcMetadataCases):
+class RpcConformance(
+    RpcStreamCases, RpcFaultCases, RpcLifecycleCases, RpcMetadataCases, RpcInterceptorCases
+):
     """Tests every RPC transport must pass. Subclass it and implement `connect`.
 
     `connect(manager, interfaces=..., **options)` returns an async context
