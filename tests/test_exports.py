@@ -22,6 +22,7 @@ PUBLIC_MODULES = [
     "tether.transports.local",
     "tether.transports.abc",
     "tether.testing",
+    "tether.otel",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import contextvars
 import os
 import random
@@ -39,11 +40,22 @@ def _reseed() -> None:
 os.register_at_fork(after_in_child=_reseed)
 
 
+# Where a new activity takes its id when the process traces its calls: tether.otel sets
+# it (to "the active span's trace id, in UUID form, or None when no span is active") so
+# that an ActivityId and its trace id are one. A hook, because contexts imports nothing.
+_activity_id_source: collections.abc.Callable[[], str | None] | None = None
+
+
 def new_activity_id() -> str:
     """Return a fresh ActivityId: a random version-4 UUID, as text (`8-4-4-4-12` hex digits).
 
-    Unique, but not unpredictable: never use one as a secret.
+    With `tether.otel` instrumenting the process and a span active, it is that span's
+    trace id in UUID form instead. Unique, but not unpredictable: never use one as a secret.
     """
+    if _activity_id_source is not None:
+        traced = _activity_id_source()
+        if traced is not None:
+            return traced
     # to_bytes().hex() is about twice as fast as formatting the int as hex.
     h = (_random_bits(128) & _KEEP | _SET).to_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
