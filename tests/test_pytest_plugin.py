@@ -9,6 +9,7 @@ pyproject.toml's `pytest11` declaration, as an installed tether loads it.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections import Counter
@@ -50,14 +51,16 @@ def documented_project() -> dict[str, str]:
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     for name, text in documented_project().items():
         (pytester.path / name).write_text(text)
-    # This source tree, not whatever tether the interpreter would find.
+    # This source tree, not whatever tether the interpreter would find; and
+    # only the plugins a run names (an installed tether's entry point would
+    # clash with `-p tether.testing.pytest_plugin`: one module, two names).
     monkeypatch.setenv("PYTHONPATH", str(SOURCE))
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     return pytester
 
 
 def run_explicit(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """pytest with pytest-trio and the plugin loaded by name, no other plugin."""
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     return pytester.runpytest_subprocess(
         "-p", "trio", "-p", "tether.testing.pytest_plugin", "-p", "no:cacheprovider",
         "-v", *args, timeout=TIMEOUT,
@@ -83,7 +86,9 @@ def test_the_documented_suite_passes_on_every_transport(project: pytest.Pytester
     )
 
 
-def test_the_entry_point_declared_in_pyproject_loads_the_plugin(project: pytest.Pytester) -> None:
+def test_the_entry_point_declared_in_pyproject_loads_the_plugin(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What pip writes from pyproject.toml, on the path: pytest loads the plugin by itself."""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     assert declared["pytest11"] == {"tether": "tether.testing.pytest_plugin"}
@@ -92,8 +97,8 @@ def test_the_entry_point_declared_in_pyproject_loads_the_plugin(project: pytest.
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tether-plugin-check\nVersion: 0\n")
     lines = [f"{name} = {target}" for name, target in declared["pytest11"].items()]
     (dist / "entry_points.txt").write_text("[pytest11]\n" + "\n".join(lines) + "\n")
-    project._monkeypatch.setenv("PYTHONPATH", f"{SOURCE}:{dist.parent}")
-    project._monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SOURCE), str(dist.parent)]))
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=TIMEOUT)
     result.assert_outcomes(passed=sum(EXPECTED.values()))
     assert passed_per_transport(result) == EXPECTED
@@ -195,3 +200,10 @@ def test_an_unknown_transport_in_the_ini_option_stops_the_run(project: pytest.Py
     result = run_explicit(project)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*the tether_transports ini option names 'udp'*"])
+
+
+def test_without_the_option_tests_run_on_the_default_transports(project: pytest.Pytester) -> None:
+    (project.path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")  # wins over pyproject
+    result = run_explicit(project, "test_counter.py::test_increment")
+    result.assert_outcomes(passed=3)
+    assert passed_per_transport(result) == {"memory": 1, "http": 1, "websocket": 1}

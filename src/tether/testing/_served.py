@@ -17,13 +17,11 @@ from typing import Any, TypeVar
 import trio
 
 from ..runtime import BackendIpc, FrontendIpc, RpcBackend, RpcInterface, RpcManager
+from .pytest_plugin import TRANSPORTS
 
-__all__ = ["TRANSPORTS", "open_ipc_frontend", "open_rpc_backend"]
+__all__ = ["open_ipc_frontend", "open_rpc_backend"]
 
 T = TypeVar("T")
-
-#: The transports the plugin knows, by the names its options and marker take.
-TRANSPORTS = ("memory", "thread", "http", "websocket")
 
 
 def check_transport(name: str) -> str:

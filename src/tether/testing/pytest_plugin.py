@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_TRANSPORTS",
+    "TRANSPORTS",
     "ipc_frontend",
     "rpc_backend",
     "tether_faults",
@@ -50,8 +51,8 @@ __all__ = [
 DEFAULT_TRANSPORTS = ("memory", "http", "websocket")
 #: Seconds a fixture may take to start, and again to stop, its server and connection.
 DEFAULT_TIMEOUT = 10.0
-#: Keep in step with `_served.TRANSPORTS` (not imported here: it imports trio).
-_KNOWN = ("memory", "thread", "http", "websocket")
+#: The transports the fixtures serve on, by the names the option and the marker take.
+TRANSPORTS = ("memory", "thread", "http", "websocket")
 _MARKER = "tether_transports"
 
 
@@ -79,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{_MARKER}(*names): run this test on these tether transports only "
-        f"(of {', '.join(_KNOWN)}), instead of the tether_transports ini option",
+        f"(of {', '.join(TRANSPORTS)}), instead of the tether_transports ini option",
     )
     _check(config.getini("tether_transports"), "the tether_transports ini option", usage=True)
     _timeout(config)
@@ -90,14 +91,14 @@ def _check(names: list[str], where: str, *, usage: bool = False) -> list[str]:
     if not names:
         problem = f"{where} names no transport"
     for name in names:
-        if name not in _KNOWN:
+        if name not in TRANSPORTS:
             problem = f"{where} names {name!r}, which is not a tether transport"
             break
     if len(set(names)) != len(names):
         problem = f"{where} names a transport twice: {' '.join(names)}"
     if problem is None:
         return names
-    message = f"{problem}: expected some of {', '.join(_KNOWN)}"
+    message = f"{problem}: expected some of {', '.join(TRANSPORTS)}"
     if usage:
         raise pytest.UsageError(message)
     pytest.fail(message, pytrace=False)
