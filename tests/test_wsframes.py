@@ -412,3 +412,15 @@ def test_fast_frames_keeps_a_handshake_that_is_not_finished() -> None:
     fast = FastFrames(server, 1 << 20)  # the Request not yet read: still wsproto's
     assert server.handshake is handshake
     assert isinstance(next(fast.events()), Request)
+
+
+@pytest.mark.parametrize("cut", [10, 11, 12, 13])
+@pytest.mark.parametrize("size", [65_537, 70_000])
+def test_a_large_frame_cut_inside_its_masking_key_is_read_whole(size: int, cut: int) -> None:
+    """Regression (found by the property test above with a saved example): a large
+    binary frame whose 64-bit length had come but not all of its masking key was
+    taken for read from a wrong offset, and the message was lost."""
+    frame = build(BINARY, b"q" * size, masked=True)
+    plain, fast_seen, _ = both_read("server", frame, [cut])
+    assert plain == [("bytes", b"q" * size)]
+    assert fast_seen == plain

@@ -383,6 +383,8 @@ class FastFrames:
             # wsproto's error, or trio-websocket's 1009 from wsproto's parts
             self._to_wsproto()
             return _HANDED
+        if have < start:
+            return None  # the header (its masking key) has not all come
         if have < end:
             if (
                 first == _BINARY
