@@ -22,15 +22,8 @@ from tether.runtime._codec import dumps
 from tether.runtime._interfaces import operations_of
 from tether.runtime._protocol import ErrorInfo, error_info_to_json
 from tether.testing import ConformanceInterface, Everything, Probe
-from tether.testing._rpc_suite import (
-    Circle,
-    Color,
-    ConformanceImpl,
-    Level,
-    Point,
-    Square,
-    sample_everything,
-)
+from tether.testing._rpc_samples import Circle, Color, Level, Point, Square, sample_everything
+from tether.testing._rpc_suite import ConformanceImpl
 from tether.transports.http._openapi import json_schema, openapi_document
 
 DOC_URI = "urn:tether:openapi"
