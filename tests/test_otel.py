@@ -18,15 +18,11 @@ import attrs
 import pytest
 import trio
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tether
 import tether.otel
+from tests.otel_support import Recorded, recording
 from tether import contexts
 from tether.otel._interceptor import OtelInterceptor
 
@@ -72,42 +68,17 @@ class FakeCall:
 
 
 @attrs.frozen
-class Otel:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+class Otel(Recorded):
     interceptor: OtelInterceptor
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def metric_points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        return [
-            point
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
 
 
 @pytest.fixture
 def otel() -> Iterator[Otel]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    interceptor = OtelInterceptor(
-        tracer_provider.get_tracer("test"), meter_provider.get_meter("test")
-    )
-    yield Otel(exporter, reader, tracer_provider, meter_provider, interceptor)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
+    with recording() as r:
+        interceptor = OtelInterceptor(
+            r.tracer_provider.get_tracer("test"), r.meter_provider.get_meter("test")
+        )
+        yield Otel(r.exporter, r.reader, r.tracer_provider, r.meter_provider, interceptor)
 
 
 def uuid_form(trace_id: int) -> str:

@@ -13,14 +13,11 @@ from typing import Any
 
 import pytest
 import trio
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tether
 import tether.otel
+from tests.otel_support import instrumented
 from tether.transports import http, websocket
 
 SECRET = "Bearer s3cr3t-otel-token"
@@ -41,12 +38,8 @@ class VaultImpl(Vault):
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    with tether.otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider):
-        yield spans
+    with instrumented() as recorded:
+        yield recorded.exporter
 
 
 def _everything(span: Any) -> str:

@@ -10,20 +10,14 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import attrs
 import pytest
 import trio
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tether
 import tether.otel
+from tests.otel_support import Recorded, instrumented
 from tether.transports import memory, websocket
 
 TIMEOUT = 20.0
@@ -50,38 +44,13 @@ class EditorHandler(tether.IpcHandler, EditorIpc):
         return dx
 
 
-@attrs.frozen
-class Otel:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def metric_points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        return [
-            point
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
+Otel = Recorded
 
 
 @pytest.fixture
 def otel() -> Iterator[Otel]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    with tether.otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider):
-        yield Otel(exporter, reader)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
+    with instrumented() as recorded:
+        yield recorded
 
 
 @asynccontextmanager
