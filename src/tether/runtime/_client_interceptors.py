@@ -24,6 +24,7 @@ from ._interceptors import (
     counted_source,
     intercepted_stream,
     run_chain,
+    stream_kind,
 )
 from ._interfaces import Operation, RpcInterface
 from ._protocol import Item
@@ -85,11 +86,7 @@ def call_info(
             application_version=ctx.application_version or options.application_version,
             operation=op.qualname,
         )
-    stream: Any = None
-    if op.stream_result:
-        stream = "bidi" if op.stream_param is not None else "server"
-    elif op.stream_param is not None:
-        stream = "client"
+    stream = stream_kind(op)
     return CallInfo(
         "client",
         "rpc",

@@ -43,6 +43,7 @@ from ._interceptors import (
     run_chain,
     run_in_context,
     server_chain,
+    stream_kind,
 )
 from ._interfaces import Operation
 from ._limits import why_unsendable, within_limits
@@ -427,12 +428,8 @@ class Dispatcher:
         context = prepared.context
         operation = prepared.operation
         stream = prepared.stream
-        kind: Any = None
+        kind = stream_kind(operation) if stream is not None else None
         if stream is not None:
-            if operation.stream_result:
-                kind = "bidi" if operation.stream_param is not None else "server"
-            else:
-                kind = "client"
             stream.messages = StreamMessages()
         registration = self.manager.lookup(operation.interface_name)
         call = CallInfo(

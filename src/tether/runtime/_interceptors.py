@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 import trio
@@ -27,6 +27,9 @@ import trio
 from ..contexts import RequestContext, using
 from ._streams import aclose_if_possible, iterate_source
 from ._util import open_service_nursery
+
+if TYPE_CHECKING:
+    from ._interfaces import Operation
 
 __all__ = [
     "CallInfo",
@@ -41,6 +44,7 @@ __all__ = [
     "peer_of",
     "run_chain",
     "run_in_context",
+    "stream_kind",
     "server_chain",
     "to_interceptors",
 ]
@@ -137,6 +141,13 @@ class Interceptor(Protocol):
     """
 
     async def __call__(self, call: CallInfo, proceed: Proceed) -> Any: ...
+
+
+def stream_kind(op: Operation) -> Any:
+    """A stream method's `CallInfo.stream`: "server", "client", "bidi"; None for one value."""
+    if op.stream_result:
+        return "bidi" if op.stream_param is not None else "server"
+    return "client" if op.stream_param is not None else None
 
 
 def peer_of(url: object) -> str | None:

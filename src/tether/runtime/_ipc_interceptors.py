@@ -24,6 +24,7 @@ from ._interceptors import (
     intercepted_stream,
     run_chain,
     run_in_context,
+    stream_kind,
 )
 from ._interfaces import Operation
 from ._protocol import Item, Notify
@@ -38,17 +39,9 @@ __all__ = [
     "notify_intercepted",
     "open_invoke_intercepted",
     "serve_intercepted",
-    "stream_kind",
 ]
 
 _log = logging.getLogger("tether.ipc")
-
-
-def stream_kind(op: Operation) -> Any:
-    """A stream method's `CallInfo.stream`: "server", "client", "bidi"; None for one value."""
-    if op.stream_result:
-        return "bidi" if op.stream_param is not None else "server"
-    return "client" if op.stream_param is not None else None
 
 
 def _peer_address(peer: Peer) -> str | None:
