@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +18,8 @@ import pytest
 import trio
 
 import tether
-from tether.runtime import ConnectError, TetherError
+from tests.test_http_credentials import texts_of
+from tether.runtime import ConnectError
 from tether.runtime._protocol import Call, CallContext
 from tether.runtime._util import open_service_nursery
 from tether.testing import faulty_streams
@@ -492,26 +492,6 @@ async def test_a_resumed_ipc_session_asks_the_provider_again() -> None:
 
 
 # -- never leaked -------------------------------------------------------------------
-
-
-def texts_of(exc: BaseException) -> list[str]:
-    """Everything a user, a log or a bug report could show of `exc` and its chain."""
-    texts = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args)]
-        texts += getattr(current, "__notes__", [])
-        if isinstance(current, TetherError):
-            texts += [repr(current.details), repr(getattr(current, "reason", None))]
-        if isinstance(current, BaseExceptionGroup):
-            todo += current.exceptions
-        todo += [current.__cause__, current.__context__]
-    return texts
 
 
 def texts_of_records(records: list[logging.LogRecord]) -> list[str]:

@@ -72,6 +72,8 @@ def texts_of(exc: BaseException) -> list[str]:
         texts += getattr(current, "__notes__", [])
         if isinstance(current, TetherError):
             texts += [repr(current.details), repr(getattr(current, "reason", None))]
+        if isinstance(current, BaseExceptionGroup):
+            todo += current.exceptions
         todo += [current.__cause__, current.__context__]
     return texts
 
