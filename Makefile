@@ -13,7 +13,12 @@ BENCH_STAMP := $(VENV)/.bench-installed
 NGINX_FOUND = command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest bench clean nginx
+# The browser client (clients/typescript): its dev dependencies come from the
+# npm registry, pinned by package-lock.json.
+TS       := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed
+
+.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest ts bench clean nginx
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +44,14 @@ demo-desktop: $(STAMP)
 demo-http: $(STAMP)
 	$(BIN)/python -m examples.http_backends
 
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
+
+# Builds the client (dist/, which the browser tests serve) and runs its unit tests.
+ts: $(TS_STAMP)
+	cd $(TS) && npm test
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 
@@ -60,7 +73,7 @@ pytest: $(STAMP) nginx
 	$(BIN)/coverage report --include='src/tether/runtime/*,src/tether/contexts/*' --fail-under=90
 	$(BIN)/coverage report
 
-test: lint typecheck pytest
+test: lint typecheck ts pytest
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.inprocess
@@ -75,3 +88,4 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
+	rm -rf $(TS)/node_modules $(TS)/dist $(TS)/dist-test
