@@ -21,8 +21,13 @@ export type Shape =
 /** Which way an operation streams, if it does. */
 export type StreamKind = "server" | "client" | "both";
 
-/** One operation (RPC) or method (IPC, notification). */
+/**
+ * One operation (RPC) or method (IPC, notification), keyed in its ref by its
+ * camelCase TypeScript name (`countRobots`).
+ */
 export interface OperationSpec {
+  /** Its name on the wire: the Python name (`count_robots`). */
+  readonly name: string;
   /** The parameters' names, in order (the wire's `args` are positional). */
   readonly params: readonly string[];
   /** Where the arguments hold bytes (for a page that serves the method, or a listener), by position. */
