@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TS       := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed
 
-.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest ts bench clean nginx
+.PHONY: demo demo-ipc demo-desktop demo-http demo-browser test lint typecheck pytest ts bench clean nginx
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ demo-http: $(STAMP)
 $(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(TS_STAMP)
+
+# The browser editor (examples/browser_editor): builds the client and the page's
+# TypeScript module, then serves both with the backend; prints the URL.
+# PORT=0 picks a free port.
+PORT ?= 8000
+demo-browser: $(STAMP) ts
+	$(BIN)/python -m examples.browser_editor --build --port $(PORT)
 
 # Builds the client (dist/, which the browser tests serve) and runs its unit tests.
 ts: $(TS_STAMP)
@@ -88,4 +95,4 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
-	rm -rf $(TS)/node_modules $(TS)/dist $(TS)/dist-test
+	rm -rf $(TS)/node_modules $(TS)/dist $(TS)/dist-test examples/browser_editor/build
