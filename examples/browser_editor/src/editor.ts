@@ -81,13 +81,16 @@ function showDocument(info: DocumentInfo): void {
 }
 
 function showError(error: unknown): void {
-  // An application error arrives under the name the backend registered it as.
   if (isApplicationError(error, ElementNotFound)) {
+    // The backend's own error, by the name it registered: point at the stale id.
+    ui.elementId.select();
+  }
+  if (isApplicationError(error)) {
     ui.error.textContent = `${error.name}: ${error.message}`;
   } else if (error instanceof TetherError) {
     ui.error.textContent = `${error.name} (${error.code}): ${error.message}`;
   } else {
-    ui.error.textContent = `${String(error)}`;
+    ui.error.textContent = String(error);
   }
 }
 
