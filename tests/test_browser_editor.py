@@ -3,7 +3,7 @@
 The example's own server (`examples.browser_editor.server.serve`: the IPC
 editor's backend, the page, its compiled module and the client, on one
 origin) runs in the test on 127.0.0.1 port 0; the page is loaded in the
-session's Chromium (tests/browser_support.py) and driven by clicks, and the
+session's Chromium (tests/browser_support.py: a fresh tab per test) and driven by clicks, and the
 test reads what the page shows. Also here: the committed stubs are what
 `tether codegen typescript` outputs now, and the client stays small.
 """
@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from tests.browser_support import Browser, Page
 
 from examples.browser_editor.server import CLIENT, STUBS, build_page, serve
+from tests.browser_support import Page
 
 #: Seconds one page test may take; each takes about one, unloaded.
 TIMEOUT = 30
@@ -57,8 +57,9 @@ async def events(page: Page) -> list[str]:
     return [str(item) for item in value]
 
 
-async def open_editor(browser: Browser, url: str) -> Page:
-    page = await browser.new_page(url)
+async def open_editor(page: Page, url: str) -> Page:
+    """Load the page; it has connected and opened its document."""
+    await page.goto(url)
     await page.wait_for("['ready', 'failed'].includes(document.body.dataset.state)")
     assert await page.evaluate("document.body.dataset.state") == "ready", await text(page, "#error")
     assert await text(page, "#document-name") == "plan.dgn"
@@ -67,10 +68,10 @@ async def open_editor(browser: Browser, url: str) -> Page:
 
 
 async def test_the_page_edits_over_websocket_and_answers_the_backends_question(
-    browser: Browser, editor_url: str
+    browser_page: Page, editor_url: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        page = await open_editor(browser, editor_url)
+        page = await open_editor(browser_page, editor_url)
         assert await text(page, "#transport") == "WebSocket"
 
         # Add: the backend's answer, and its notification, both show.
@@ -107,9 +108,9 @@ async def test_the_page_edits_over_websocket_and_answers_the_backends_question(
         assert await text(page, "#revision") == "3"
 
 
-async def test_the_page_edits_over_http(browser: Browser, editor_url: str) -> None:
+async def test_the_page_edits_over_http(browser_page: Page, editor_url: str) -> None:
     with trio.fail_after(TIMEOUT):
-        page = await open_editor(browser, f"{editor_url}?transport=http")
+        page = await open_editor(browser_page, f"{editor_url}?transport=http")
         assert await text(page, "#transport") == "HTTP"
         await page.click("#add")
         await page.wait_for("document.querySelector('#result').textContent.startsWith('added ')")
@@ -129,6 +130,7 @@ def test_the_stubs_are_what_codegen_outputs_now() -> None:
     """`src/editor_stubs.ts` is committed: regenerate it when the interfaces change."""
     done = subprocess.run(
         [sys.executable, "-m", "tether", "codegen", "typescript", "examples.ipc_editor.interface"],
+        cwd=CLIENT.parent.parent,
         capture_output=True,
         text=True,
         timeout=60,
