@@ -10,16 +10,19 @@ test reads what the page shows. Also here: the committed stubs are what
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import trio
 
-from examples.browser_editor.server import CLIENT, STUBS, build_page, serve
+from examples.browser_editor.server import CLIENT, ROOT, STUBS, build_page, serve
 from tests.browser_support import Page
 
 #: Seconds one page test may take; each takes about one, unloaded.
@@ -126,11 +129,57 @@ async def test_the_page_edits_over_http(browser_page: Page, editor_url: str) -> 
         assert await text(page, "#revision") == "1"
 
 
+async def test_the_command_prints_the_url_serves_the_page_and_stops_on_ctrl_c(
+    built_page: None,
+) -> None:
+    command = [sys.executable, "-m", "examples.browser_editor", "--port", "0"]
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            # SIGINT as a terminal sends it (the parent may ignore it, and a child inherits that).
+            preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            assert process.stdout is not None
+            output = b""
+            while b"\n" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"the command exited before printing its URL: {output!r}"
+                output += chunk
+            first, _, output = output.partition(b"\n")
+            url = first.decode().split()[3]
+            assert first.decode() == (
+                f"browser editor: open {url} (or {url}?transport=http); Ctrl-C stops"
+            )
+            async with httpx.AsyncClient() as client:
+                page = await client.get(url)
+                module = await client.get(f"{url}app/editor.js")
+                client_module = await client.get(f"{url}client/index.js")
+            assert page.status_code == 200
+            assert '<script type="module" src="/app/editor.js">' in page.text
+            assert module.status_code == client_module.status_code == 200
+            assert "connectIpc" in module.text
+            assert "export" in client_module.text
+
+            process.send_signal(signal.SIGINT)
+            while chunk := await process.stdout.receive_some():
+                output += chunk
+            assert await process.wait() == 0
+            assert output == b"stopped\n"
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+
 def test_the_stubs_are_what_codegen_outputs_now() -> None:
     """`src/editor_stubs.ts` is committed: regenerate it when the interfaces change."""
     done = subprocess.run(
         [sys.executable, "-m", "tether", "codegen", "typescript", "examples.ipc_editor.interface"],
-        cwd=CLIENT.parent.parent,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -139,7 +188,7 @@ def test_the_stubs_are_what_codegen_outputs_now() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == STUBS.read_text(), (
         f"{STUBS} is stale: run `tether codegen typescript examples.ipc_editor.interface "
-        f"-o {STUBS.relative_to(CLIENT.parent.parent)}`"
+        f"-o {STUBS.relative_to(ROOT)}`"
     )
 
 

@@ -9,6 +9,7 @@ Prints the page's URL and serves until Ctrl-C. Open it in a browser; add
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -18,9 +19,15 @@ from .server import build_page, serve, static_mounts
 
 
 async def run(host: str, port: int) -> None:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(serve, host, port)
-        print(f"browser editor: open {url} (or {url}?transport=http); Ctrl-C stops", flush=True)
+    """Serve until Ctrl-C (SIGINT), then stop serving and return."""
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve, host, port)
+            print(f"browser editor: open {url} (or {url}?transport=http); Ctrl-C stops", flush=True)
+            async for _ in interrupts:
+                nursery.cancel_scope.cancel()
+                break
+    print("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,8 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as error:
         print(f"python -m examples.browser_editor: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("stopped")
     return 0
 
 

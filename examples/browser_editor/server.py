@@ -22,6 +22,7 @@ __all__ = [
     "BUILD",
     "CLIENT_DIST",
     "HERE",
+    "ROOT",
     "SITE",
     "STUBS",
     "build_page",
