@@ -400,9 +400,11 @@ export class Session {
       [Symbol.asyncIterator]: (): AsyncIterator<unknown> => {
         const entry = start();
         const inflow = entry.inflow as Inflow;
+        let left = false;
         return {
           next: async (): Promise<IteratorResult<unknown>> => {
             for (;;) {
+              if (left) return { done: true, value: undefined };
               if (inflow.buffered.length > 0) {
                 const value = inflow.take();
                 const grant = inflow.grantDue();
@@ -421,6 +423,7 @@ export class Session {
             }
           },
           return: async (): Promise<IteratorResult<unknown>> => {
+            left = true;
             this.abandon(entry, abortError("the stream's iteration ended"));
             return { done: true, value: undefined };
           },
