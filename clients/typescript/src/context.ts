@@ -38,7 +38,12 @@ const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}/;
 
 /** A new ActivityId: a random UUID, as tether makes them. */
 export function newActivityId(): string {
-  return crypto.randomUUID();
+  // `crypto.randomUUID` exists only in secure contexts (https:, localhost); a
+  // page served over http: from another host has `getRandomValues` alone.
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const hex = randomHex(16);
+  const variant = ((parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20)}`;
 }
 
 function randomHex(bytes: number): string {
