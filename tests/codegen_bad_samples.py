@@ -72,3 +72,8 @@ class AmbiguousBytes(tether.RpcInterface):
     interface_version = "1.0.0"
 
     async def either(self, value: Photo | Sound) -> None: ...
+
+
+#: Not interfaces.
+EMPTY: list[type] = []
+NAMES = ["HoldsRecursiveBytes"]

@@ -67,3 +67,7 @@ class Ticks(tether.NotificationInterface):
     channel_name = "test.ticks"
 
     async def tick(self, n: int, raw: bytes | None) -> None: ...
+
+
+#: A list target: written in this order.
+BOTH = (Ticks, Storage)

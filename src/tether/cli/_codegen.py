@@ -113,7 +113,8 @@ def _what(obj: Any) -> str:
                 f"{declaration.__qualname__} (name the declaration)"
             )
         return f"the class {obj.__qualname__}"
-    return f"a {type(obj).__name__}"
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _run_typescript(args: argparse.Namespace) -> int:
