@@ -445,3 +445,14 @@ def test_shape_text_writes_bare_keys() -> None:
 def test_an_uncarried_type_is_refused() -> None:
     with pytest.raises(CodegenError, match="complex has no TypeScript type"):
         TypeWriter(Names()).ts(complex)
+
+
+def test_the_excerpts_in_docs_cli_md_are_what_it_writes(robot_world: str) -> None:
+    from test_docs import ROOT, fenced_blocks
+
+    doc = ROOT / "docs" / "cli.md"
+    section = doc.read_text(encoding="utf-8").split("## `tether codegen typescript")[1]
+    blocks = [block for block in fenced_blocks(doc, section) if block.language == "ts"]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert block.code in robot_world, block.code
