@@ -6,6 +6,7 @@ from __future__ import annotations
 import attrs
 
 import tether
+from tether import BackendIpc
 from tether.testing._rpc_samples import Point as SamplePoint
 
 
@@ -77,3 +78,4 @@ class AmbiguousBytes(tether.RpcInterface):
 #: Not interfaces.
 EMPTY: list[type] = []
 NAMES = ["HoldsRecursiveBytes"]
+BACKEND = BackendIpc()

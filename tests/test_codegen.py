@@ -346,6 +346,7 @@ def test_client_module_and_the_targets(capsys: pytest.CaptureFixture[str]) -> No
         (["examples.robot_world.backend"], "defines no RpcInterface"),
         (["examples.robot_world.backend:SNAPSHOT_SIZE"], "is an int: expected an"),
         (["codegen_bad_samples:EMPTY"], "is empty"),
+        (["codegen_bad_samples:BACKEND"], "is a BackendIpc, which knows neither"),
         (["codegen_bad_samples:NAMES"], "NAMES[0] is a str"),
         (["codegen_bad_samples:HoldsRecursiveBytes"], "Node refers to itself and holds bytes"),
         (

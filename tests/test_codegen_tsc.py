@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,11 @@ def test_each_misuse_fails_on_its_line_with_its_code(workdir: Path) -> None:
         expected[name] = marks
     # Every error is the one a bad page expects: none in the stubs or the good pages.
     assert found == expected, ran.stdout
+
+
+def test_without_the_compiler_the_test_says_to_run_make_ts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "TSC", tmp_path / "tsc")
+    with pytest.raises(pytest.fail.Exception, match=r"run `make ts` first"):
+        _tsc()

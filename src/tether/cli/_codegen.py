@@ -14,7 +14,7 @@ import inspect
 import sys
 from typing import Any
 
-from ..runtime import RpcManager
+from ..runtime import BackendIpc, RpcManager
 from ._codegen_ts import declaration_kind, typescript_stubs
 from ._codegen_types import CodegenError
 from ._common import CliError, load_target
@@ -92,6 +92,12 @@ def _declarations_of(target: Any, spec: str) -> list[type]:
     if isinstance(target, RpcManager):
         served = [target.lookup(name) for name in sorted(target.describe())]
         return [registration.interface for registration in served if registration is not None]
+    if isinstance(target, BackendIpc):
+        raise CliError(
+            f"{spec} is a BackendIpc, which knows neither the notification channels nor the "
+            "channels a page serves: name the module that declares the channels instead "
+            "(tether codegen typescript myapp.interface)"
+        )
     if isinstance(target, list | tuple):
         if not target:
             raise CliError(f"{spec} is empty: {_EXPECTED}")
