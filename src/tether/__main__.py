@@ -5,6 +5,7 @@ tether check-version BACKEND_VERSION FRONTEND_VERSION
 tether describe URL [--json]
 tether call URL Interface.operation [ARG ...]
 tether openapi module:attr [-o FILE] [--prefix /rpc]
+tether codegen typescript module[:attr] [-o FILE] [--client-module tether-client]
 tether serve MODULE:ATTR --http HOST:PORT [--ws HOST:PORT] ...
 """
 
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .cli import _call, _describe, _openapi, _serve
+from .cli import _call, _codegen, _describe, _openapi, _serve
 from .cli._common import CliError, printable
 from .runtime import PROTOCOL_VERSION, is_version_compatible
 from .runtime._versions import compatibility_advice
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _describe.register(commands)
     _call.register(commands)
     _openapi.register(commands)
+    _codegen.register(commands)
     _serve.register(commands)
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:

@@ -1,0 +1,10 @@
+import { listen } from "./client.js";
+import { EditorEvents } from "./ipc_editor.js";
+
+export function page(): void {
+  listen(EditorEvents, {
+    progress(task: number) { // expect TS2322
+      console.log(task);
+    },
+  });
+}
