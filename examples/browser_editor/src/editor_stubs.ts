@@ -44,9 +44,9 @@ export const ChangeKind = {
  * its field, rather than as a generic remote error.
  */
 export const ElementNotFound = "examples.ipc_editor.interface.ElementNotFound";
-/** The `details` of a ElementNotFound error (`isApplicationError(e, ElementNotFound)`). */
+/** The `details` of the error ElementNotFound (`isApplicationError(e, ElementNotFound)`). */
 export interface ElementNotFoundDetails {
-  fields: { element_id: string; };
+  fields: { element_id: string };
 }
 
 /** The editor's requests: the frontend asks, its backend answers. */
@@ -61,7 +61,7 @@ export interface EditorIpc {
    * Raises:
    *     ElementNotFound: no such element.
    */
-  moveElement(element_id: string, dx: number, dy: number, options?: CallOptions): Promise<Placement>;
+  moveElement(elementId: string, dx: number, dy: number, options?: CallOptions): Promise<Placement>;
   /**
    * Delete an element once the user confirms (`EditorPrompts.confirm`).
    *
@@ -71,7 +71,7 @@ export interface EditorIpc {
    * Raises:
    *     ElementNotFound: no such element.
    */
-  deleteElement(element_id: string, options?: CallOptions): Promise<boolean>;
+  deleteElement(elementId: string, options?: CallOptions): Promise<boolean>;
   /**
    * Check every element; notifies `progress` after each one.
    *
@@ -90,8 +90,8 @@ export interface EditorIpc {
 export interface EditorIpcHandler {
   openDocument(name: string): DocumentInfo | Promise<DocumentInfo>;
   addElement(kind: string, x: number, y: number): Element | Promise<Element>;
-  moveElement(element_id: string, dx: number, dy: number): Placement | Promise<Placement>;
-  deleteElement(element_id: string): boolean | Promise<boolean>;
+  moveElement(elementId: string, dx: number, dy: number): Placement | Promise<Placement>;
+  deleteElement(elementId: string): boolean | Promise<boolean>;
   validateAll(): number | Promise<number>;
   saveDocument(): DocumentInfo | Promise<DocumentInfo>;
 }
