@@ -119,7 +119,7 @@ _log = logging.getLogger("tether.http")
 _CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
     b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, baggage, "
-    b"x-session-token, last-event-id, if-none-match"
+    b"x-session-token, last-event-id, if-none-match, x-tether-seq, x-tether-acks"
 )
 _EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token, etag"
 #: Accepted (Host, local address) pairs remembered, so that a client's
