@@ -61,8 +61,8 @@ const utf8 = new TextEncoder();
 export class HttpIpcPipe implements MessagePipe {
   onclose: ((error: TetherError) => void) | null = null;
   onstate: ((state: ConnectionState) => void) | null = null;
-  private handler: ((message: Message) => void) | null = null;
-  private early: Message[] = [];
+  private handler: ((message: Message, size?: number) => void) | null = null;
+  private early: [Message, number][] = [];
   private state: ConnectionState = "connected";
   private ended: ConnectionClosed | null = null;
   private readonly target: string;
@@ -95,17 +95,17 @@ export class HttpIpcPipe implements MessagePipe {
     void this.run();
   }
 
-  get onmessage(): ((message: Message) => void) | null {
+  get onmessage(): ((message: Message, size?: number) => void) | null {
     return this.handler;
   }
 
   /** Messages that came before the session set this are handed to it first. */
-  set onmessage(handler: ((message: Message) => void) | null) {
+  set onmessage(handler: ((message: Message, size?: number) => void) | null) {
     this.handler = handler;
     if (handler === null) return;
     const early = this.early;
     this.early = [];
-    for (const message of early) handler(message);
+    for (const [message, size] of early) handler(message, size);
   }
 
   /** The session's id (the backend's). */
@@ -297,11 +297,12 @@ export class HttpIpcPipe implements MessagePipe {
       this.end(new ConnectionClosed(`the backend sent an event that is not a message: ${preview(data)}`));
       return;
     }
+    const size = utf8.encode(data).length;
     if (id !== null) {
       this.lastEventId = id;
       if (this.ackEvery !== null) {
         this.unacked += 1;
-        this.unackedBytes += utf8.encode(data).length;
+        this.unackedBytes += size;
         if (this.unacked >= this.ackEvery[0] || this.unackedBytes >= this.ackEvery[1]) {
           this.unacked = this.unackedBytes = 0;
           this.ackDue = id;
@@ -309,8 +310,8 @@ export class HttpIpcPipe implements MessagePipe {
         }
       }
     }
-    if (this.handler === null) this.early.push(message as Message);
-    else this.handler(message as Message);
+    if (this.handler === null) this.early.push([message as Message, size]);
+    else this.handler(message as Message, size);
   }
 
   /** Answers a ping at once (not a session message: no `X-Tether-Seq`). A lost pong is the stream's to report. */
@@ -348,13 +349,14 @@ export class HttpIpcPipe implements MessagePipe {
     return fetch(this.target, { method: "POST", headers, body });
   }
 
-  send(message: Message): Promise<void> {
+  /** Resolves, once the backend took it, with the message's size on the wire (its JSON text's bytes). */
+  send(message: Message): Promise<number> {
     if (this.ended !== null) return Promise.reject(this.ended);
     const body = toJsonText(message);
     const seq = ++this.seq;
     const sent = this.queue.then(() => this.deliver(body, seq));
     this.queue = sent.catch(() => undefined);
-    return sent;
+    return sent.then(() => utf8.encode(body).length);
   }
 
   /** POSTs one message, waiting while the stream resumes; sent again (same number) when its connection fails. */
