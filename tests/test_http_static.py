@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,12 +21,16 @@ import pytest
 import trio
 
 import tether
+from tests import child_processes
 from tether.cli._common import CliError
 from tether.cli._serve import parse_static
 from tether.runtime._util import open_service_nursery
 from tether.transports import http
 
 TIMEOUT = 10.0
+SOURCES = Path(tether.__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = "examples.robot_world.service:manager"
 
 
 class Counter(tether.RpcInterface):
@@ -303,3 +309,44 @@ def test_the_command_line_option() -> None:
     assert parse_static(["odd=name"]) == {"/": "odd=name"}  # a DIR holding "="
     with pytest.raises(CliError, match="the mount /client is given twice"):
         parse_static(["/client=a", "/client=b"])
+
+
+async def test_tether_serve_static(tmp_path: Path) -> None:
+    """`tether serve --static` in a real child process: two mounts, beside the RPC routes."""
+    dirs = make_site(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCES), str(ROOT)])}
+    args = ["--http", "127.0.0.1:0", "--static", str(dirs["site"])]
+    args += ["--static", f"/client={dirs['client']}"]
+    with trio.fail_after(20):
+        async with child_processes.serving(TARGET, *args, lines=1, env=env) as run:
+            base = run.urls[0].removesuffix("/rpc")
+            async with httpx.AsyncClient(base_url=base) as client:
+                assert (await client.get("/")).text == "<h1>home</h1>"
+                assert (await client.get("/client/index.js")).text == "export const x = 1;\n"
+                assert (await client.get("/rpc/health")).json() == {"status": "ok"}
+                assert (await client.get("/../secret.txt")).status_code == 404
+            assert await run.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--ws", "127.0.0.1:0", "--static", "."], "--static serves files over HTTP: give --http"),
+        (["--http", "127.0.0.1:0", "--static", "/no/such/dir"], "is not a directory"),
+        (["--http", "127.0.0.1:0", "--static", "/rpc/x=."], "inside the RPC prefix"),
+        (["--http", "127.0.0.1:0", "--static", "/a=.", "--static", "/a=b"], "given twice"),
+    ],
+)
+def test_tether_serve_static_bad_input_is_exit_2(args: list[str], says: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCES), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "serve", TARGET, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
