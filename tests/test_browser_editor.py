@@ -102,6 +102,13 @@ async def test_the_page_edits_over_websocket_and_answers_the_backends_question(
         await page.wait_for("document.querySelectorAll('#events li').length >= 3")
         assert (await events(page))[2].startswith(f"r3 deleted {added} ")
 
+        # Validate: progress notifications while the call runs, then its answer.
+        await page.click("#validate")
+        await page.wait_for("document.querySelector('#result').textContent.startsWith('validated')")
+        # The seeded lamp is off the sheet.
+        assert await text(page, "#result") == "validated: 1 problem(s)"
+        assert (await events(page))[3:] == [f"validate: {n} of 4" for n in range(1, 5)]
+
         # Moving what is gone: the backend's application error, by name, in the page.
         await page.click("#move")
         await page.wait_for("document.querySelector('#error').textContent !== ''")

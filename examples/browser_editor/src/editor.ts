@@ -35,6 +35,7 @@ const ui = {
   add: byId<HTMLButtonElement>("add"),
   move: byId<HTMLButtonElement>("move"),
   remove: byId<HTMLButtonElement>("delete"),
+  validate: byId<HTMLButtonElement>("validate"),
   result: byId<HTMLElement>("result"),
   error: byId<HTMLElement>("error"),
   events: byId<HTMLOListElement>("events"),
@@ -98,14 +99,15 @@ function showError(error: unknown): void {
 async function action(run: () => Promise<string>): Promise<void> {
   setState("busy");
   ui.error.textContent = "";
-  for (const button of [ui.add, ui.move, ui.remove]) button.disabled = true;
+  const buttons = [ui.add, ui.move, ui.remove, ui.validate];
+  for (const button of buttons) button.disabled = true;
   try {
     ui.result.textContent = await run();
   } catch (error) {
     ui.result.textContent = "";
     showError(error);
   } finally {
-    for (const button of [ui.add, ui.move, ui.remove]) button.disabled = false;
+    for (const button of buttons) button.disabled = false;
     if (document.body.dataset["state"] === "busy") setState("ready");
   }
 }
@@ -188,6 +190,12 @@ async function main(): Promise<void> {
       const id = ui.elementId.value;
       const deleted = await editor.deleteElement(id);
       return deleted ? `deleted ${id}` : `kept ${id}`;
+    });
+  ui.validate.onclick = () =>
+    action(async () => {
+      // Progress comes as `progress` notifications while the call runs; 30 s at most.
+      const problems = await editor.validateAll({ timeoutMs: 30_000 });
+      return `validated: ${problems} problem(s)`;
     });
   setState("ready");
 }
