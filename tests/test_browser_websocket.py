@@ -9,15 +9,20 @@ asserted here, in Python.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 import tether
+from examples.ipc_editor import backend as editor_backend
 from examples.ipc_editor.backend import make_backend as make_editor
+from examples.ipc_editor.interface import Element
 from examples.robot_world.backend import make_backend as make_robot_world
 from tests.browser_support import Page, serve_pages
+from tether.transports import websocket
 from tether.transports.websocket import WebSocketSettings
 
 TIMEOUT = 20.0
@@ -273,3 +278,87 @@ async def test_the_ipc_editor_over_websocket(browser_page: Page) -> None:
                 " return [session.state, why.constructor.name]; })()"
             )
             assert why == ["closed", "ConnectionClosed"]
+
+
+async def test_an_ipc_abort_in_the_page_cancels_the_backends_method(
+    browser_page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = trio.Event()
+    cancelled = trio.Event()
+
+    async def check_element(element: Element) -> bool:
+        if element.kind != "xref":
+            return False
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+        return False  # pragma: no cover
+
+    monkeypatch.setattr(editor_backend, "check_element", check_element)
+    with trio.fail_after(TIMEOUT):
+        async with serve_pages(None, make_editor()) as base:
+            await browser_page.goto(f"{base}/pages/ws_client.html")
+            await browser_page.wait_for("window.ready === true")
+            await browser_page.evaluate(
+                """(async () => {
+                  const session = await tether.connectIpc(wsUrl, {channels: [refs.EditorIpc]});
+                  window.progress = [];
+                  session.listen(refs.EditorEvents, {
+                    progress(task, done, total) { progress.push([task, done, total]); },
+                  });
+                  const editor = session.proxy(refs.EditorIpc);
+                  await editor.openDocument("plan");
+                  await editor.addElement("xref", 1, 1);
+                  window.controller = new AbortController();
+                  window.outcome = editor.validateAll({signal: controller.signal})
+                    .then(() => "resolved", (e) => e.name);
+                  return true;
+                })()"""
+            )
+            await started.wait()
+            # the four elements before the xref were checked, and their progress heard
+            await browser_page.wait_for("progress.length === 4")
+            assert await browser_page.evaluate("progress.at(-1)") == ["validate", 4, 5]
+            assert not cancelled.is_set()
+            await browser_page.evaluate("controller.abort(); true")
+            await cancelled.wait()
+            assert await browser_page.evaluate("window.outcome") == "AbortError"
+
+
+async def test_websocket_serve_with_the_pages_origin_allowed_and_refused(
+    browser_page: Page,
+) -> None:
+    waiter = WaiterImpl()
+    with trio.fail_after(TIMEOUT):
+        async with serve_pages() as base, trio.open_nursery() as nursery:
+            await browser_page.goto(f"{base}/pages/ws_client.html")
+            await browser_page.wait_for("window.ready === true")
+            manager = robot_world_with(waiter)
+            allowed = await nursery.start(
+                functools.partial(websocket.serve, manager, allowed_origins=[base])
+            )
+            refused = await nursery.start(functools.partial(websocket.serve, manager))
+            result = await browser_page.evaluate(
+                f"""(async () => {{
+                  const rpc = await tether.connectRpc({allowed!r}, {{
+                    interfaces: [refs.RobotWorldRead]}});
+                  const robots = rpc.proxy(refs.RobotWorldRead);
+                  const count = await robots.countRobots({{key: "warehouse"}});
+                  await rpc.close();
+                  let refusal = null;
+                  try {{ await tether.connectRpc({refused!r}); }} catch (e) {{
+                    refusal = {{cls: e.constructor.name, closeCode: e.closeCode,
+                                message: e.message}};
+                  }}
+                  return {{count, refusal}};
+                }})()"""
+            )
+            nursery.cancel_scope.cancel()
+            assert result["count"] == 3
+            refusal = result["refusal"]
+            assert refusal["cls"] == "ConnectionClosed"
+            assert refusal["closeCode"] == 1006
+            assert "refused the handshake" in refusal["message"]
+            assert "allowed origins" in refusal["message"]
