@@ -38,6 +38,8 @@ class Waiter(tether.RpcInterface):
 
     async def total(self, numbers: tether.Stream[int]) -> int: ...
 
+    async def halfway(self) -> str: ...
+
 
 class WaiterImpl(Waiter):
     """`wait` runs until it is cancelled; the test sees it start and end."""
@@ -46,6 +48,7 @@ class WaiterImpl(Waiter):
         self.started = trio.Event()
         self.cancelled = trio.Event()
         self.tags: list[str] = []
+        self.proceed = trio.Event()
 
     async def wait(self, tag: str) -> int:
         self.tags.append(tag)
@@ -62,6 +65,11 @@ class WaiterImpl(Waiter):
 
     async def total(self, numbers: tether.Stream[int]) -> int:
         return sum([number async for number in numbers])
+
+    async def halfway(self) -> str:
+        await tether.report_progress(1, 2, "half done")
+        await self.proceed.wait()
+        return "done"
 
 
 def robot_world_with(waiter: WaiterImpl) -> tether.RpcManager:
@@ -210,6 +218,24 @@ async def test_a_deadline_cancels_the_impl_and_rejects_with_deadline_exceeded(
             assert result["code"] == "deadline-exceeded"
             assert result["after"] >= 250
             await waiter.cancelled.wait()
+
+
+async def test_progress_reports_reach_on_progress(browser_page: Page) -> None:
+    waiter = WaiterImpl()
+    with trio.fail_after(TIMEOUT):
+        async with robot_page(browser_page, waiter):
+            await browser_page.evaluate(
+                """window.progress = [];
+                window.outcome = rpc.proxy(refs.Waiter)
+                  .halfway({onProgress: (p) => progress.push(p)});
+                true"""
+            )
+            await browser_page.wait_for("progress.length === 1")
+            waiter.proceed.set()
+            assert await browser_page.evaluate("window.outcome") == "done"
+            assert await browser_page.evaluate("progress") == [
+                {"done": 1, "total": 2, "message": "half done"}
+            ]
 
 
 async def test_the_client_answers_the_servers_envelope_pings_while_idle(browser_page: Page) -> None:
