@@ -275,3 +275,24 @@ test("close() DELETEs the session with its token, once", async () => {
   assert.equal(deletes[0]?.headers.get("X-Session-Token"), "tok");
   assert.equal(closed[0]?.message, "done here");
 });
+
+test("events that come before the session listens are handed to it first, in order", async () => {
+  const backend = new Backend();
+  backend.install();
+  const { pipe } = await openHttpIpc("http://h:1/rpc", { t: "hello" });
+  await until(() => backend.streams.length === 1, "the event stream");
+  backend.write(event(1, { t: "a" }) + event(2, { t: "b" }));
+  const sizes: number[] = [];
+  const messages: Message[] = [];
+  // the ack of event 2 (every 2 events here) says both were taken, with no listener yet
+  await until(() => backend.posts(true).length === 1, "the ack of the first two events");
+  pipe.onmessage = (m, size) => {
+    messages.push(m);
+    sizes.push(size ?? -1);
+  };
+  backend.write(event(3, { t: "c" }));
+  await until(() => messages.length === 3, "three messages");
+  assert.deepEqual(messages.map((m) => m.t), ["a", "b", "c"]);
+  assert.deepEqual(sizes, [9, 9, 9]);
+  await pipe.close();
+});

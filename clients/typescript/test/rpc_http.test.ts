@@ -330,3 +330,28 @@ test("a long-running call (202 + Location) is polled until its answer", async ()
   assert.equal(await rpc.call(request("count_robots", [])), 42);
   assert.equal(polls, 2);
 });
+
+test("aborting a long-running call while it is polled DELETEs the operation", async () => {
+  const rpc = await (serve(() => json(1)), connect());
+  const controller = new AbortController();
+  serve((r) => {
+    if (r.method === "POST") return json({ status: "running" }, 202, { Location: "/rpc/operations/xyz", "Retry-After": "1" });
+    return json(null, 204);
+  });
+  const pending = rpc.call(request("count_robots", [], { signal: controller.signal }));
+  await new Promise((resolve) => setImmediate(resolve));
+  controller.abort("stop");
+  await assert.rejects(pending, (e: unknown) => e === "stop");
+  await new Promise((resolve) => setImmediate(resolve));
+  const deleted = seen.filter((r) => r.method === "DELETE");
+  assert.deepEqual(deleted.map((r) => [r.url, r.headers.get("Authorization")]), [["http://h:1/rpc/operations/xyz", "Bearer t"]]);
+});
+
+test("a server stream answered as ndjson (no records) is read too", async () => {
+  const rpc = await (serve(() => json(1)), connect());
+  const body = '{"t":"item","value":1}\n\n{"t":"item","value":2}\n{"t":"result","value":null}';
+  serve(() => new Response(trickle(new TextEncoder().encode(body), 5), { headers: { "Content-Type": "application/x-ndjson" } }));
+  const items: unknown[] = [];
+  for await (const item of rpc.stream(request("watch", [], {}, { name: "watch", params: [], stream: "server" }))) items.push(item);
+  assert.deepEqual(items, [1, 2]);
+});
