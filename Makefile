@@ -18,7 +18,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TS       := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed
 
-.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest ts bench clean nginx
+# The browser tests (tests/browser_support.py) drive Debian's chromium headless.
+CHROMIUM_FOUND = command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium
+
+.PHONY: demo demo-ipc demo-desktop demo-http test lint typecheck pytest ts bench clean nginx chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,10 +69,19 @@ nginx:
 	    $(SUDO) apt-get install -y -qq --no-install-recommends nginx >/dev/null; }; }
 	@$(NGINX_FOUND) || { echo "nginx is still missing: install Debian's nginx" >&2; exit 1; }
 
-# The nginx test fails, rather than skips, when nginx is missing here.
-pytest: $(STAMP) nginx
+chromium:
+	@$(CHROMIUM_FOUND) || { \
+	  echo "installing chromium for the browser tests (apt-get)"; \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; }
+	@$(CHROMIUM_FOUND) || { echo "chromium is still missing: install Debian's chromium" >&2; exit 1; }
+
+# The nginx and browser tests fail, rather than skip, when nginx or chromium is
+# missing here. The browser tests load the client from dist/ (`make ts`).
+pytest: $(STAMP) nginx chromium
 	$(BIN)/coverage erase
-	TETHER_REQUIRE_NGINX=1 $(BIN)/coverage run -m pytest
+	TETHER_REQUIRE_NGINX=1 TETHER_REQUIRE_CHROMIUM=1 $(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='src/tether/runtime/*,src/tether/contexts/*' --fail-under=90
 	$(BIN)/coverage report
 

@@ -15,6 +15,8 @@ export interface CallOptions {
   traceparent?: string;
   /** Request metadata (`tether.metadata` on the backend), sent as `ctx.metadata` / `baggage`. */
   metadata?: Record<string, string>;
+  /** Hears the impl's `tether.report_progress` reports (WebSocket and IPC sessions). */
+  onProgress?: (progress: { done: number; total?: number; message?: string }) => void;
 }
 
 /** A call's options with every default filled in. */
@@ -25,6 +27,7 @@ export interface ResolvedCall {
   /** Milliseconds left when the call is sent, or undefined for no deadline. */
   timeoutMs: number | undefined;
   signal: AbortSignal | undefined;
+  onProgress: ((progress: { done: number; total?: number; message?: string }) => void) | undefined;
 }
 
 /** The largest `timeout_ms` the wire carries (2**53 - 1). */
@@ -66,7 +69,10 @@ export function isTraceparent(value: string): boolean {
 
 /** Checks options once, before anything is sent: a clear error rather than a refusal from the backend. */
 export function resolveCall(options: CallOptions = {}): ResolvedCall {
-  const { timeoutMs, activityId, traceparent, metadata, signal } = options;
+  const { timeoutMs, activityId, traceparent, metadata, signal, onProgress } = options;
+  if (onProgress !== undefined && typeof onProgress !== "function") {
+    throw new TypeError("onProgress must be a function");
+  }
   if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0 && !Number.isNaN(timeoutMs))) {
     throw new TypeError(`timeoutMs must be a number of milliseconds >= 0, not ${String(timeoutMs)}`);
   }
@@ -94,6 +100,7 @@ export function resolveCall(options: CallOptions = {}): ResolvedCall {
     metadata: metadata !== undefined && Object.keys(metadata).length > 0 ? metadata : undefined,
     timeoutMs: timeoutMs === undefined ? undefined : Math.min(Math.ceil(timeoutMs), MAX_TIMEOUT_MS),
     signal,
+    onProgress,
   };
 }
 

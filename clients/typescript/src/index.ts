@@ -35,3 +35,13 @@ export type {
   StreamKind,
 } from "./types.js";
 export type { ConnectionState, ConnectOptions } from "./transport.js";
+export { connectRpc, RpcClient } from "./rpc.js";
+export type { RpcConnectOptions } from "./rpc.js";
+export { connectIpc, IpcSession } from "./ipc.js";
+export type { IpcConnectOptions } from "./ipc.js";
+export { Session } from "./session.js";
+export type { HandlerContext, Progress, SessionOptions } from "./session.js";
+export { openWebSocket } from "./ws.js";
+export type { WebSocketConstructor, WebSocketLike, WebSocketOptions } from "./ws.js";
+export type { StreamWindow } from "./streams.js";
+export type { MessagePipe, Welcome } from "./transport.js";

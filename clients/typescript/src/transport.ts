@@ -16,10 +16,15 @@ export type ConnectionState = "connected" | "reconnecting" | "closed";
  * session over HTTP (POSTs one way, the event stream the other).
  */
 export interface MessagePipe {
-  /** Sends one message (it may hold `Uint8Array` values); messages go in the order sent. Rejects with `ConnectionClosed` once the pipe has ended. */
-  send(message: Message): Promise<void>;
-  /** Set by the session: each message from the backend, in order. */
-  onmessage: ((message: Message) => void) | null;
+  /**
+   * Sends one message (it may hold `Uint8Array` values); messages go in the
+   * order sent. Resolves with the message's size on the wire when the pipe
+   * knows it (stream credit counts it). Rejects with `ConnectionClosed` once
+   * the pipe has ended.
+   */
+  send(message: Message): Promise<number | void>;
+  /** Set by the session: each message from the backend, in order, with its size on the wire when the pipe knows it. */
+  onmessage: ((message: Message, size?: number) => void) | null;
   /** Set by the session: called once, when the pipe has ended for good (a resume, if any, failed), with why. */
   onclose: ((error: TetherError) => void) | null;
   /** Set by the session: each change of state. */

@@ -117,6 +117,14 @@ def register(subparsers: Any) -> None:
         "server's own; '*' for any; repeat for several (default: none)",
     )
     parser.add_argument(
+        "--static",
+        action="append",
+        default=[],
+        metavar="[MOUNT=]DIR",
+        help="serve the files of DIR (GET, HEAD) at URL path MOUNT (default: /) of --http; "
+        "repeat for several (--static site --static /client=clients/typescript/dist)",
+    )
+    parser.add_argument(
         "--allowed-host",
         action="append",
         metavar="NAME",
@@ -182,6 +190,26 @@ def resolve_app(
 def _a(noun: str) -> str:
     """`noun` after its indefinite article: "an int", "a str"."""
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def parse_static(values: list[str]) -> dict[str, str]:
+    """`--static [MOUNT=]DIR` options as `{mount: directory}`; MOUNT is `/` when absent.
+
+    Raises:
+        UsageError: A mount is given twice.
+    """
+    mounts: dict[str, str] = {}
+    for value in values:
+        mount, sep, directory = value.partition("=")
+        if not sep or not mount.startswith("/"):  # a plain DIR (which may hold "=")
+            mount, directory = "/", value
+        if mount in mounts:
+            raise UsageError(
+                f"--static: the mount {mount} is given twice ({mounts[mount]!r} and "
+                f"{directory!r}); give each DIR its own MOUNT=DIR"
+            )
+        mounts[mount] = directory
+    return mounts
 
 
 def parse_address(option: str, value: str) -> tuple[str, int]:
@@ -432,6 +460,7 @@ async def serve_app(
                         prefix=args.prefix,
                         sockets=sockets,
                         cors_origins=args.cors_origin,
+                        static=parse_static(args.static) or None,
                         **common,
                     )
                     urls.append(await _start(servers, "--http", args.http, serve))
@@ -487,6 +516,15 @@ def run(args: argparse.Namespace) -> int:
         SitePolicy(allowed_origins=args.cors_origin, allowed_hosts=args.allowed_host)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--cors-origin/--allowed-host: {exc}") from None
+    if args.static:
+        from ..transports.http._static import check_static
+
+        if not args.http:
+            raise UsageError("--static serves files over HTTP: give --http HOST:PORT too")
+        try:
+            check_static(parse_static(args.static), args.prefix.rstrip("/"))
+        except ValueError as exc:
+            raise UsageError(f"--static: {exc}") from None
     tls = load_tls(args.certfile, args.keyfile, args.client_ca, args.require_client_cert)
     manager, ipc = resolve_app(load_target(args.target), args.target)
     if args.workers > 1:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import trio
 
@@ -66,6 +67,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     route: str | None = None,
     sockets: Sequence[socket.socket] | None = None,
+    static: Mapping[str, str | os.PathLike[str]] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `manager` (and `ipc`) over HTTP with hypercorn's Trio worker.
@@ -137,6 +139,9 @@ async def serve(
             `host` and `port`: one inherited from a parent process (`tether
             serve --workers`, socket activation). Each is put in listening
             state and closed when `serve` ends.
+        static: Directories served as static files (GET, HEAD) by URL mount,
+            beside the routes: `{"/": "site", "/client": "clients/typescript/dist"}`
+            serves `site/index.html` at `/` (docs/http.md, "Static files").
         task_status: `nursery.start` gets the URL to connect to:
             `http://127.0.0.1:<port>{prefix}` (`https://` with `ssl_context`);
             with `sockets`, the first one's (`http://unix:/path{prefix}` for
@@ -144,7 +149,8 @@ async def serve(
 
     Raises:
         ValueError: A limit or timeout is not positive, an origin or host
-            name is malformed, or `route` is not a routing token.
+            name is malformed, `route` is not a routing token, or a `static`
+            mount is malformed, inside `prefix` or not an existing directory.
         TypeError: `ssl_context` is not an `ssl.SSLContext` or None.
     """
     from hypercorn.config import Config
@@ -169,6 +175,7 @@ async def serve(
         ready_within=ready_within,
         max_operations=max_operations,
         route=route,
+        static=static,
     )
     config = Config()
     # The app refuses a message over its limit with 1009 and a reason; hypercorn

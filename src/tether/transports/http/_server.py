@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import trio
@@ -78,12 +79,12 @@ from ._asgi import (
     remote_address,
     require_json_or_frame,
     require_stream_body,
-    send_empty,
     send_error_info,
     takes_frame,
 )
 from ._cache import NO_STORE, CachedAnswer, get_args
 from ._call_headers import read_call_headers
+from ._cors import cors_headers, send_options
 from ._framing import Splitter, media_form, two_way_refusal
 from ._ipc_server import (
     DEFAULT_IPC_GRACE_PERIOD,
@@ -102,6 +103,7 @@ from ._routes import (
     not_found,
     route_for,
 )
+from ._static import StaticFiles, check_static
 from ._stream_server import (
     BodyReader,
     error_start,
@@ -116,12 +118,6 @@ from ._wire import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, JSON, STATUS_COD
 __all__ = ["HttpApp"]
 
 _log = logging.getLogger("tether.http")
-_CORS_HEADERS = (
-    b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
-    b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, baggage, "
-    b"x-session-token, last-event-id, if-none-match"
-)
-_EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token, etag"
 #: Accepted (Host, local address) pairs remembered, so that a client's
 #: requests are not judged again one by one.
 _HOSTS_REMEMBERED = 256
@@ -186,11 +182,14 @@ class HttpApp:
             running operation id starts with it, so that a reverse proxy can
             send a session's or an operation's later requests to the server
             that holds it (docs/deployment.md). None (the default): no prefix.
+        static: Directories to serve as static files (GET, HEAD), by URL mount:
+            `{"/": "site", "/client": "clients/typescript/dist"}` (docs/http.md).
 
     Raises:
         ValueError: `prefix` does not start with "/", a limit, timeout or ping
             setting is not positive, an origin or host name is malformed, or
-            `route` is not a routing token.
+            `route` is not a routing token, or a `static` mount is malformed,
+            inside `prefix` or not an existing directory.
     """
 
     def __init__(
@@ -211,6 +210,7 @@ class HttpApp:
         ready_within: float = DEFAULT_READY_WITHIN,
         max_operations: int = DEFAULT_MAX_OPERATIONS,
         route: str | None = None,
+        static: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> None:
         check_route(route)
         prefix = prefix.rstrip("/")
@@ -227,6 +227,8 @@ class HttpApp:
         self.manager = manager if manager is not None else RpcManager()
         self.ipc = ipc
         self.prefix = prefix
+        self.static = check_static(static, prefix)
+        self._static = StaticFiles(self.static) if self.static else None
         self.max_body_size = max_body_size
         self.max_in_flight = max_in_flight
         self.body_timeout = float(body_timeout)
@@ -424,12 +426,15 @@ class HttpApp:
                     raise Refused(forbidden)
                 cors = self._cors_headers(origin_text)
             if route is None:
+                static = self._static if parts is None else None
+                if static is not None and await static.answer(path, method, headers, send, cors):
+                    return
                 raise Refused(self._not_found(path, parts))
             assert parts is not None
             if method not in route.methods:
                 raise not_allowed(method, route.allow)
             if method == "OPTIONS":
-                await self._options(send, route, cors)
+                await send_options(send, route, cors)
             elif route.kind == "rpc":
                 get = None if method == "POST" else (scope["query_string"], method == "HEAD")
                 await self._rpc(receive, send, headers, parts, cors, access, operation, get)
@@ -743,29 +748,11 @@ class HttpApp:
             described["ipc"] = {"channels": dict(self.ipc.channels)}
         return described
 
-    # -- CORS ------------------------------------------------------------------
+    # -- CORS ----------------------------------------------------------------
 
     def _cors_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
         """The CORS headers for a page of `origin`, already allowed: none for its own pages."""
-        if not self.site.lists(origin):
-            return []
-        return [
-            (b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-expose-headers", _EXPOSED),
-            (b"vary", b"origin"),
-        ]
-
-    async def _options(self, send: Send, route: Route, cors: list[tuple[bytes, bytes]]) -> None:
-        """What a route takes; to a listed origin's preflight, the CORS answer too."""
-        allow = route.allow.encode()
-        headers = [(b"allow", allow), *cors]
-        if cors:
-            headers += [
-                (b"access-control-allow-methods", allow),
-                (b"access-control-allow-headers", _CORS_HEADERS),
-                (b"access-control-max-age", b"600"),
-            ]
-        await send_empty(send, 204, headers)
+        return cors_headers(self.site, origin)
 
     # -- errors ----------------------------------------------------------------
 
