@@ -152,8 +152,8 @@ def test_robot_world_application_errors(robot_world: str) -> None:
 
 def test_ipc_editor_imports_enum_and_union_of_refs(ipc_editor: str) -> None:
     assert (
-        'import type { CallOptions, IpcChannelRef, NotificationRef } from "tether-client";\n'
-        in (ipc_editor)
+        "import type { CallOptions, HandlerContext, IpcChannelRef, NotificationRef } "
+        'from "tether-client";\n' in ipc_editor
     )
     assert (
         'export type ChangeKind = "added" | "moved" | "deleted";\n'
@@ -172,10 +172,10 @@ def test_ipc_editor_proxy_handler_and_ref(ipc_editor: str) -> None:
     assert "  validateAll(options?: CallOptions): Promise<number>;" in ipc_editor
     handler = _block(ipc_editor, "export interface EditorIpcHandler {")
     assert (
-        "  moveElement(elementId: string, dx: number, dy: number): Placement | Promise<Placement>;"
-        in (handler)
+        "  moveElement(elementId: string, dx: number, dy: number, context: HandlerContext)"
+        ": Placement | Promise<Placement>;" in (handler)
     )
-    assert "options" not in handler
+    assert "options" not in handler  # the session passes a HandlerContext instead
     assert _block(ipc_editor, "export const EditorPrompts:") == (
         "export const EditorPrompts: IpcChannelRef<EditorPrompts, EditorPromptsHandler> = {\n"
         '  kind: "ipc",\n'
@@ -186,7 +186,10 @@ def test_ipc_editor_proxy_handler_and_ref(ipc_editor: str) -> None:
         "  },\n"
         "};"
     )
-    assert "  confirm(question: string): boolean | Promise<boolean>;" in ipc_editor
+    assert (
+        "  confirm(question: string, context: HandlerContext): boolean | Promise<boolean>;"
+        in ipc_editor
+    )
 
 
 def test_ipc_editor_listener(ipc_editor: str) -> None:
@@ -274,9 +277,13 @@ def test_stream_kinds(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ipc_stream_handlers(capsys: pytest.CaptureFixture[str]) -> None:
     text = generate(capsys, "tether.testing._ipc_streams")
     handler = _block(text, "export interface FrontendStreamingIpcHandler {")
-    assert "  total(xs: AsyncIterable<number>): number | Promise<number>;" in handler
     assert (
-        "  double(xs: AsyncIterable<number>): AsyncIterable<number> | Iterable<number>;"
+        "  total(xs: AsyncIterable<number>, context: HandlerContext): number | Promise<number>;"
+        in handler
+    )
+    assert (
+        "  double(xs: AsyncIterable<number>, context: HandlerContext)"
+        ": AsyncIterable<number> | Iterable<number>;"
     ) in handler
     assert text.index("interface StreamingIpc ") < text.index("interface FrontendStreamingIpc ")
 

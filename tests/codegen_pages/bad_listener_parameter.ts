@@ -1,8 +1,8 @@
-import { listen } from "./client.js";
+import { session } from "./client.js";
 import { EditorEvents } from "./ipc_editor.js";
 
 export function page(): void {
-  listen(EditorEvents, {
+  session.listen(EditorEvents, {
     progress(task: number) { // expect TS2322
       console.log(task);
     },

@@ -1,7 +1,7 @@
-import { ipcProxy } from "./client.js";
+import { session } from "./client.js";
 import { EditorIpc } from "./ipc_editor.js";
 
 export async function page(): Promise<string> {
-  const info = await ipcProxy(EditorIpc).openDocument("plan");
+  const info = await session.proxy(EditorIpc).openDocument("plan");
   return info.title; // expect TS2339
 }

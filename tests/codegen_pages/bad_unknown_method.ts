@@ -1,6 +1,6 @@
-import { rpcProxy } from "./client.js";
+import { rpc } from "./client.js";
 import { RobotWorldRead } from "./robot_world.js";
 
 export async function page(): Promise<unknown> {
-  return rpcProxy(RobotWorldRead).fly({ key: "m1" }); // expect TS2339
+  return rpc.proxy(RobotWorldRead).fly({ key: "m1" }); // expect TS2339
 }

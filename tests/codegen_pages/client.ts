@@ -1,8 +1,6 @@
-// The calls a page makes on a connected client (docs/browser.md), declared
-// only: the pages are type-checked, never run.
-import type { IpcChannelRef, NotificationRef, RpcInterfaceRef } from "tether-client";
+// A connected RPC client and IPC session (docs/browser.md), declared only:
+// the pages are type-checked against the real client's types, never run.
+import type { IpcSession, RpcClient } from "tether-client";
 
-export declare function rpcProxy<T>(ref: RpcInterfaceRef<T>): T;
-export declare function ipcProxy<T, H>(ref: IpcChannelRef<T, H>): T;
-export declare function serve<T, H>(ref: IpcChannelRef<T, H>, handler: H): void;
-export declare function listen<L>(ref: NotificationRef<L>, listener: L): () => void;
+export declare const rpc: RpcClient;
+export declare const session: IpcSession;

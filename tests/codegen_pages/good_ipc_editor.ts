@@ -1,6 +1,6 @@
 // A page using the stubs of examples/ipc_editor/interface.py as intended.
-import { isApplicationError } from "tether-client";
-import { ipcProxy, listen, serve } from "./client.js";
+import { connectIpc, isApplicationError } from "tether-client";
+import { session } from "./client.js";
 import {
   ChangeKind,
   EditorEvents,
@@ -15,18 +15,24 @@ import {
 
 export async function page(signal: AbortSignal): Promise<string[]> {
   const lines: string[] = [];
-  serve(EditorPrompts, { confirm: async (question) => question.length > 0 });
-  serve(EditorPrompts, { confirm: (question) => question === "yes" });
-  const stop = listen(EditorEvents, {
+  session.serve(EditorPrompts, { confirm: async (question) => question.length > 0 });
+  session.serve(EditorPrompts, { confirm: (question) => question === "yes" });
+  session.serve(EditorPrompts, {
+    async confirm(question, context) {
+      context.signal.throwIfAborted();
+      return question.length > 0 && context.activityId !== null;
+    },
+  });
+  const stop = session.listen(EditorEvents, {
     elementChanged(change: ElementChange) {
       if (change.kind === ChangeKind.MOVED || change.kind === "added") {
         lines.push(`${change.revision} ${change.element.id} ${change.element.placement.x}`);
       }
     },
   });
-  listen(EditorEvents, {});
-  listen(EditorEvents, { progress: (task, done, total) => lines.push(`${task} ${done}/${total}`) });
-  const editor = ipcProxy(EditorIpc);
+  session.listen(EditorEvents, {});
+  session.listen(EditorEvents, { progress: (task, done, total) => lines.push(`${task} ${done}/${total}`) });
+  const editor = session.proxy(EditorIpc);
   const info: DocumentInfo = await editor.openDocument("plan", { signal });
   lines.push(info.name, String(info.revision), ...info.element_ids);
   const added = await editor.addElement("wall", 1, 2);
@@ -43,4 +49,16 @@ export async function page(signal: AbortSignal): Promise<string[]> {
   lines.push(EditorIpc.channel, EditorIpc.version, EditorEvents.channel, ChangeKind.DELETED);
   stop();
   return lines;
+}
+
+export async function connect(url: string): Promise<string> {
+  const editorSession = await connectIpc(url, {
+    channels: [EditorIpc, EditorPrompts],
+    application: { id: "editor", version: "1.0.0" },
+  });
+  const stop = editorSession.serve(EditorPrompts, { confirm: () => true });
+  const info = await editorSession.proxy(EditorIpc).openDocument("plan");
+  stop();
+  await editorSession.close();
+  return info.name;
 }

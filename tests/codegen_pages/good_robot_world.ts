@@ -1,7 +1,7 @@
 // A page using the stubs of examples/robot_world/interface.py as intended.
-import { isApplicationError } from "tether-client";
+import { connectRpc, isApplicationError } from "tether-client";
 import type { CallOptions } from "tether-client";
-import { rpcProxy } from "./client.js";
+import { rpc } from "./client.js";
 import {
   IModelNotFound,
   RobotNotFound,
@@ -13,7 +13,7 @@ import {
 } from "./robot_world.js";
 
 export async function page(signal: AbortSignal): Promise<string[]> {
-  const robots = rpcProxy(RobotWorldRead);
+  const robots = rpc.proxy(RobotWorldRead);
   const imodel: IModelProps = { key: "m1" };
   const options: CallOptions = { signal, timeoutMs: 5000, activityId: "a1", metadata: { k: "v" } };
   const count: number = await robots.countRobots(imodel, options);
@@ -32,7 +32,7 @@ export async function page(signal: AbortSignal): Promise<string[]> {
       throw e;
     }
   }
-  const telemetry = rpcProxy(RobotTelemetry);
+  const telemetry = rpc.proxy(RobotTelemetry);
   for await (const position of telemetry.watch(imodel, "r1", 0.5, { signal })) {
     const p: Position = position;
     lines.push(`${p.robot_id} ${p.step} ${p.x} ${p.y}`);
@@ -43,4 +43,14 @@ export async function page(signal: AbortSignal): Promise<string[]> {
   const spec = RobotWorldRead.operations["countRobots"];
   lines.push(RobotWorldRead.kind, RobotWorldRead.name, RobotWorldRead.version, spec?.name ?? "");
   return lines;
+}
+
+export async function connect(url: string): Promise<number> {
+  const client = await connectRpc(url, {
+    interfaces: [RobotWorldRead, RobotTelemetry],
+    application: { id: "robots", version: "1.0.0" },
+  });
+  const count = await client.proxy(RobotWorldRead).countRobots({ key: "m1" });
+  await client.close();
+  return count;
 }

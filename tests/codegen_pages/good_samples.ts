@@ -1,6 +1,6 @@
 // A page using the stubs of the conformance interfaces (every carried type,
 // streams, bytes) and tests/codegen_samples.py (unions with bytes, recursion).
-import { ipcProxy, listen, rpcProxy, serve } from "./client.js";
+import { rpc, session } from "./client.js";
 import {
   Color,
   ConformanceInterface,
@@ -45,13 +45,13 @@ export async function page(): Promise<number[]> {
     tags: ["a"],
     frozen: [3, 4],
   };
-  const conformance = rpcProxy(ConformanceInterface);
+  const conformance = rpc.proxy(ConformanceInterface);
   const echoed = await conformance.echo(everything);
   const out = [area(echoed.shape), echoed.raw.byteLength, (await conformance.mirror(new Uint8Array(3))).length];
   const colors: Color[] = ["red", Color.RED];
   out.push(colors.length);
 
-  const streams = rpcProxy(ConformanceStreams);
+  const streams = rpc.proxy(ConformanceStreams);
   for await (const n of streams.count("k", 3)) out.push(n);
   out.push(await streams.total("k", [1, 2, 3]));
   out.push(await streams.total("k", numbers(3)));
@@ -59,7 +59,7 @@ export async function page(): Promise<number[]> {
   for await (const chunk of streams.chunks("k", 2, 8)) out.push(chunk.byteLength);
   out.push(await streams.swallow([new Uint8Array(1)]));
 
-  serve(FrontendStreamingIpc, {
+  session.serve(FrontendStreamingIpc, {
     count: numbers,
     async total(xs) {
       let sum = 0;
@@ -74,11 +74,11 @@ export async function page(): Promise<number[]> {
     large: (size) => ["x".repeat(size)],
     failAfterItems: numbers,
   });
-  const ipc = ipcProxy(StreamingIpc);
+  const ipc = session.proxy(StreamingIpc);
   for await (const n of ipc.double([1, 2])) out.push(n);
   out.push(await ipc.take("k", 2, numbers(5), { timeoutMs: 100 }));
 
-  const storage = rpcProxy(Storage);
+  const storage = rpc.proxy(Storage);
   const blob: Blob = { kind: "blob", data: new Uint8Array(4) };
   const link: Link = { kind: "link", url: "https://example.com" };
   const id: string = await storage.put(blob);
@@ -90,7 +90,7 @@ export async function page(): Promise<number[]> {
   const tree: Tree = { label: "root", ident: id, children: [{ label: "leaf", ident: id, created: null }] };
   out.push((await storage.grow(tree)).children?.length ?? 0);
   for await (const n of storage.upload("fast", [blob])) out.push(n);
-  listen(Ticks, { tick: (n, raw) => out.push(n + (raw?.byteLength ?? 0)) });
+  session.listen(Ticks, { tick: (n, raw) => out.push(n + (raw?.byteLength ?? 0)) });
   out.push(QuotaExceeded.length, Storage.operations["put"]?.params.length ?? 0);
   return out;
 }

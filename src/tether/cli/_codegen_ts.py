@@ -70,7 +70,7 @@ class _Param:
     def __init__(self, op: Operation, index: int, taken: set[str]) -> None:
         self.wire = op.param_names[index]
         name = camel_case(self.wire)
-        while name in RESERVED or name in taken or name == "options":
+        while name in RESERVED or name in taken or name in ("options", "context"):
             name += "_"  # `default` -> `default_`: only a label, the wire is positional
         taken.add(name)
         self.name = name
@@ -123,6 +123,8 @@ class _Method:
             result = f"Promise<{value}>" if flavour == "proxy" else f"{value} | Promise<{value}>"
         if flavour == "proxy":
             parts.append("options?: CallOptions")
+        else:  # what the session passes after the arguments (its signal aborts on cancel)
+            parts.append("context: HandlerContext")
         return f"{self.name}({', '.join(parts)}): {result};"
 
     def jsdoc(self) -> list[str]:
@@ -195,7 +197,10 @@ class _Interface:
             yield "}"
         if self.kind == "ipc":
             yield ""
-            yield f"/** What a page that serves {self.name} implements (`session.serve`). */"
+            yield (
+                f"/** What a page that serves {self.name} implements (`session.serve`); each "
+                "method may leave out the trailing `context`. */"
+            )
             yield f"export interface {self.name}Handler {{"
             for method in self.methods:
                 yield f"  {method.signature('handler')}"
@@ -308,14 +313,14 @@ def typescript_stubs(
     body = [*types.declarations(), *errors]
     for interface in interfaces:
         body.extend(interface.lines())
-    used = {"CallOptions", "IpcChannelRef", "NotificationRef", "RpcInterfaceRef"}
+    used = {"CallOptions", "HandlerContext", "IpcChannelRef", "NotificationRef", "RpcInterfaceRef"}
     kinds = {interface.kind for interface in interfaces}
     imports = sorted(
         name
         for name in used
         if (name == "CallOptions" and kinds & {"rpc", "ipc"})
         or (name == "RpcInterfaceRef" and "rpc" in kinds)
-        or (name == "IpcChannelRef" and "ipc" in kinds)
+        or (name in ("IpcChannelRef", "HandlerContext") and "ipc" in kinds)
         or (name == "NotificationRef" and "notification" in kinds)
     )
     header = [

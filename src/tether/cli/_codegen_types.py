@@ -106,6 +106,7 @@ TAKEN_TYPES = frozenset(
         "Array",
         "AsyncIterable",
         "CallOptions",
+        "HandlerContext",
         "IpcChannelRef",
         "Iterable",
         "NotificationRef",
