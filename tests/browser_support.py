@@ -67,6 +67,10 @@ class JsError(Exception):
     """An exception thrown in the page: its message and stack as the page told them."""
 
 
+class ChromiumFailed(RuntimeError):
+    """Chromium did not start: its output says why."""
+
+
 class PageErrors(AssertionError):
     """The page reported errors the test did not expect."""
 
@@ -109,7 +113,7 @@ class Chromium:
                 return f"ws://127.0.0.1:{lines[0].strip()}{lines[1].strip()}"
             time.sleep(0.05)  # no event to wait on: the file appears when it listens
         self.close()
-        pytest.fail(
+        raise ChromiumFailed(
             f"chromium did not start (exit code {self.process.returncode}); its output:\n"
             + self.stderr_tail()
         )
@@ -360,7 +364,10 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
             pytest.fail(f"chromium is missing: {INSTALL_HINT}")
         pytest.skip(f"chromium is missing: {INSTALL_HINT}")
     base = tmp_path_factory.mktemp("chromium")
-    browser = Chromium(executable, base / "profile", base / "chromium.log")
+    try:
+        browser = Chromium(executable, base / "profile", base / "chromium.log")
+    except ChromiumFailed as exc:
+        pytest.fail(str(exc))
     try:
         yield browser
     finally:
