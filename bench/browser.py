@@ -19,9 +19,11 @@ against the same `{prefix}/ws` route and the same impl, `echo(value) -> value`:
   (a fresh ActivityId and traceparent per call, the binary-capable framing).
 
 The two are interleaved in blocks of `--block` calls (the order alternating),
-after a warm-up block each. The issue's target: tether costs no more than 1.2x
-the hand-written round trip (median run's ratio), printed as PASS or FAIL; the
-exit status is 0 either way.
+after a warm-up block each. Each run reports the ratio of the totals and the
+median of the block pairs' ratios (a load spike on a shared machine slows one
+block, not the median). The issue's target: tether costs no more than 1.2x the
+hand-written round trip (the median block ratio, median over runs), printed
+as PASS or FAIL; the exit status is 0 either way.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ async def run(n: int, block: int, runs: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__)
     parser.add_argument("-n", type=int, default=5000, help="calls per client per run")
-    parser.add_argument("--block", type=int, default=100, help="calls per interleaved block")
+    parser.add_argument("--block", type=int, default=20, help="calls per interleaved block")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="3 runs of 500 calls")
     args = parser.parse_args()
@@ -97,12 +99,20 @@ def main() -> None:
     results = trio.run(run, args.n, args.block, args.runs)
     print(f"browser RPC over WebSocket, {args.n} sequential calls per client per run")
     print(f"chromium: {shutil.which('chromium') or '/usr/bin/chromium'}, hypercorn /rpc/ws")
-    print(f"{'run':>4} {'hand-written us/call':>21} {'tether us/call':>15} {'ratio':>6}")
+    print(
+        f"{'run':>4} {'hand-written us/call':>21} {'tether us/call':>15} {'ratio':>6}"
+        f" {'median block ratio':>19}"
+    )
     for i, r in enumerate(results, 1):
-        print(f"{i:>4} {r['rawUsPerCall']:>21.1f} {r['tetherUsPerCall']:>15.1f} {r['ratio']:>6.2f}")
+        print(
+            f"{i:>4} {r['rawUsPerCall']:>21.1f} {r['tetherUsPerCall']:>15.1f} {r['ratio']:>6.2f}"
+            f" {r['medianBlockRatio']:>19.2f}"
+        )
     ratio = statistics.median(r["ratio"] for r in results)
-    verdict = "PASS" if ratio <= TARGET else "FAIL"
-    print(f"median ratio tether / hand-written: {ratio:.2f} (target <= {TARGET}): {verdict}")
+    blocks = statistics.median(r["medianBlockRatio"] for r in results)
+    verdict = "PASS" if blocks <= TARGET else "FAIL"
+    print(f"median run's ratio of totals, tether / hand-written: {ratio:.2f}")
+    print(f"median of the runs' median block ratios: {blocks:.2f} (target <= {TARGET}): {verdict}")
 
 
 if __name__ == "__main__":

@@ -80,16 +80,23 @@ export async function measure(wsUrl, n, block) {
     await rounds(viaTether, block, 0);
     let rawMs = 0;
     let tetherMs = 0;
+    const pairs = []; // tether's time over the hand-written one, block by block
     for (let done = 0, turn = 0; done < n; done += block, turn++) {
       const count = Math.min(block, n - done);
+      let rawBlock;
+      let tetherBlock;
       if (turn % 2 === 0) {
-        rawMs += await rounds(viaRaw, count, done);
-        tetherMs += await rounds(viaTether, count, done);
+        rawBlock = await rounds(viaRaw, count, done);
+        tetherBlock = await rounds(viaTether, count, done);
       } else {
-        tetherMs += await rounds(viaTether, count, done);
-        rawMs += await rounds(viaRaw, count, done);
+        tetherBlock = await rounds(viaTether, count, done);
+        rawBlock = await rounds(viaRaw, count, done);
       }
+      rawMs += rawBlock;
+      tetherMs += tetherBlock;
+      if (rawBlock > 0) pairs.push(tetherBlock / rawBlock);
     }
+    pairs.sort((a, b) => a - b);
     return {
       n,
       rawMs,
@@ -97,6 +104,8 @@ export async function measure(wsUrl, n, block) {
       rawUsPerCall: (rawMs * 1000) / n,
       tetherUsPerCall: (tetherMs * 1000) / n,
       ratio: tetherMs / rawMs,
+      // Robust to a busy machine: a spike slows one block, not the median pair.
+      medianBlockRatio: pairs.length > 0 ? pairs[Math.floor(pairs.length / 2)] : null,
     };
   } finally {
     raw.close();
