@@ -91,8 +91,7 @@ export class IpcSession {
       const fn = (listener as Record<string, unknown>)[camel];
       if (typeof fn !== "function") return;
       const shaped = args.map((value, index) => applyArgShape(value, spec, index));
-      const returned: unknown = fn.apply(listener, shaped);
-      if (returned instanceof Promise) returned.catch(() => {});
+      return fn.apply(listener, shaped) as unknown; // a rejected promise is reported like a throw
     });
   }
 

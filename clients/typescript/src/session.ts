@@ -56,7 +56,7 @@ export interface ServedMethod {
 export type ServedChannel = (method: string) => ServedMethod | undefined;
 
 /** Hears the notifications of one channel: wire method name and arguments. */
-export type NotificationSink = (method: string, args: unknown[], activityId: string | null) => void;
+export type NotificationSink = (method: string, args: unknown[], activityId: string | null) => unknown;
 
 export interface SessionOptions {
   /** Sent in every RPC call's `ctx`. */
@@ -546,10 +546,13 @@ export class Session {
     }
     const activityId = typeof message["activity_id"] === "string" ? message["activity_id"] : null;
     for (const sink of [...(this.sinks.get(channel) ?? [])]) {
-      try {
-        sink(method, args, activityId);
-      } catch (error) {
+      const failed = (error: unknown): void =>
         this.report(new TetherError("internal", `a listener of ${channel}.${method} threw: ${String(error)}`, { cause: error }));
+      try {
+        const returned = sink(method, args, activityId);
+        if (returned instanceof Promise) returned.catch(failed);
+      } catch (error) {
+        failed(error);
       }
     }
   }

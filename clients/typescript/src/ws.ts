@@ -211,7 +211,8 @@ class WebSocketPipe implements MessagePipe {
     });
     try {
       if (this.resumable && this.socket.readyState === OPEN) this.socket.send(toJsonText({ t: "bye" }));
-      this.socket.close(1000, reason.slice(0, 120));
+      // a close reason is at most 123 bytes of UTF-8
+      this.socket.close(1000, utf8Length(reason) <= 123 ? reason : "closed by the page");
     } catch {
       // already closing
     }

@@ -133,3 +133,21 @@ test("a channel the backend does not serve, or serves at an incompatible version
 test("a notification ref in channels is refused: the hello lists the backend's IPC channels", async () => {
   await assert.rejects(connectIpc("ws://x/rpc/ws", { channels: [Events as unknown as IpcChannelRef<unknown>], WebSocket: FakeWebSocket }), /refs of kind "ipc"/);
 });
+
+test("a listener that throws or rejects is reported to onError, and the others still hear", async () => {
+  FakeWebSocket.instances = [];
+  const errors: Error[] = [];
+  const connecting = connectIpc("ws://127.0.0.1:1/rpc/ws", { WebSocket: FakeWebSocket, onError: (e) => errors.push(e) });
+  const socket = FakeWebSocket.instances[0] as FakeWebSocket;
+  socket.open();
+  socket.text({ t: "welcome", protocol: 1, session_id: "s", channels: {}, interfaces: {} });
+  const session = await connecting;
+  const heard: string[] = [];
+  session.listen(Events, { elementMoved: () => { throw new Error("sync bug"); } });
+  session.listen(Events, { elementMoved: async () => { throw new Error("async bug"); } });
+  session.listen(Events, { elementMoved: (id) => { heard.push(id); } });
+  socket.text({ t: "notify", channel: "editor-events", method: "element_moved", args: ["e1", null] });
+  await settle();
+  assert.deepEqual(heard, ["e1"]);
+  assert.deepEqual(errors.map((e) => /(sync|async) bug/.exec(e.message)?.[0]).sort(), ["async bug", "sync bug"]);
+});
