@@ -12,7 +12,7 @@ __all__ = ["CORS_HEADERS", "EXPOSED", "cors_headers", "send_options"]
 CORS_HEADERS = (
     b"content-type, authorization, x-correlation-id, x-session-id, x-application-id, "
     b"x-application-version, x-protocol-version, x-timeout-ms, traceparent, baggage, "
-    b"x-session-token, last-event-id, if-none-match"
+    b"x-session-token, last-event-id, if-none-match, x-tether-seq, x-tether-acks"
 )
 #: The response headers a listed origin's page may read.
 EXPOSED = b"x-correlation-id, retry-after, x-session-id, x-session-token, etag"
