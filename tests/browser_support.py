@@ -83,6 +83,16 @@ def find_chromium() -> str | None:
     return None
 
 
+def require_chromium() -> str:
+    """Chromium's path; a skip when it is missing, or a failure with TETHER_REQUIRE_CHROMIUM=1."""
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("TETHER_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"chromium is missing: {INSTALL_HINT}")
+        pytest.skip(f"chromium is missing: {INSTALL_HINT}")
+    return executable
+
+
 class Chromium:
     """A headless Chromium process and its DevTools websocket URL."""
 
@@ -342,9 +352,10 @@ async def serve_pages(
 
     `options` go to `http.serve` (cors_origins, ipc_ping_interval, websocket, ...).
     """
-    if not (DIST / "index.js").is_file():
-        pytest.fail(f"the TypeScript client is not built ({DIST}/index.js): run `make ts` first")
-    mounts = {"/client": DIST, "/pages": PAGES, **(static or {})}
+    dist = DIST
+    if not (dist / "index.js").is_file():
+        pytest.fail(f"the TypeScript client is not built ({dist}/index.js): run `make ts` first")
+    mounts = {"/client": dist, "/pages": PAGES, **(static or {})}
     async with open_service_nursery() as nursery:
         serve = functools.partial(http.serve, manager, ipc=ipc, static=mounts, **options)
         url: str = await nursery.start(serve)
@@ -358,11 +369,7 @@ async def serve_pages(
 @pytest.fixture(scope="session")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
     """The session's headless Chromium, stopped (and waited for) at its end."""
-    executable = find_chromium()
-    if executable is None:
-        if os.environ.get("TETHER_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"chromium is missing: {INSTALL_HINT}")
-        pytest.skip(f"chromium is missing: {INSTALL_HINT}")
+    executable = require_chromium()
     base = tmp_path_factory.mktemp("chromium")
     try:
         browser = Chromium(executable, base / "profile", base / "chromium.log")
