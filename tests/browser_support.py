@@ -67,6 +67,10 @@ class JsError(Exception):
     """An exception thrown in the page: its message and stack as the page told them."""
 
 
+class ChromiumFailed(RuntimeError):
+    """Chromium did not start: its output says why."""
+
+
 class PageErrors(AssertionError):
     """The page reported errors the test did not expect."""
 
@@ -77,6 +81,16 @@ def find_chromium() -> str | None:
         if found:
             return found
     return None
+
+
+def require_chromium() -> str:
+    """Chromium's path; a skip when it is missing, or a failure with TETHER_REQUIRE_CHROMIUM=1."""
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("TETHER_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"chromium is missing: {INSTALL_HINT}")
+        pytest.skip(f"chromium is missing: {INSTALL_HINT}")
+    return executable
 
 
 class Chromium:
@@ -109,7 +123,7 @@ class Chromium:
                 return f"ws://127.0.0.1:{lines[0].strip()}{lines[1].strip()}"
             time.sleep(0.05)  # no event to wait on: the file appears when it listens
         self.close()
-        pytest.fail(
+        raise ChromiumFailed(
             f"chromium did not start (exit code {self.process.returncode}); its output:\n"
             + self.stderr_tail()
         )
@@ -338,9 +352,10 @@ async def serve_pages(
 
     `options` go to `http.serve` (cors_origins, ipc_ping_interval, websocket, ...).
     """
-    if not (DIST / "index.js").is_file():
-        pytest.fail(f"the TypeScript client is not built ({DIST}/index.js): run `make ts` first")
-    mounts = {"/client": DIST, "/pages": PAGES, **(static or {})}
+    dist = DIST
+    if not (dist / "index.js").is_file():
+        pytest.fail(f"the TypeScript client is not built ({dist}/index.js): run `make ts` first")
+    mounts = {"/client": dist, "/pages": PAGES, **(static or {})}
     async with open_service_nursery() as nursery:
         serve = functools.partial(http.serve, manager, ipc=ipc, static=mounts, **options)
         url: str = await nursery.start(serve)
@@ -354,13 +369,12 @@ async def serve_pages(
 @pytest.fixture(scope="session")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
     """The session's headless Chromium, stopped (and waited for) at its end."""
-    executable = find_chromium()
-    if executable is None:
-        if os.environ.get("TETHER_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"chromium is missing: {INSTALL_HINT}")
-        pytest.skip(f"chromium is missing: {INSTALL_HINT}")
+    executable = require_chromium()
     base = tmp_path_factory.mktemp("chromium")
-    browser = Chromium(executable, base / "profile", base / "chromium.log")
+    try:
+        browser = Chromium(executable, base / "profile", base / "chromium.log")
+    except ChromiumFailed as exc:
+        pytest.fail(str(exc))
     try:
         yield browser
     finally:

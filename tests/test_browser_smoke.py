@@ -3,9 +3,12 @@ clicks, waits, and page errors fail the test unless expected."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
+from tests import browser_support
 from tests.browser_support import JsError, Page, PageErrors, serve_pages
 
 TIMEOUT = 20.0
@@ -63,3 +66,22 @@ async def test_page_errors_are_collected_and_fail_unless_expected(browser_page: 
             await browser_page.evaluate("new Promise((r) => setTimeout(r, 50))")
             assert browser_page.errors == []
             assert any("expected 4" in line for line in browser_page.log)
+
+
+def test_a_missing_chromium_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browser_support, "find_chromium", lambda: None)
+    monkeypatch.delenv("TETHER_REQUIRE_CHROMIUM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="make chromium"):
+        browser_support.require_chromium()
+    monkeypatch.setenv("TETHER_REQUIRE_CHROMIUM", "1")
+    with pytest.raises(pytest.fail.Exception, match="chromium is missing"):
+        browser_support.require_chromium()
+
+
+async def test_an_unbuilt_client_fails_with_the_command_to_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(browser_support, "DIST", tmp_path / "dist")
+    with pytest.raises(pytest.fail.Exception, match="run `make ts` first"):
+        async with serve_pages():
+            pass

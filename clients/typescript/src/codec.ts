@@ -57,6 +57,9 @@ function isPlainContainer(value: unknown): value is Record<string, unknown> | un
  * transport that only carries JSON).
  */
 export function toJsonText(message: unknown): string {
+  // Most messages hold no binary value: stringify them without a replacer,
+  // which costs a function call per value.
+  if (!hasBinary(message, 0)) return JSON.stringify(message);
   return JSON.stringify(message, (_key, value: unknown) => {
     if (value instanceof Uint8Array) return toBase64(value);
     if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
@@ -64,6 +67,21 @@ export function toJsonText(message: unknown): string {
     }
     return value;
   });
+}
+
+/** Whether a value holds any ArrayBuffer or view of one (the slow path of `toJsonText`). */
+function hasBinary(value: unknown, depth: number): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return true;
+  if (depth > 100) return true; // let JSON.stringify report what it makes of it
+  if (Array.isArray(value)) {
+    for (const item of value) if (hasBinary(item, depth + 1)) return true;
+    return false;
+  }
+  for (const key in value) {
+    if (hasBinary((value as Record<string, unknown>)[key], depth + 1)) return true;
+  }
+  return false;
 }
 
 /** Whether a message holds any `Uint8Array` (so it may go as a frame). */
@@ -81,6 +99,7 @@ export function hasBytes(value: unknown, depth = 0): boolean {
  * (no bytes, more than 4096 of them, or an envelope too long for a frame).
  */
 export function encodeFrame(message: Message): Uint8Array | null {
+  if (!hasBytes(message)) return null; // the common case, without copying the message
   const bin: { path: (string | number)[]; size: number }[] = [];
   const attachments: Uint8Array[] = [];
   const path: (string | number)[] = [];
