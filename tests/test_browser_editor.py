@@ -136,6 +136,24 @@ async def test_the_page_edits_over_http(browser_page: Page, editor_url: str) -> 
         assert await text(page, "#revision") == "1"
 
 
+async def test_the_dialog_closes_when_the_delete_calls_deadline_passes(
+    browser_page: Page, editor_url: str
+) -> None:
+    """The backend's question inherits the delete call's deadline: when it passes, the
+    backend cancels the question and the page's dialog closes by itself."""
+    with trio.fail_after(TIMEOUT):
+        page = await open_editor(browser_page, f"{editor_url}?answerWithinMs=500")
+        await page.evaluate("document.querySelector('#element-id').value = 'wall-1'")
+        await page.click("#delete")
+        await page.wait_for("document.querySelector('#confirm').open")
+        await page.wait_for("!document.querySelector('#confirm').open", within=10)
+        await page.wait_for("document.querySelector('#error').textContent !== ''")
+        assert (await text(page, "#error")).startswith("DeadlineExceeded (deadline-exceeded): ")
+        assert await text(page, "#result") == ""
+        assert await text(page, "#revision") == "0"
+        assert await events(page) == []
+
+
 async def test_the_command_prints_the_url_serves_the_page_and_stops_on_ctrl_c(
     built_page: None,
 ) -> None:

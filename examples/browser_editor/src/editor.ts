@@ -112,17 +112,29 @@ async function action(run: () => Promise<string>): Promise<void> {
   }
 }
 
-/** The backend's question, answered with the page's dialog (not `window.confirm`). */
-function ask(question: string): Promise<boolean> {
+/**
+ * The backend's question, answered with the page's dialog (not `window.confirm`).
+ * The dialog closes by itself when the backend gives up asking (`signal`).
+ */
+function ask(question: string, signal: AbortSignal): Promise<boolean> {
   ui.question.textContent = question;
-  return new Promise<boolean>((resolve) => {
-    const answer = (value: boolean) => () => {
+  return new Promise<boolean>((resolve, reject) => {
+    const done = () => {
       ui.yes.onclick = ui.no.onclick = null;
+      signal.removeEventListener("abort", abandoned);
       ui.dialog.close();
+    };
+    const abandoned = () => {
+      done();
+      reject(signal.reason);
+    };
+    const answer = (value: boolean) => () => {
+      done();
       resolve(value);
     };
     ui.yes.onclick = answer(true);
     ui.no.onclick = answer(false);
+    signal.addEventListener("abort", abandoned);
     ui.dialog.showModal();
   });
 }
@@ -140,7 +152,11 @@ function onChange(change: ElementChange): void {
 
 async function main(): Promise<void> {
   setState("connecting");
-  const transport = new URLSearchParams(location.search).get("transport") ?? "ws";
+  const params = new URLSearchParams(location.search);
+  const transport = params.get("transport") ?? "ws";
+  // How long the user has to answer "delete?": the delete call's deadline, which the
+  // backend's question to the page (a call inside that call) inherits.
+  const answerWithinMs = Number(params.get("answerWithinMs") ?? 60_000);
   if (transport !== "ws" && transport !== "http") {
     throw new Error(`?transport= takes "ws" or "http", not ${JSON.stringify(transport)}`);
   }
@@ -164,7 +180,7 @@ async function main(): Promise<void> {
       ui.events.append(item);
     },
   });
-  session.serve(EditorPrompts, { confirm: ask });
+  session.serve(EditorPrompts, { confirm: (question, context) => ask(question, context.signal) });
   void session.closed.then((why) => {
     ui.error.textContent = `session closed: ${why.message}`;
   });
@@ -188,7 +204,7 @@ async function main(): Promise<void> {
   ui.remove.onclick = () =>
     action(async () => {
       const id = ui.elementId.value;
-      const deleted = await editor.deleteElement(id);
+      const deleted = await editor.deleteElement(id, { timeoutMs: answerWithinMs });
       return deleted ? `deleted ${id}` : `kept ${id}`;
     });
   ui.validate.onclick = () =>
