@@ -157,6 +157,9 @@ async function main(): Promise<void> {
   // How long the user has to answer "delete?": the delete call's deadline, which the
   // backend's question to the page (a call inside that call) inherits.
   const answerWithinMs = Number(params.get("answerWithinMs") ?? 60_000);
+  if (!(answerWithinMs > 0)) {
+    throw new Error(`?answerWithinMs= takes a number of milliseconds above 0, not ${params.get("answerWithinMs")}`);
+  }
   if (transport !== "ws" && transport !== "http") {
     throw new Error(`?transport= takes "ws" or "http", not ${JSON.stringify(transport)}`);
   }
