@@ -136,6 +136,15 @@ async def test_the_page_edits_over_http(browser_page: Page, editor_url: str) -> 
         assert await text(page, "#revision") == "1"
 
 
+async def test_a_bad_query_is_said_in_the_page(browser_page: Page, editor_url: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        await browser_page.goto(f"{editor_url}?transport=pigeon")
+        await browser_page.wait_for("document.body.dataset.state === 'failed'")
+        assert await text(browser_page, "#error") == (
+            'Error: ?transport= takes "ws" or "http", not "pigeon"'
+        )
+
+
 async def test_the_dialog_closes_when_the_delete_calls_deadline_passes(
     browser_page: Page, editor_url: str
 ) -> None:
