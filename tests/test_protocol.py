@@ -704,3 +704,45 @@ def test_an_error_whose_activity_id_is_not_a_label_still_answers_its_request() -
     assert isinstance(error, Error)
     assert error.id == 3
     assert error.error.activity_id is None
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later-fields",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "not a traceparent",
+        "x" * 600,
+    ],
+)
+def test_a_call_with_a_traceparent_decodes_on_the_fast_path_as_the_checked_decoder_does(
+    traceparent: str,
+) -> None:
+    """Every call of the browser client carries a traceparent: it must not cost the checked decoder."""
+    from tether.runtime._fields import Fields
+    from tether.runtime._messages import decode_call_fast
+    from tether.runtime._protocol import _decode_call
+
+    obj = {
+        "t": "call", "id": 3, "iface": "I", "ver": "1.0.0", "op": "o", "args": [1],
+        "ctx": {"activity_id": "a1", "traceparent": traceparent},
+    }  # fmt: skip
+    fast = decode_call_fast(copy.deepcopy(obj))
+    assert fast is not None, "a call with a traceparent left the fast path"
+    assert fast == _decode_call(Fields(copy.deepcopy(obj), "call"))
+    assert decode(json.dumps(obj)) == fast
+
+
+def test_a_traceparent_that_is_not_text_still_gets_the_checked_decoders_error() -> None:
+    obj = {
+        "t": "call",
+        "id": 3,
+        "iface": "I",
+        "ver": "1.0.0",
+        "op": "o",
+        "args": [],
+        "ctx": {"traceparent": 7},
+    }
+    with pytest.raises(tether.InvalidRequest, match="traceparent"):
+        decode(json.dumps(obj))

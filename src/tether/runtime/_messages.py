@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from ..contexts._metadata import EMPTY_METADATA
+from ..contexts._trace import valid_traceparent
 from ._fields import MAX_LABEL_LENGTH
 from ._progress import Progress
 
@@ -234,8 +235,13 @@ def decode_call_fast(obj: dict[str, Any]) -> Call | None:
         and (timeout is None or (type(timeout) is int and timeout >= 0))
     ):
         get = ctx_obj.get
-        if get("metadata") is not None or get("traceparent") is not None:
+        if get("metadata") is not None:
             return None  # checked (and frozen) by the checked decoder
+        t = get("traceparent")
+        if t is not None:
+            if type(t) is not str:
+                return None  # the checked decoder says what is wrong
+            t = valid_traceparent(t)  # an invalid one is ignored (W3C), as there
         a, s, i, v, z = (
             get("activity_id"),
             get("session_id"),
@@ -250,7 +256,8 @@ def decode_call_fast(obj: dict[str, Any]) -> Call | None:
             and (v is None or (type(v) is str and len(v) <= MAX_LABEL_LENGTH and v.isprintable()))
             and (z is None or type(z) is str)
         ):
-            return Call(id_, iface, ver, op, args, CallContext(a, s, i, v, z), timeout)
+            context = CallContext(a, s, i, v, z, traceparent=t)
+            return Call(id_, iface, ver, op, args, context, timeout)
     return None
 
 
