@@ -9,7 +9,6 @@ import {
   ElementNotFound,
   type DocumentInfo,
   type ElementChange,
-  type ElementNotFoundDetails,
   type Placement,
 } from "./ipc_editor.js";
 
@@ -41,7 +40,7 @@ export async function page(signal: AbortSignal): Promise<string[]> {
     lines.push(`${placement.x},${placement.y}`);
   } catch (e) {
     if (!isApplicationError(e, ElementNotFound)) throw e;
-    lines.push((e.details as unknown as ElementNotFoundDetails).fields.element_id);
+    lines.push(e.details.fields.element_id); // typed by the generated ErrorName
   }
   const deleted: boolean = await editor.deleteElement(added.id);
   const problems: number = await editor.validateAll({ signal });

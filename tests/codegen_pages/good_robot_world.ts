@@ -24,7 +24,7 @@ export async function page(signal: AbortSignal): Promise<string[]> {
     lines.push(...hit);
   } catch (e) {
     if (isApplicationError(e, RobotNotFound)) {
-      const details = e.details as unknown as RobotNotFoundDetails;
+      const details: RobotNotFoundDetails = e.details;
       lines.push(details.fields.robot_id, details.fields.imodel_key);
     } else if (isApplicationError(e, IModelNotFound)) {
       lines.push("no such iModel");

@@ -3,9 +3,11 @@
  * "details", "activity_id"}`), as JS errors of one class per code.
  *
  * An application error (code `application`) is an `ApplicationError` whose
- * `name` is the name the backend registered it under (`"RobotNotFound"`), so
- * `isApplicationError(e, "RobotNotFound")` picks it out and `e.details` holds
- * its fields.
+ * `name` is the name the backend registered it under (by default the
+ * exception's qualified name, `"examples.robot_world.interface.RobotNotFound"`;
+ * the generated stubs export it as a constant), so
+ * `isApplicationError(e, RobotNotFound)` picks it out and `e.details.fields`
+ * holds its fields, as on the wire.
  */
 
 /** The error object of the wire (`error` in an `error` message or an HTTP error body). */
@@ -71,10 +73,20 @@ export class DeadlineExceeded extends TetherError {}
 export class RemoteError extends TetherError {}
 
 /**
- * An exception the backend's impl raised and registered with `@remote_error`.
- * `name` is its registered name; `details` its fields.
+ * The name an application error crosses the wire under, carrying the type of
+ * its `details` (the generated stubs export one per `@remote_error` class), so
+ * that `isApplicationError(e, RobotNotFound)` types `e.details`.
  */
-export class ApplicationError extends TetherError {
+export type ErrorName<D extends object = Record<string, unknown>> = string & { readonly __details?: D };
+
+/**
+ * An exception the backend's impl raised and registered with `@remote_error`.
+ * `name` is its registered name; `details.fields` its fields (attrs classes),
+ * or `details.args` its arguments.
+ */
+export class ApplicationError<D extends object = Record<string, unknown>> extends TetherError {
+  declare readonly details: Record<string, unknown> & D;
+
   constructor(code: string, message: string, init: TetherErrorInit = {}) {
     super(code, message, init);
     this.name = init.remoteName ?? "ApplicationError";
@@ -135,8 +147,14 @@ export function errorFromWire(error: unknown, fallbackStatus = 500): TetherError
   return new cls(code, message, init);
 }
 
-/** Whether `error` is the application error registered as `name` (any, without a name). */
-export function isApplicationError(error: unknown, name?: string): error is ApplicationError {
+/**
+ * Whether `error` is the application error registered as `name` (any, without
+ * a name). With a generated name, `error.details` is typed.
+ */
+export function isApplicationError<D extends object = Record<string, unknown>>(
+  error: unknown,
+  name?: ErrorName<D>,
+): error is ApplicationError<D> {
   return error instanceof ApplicationError && (name === undefined || error.name === name);
 }
 

@@ -20,7 +20,7 @@ export {
   errorFromWire,
   isApplicationError,
 } from "./errors.js";
-export type { WireError } from "./errors.js";
+export type { ErrorName, WireError } from "./errors.js";
 export { newActivityId, traceparentFor } from "./context.js";
 export type { CallOptions, SessionContext } from "./context.js";
 export { decodeFrame, encodeFrame, fromBase64, toBase64 } from "./codec.js";

@@ -426,7 +426,7 @@ export async function openHttpIpc(
   } catch (error) {
     if (options.signal?.aborted) throw options.signal.reason;
     throw new ConnectionClosed(
-      `could not reach a tether backend at ${prefix} (${error instanceof Error ? error.message : String(error)}): is it running, and is the URL its RPC prefix?`,
+      `could not reach a tether backend at ${prefix} (${error instanceof Error ? error.message : String(error)}): is it running, is the URL its RPC prefix, and does it allow this page's origin (cors_origins)? A refused origin looks the same to a page: see the browser console`,
     );
   }
   if (!response.ok) throw await errorOfAnswer(response, `POST ${prefix}/ipc`, false);

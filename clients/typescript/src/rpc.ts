@@ -71,16 +71,26 @@ export function checkInterfaces(
   }
 }
 
-/** A stub method: positional arguments, then `CallOptions`. */
+/**
+ * A stub method: positional arguments, then `CallOptions`. Trailing arguments
+ * left `undefined` (optional parameters skipped to reach the options) are not
+ * sent, so the backend uses their defaults rather than refusing a `null`.
+ */
 export function splitOptions(spec: OperationSpec, args: unknown[]): { args: unknown[]; options: CallOptions | undefined } {
+  let options: CallOptions | undefined;
+  let positional = args;
   if (args.length > spec.params.length) {
     const last = args[args.length - 1];
     if (args.length === spec.params.length + 1 && (last === undefined || (typeof last === "object" && last !== null && !Array.isArray(last)))) {
-      return { args: args.slice(0, -1), options: last as CallOptions | undefined };
+      positional = args.slice(0, -1);
+      options = last as CallOptions | undefined;
+    } else {
+      throw new TypeError(`${spec.name} takes ${spec.params.length} argument(s) (${spec.params.join(", ")}) and options, got ${args.length}`);
     }
-    throw new TypeError(`${spec.name} takes ${spec.params.length} argument(s) (${spec.params.join(", ")}) and options, got ${args.length}`);
   }
-  return { args, options: undefined };
+  let end = positional.length;
+  while (end > 0 && positional[end - 1] === undefined) end--;
+  return { args: end === positional.length ? positional : positional.slice(0, end), options };
 }
 
 /** Whether an operation returns a stream of items (server or two-way). */

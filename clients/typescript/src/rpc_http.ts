@@ -514,7 +514,7 @@ export async function connectHttpRpc(url: string, options: ConnectOptions = {}):
       `${prefix}/`,
       { headers: { ...sessionHeaders(session), Accept: "application/json" } },
       controller,
-      (why) => new ConnectionClosed(`could not reach a tether backend at ${prefix} (${why}): is it running, and is the URL its RPC prefix?`),
+      (why) => new ConnectionClosed(`could not reach a tether backend at ${prefix} (${why}): is it running, is the URL its RPC prefix, and does it allow this page's origin (cors_origins)? A refused origin looks the same to a page: see the browser console`),
     );
     if (!response.ok) throw await errorOfAnswer(response, `GET ${prefix}/`, false);
     const text = await response.text();

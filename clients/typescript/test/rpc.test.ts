@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import { decodeFrame } from "../src/codec.js";
 import { IncompatibleVersion, NotFound } from "../src/errors.js";
 import { connectRpc } from "../src/rpc.js";
 import type { RpcInterfaceRef } from "../src/types.js";
@@ -111,4 +112,28 @@ test("untyped call, options after the arguments, too many arguments refused", as
 
 test("a URL of another scheme is refused with what is expected", async () => {
   await assert.rejects(connectRpc("ftp://x/rpc"), /ws:, wss:, http: or https:/);
+});
+
+test("optional arguments skipped to reach the options are not sent (the backend's defaults apply)", async () => {
+  interface Store {
+    put(data: Uint8Array, ttl?: number, note?: string, options?: { timeoutMs?: number }): Promise<null>;
+  }
+  const Store: RpcInterfaceRef<Store> = {
+    kind: "rpc",
+    name: "Store",
+    version: "1.0.0",
+    operations: { put: { name: "put", params: ["data", "ttl", "note"] } },
+  };
+  const { connecting, socket } = await connect({ Store: { version: "1.0.0", operations: ["put"] } }, [Store] as never);
+  const rpc = await connecting;
+  const store = rpc.proxy(Store);
+  const putting = store.put(new Uint8Array([1]), undefined, undefined, { timeoutMs: 5000 });
+  const sent = socket.sent[socket.sent.length - 1];
+  assert.ok(sent instanceof Uint8Array, "bytes go as a frame");
+  const call = decodeFrame(sent);
+  assert.deepEqual(call["args"], [new Uint8Array([1])]);
+  assert.equal(call["timeout_ms"], 5000);
+  socket.text({ t: "result", id: call["id"], value: null });
+  assert.equal(await putting, null);
+  await rpc.close();
 });
