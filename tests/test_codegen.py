@@ -328,7 +328,7 @@ def test_the_output_is_deterministic_and_o_writes_it(
 def test_client_module_and_the_targets(capsys: pytest.CaptureFixture[str]) -> None:
     text = generate(capsys, "codegen_samples:BOTH", "--client-module", "/client/index.js")
     assert (
-        'import type { CallOptions, NotificationRef, RpcInterfaceRef } from "/client/index.js";'
+        'import type { CallOptions, ErrorName, NotificationRef, RpcInterfaceRef } from "/client/index.js";'
         in (text)
     )
     assert text.index("interface Ticks ") < text.index("interface Storage ")  # the list's order
