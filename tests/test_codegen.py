@@ -123,7 +123,8 @@ def test_robot_world_stream_and_bytes(robot_world: str) -> None:
 def test_robot_world_application_errors(robot_world: str) -> None:
     # The const is the name the error crosses the wire under (`remote_error`'s default).
     assert (
-        'export const RobotNotFound = "examples.robot_world.interface.RobotNotFound" as ErrorName<RobotNotFoundDetails>;\n'
+        'export const RobotNotFound = "examples.robot_world.interface.RobotNotFound"'
+        " as ErrorName<RobotNotFoundDetails>;\n"
     ) in robot_world
     assert _block(robot_world, "export interface RobotNotFoundDetails {") == (
         "export interface RobotNotFoundDetails {\n"
@@ -204,8 +205,8 @@ def test_ipc_editor_listener(ipc_editor: str) -> None:
     )
     assert '    elementChanged: { name: "element_changed", params: ["change"] },\n' in ref
     assert (
-        'export const ElementNotFound = "examples.ipc_editor.interface.ElementNotFound" as ErrorName<ElementNotFoundDetails>;'
-        in (ipc_editor)
+        'export const ElementNotFound = "examples.ipc_editor.interface.ElementNotFound"'
+        " as ErrorName<ElementNotFoundDetails>;" in (ipc_editor)
     )
 
 
@@ -251,8 +252,8 @@ def test_every_carried_type(capsys: pytest.CaptureFixture[str]) -> None:
         in text
     )
     assert (
-        'export const ConformanceError = "tether.testing.ConformanceError" as ErrorName<ConformanceErrorDetails>;'
-        in text
+        'export const ConformanceError = "tether.testing.ConformanceError"'
+        " as ErrorName<ConformanceErrorDetails>;" in text
     )
 
 
@@ -328,8 +329,8 @@ def test_the_output_is_deterministic_and_o_writes_it(
 def test_client_module_and_the_targets(capsys: pytest.CaptureFixture[str]) -> None:
     text = generate(capsys, "codegen_samples:BOTH", "--client-module", "/client/index.js")
     assert (
-        'import type { CallOptions, ErrorName, NotificationRef, RpcInterfaceRef } from "/client/index.js";'
-        in (text)
+        "import type { CallOptions, ErrorName, NotificationRef, RpcInterfaceRef }"
+        ' from "/client/index.js";' in (text)
     )
     assert text.index("interface Ticks ") < text.index("interface Storage ")  # the list's order
     one = generate(capsys, "examples.ipc_editor.interface:EditorEvents")
