@@ -719,7 +719,7 @@ def test_an_error_whose_activity_id_is_not_a_label_still_answers_its_request() -
 def test_a_call_with_a_traceparent_decodes_on_the_fast_path_as_the_checked_decoder_does(
     traceparent: str,
 ) -> None:
-    """Every call of the browser client carries a traceparent: it must not need the checked decoder."""
+    """The browser client sends a traceparent with every call: keep those on the fast path."""
     from tether.runtime._fields import Fields
     from tether.runtime._messages import decode_call_fast
     from tether.runtime._protocol import _decode_call
