@@ -86,7 +86,7 @@ chromium:
 
 # The nginx and browser tests fail, rather than skip, when nginx or chromium is
 # missing here. The browser tests load the client from dist/ (`make ts`).
-pytest: $(STAMP) nginx chromium
+pytest: $(STAMP) nginx chromium ts
 	$(BIN)/coverage erase
 	TETHER_REQUIRE_NGINX=1 TETHER_REQUIRE_CHROMIUM=1 $(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='src/tether/runtime/*,src/tether/contexts/*' --fail-under=90
@@ -94,7 +94,7 @@ pytest: $(STAMP) nginx chromium
 
 test: lint typecheck ts pytest
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) ts chromium
 	$(BIN)/python -m bench.inprocess
 	$(BIN)/python -m bench.ipc
 	$(BIN)/python -m bench.http
@@ -104,6 +104,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.binary
 	$(BIN)/python -m bench.streams
+	$(BIN)/python -m bench.browser
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
