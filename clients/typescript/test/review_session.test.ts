@@ -116,3 +116,17 @@ test("review: a call the HTTP IPC pipe cannot encode leaks no timer, listener or
     globalThis.fetch = realFetch;
   }
 });
+
+test("review: two next() calls waiting at once on a result stream both settle (the first is lost)", async () => {
+  const { pipe, session } = open();
+  const spec: OperationSpec = { name: "watch", params: [], stream: "server" };
+  const iterator = session.stream(request("watch", [], {}, spec))[Symbol.asyncIterator]();
+  const first = iterator.next();
+  const second = iterator.next();
+  const call = await pipe.waitFor((m) => m.t === "call");
+  pipe.feed({ t: "item", id: call["id"], value: 1 });
+  pipe.feed({ t: "item", id: call["id"], value: 2 });
+  pipe.feed({ t: "result", id: call["id"], value: null });
+  assert.equal(await state(first), "settled", "the first next() waits forever: its wake-up was overwritten by the second's");
+  assert.deepEqual([await first, await second].map((r) => r.value).sort(), [1, 2]);
+});
