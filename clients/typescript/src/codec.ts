@@ -171,11 +171,12 @@ export function decodeFrame(frame: Uint8Array): Message {
         throw malformed('an entry of "bin" is not {"path": [...], "size": n}');
       }
       let target: unknown = message;
+      // Own keys only: a path through "__proto__" or "constructor" names nothing.
       for (const key of path.slice(0, -1)) {
-        target = isPlainContainer(target) ? (target as Record<string | number, unknown>)[key as string | number] : undefined;
+        target = isPlainContainer(target) && Object.hasOwn(target, key as PropertyKey) ? (target as Record<string | number, unknown>)[key as string | number] : undefined;
       }
       const last = path[path.length - 1] as string | number;
-      if (!isPlainContainer(target) || (target as Record<string | number, unknown>)[last] !== null) {
+      if (!isPlainContainer(target) || !Object.hasOwn(target, last) || (target as Record<string | number, unknown>)[last] !== null) {
         throw malformed(`the path ${JSON.stringify(path)} does not name a null`);
       }
       if (at + size > frame.length) throw malformed("the attachment sizes run past the frame's end");
@@ -207,9 +208,7 @@ export function applyShape(value: unknown, shape: Shape | null | undefined): unk
   }
   if (!isPlainContainer(value) || Array.isArray(value)) return value;
   if ("dict" in shape) {
-    const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(value)) out[key] = applyShape(item, shape.dict);
-    return out;
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, applyShape(item, shape.dict)]));
   }
   if ("fields" in shape) {
     const out: Record<string, unknown> = { ...value };
@@ -219,6 +218,6 @@ export function applyShape(value: unknown, shape: Shape | null | undefined): unk
     return out;
   }
   const tag = value[shape.union.tag];
-  const caseShape = typeof tag === "string" ? shape.union.cases[tag] : undefined;
+  const caseShape = typeof tag === "string" && Object.hasOwn(shape.union.cases, tag) ? shape.union.cases[tag] : undefined;
   return caseShape === undefined ? value : applyShape(value, caseShape);
 }

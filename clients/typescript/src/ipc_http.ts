@@ -229,14 +229,14 @@ export class HttpIpcPipe implements MessagePipe {
 
   /** Reads the stream until `event: close` (returns) or a break (throws `Broken`). */
   private async readEvents(resuming: boolean): Promise<void> {
-    if (this.response === null) await this.openEvents(resuming);
+    const silence = this.silenceMs();
+    if (this.response === null) await this.openEvents(resuming, silence === null ? undefined : Date.now() + silence);
     const response = this.response as Response;
     this.response = null;
     const controller = this.events as AbortController;
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     const decoder = new TextDecoder();
     const parser = new SseParser();
-    const silence = this.silenceMs();
     let watchdog: ReturnType<typeof setTimeout> | undefined;
     const arm = () => {
       if (silence === null) return;
@@ -298,6 +298,10 @@ export class HttpIpcPipe implements MessagePipe {
       return;
     }
     const size = utf8.encode(data).length;
+    if (id !== null && !/^\d{1,15}$/.test(id)) {
+      this.end(new ConnectionClosed(`the backend sent an event id that is not a message number: ${preview(id)}`));
+      return;
+    }
     if (id !== null) {
       this.lastEventId = id;
       if (this.ackEvery !== null) {

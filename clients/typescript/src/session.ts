@@ -333,7 +333,7 @@ export class Session {
       entry.cleanup.push(() => clearTimeout(timer));
     }
     entry.sent = true;
-    this.pipe.send(message).catch((error: unknown) => {
+    this.sendSafely(message).catch((error: unknown) => {
       entry.sent = false; // it never left: the backend did not run it
       this.finish(entry, { ok: false, error: error instanceof TetherError ? error : new ConnectionClosed(`the call could not be sent: ${String(error)}`, { cause: error }) });
     });
@@ -401,6 +401,10 @@ export class Session {
         const entry = start();
         const inflow = entry.inflow as Inflow;
         let left = false;
+        const waiters: (() => void)[] = [];
+        entry.notify = () => {
+          for (const wake of waiters.splice(0)) wake();
+        };
         return {
           next: async (): Promise<IteratorResult<unknown>> => {
             for (;;) {
@@ -411,15 +415,18 @@ export class Session {
                 if (grant !== null && entry.outcome === null) {
                   this.sendQuietly({ t: "credit", id: entry.id, items: grant.items, bytes: grant.bytes });
                 }
-                return { done: false, value: applyShape(value, entry.spec?.result) };
+                try {
+                  return { done: false, value: applyShape(value, entry.spec?.result) };
+                } catch (error) {
+                  this.abandon(entry, error);
+                  throw error;
+                }
               }
               if (entry.outcome !== null) {
                 if (!entry.outcome.ok) throw entry.outcome.error;
                 return { done: true, value: undefined };
               }
-              await new Promise<void>((resolve) => {
-                entry.notify = resolve;
-              });
+              await new Promise<void>((resolve) => waiters.push(resolve));
             }
           },
           return: async (): Promise<IteratorResult<unknown>> => {
@@ -443,9 +450,18 @@ export class Session {
     return frame !== null ? frame.length : utf8Length(toJsonText(message));
   }
 
+  /** `pipe.send`, a synchronous throw (a value toJsonText refuses) as a rejection. */
+  private sendSafely(message: Message): Promise<unknown> {
+    try {
+      return this.pipe.send(message);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   private sendQuietly(message: Message): void {
     if (this.ended !== null) return;
-    this.pipe.send(message).catch(() => {
+    this.sendSafely(message).catch(() => {
       // the pipe ended: the close settles what waits
     });
   }
@@ -496,9 +512,16 @@ export class Session {
     const entry = this.outgoing.get(id);
     if (entry === undefined) return; // finished already: late messages are dropped
     switch (message.t) {
-      case "result":
-        this.finish(entry, entry.inflow !== null ? { ok: true, value: undefined } : { ok: true, value: applyShape(message["value"], entry.spec?.result) });
+      case "result": {
+        let outcome: Outcome;
+        try {
+          outcome = { ok: true, value: entry.inflow !== null ? undefined : applyShape(message["value"], entry.spec?.result) };
+        } catch (error) {
+          outcome = { ok: false, error };
+        }
+        this.finish(entry, outcome);
         return;
+      }
       case "error":
         this.finish(entry, { ok: false, error: errorFromWire(message["error"]) });
         return;
@@ -615,13 +638,18 @@ export class Session {
     };
     const spec = served.spec;
     const count = Math.max(args.length, spec?.params.length ?? 0);
-    const shaped: unknown[] = [];
-    for (let i = 0; i < count; i++) shaped.push(applyShape(args[i], spec?.args?.[i]));
-    new Promise((resolve) => resolve(served.fn(...shaped, context))).then(
+    new Promise((resolve) => {
+      const shaped: unknown[] = [];
+      for (let i = 0; i < count; i++) shaped.push(applyShape(args[i], spec?.args?.[i]));
+      resolve(served.fn(...shaped, context));
+    }).then(
       (value) => {
         if (running.done) return;
         this.endIncoming(id, running, abortError("the invoke finished"));
-        this.sendQuietly({ t: "result", id, value: value === undefined ? null : value });
+        if (this.ended !== null) return;
+        this.sendSafely({ t: "result", id, value: value === undefined ? null : value }).catch((error: unknown) => {
+          if (this.ended === null) this.sendQuietly({ t: "error", id, error: wireErrorOf(error, activityId) });
+        });
       },
       (error: unknown) => {
         if (running.done) return;

@@ -216,8 +216,12 @@ class WebSocketPipe implements MessagePipe {
     } catch {
       // already closing
     }
-    const timer = new Promise<void>((resolve) => setTimeout(resolve, 2000));
-    await Promise.race([closed, timer]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bounded = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, 2000); // a server that never completes the close
+    });
+    await Promise.race([closed, bounded]);
+    clearTimeout(timer);
     this.end(new ConnectionClosed(reason, { closeCode: 1000 }));
   }
 
