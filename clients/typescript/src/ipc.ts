@@ -6,11 +6,10 @@
  */
 
 import { applyShape } from "./codec.js";
-import { resolveCall } from "./context.js";
 import type { CallOptions } from "./context.js";
 import type { TetherError } from "./errors.js";
 import { openHttpIpc } from "./ipc_http.js";
-import { checkInterfaces, schemeOf, splitOptions, streamsResult } from "./rpc.js";
+import { checkInterfaces, dispatch, schemeOf, splitOptions, streamsResult } from "./rpc.js";
 import { Session } from "./session.js";
 import type { ServedMethod } from "./session.js";
 import type { ConnectOptions, ConnectionState, MessagePipe, Welcome } from "./transport.js";
@@ -129,14 +128,9 @@ export class IpcSession {
   }
 
   private send(channel: string, method: string, args: unknown[], options: CallOptions | undefined, spec: OperationSpec | undefined): Promise<unknown> | AsyncIterable<unknown> {
-    let call;
-    try {
-      call = resolveCall(options);
-    } catch (error) {
-      if (streamsResult(spec)) throw error;
-      return Promise.reject(error);
-    }
-    return streamsResult(spec) ? this.session.invokeStream(channel, method, args, call, spec) : this.session.invoke(channel, method, args, call, spec);
+    return dispatch(options, spec, (call) =>
+      streamsResult(spec) ? this.session.invokeStream(channel, method, args, call, spec) : this.session.invoke(channel, method, args, call, spec),
+    );
   }
 }
 

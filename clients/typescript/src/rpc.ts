@@ -6,7 +6,7 @@
  */
 
 import { resolveCall } from "./context.js";
-import type { CallOptions, SessionContext } from "./context.js";
+import type { CallOptions, ResolvedCall, SessionContext } from "./context.js";
 import { IncompatibleVersion, NotFound } from "./errors.js";
 import type { TetherError } from "./errors.js";
 import { connectHttpRpc } from "./rpc_http.js";
@@ -69,6 +69,25 @@ export function checkInterfaces(
       );
     }
   }
+}
+
+/**
+ * Resolves a call's options and runs it: a bad option rejects the promise of a
+ * unary call, and throws at once for a stream (which has no promise).
+ */
+export function dispatch(
+  options: CallOptions | undefined,
+  spec: OperationSpec | undefined,
+  run: (call: ResolvedCall) => Promise<unknown> | AsyncIterable<unknown>,
+): Promise<unknown> | AsyncIterable<unknown> {
+  let call: ResolvedCall;
+  try {
+    call = resolveCall(options);
+  } catch (error) {
+    if (streamsResult(spec)) throw error;
+    return Promise.reject(error);
+  }
+  return run(call);
 }
 
 /**
@@ -135,15 +154,10 @@ export class RpcClient {
   }
 
   private send(iface: string, version: string, op: string, args: unknown[], options: CallOptions | undefined, spec: OperationSpec | undefined): Promise<unknown> | AsyncIterable<unknown> {
-    let call;
-    try {
-      call = resolveCall(options);
-    } catch (error) {
-      if (streamsResult(spec)) throw error;
-      return Promise.reject(error);
-    }
-    const request: RpcRequest = { iface, version, op, args, call, spec };
-    return streamsResult(spec) ? this.transport.stream(request) : this.transport.call(request);
+    return dispatch(options, spec, (call) => {
+      const request: RpcRequest = { iface, version, op, args, call, spec };
+      return streamsResult(spec) ? this.transport.stream(request) : this.transport.call(request);
+    });
   }
 }
 
