@@ -17,7 +17,7 @@ from typing import Any
 from ..runtime import BackendIpc, RpcManager
 from ._codegen_ts import declaration_kind, typescript_stubs
 from ._codegen_types import CodegenError
-from ._common import CliError, load_target
+from ._common import CliError, load_target, write_output
 from ._openapi import find_manager
 
 __all__ = ["find_declarations", "register"]
@@ -129,12 +129,4 @@ def _run_typescript(args: argparse.Namespace) -> int:
         text = typescript_stubs(declarations, source=args.target, client_module=args.client_module)
     except CodegenError as exc:
         raise CliError(str(exc)) from None
-    if args.output is None or args.output == "-":
-        sys.stdout.write(text)
-        return 0
-    try:
-        with open(args.output, "w", encoding="utf-8") as file:
-            file.write(text)
-    except OSError as exc:
-        raise CliError(f"cannot write {args.output}: {exc.strerror}") from None
-    return 0
+    return write_output(text, args.output)

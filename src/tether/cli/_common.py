@@ -115,3 +115,20 @@ def json_text(value: Any) -> str:
     """`value` as one line of JSON with no raw control character (escaped as `\\uXXXX`)."""
     text = json.dumps(value, ensure_ascii=False)
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def write_output(text: str, output: str | None) -> int:
+    """Write a command's document to the file `output`, or stdout when None or `-`.
+
+    Raises:
+        CliError: the file cannot be written.
+    """
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        raise CliError(f"cannot write {output}: {exc.strerror}") from None
+    return 0

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from ..runtime import RpcManager
 from ..transports.http._openapi import openapi_document
-from ._common import CliError, load_target
+from ._common import CliError, load_target, write_output
 
 __all__ = ["find_manager", "register"]
 
@@ -55,12 +54,4 @@ def find_manager(target: Any, spec: str) -> RpcManager:
 def _run(args: argparse.Namespace) -> int:
     manager = find_manager(load_target(args.target), args.target)
     text = json.dumps(openapi_document(manager, prefix=args.prefix), indent=2) + "\n"
-    if args.output is None:
-        sys.stdout.write(text)
-        return 0
-    try:
-        with open(args.output, "w", encoding="utf-8") as file:
-            file.write(text)
-    except OSError as exc:
-        raise CliError(f"cannot write {args.output}: {exc.strerror}") from None
-    return 0
+    return write_output(text, args.output)
