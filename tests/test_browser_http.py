@@ -2,7 +2,8 @@
 call, a server stream, bytes, a client stream), a cancel and a deadline that
 reach the impl, an application error with its name and details, and the IPC
 editor over POSTs and a fetch-streamed event stream, whose stream is cut
-mid-session and resumed with nothing lost.
+mid-session and resumed with nothing lost. The scripts shared with the
+WebSocket tests are in tests/browser_scenarios.py.
 
 The page (tests/browser_pages/http_client.html) is served through `Gate`, a
 TCP relay the test can cut: the page's origin is the relay's, so calls to the
@@ -13,13 +14,11 @@ and held while the backend sends on. What the server saw is asserted here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-import attrs
 import trio
 
 import tether
@@ -31,77 +30,10 @@ from examples.ipc_editor.interface import (
     ElementChange,
     Placement,
 )
-from examples.robot_world.backend import make_backend as make_robot_world
+from tests import browser_scenarios as scenarios
+from tests.browser_scenarios import TIMEOUT, WaiterImpl, robot_world_with
 from tests.browser_support import Page, serve_pages
 from tether.runtime._util import open_service_nursery
-
-TIMEOUT = 20.0
-
-
-@attrs.frozen
-class Seen:
-    """What the impl saw of a call's context."""
-
-    activity_id: str
-    session_id: str | None
-    application_id: str | None
-    application_version: str | None
-    authorization: str | None
-    metadata: dict[str, str]
-    traceparent: str | None
-    has_deadline: bool
-
-
-class Waiter(tether.RpcInterface):
-    interface_name = "WaiterRpcInterface"
-    interface_version = "1.0.0"
-
-    async def wait(self, tag: str) -> int: ...
-
-    async def who_am_i(self) -> Seen: ...
-
-    async def echo_bytes(self, data: bytes) -> bytes: ...
-
-    async def total(self, numbers: tether.Stream[int]) -> int: ...
-
-
-class WaiterImpl(Waiter):
-    """`wait` runs until it is cancelled; the test sees it start and end."""
-
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.cancelled = trio.Event()
-        self.tags: list[str] = []
-
-    async def wait(self, tag: str) -> int:
-        self.tags.append(tag)
-        self.started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            self.cancelled.set()
-            raise
-        return 0  # pragma: no cover
-
-    async def who_am_i(self) -> Seen:
-        context = tether.current_context()
-        assert context is not None
-        return Seen(
-            context.activity_id,
-            context.session_id,
-            context.application_id,
-            context.application_version,
-            context.authorization,
-            dict(context.metadata),
-            context.traceparent,
-            context.deadline is not None and math.isfinite(context.deadline),
-        )
-
-    async def echo_bytes(self, data: bytes) -> bytes:
-        return bytes(reversed(data))
-
-    async def total(self, numbers: tether.Stream[int]) -> int:
-        return sum([number async for number in numbers])
 
 
 class Gate:
@@ -184,230 +116,81 @@ async def served(
         nursery.cancel_scope.cancel()
 
 
-def robot_world_with(waiter: WaiterImpl) -> tether.RpcManager:
-    manager = make_robot_world()
-    manager.register_impl(Waiter, waiter)
-    return manager
-
-
-CONNECT_RPC = (
-    "(async () => { window.rpc = await tether.connectRpc(rpcUrl, {"
-    " interfaces: [refs.RobotWorldRead, refs.RobotTelemetry, refs.Waiter],"
-    " application: {id: 'browser-test', version: '1.0'}, sessionId: 'page-session',"
-    " authorization: 'Bearer page-token' }); return true; })()"
+CONNECT_RPC = scenarios.connect_rpc(
+    "rpcUrl", ", sessionId: 'page-session', authorization: 'Bearer page-token'"
 )
 
 
-async def test_robot_world_over_http_from_a_page_of_another_origin(browser_page: Page) -> None:
+@asynccontextmanager
+async def robot_page(page: Page) -> AsyncIterator[WaiterImpl]:
+    """RobotWorld and a `WaiterImpl` served to a page of another origin and
+    `rpc` connected, all under the test's time limit: the impl."""
     waiter = WaiterImpl()
     with trio.fail_after(TIMEOUT):
-        async with served(browser_page, robot_world_with(waiter)):
-            await browser_page.evaluate(CONNECT_RPC)
-            assert await browser_page.evaluate("rpcUrl.startsWith(location.origin)") is False
-            result = await browser_page.evaluate(
-                """(async () => {
-                  const robots = rpc.proxy(refs.RobotWorldRead);
-                  const telemetry = rpc.proxy(refs.RobotTelemetry);
-                  const count = await robots.countRobots({key: "warehouse"});
-                  const hit = await robots.queryObstaclesHitByRobot({key: "warehouse"}, "robot-1");
-                  const steps = [];
-                  for await (const p of telemetry.watch({key: "warehouse"}, "robot-2", 0.001)) {
-                    steps.push(p.step);
-                    if (steps.length === 3) break;
-                  }
-                  const picture = await telemetry.snapshot({key: "warehouse"});
-                  const header = new TextDecoder().decode(picture.subarray(0, 2));
-                  return {count, hit, steps, isBytes: picture instanceof Uint8Array, header,
-                          served: Object.keys(rpc.interfaces).sort()};
-                })()"""
-            )
-            assert result == {
-                "count": 3,
-                "hit": ["crate-1", "crate-2"],
-                "steps": [0, 1, 2],
-                "isBytes": True,
-                "header": "P5",
-                "served": [
-                    "RobotTelemetryRpcInterface",
-                    "RobotWorldReadRpcInterface",
-                    "WaiterRpcInterface",
-                ],
-            }
+        async with served(page, robot_world_with(waiter)):
+            await page.evaluate(CONNECT_RPC)
+            yield waiter
+
+
+async def test_robot_world_over_http_from_a_page_of_another_origin(browser_page: Page) -> None:
+    async with robot_page(browser_page):
+        assert await browser_page.evaluate("rpcUrl.startsWith(location.origin)") is False
+        result = await browser_page.evaluate(scenarios.ROBOT_TOUR)
+        assert result == scenarios.ROBOT_TOUR_RESULT
 
 
 async def test_every_header_of_a_call_passes_cors_and_reaches_the_impl(browser_page: Page) -> None:
-    waiter = WaiterImpl()
-    with trio.fail_after(TIMEOUT):
-        async with served(browser_page, robot_world_with(waiter)):
-            await browser_page.evaluate(CONNECT_RPC)
-            seen = await browser_page.evaluate(
-                """rpc.proxy(refs.Waiter).whoAmI({
-                     activityId: "0af7651916cd43dd8448eb211c80319c",
-                     metadata: {tenant: "acme", note: "a b,c=d \u00e9"}, timeoutMs: 5000})"""
-            )
-            assert seen["activity_id"] == "0af7651916cd43dd8448eb211c80319c"
-            assert seen["session_id"] == "page-session"
-            assert [seen["application_id"], seen["application_version"]] == ["browser-test", "1.0"]
-            assert seen["authorization"] == "Bearer page-token"
-            assert seen["metadata"] == {"tenant": "acme", "note": "a b,c=d \u00e9"}
-            assert seen["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
-            assert seen["has_deadline"] is True
+    async with robot_page(browser_page):
+        seen = await browser_page.evaluate(
+            """rpc.proxy(refs.Waiter).whoAmI({
+                 activityId: "0af7651916cd43dd8448eb211c80319c",
+                 metadata: {tenant: "acme", note: "a b,c=d \u00e9"}, timeoutMs: 5000})"""
+        )
+        assert seen["activity_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert seen["session_id"] == "page-session"
+        assert [seen["application_id"], seen["application_version"]] == ["browser-test", "1.0"]
+        assert seen["authorization"] == "Bearer page-token"
+        assert seen["metadata"] == {"tenant": "acme", "note": "a b,c=d \u00e9"}
+        assert seen["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+        assert seen["has_deadline"] is True
 
 
 async def test_bytes_and_a_client_stream_round_trip(browser_page: Page) -> None:
-    waiter = WaiterImpl()
-    with trio.fail_after(TIMEOUT):
-        async with served(browser_page, robot_world_with(waiter)):
-            await browser_page.evaluate(CONNECT_RPC)
-            result = await browser_page.evaluate(
-                """(async () => {
-                  const w = rpc.proxy(refs.Waiter);
-                  const back = await w.echoBytes(new Uint8Array([1, 2, 3, 0, 255]));
-                  async function* numbers() { for (let i = 1; i <= 600; i++) yield i; }
-                  const total = await w.total(numbers());
-                  return {back: [...back], isBytes: back instanceof Uint8Array, total};
-                })()"""
-            )
-            assert result == {"back": [255, 0, 3, 2, 1], "isBytes": True, "total": 180300}
+    async with robot_page(browser_page):
+        result = await browser_page.evaluate(scenarios.BYTES_AND_CLIENT_STREAM)
+        assert result == scenarios.BYTES_AND_CLIENT_STREAM_RESULT
 
 
 async def test_an_application_error_arrives_with_its_name_and_details(browser_page: Page) -> None:
-    waiter = WaiterImpl()
-    with trio.fail_after(TIMEOUT):
-        async with served(browser_page, robot_world_with(waiter)):
-            await browser_page.evaluate(CONNECT_RPC)
-            result = await browser_page.evaluate(
-                """(async () => {
-                  const robots = rpc.proxy(refs.RobotWorldRead);
-                  try {
-                    await robots.queryObstaclesHitByRobot({key: "warehouse"}, "robot-9",
-                                                          {activityId: "act-404"});
-                    return "no error";
-                  } catch (e) {
-                    const registered = "examples.robot_world.interface.RobotNotFound";
-                    return {cls: e.constructor.name, name: e.name, code: e.code, status: e.status,
-                            isApp: tether.isApplicationError(e, registered),
-                            details: e.details, activityId: e.activityId, message: e.message};
-                  }
-                })()"""
-            )
-            assert result["cls"] == "ApplicationError"
-            assert result["name"] == "examples.robot_world.interface.RobotNotFound"
-            assert result["code"] == "application"
-            assert result["status"] == 422
-            assert result["isApp"] is True
-            assert result["details"] == {
-                "fields": {"imodel_key": "warehouse", "robot_id": "robot-9"}
-            }
-            assert result["activityId"] == "act-404"
-            assert "robot-9" in result["message"]
+    async with robot_page(browser_page):
+        result = await browser_page.evaluate(scenarios.APPLICATION_ERROR)
+        scenarios.check_application_error(result)
+        assert result["status"] == 422
 
 
 async def test_an_abort_in_the_page_cancels_the_impl(browser_page: Page) -> None:
-    waiter = WaiterImpl()
-    with trio.fail_after(TIMEOUT):
-        async with served(browser_page, robot_world_with(waiter)):
-            await browser_page.evaluate(CONNECT_RPC)
-            await browser_page.evaluate(
-                """window.controller = new AbortController();
-                window.outcome = rpc.proxy(refs.Waiter)
-                  .wait("abort-me", {signal: controller.signal})
-                  .then(() => "resolved",
-                        (e) => ({name: e.name, isDom: e instanceof DOMException}));
-                true"""
-            )
-            await waiter.started.wait()
-            assert not waiter.cancelled.is_set()
-            await browser_page.evaluate("controller.abort(); true")
-            await waiter.cancelled.wait()
-            assert await browser_page.evaluate("window.outcome") == {
-                "name": "AbortError",
-                "isDom": True,
-            }
-            assert waiter.tags == ["abort-me"]
+    async with robot_page(browser_page) as waiter:
+        await scenarios.check_an_abort_cancels_the_impl(browser_page, waiter)
 
 
 async def test_a_deadline_rejects_with_deadline_exceeded_and_ends_the_impl(
     browser_page: Page,
 ) -> None:
-    waiter = WaiterImpl()
-    with trio.fail_after(TIMEOUT):
-        async with served(browser_page, robot_world_with(waiter)):
-            await browser_page.evaluate(CONNECT_RPC)
-            result = await browser_page.evaluate(
-                """(async () => {
-                  const started = performance.now();
-                  try {
-                    await rpc.proxy(refs.Waiter).wait("deadline", {timeoutMs: 300});
-                    return "resolved";
-                  } catch (e) {
-                    return {cls: e.constructor.name, code: e.code,
-                            after: performance.now() - started};
-                  }
-                })()"""
-            )
-            assert result["cls"] == "DeadlineExceeded"
-            assert result["code"] == "deadline-exceeded"
-            assert result["after"] >= 250
-            await waiter.cancelled.wait()
+    async with robot_page(browser_page) as waiter:
+        await scenarios.check_a_deadline_ends_the_impl(browser_page, waiter)
 
 
-OPEN_EDITOR = """(async () => {
-  const session = await tether.connectIpc(rpcUrl, {
-    channels: [refs.EditorIpc], application: {id: "editor-page", version: "1.0"}});
-  window.session = session;
-  window.changes = [];
-  window.questions = [];
-  window.states = [];
-  session.onstatechange = (s) => states.push(s);
-  session.listen(refs.EditorEvents, {
-    elementChanged(change) { changes.push([change.revision, change.kind, change.element.id]); },
-  });
-  session.serve(refs.EditorPrompts, {
-    confirm(question) { questions.push(question); return true; },
-  });
-  window.editor = session.proxy(refs.EditorIpc);
-  return true;
-})()"""
+OPEN_EDITOR = scenarios.open_editor("rpcUrl")
 
 
 async def test_the_ipc_editor_over_http(browser_page: Page) -> None:
     with trio.fail_after(TIMEOUT):
         async with served(browser_page, None, make_editor()):
             await browser_page.evaluate(OPEN_EDITOR)
-            result = await browser_page.evaluate(
-                """(async () => {
-                  const info = await editor.openDocument("plan");
-                  const moved = await editor.moveElement("wall-1", 2, 3);
-                  const deleted = await editor.deleteElement("window-1");
-                  let missing = null;
-                  try { await editor.moveElement("nope", 1, 1); } catch (e) {
-                    missing = {name: e.name, details: e.details, status: e.status,
-                               isApp: tether.isApplicationError(
-                                 e, "examples.ipc_editor.interface.ElementNotFound")};
-                  }
-                  return {doc: info.name, moved, deleted, changes, questions, missing,
-                          state: session.state};
-                })()"""
-            )
-            assert result["doc"] == "plan"
-            assert result["moved"] == {"x": 2.0, "y": 3.0}
-            assert result["deleted"] is True
-            # the notifications reached the listener, the backend's call the handler
-            assert result["changes"] == [[1, "moved", "wall-1"], [2, "deleted", "window-1"]]
-            assert result["questions"] == ["delete window window-1?"]
-            assert result["missing"] == {
-                "name": "examples.ipc_editor.interface.ElementNotFound",
-                "details": {"fields": {"element_id": "nope"}},
-                "status": 422,
-                "isApp": True,
-            }
-            assert result["state"] == "connected"
-            why = await browser_page.evaluate(
-                "(async () => { await session.close(); const why = await session.closed;"
-                " return [session.state, why.constructor.name]; })()"
-            )
-            assert why == ["closed", "ConnectionClosed"]
+            result = await browser_page.evaluate(scenarios.EDITOR_TOUR)
+            scenarios.check_editor_tour(result)
+            assert result["missing"]["status"] == 422
+            await scenarios.check_the_session_closes(browser_page)
 
 
 async def test_a_dropped_event_stream_resumes_with_nothing_lost(browser_page: Page) -> None:
