@@ -25,10 +25,11 @@ export class SseParser {
   private afterCr = false;
   private event = "";
   private data: string[] = [];
+  private dataChars = 0;
   private id: string | null = null;
-  /** Characters held of an unfinished line (a bound against a peer that never ends one). */
+  /** Characters held of an unfinished line or event (a bound against a peer that never ends one). */
   get pending(): number {
-    return this.line.length + this.data.reduce((sum, part) => sum + part.length, 0);
+    return this.line.length + this.dataChars;
   }
 
   /** The events that `chunk` completes, in order. */
@@ -64,6 +65,7 @@ export class SseParser {
       const event = this.data.length > 0 ? { event: this.event || "message", data: this.data.join("\n"), id: this.id } : null;
       this.event = "";
       this.data = [];
+      this.dataChars = 0;
       this.id = null;
       return event;
     }
@@ -72,7 +74,10 @@ export class SseParser {
     const field = colon < 0 ? line : line.slice(0, colon);
     let value = colon < 0 ? "" : line.slice(colon + 1);
     if (value.startsWith(" ")) value = value.slice(1);
-    if (field === "data") this.data.push(value);
+    if (field === "data") {
+      this.data.push(value);
+      this.dataChars += value.length;
+    }
     else if (field === "event") this.event = value;
     else if (field === "id" && !value.includes("\0")) this.id = value;
     return null;

@@ -50,3 +50,12 @@ test("a block without data (an id alone, a comment) is no event, and the next st
   const parser = new SseParser();
   assert.deepEqual(parser.feed("id: 5\n\nevent: ping\n\n: c\n\ndata: x\n\n"), [{ event: "message", data: "x", id: null }]);
 });
+
+test("pending counts the data lines of an event not yet ended, and nothing once it ends", () => {
+  const parser = new SseParser();
+  for (let i = 0; i < 1000; i++) assert.deepEqual(parser.feed("data: abcd\n"), []);
+  assert.equal(parser.pending, 4000);
+  const [event] = parser.feed("\n");
+  assert.equal(event?.data.length, 1000 * 4 + 999);
+  assert.equal(parser.pending, 0);
+});
