@@ -22,7 +22,7 @@ import attrs
 from ..runtime import IpcInterface, NotificationInterface, Operation, RpcInterface
 from ..runtime._errors import _remote_names
 from ..runtime._interfaces import stream_item_type
-from ..transports.http._openapi import _fields
+from ..runtime._records import record_fields
 from ._codegen_types import (
     RESERVED,
     CodegenError,
@@ -270,7 +270,7 @@ def _error_lines(cls: type, wire: str, names: Names, types: TypeWriter) -> list[
         hints = typing.get_type_hints(cls, include_extras=True)
         fields = [
             f"{TypeWriter.field_name(field)}: {types.ts(hints[field])}"
-            for field, _, _ in _fields(cls)
+            for field, _, _ in record_fields(cls)
         ]
         lines.append(f"export interface {name}Details {{")
         lines.append(f"  fields: {{ {'; '.join(fields)} }};" if fields else "  fields: {};")

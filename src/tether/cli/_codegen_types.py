@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..runtime._codec import _MAPPINGS, _SEQUENCES, _is_record, describe_type
-from ..transports.http._openapi import _class_doc, _discriminator, _fields, _literal_value
+from ..runtime._records import class_doc, literal_value, record_fields, union_discriminator
 
 __all__ = [
     "CodegenError",
@@ -267,7 +267,7 @@ class TypeWriter:
             arms = list(dict.fromkeys(self.ts(arg) for arg in args))
             return " | ".join(arms)
         if origin is typing.Literal:
-            return " | ".join(dict.fromkeys(literal(_literal_value(arg)) for arg in args))
+            return " | ".join(dict.fromkeys(literal(literal_value(arg)) for arg in args))
         if origin is tuple:
             if len(args) == 2 and args[1] is Ellipsis:
                 return _array(self.ts(args[0]))
@@ -319,8 +319,8 @@ class TypeWriter:
             raise CodegenError(
                 f"cannot resolve the field types of {_qualified(tp)}: {exc}"
             ) from None
-        yield from doc_comment(_class_doc(tp))
-        fields = _fields(tp)
+        yield from doc_comment(class_doc(tp))
+        fields = record_fields(tp)
         if not fields:
             yield f"export interface {name} {{}}"
             return
@@ -334,7 +334,7 @@ class TypeWriter:
     def _enum(self, tp: type[enum.Enum]) -> Iterator[str]:
         name = self._named[tp]
         members = list(tp)
-        yield from doc_comment(_class_doc(tp))
+        yield from doc_comment(class_doc(tp))
         values = " | ".join(dict.fromkeys(literal(member.value) for member in members))
         yield f"export type {name} = {values or 'never'};"
         yield f"export const {name} = {{"
@@ -398,7 +398,7 @@ class TypeWriter:
         try:
             hints = typing.get_type_hints(tp, include_extras=True)
             fields = {}
-            for field, _, _ in _fields(tp):
+            for field, _, _ in record_fields(tp):
                 field_shape = self.shape(hints[field])
                 if field_shape is not None:
                     fields[field] = field_shape
@@ -416,7 +416,7 @@ class TypeWriter:
                 return False
             seen.add(tp)
             hints = typing.get_type_hints(tp, include_extras=True)
-            return any(self._holds_bytes(hints[f], seen) for f, _, _ in _fields(tp))
+            return any(self._holds_bytes(hints[f], seen) for f, _, _ in record_fields(tp))
         return any(
             self._holds_bytes(arg, seen) for arg in typing.get_args(tp) if arg is not Ellipsis
         )
@@ -431,7 +431,7 @@ class TypeWriter:
             return held[0][1]
         records = [arg for arg in args if _is_record(arg)]
         if all(_is_record(arg) or _is_plain(arg) for arg in args) and len(records) > 1:
-            tag = _discriminator(records)
+            tag = union_discriminator(records)
             if tag is not None:
                 return self._tagged(records, tag)
         raise CodegenError(

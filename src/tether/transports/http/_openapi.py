@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections.abc
 import copy
-import dataclasses
 import datetime
 import enum
 import inspect
@@ -22,12 +21,18 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-import attrs
 import orjson
 
 from ...runtime import CONVERTER, PROTOCOL_VERSION, Operation, RpcManager
 from ...runtime._codec import _INT_TEXT, _MAPPINGS, _is_record, describe_type, dumps
 from ...runtime._limits import MAX_DEPTH, MAX_INT, MIN_INT
+from ...runtime._records import (
+    NO_DEFAULT,
+    class_doc,
+    literal_value,
+    record_fields,
+    union_discriminator,
+)
 from ._openapi_cache import POLICY_SCHEMA, cached_get, with_policy
 from ._openapi_streams import (
     stream_kind,
@@ -130,7 +135,7 @@ class _Schemas:
         if origin is typing.Union or origin is types.UnionType:
             return self._union(args)
         if origin is typing.Literal:
-            values = [_literal_value(arg) for arg in args]
+            values = [literal_value(arg) for arg in args]
             return {"const": values[0]} if len(values) == 1 else {"enum": values}
         if origin is tuple and args:
             if len(args) == 2 and args[1] is Ellipsis:
@@ -183,18 +188,18 @@ class _Schemas:
         hints = typing.get_type_hints(tp, include_extras=True)
         properties: dict[str, Any] = {}
         required: list[str] = []
-        for field, has_default, default in _fields(tp):
+        for field, has_default, default in record_fields(tp):
             schema = self.of(hints[field])
             if not has_default:
                 required.append(field)
-            elif default is not _NO_DEFAULT:
+            elif default is not NO_DEFAULT:
                 encoded = _encoded(default, hints[field])
-                if encoded is not _NO_DEFAULT:
+                if encoded is not NO_DEFAULT:
                     schema = {**schema, "default": encoded}
             properties[field] = schema
         # No additionalProperties: false, because the codec ignores unknown keys.
         schema = {"type": "object", "properties": properties, "required": required}
-        doc = _class_doc(tp)
+        doc = class_doc(tp)
         if doc:
             schema["description"] = doc
         return schema
@@ -203,7 +208,7 @@ class _Schemas:
 
     def _union(self, args: tuple[Any, ...]) -> dict[str, Any]:
         records = [arg for arg in args if _is_record(arg)]
-        tag = _discriminator(records) if len(records) > 1 else None
+        tag = union_discriminator(records) if len(records) > 1 else None
         if tag is None:
             return {"anyOf": [self.of(arg) for arg in args]}
         field, values = tag
@@ -237,76 +242,12 @@ class _Schemas:
         return schema
 
 
-_NO_DEFAULT: Any = object()
-
-
-def _fields(tp: type) -> list[tuple[str, bool, Any]]:
-    """(name, has a default, the default or _NO_DEFAULT for a factory) of each field.
-
-    Fields with `init=False` are left out: the codec neither writes nor reads them.
-    """
-    out: list[tuple[str, bool, Any]] = []
-    if attrs.has(tp):
-        for a in attrs.fields(tp):
-            if not a.init:
-                continue
-            if a.default is attrs.NOTHING:
-                out.append((a.name, False, _NO_DEFAULT))
-            elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
-                out.append((a.name, True, _NO_DEFAULT))
-            else:
-                out.append((a.name, True, a.default))
-        return out
-    for f in dataclasses.fields(tp):
-        if not f.init:
-            continue
-        if f.default is not dataclasses.MISSING:
-            out.append((f.name, True, f.default))
-        elif f.default_factory is not dataclasses.MISSING:
-            out.append((f.name, True, _NO_DEFAULT))
-        else:
-            out.append((f.name, False, _NO_DEFAULT))
-    return out
-
-
 def _encoded(value: Any, tp: Any) -> Any:
-    """`value` as the codec writes it, or _NO_DEFAULT when it cannot be written."""
+    """`value` as the codec writes it, or NO_DEFAULT when it cannot be written."""
     try:
         return orjson.loads(dumps(CONVERTER.unstructure(value, tp)))
     except Exception:  # a default of another type than declared; leave it undocumented
-        return _NO_DEFAULT
-
-
-def _discriminator(records: list[type]) -> tuple[str, list[str]] | None:
-    """A field every record has as a required one-value str Literal, all values distinct."""
-    candidates: dict[str, list[str]] | None = None
-    for record in records:
-        hints = typing.get_type_hints(record)
-        tags: dict[str, str] = {}
-        for field, has_default, _ in _fields(record):
-            hint = hints[field]
-            if has_default or typing.get_origin(hint) is not typing.Literal:
-                continue
-            (value, *rest) = typing.get_args(hint)
-            value = _literal_value(value)
-            if not rest and isinstance(value, str):
-                tags[field] = value
-        if candidates is None:
-            candidates = {field: [value] for field, value in tags.items()}
-        else:
-            candidates = {
-                field: [*values, tags[field]]
-                for field, values in candidates.items()
-                if field in tags
-            }
-    for field, values in (candidates or {}).items():
-        if len(set(values)) == len(values):
-            return field, values
-    return None
-
-
-def _literal_value(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
+        return NO_DEFAULT
 
 
 def _enum_schema(tp: type[enum.Enum]) -> dict[str, Any]:
@@ -318,21 +259,10 @@ def _enum_schema(tp: type[enum.Enum]) -> dict[str, Any]:
     if len(kinds) == 1 and None not in kinds:
         schema["type"] = kinds.pop()
     schema["enum"] = values
-    doc = _class_doc(tp)
+    doc = class_doc(tp)
     if doc:
         schema["description"] = doc
     return schema
-
-
-def _class_doc(tp: type) -> str | None:
-    doc = tp.__dict__.get("__doc__")
-    if not isinstance(doc, str):
-        return None
-    doc = inspect.cleandoc(doc)
-    # dataclasses make up a docstring from the signature; it says nothing new.
-    if dataclasses.is_dataclass(tp) and doc.startswith(f"{tp.__name__}("):
-        return None
-    return doc or None
 
 
 # ---------------------------------------------------------------------------
@@ -602,7 +532,7 @@ def openapi_document(
         if registration is None:  # unregistered while we were looking
             continue
         tag: dict[str, Any] = {"name": name}
-        doc = _class_doc(registration.interface)
+        doc = class_doc(registration.interface)
         tag["description"] = (
             f"{doc}\n\nVersion {info.version}." if doc else f"Version {info.version}."
         )
@@ -741,7 +671,7 @@ def _operation(
         item = {**schemas.of(tp), "title": param.name}
         if param.default is not param.empty:
             encoded = _encoded(param.default, tp)
-            if encoded is not _NO_DEFAULT:
+            if encoded is not NO_DEFAULT:
                 item["default"] = encoded
         items.append(item)
     listed = ", ".join(
