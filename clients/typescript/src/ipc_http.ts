@@ -12,6 +12,7 @@ import type { Message } from "./codec.js";
 import { ConnectionClosed, TetherError, preview } from "./errors.js";
 import { errorOfAnswer, httpPrefix } from "./rpc_http.js";
 import { SseParser } from "./sse.js";
+import { utf8Length } from "./streams.js";
 import type { ConnectionState, ConnectOptions, MessagePipe, Welcome } from "./transport.js";
 
 /** How a broken event stream or POST is tried again (the Python client's `RetryPolicy()` defaults). */
@@ -55,7 +56,6 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-const utf8 = new TextEncoder();
 
 /** The pipe of one IPC session over HTTP. */
 export class HttpIpcPipe implements MessagePipe {
@@ -297,7 +297,7 @@ export class HttpIpcPipe implements MessagePipe {
       this.end(new ConnectionClosed(`the backend sent an event that is not a message: ${preview(data)}`));
       return;
     }
-    const size = utf8.encode(data).length;
+    const size = utf8Length(data);
     if (id !== null && !/^\d{1,15}$/.test(id)) {
       this.end(new ConnectionClosed(`the backend sent an event id that is not a message number: ${preview(id)}`));
       return;
@@ -360,7 +360,7 @@ export class HttpIpcPipe implements MessagePipe {
     const seq = ++this.seq;
     const sent = this.queue.then(() => this.deliver(body, seq));
     this.queue = sent.catch(() => undefined);
-    return sent.then(() => utf8.encode(body).length);
+    return sent.then(() => utf8Length(body));
   }
 
   /** POSTs one message, waiting while the stream resumes; sent again (same number) when its connection fails. */
